@@ -1,0 +1,284 @@
+"""The native runner: the network of ``docker-compose.yml`` as local processes on loopback.
+
+It runs the very same ``validator.sh`` and ``node.sh`` that Compose runs, with the same
+``genesis.json`` layout, so what the tests exercise is what a pilot deploys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pilotchain import processes
+from pilotchain.chain import call, connect, wait_for
+from pilotchain.config import PROJECT_ROOT, ChainSettings
+from pilotchain.errors import NetworkError
+from pilotchain.genesis import build_genesis, read_genesis, write_genesis
+from pilotchain.keys import SERVICE_ROLES, KeyStore
+
+RPC_NODE = "rpc"
+BOOTNODE = "bootnode"
+
+
+def free_port() -> int:
+    """A TCP and UDP port nobody listens on right now (geth uses both for p2p)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+
+
+@dataclass
+class Ports:
+    """Where each process listens. Fixed bases for ``./scripts/up``; free ports for tests."""
+
+    bootnode: int
+    http: int
+    ws: int
+    p2p_base: int | None = None
+    assigned: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: ChainSettings) -> Ports:
+        return cls(settings.bootnode_port, settings.rpc_port, settings.ws_port,
+                   settings.p2p_base_port)
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(free_port(), free_port(), free_port())
+
+    def node(self, name: str, index: int) -> dict[str, int]:
+        """The p2p and authrpc ports of node ``name`` (``index`` orders the fixed layout)."""
+        if name not in self.assigned:
+            if self.p2p_base is None:
+                self.assigned[name] = {"p2p": free_port(), "authrpc": free_port()}
+            else:
+                self.assigned[name] = {"p2p": self.p2p_base + index, "authrpc": 8551 + index}
+        return self.assigned[name]
+
+
+class LocalNetwork:
+    """Bootnode, validators and the RPC node of one network, as background processes."""
+
+    def __init__(self, settings: ChainSettings, bin_dir: Path, ports: Ports | None = None,
+                 *, fast_keys: bool = False, verbosity: int = 3) -> None:
+        self.settings = settings
+        self.bin_dir = bin_dir
+        self.keys = KeyStore(settings.keys_dir)
+        self.home = settings.data_dir
+        self.state_file = self.home / "state.json"
+        self.fast_keys = fast_keys
+        self.verbosity = verbosity
+        self._state = self._read_state()
+        self.ports = ports or self._ports_from_state() or Ports.from_settings(settings)
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def init(self, *, force: bool = False) -> list[str]:
+        """Create missing keys and genesis.json; return what was created."""
+        created = self.keys.ensure(force=force, fast=self.fast_keys)
+        genesis_file = self.settings.genesis_file
+        if force or not genesis_file.is_file() or created:
+            if genesis_file.is_file() and not force and self._has_chain_data():
+                raise NetworkError(
+                    f"New keys were created but {self.home} holds a chain built on the old "
+                    f"genesis; run './scripts/down --wipe' first, or restore the old keys."
+                )
+            signers = [role.address for role in self.keys.validators()]
+            funded = {name: self.keys.role(name).address for name in SERVICE_ROLES}
+            write_genesis(genesis_file, build_genesis(self.settings, signers, funded))
+            created.append(genesis_file.name)
+        self._check_genesis()
+        return created
+
+    def _check_genesis(self) -> None:
+        genesis = read_genesis(self.settings.genesis_file)
+        chain_id = genesis["config"]["chainId"]
+        if chain_id != self.settings.chain_id:
+            raise NetworkError(
+                f"{self.settings.genesis_file} is for chain id {chain_id} but CHAIN_ID is "
+                f"{self.settings.chain_id}; run 'pilotchain init --force' to regenerate it "
+                "(and './scripts/down --wipe' to drop the old chain)."
+            )
+
+    def _has_chain_data(self) -> bool:
+        return (self.home / "nodes").is_dir() and any((self.home / "nodes").iterdir())
+
+    # -- processes ---------------------------------------------------------------------
+
+    def node_names(self) -> list[str]:
+        return [BOOTNODE, *(role.name for role in self.keys.validators()), RPC_NODE]
+
+    def datadir(self, name: str) -> Path:
+        return self.home / "nodes" / name
+
+    def ipc_path(self, name: str) -> Path:
+        return self.datadir(name) / "geth.ipc"
+
+    def log_file(self, name: str) -> Path:
+        return self.home / "logs" / f"{name}.log"
+
+    def is_running(self, name: str) -> bool:
+        entry = self._state.get("nodes", {}).get(name, {})
+        return processes.is_running(entry.get("pid"), entry.get("marker", "\0"))
+
+    def running(self) -> list[str]:
+        return [name for name in self._state.get("nodes", {}) if self.is_running(name)]
+
+    def start(self) -> list[str]:
+        """Start every node that is not running; return the names started."""
+        started = [name for name in self.node_names() if not self.is_running(name)]
+        for name in started:
+            self.start_node(name)
+        return started
+
+    def start_node(self, name: str, *, timeout: float = 60.0) -> None:
+        """Start ``name`` and wait until it listens (its IPC socket is up).
+
+        Starting nodes one after the other lets each dial the static peers already
+        listening, so signers meet within a second instead of after a discovery round.
+        """
+        if self.is_running(name):
+            return
+        self._spawn(name)
+        if name != BOOTNODE:
+            wait_for(lambda: self.ipc_path(name).exists() or self._check_alive(name),
+                     timeout=timeout, what=f"{name} to open its IPC socket")
+
+    def _spawn(self, name: str) -> None:
+        index = self.node_names().index(name) if name in self.node_names() else 0
+        ports = self.ports.node(name, index)
+        self.datadir(name).mkdir(parents=True, exist_ok=True)
+        argv, env = self._command(name, ports)
+        pid = processes.spawn(argv, log_file=self.log_file(name), env=env, cwd=PROJECT_ROOT)
+        marker = str(self.keys.bootnode_key_file if name == BOOTNODE else self.datadir(name))
+        self._state.setdefault("nodes", {})[name] = {"pid": pid, "marker": marker, **ports}
+        self._write_state()
+
+    def stop_node(self, name: str, *, timeout: float = 90.0) -> bool:
+        """Stop ``name`` cleanly (SIGTERM, then wait); True if it stopped without SIGKILL."""
+        entry = self._state.get("nodes", {}).get(name)
+        if not entry:
+            return True
+        clean = processes.terminate(entry["pid"], entry["marker"], timeout=timeout)
+        entry["pid"] = None
+        self._write_state()
+        return clean
+
+    def stop(self) -> list[str]:
+        """Stop every node, signers before the bootnode; return those that needed SIGKILL."""
+        unclean = []
+        for name in reversed(list(self._state.get("nodes", {}))):
+            if not self.stop_node(name):
+                unclean.append(name)
+        return unclean
+
+    def _command(self, name: str, ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "PILOTCHAIN_GETH": str(self.bin_dir / "geth"),
+            "DATA_DIR": str(self.datadir(name)),
+            "GENESIS_FILE": str(self.settings.genesis_file),
+            "NETWORK_ID": str(self.settings.chain_id),
+            "BOOTNODES": self.bootnode_enode(),
+            "P2P_PORT": str(ports["p2p"]),
+            "AUTHRPC_PORT": str(ports["authrpc"]),
+            "NAT": "extip:127.0.0.1",
+            "VERBOSITY": str(self.verbosity),
+        }
+        if name == BOOTNODE:
+            argv = [str(self.bin_dir / "bootnode"), "-nodekey", str(self.keys.bootnode_key_file),
+                    "-addr", f"127.0.0.1:{self.ports.bootnode}", "-verbosity", "3"]
+            return argv, env
+        if name == RPC_NODE:
+            env.update(HTTP_ADDR=self.settings.host, HTTP_PORT=str(self.ports.http),
+                       WS_PORT=str(self.ports.ws), STATIC_PEERS=self._static_peers(name))
+            return ["bash", str(PROJECT_ROOT / "node.sh")], env
+        role = self.keys.role(name)
+        env.update(SIGNER_ADDRESS=role.address, KEYSTORE_FILE=str(role.keystore),
+                   PASSWORD_FILE=str(role.password_file), GAS_LIMIT=str(self.settings.gas_limit),
+                   NODEKEY_FILE=str(role.nodekey_file), STATIC_PEERS=self._static_peers(name))
+        return ["bash", str(PROJECT_ROOT / "validator.sh")], env
+
+    def _static_peers(self, name: str) -> str:
+        """The validators' enodes but ``name``'s: signers must meet before they seal, and the
+        RPC node should follow them at once rather than after a discovery round."""
+        enodes = []
+        for index, role in enumerate(self.keys.validators(), start=1):
+            if role.name != name:
+                port = self.ports.node(role.name, index)["p2p"]
+                enodes.append(f"enode://{role.enode_pubkey}@127.0.0.1:{port}")
+        return ",".join(enodes)
+
+    def bootnode_enode(self) -> str:
+        return f"enode://{self.keys.bootnode_pubkey}@127.0.0.1:0?discport={self.ports.bootnode}"
+
+    # -- state and readiness ------------------------------------------------------------
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{self.settings.host}:{self.ports.http}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.settings.host}:{self.ports.ws}"
+
+    def block_number(self, name: str = RPC_NODE) -> int:
+        url = self.rpc_url if name == RPC_NODE else str(self.ipc_path(name))
+        return call(url, f"Reading the head of {name}", lambda: connect(url).eth.block_number)
+
+    def wait_for_block(self, number: int, *, name: str = RPC_NODE, timeout: float = 60.0) -> int:
+        """Wait until ``name`` has block ``number`` or later; return its head."""
+        self._check_alive(name)
+        return wait_for(lambda: (head := self.block_number(name)) >= number and head,
+                        timeout=timeout, what=f"{name} to reach block {number}")
+
+    def _check_alive(self, name: str) -> None:
+        """Raise with the end of its log if ``name`` has exited."""
+        if not self.is_running(name):
+            tail = self.log_tail(name)
+            raise NetworkError(f"{name} is not running. Last lines of its log:\n{tail}")
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file(name).read_text().splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def iter_logs(self) -> Iterator[tuple[str, Path]]:
+        for name in self.node_names():
+            yield name, self.log_file(name)
+
+    def _read_state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def _ports_from_state(self) -> Ports | None:
+        saved = self._state.get("ports")
+        if not saved:
+            return None
+        assigned = {name: {"p2p": e["p2p"], "authrpc": e["authrpc"]}
+                    for name, e in self._state.get("nodes", {}).items() if "p2p" in e}
+        return Ports(saved["bootnode"], saved["http"], saved["ws"], saved.get("p2p_base"),
+                     assigned)
+
+    def _write_state(self) -> None:
+        self._state["ports"] = {"bootnode": self.ports.bootnode, "http": self.ports.http,
+                                "ws": self.ports.ws, "p2p_base": self.ports.p2p_base}
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._state, indent=2))
+        tmp.replace(self.state_file)

@@ -1,0 +1,125 @@
+"""The whole native stack behind ``./scripts/up``, ``down`` and ``status``.
+
+Later services (contract deployment, Redis, bridge, faucet) hook in here, so the shell
+scripts stay thin and ``status --json`` describes everything that runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pilotchain.config import ChainSettings
+from pilotchain.errors import NetworkError, PilotChainError
+from pilotchain.localnet import BOOTNODE, RPC_NODE, LocalNetwork
+
+# How long ./scripts/up waits for the RPC node to see a sealed block.
+FIRST_BLOCK_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class UpResult:
+    started: list[str]
+    created: list[str]
+    first_block_seconds: float
+    seconds: float
+
+
+def network(settings: ChainSettings) -> LocalNetwork:
+    return LocalNetwork(settings, settings.geth_bin_dir)
+
+
+def up(settings: ChainSettings) -> UpResult:
+    """Create what is missing, start what is not running, wait for sealed blocks."""
+    began = time.monotonic()
+    net = network(settings)
+    _check_binaries(net)
+    created = net.init()
+    to_start = [name for name in net.node_names() if not net.is_running(name)]
+    _check_ports_free(net, to_start)
+    started = net.start()
+    sealed = began
+    if started:
+        net.wait_for_block(1, name=net.node_names()[1], timeout=FIRST_BLOCK_TIMEOUT)
+        sealed = time.monotonic()
+        # A fresh RPC node joins with every peer below five and so syncs on geth's 10 s
+        # cycle; on a first start it can trail the signers by that much.
+        net.wait_for_block(1, timeout=FIRST_BLOCK_TIMEOUT)
+    now = time.monotonic()
+    return UpResult(started, created, sealed - began, now - began)
+
+
+def down(settings: ChainSettings, *, wipe: bool = False) -> list[str]:
+    """Stop everything the runner started; return the nodes that had to be killed."""
+    net = network(settings)
+    unclean = net.stop()
+    if wipe:
+        shutil.rmtree(net.home, ignore_errors=True)
+    return unclean
+
+
+def status(settings: ChainSettings) -> dict[str, Any]:
+    """One JSON-ready description of the running stack."""
+    net = network(settings)
+    nodes = {
+        name: {"running": net.is_running(name), "log": str(net.log_file(name))}
+        for name in net.node_names()
+    }
+    running = all(node["running"] for node in nodes.values())
+    head = None
+    if nodes.get(RPC_NODE, {}).get("running"):
+        try:
+            head = net.block_number()
+        except PilotChainError:
+            head = None
+    return {
+        "running": running,
+        "rpc_url": net.rpc_url,
+        "ws_url": net.ws_url,
+        "chain_id": settings.chain_id,
+        "network_name": settings.network_name,
+        "currency_symbol": settings.currency_symbol,
+        "explorer_url": settings.explorer_url,
+        "block_number": head,
+        "genesis_file": str(settings.genesis_file),
+        "keys_dir": str(settings.keys_dir),
+        "data_dir": str(net.home),
+        "nodes": nodes,
+    }
+
+
+def _check_binaries(net: LocalNetwork) -> None:
+    for binary in ("geth", "bootnode"):
+        if not (net.bin_dir / binary).is_file():
+            raise NetworkError(
+                f"{binary} is not in {net.bin_dir}; run ./scripts/up, which builds geth "
+                "v1.13.15, or set GETH_BIN_DIR to a folder holding geth and bootnode 1.13.15."
+            )
+
+
+def _check_ports_free(net: LocalNetwork, names: list[str]) -> None:
+    """Fail early, naming the setting, if another program holds a port a node needs."""
+    wanted: list[tuple[str, int, int]] = []
+    for name in names:
+        if name == BOOTNODE:
+            wanted.append(("BOOTNODE_PORT", net.ports.bootnode, socket.SOCK_DGRAM))
+            continue
+        index = net.node_names().index(name)
+        wanted.append(("P2P_BASE_PORT", net.ports.node(name, index)["p2p"], socket.SOCK_STREAM))
+        if name == RPC_NODE:
+            wanted.append(("RPC_HTTP_PORT", net.ports.http, socket.SOCK_STREAM))
+            wanted.append(("RPC_WS_PORT", net.ports.ws, socket.SOCK_STREAM))
+    for setting, port, kind in wanted:
+        with socket.socket(socket.AF_INET, kind) as probe:
+            # As Go's listeners do: a port whose old connections linger in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((net.settings.host, port))
+            except OSError:
+                raise NetworkError(
+                    f"Port {port} on {net.settings.host} is already in use by another "
+                    f"program; stop it or choose another port with {setting} in .env."
+                ) from None
