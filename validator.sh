@@ -5,6 +5,10 @@
 # may follow as arguments.
 set -euo pipefail
 
+# Compose passes the address as a file written by the init step.
+if [ -z "${SIGNER_ADDRESS:-}" ] && [ -n "${SIGNER_ADDRESS_FILE:-}" ]; then
+    SIGNER_ADDRESS=$(tr -d ' \r\n' < "$SIGNER_ADDRESS_FILE")
+fi
 : "${SIGNER_ADDRESS:?SIGNER_ADDRESS is not set: the validator account (0x...)}"
 : "${KEYSTORE_FILE:?KEYSTORE_FILE is not set: the validator keystore JSON}"
 : "${PASSWORD_FILE:?PASSWORD_FILE is not set: the file holding the keystore password}"

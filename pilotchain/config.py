@@ -15,7 +15,20 @@ from dotenv import dotenv_values
 
 from pilotchain.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def _project_root() -> Path:
+    """The checkout (editable install), else PILOTCHAIN_HOME or the working directory.
+
+    In the Compose image the package lives in site-packages and the project folder is
+    mounted elsewhere, so relative paths resolve against the working directory there.
+    """
+    if home := os.environ.get("PILOTCHAIN_HOME"):
+        return Path(home).resolve()
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
 
 
 def load_environment(env_file: Path | None = None) -> dict[str, str]:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from web3 import Web3
+
 from pilotchain import processes
 from pilotchain.chain import call, connect, wait_for
 from pilotchain.config import PROJECT_ROOT, ChainSettings
@@ -80,6 +82,7 @@ class LocalNetwork:
         self.fast_keys = fast_keys
         self.verbosity = verbosity
         self._state = self._read_state()
+        self._connections: dict[str, tuple[str, Web3]] = {}
         self.ports = ports or self._ports_from_state() or Ports.from_settings(settings)
 
     # -- set-up -------------------------------------------------------------------------
@@ -234,9 +237,17 @@ class LocalNetwork:
     def ws_url(self) -> str:
         return f"ws://{self.settings.host}:{self.ports.ws}"
 
+    def web3(self, name: str = RPC_NODE) -> Web3:
+        """A connection to ``name``: HTTP for the RPC node, IPC for the others (cached)."""
+        if name not in self._connections:
+            url = self.rpc_url if name == RPC_NODE else str(self.ipc_path(name))
+            self._connections[name] = (url, connect(url))
+        return self._connections[name][1]
+
     def block_number(self, name: str = RPC_NODE) -> int:
-        url = self.rpc_url if name == RPC_NODE else str(self.ipc_path(name))
-        return call(url, f"Reading the head of {name}", lambda: connect(url).eth.block_number)
+        w3 = self.web3(name)
+        url = self._connections[name][0]
+        return call(url, f"Reading the head of {name}", lambda: w3.eth.block_number)
 
     def wait_for_block(self, number: int, *, name: str = RPC_NODE, timeout: float = 60.0) -> int:
         """Wait until ``name`` has block ``number`` or later; return its head."""

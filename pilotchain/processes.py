@@ -14,6 +14,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+# Children started by this process, kept so they are reaped by their Popen rather than
+# garbage-collected while still running.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
 
 def spawn(argv: Sequence[str], *, log_file: Path, env: Mapping[str, str],
           cwd: Path | None = None) -> int:
@@ -24,6 +28,7 @@ def spawn(argv: Sequence[str], *, log_file: Path, env: Mapping[str, str],
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=dict(env), cwd=cwd, start_new_session=True,
         )
+    _children[process.pid] = process
     return process.pid
 
 
@@ -68,7 +73,6 @@ def terminate(pid: int, marker: str, *, timeout: float = 90.0, sig: int = signal
 
 def _reap(pid: int) -> None:
     """Collect the exit status if ``pid`` is our own child, so it does not linger as a zombie."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]

@@ -1,10 +1,15 @@
 # Shared by validator.sh and node.sh: settings, preflight checks and one-time datadir init.
-# Sourced, never run. Keep it POSIX: the ethereum/client-go alltools image runs it with busybox sh.
+# Sourced, never run. Keep it POSIX plus `pipefail`: the ethereum/client-go alltools image
+# runs it with busybox sh and the native runner with bash (Debian's dash lacks pipefail).
 
 : "${PILOTCHAIN_GETH:=geth}"
 : "${DATA_DIR:=/data}"
 : "${GENESIS_FILE:=/pilotchain/genesis.json}"
 : "${NETWORK_ID:?NETWORK_ID is not set: give the chain id from genesis.json}"
+# Compose names the bootnode by host and reads its public key from the generated keys.
+if [ -z "${BOOTNODES:-}" ] && [ -n "${BOOTNODE_PUBKEY_FILE:-}" ]; then
+    BOOTNODES="enode://$(tr -d ' \r\n' < "$BOOTNODE_PUBKEY_FILE")@${BOOTNODE_HOST:-bootnode}:0?discport=${BOOTNODE_PORT:-30301}"
+fi
 : "${BOOTNODES:?BOOTNODES is not set: give the bootnode enode URL (enode://<pubkey>@<host>:0?discport=30301)}"
 : "${P2P_PORT:=30303}"
 : "${AUTHRPC_PORT:=8551}"

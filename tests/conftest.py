@@ -1,0 +1,77 @@
+"""Shared fixtures: real local Clique networks started by the project's own runner.
+
+Every network lives in its own temporary directory on free ports, so tests never clash
+with a running ./scripts/up or with each other, and every process is stopped at teardown
+even when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pilotchain.config import ChainSettings
+from pilotchain.localnet import LocalNetwork, Ports
+
+GETH_BIN_DIR = Path(
+    os.environ.get("GETH_BIN_DIR", Path.home() / ".cache/pilotchain/geth-v1.13.15/bin")
+)
+
+
+def network_settings(home: Path, **overrides: object) -> ChainSettings:
+    """Settings for a throwaway network under ``home``: 1 s blocks, its own files."""
+    base = ChainSettings(
+        block_period=1,
+        keys_dir=home / "keys",
+        genesis_file=home / "genesis.json",
+        data_dir=home / "data",
+        geth_bin_dir=GETH_BIN_DIR,
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def geth_bin_dir() -> Path:
+    if not (GETH_BIN_DIR / "geth").is_file():
+        pytest.fail(f"geth 1.13.15 is not in {GETH_BIN_DIR}; run ./scripts/test, which builds it")
+    return GETH_BIN_DIR
+
+
+NetworkFactory = Callable[..., LocalNetwork]
+
+
+def _factory(tmp_path_factory: pytest.TempPathFactory, geth_bin_dir: Path
+             ) -> Iterator[NetworkFactory]:
+    networks: list[LocalNetwork] = []
+
+    def make(**overrides: object) -> LocalNetwork:
+        home = tmp_path_factory.mktemp("net")
+        net = LocalNetwork(network_settings(home, **overrides), geth_bin_dir, Ports.free(),
+                           fast_keys=True)
+        networks.append(net)
+        net.init()
+        net.start()
+        net.wait_for_block(1, timeout=90)
+        return net
+
+    yield make
+    for net in networks:
+        net.stop()
+
+
+@pytest.fixture
+def make_network(tmp_path_factory: pytest.TempPathFactory, geth_bin_dir: Path
+                 ) -> Iterator[NetworkFactory]:
+    """Start a private network for one test (for tests that stop or change nodes)."""
+    yield from _factory(tmp_path_factory, geth_bin_dir)
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory: pytest.TempPathFactory, geth_bin_dir: Path) -> Iterator[LocalNetwork]:
+    """One network shared by every test that only sends transactions and reads."""
+    for make in _factory(tmp_path_factory, geth_bin_dir):
+        yield make()

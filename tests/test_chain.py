@@ -1,0 +1,184 @@
+"""The pilot chain on a real three-signer Clique network of geth 1.13.15 processes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import requests
+from eth_account import Account
+from web3 import Web3
+
+from pilotchain import governance
+from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.errors import ChainError
+from pilotchain.genesis import read_genesis
+from pilotchain.localnet import RPC_NODE, LocalNetwork
+
+pytestmark = pytest.mark.chain
+
+
+def signer_of(w3: Web3, number: int) -> str:
+    return Web3.to_checksum_address(w3.manager.request_blocking("clique_getSigner", [hex(number)]))
+
+
+def signers(w3: Web3) -> set[str]:
+    current = w3.manager.request_blocking("clique_getSigners", [])
+    return {Web3.to_checksum_address(address) for address in current}
+
+
+def validator_addresses(net: LocalNetwork) -> set[str]:
+    return {role.address for role in net.keys.validators()}
+
+
+def assert_no_new_block(net: LocalNetwork, periods: int = 6) -> int:
+    """Sealing has halted: the head stays put for several block periods."""
+    head = net.block_number()
+    with pytest.raises(ChainError, match="Timed out"):
+        net.wait_for_block(head + 1, timeout=periods * net.settings.block_period)
+    return head
+
+
+def no_rewinds(net: LocalNetwork) -> None:
+    for name, log in net.iter_logs():
+        text = log.read_text()
+        for marker in ("Head state missing", "Rewinding blockchain", "Rewound"):
+            assert marker not in text, f"{name} rewound its chain: {marker!r} in {log}"
+
+
+def test_three_signers_seal_in_turn_and_rpc_follows(chain: LocalNetwork) -> None:
+    w3 = connect(chain.rpc_url)
+    head = chain.wait_for_block(33, timeout=120)
+    sealers = [signer_of(w3, n) for n in range(head - 32, head + 1)]
+    assert set(sealers) == validator_addresses(chain)
+    # In turn: with three signers nobody seals twice within two consecutive blocks.
+    assert all(a != b for a, b in itertools.pairwise(sealers))
+    assert signers(w3) == validator_addresses(chain)
+    # Every validator's head and the RPC node's agree within a block or two.
+    validator_heads = {name: chain.block_number(name) for name in chain.running()
+                       if name.startswith("validator")}
+    rpc_head = chain.block_number()
+    assert all(abs(h - rpc_head) <= 2 for h in validator_heads.values()), validator_heads
+
+
+def test_eip1559_transfer_is_mined_and_chain_id_matches_genesis(chain: LocalNetwork) -> None:
+    w3 = connect(chain.rpc_url)
+    genesis = read_genesis(chain.settings.genesis_file)
+    assert w3.eth.chain_id == genesis["config"]["chainId"] == chain.settings.chain_id
+    faucet = chain.keys.role("faucet").unlock()
+    recipient = Account.create().address
+    sender = Sender(w3, faucet, url=chain.rpc_url)
+    tx_hash = sender.send({"to": recipient, "value": 12345, "gas": 21000})
+    receipt = wait_for_receipt(w3, tx_hash, timeout=30)
+    assert receipt["status"] == 1
+    assert w3.eth.get_transaction(tx_hash)["type"] == 2
+    assert w3.eth.get_balance(recipient) == 12345
+
+
+def test_nonce_is_recovered_after_another_client_used_it(chain: LocalNetwork) -> None:
+    w3 = connect(chain.rpc_url)
+    operator = chain.keys.role("operator").unlock()
+    first, second = Sender(w3, operator), Sender(w3, operator)
+    target = Account.create().address
+    hashes = [first.send({"to": target, "value": 1, "gas": 21000})]
+    # `second` still believes the old nonce is free: the node says "nonce too low" or
+    # "already known" and the sender re-reads the pending nonce instead of failing.
+    second._nonce = first._nonce - 1  # type: ignore[operator]
+    hashes.append(second.send({"to": target, "value": 2, "gas": 21000}))
+    for tx_hash in hashes:
+        assert wait_for_receipt(w3, tx_hash, timeout=30)["status"] == 1
+    assert w3.eth.get_balance(target) == 3
+
+
+@pytest.mark.parametrize("method", [
+    "admin_nodeInfo", "admin_peers", "personal_listAccounts", "miner_start",
+    "debug_traceBlockByNumber",
+])
+def test_rpc_node_refuses_privileged_namespaces(chain: LocalNetwork, method: str) -> None:
+    answer = requests.post(chain.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                                "params": []}, timeout=10).json()
+    assert "result" not in answer
+    assert "does not exist/is not available" in answer["error"]["message"]
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports in LISTEN state owned by ``pid`` (read from /proc, no extra tools)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().as_posix()
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A = LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_validators_serve_no_open_json_rpc(chain: LocalNetwork) -> None:
+    for name in ("validator1", "validator2", "validator3"):
+        pid = json.loads(chain.state_file.read_text())["nodes"][name]["pid"]
+        cmdline = open(f"/proc/{pid}/cmdline").read().split("\0")
+        assert "--http" not in cmdline and "--ws" not in cmdline
+        ports = listening_ports(pid)
+        assert ports, f"{name} listens on nothing at all?"
+        for port in ports:
+            # geth's only HTTP listener on a validator is the JWT-guarded engine port.
+            try:
+                reply = requests.post(f"http://127.0.0.1:{port}", timeout=3,
+                                      json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
+            except requests.RequestException:
+                continue
+            assert reply.status_code in (401, 403) or "result" not in reply.text, (name, port)
+
+
+def test_sealing_survives_one_validator_down_halts_with_two_and_resumes(make_network) -> None:
+    net = make_network()
+    net.wait_for_block(3, timeout=60)
+    assert net.stop_node("validator3")
+    head = net.block_number()
+    net.wait_for_block(head + 4, timeout=30)
+    assert net.stop_node("validator2")
+    halted_at = assert_no_new_block(net)
+    net.start_node("validator2")
+    net.start_node("validator3")
+    net.wait_for_block(halted_at + 4, timeout=60)
+    for name in ("validator1", "validator2", "validator3"):
+        net.wait_for_block(halted_at + 3, name=name, timeout=30)
+    no_rewinds(net)
+
+
+def test_governance_votes_a_fourth_signer_in_and_out(make_network) -> None:
+    net = make_network()
+    w3 = connect(net.rpc_url)
+    newcomer = net.keys.create_account("validator4", fast=True)
+    net.start_node("validator4")
+    endpoints = {name: str(net.ipc_path(name)) for name in ("validator1", "validator2",
+                                                            "validator3")}
+    governance.propose(endpoints, newcomer.address, True)
+    assert all(s.proposals == {newcomer.address: True} for s in governance.vote_state(endpoints))
+    wait_for(lambda: newcomer.address in signers(w3), timeout=60, what="validator4 voted in")
+    voted_in = w3.eth.block_number
+    wait_for(lambda: any(signer_of(w3, n) == newcomer.address
+                         for n in range(voted_in, w3.eth.block_number + 1)),
+             timeout=60, what="validator4 to seal a block")
+
+    endpoints["validator4"] = str(net.ipc_path("validator4"))
+    governance.propose(endpoints, newcomer.address, False)
+    wait_for(lambda: newcomer.address not in signers(w3), timeout=60,
+             what="validator4 voted out")
+    governance.discard(endpoints, newcomer.address)
+    assert all(not s.proposals for s in governance.vote_state(endpoints))
+    voted_out = w3.eth.block_number
+    net.wait_for_block(voted_out + 8, timeout=60)
+    later = [signer_of(w3, n) for n in range(voted_out + 1, voted_out + 9)]
+    assert newcomer.address not in later
+    assert set(later) == validator_addresses(net) - {newcomer.address}
+    assert RPC_NODE in net.running()
