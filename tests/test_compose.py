@@ -1,0 +1,351 @@
+"""docker-compose.yml is valid Compose and runs the same node scripts as the native runner.
+
+No Docker engine and no network are needed. The file is checked three ways:
+
+1. against the Compose Specification's JSON schema (``tests/data/compose-spec.json``, vendored
+   with its licence), as Compose sees it on a fresh clone: YAML anchors merged and every
+   ``${VAR:-default}`` resolved with no ``.env`` and no variables set;
+2. by a real Compose implementation, ``docker compose config`` (the v2 plugin) or Debian's
+   ``docker-compose config``, which also resolves references and reads the env files.
+   ``scripts/lib/install-test-deps.sh`` installs it; without it this test fails and says so;
+3. against PilotChain's own rules: geth nodes run ``validator.sh``/``node.sh`` from the mounted
+   project, images are pinned (geth exactly ``alltools-v1.13.15``, never ``latest``), long-running
+   services have healthchecks, geth gets time to shut down, the user-facing RPC exposes no
+   admin/personal/miner/debug, and the debug-enabled explorer node publishes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
+INSTALL_HINT = "run scripts/lib/install-test-deps.sh (installs Debian's docker-compose)"
+
+GETH_IMAGE = "ethereum/client-go:alltools-v1.13.15"
+GETH_NODES = {"validator1", "validator2", "validator3", "rpc-node", "explorer-node"}
+NODE_SCRIPTS = {"/pilotchain/validator.sh": "validator.sh", "/pilotchain/node.sh": "node.sh"}
+FORBIDDEN_USER_APIS = {"admin", "personal", "miner", "debug"}
+MIN_GETH_GRACE_SECONDS = 60
+
+# --- Reading the file the way Compose does ---------------------------------------------------
+
+_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Resolve ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` ... like Compose."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("escaped"):
+            return "$"
+        name = match.group("braced") or match.group("plain")
+        op, arg = match.group("op"), match.group("arg") or ""
+        value = env.get(name)
+        unset_or_empty = not value if op and op.startswith(":") else value is None
+        if op in (":-", "-"):
+            return arg if unset_or_empty else value or ""
+        if op in (":?", "?"):
+            if unset_or_empty:
+                raise ValueError(f"required variable {name} is not set: {arg}")
+            return value or ""
+        if op in (":+", "+"):
+            return "" if unset_or_empty else arg
+        return value or ""
+
+    return _VARIABLE.sub(replace, text)
+
+
+def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
+    """Interpolate every string value (not keys) of a loaded YAML document."""
+    if isinstance(node, dict):
+        return {key: interpolate_tree(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate_tree(item, env) for item in node]
+    if isinstance(node, str):
+        return interpolate(node, env)
+    return node
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a Compose env file (KEY=VALUE lines, # comments)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value
+    return values
+
+
+def environment_of(service: Mapping[str, Any]) -> dict[str, str]:
+    """A service's environment as its container gets it: env files first, then ``environment``."""
+    env: dict[str, str] = {}
+    env_files = service.get("env_file", [])
+    for entry in [env_files] if isinstance(env_files, str) else env_files:
+        path = entry if isinstance(entry, str) else entry["path"]
+        env.update(read_env_file(ROOT / path))
+    declared = service.get("environment", {})
+    if isinstance(declared, list):
+        declared = dict(item.partition("=")[::2] for item in declared)
+    env.update({key: "" if value is None else str(value) for key, value in declared.items()})
+    return env
+
+
+def duration_seconds(text: str) -> float:
+    """Parse a Compose duration such as ``90s``, ``2m`` or ``1m30s``."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def bind_mounts(service: Mapping[str, Any]) -> Iterator[tuple[str, str, bool]]:
+    """(host path, container path, read-only) for every bind mount of a service."""
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, _, rest = volume.partition(":")
+            target, _, mode = rest.partition(":")
+            read_only = "ro" in mode.split(",")
+        else:
+            if volume.get("type") != "bind":
+                continue
+            source, target, read_only = volume["source"], volume["target"], volume.get("read_only")
+        if source.startswith((".", "/", "~")):
+            yield source, target, bool(read_only)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """docker-compose.yml as Compose sees it on a fresh clone (anchors merged, defaults used)."""
+    assert COMPOSE_FILE.is_file(), f"{COMPOSE_FILE} is missing"
+    return interpolate_tree(yaml.safe_load(COMPOSE_FILE.read_text()), env={})
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def one_shot(service: Mapping[str, Any]) -> bool:
+    """A set-up step that runs once per ``up`` (others depend on its successful completion)."""
+    return service.get("restart") == "no"
+
+
+# --- 1 and 2: it is valid Compose -------------------------------------------------------------
+
+
+def test_matches_the_compose_specification_schema(compose: dict[str, Any]) -> None:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [
+        f"{'/'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
+        for error in validator.iter_errors(compose)
+    ]
+    assert not errors, "docker-compose.yml breaks the Compose schema:\n" + "\n".join(errors)
+
+
+def compose_command() -> list[str] | None:
+    """The Compose CLI available here: the docker plugin, else the standalone docker-compose."""
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, text=True, timeout=60
+        )
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    return [standalone] if standalone else None
+
+
+def test_compose_cli_accepts_the_file(tmp_path: Path) -> None:
+    command = compose_command()
+    if command is None:
+        pytest.fail(f"neither 'docker compose' nor 'docker-compose' is installed; {INSTALL_HINT}")
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.write_text("")
+    # Only what the CLI needs to run (HOME and DOCKER_CONFIG locate the compose plugin) and an
+    # empty env file: validate the defaults a fresh clone gets, whatever .env or the shell say.
+    keep = ("PATH", "HOME", "DOCKER_CONFIG")
+    clean_env = {key: os.environ[key] for key in keep if key in os.environ}
+    result = subprocess.run(
+        [
+            *command,
+            "--project-directory", str(ROOT),
+            "--env-file", str(empty_env_file),
+            "-f", str(COMPOSE_FILE),
+            "config", "--quiet",
+        ],
+        capture_output=True, text=True, env=clean_env, timeout=120, check=False,
+    )  # fmt: skip
+    output = (result.stdout + result.stderr).strip()
+    tool = " ".join([Path(command[0]).name, *command[1:]])
+    assert result.returncode == 0, f"{tool} config rejects the file:\n{output}"
+    assert "variable is not set" not in output, f"a variable has no default:\n{output}"
+
+
+def test_references_are_defined(services: dict[str, dict[str, Any]], compose: dict) -> None:
+    volumes, networks = set(compose.get("volumes") or {}), set(compose.get("networks") or {})
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+        for network in service.get("networks", []):
+            assert network in networks, f"{name} joins undeclared network {network}"
+        for volume in service.get("volumes", []):
+            source = volume.partition(":")[0] if isinstance(volume, str) else volume.get("source")
+            if source and not source.startswith((".", "/", "~")):
+                assert source in volumes, f"{name} mounts undeclared volume {source}"
+
+
+# --- 3: PilotChain's rules --------------------------------------------------------------------
+
+
+def test_geth_nodes_run_the_native_runner_scripts(services: dict[str, dict[str, Any]]) -> None:
+    geth_images = {name for name, svc in services.items() if svc.get("image") == GETH_IMAGE}
+    geth_services = geth_images - {"bootnode"}
+    assert geth_services == GETH_NODES
+    for name in sorted(GETH_NODES):
+        service = services[name]
+        command = service.get("command")
+        assert isinstance(command, list) and len(command) == 2 and command[0] == "sh", (
+            f"{name}: command must be ['sh', '/pilotchain/<script>'], not {command!r}"
+        )
+        assert command[1] in NODE_SCRIPTS, f"{name} runs {command[1]}, not validator.sh/node.sh"
+        assert (ROOT / NODE_SCRIPTS[command[1]]).is_file(), f"{NODE_SCRIPTS[command[1]]} missing"
+        assert "entrypoint" not in service, f"{name} must not override the image entrypoint"
+        mounts = {target: (source, ro) for source, target, ro in bind_mounts(service)}
+        assert mounts.get("/pilotchain") == (".", True), (
+            f"{name}: the project directory must be mounted read-only at /pilotchain"
+        )
+        expected = "validator.sh" if name.startswith("validator") else "node.sh"
+        assert NODE_SCRIPTS[command[1]] == expected, f"{name} should run {expected}"
+
+
+def test_validators_use_their_own_keys(services: dict[str, dict[str, Any]]) -> None:
+    for number in (1, 2, 3):
+        env = environment_of(services[f"validator{number}"])
+        keys = f"/pilotchain/keys/validator{number}"
+        assert env["KEYSTORE_FILE"] == f"{keys}/keystore.json"
+        assert env["PASSWORD_FILE"] == f"{keys}/password"
+        assert env["SIGNER_ADDRESS_FILE"] == f"{keys}/address"
+
+
+def test_geth_and_bootnode_are_pinned_to_1_13_15(services: dict[str, dict[str, Any]]) -> None:
+    for name in sorted(GETH_NODES | {"bootnode"}):
+        assert services[name]["image"] == GETH_IMAGE, f"{name} must use {GETH_IMAGE}"
+
+
+def test_every_image_is_pinned_and_never_latest(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = service.get("image")
+        assert image, f"{name} has no image (a build needs an explicit image name and tag)"
+        repository, _, tag = image.rpartition(":")
+        assert repository and "/" not in tag, f"{name}: image {image!r} has no tag"
+        assert tag != "latest", f"{name}: image {image!r} uses the latest tag"
+    raw = COMPOSE_FILE.read_text()
+    assert not re.search(r"[:\-]latest\b", raw), "docker-compose.yml mentions a latest tag"
+
+
+def test_long_running_services_have_healthchecks(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        assert "restart" in service, f"{name} must declare a restart policy"
+        if one_shot(service):
+            continue
+        check = service.get("healthcheck")
+        assert check and not check.get("disable"), f"{name} has no healthcheck"
+        assert check["test"] not in (["NONE"], "NONE"), f"{name} disables its healthcheck"
+
+
+def test_geth_nodes_get_time_to_shut_down(services: dict[str, dict[str, Any]]) -> None:
+    for name in sorted(GETH_NODES):
+        grace = services[name].get("stop_grace_period", "10s")
+        assert duration_seconds(grace) >= MIN_GETH_GRACE_SECONDS, (
+            f"{name}: stop_grace_period {grace} is too short; geth rewinds when killed"
+        )
+
+
+def test_nodes_wait_for_init_and_a_healthy_bootnode(services: dict[str, dict[str, Any]]) -> None:
+    assert one_shot(services["init"])
+    assert services["bootnode"]["depends_on"]["init"]["condition"] == (
+        "service_completed_successfully"
+    )
+    for name in sorted(GETH_NODES):
+        depends = services[name]["depends_on"]
+        assert depends["init"]["condition"] == "service_completed_successfully", name
+        assert depends["bootnode"]["condition"] == "service_healthy", name
+
+
+def test_rpc_node_exposes_only_user_apis(services: dict[str, dict[str, Any]]) -> None:
+    apis = set(environment_of(services["rpc-node"])["RPC_APIS"].split(","))
+    assert "eth" in apis
+    assert not apis & FORBIDDEN_USER_APIS, f"rpc-node exposes {sorted(apis & FORBIDDEN_USER_APIS)}"
+
+
+def test_explorer_node_is_unreachable_from_outside(
+    services: dict[str, dict[str, Any]], compose: dict[str, Any]
+) -> None:
+    explorer_node = services["explorer-node"]
+    assert not explorer_node.get("ports"), "explorer-node must not publish ports"
+    assert "debug" in environment_of(explorer_node)["RPC_APIS"].split(",")
+    for network in explorer_node["networks"]:
+        assert compose["networks"][network].get("internal") is True, (
+            f"explorer-node joins {network}, which is not internal"
+        )
+
+
+def test_only_rpc_node_and_explorer_proxy_publish_ports(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    publishing = {name for name, service in services.items() if service.get("ports")}
+    assert publishing == {"rpc-node", "blockscout-proxy"}
+    for name in sorted(publishing):
+        for port in services[name]["ports"]:
+            assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is not on loopback"
+
+
+def test_blockscout_reads_the_chain_from_explorer_node(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    env = environment_of(services["blockscout-backend"])
+    assert env["ETHEREUM_JSONRPC_VARIANT"] == "geth"
+    assert env["BLOCK_TRANSFORMER"] == "clique"
+    assert env["ETHEREUM_JSONRPC_HTTP_URL"].startswith("http://explorer-node:")
+    assert env["ETHEREUM_JSONRPC_TRACE_URL"].startswith("http://explorer-node:")
+    assert env["ETHEREUM_JSONRPC_WS_URL"].startswith("ws://explorer-node:")
+    assert env["CHAIN_ID"] == "8765"
+    assert env["MICROSERVICE_SC_VERIFIER_ENABLED"] == "false"
+    for path in [COMPOSE_FILE, *sorted((ROOT / "envs").glob("*.env"))]:
+        text = path.read_text()
+        assert "host.docker.internal" not in text, f"{path.name} uses host.docker.internal"
+
+
+def test_no_secret_is_committed() -> None:
+    secret_names = {"SECRET_KEY_BASE", "DATABASE_URL", "POSTGRES_PASSWORD", "RELEASE_COOKIE"}
+    for path in sorted((ROOT / "envs").glob("*.env")):
+        for key, value in read_env_file(path).items():
+            assert not (key in secret_names and value), f"{path.name} commits a value for {key}"
+
+
+def test_bind_mounts_are_committed_directories(services: dict[str, dict[str, Any]]) -> None:
+    # Docker creates a missing bind source as a directory, so a file that only exists after
+    # `pilotchain init` (genesis.json, keys/...) must never be bind-mounted on its own.
+    for name, service in services.items():
+        for source, target, _ in bind_mounts(service):
+            path = (ROOT / source).resolve()
+            assert path.is_dir(), f"{name}: bind mount {source} -> {target} is not a directory"
