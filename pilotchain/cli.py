@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pilotchain import governance, stack
 from pilotchain.config import ChainSettings, load_environment
@@ -21,7 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = ChainSettings.from_env(load_environment())
+        env = load_environment()
+        settings = ChainSettings.from_env(env)
+        args.services = build_services(settings, env)
         return args.handler(settings, args)
     except PilotChainError as error:
         print(f"pilotchain: {error}", file=sys.stderr)
@@ -33,6 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into e.g. `head`, which stopped reading: not an error of ours.
         sys.stderr.close()
         return 0
+
+
+def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[stack.Service]:
+    """What ./scripts/up runs on top of the chain, in start order, each configured once here."""
+    del settings, env
+    return []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,19 +82,19 @@ def cmd_init(settings: ChainSettings, args: argparse.Namespace) -> int:
 
 
 def cmd_up(settings: ChainSettings, args: argparse.Namespace) -> int:
-    result = stack.up(settings)
+    result = stack.up(settings, args.services)
     if not result.started:
         print("PilotChain is already up; nothing changed.")
     else:
         print(f"PilotChain is up: started {', '.join(result.started)}; first sealed block after "
               f"{result.first_block_seconds:.1f} s, RPC node following after "
               f"{result.seconds:.1f} s.")
-    print_endpoints(stack.status(settings))
+    print_endpoints(stack.status(settings, args.services))
     return 0
 
 
 def cmd_down(settings: ChainSettings, args: argparse.Namespace) -> int:
-    unclean = stack.down(settings, wipe=args.wipe)
+    unclean = stack.down(settings, args.services, wipe=args.wipe)
     if unclean:
         print(f"Stopped; {', '.join(unclean)} had to be killed after not stopping in time.")
     else:
@@ -95,7 +103,7 @@ def cmd_down(settings: ChainSettings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: ChainSettings, args: argparse.Namespace) -> int:
-    report = stack.status(settings)
+    report = stack.status(settings, args.services)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -131,9 +131,11 @@ class LocalNetwork:
     def log_file(self, name: str) -> Path:
         return self.home / "logs" / f"{name}.log"
 
+    def process(self, name: str) -> processes.ManagedProcess:
+        return processes.ManagedProcess(name, self.home / "pids")
+
     def is_running(self, name: str) -> bool:
-        entry = self._state.get("nodes", {}).get(name, {})
-        return processes.is_running(entry.get("pid"), entry.get("marker", "\0"))
+        return self.process(name).is_running()
 
     def running(self) -> list[str]:
         return [name for name in self._state.get("nodes", {}) if self.is_running(name)]
@@ -163,20 +165,15 @@ class LocalNetwork:
         ports = self.ports.node(name, index)
         self.datadir(name).mkdir(parents=True, exist_ok=True)
         argv, env = self._command(name, ports)
-        pid = processes.spawn(argv, log_file=self.log_file(name), env=env, cwd=PROJECT_ROOT)
         marker = str(self.keys.bootnode_key_file if name == BOOTNODE else self.datadir(name))
-        self._state.setdefault("nodes", {})[name] = {"pid": pid, "marker": marker, **ports}
+        self.process(name).start(argv, marker=marker, log_file=self.log_file(name), env=env,
+                                 cwd=PROJECT_ROOT)
+        self._state.setdefault("nodes", {})[name] = dict(ports)
         self._write_state()
 
     def stop_node(self, name: str, *, timeout: float = 90.0) -> bool:
         """Stop ``name`` cleanly (SIGTERM, then wait); True if it stopped without SIGKILL."""
-        entry = self._state.get("nodes", {}).get(name)
-        if not entry:
-            return True
-        clean = processes.terminate(entry["pid"], entry["marker"], timeout=timeout)
-        entry["pid"] = None
-        self._write_state()
-        return clean
+        return self.process(name).stop(timeout=timeout)
 
     def stop(self) -> list[str]:
         """Stop every node, signers before the bootnode; return those that needed SIGKILL."""

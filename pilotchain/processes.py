@@ -7,6 +7,7 @@ a recycled pid.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -33,13 +34,15 @@ def spawn(argv: Sequence[str], *, log_file: Path, env: Mapping[str, str],
 
 
 def is_running(pid: int | None, marker: str) -> bool:
-    """True if ``pid`` is alive (not a zombie) and ``marker`` is in its command line or
-    environment (a wrapper script that later execs keeps its environment, not its argv)."""
+    """True if ``pid`` is alive (not a zombie) and ``marker`` is in its command line,
+    environment (a wrapper script that later execs keeps its environment, not its argv)
+    or working directory (redis-server overwrites both argv and environment)."""
     if not pid:
         return False
     try:
         proc = Path(f"/proc/{pid}")
-        identity = (proc / "cmdline").read_bytes() + b"\0" + (proc / "environ").read_bytes()
+        identity = b"\0".join([(proc / "cmdline").read_bytes(), (proc / "environ").read_bytes(),
+                               os.readlink(proc / "cwd").encode()])
         state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
         return False
@@ -76,3 +79,49 @@ def _reap(pid: int) -> None:
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
         del _children[pid]
+
+
+class ManagedProcess:
+    """One named background process whose pid survives in ``<state_dir>/<name>.pid.json``.
+
+    The marker (a path unique to this process, e.g. its data directory) is stored with the
+    pid and must appear in the process's command line or environment to count as running.
+    """
+
+    def __init__(self, name: str, state_dir: Path) -> None:
+        self.name = name
+        self.pid_file = state_dir / f"{name}.pid.json"
+
+    def _record(self) -> dict:
+        try:
+            return json.loads(self.pid_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    @property
+    def pid(self) -> int | None:
+        return self._record().get("pid")
+
+    def is_running(self) -> bool:
+        record = self._record()
+        return is_running(record.get("pid"), record.get("marker", "\0"))
+
+    def start(self, argv: Sequence[str], *, marker: str, log_file: Path,
+              env: Mapping[str, str], cwd: Path | None = None) -> int:
+        """Spawn unless already running, tagged with ``marker`` in its environment (some
+        programs, redis-server among them, rewrite their command line)."""
+        if self.is_running():
+            return self.pid  # type: ignore[return-value]
+        pid = spawn(argv, log_file=log_file, env={**env, "PILOTCHAIN_PROCESS": marker}, cwd=cwd)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(json.dumps({"pid": pid, "marker": marker}))
+        return pid
+
+    def stop(self, *, timeout: float = 90.0) -> bool:
+        """SIGTERM and wait (SIGKILL after ``timeout``); True if it stopped cleanly."""
+        record = self._record()
+        if not record:
+            return True
+        clean = terminate(record["pid"], record["marker"], timeout=timeout)
+        self.pid_file.unlink(missing_ok=True)
+        return clean

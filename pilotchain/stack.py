@@ -9,8 +9,9 @@ from __future__ import annotations
 import shutil
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pilotchain.config import ChainSettings
 from pilotchain.errors import NetworkError, PilotChainError
@@ -28,12 +29,33 @@ class UpResult:
     seconds: float
 
 
+class Service(Protocol):
+    """Something the native stack runs on top of the chain (contract, Redis, bridge, faucet).
+
+    ``start`` is idempotent and returns once the service is ready; ``status`` returns the
+    keys it adds to ``./scripts/status --json``.
+    """
+
+    name: str
+
+    def start(self, net: LocalNetwork) -> bool:
+        """Start (or deploy) if needed; True if anything was started."""
+        ...
+
+    def stop(self) -> bool:
+        """Stop; True if it stopped cleanly."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 def network(settings: ChainSettings) -> LocalNetwork:
     return LocalNetwork(settings, settings.geth_bin_dir)
 
 
-def up(settings: ChainSettings) -> UpResult:
-    """Create what is missing, start what is not running, wait for sealed blocks."""
+def up(settings: ChainSettings, services: Sequence[Service] = ()) -> UpResult:
+    """Create what is missing, start what is not running, wait for sealed blocks, then
+    start each service in order."""
     began = time.monotonic()
     net = network(settings)
     _check_binaries(net)
@@ -48,20 +70,25 @@ def up(settings: ChainSettings) -> UpResult:
         # A fresh RPC node joins with every peer below five and so syncs on geth's 10 s
         # cycle; on a first start it can trail the signers by that much.
         net.wait_for_block(1, timeout=FIRST_BLOCK_TIMEOUT)
+    for service in services:
+        if service.start(net):
+            started.append(service.name)
     now = time.monotonic()
     return UpResult(started, created, sealed - began, now - began)
 
 
-def down(settings: ChainSettings, *, wipe: bool = False) -> list[str]:
-    """Stop everything the runner started; return the nodes that had to be killed."""
+def down(settings: ChainSettings, services: Sequence[Service] = (), *,
+         wipe: bool = False) -> list[str]:
+    """Stop everything the runner started, services first; return what had to be killed."""
     net = network(settings)
-    unclean = net.stop()
+    unclean = [service.name for service in reversed(services) if not service.stop()]
+    unclean += net.stop()
     if wipe:
         shutil.rmtree(net.home, ignore_errors=True)
     return unclean
 
 
-def status(settings: ChainSettings) -> dict[str, Any]:
+def status(settings: ChainSettings, services: Sequence[Service] = ()) -> dict[str, Any]:
     """One JSON-ready description of the running stack."""
     net = network(settings)
     nodes = {
@@ -75,7 +102,7 @@ def status(settings: ChainSettings) -> dict[str, Any]:
             head = net.block_number()
         except PilotChainError:
             head = None
-    return {
+    report: dict[str, Any] = {
         "running": running,
         "rpc_url": net.rpc_url,
         "ws_url": net.ws_url,
@@ -89,6 +116,9 @@ def status(settings: ChainSettings) -> dict[str, Any]:
         "data_dir": str(net.home),
         "nodes": nodes,
     }
+    for service in services:
+        report.update(service.status())
+    return report
 
 
 def _check_binaries(net: LocalNetwork) -> None:

@@ -13,9 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import redis
 
 from pilotchain.config import ChainSettings
-from pilotchain.localnet import LocalNetwork, Ports
+from pilotchain.localnet import LocalNetwork, Ports, free_port
+from pilotchain.redis_server import RedisService, RedisSettings
 
 GETH_BIN_DIR = Path(
     os.environ.get("GETH_BIN_DIR", Path.home() / ".cache/pilotchain/geth-v1.13.15/bin")
@@ -75,3 +77,22 @@ def chain(tmp_path_factory: pytest.TempPathFactory, geth_bin_dir: Path) -> Itera
     """One network shared by every test that only sends transactions and reads."""
     for make in _factory(tmp_path_factory, geth_bin_dir):
         yield make()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisService]:
+    """A real redis-server (append-only, like the stack's) on a free port, for the session."""
+    home = tmp_path_factory.mktemp("redis")
+    service = RedisService(RedisSettings(port=free_port(), data_dir=home / "data"), home / "pids")
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisService) -> Iterator[str]:
+    """The session's Redis, emptied before each test that uses it."""
+    client = redis.Redis.from_url(redis_server.settings.url)
+    client.flushall()
+    client.close()
+    yield redis_server.settings.url

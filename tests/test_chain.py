@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import pytest
@@ -124,7 +123,7 @@ def listening_ports(pid: int) -> set[int]:
 
 def test_validators_serve_no_open_json_rpc(chain: LocalNetwork) -> None:
     for name in ("validator1", "validator2", "validator3"):
-        pid = json.loads(chain.state_file.read_text())["nodes"][name]["pid"]
+        pid = chain.process(name).pid
         cmdline = open(f"/proc/{pid}/cmdline").read().split("\0")
         assert "--http" not in cmdline and "--ws" not in cmdline
         ports = listening_ports(pid)

@@ -32,3 +32,14 @@ ensure_geth() {
     GETH_BIN_DIR="$("$PROJECT_ROOT/scripts/lib/install-geth.sh")"
     export GETH_BIN_DIR
 }
+
+# Install the npm packages (the solc-js compiler, OpenZeppelin) when package-lock.json changed.
+ensure_npm() {
+    local stamp="$PROJECT_ROOT/node_modules/.installed-$(sha256sum "$PROJECT_ROOT/package-lock.json" | cut -c1-16)"
+    command -v npm >/dev/null 2>&1 || die "npm is missing; on Debian: apt-get install nodejs npm"
+    if [ ! -f "$stamp" ]; then
+        say "installing npm packages (solc, @openzeppelin/contracts)"
+        (cd "$PROJECT_ROOT" && npm ci --no-audit --no-fund --loglevel=error >&2)
+        touch "$stamp"
+    fi
+}

@@ -38,18 +38,20 @@ as_root() {
     fi
 }
 
-install_compose_cli() {
-    command -v apt-get >/dev/null 2>&1 \
-        || die "no apt-get here; install Docker Compose ('docker compose' or 'docker-compose') yourself"
-    log "installing Debian's docker-compose (for tests/test_compose.py)"
+# Debian packages the suite runs for real: $1 is the command to look for, $2 the package.
+ensure_debian_package() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    command -v apt-get >/dev/null 2>&1 || die "no apt-get here; install $2 yourself (it provides $1)"
+    log "installing Debian's $2 (for $1)"
     export DEBIAN_FRONTEND=noninteractive
-    if ! as_root apt-get install -y -q --no-install-recommends docker-compose; then
+    if ! as_root apt-get install -y -q --no-install-recommends "$2"; then
         log "refreshing the package lists and trying again"
         as_root apt-get update -q
-        as_root apt-get install -y -q --no-install-recommends docker-compose
+        as_root apt-get install -y -q --no-install-recommends "$2"
     fi
-    command -v docker-compose >/dev/null 2>&1 || die "docker-compose is still missing after apt-get"
-    log "installed: $(docker-compose version 2>/dev/null | head -n 1)"
+    command -v "$1" >/dev/null 2>&1 || die "$1 is still missing after installing $2"
 }
 
-have_compose_cli || install_compose_cli
+have_compose_cli || ensure_debian_package docker-compose docker-compose
+# Redis: the bridge's stream and the faucet's shared rate limits (tests start their own).
+ensure_debian_package redis-server redis-server
