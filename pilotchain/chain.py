@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import requests
 from eth_account.signers.local import LocalAccount
+from eth_utils import ValidationError
 from hexbytes import HexBytes
 from web3 import IPCProvider, Web3
 from web3.exceptions import TimeExhausted, TransactionNotFound, Web3RPCError
@@ -60,6 +61,9 @@ def call(url: str, action: str, fn: Callable[[], T]) -> T:
     except Web3RPCError as error:
         raise ChainError(f"{action} failed: the node at {describe(url)} said: "
                          f"{rpc_message(error)}.") from None
+    except ValidationError as error:
+        # What an in-process EVM (eth-tester) raises where geth answers with an RPC error.
+        raise ChainError(f"{action} failed: {error}.") from None
     except (requests.ConnectionError, requests.Timeout, ConnectionError, FileNotFoundError,
             TimeoutError):
         raise ChainError(
