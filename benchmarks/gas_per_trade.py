@@ -5,8 +5,11 @@ Runs on an in-process London EVM (eth-tester) by default::
 
     .venv/bin/python benchmarks/gas_per_trade.py
 
-To measure on a real chain, replace :func:`connect` (it is the only place that knows where
-the chain is); everything else signs and sends raw transactions like a real client.
+With ``--chain`` it starts a real three-signer Clique network of geth 1.13.15 processes
+(the project's native runner, temporary directory, free ports, 1 s blocks) and measures
+there; everything else signs and sends raw transactions like a real client either way::
+
+    .venv/bin/python benchmarks/gas_per_trade.py --chain
 
 Trades are the recorded gsy-e trades of ``tests/data`` with fresh trade ids, so ids, amounts
 and participants look like production. "steady" rows are measured after every participant
@@ -16,11 +19,14 @@ where each new participant's bill slots are created (22.1k gas per new slot).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import random
 import sys
+import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +76,28 @@ def connect() -> Bench:
             {"from": w3.eth.accounts[0], "to": account.address, "value": 10**21}
         )
     return Bench(w3, operator, recorder)
+
+
+@contextmanager
+def local_chain() -> Iterator[Bench]:
+    """A real local Clique network with the operator and bridge keys it generated."""
+    from pilotchain.chain import connect as connect_rpc
+    from pilotchain.config import ChainSettings
+    from pilotchain.localnet import LocalNetwork, Ports
+
+    with tempfile.TemporaryDirectory(prefix="gas-bench-") as tmp:
+        home = Path(tmp)
+        settings = ChainSettings(block_period=1, keys_dir=home / "keys",
+                                 genesis_file=home / "genesis.json", data_dir=home / "data")
+        net = LocalNetwork(settings, settings.geth_bin_dir, Ports.free(), fast_keys=True)
+        try:
+            net.init()
+            net.start()
+            net.wait_for_block(1, timeout=90)
+            yield Bench(connect_rpc(net.rpc_url), net.keys.role("operator").unlock(),
+                        net.keys.role("bridge").unlock())
+        finally:
+            net.stop()
 
 
 def sample_trades(pool: Sequence[TradeRecord], count: int, rng: random.Random) -> list[TradeRecord]:
@@ -185,11 +213,22 @@ def deploy(bench: Bench) -> Contract:
     return settlement_contract(bench.w3, deployment)
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Print one row per batch size; exit 1 if a full batch misses the gas target."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chain", action="store_true",
+                        help="measure on a real local Clique network instead of eth-tester")
+    args = parser.parse_args(argv)
+    if args.chain:
+        with local_chain() as bench:
+            return measure(bench)
+    return measure(connect())
+
+
+def measure(bench: Bench) -> int:
+    """Deploy, then record batches of each size on ``bench`` and print the table."""
     pool = [record for path in sorted(DATA_DIR.glob("*.jsonl")) for record in read_recording(path)]
     rng = random.Random(SEED)
-    bench = connect()
     contract = deploy(bench)
     full = largest_batch(
         lambda n: signed_size(bench, contract, sample_trades(pool, n, rng)) <= MAX_TRANSACTION_BYTES

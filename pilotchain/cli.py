@@ -15,6 +15,7 @@ from pilotchain import governance, stack
 from pilotchain.config import ChainSettings, load_environment
 from pilotchain.errors import PilotChainError
 from pilotchain.localnet import LocalNetwork
+from pilotchain.settlement_service import SettlementService
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[stack.Service]:
     """What ./scripts/up runs on top of the chain, in start order, each configured once here."""
-    del settings, env
-    return []
+    del env
+    return [SettlementService(settings)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", cmd_status, "Describe the running stack.")
     status.add_argument("--json", action="store_true", help="print one JSON object")
 
+    deploy = command("deploy", cmd_deploy,
+                     "Compile and deploy Settlement (operator admin, bridge recorder) unless "
+                     "the recorded one is live.")
+    deploy.add_argument("--force", action="store_true", help="deploy a new contract anyway")
     signers = command("signers", cmd_signers, "Show the signers and pending votes.")
     propose = command("propose", cmd_propose, "Vote a signer in or out on every validator.")
     propose.add_argument("address")
@@ -147,6 +152,14 @@ def validator_endpoints(settings: ChainSettings, ipc: list[str] | None) -> dict[
             "geth attach --exec 'clique.getSigners()' /data/geth.ipc)."
         )
     return running
+
+
+def cmd_deploy(settings: ChainSettings, args: argparse.Namespace) -> int:
+    deployment, new = SettlementService(settings).deploy(force=args.force)
+    verb = "Deployed" if new else "Already deployed:"
+    print(f"{verb} Settlement at {deployment.address} (block {deployment.block_number}); "
+          f"ABI {deployment.abi_path}; record {settings.deployment_file}")
+    return 0
 
 
 def cmd_signers(settings: ChainSettings, args: argparse.Namespace) -> int:

@@ -122,6 +122,13 @@ class ChainSettings:
     explorer_url: str = "http://localhost"
     rpc_url_override: str | None = None
     geth_bin_dir: Path = Path.home() / ".cache" / "pilotchain" / "geth-v1.13.15" / "bin"
+    deployment_file_override: Path | None = None
+
+    @property
+    def deployment_file(self) -> Path:
+        """Where the Settlement deployment record lives: with the chain data it belongs to,
+        so wiping the chain forgets the contract too."""
+        return self.deployment_file_override or self.data_dir / "settlement.json"
 
     @property
     def rpc_url(self) -> str:
@@ -153,4 +160,6 @@ class ChainSettings:
             explorer_url=read.str("EXPLORER_URL", d.explorer_url),
             rpc_url_override=read.optional("RPC_URL"),
             geth_bin_dir=read.path("GETH_BIN_DIR", d.geth_bin_dir),
+            deployment_file_override=(read.path("DEPLOYMENT_FILE", Path())
+                                      if read.optional("DEPLOYMENT_FILE") else None),
         )
