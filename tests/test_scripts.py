@@ -1,0 +1,107 @@
+"""./scripts/up, status and down as a user runs them, on their own ports and directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pilotchain.localnet import free_port
+
+pytestmark = pytest.mark.chain
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stack_env(home: Path) -> dict[str, str]:
+    """Settings that keep this stack apart from a developer's own ./scripts/up."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
+    env.update({
+        "KEYS_DIR": str(home / "keys"),
+        "GENESIS_FILE": str(home / "genesis.json"),
+        "NATIVE_DATA_DIR": str(home / "data"),
+        "RPC_HTTP_PORT": str(free_port()),
+        "RPC_WS_PORT": str(free_port()),
+        "BOOTNODE_PORT": str(free_port()),
+        "P2P_BASE_PORT": str(free_port()),
+        "BLOCK_PERIOD": "1",
+    })
+    for name, value in extra_service_ports().items():
+        env[name] = value
+    return env
+
+
+def extra_service_ports() -> dict[str, str]:
+    """Free ports for the services up starts beside the chain."""
+    return {"REDIS_PORT": str(free_port()), "FAUCET_PORT": str(free_port()),
+            "BRIDGE_METRICS_PORT": str(free_port())}
+
+
+def run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ROOT / "scripts" / script), *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def processes_tagged(home: Path) -> list[int]:
+    """Every live process whose command line, environment or cwd mentions ``home``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            identity = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+            identity += os.readlink(proc / "cwd").encode()
+        except OSError:
+            continue
+        if str(home).encode() in identity and int(proc.name) != os.getpid():
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    home = tmp_path / "stack"
+    env = stack_env(home)
+    yield home, env
+    run("down", env)
+
+
+def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, str]]) -> None:
+    home, env = stack
+    first = run("up", env)
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert "PilotChain is up" in first.stdout
+    assert f"http://127.0.0.1:{env['RPC_HTTP_PORT']}" in first.stdout
+
+    status = run("status", env, "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["rpc_url"] == f"http://127.0.0.1:{env['RPC_HTTP_PORT']}"
+    assert report["ws_url"] == f"ws://127.0.0.1:{env['RPC_WS_PORT']}"
+    assert report["chain_id"] == 8765
+    assert report["settlement_address"].startswith("0x")
+    assert Path(report["settlement_abi"]).is_file()
+    pids_before = sorted(processes_tagged(home))
+    assert pids_before
+
+    second = run("up", env)
+    assert second.returncode == 0, second.stderr
+    assert "already up; nothing changed" in second.stdout
+    assert sorted(processes_tagged(home)) == pids_before
+    assert json.loads(run("status", env, "--json").stdout)["settlement_address"] == \
+        report["settlement_address"]
+
+    down = run("down", env)
+    assert down.returncode == 0, down.stderr
+    assert "Stopped every PilotChain process" in down.stdout
+    assert processes_tagged(home) == []
+    assert run("status", env).returncode == 3
+
+    # Restarted, the chain continues and keeps its contract.
+    again = run("up", env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(run("status", env, "--json").stdout)["settlement_address"] == \
+        report["settlement_address"]
