@@ -87,7 +87,8 @@ def cmd_init(settings: ChainSettings, args: argparse.Namespace) -> int:
 
 
 def cmd_up(settings: ChainSettings, args: argparse.Namespace) -> int:
-    result = stack.up(settings, args.services)
+    result = stack.up(settings, args.services,
+                      progress=lambda step: print(f"up: {step}", file=sys.stderr, flush=True))
     if not result.started:
         print("PilotChain is already up; nothing changed.")
     else:

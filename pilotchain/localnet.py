@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,10 +140,11 @@ class LocalNetwork:
     def running(self) -> list[str]:
         return [name for name in self._state.get("nodes", {}) if self.is_running(name)]
 
-    def start(self) -> list[str]:
+    def start(self, progress: Callable[[str], None] = lambda _: None) -> list[str]:
         """Start every node that is not running; return the names started."""
         started = [name for name in self.node_names() if not self.is_running(name)]
         for name in started:
+            progress(f"starting {name} (log: {self.log_file(name)})")
             self.start_node(name)
         return started
 

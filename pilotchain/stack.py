@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,24 +53,30 @@ def network(settings: ChainSettings) -> LocalNetwork:
     return LocalNetwork(settings, settings.geth_bin_dir)
 
 
-def up(settings: ChainSettings, services: Sequence[Service] = ()) -> UpResult:
+def up(settings: ChainSettings, services: Sequence[Service] = (),
+       progress: Callable[[str], None] = lambda _: None) -> UpResult:
     """Create what is missing, start what is not running, wait for sealed blocks, then
-    start each service in order."""
+    start each service in order, reporting each step to ``progress``."""
     began = time.monotonic()
     net = network(settings)
     _check_binaries(net)
     created = net.init()
+    if created:
+        progress(f"created {', '.join(created)}")
     to_start = [name for name in net.node_names() if not net.is_running(name)]
     _check_ports_free(net, to_start)
-    started = net.start()
+    started = net.start(progress)
     sealed = began
     if started:
+        progress("waiting for the first sealed block")
         net.wait_for_block(1, name=net.node_names()[1], timeout=FIRST_BLOCK_TIMEOUT)
         sealed = time.monotonic()
         # A fresh RPC node joins with every peer below five and so syncs on geth's 10 s
         # cycle; on a first start it can trail the signers by that much.
+        progress("waiting for the RPC node to follow")
         net.wait_for_block(1, timeout=FIRST_BLOCK_TIMEOUT)
     for service in services:
+        progress(f"checking {service.name}")
         if service.start(net):
             started.append(service.name)
     now = time.monotonic()
