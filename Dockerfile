@@ -1,20 +1,32 @@
-# PilotChain's Python image: the `pilotchain` console script (`pilotchain init` is docker-compose.yml's
-# one-shot set-up step) and, in later issues, the bridge and the faucet.
+# PilotChain's Python image: the `pilotchain` console script (Compose's one-shot `init` and
+# `deploy` steps), the bridge and the faucet.
 #
 #   docker compose build init            # or: docker build -t pilotchain/app:local .
 #
-# The build context is limited by .dockerignore to what `pip install .` needs; keys, chain data,
-# .env and the virtualenv never enter the image.
+# The build context is limited by .dockerignore to what the image needs; keys, chain data, .env
+# and the virtualenv never enter it. The Settlement contract is compiled here, at build time,
+# with the npm solc-js the project pins, so the running containers need no compiler.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PILOTCHAIN_HOME=/opt/pilotchain
+
+# Node.js runs solc-js (the compiler pinned in package.json).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nodejs npm \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
 COPY . .
 RUN pip install . \
+    && mkdir -p "$PILOTCHAIN_HOME/scripts/lib" \
+    && cp -r contracts package.json package-lock.json "$PILOTCHAIN_HOME/" \
+    && cp scripts/lib/solc-js "$PILOTCHAIN_HOME/scripts/lib/" \
+    && cd "$PILOTCHAIN_HOME" && npm ci --omit=dev --no-audit --no-fund \
+    && python -c "from pilotchain.contract import compile_settlement; compile_settlement()" \
     && rm -rf /src \
     && useradd --uid 1000 --user-group --home-dir /home/pilot --create-home --shell /usr/sbin/nologin pilot
 

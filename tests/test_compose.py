@@ -144,8 +144,9 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def one_shot(service: Mapping[str, Any]) -> bool:
-    """A set-up step that runs once per ``up`` (others depend on its successful completion)."""
-    return service.get("restart") == "no"
+    """A set-up step that runs once per ``up`` (others depend on its successful completion);
+    ``on-failure`` retries it until it succeeds once, e.g. while the RPC node starts."""
+    return service.get("restart") in ("no", "on-failure")
 
 
 # --- 1 and 2: it is valid Compose -------------------------------------------------------------
