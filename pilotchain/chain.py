@@ -6,15 +6,18 @@ middleware, turning raw node errors into sentences, EIP-1559 fees, signing and n
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import requests
 from eth_account.signers.local import LocalAccount
-from eth_utils import ValidationError
+from eth_utils import ValidationError, keccak
 from hexbytes import HexBytes
 from web3 import IPCProvider, Web3
 from web3.exceptions import TimeExhausted, TransactionNotFound, Web3RPCError
@@ -29,16 +32,40 @@ DEFAULT_PRIORITY_FEE = 1 * GWEI
 NONCE_ERRORS = ("nonce too low", "nonce too high", "already known", "replacement transaction")
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
-def connect(url: str, *, timeout: float = 10.0) -> Web3:
+class ChainUnreachable(ChainError):
+    """The node did not answer (connection refused, reset or timed out)."""
+
+
+class NodeRefused(ChainError):
+    """The node answered with an error.
+
+    ``reason`` is the node's own message, for logs and for callers that react to a
+    particular refusal (e.g. "insufficient funds"); it is not meant for end users.
+    """
+
+    def __init__(self, sentence: str, reason: str) -> None:
+        super().__init__(sentence)
+        self.reason = reason
+
+
+def connect(url: str, *, timeout: float = 10.0, env_proxies: bool = True) -> Web3:
     """A Web3 for ``url`` (http(s)://, or a path to a geth IPC socket) with PoA support.
 
     Clique headers carry 97 bytes of extraData, which web3 rejects unless the PoA
-    middleware runs first, hence layer 0.
+    middleware runs first, hence layer 0. ``env_proxies=False`` (HTTP only) skips what
+    requests does on every call to honour HTTP(S)_PROXY and .netrc, about a quarter of a
+    call's CPU, for busy services that reach the node directly.
     """
     if url.startswith(("http://", "https://")):
-        provider: Any = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})
+        session = None
+        if not env_proxies:
+            session = requests.Session()
+            session.trust_env = False
+        provider: Any = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout},
+                                          session=session)
     elif url.startswith(("ws://", "wss://")):
         raise ChainError(
             f"Use the HTTP URL for {url}: synchronous PilotChain tools talk HTTP or IPC."
@@ -59,14 +86,15 @@ def call(url: str, action: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
     except Web3RPCError as error:
-        raise ChainError(f"{action} failed: the node at {describe(url)} said: "
-                         f"{rpc_message(error)}.") from None
+        reason = rpc_message(error)
+        raise NodeRefused(f"{action} failed: the node at {describe(url)} said: {reason}.",
+                          reason) from None
     except ValidationError as error:
         # What an in-process EVM (eth-tester) raises where geth answers with an RPC error.
-        raise ChainError(f"{action} failed: {error}.") from None
+        raise NodeRefused(f"{action} failed: {error}.", str(error)) from None
     except (requests.ConnectionError, requests.Timeout, ConnectionError, FileNotFoundError,
             TimeoutError):
-        raise ChainError(
+        raise ChainUnreachable(
             f"{action} failed: cannot reach the node at {describe(url)}. Is the chain up "
             "(./scripts/status)?"
         ) from None
@@ -105,6 +133,20 @@ class Fees:
     max_priority_fee_per_gas: int
 
 
+# geth replaces a pending transaction only if both fees rise by --txpool.pricebump (10%).
+REPLACEMENT_BUMP_PERCENT = 13
+
+
+def replacement_fees(old: Fees, current: Fees) -> Fees:
+    """Fees for a transaction that replaces one sent with ``old`` at the same nonce: both
+    fees at least 13% above the old ones (geth wants 10%), and never below ``current``."""
+    def bumped(value: int) -> int:
+        return value * (100 + REPLACEMENT_BUMP_PERCENT) // 100 + 1
+
+    return Fees(max(bumped(old.max_fee_per_gas), current.max_fee_per_gas),
+                max(bumped(old.max_priority_fee_per_gas), current.max_priority_fee_per_gas))
+
+
 def current_fees(w3: Web3, *, priority_fee: int = DEFAULT_PRIORITY_FEE,
                  headroom: int = 2) -> Fees:
     """EIP-1559 fees: ``headroom`` times the current base fee plus the tip.
@@ -116,21 +158,51 @@ def current_fees(w3: Web3, *, priority_fee: int = DEFAULT_PRIORITY_FEE,
     return Fees(headroom * base_fee + priority_fee, priority_fee)
 
 
+class NonceStore(Protocol):
+    """Where a Sender keeps the account's next nonce between sends (None: ask the node)."""
+
+    def load(self) -> int | None: ...
+
+    def save(self, nonce: int | None) -> None: ...
+
+
+class LocalNonce:
+    """The default NonceStore: the next nonce in this process's memory."""
+
+    def __init__(self) -> None:
+        self._nonce: int | None = None
+
+    def load(self) -> int | None:
+        return self._nonce
+
+    def save(self, nonce: int | None) -> None:
+        self._nonce = nonce
+
+
 class Sender:
     """Signs and sends transactions from one account, one at a time, tracking the nonce.
 
     The nonce is kept locally (so a burst of sends needs no round trip each) and re-read
     from the node's pending state whenever the node complains about it.
+
+    Several processes sending from one account pass the same ``lock`` (a reusable context
+    manager, e.g. a Redis lock, taken after this process's own thread lock) and a shared
+    ``nonces`` store, so each send starts from the nonce the previous one left, whoever
+    sent it. geth counts a just-accepted transaction in its pending nonce only after its
+    pool's next reorganisation, so re-reading the node before every send would race.
     """
 
     def __init__(self, w3: Web3, account: LocalAccount, *, url: str = "the RPC node",
-                 priority_fee: int = DEFAULT_PRIORITY_FEE) -> None:
+                 priority_fee: int = DEFAULT_PRIORITY_FEE,
+                 lock: AbstractContextManager[Any] | None = None,
+                 nonces: NonceStore | None = None) -> None:
         self.w3 = w3
         self.account = account
         self.url = url
         self.priority_fee = priority_fee
         self._lock = threading.Lock()
-        self._nonce: int | None = None
+        self._shared_lock = lock if lock is not None else contextlib.nullcontext()
+        self._nonces = nonces if nonces is not None else LocalNonce()
         self._chain_id: int | None = None
 
     @property
@@ -142,37 +214,87 @@ class Sender:
             self._chain_id = call(self.url, "Reading the chain id", lambda: self.w3.eth.chain_id)
         return self._chain_id
 
+    @property
+    def _nonce(self) -> int | None:
+        """The tracked next nonce (kept under its old name: tests set it to force a resync)."""
+        return self._nonces.load()
+
+    @_nonce.setter
+    def _nonce(self, nonce: int | None) -> None:
+        self._nonces.save(nonce)
+
     def resync_nonce(self) -> int:
-        """Forget the local nonce and take the node's pending count."""
-        self._nonce = call(
+        """Forget the tracked nonce and take the node's pending count."""
+        nonce = call(
             self.url, "Reading the account nonce",
             lambda: self.w3.eth.get_transaction_count(self.account.address, "pending"),
         )
-        return self._nonce
+        self._nonces.save(nonce)
+        return nonce
 
     def send(self, tx: TxParams, *, fees: Fees | None = None) -> HexBytes:
         """Sign and submit ``tx``; returns once the node has accepted it into its pool."""
-        with self._lock:
+        with self._lock, self._shared_lock:
             for attempt in range(2):
-                if self._nonce is None or attempt:
-                    self.resync_nonce()
-                signed = self.sign(tx, self._nonce, fees)
+                nonce = self._nonces.load()
+                if nonce is None or attempt:
+                    nonce = self.resync_nonce()
+                signed = self.sign(tx, nonce, fees)
                 try:
                     tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
                 except Web3RPCError as error:
                     message = rpc_message(error)
                     if attempt == 0 and any(marker in message for marker in NONCE_ERRORS):
+                        # Recovered, but worth knowing: another sender used this account.
+                        log.warning("The node refused nonce %s of %s (%s); re-reading the "
+                                    "nonce from the node.", nonce, self.account.address, message)
                         continue
-                    raise ChainError(f"The node refused the transaction: {message}.") from None
+                    raise NodeRefused(f"The node refused the transaction: {message}.",
+                                      message) from None
                 except (requests.ConnectionError, requests.Timeout, ConnectionError):
                     # Unknown whether it arrived: the next send re-reads the nonce.
-                    self._nonce = None
-                    raise ChainError(
+                    self._nonces.save(None)
+                    raise ChainUnreachable(
                         f"Cannot reach the node at {describe(self.url)} to send a transaction."
                     ) from None
-                self._nonce += 1
+                self._nonces.save(nonce + 1)
                 return HexBytes(tx_hash)
         raise AssertionError("unreachable")
+
+    def reserve_nonce(self) -> int:
+        """Take the next nonce for a transaction the caller signs and sends itself.
+
+        The caller owns the nonce until a transaction with it is mined: it must keep
+        (re)sending one, or call ``resync_nonce`` if it gives the nonce up, since a gap
+        holds back every later transaction of the account.
+        """
+        with self._lock, self._shared_lock:
+            nonce = self._nonces.load()
+            if nonce is None:
+                nonce = self.resync_nonce()
+            self._nonces.save(nonce + 1)
+            return nonce
+
+    def send_raw(self, raw_transaction: bytes) -> HexBytes:
+        """Submit a signed transaction (new, re-broadcast or replacement); return its hash.
+
+        A node that already has it ("already known") counts as success. A refusal raises
+        ``NodeRefused``; an unreachable node raises ``ChainUnreachable``, and then the
+        transaction may or may not have arrived, so the caller sends it again later.
+        """
+        tx_hash = HexBytes(keccak(raw_transaction))
+        try:
+            self.w3.eth.send_raw_transaction(raw_transaction)
+        except Web3RPCError as error:
+            message = rpc_message(error)
+            if "already known" in message:
+                return tx_hash
+            raise NodeRefused(f"The node refused the transaction: {message}.", message) from None
+        except (requests.ConnectionError, requests.Timeout, ConnectionError):
+            raise ChainUnreachable(
+                f"Cannot reach the node at {describe(self.url)} to send a transaction."
+            ) from None
+        return tx_hash
 
     def sign(self, tx: TxParams, nonce: int, fees: Fees | None = None) -> Any:
         """Fill in chain id, nonce, fees and gas, then sign with the account's key."""

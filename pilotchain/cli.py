@@ -11,10 +11,13 @@ import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
+from faucet.config import FaucetSettings
+from faucet.service import FaucetService
 from pilotchain import governance, stack
-from pilotchain.config import ChainSettings, load_environment
+from pilotchain.config import ChainSettings, EnvReader, load_environment
 from pilotchain.errors import PilotChainError
 from pilotchain.localnet import LocalNetwork
+from pilotchain.redis_server import RedisService, RedisSettings
 from pilotchain.settlement_service import SettlementService
 
 
@@ -40,8 +43,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[stack.Service]:
     """What ./scripts/up runs on top of the chain, in start order, each configured once here."""
-    del env
-    return [SettlementService(settings)]
+    read = EnvReader(env)
+    redis_settings = RedisSettings(
+        host=read.str("REDIS_HOST", RedisSettings.host),
+        port=read.int("REDIS_PORT", RedisSettings.port, minimum=1),
+        data_dir=settings.data_dir / "redis",
+        url_override=read.optional("REDIS_URL"),
+    )
+    # Every service talks to the stack's own Redis unless REDIS_URL names another.
+    service_env = {**env, "REDIS_URL": redis_settings.url}
+    state_dir = settings.data_dir / "pids"
+    return [
+        SettlementService(settings),
+        RedisService(redis_settings, state_dir),
+        FaucetService(FaucetSettings.from_env(service_env), state_dir, service_env),
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,3 +43,28 @@ ensure_npm() {
         touch "$stamp"
     fi
 }
+
+# Run a command as root: directly if we are root, else through sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+# Install a Debian package unless its command exists: $1 the command, $2 the package.
+ensure_debian_package() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    command -v apt-get >/dev/null 2>&1 || die "no apt-get here; install $2 yourself (it provides $1)"
+    say "installing Debian's $2 (for $1)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root apt-get install -y -q --no-install-recommends "$2" >&2; then
+        say "refreshing the package lists and trying again"
+        as_root apt-get update -q >&2
+        as_root apt-get install -y -q --no-install-recommends "$2" >&2
+    fi
+    command -v "$1" >/dev/null 2>&1 || die "$1 is still missing after installing $2"
+}
