@@ -11,6 +11,8 @@ import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
+from bridge.config import BridgeSettings
+from bridge.service import BridgeService
 from faucet.config import FaucetSettings
 from faucet.service import FaucetService
 from pilotchain import governance, stack
@@ -56,6 +58,8 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[stac
     return [
         SettlementService(settings),
         RedisService(redis_settings, state_dir),
+        BridgeService(BridgeSettings.from_env(service_env), service_env, state_dir,
+                      settings.data_dir / "logs" / "bridge.log"),
         FaucetService(FaucetSettings.from_env(service_env), state_dir, service_env),
     ]
 

@@ -19,6 +19,9 @@ from pilotchain.config import ChainSettings
 from pilotchain.localnet import LocalNetwork, Ports, free_port
 from pilotchain.redis_server import RedisService, RedisSettings
 
+# Fixtures shared by several test modules of one component.
+pytest_plugins = ["faucet_fixtures"]
+
 GETH_BIN_DIR = Path(
     os.environ.get("GETH_BIN_DIR", Path.home() / ".cache/pilotchain/geth-v1.13.15/bin")
 )

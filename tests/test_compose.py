@@ -310,11 +310,11 @@ def test_explorer_node_is_unreachable_from_outside(
         )
 
 
-def test_only_rpc_node_and_explorer_proxy_publish_ports(
+def test_only_user_facing_services_publish_ports(
     services: dict[str, dict[str, Any]],
 ) -> None:
     publishing = {name for name, service in services.items() if service.get("ports")}
-    assert publishing == {"rpc-node", "blockscout-proxy"}
+    assert publishing == {"rpc-node", "blockscout-proxy", "faucet", "bridge"}
     for name in sorted(publishing):
         for port in services[name]["ports"]:
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is not on loopback"

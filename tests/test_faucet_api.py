@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from faucet_fixtures import EXPLORER, UNIT, assert_no_key, faucet_env, nonce
 from flask import Flask, Response
 from flask.testing import FlaskClient
 from limits import parse
@@ -43,11 +44,6 @@ from faucet.page import STALE_FORM
 from faucet.wallet import UNREACHABLE, empty_sentence
 from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
 from pilotchain.localnet import LocalNetwork, free_port
-
-try:  # tests/ is a package in some checkouts and a plain folder in others
-    from tests.faucet_fixtures import EXPLORER, UNIT, assert_no_key, faucet_env, nonce
-except ImportError:
-    from faucet_fixtures import EXPLORER, UNIT, assert_no_key, faucet_env, nonce
 
 pytestmark = pytest.mark.chain
 

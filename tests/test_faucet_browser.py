@@ -19,29 +19,17 @@ from typing import Any
 import pytest
 import requests
 from eth_account import Account
+from faucet_fixtures import (  # type: ignore[no-redef]
+    EXPLORER,
+    UNIT,
+    RunningFaucet,
+    assert_no_key,
+    wait_for_empty_pool,
+)
 from websockets.sync.client import ClientConnection, connect
 
 from faucet.addresses import NOT_HEX
 from pilotchain.chain import wait_for
-
-try:  # tests/ is a package in some checkouts and a plain folder in others
-    from tests.faucet_fixtures import (
-        EXPLORER,
-        UNIT,
-        RunningFaucet,
-        assert_no_key,
-        gunicorn_faucet,
-        wait_for_empty_pool,
-    )
-except ImportError:
-    from faucet_fixtures import (  # type: ignore[no-redef]
-        EXPLORER,
-        UNIT,
-        RunningFaucet,
-        assert_no_key,
-        gunicorn_faucet,  # noqa: F401
-        wait_for_empty_pool,
-    )
 
 pytestmark = pytest.mark.chain
 

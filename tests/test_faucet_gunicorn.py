@@ -14,6 +14,14 @@ from collections.abc import Iterator
 import pytest
 import requests
 from eth_account import Account
+from faucet_fixtures import (  # type: ignore[no-redef]
+    UNIT,
+    RunningFaucet,
+    assert_no_key,
+    faucet_env,
+    nonce,
+    wait_for_empty_pool,
+)
 from limits import parse
 
 from faucet.api import BROKEN_JSON, NOT_JSON
@@ -22,27 +30,6 @@ from faucet.errors import FaucetError
 from faucet.limits import address_refusal, ip_refusal
 from faucet.service import FaucetService
 from pilotchain.localnet import free_port
-
-try:  # tests/ is a package in some checkouts and a plain folder in others
-    from tests.faucet_fixtures import (  # gunicorn_faucet is a fixture
-        UNIT,
-        RunningFaucet,
-        assert_no_key,
-        faucet_env,
-        gunicorn_faucet,
-        nonce,
-        wait_for_empty_pool,
-    )
-except ImportError:
-    from faucet_fixtures import (  # type: ignore[no-redef]
-        UNIT,
-        RunningFaucet,
-        assert_no_key,
-        faucet_env,
-        gunicorn_faucet,  # noqa: F401
-        nonce,
-        wait_for_empty_pool,
-    )
 
 pytestmark = pytest.mark.chain
 

@@ -89,6 +89,10 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     assert report["faucet_url"] == f"http://127.0.0.1:{env['FAUCET_PORT']}"
     info = requests.get(f"{report['faucet_url']}/api/info", timeout=10).json()
     assert info["chain_id"] == 8765
+    assert report["bridge_metrics_url"] == \
+        f"http://127.0.0.1:{env['BRIDGE_METRICS_PORT']}/metrics"
+    metrics = requests.get(report["bridge_metrics_url"], timeout=10).json()
+    assert metrics["dead_lettered"] == 0
     pids_before = sorted(processes_tagged(home))
     assert pids_before
 

@@ -1,0 +1,95 @@
+"""Stream entries in, validated trades or dead-letter reasons out.
+
+An entry is one call of gsy-e's ``track_trade_event`` as the plug-in (or ``scripts/replay``)
+wrote it: a single field ``event`` holding the JSON object
+``{"market_id", "simulation_id", "time_slot", "trade": trade.serializable_dict()}``.
+Parsing and range checks are ``pilotchain.trades``'s; this module adds what only a stream
+can get wrong (missing field, not JSON, wrong trade type) and what the contract would
+revert on (nil uuids), so a bad entry is dead-lettered instead of failing a whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pilotchain.trades import InvalidTrade, TradeRecord, parse_event
+
+EVENT_FIELD = "event"
+TRADE_TYPE = "Trade"
+NIL_UUID = uuid.UUID(int=0)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidTrade:
+    """A stream entry that holds a trade the contract can record."""
+
+    entry_id: str
+    record: TradeRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A stream entry that can never be recorded, and why (a sentence for the operator)."""
+
+    entry_id: str
+    reason: str
+    payload: str
+
+
+def entry_time_ms(entry_id: str) -> int:
+    """When Redis appended the entry: the millisecond part of its id."""
+    return int(entry_id.split("-", 1)[0])
+
+
+def decode_entry(entry_id: str, fields: Mapping[str, str]) -> ValidTrade | Rejected:
+    """Validate one stream entry (fields decoded to text)."""
+    payload = fields.get(EVENT_FIELD)
+    if payload is None:
+        names = ", ".join(sorted(fields)) or "none"
+        return Rejected(entry_id, f"The entry has no '{EVENT_FIELD}' field (fields: {names}).",
+                        json.dumps(dict(fields)))
+    try:
+        event = json.loads(payload)
+    except json.JSONDecodeError as error:
+        return Rejected(entry_id, f"The event is not JSON: {error.msg} at character "
+                                  f"{error.pos}.", payload)
+    problem = _type_problem(event)
+    if problem is not None:
+        return Rejected(entry_id, problem, payload)
+    try:
+        record = parse_event(event)
+    except InvalidTrade as error:
+        return Rejected(entry_id, str(error), payload)
+    problem = _nil_ids(record)
+    if problem is not None:
+        return Rejected(entry_id, problem, payload)
+    return ValidTrade(entry_id, record)
+
+
+def _type_problem(event: object) -> str | None:
+    """Why the event is not a gsy-e Trade event, judged by its shape and ``type``."""
+    if not isinstance(event, dict):
+        return f"The event must be a JSON object, not {type(event).__name__}."
+    trade = event.get("trade")
+    if not isinstance(trade, dict):
+        return None  # parse_event names the missing or malformed trade precisely
+    kind = trade.get("type")
+    if kind != TRADE_TYPE:
+        trade_id = trade.get("id")
+        which = f"Trade {trade_id}" if isinstance(trade_id, str) else "A trade"
+        return (f"{which} cannot be recorded: field 'type' is {kind!r}, but only "
+                f"gsy-e's {TRADE_TYPE!r} is settled.")
+    return None
+
+
+def _nil_ids(record: TradeRecord) -> str | None:
+    """The contract refuses a zero trade id, seller or buyer (it reverts the batch)."""
+    for name in ("trade_id", "seller", "buyer"):
+        if getattr(record, name) == NIL_UUID:
+            field = {"trade_id": "id", "seller": "seller.uuid", "buyer": "buyer.uuid"}[name]
+            return (f"Trade {record.trade_id} cannot be recorded: field '{field}' is the nil "
+                    "uuid, which the Settlement contract refuses.")
+    return None

@@ -1,0 +1,75 @@
+"""The bridge's HTTP endpoint: ``/metrics`` (JSON progress) and ``/health`` (up or not).
+
+stdlib ``http.server`` in a daemon thread: two read-only routes do not need a framework,
+and the bridge's loop never waits for a client.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from bridge.errors import BridgeConfigError
+from bridge.metrics import Metrics
+
+
+class HealthServer:
+    """Serves one Metrics object; ``port`` 0 picks a free port (see ``.port``)."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        handler = _handler_for(metrics)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as error:
+            raise BridgeConfigError(
+                f"The metrics endpoint cannot listen on {host}:{port} ({error.strerror}); "
+                "choose another BRIDGE_METRICS_PORT."
+            ) from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="bridge-metrics", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler_for(metrics: Metrics) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        """GET /metrics and /health; anything else is 404."""
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0].rstrip("/")
+            snapshot = metrics.snapshot()
+            if path in ("", "/metrics"):
+                self._reply(200, snapshot)
+            elif path == "/health":
+                healthy = snapshot["state"] == "running"
+                body = {"status": "ok" if healthy else snapshot["state"],
+                        "problem": snapshot["problem"], "redis": snapshot["redis"],
+                        "chain": snapshot["chain"], "last_block": snapshot["last_block"]}
+                self._reply(200 if healthy else 503, body)
+            else:
+                self._reply(404, {"error": f"No such endpoint {path}; try /metrics or /health."})
+
+        def _reply(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Polling clients would flood the bridge's log; stay quiet."""
+
+    return Handler

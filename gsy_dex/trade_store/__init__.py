@@ -1,0 +1,1 @@
+"""See ``gsy_dex.trade_store.market_interface``."""

@@ -1,0 +1,215 @@
+"""Fixtures and helpers of the bridge tests: a fresh Settlement per test, the bridge in a
+thread or as a real process, stream publishing, and reading the settled trades back.
+
+Import what a module needs from ``tests.bridge_fixtures`` (the ``deployed`` fixture
+included, so pytest sees it); the conftest fixtures ``chain``, ``redis_server`` and
+``redis_url`` do the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from bridge.config import BridgeSettings, StreamSettings
+from bridge.events import EVENT_FIELD
+from bridge.metrics import Metrics
+from bridge.pipeline import Bridge
+from pilotchain.chain import connect, wait_for
+from pilotchain.config import PROJECT_ROOT
+from pilotchain.contract import (
+    Deployment,
+    compile_settlement,
+    deploy_settlement,
+    load_deployment,
+    save_deployment,
+)
+from pilotchain.localnet import LocalNetwork, free_port
+from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord, decode_trade_settled_logs
+
+DATA = Path(__file__).parent / "data"
+RECORDINGS = sorted(DATA.glob("*.jsonl"))
+STREAM = "test:trades"
+
+__all__ = [
+    "DATA", "RECORDINGS", "STREAM", "BridgeProcess", "BridgeThread", "Deployed", "bridge_env",
+    "bridge_settings", "deployed", "duplicates", "publish_lines", "read_lines",
+    "settled_on_chain", "synthesise", "wait_until",
+]
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """A Settlement contract deployed for one test, on the session's chain."""
+
+    net: LocalNetwork
+    record: Path
+    deployment: Deployment
+
+
+@pytest.fixture
+def deployed(chain: LocalNetwork, tmp_path: Path) -> Deployed:
+    """A fresh Settlement (operator admin, the bridge key as recorder) and its record."""
+    w3 = connect(chain.rpc_url)
+    deployment = deploy_settlement(w3, chain.keys.role("operator").unlock(),
+                                   chain.keys.role("bridge").address,
+                                   compiled=compile_settlement())
+    record = tmp_path / "settlement.json"
+    save_deployment(deployment, record)
+    return Deployed(chain, record, load_deployment(record))
+
+
+def bridge_settings(target: Deployed, redis_url: str, **overrides: Any) -> BridgeSettings:
+    """Settings for a bridge on ``target``'s chain and contract, metrics on a free port."""
+    chain = replace(target.net.settings, rpc_url_override=target.net.rpc_url,
+                    deployment_file_override=target.record)
+    base = BridgeSettings(chain=chain, streams=StreamSettings(redis_url, STREAM),
+                          metrics_port=free_port(), log_interval=2.0, backoff_max=1.0,
+                          recovery_timeout=30.0)
+    return replace(base, **overrides)
+
+
+def bridge_env(settings: BridgeSettings) -> dict[str, str]:
+    """The environment that makes ``python -m bridge`` use ``settings``."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(PROJECT_ROOT),
+            **settings.to_env()}
+
+
+class BridgeThread:
+    """The bridge in a thread of the test process; stopped (and re-raised) on exit."""
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        self.metrics = Metrics()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.bridge = Bridge(settings, self.metrics, self.stop)
+        self.thread = threading.Thread(target=self._run, name="bridge-under-test")
+
+    def _run(self) -> None:
+        try:
+            self.bridge.run()
+        except BaseException as error:
+            self.error = error
+
+    def __enter__(self) -> Metrics:
+        self.thread.start()
+        return self.metrics
+
+    def __exit__(self, kind: object, value: BaseException | None, tb: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "the bridge thread did not stop within 30 s"
+        if self.error is None:
+            return
+        if value is not None:  # the test failed, maybe because the bridge died: say so
+            value.add_note(f"The bridge thread had died with: {self.error!r}")
+            return
+        raise self.error
+
+
+class BridgeProcess:
+    """``python -m bridge`` as a real process (to be killed with SIGKILL), logging to a file."""
+
+    def __init__(self, settings: BridgeSettings, log_file: Path) -> None:
+        self.settings = settings
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bridge"], env=bridge_env(self.settings),
+                stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+
+    def metrics(self) -> dict[str, Any] | None:
+        try:
+            return requests.get(f"{self.settings.metrics_url}/metrics", timeout=2).json()
+        except requests.RequestException:
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no clean-up of any kind."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM and wait; SIGKILL if it does not stop in 20 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text().splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def wait_until(condition: Any, *, timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll ``condition`` until truthy; fail naming what was awaited (never a bare sleep)."""
+    return wait_for(condition, timeout=timeout, what=what, interval=interval)
+
+
+def read_lines(paths: Sequence[Path] = RECORDINGS) -> list[str]:
+    """The event lines of recordings, in file order."""
+    return [line for path in paths for line in path.read_text().splitlines() if line.strip()]
+
+
+def publish_lines(redis_url: str, lines: Sequence[str], stream: str = STREAM) -> list[str]:
+    """Append event lines as the plug-in does; returns the entry ids."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for line in lines:
+            pipe.xadd(stream, {EVENT_FIELD: line})
+        return [entry_id.decode() for entry_id in pipe.execute()]
+    finally:
+        client.close()
+
+
+def synthesise(count: int, seed: int) -> list[str]:
+    """``count`` events drawn from the recordings, each with a fresh trade id."""
+    rng = random.Random(seed)
+    pool = read_lines()
+    lines = []
+    for _ in range(count):
+        event = json.loads(rng.choice(pool))
+        event["trade"]["id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        lines.append(json.dumps(event))
+    return lines
+
+
+def settled_on_chain(target: Deployed) -> list[TradeRecord]:
+    """Every TradeSettled record of ``target``'s contract, in chain order."""
+    w3 = connect(target.net.rpc_url)
+    logs = w3.eth.get_logs({"address": target.deployment.address,
+                            "fromBlock": target.deployment.block_number, "toBlock": "latest",
+                            "topics": [TRADE_SETTLED_TOPIC]})
+    return decode_trade_settled_logs(logs)
+
+
+def duplicates(records: Sequence[TradeRecord]) -> dict[uuid.UUID, int]:
+    """Trade ids recorded more than once (the contract must make this empty)."""
+    return {tid: n for tid, n in Counter(r.trade_id for r in records).items() if n > 1}
+

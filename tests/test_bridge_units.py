@@ -1,0 +1,150 @@
+"""Bridge parts without a chain: settings, the queue, the metrics endpoint, and the gas
+limit against the contract's worst case on an in-process London EVM."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from eth_account import Account
+
+from bridge.batching import Batcher, Item
+from bridge.config import BridgeSettings
+from bridge.errors import BridgeConfigError
+from bridge.health import HealthServer
+from bridge.metrics import Metrics
+from bridge.writer import gas_limit_for, max_trades_for_gas
+from pilotchain.contract import compile_settlement, max_batch_size
+from pilotchain.errors import ConfigError
+from pilotchain.trades import read_recording
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_settings_are_read_from_the_environment_with_defaults() -> None:
+    settings = BridgeSettings.from_env({})
+    assert (settings.redis_url, settings.stream) == ("redis://127.0.0.1:6379/0",
+                                                     "pilotchain:trades")
+    assert settings.dead_letter_stream == "pilotchain:trades:dead"
+    assert settings.max_batch == max_batch_size()
+    custom = BridgeSettings.from_env({
+        "REDIS_URL": "redis://r:7/1", "BRIDGE_STREAM": "s", "BRIDGE_MAX_BATCH": "100",
+        "BRIDGE_GAS_BUDGET": "0.5", "BRIDGE_METRICS_PORT": "9200", "RPC_URL": "http://n:1",
+        "DEPLOYMENT_FILE": "/x/settlement.json"})
+    assert (custom.redis_url, custom.stream, custom.dead_letter_stream) == \
+        ("redis://r:7/1", "s", "s:dead")
+    assert (custom.max_batch, custom.gas_budget) == (100, 0.5)
+    assert custom.metrics_url == "http://127.0.0.1:9200"
+    assert custom.chain.rpc_url == "http://n:1"
+    assert custom.chain.deployment_file == Path("/x/settlement.json")
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"BRIDGE_MAX_BATCH": "5000"}, "BRIDGE_MAX_BATCH must be between 1 and"),
+    ({"BRIDGE_GAS_BUDGET": "3"}, "BRIDGE_GAS_BUDGET must be above 0 and at most 2"),
+    ({"BRIDGE_LINGER": "soon"}, "BRIDGE_LINGER must be a number, not 'soon'."),
+    ({"BRIDGE_METRICS_PORT": "-1"}, "BRIDGE_METRICS_PORT must be at least 0, not -1."),
+])
+def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises((BridgeConfigError, ConfigError), match=message.replace("(", r"\(")):
+        BridgeSettings.from_env(env)
+
+
+def item(index: int, queued_at: float = 0.0) -> Item:
+    record = read_recording(DATA / "default_3_one_sided.jsonl")[0]
+    record = dataclasses.replace(record, trade_id=uuid.UUID(int=index + 1))
+    return Item(record, [f"{index}-0"], 0, queued_at)
+
+
+def test_the_queue_batches_in_order_and_puts_failed_batches_back_in_front() -> None:
+    batcher = Batcher(max_batch=3, linger=0.5)
+    for index in range(5):
+        batcher.add(item(index, queued_at=100.0))
+    assert not Batcher(3, 0.5).ready(now=0.0)
+    assert batcher.ready(now=100.0)  # a full batch waits
+    first = batcher.take(10)
+    assert [i.entry_ids[0] for i in first] == ["0-0", "1-0", "2-0"]
+    assert not batcher.ready(now=100.2)  # two left, younger than the linger time
+    assert batcher.ready(now=100.6)
+    batcher.requeue(first)
+    assert [i.entry_ids[0] for i in batcher.take(5)] == ["0-0", "1-0", "2-0"]
+
+
+def test_the_metrics_endpoint_serves_json_and_health() -> None:
+    metrics = Metrics()
+    server = HealthServer(metrics, "127.0.0.1", 0)
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert requests.get(f"{base}/health", timeout=5).status_code == 503  # starting
+        metrics.add("received", 3)
+        metrics.set(state="running", last_block=7)
+        metrics.latency(1.5)
+        body = requests.get(f"{base}/metrics", timeout=5).json()
+        for key in ("received", "settled", "pending", "dead_lettered", "last_block",
+                    "latency_p95_s", "rss_bytes", "redis", "chain"):
+            assert key in body
+        assert (body["received"], body["last_block"], body["latency_p50_s"]) == (3, 7, 1.5)
+        health = requests.get(f"{base}/health", timeout=5)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert requests.get(f"{base}/nope", timeout=5).status_code == 404
+    finally:
+        server.stop()
+
+
+def test_the_gas_limit_covers_the_contract_s_worst_case_batch() -> None:
+    """Every trade new and every bill slot new (all participants unseen), amounts at their
+    maximum: the batch must still succeed within the writer's gas limit."""
+    from eth.vm.forks import LondonVM  # test-only dependency
+    from eth_tester import EthereumTester, PyEVMBackend
+    from web3 import EthereumTesterProvider, Web3
+
+    from pilotchain.contract import deploy_settlement, settlement_contract
+    from pilotchain.trades import MAX_AMOUNT
+
+    genesis = PyEVMBackend.generate_genesis_params({"gas_limit": 60_000_000})
+    w3 = Web3(EthereumTesterProvider(EthereumTester(
+        PyEVMBackend(genesis_parameters=genesis, vm_configuration=((0, LondonVM),)))))
+    rng = random.Random(5)
+    operator, recorder = Account.from_key(rng.randbytes(32)), Account.from_key(rng.randbytes(32))
+    for account in (operator, recorder):
+        w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": account.address,
+                                 "value": 10**21})
+    deployment = deploy_settlement(w3, operator, recorder.address, compiled=compile_settlement())
+    contract = settlement_contract(w3, deployment)
+    template = read_recording(DATA / "default_3_one_sided.jsonl")[0]
+    for size in (1, 50, max_batch_size()):
+        batch = [dataclasses.replace(template, trade_id=uuid.uuid4(), seller=uuid.uuid4(),
+                                     buyer=uuid.uuid4(), energy=MAX_AMOUNT >> 34,
+                                     price=MAX_AMOUNT >> 34, fee=MAX_AMOUNT)
+                 for _ in range(size)]
+        call = contract.functions.recordTrades([r.as_contract_tuple() for r in batch])
+        data = bytes.fromhex(call._encode_transaction_data()[2:])
+        limit = gas_limit_for(data, size)
+        tx = call.build_transaction({"from": recorder.address, "gas": limit,
+                                     "nonce": w3.eth.get_transaction_count(recorder.address),
+                                     "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9})
+        tx_hash = w3.eth.send_raw_transaction(recorder.sign_transaction(tx).raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+        assert receipt["status"] == 1, f"a worst-case batch of {size} ran out of {limit} gas"
+        assert receipt["gasUsed"] > 0.9 * limit - 50_000, json.dumps(
+            {"size": size, "used": receipt["gasUsed"], "limit": limit})  # not wildly loose
+    assert max_trades_for_gas(60_000_000) >= max_batch_size()  # size, not gas, limits a batch
+    assert max_trades_for_gas(30_000_000) < max_batch_size()
+
+
+def test_settings_survive_the_trip_through_the_environment(tmp_path: Path) -> None:
+    from pilotchain.config import ChainSettings
+
+    chain = dataclasses.replace(ChainSettings(), rpc_url_override="http://node:8545",
+                                keys_dir=tmp_path / "keys", data_dir=tmp_path / "data",
+                                genesis_file=tmp_path / "genesis.json",
+                                deployment_file_override=tmp_path / "settlement.json")
+    settings = dataclasses.replace(BridgeSettings(chain=chain), max_batch=77, linger=0.5,
+                                   gas_budget=0.4, metrics_port=9999, consumer="b2")
+    assert BridgeSettings.from_env(settings.to_env()) == settings
