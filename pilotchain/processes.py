@@ -39,6 +39,11 @@ def is_running(pid: int | None, marker: str) -> bool:
     or working directory (redis-server overwrites both argv and environment)."""
     if not pid:
         return False
+    child = _children.get(pid)
+    if child is not None:
+        # Our own child: trust its exit status. Between fork and exec its command line and
+        # environment are still ours, so the marker check would wrongly call it gone.
+        return child.poll() is None
     try:
         proc = Path(f"/proc/{pid}")
         identity = b"\0".join([(proc / "cmdline").read_bytes(), (proc / "environ").read_bytes(),
