@@ -44,7 +44,7 @@ from pilotchain.chain import (
     call,
     replacement_fees,
 )
-from pilotchain.contract import describe_revert
+from pilotchain.contract import CALLDATA_BYTES_PER_TRADE, describe_revert
 from pilotchain.trades import uuid_to_bytes32
 
 log = logging.getLogger("bridge.writer")
@@ -56,7 +56,6 @@ WORST_GAS_PER_TRADE = 74_000
 # Dispatch, the array head and the BatchRecorded event; per transaction, not per trade.
 BATCH_OVERHEAD_GAS = 12_000
 TRANSACTION_GAS = 21_000
-CALLDATA_BYTES_PER_TRADE = 320
 # A fresh bridge guesses this until its first receipt tells (steady state is ~32k).
 INITIAL_GAS_PER_TRADE = 40_000.0
 BATCH_RECORDED_TOPIC = keccak(text="BatchRecorded(uint256,uint256)")
