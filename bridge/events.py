@@ -44,8 +44,11 @@ def entry_time_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
 
-def decode_entry(entry_id: str, fields: Mapping[str, str]) -> ValidTrade | Rejected:
-    """Validate one stream entry (fields decoded to text)."""
+def decode_entry(entry_id: str, fields: Mapping[str, str] | None) -> ValidTrade | Rejected:
+    """Validate one stream entry (fields decoded to text; None once deleted from the stream)."""
+    if fields is None:
+        return Rejected(entry_id, "The entry was deleted from the stream (XDEL or trimming) "
+                                  "before the bridge settled it; its trade cannot be read.", "")
     payload = fields.get(EVENT_FIELD)
     if payload is None:
         names = ", ".join(sorted(fields)) or "none"

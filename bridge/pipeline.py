@@ -10,6 +10,9 @@ Exactly once, end to end
    still canonical, or when it is moved to the dead-letter stream (XADD and XACK in one
    MULTI, so a rejected entry is neither lost nor read again). A crash between receipt and
    acknowledgement leaves the entry pending: nothing is lost, and step 3 avoids a repeat.
+   A read whose reply Redis lost on its way down leaves entries pending for this bridge
+   that it never saw; after each Redis outage (and every few seconds by count) the bridge
+   reads its own pending list and settles what it does not hold.
 3. **Re-checked on restart.** A new bridge first waits (up to ``BRIDGE_RECOVERY_TIMEOUT``)
    until the transactions its predecessor left in the pool are mined, then claims every
    pending entry of the group (XAUTOCLAIM) and asks the contract ``isRecorded`` for each
@@ -58,6 +61,8 @@ READ_BLOCK_MS = 50
 # instead of sending a sliver (every transaction costs ~33k gas on top of its trades).
 MIN_PARTIAL_BATCH = 50
 IS_RECORDED_CHUNK = 200
+# How often the bridge compares its own pending count in Redis with what it holds.
+DELIVERY_CHECK_INTERVAL = 5.0
 
 
 class _StopRequested(Exception):
@@ -98,6 +103,7 @@ class Bridge:
         self._redis_problem: str | None = None
         self._chain_problem: str | None = None
         self._next_report = 0.0
+        self._next_delivery_check = 0.0
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -215,15 +221,7 @@ class Bridge:
         waited = time.monotonic() - began
         recovered = 0
         for page in self.stream.claim_unacknowledged():
-            valid = self._decode_all(page)
-            recorded = self._recorded(item.record.trade_id for item in valid)
-            for item in valid:
-                if item.record.trade_id in recorded:
-                    self._acks.extend(item.entry_ids)
-                    self.metrics.add("settled")
-                    self.metrics.add("already_recorded")
-                else:
-                    self._enqueue(item)
+            self._settle_unacknowledged(page, self._recorded)
             recovered += len(page)
             self._flush_redis()
         if recovered:
@@ -231,6 +229,61 @@ class Bridge:
                      "previous run's transactions): %d already on chain, %d to send.",
                      recovered, time.monotonic() - began, waited,
                      self.metrics.get("already_recorded"), len(self.batcher))
+
+    def _settle_unacknowledged(self, entries: Sequence[Entry | tuple[str, None]],
+                               recorded_of: Callable[[Iterable[uuid.UUID]], set[uuid.UUID]]
+                               ) -> None:
+        """Acknowledge the entries whose trade the contract has; queue the others."""
+        valid = self._decode_all(entries)
+        recorded = recorded_of(item.record.trade_id for item in valid)
+        for item in valid:
+            if item.record.trade_id in recorded:
+                self._acks.extend(item.entry_ids)
+                self.metrics.add("settled")
+                self.metrics.add("already_recorded")
+            else:
+                self._enqueue(item)
+
+    def _check_deliveries(self, now: float, after_outage: bool) -> None:
+        """Settle entries Redis delivered to this consumer whose reply never arrived.
+
+        When Redis goes away mid-command, an XREADGROUP may have run (its entries are now in
+        this consumer's pending list) while its reply was lost, and ``>`` never delivers them
+        again. Looked for after every Redis outage, and by count every few seconds.
+        """
+        if not after_outage and now < self._next_delivery_check:
+            return
+        self._next_delivery_check = now + DELIVERY_CHECK_INTERVAL
+        held = self._held_entry_ids()
+        if not after_outage and self.stream.own_pending_count() <= len(held):
+            return
+        lost = [entry for page in self.stream.own_pending() for entry in page
+                if entry[0] not in held]
+        if not lost:
+            return
+        log.warning("%d stream entries were delivered to this bridge but their delivery never "
+                    "arrived (a reply lost while Redis went away); settling them now.",
+                    len(lost))
+        self.metrics.add("received", len(lost))
+        self._settle_unacknowledged(lost, self._recorded_if_reachable)
+
+    def _held_entry_ids(self) -> set[str]:
+        """Every entry this bridge has read and not yet acknowledged."""
+        held = {entry_id for item in self._open.values() for entry_id in item.entry_ids}
+        held.update(self._acks)
+        held.update(rejected.entry_id for rejected in self._dead)
+        return held
+
+    def _recorded_if_reachable(self, trade_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """``_recorded``, or none while the chain is away: the contract skips a trade sent
+        twice, so queueing a recorded one costs gas, never a duplicate."""
+        if self._chain_problem is not None:
+            return set()
+        try:
+            return self._recorded(trade_ids)
+        except ChainError as error:
+            self._chain_down(error)
+            return set()
 
     def _wait_for_own_transactions(self) -> None:
         w3, address = self.writer.w3, self.writer.address_of
@@ -301,8 +354,10 @@ class Bridge:
         self.metrics.set(chain="ok")
 
     def _redis_step(self) -> None:
+        now = time.monotonic()
         try:
             self._flush_redis()
+            self._check_deliveries(now, after_outage=self._redis_problem is not None)
             room = self.settings.max_queued - len(self._open)
             if room <= 0:
                 self.stop.wait(READ_BLOCK_MS / 1000)
@@ -348,7 +403,8 @@ class Bridge:
 
     # -- entries in, acknowledgements out ---------------------------------------------
 
-    def _decode_all(self, entries: Sequence[Entry], *, enqueue: bool = False) -> list[Item]:
+    def _decode_all(self, entries: Sequence[Entry | tuple[str, None]], *,
+                    enqueue: bool = False) -> list[Item]:
         """Validate entries: rejects to the dead-letter queue, the rest as items."""
         items = []
         for entry_id, fields in entries:

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bridge.errors import TargetChanged, WriterLocked
 from bridge.events import Rejected
@@ -31,9 +33,14 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
 
 
 def connect_redis(url: str) -> redis.Redis:
-    """A client that fails fast (the loop retries) and keeps bytes (payloads may be garbage)."""
+    """A client that fails fast and keeps bytes (payloads may be garbage).
+
+    redis-py's own retries are off: a command whose reply was lost when Redis went away may
+    still have run, and retrying an XREADGROUP silently would leave the entries it delivered
+    in this consumer's pending list unseen. The loop retries instead, knowing it must look.
+    """
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
-                                health_check_interval=10)
+                                health_check_interval=10, retry=Retry(NoBackoff(), 0))
 
 
 class TradeStream:
@@ -82,6 +89,28 @@ class TradeStream:
                 yield entries
             if cursor == "0-0":
                 return
+
+    def own_pending(self, count: int = 1000
+                    ) -> Iterator[list[tuple[str, dict[str, str] | None]]]:
+        """The entries delivered to this consumer and not yet acknowledged, page by page
+        (reading the consumer's own history, which changes nothing but delivery counts)."""
+        cursor = "0-0"
+        while True:
+            reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: cursor},
+                                           count=count)
+            page = list(_decode(reply[0][1])) if reply else []
+            if not page:
+                return
+            cursor = page[-1][0]
+            yield page  # an entry deleted meanwhile has fields None: dead-lettered, said why
+
+    def own_pending_count(self) -> int:
+        """How many entries this consumer holds unacknowledged, as Redis counts them."""
+        summary = self.client.xpending(self.stream, self.group)
+        for consumer in summary.get("consumers") or []:
+            if _text(consumer["name"]) == self.consumer:
+                return int(consumer["pending"])
+        return 0
 
     def ack(self, entry_ids: Sequence[str]) -> None:
         """Acknowledge entries: the group never delivers them again."""

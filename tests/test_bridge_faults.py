@@ -194,3 +194,34 @@ def test_redis_and_rpc_node_restarts_during_a_replay_lose_nothing(
     on_chain = settled_on_chain(deployed)
     assert duplicates(on_chain) == {}
     assert {record.trade_id for record in on_chain} == input_ids(lines)
+
+
+def test_entries_whose_delivery_reply_was_lost_are_still_settled(
+        deployed: Deployed, redis_url: str) -> None:
+    """Redis can run an XREADGROUP whose reply never reaches the bridge (Redis going away
+    mid-command): the entries sit in the bridge's pending list and ``>`` never delivers them
+    again. Produced for real: the same read, under the bridge's consumer name, by another
+    client, atomically with the appends so that the bridge cannot read them first."""
+    lines = synthesise(40, seed=13)
+    settings = bridge_settings(deployed, redis_url)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with BridgeThread(settings) as metrics:
+            wait_until(lambda: metrics.get("state") == "running", timeout=60,
+                       what="the bridge to be running")
+            pipe = client.pipeline(transaction=True)
+            for line in lines:
+                pipe.xadd(STREAM, {"event": line})
+            pipe.xreadgroup(settings.group, settings.consumer, {STREAM: ">"}, count=len(lines))
+            delivered = pipe.execute()[-1]
+            assert len(delivered[0][1]) == len(lines)
+            wait_until(lambda: metrics.get("settled") >= len(lines)
+                       and group_pending(redis_url) == 0, timeout=60,
+                       what=f"the {len(lines)} entries delivered elsewhere to be settled and "
+                            "acknowledged")
+            assert metrics.get("received") == len(lines)
+    finally:
+        client.close()
+    on_chain = settled_on_chain(deployed)
+    assert duplicates(on_chain) == {}
+    assert {record.trade_id for record in on_chain} == input_ids(lines)

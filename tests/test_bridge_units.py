@@ -16,6 +16,7 @@ from eth_account import Account
 from bridge.batching import Batcher, Item
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeConfigError
+from bridge.events import Rejected, decode_entry
 from bridge.health import HealthServer
 from bridge.metrics import Metrics
 from bridge.writer import gas_limit_for, max_trades_for_gas
@@ -148,3 +149,10 @@ def test_settings_survive_the_trip_through_the_environment(tmp_path: Path) -> No
     settings = dataclasses.replace(BridgeSettings(chain=chain), max_batch=77, linger=0.5,
                                    gas_budget=0.4, metrics_port=9999, consumer="b2")
     assert BridgeSettings.from_env(settings.to_env()) == settings
+
+
+def test_an_entry_deleted_from_the_stream_is_rejected_with_a_reason() -> None:
+    # Redis lists a pending entry trimmed away meanwhile with no fields.
+    rejected = decode_entry("1700000000000-0", None)
+    assert isinstance(rejected, Rejected)
+    assert "deleted from the stream" in rejected.reason
