@@ -119,6 +119,7 @@ class ChainSettings:
     ws_port: int = 8546
     bootnode_port: int = 30301
     p2p_base_port: int = 30303
+    authrpc_base_port: int = 8551
     explorer_url: str = "http://localhost"
     rpc_url_override: str | None = None
     geth_bin_dir: Path = Path.home() / ".cache" / "pilotchain" / "geth-v1.13.15" / "bin"
@@ -157,6 +158,7 @@ class ChainSettings:
             ws_port=read.int("RPC_WS_PORT", d.ws_port, minimum=1),
             bootnode_port=read.int("BOOTNODE_PORT", d.bootnode_port, minimum=1),
             p2p_base_port=read.int("P2P_BASE_PORT", d.p2p_base_port, minimum=1),
+            authrpc_base_port=read.int("AUTHRPC_BASE_PORT", d.authrpc_base_port, minimum=1),
             explorer_url=read.str("EXPLORER_URL", d.explorer_url),
             rpc_url_override=read.optional("RPC_URL"),
             geth_bin_dir=read.path("GETH_BIN_DIR", d.geth_bin_dir),

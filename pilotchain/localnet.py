@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,12 +33,43 @@ def free_port() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.bind(("127.0.0.1", 0))
             port = tcp.getsockname()[1]
+        if port_is_free(port, socket.SOCK_DGRAM):
+            return port
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive ports free for TCP and UDP, for a ``*_BASE_PORT``.
+
+    Taken below the kernel's ephemeral range: a block inside it can lose a port to any
+    outgoing connection (a peer dialling out, a test's HTTP client) before the node binds.
+    """
+    ephemeral_low = _ephemeral_range()[0]
+    rng = random.SystemRandom()
+    for _ in range(500):
+        base = rng.randrange(10_000, ephemeral_low - count)
+        if all(port_is_free(port, kind) for port in range(base, base + count)
+               for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM)):
+            return base
+    raise NetworkError(f"No {count} consecutive free ports between 10000 and {ephemeral_low}.")
+
+
+def port_is_free(port: int, kind: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``port`` can be bound now (TIME_WAIT leftovers count as free, as for Go)."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                udp.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
-            continue
-        return port
+            return False
+    return True
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 @dataclass
@@ -48,12 +80,13 @@ class Ports:
     http: int
     ws: int
     p2p_base: int | None = None
+    authrpc_base: int | None = None
     assigned: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: ChainSettings) -> Ports:
         return cls(settings.bootnode_port, settings.rpc_port, settings.ws_port,
-                   settings.p2p_base_port)
+                   settings.p2p_base_port, settings.authrpc_base_port)
 
     @classmethod
     def free(cls) -> Ports:
@@ -62,10 +95,12 @@ class Ports:
     def node(self, name: str, index: int) -> dict[str, int]:
         """The p2p and authrpc ports of node ``name`` (``index`` orders the fixed layout)."""
         if name not in self.assigned:
-            if self.p2p_base is None:
+            fixed = self.p2p_base is not None and self.authrpc_base is not None
+            if not fixed:
                 self.assigned[name] = {"p2p": free_port(), "authrpc": free_port()}
             else:
-                self.assigned[name] = {"p2p": self.p2p_base + index, "authrpc": 8551 + index}
+                self.assigned[name] = {"p2p": self.p2p_base + index,
+                                       "authrpc": self.authrpc_base + index}
         return self.assigned[name]
 
 
@@ -282,11 +317,12 @@ class LocalNetwork:
         assigned = {name: {"p2p": e["p2p"], "authrpc": e["authrpc"]}
                     for name, e in self._state.get("nodes", {}).items() if "p2p" in e}
         return Ports(saved["bootnode"], saved["http"], saved["ws"], saved.get("p2p_base"),
-                     assigned)
+                     saved.get("authrpc_base"), assigned=assigned)
 
     def _write_state(self) -> None:
         self._state["ports"] = {"bootnode": self.ports.bootnode, "http": self.ports.http,
-                                "ws": self.ports.ws, "p2p_base": self.ports.p2p_base}
+                                "ws": self.ports.ws, "p2p_base": self.ports.p2p_base,
+                                "authrpc_base": self.ports.authrpc_base}
         self.home.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self._state, indent=2))

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pilotchain.config import ChainSettings
 from pilotchain.errors import NetworkError, PilotChainError
-from pilotchain.localnet import BOOTNODE, RPC_NODE, LocalNetwork
+from pilotchain.localnet import BOOTNODE, RPC_NODE, LocalNetwork, port_is_free
 
 # How long ./scripts/up waits for the RPC node to see a sealed block.
 FIRST_BLOCK_TIMEOUT = 90.0
@@ -143,19 +143,16 @@ def _check_ports_free(net: LocalNetwork, names: list[str]) -> None:
         if name == BOOTNODE:
             wanted.append(("BOOTNODE_PORT", net.ports.bootnode, socket.SOCK_DGRAM))
             continue
-        index = net.node_names().index(name)
-        wanted.append(("P2P_BASE_PORT", net.ports.node(name, index)["p2p"], socket.SOCK_STREAM))
+        ports = net.ports.node(name, net.node_names().index(name))
+        wanted.append(("P2P_BASE_PORT", ports["p2p"], socket.SOCK_STREAM))
+        wanted.append(("P2P_BASE_PORT", ports["p2p"], socket.SOCK_DGRAM))
+        wanted.append(("AUTHRPC_BASE_PORT", ports["authrpc"], socket.SOCK_STREAM))
         if name == RPC_NODE:
             wanted.append(("RPC_HTTP_PORT", net.ports.http, socket.SOCK_STREAM))
             wanted.append(("RPC_WS_PORT", net.ports.ws, socket.SOCK_STREAM))
     for setting, port, kind in wanted:
-        with socket.socket(socket.AF_INET, kind) as probe:
-            # As Go's listeners do: a port whose old connections linger in TIME_WAIT is free.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((net.settings.host, port))
-            except OSError:
-                raise NetworkError(
-                    f"Port {port} on {net.settings.host} is already in use by another "
-                    f"program; stop it or choose another port with {setting} in .env."
-                ) from None
+        if not port_is_free(port, kind, net.settings.host):
+            raise NetworkError(
+                f"Port {port} on {net.settings.host} is already in use by another "
+                f"program; stop it or choose another port with {setting} in .env."
+            )

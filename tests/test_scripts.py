@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pilotchain.localnet import free_port
+from pilotchain.localnet import free_port, free_port_block
 
 pytestmark = pytest.mark.chain
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,8 @@ def stack_env(home: Path) -> dict[str, str]:
         "RPC_HTTP_PORT": str(free_port()),
         "RPC_WS_PORT": str(free_port()),
         "BOOTNODE_PORT": str(free_port()),
-        "P2P_BASE_PORT": str(free_port()),
+        "P2P_BASE_PORT": str(free_port_block(5)),
+        "AUTHRPC_BASE_PORT": str(free_port_block(5)),
         "BLOCK_PERIOD": "1",
     })
     for name, value in extra_service_ports().items():
