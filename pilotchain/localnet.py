@@ -28,29 +28,32 @@ BOOTNODE = "bootnode"
 
 
 def free_port() -> int:
-    """A TCP and UDP port nobody listens on right now (geth uses both for p2p)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-        if port_is_free(port, socket.SOCK_DGRAM):
-            return port
+    """A port free for TCP and UDP (geth uses both for p2p), for a test or a benchmark."""
+    return free_port_block(1)
 
 
 def free_port_block(count: int) -> int:
-    """The first of ``count`` consecutive ports free for TCP and UDP, for a ``*_BASE_PORT``.
+    """The first of ``count`` consecutive ports free for TCP and UDP, never handed out
+    before by this process.
 
-    Taken below the kernel's ephemeral range: a block inside it can lose a port to any
-    outgoing connection (a peer dialling out, a test's HTTP client) before the node binds.
+    Taken below the kernel's ephemeral range: a port inside it can go to any outgoing
+    connection (a peer dialling out, an HTTP client) before the node binds it.
     """
     ephemeral_low = _ephemeral_range()[0]
     rng = random.SystemRandom()
     for _ in range(500):
         base = rng.randrange(10_000, ephemeral_low - count)
-        if all(port_is_free(port, kind) for port in range(base, base + count)
-               for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM)):
+        block = range(base, base + count)
+        if _handed_out.isdisjoint(block) and all(
+                port_is_free(port, kind) for port in block
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM)):
+            _handed_out.update(block)
             return base
     raise NetworkError(f"No {count} consecutive free ports between 10000 and {ephemeral_low}.")
+
+
+# Ports already given to a caller that may not have bound them yet.
+_handed_out: set[int] = set()
 
 
 def port_is_free(port: int, kind: int, host: str = "127.0.0.1") -> bool:
