@@ -7,9 +7,10 @@ Exactly once, end to end
    has read stays in the group's pending list until the bridge acknowledges it (XACK).
 2. **Acknowledged only after the chain has it.** An entry is acknowledged only when the
    receipt of the transaction carrying its trade is ``BRIDGE_CONFIRMATIONS`` blocks deep and
-   still canonical, or when it is moved to the dead-letter stream (XADD and XACK in one
-   MULTI, so a rejected entry is neither lost nor read again). A crash between receipt and
-   acknowledgement leaves the entry pending: nothing is lost, and step 3 avoids a repeat.
+   still canonical, or when it is moved to the dead-letter stream (XACK and, if that
+   acknowledged it, XADD in one script: a rejected entry is neither lost, nor read again,
+   nor dead-lettered twice). A crash between receipt and acknowledgement leaves the
+   entry pending: nothing is lost, and step 3 avoids a repeat.
    A read whose reply Redis lost on its way down leaves entries pending for this bridge
    that it never saw; after each Redis outage (and every few seconds by count) the bridge
    reads its own pending list and settles what it does not hold.

@@ -28,6 +28,10 @@ Entry = tuple[str, dict[str, str]]
 
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
          "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+_DEAD_LETTER = "if redis.call('xack', KEYS[1], ARGV[1], ARGV[2]) == 1 then " \
+               "redis.call('xadd', KEYS[2], '*', 'reason', ARGV[3], 'entry_id', ARGV[2], " \
+               "'stream', KEYS[1], 'event', ARGV[4], 'rejected_at', ARGV[5]) return 1 end " \
+               "return 0"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
            "return redis.call('del', KEYS[1]) else return 0 end"
 
@@ -120,16 +124,14 @@ class TradeStream:
         pipe.execute()
 
     def dead_letter(self, rejected: Sequence[Rejected]) -> None:
-        """Move entries to the dead-letter stream with their reason, atomically with the ack,
-        so a crash can neither lose a rejected entry nor leave it to be read again."""
-        pipe = self.client.pipeline(transaction=True)
+        """Move entries to the dead-letter stream with their reason, each in one script with
+        its ack: a crash can neither lose a rejected entry nor leave it to be read again, and
+        a retry after a lost reply adds no second dead letter (only a pending entry moves)."""
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        pipe = self.client.pipeline(transaction=False)
         for item in rejected:
-            pipe.xadd(self.dead_letter_stream, {
-                "reason": item.reason, "entry_id": item.entry_id, "stream": self.stream,
-                "event": item.payload, "rejected_at": now,
-            })
-            pipe.xack(self.stream, self.group, item.entry_id)
+            pipe.eval(_DEAD_LETTER, 2, self.stream, self.dead_letter_stream, self.group,
+                      item.entry_id, item.reason, item.payload, now)
         pipe.execute()
 
     def check_target(self, chain_id: int, contract: str) -> None:
@@ -230,9 +232,11 @@ def _is_zombie(pid: int) -> bool:
 
 def _decode(entries: Sequence[tuple[bytes, dict[bytes, bytes] | None]]
             ) -> Iterator[tuple[str, dict[str, str] | None]]:
-    """Entry ids and fields as text; undecodable bytes become U+FFFD (and fail validation)."""
+    """Entry ids and fields as text; undecodable bytes become U+FFFD (and fail validation).
+    A deleted entry comes as None (no entry is ever written without fields; redis-py
+    shows a deleted one in a consumer's history as an empty mapping)."""
     for entry_id, fields in entries:
-        if fields is None:
+        if not fields:
             yield _text(entry_id), None
             continue
         yield _text(entry_id), {_text(k): _text(v) for k, v in fields.items()}
