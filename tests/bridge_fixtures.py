@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import redis
 import requests
+from recordings import RECORDINGS
 
 from bridge.config import BridgeSettings, StreamSettings
 from bridge.events import EVENT_FIELD
@@ -42,12 +43,10 @@ from pilotchain.contract import (
 from pilotchain.localnet import LocalNetwork, free_port
 from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord, decode_trade_settled_logs
 
-DATA = Path(__file__).parent / "data"
-RECORDINGS = sorted(DATA.glob("*.jsonl"))
 STREAM = "test:trades"
 
 __all__ = [
-    "DATA", "RECORDINGS", "STREAM", "BridgeProcess", "BridgeThread", "Deployed", "bridge_env",
+    "STREAM", "BridgeProcess", "BridgeThread", "Deployed", "bridge_env",
     "bridge_settings", "deployed", "duplicates", "publish_lines", "read_lines",
     "settled_on_chain", "synthesise", "wait_until",
 ]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from recordings import DATA
 
 from bridge.events import EVENT_FIELD
 from bridge.gsy_plugin import (
@@ -30,7 +31,6 @@ from pilotchain.config import PROJECT_ROOT
 from pilotchain.localnet import free_port
 from pilotchain.redis_server import RedisService
 
-DATA = Path(__file__).parent / "data"
 STREAM = "plugin:trades"
 
 

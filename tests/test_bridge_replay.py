@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import redis
+from recordings import DATA
 
 from bridge.events import EVENT_FIELD
 from bridge.replay import publish
 from pilotchain.config import PROJECT_ROOT
 
-DATA = Path(__file__).parent / "data"
 STREAM = "replay:trades"
 
 

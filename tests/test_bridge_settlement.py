@@ -12,7 +12,6 @@ import pytest
 import redis
 import requests
 from bridge_fixtures import (
-    RECORDINGS,
     STREAM,
     BridgeThread,
     Deployed,
@@ -26,6 +25,7 @@ from bridge_fixtures import (
     synthesise,
     wait_until,
 )
+from recordings import RECORDINGS
 
 from bridge.errors import RecorderRoleMissing
 from bridge.events import EVENT_FIELD

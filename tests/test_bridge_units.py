@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 from eth_account import Account
+from recordings import DATA
 
 from bridge.batching import Batcher, Item
 from bridge.config import BridgeSettings
@@ -23,8 +24,6 @@ from bridge.writer import gas_limit_for, max_trades_for_gas
 from pilotchain.contract import compile_settlement, max_batch_size
 from pilotchain.errors import ConfigError
 from pilotchain.trades import read_recording
-
-DATA = Path(__file__).parent / "data"
 
 
 def test_settings_are_read_from_the_environment_with_defaults() -> None:

@@ -25,6 +25,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.exceptions import TransactionFailed
+from recordings import RECORDINGS
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
@@ -64,8 +65,6 @@ from pilotchain.trades import (
     uuid_to_bytes32,
 )
 
-DATA_DIR = Path(__file__).parent / "data"
-RECORDINGS = sorted(DATA_DIR.glob("*.jsonl"))
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Enough for the largest batch a test sends; set explicitly because eth-tester's gas
 # estimate re-executes a transaction a dozen times.

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from recordings import DATA
 
 from pilotchain.chain import Sender, connect, wait_for_receipt
 from pilotchain.contract import load_deployment, settlement_contract
@@ -16,7 +17,6 @@ from pilotchain.localnet import LocalNetwork
 from pilotchain.trades import compute_bills, decode_trade_settled_logs, read_recording
 
 pytestmark = pytest.mark.chain
-DATA = Path(__file__).parent / "data"
 
 
 def cli_env(net: LocalNetwork, deployment_file: Path) -> dict[str, str]:

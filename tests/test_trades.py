@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from eth_abi import encode as abi_encode
+from recordings import DATA, RECORDINGS
 
 from pilotchain.errors import PilotChainError
 from pilotchain.trades import (
@@ -40,8 +41,6 @@ from pilotchain.trades import (
     uuid_to_bytes32,
 )
 
-DATA_DIR = Path(__file__).parent / "data"
-RECORDINGS = sorted(DATA_DIR.glob("*.jsonl"))
 SLOT_2026_06_21 = 1_782_000_000  # 2026-06-21T00:00:00Z
 
 
@@ -51,7 +50,7 @@ def events_of(path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def first_event() -> dict[str, Any]:
-    return events_of(DATA_DIR / "default_2a_one_sided.jsonl")[0]
+    return events_of(DATA / "default_2a_one_sided.jsonl")[0]
 
 
 # --- parsing ---------------------------------------------------------------------------
@@ -75,7 +74,7 @@ def test_parse_event_maps_every_field(first_event: dict[str, Any]):
 
 
 def test_forwarded_leg_has_the_area_as_buyer(first_event: dict[str, Any]):
-    second = events_of(DATA_DIR / "default_2a_one_sided.jsonl")[1]
+    second = events_of(DATA / "default_2a_one_sided.jsonl")[1]
     record = parse_event(second)
     assert record.market == uuid.UUID(second["market_id"])
     assert record.seller == uuid.UUID(second["trade"]["seller"]["uuid"])
@@ -107,7 +106,7 @@ def test_every_recorded_trade_parses_and_maps_back(path: Path):
 
 
 def test_grid_fee_recording_keeps_its_fees():
-    records = read_recording(DATA_DIR / "grid_fees_default_2a_one_sided.jsonl")
+    records = read_recording(DATA / "grid_fees_default_2a_one_sided.jsonl")
     fees = {record.fee for record in records}
     assert to_fixed(0.1, PRICE_DECIMALS) in fees
     assert len(fees) > 1
@@ -446,25 +445,25 @@ def test_logs_decode_back_into_the_records(path: Path):
     assert decode_trade_settled_logs([other, *logs]) == records
 
 
-def test_a_log_of_another_event_is_refused():
-    record = read_recording(RECORDINGS[0])[0]
-    log = _log_of(record)
+def _other_event(log: dict[str, Any]) -> None:
     log["topics"][0] = b"\x11" * 32
-    with pytest.raises(InvalidLog, match="not a TradeSettled event"):
-        decode_trade_settled(log)
 
 
-def test_a_log_with_a_non_uuid_id_is_refused():
-    record = read_recording(RECORDINGS[0])[0]
-    log = _log_of(record)
+def _non_uuid_id(log: dict[str, Any]) -> None:
     log["topics"][2] = b"\x01" * 32
-    with pytest.raises(InvalidLog, match="cannot be decoded"):
-        decode_trade_settled(log)
 
 
-def test_a_log_with_short_data_is_refused():
-    record = read_recording(RECORDINGS[0])[0]
-    log = _log_of(record)
+def _short_data(log: dict[str, Any]) -> None:
     log["data"] = log["data"][:-64]
-    with pytest.raises(InvalidLog, match="cannot be decoded"):
+
+
+@pytest.mark.parametrize(("spoil", "message"), [
+    (_other_event, "not a TradeSettled event"),
+    (_non_uuid_id, "cannot be decoded"),
+    (_short_data, "cannot be decoded"),
+], ids=["another event", "non-uuid id", "short data"])
+def test_a_spoiled_log_is_refused(spoil: Any, message: str):
+    log = _log_of(read_recording(RECORDINGS[0])[0])
+    spoil(log)
+    with pytest.raises(InvalidLog, match=message):
         decode_trade_settled(log)
