@@ -231,9 +231,9 @@ class Bridge:
                      recovered, time.monotonic() - began, waited,
                      self.metrics.get("already_recorded"), len(self.batcher))
 
-    def _settle_unacknowledged(self, entries: Sequence[Entry | tuple[str, None]],
-                               recorded_of: Callable[[Iterable[uuid.UUID]], set[uuid.UUID]]
-                               ) -> None:
+    def _settle_unacknowledged(
+            self, entries: Sequence[Entry],
+            recorded_of: Callable[[Iterable[uuid.UUID]], set[uuid.UUID]]) -> None:
         """Acknowledge the entries whose trade the contract has; queue the others."""
         valid = self._decode_all(entries)
         recorded = recorded_of(item.record.trade_id for item in valid)
@@ -404,8 +404,7 @@ class Bridge:
 
     # -- entries in, acknowledgements out ---------------------------------------------
 
-    def _decode_all(self, entries: Sequence[Entry | tuple[str, None]], *,
-                    enqueue: bool = False) -> list[Item]:
+    def _decode_all(self, entries: Sequence[Entry], *, enqueue: bool = False) -> list[Item]:
         """Validate entries: rejects to the dead-letter queue, the rest as items."""
         items = []
         for entry_id, fields in entries:

@@ -24,7 +24,8 @@ from bridge.events import Rejected
 
 # Errors after which a retry can succeed: Redis down, restarting or still loading its file.
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
-Entry = tuple[str, dict[str, str]]
+# An entry id and its fields as text; None for an entry deleted from the stream meanwhile.
+Entry = tuple[str, dict[str, str] | None]
 
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
          "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
@@ -88,14 +89,14 @@ class TradeStream:
             reply = self.client.xautoclaim(self.stream, self.group, self.consumer,
                                            min_idle_time=0, start_id=cursor, count=count)
             cursor = _text(reply[0])
-            entries = [(eid, fields) for eid, fields in _decode(reply[1]) if fields is not None]
+            # A deleted entry (Redis 6.2 still lists it) is dead-lettered with that reason.
+            entries = list(_decode(reply[1]))
             if entries:
                 yield entries
             if cursor == "0-0":
                 return
 
-    def own_pending(self, count: int = 1000
-                    ) -> Iterator[list[tuple[str, dict[str, str] | None]]]:
+    def own_pending(self, count: int = 1000) -> Iterator[list[Entry]]:
         """The entries delivered to this consumer and not yet acknowledged, page by page
         (reading the consumer's own history, which changes nothing but delivery counts)."""
         cursor = "0-0"
@@ -231,7 +232,7 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _decode(entries: Sequence[tuple[bytes, dict[bytes, bytes] | None]]
-            ) -> Iterator[tuple[str, dict[str, str] | None]]:
+            ) -> Iterator[Entry]:
     """Entry ids and fields as text; undecodable bytes become U+FFFD (and fail validation).
     A deleted entry comes as None (no entry is ever written without fields; redis-py
     shows a deleted one in a consumer's history as an empty mapping)."""

@@ -98,8 +98,7 @@ class Ports:
     def node(self, name: str, index: int) -> dict[str, int]:
         """The p2p and authrpc ports of node ``name`` (``index`` orders the fixed layout)."""
         if name not in self.assigned:
-            fixed = self.p2p_base is not None and self.authrpc_base is not None
-            if not fixed:
+            if self.p2p_base is None or self.authrpc_base is None:
                 self.assigned[name] = {"p2p": free_port(), "authrpc": free_port()}
             else:
                 self.assigned[name] = {"p2p": self.p2p_base + index,
