@@ -48,13 +48,15 @@ from web3.exceptions import Web3Exception
 
 from bridge.config import BridgeSettings, StreamSettings
 from bridge.events import EVENT_FIELD
-from bridge.service import BridgeService
 from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
-from pilotchain.config import PROJECT_ROOT, ChainSettings
+from pilotchain.config import ChainSettings
 from pilotchain.contract import deploy_settlement, save_deployment, settlement_contract
-from pilotchain.localnet import LocalNetwork, Ports, free_port
-from pilotchain.redis_server import RedisService, RedisSettings
+from pilotchain.settings import PROJECT_ROOT
 from pilotchain.trades import TRADE_SETTLED_TOPIC, bytes32_to_uuid
+from runner.bridge import BridgeService
+from runner.localnet import LocalNetwork
+from runner.ports import Ports, free_port
+from runner.redis import RedisService, RedisSettings
 
 DATA = PROJECT_ROOT / "tests" / "data"
 STREAM = "bench:trades"
@@ -429,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       streams=StreamSettings(store.settings.url, STREAM),
                                       metrics_port=free_port(), gas_budget=args.gas_budget)
             service = BridgeService(settings, {**_base_env(), **settings.to_env()},
-                                    home / "pids", home / "bridge.log")
+                                    home / "pids")
             service.start()
             watcher = threading.Thread(target=watch_chain, daemon=True, args=(
                 connect(net.rpc_url), deployment.address, watch,

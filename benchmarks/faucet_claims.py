@@ -42,12 +42,13 @@ from typing import Any
 from eth_account import Account
 
 from faucet.config import FaucetSettings
-from faucet.service import FaucetService
 from pilotchain.chain import connect, wait_for
 from pilotchain.config import ChainSettings
 from pilotchain.errors import PilotChainError
-from pilotchain.localnet import LocalNetwork, Ports, free_port
-from pilotchain.redis_server import RedisService, RedisSettings
+from runner.faucet import FaucetService
+from runner.localnet import LocalNetwork
+from runner.ports import Ports, free_port
+from runner.redis import RedisService, RedisSettings
 
 GETH_BIN_DIR = Path(
     os.environ.get("GETH_BIN_DIR", Path.home() / ".cache/pilotchain/geth-v1.13.15/bin")

@@ -83,7 +83,8 @@ def local_chain() -> Iterator[Bench]:
     """A real local Clique network with the operator and bridge keys it generated."""
     from pilotchain.chain import connect as connect_rpc
     from pilotchain.config import ChainSettings
-    from pilotchain.localnet import LocalNetwork, Ports
+    from runner.localnet import LocalNetwork
+    from runner.ports import Ports
 
     with tempfile.TemporaryDirectory(prefix="gas-bench-") as tmp:
         home = Path(tmp)

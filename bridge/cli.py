@@ -18,8 +18,8 @@ from bridge.config import BridgeSettings
 from bridge.health import HealthServer
 from bridge.metrics import Metrics
 from bridge.pipeline import Bridge
-from pilotchain.config import load_environment
 from pilotchain.errors import PilotChainError
+from pilotchain.settings import load_environment
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The bridge's typed settings, read once by the entry point from the environment.
+"""The bridge's typed settings, declared once and read once by the entry point.
 
 Chain, keys and the deployment record come from :class:`ChainSettings` (``RPC_URL``,
 ``KEYS_DIR``, ``DEPLOYMENT_FILE``, ...), so the bridge finds what ``./scripts/up`` deployed.
@@ -10,31 +10,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bridge.errors import BridgeConfigError
-from pilotchain.config import ChainSettings, EnvReader
+from pilotchain.config import CHAIN_SETTINGS, DEFAULT_REDIS_URL, REDIS_URL, ChainSettings
 from pilotchain.contract import max_batch_size
+from pilotchain.settings import Setting, SettingsGroup
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_STREAM = "pilotchain:trades"
 DEFAULT_METRICS_PORT = 9108
 
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """Where trades are queued: shared by the bridge, the replay tool and the plug-in."""
+    """Where trades are queued: shared by the bridge and the replay tool."""
 
     redis_url: str = DEFAULT_REDIS_URL
     stream: str = DEFAULT_STREAM
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamSettings:
-        read = EnvReader(env)
-        return cls(redis_url=read.str("REDIS_URL", DEFAULT_REDIS_URL),
-                   stream=read.str("BRIDGE_STREAM", DEFAULT_STREAM))
+        return cls(**STREAM_SETTINGS.read(env))
+
+
+STREAM_SETTINGS = SettingsGroup(
+    "Trade stream", "stream",
+    "Where gsy-e's plug-in, `pilotchain replay` and the bridge meet.",
+    (REDIS_URL,
+     Setting("BRIDGE_STREAM", "stream", "str", DEFAULT_STREAM,
+             "the Redis stream gsy-e's plug-in writes and the bridge reads")),
+)
 
 
 @dataclass(frozen=True)
 class BridgeSettings:
-    """Everything the bridge service needs; see docs/bridge.md for the table."""
+    """Everything the bridge service needs; every field is a row of BRIDGE_SETTINGS."""
 
     chain: ChainSettings = field(default_factory=ChainSettings)
     streams: StreamSettings = field(default_factory=StreamSettings)
@@ -85,58 +92,69 @@ class BridgeSettings:
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` (in a bridge process) give these settings
-        back, for starting the bridge from typed settings (the service, tests, benchmarks)."""
+        back, for starting the bridge from typed settings (tests, benchmarks)."""
         chain = self.chain
-        env = {
-            "RPC_URL": chain.rpc_url, "CHAIN_ID": str(chain.chain_id),
-            "KEYS_DIR": str(chain.keys_dir), "GENESIS_FILE": str(chain.genesis_file),
-            "NATIVE_DATA_DIR": str(chain.data_dir), "DEPLOYMENT_FILE": str(chain.deployment_file),
-            "REDIS_URL": self.redis_url, "BRIDGE_STREAM": self.stream,
-            "BRIDGE_DEAD_LETTER_STREAM": self.dead_letter_stream,
+        return {
+            **CHAIN_SETTINGS.to_env(chain),
+            # The chain's URL as the bridge resolved it, so RPC_HOST/RPC_HTTP_PORT need not agree.
+            "RPC_URL": chain.rpc_url, "DEPLOYMENT_FILE": str(chain.deployment_file),
+            **STREAM_SETTINGS.to_env(self.streams),
+            **BRIDGE_SETTINGS.to_env(self),
         }
-        for name, key in _ENV_NAMES.items():
-            env[key] = str(getattr(self, name))
-        return env
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BridgeSettings:
         """Typed settings from an environment snapshot; errors name the setting."""
-        read = EnvReader(env)
-        d = cls()
-        return cls(
-            chain=ChainSettings.from_env(env),
-            streams=StreamSettings.from_env(env),
-            group=read.str("BRIDGE_GROUP", d.group),
-            consumer=read.str("BRIDGE_CONSUMER", d.consumer),
-            dead_letter_stream=read.str("BRIDGE_DEAD_LETTER_STREAM", ""),
-            key_role=read.str("BRIDGE_KEY_ROLE", d.key_role),
-            max_batch=read.int("BRIDGE_MAX_BATCH", d.max_batch, minimum=1),
-            linger=read.float("BRIDGE_LINGER", d.linger, minimum=0.0),
-            gas_budget=read.float("BRIDGE_GAS_BUDGET", d.gas_budget),
-            max_in_flight=read.int("BRIDGE_MAX_IN_FLIGHT", d.max_in_flight, minimum=1),
-            confirmations=read.int("BRIDGE_CONFIRMATIONS", d.confirmations, minimum=0),
-            priority_fee_gwei=read.float("BRIDGE_PRIORITY_FEE_GWEI", d.priority_fee_gwei,
-                                         minimum=0.0),
-            replace_after_blocks=read.int("BRIDGE_REPLACE_AFTER_BLOCKS",
-                                          d.replace_after_blocks, minimum=1),
-            max_queued=read.int("BRIDGE_MAX_QUEUED", d.max_queued, minimum=1),
-            recovery_timeout=read.float("BRIDGE_RECOVERY_TIMEOUT", d.recovery_timeout,
-                                        minimum=0.0),
-            metrics_host=read.str("BRIDGE_METRICS_HOST", d.metrics_host),
-            metrics_port=read.int("BRIDGE_METRICS_PORT", d.metrics_port, minimum=0),
-            log_interval=read.float("BRIDGE_LOG_INTERVAL", d.log_interval, minimum=0.1),
-            backoff_max=read.float("BRIDGE_BACKOFF_MAX", d.backoff_max, minimum=0.1),
-        )
+        return cls(chain=ChainSettings.from_env(env), streams=StreamSettings.from_env(env),
+                   **BRIDGE_SETTINGS.read(env))
 
 
-# Settings field -> environment variable, for the fields read one to one.
-_ENV_NAMES = {
-    "group": "BRIDGE_GROUP", "consumer": "BRIDGE_CONSUMER", "key_role": "BRIDGE_KEY_ROLE",
-    "max_batch": "BRIDGE_MAX_BATCH", "linger": "BRIDGE_LINGER",
-    "gas_budget": "BRIDGE_GAS_BUDGET", "max_in_flight": "BRIDGE_MAX_IN_FLIGHT",
-    "confirmations": "BRIDGE_CONFIRMATIONS", "priority_fee_gwei": "BRIDGE_PRIORITY_FEE_GWEI",
-    "replace_after_blocks": "BRIDGE_REPLACE_AFTER_BLOCKS", "max_queued": "BRIDGE_MAX_QUEUED",
-    "recovery_timeout": "BRIDGE_RECOVERY_TIMEOUT", "metrics_host": "BRIDGE_METRICS_HOST",
-    "metrics_port": "BRIDGE_METRICS_PORT", "log_interval": "BRIDGE_LOG_INTERVAL",
-    "backoff_max": "BRIDGE_BACKOFF_MAX",
-}
+_D = BridgeSettings()
+BRIDGE_SETTINGS = SettingsGroup(
+    "Bridge", "bridge",
+    "The bridge (`pilotchain-bridge`) also reads the chain settings (`RPC_URL`, `KEYS_DIR`, "
+    "`DEPLOYMENT_FILE`) and the trade stream's; see [docs/bridge.md](bridge.md) for how it "
+    "works.",
+    (
+        Setting("BRIDGE_GROUP", "group", "str", _D.group, "consumer group"),
+        Setting("BRIDGE_CONSUMER", "consumer", "str", _D.consumer,
+                "this bridge's consumer name"),
+        Setting("BRIDGE_DEAD_LETTER_STREAM", "dead_letter_stream", "str", "",
+                "rejected entries, each with `reason`, `entry_id`, `event`, `rejected_at`",
+                default_text="<BRIDGE_STREAM>:dead"),
+        Setting("BRIDGE_KEY_ROLE", "key_role", "str", _D.key_role,
+                "which account of `KEYS_DIR` signs (`keys/<role>/`)"),
+        Setting("BRIDGE_MAX_BATCH", "max_batch", "int", _D.max_batch,
+                f"trades per transaction ({max_batch_size()} is the most under geth's 128 KiB "
+                "limit)", minimum=1),
+        Setting("BRIDGE_LINGER", "linger", "float", _D.linger,
+                "seconds a trade may wait for a fuller batch", minimum=0.0),
+        Setting("BRIDGE_GAS_BUDGET", "gas_budget", "float", _D.gas_budget,
+                "gas sent per new block, as a fraction of the gas target (half the block gas "
+                "limit), above 0 and at most 2; at 1 or below, blocks average at most the "
+                "target and the base fee does not climb"),
+        Setting("BRIDGE_MAX_IN_FLIGHT", "max_in_flight", "int", _D.max_in_flight,
+                "transactions sent but not final", minimum=1),
+        Setting("BRIDGE_CONFIRMATIONS", "confirmations", "int", _D.confirmations,
+                "blocks on top of a receipt before its entries are acknowledged", minimum=0),
+        Setting("BRIDGE_PRIORITY_FEE_GWEI", "priority_fee_gwei", "float", _D.priority_fee_gwei,
+                "tip; geth's miners take nothing below 1 gwei", minimum=0.0),
+        Setting("BRIDGE_REPLACE_AFTER_BLOCKS", "replace_after_blocks", "int",
+                _D.replace_after_blocks,
+                "a transaction still unmined after this many blocks is sent again (replaced "
+                "with fees 13% higher if the base fee has priced it out)", minimum=1),
+        Setting("BRIDGE_MAX_QUEUED", "max_queued", "int", _D.max_queued,
+                "trades read but not final before the bridge pauses reading", minimum=1),
+        Setting("BRIDGE_RECOVERY_TIMEOUT", "recovery_timeout", "float", _D.recovery_timeout,
+                "seconds to wait at start for the previous run's transactions", minimum=0.0),
+        Setting("BRIDGE_METRICS_HOST", "metrics_host", "str", _D.metrics_host,
+                "metrics endpoint address (`0.0.0.0` in a container)"),
+        Setting("BRIDGE_METRICS_PORT", "metrics_port", "int", _D.metrics_port,
+                "metrics endpoint port (`/metrics`, `/health`)", minimum=0),
+        Setting("BRIDGE_LOG_INTERVAL", "log_interval", "float", _D.log_interval,
+                "seconds between progress lines in the log", minimum=0.1),
+        Setting("BRIDGE_BACKOFF_MAX", "backoff_max", "float", _D.backoff_max,
+                "ceiling of the retry delay, in seconds, when Redis or the RPC node is away",
+                minimum=0.1),
+    ),
+)

@@ -1,4 +1,5 @@
-"""``./scripts/replay FILE [--rate N]``: publish recorded gsy-e trades into the stream.
+"""``pilotchain replay FILE [--rate N]`` (and ``./scripts/replay``): publish recorded gsy-e
+trades into the stream.
 
 Each line of FILE is one recorded ``track_trade_event`` call (the format of
 ``tests/data/*.jsonl``) and becomes one stream entry exactly as the gsy-e plug-in writes it,
@@ -13,7 +14,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +23,7 @@ import redis
 
 from bridge.config import StreamSettings
 from bridge.events import EVENT_FIELD
-from pilotchain.config import load_environment
+from pilotchain.settings import load_environment
 
 CHUNK = 500
 
@@ -49,8 +50,8 @@ class Progress:
         out.flush()
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    settings = StreamSettings.from_env(load_environment())
+def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.Namespace:
+    settings = StreamSettings.from_env(env)
     parser = argparse.ArgumentParser(
         prog="replay", description="Publish recorded gsy-e trades into the bridge's stream.")
     parser.add_argument("file", type=Path, help="JSON lines of recorded trade events")
@@ -121,8 +122,9 @@ def _flush(pipe: redis.client.Pipeline, count: int, progress: Progress,
     progress.published += count
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Publish FILE; ``env`` is the environment snapshot (read here when not given)."""
+    args = parse_args(argv, load_environment() if env is None else env)
     if not args.file.is_file():
         print(f"replay: {args.file} does not exist (or is not a file).", file=sys.stderr)
         return 2

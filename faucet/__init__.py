@@ -31,7 +31,7 @@ from faucet.keys import load_account
 from faucet.limits import ClaimLimits
 from faucet.page import page
 from faucet.wallet import FaucetWallet
-from pilotchain.config import load_environment
+from pilotchain.settings import load_environment
 
 LIMITS_PREFIX = "pilotchain-faucet"
 UNEXPECTED = "The faucet hit an unexpected error; please try again in a minute."

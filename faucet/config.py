@@ -1,4 +1,4 @@
-"""The faucet's settings, typed once from the environment by the entry point.
+"""The faucet's settings, declared once and typed once from the environment by the entry point.
 
 ``create_app`` reads the environment (``load_environment``) and builds one
 :class:`FaucetSettings`; nothing below it looks at ``os.environ``. The chain's own
@@ -15,30 +15,33 @@ from pathlib import Path
 
 from limits import RateLimitItem, parse_many
 
-from pilotchain.config import ChainSettings, EnvReader
+from pilotchain.config import DEFAULT_REDIS_URL, REDIS_URL, ChainSettings
 from pilotchain.errors import ConfigError
+from pilotchain.settings import Setting, SettingsGroup
 
 WEI_PER_UNIT = 10**18
 
 
 @dataclass(frozen=True)
 class FaucetSettings:
-    """Everything the faucet needs; secrets are left out of ``repr`` so they never reach a log."""
+    """Everything the faucet needs; secrets are left out of ``repr`` so they never reach a log.
+
+    Fields left ``None`` take their default from the chain's settings (see FAUCET_SETTINGS).
+    """
 
     chain: ChainSettings = field(default_factory=ChainSettings)
-    rpc_url: str = "http://127.0.0.1:8545"
-    public_rpc_url: str = "http://127.0.0.1:8545"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = DEFAULT_REDIS_URL
     amount_wei: int = WEI_PER_UNIT
     address_limit: str = "1 per 24 hours"
     ip_limit: str = "10 per 24 hours"
     trusted_proxies: int = 0
     cors_origins: tuple[str, ...] = ()
     path_prefix: str = "/faucet"
-    keystore_file: Path = Path("keys/faucet/keystore.json")
-    password_file: Path = Path("keys/faucet/password")
+    keystore_override: Path | None = None
+    password_override: Path | None = None
     private_key: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
+    public_rpc_url_override: str | None = None
     host: str = "127.0.0.1"
     port: int = 9000
     workers: int = 4
@@ -50,35 +53,28 @@ class FaucetSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FaucetSettings:
         """Read every FAUCET_* setting (and the chain's) with errors that name the setting."""
-        read = EnvReader(env)
+        values = FAUCET_SETTINGS.read(env)
         chain = ChainSettings.from_env(env)
-        d = cls()
-        return cls(
-            chain=chain,
-            rpc_url=chain.rpc_url,
-            public_rpc_url=read.str("FAUCET_PUBLIC_RPC_URL", chain.rpc_url),
-            redis_url=read.str("REDIS_URL", d.redis_url),
-            amount_wei=parse_amount(read.str("FAUCET_AMOUNT", "1"), chain.currency_symbol),
-            address_limit=check_limit("FAUCET_ADDRESS_LIMIT",
-                                      read.str("FAUCET_ADDRESS_LIMIT", d.address_limit)),
-            ip_limit=check_limit("FAUCET_IP_LIMIT", read.str("FAUCET_IP_LIMIT", d.ip_limit)),
-            trusted_proxies=read.int("FAUCET_TRUSTED_PROXIES", d.trusted_proxies, minimum=0),
-            cors_origins=tuple(o.rstrip("/") for o in read.list("FAUCET_CORS_ORIGINS")),
-            path_prefix=normalise_prefix(read.str("FAUCET_PATH_PREFIX", d.path_prefix)),
-            keystore_file=read.path("FAUCET_KEYSTORE",
-                                    chain.keys_dir / "faucet" / "keystore.json"),
-            password_file=read.path("FAUCET_PASSWORD_FILE", chain.keys_dir / "faucet" / "password"),
-            private_key=read.optional("FAUCET_PRIVATE_KEY"),
-            secret_key=read.optional("FAUCET_SECRET_KEY"),
-            host=read.str("FAUCET_HOST", d.host),
-            port=read.int("FAUCET_PORT", d.port, minimum=1),
-            workers=read.int("FAUCET_WORKERS", d.workers, minimum=1),
-            threads=read.int("FAUCET_THREADS", d.threads, minimum=1),
-            max_body_bytes=read.int("FAUCET_MAX_BODY_BYTES", d.max_body_bytes, minimum=256),
-            lock_file=optional_path(read, "FAUCET_LOCK_FILE"),
-            rpc_timeout_seconds=read.float("FAUCET_RPC_TIMEOUT", d.rpc_timeout_seconds,
-                                           minimum=1),
-        )
+        values["amount_wei"] = parse_amount(values["amount_wei"], chain.currency_symbol)
+        return cls(chain=chain, redis_url=REDIS_URL.read(env), **values)
+
+    @property
+    def rpc_url(self) -> str:
+        """The node the faucet sends through."""
+        return self.chain.rpc_url
+
+    @property
+    def public_rpc_url(self) -> str:
+        """The RPC URL shown on the page and given to MetaMask."""
+        return self.public_rpc_url_override or self.chain.rpc_url
+
+    @property
+    def keystore_file(self) -> Path:
+        return self.keystore_override or self.chain.keys_dir / "faucet" / "keystore.json"
+
+    @property
+    def password_file(self) -> Path:
+        return self.password_override or self.chain.keys_dir / "faucet" / "password"
 
     @property
     def address_limits(self) -> list[RateLimitItem]:
@@ -92,11 +88,6 @@ class FaucetSettings:
     def prefixes(self) -> tuple[str, ...]:
         """Where the page and the API are served: the root, and the legacy prefix if set."""
         return ("", self.path_prefix) if self.path_prefix else ("",)
-
-
-def optional_path(read: EnvReader, name: str) -> Path | None:
-    """A path setting without a default (relative paths resolve against the project)."""
-    return read.path(name, Path()) if read.optional(name) else None
 
 
 def parse_amount(raw: str, symbol: str) -> int:
@@ -136,3 +127,63 @@ def normalise_prefix(raw: str) -> str:
     if any(ch in prefix for ch in "?#% ") :
         raise ConfigError(f"FAUCET_PATH_PREFIX must be a plain URL path like /faucet, not {raw!r}.")
     return "/" + prefix
+
+
+def _cors(origins: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(origin.rstrip("/") for origin in origins)
+
+
+_D = FaucetSettings()
+FAUCET_SETTINGS = SettingsGroup(
+    "Faucet", "faucet",
+    "The faucet (gunicorn serving `faucet:create_app()`) also reads the chain settings "
+    "(`RPC_URL`, `KEYS_DIR`, `CURRENCY_SYMBOL`, ...) and `REDIS_URL`, where its claim limits "
+    "live; see [docs/faucet.md](faucet.md).",
+    (
+        Setting("FAUCET_AMOUNT", "amount_wei", "str", "1",
+                "units of the native currency per claim (decimals allowed, e.g. `0.5`)"),
+        Setting("FAUCET_ADDRESS_LIMIT", "address_limit", "str", _D.address_limit,
+                "claims per wallet address (Flask-Limiter notation; `;` separates several)",
+                check=lambda raw: check_limit("FAUCET_ADDRESS_LIMIT", raw)),
+        Setting("FAUCET_IP_LIMIT", "ip_limit", "str", _D.ip_limit, "claims per client IP",
+                check=lambda raw: check_limit("FAUCET_IP_LIMIT", raw)),
+        Setting("FAUCET_TRUSTED_PROXIES", "trusted_proxies", "int", _D.trusted_proxies,
+                "reverse proxies in front of the faucet whose `X-Forwarded-For` is believed",
+                minimum=0),
+        Setting("FAUCET_CORS_ORIGINS", "cors_origins", "list", (),
+                "comma-separated origins allowed to call the JSON API from a browser "
+                "(`*`: any)", check=_cors),
+        Setting("FAUCET_PATH_PREFIX", "path_prefix", "str", _D.path_prefix,
+                "second path the page and API are served under (the earlier pilot's); "
+                "`none` switches it off", check=normalise_prefix),
+        Setting("FAUCET_KEYSTORE", "keystore_override", "optional_path", None,
+                "the faucet account's keystore (geth v3)",
+                default_text="<KEYS_DIR>/faucet/keystore.json"),
+        Setting("FAUCET_PASSWORD_FILE", "password_override", "optional_path", None,
+                "its password", default_text="<KEYS_DIR>/faucet/password"),
+        Setting("FAUCET_PRIVATE_KEY", "private_key", "optional", None,
+                "the key as hex instead of the keystore (takes precedence)", secret=True),
+        Setting("FAUCET_SECRET_KEY", "secret_key", "optional", None,
+                "signs the page's session cookie (its CSRF token); every worker must have "
+                "the same", secret=True, default_text="(derived from the faucet key)"),
+        Setting("FAUCET_PUBLIC_RPC_URL", "public_rpc_url_override", "optional", None,
+                "RPC URL shown on the page and given to MetaMask (set it when the faucet "
+                "reaches the node by an internal name)", default_text="<RPC_URL>"),
+        Setting("FAUCET_HOST", "host", "str", _D.host,
+                "address gunicorn binds (`0.0.0.0` in a container)"),
+        Setting("FAUCET_PORT", "port", "int", _D.port, "the port gunicorn listens on",
+                minimum=1),
+        Setting("FAUCET_WORKERS", "workers", "int", _D.workers, "gunicorn worker processes",
+                minimum=1),
+        Setting("FAUCET_THREADS", "threads", "int", _D.threads,
+                "threads per worker (sends take turns anyway; more threads only add GIL "
+                "contention)", minimum=1),
+        Setting("FAUCET_MAX_BODY_BYTES", "max_body_bytes", "int", _D.max_body_bytes,
+                "largest request body accepted", minimum=256),
+        Setting("FAUCET_LOCK_FILE", "lock_file", "optional_path", None,
+                "the send lock and nonce (must be on a disk all workers see)",
+                default_text="<temp dir>/pilotchain-faucet-<address>.lock"),
+        Setting("FAUCET_RPC_TIMEOUT", "rpc_timeout_seconds", "float", _D.rpc_timeout_seconds,
+                "seconds before a call to the node counts as failed", minimum=1),
+    ),
+)

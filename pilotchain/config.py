@@ -1,105 +1,28 @@
-"""Settings, read once at an entry point from the environment and a ``.env`` file.
+"""The chain's settings, and the Redis URL every service shares.
 
-Every service builds its typed settings here (or from :class:`EnvReader` in its own
-``config`` module) and passes them down; nothing deeper reads ``os.environ``.
+Each service declares its own settings (``pilotchain.settings.Setting``) in its ``config``
+module and reads them once at its entry point; nothing deeper reads ``os.environ``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dotenv import dotenv_values
+from pilotchain.settings import PROJECT_ROOT, Setting, SettingsGroup
 
-from pilotchain.errors import ConfigError
+__all__ = ["CHAIN_SETTINGS", "DEFAULT_REDIS_URL", "REDIS_URL", "ChainSettings"]
 
+DEFAULT_GETH_BIN_DIR = Path.home() / ".cache" / "pilotchain" / "geth-v1.13.15" / "bin"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
-def _project_root() -> Path:
-    """The checkout (editable install), else PILOTCHAIN_HOME or the working directory.
-
-    In the Compose image the package lives in site-packages and the project folder is
-    mounted elsewhere, so relative paths resolve against the working directory there.
-    """
-    if home := os.environ.get("PILOTCHAIN_HOME"):
-        return Path(home).resolve()
-    checkout = Path(__file__).resolve().parent.parent
-    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
-
-
-PROJECT_ROOT = _project_root()
-
-
-def load_environment(env_file: Path | None = None) -> dict[str, str]:
-    """Merge ``.env`` (if present) under the process environment, which wins."""
-    path = env_file if env_file is not None else PROJECT_ROOT / ".env"
-    values: dict[str, str] = {}
-    if path.is_file():
-        values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
-    values.update(os.environ)
-    return values
-
-
-class EnvReader:
-    """Typed access to a snapshot of the environment, with errors that name the setting."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def str(self, name: str, default: str) -> str:
-        value = self._env.get(name, "").strip()
-        return value or default
-
-    def optional(self, name: str) -> str | None:
-        value = self._env.get(name, "").strip()
-        return value or None
-
-    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = int(raw.replace("_", ""))
-        except ValueError:
-            raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
-        return value
-
-    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number, not {raw!r}.") from None
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
-        return value
-
-    def bool(self, name: str, default: bool) -> bool:
-        raw = self._env.get(name, "").strip().lower()
-        if not raw:
-            return default
-        if raw in {"1", "true", "yes", "on"}:
-            return True
-        if raw in {"0", "false", "no", "off"}:
-            return False
-        raise ConfigError(f"{name} must be true or false, not {raw!r}.")
-
-    def path(self, name: str, default: Path) -> Path:
-        raw = self._env.get(name, "").strip()
-        path = Path(raw) if raw else default
-        return path if path.is_absolute() else PROJECT_ROOT / path
-
-    def list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        return tuple(item.strip() for item in raw.split(",") if item.strip())
-
+# The Redis of the trade stream and the faucet's limits: one setting, read by every service.
+REDIS_URL = Setting(
+    "REDIS_URL", "redis_url", "str", DEFAULT_REDIS_URL,
+    "the Redis the services use (the trade stream, the faucet's limits); when set, "
+    "`./scripts/up` starts no Redis of its own",
+    default_text="redis://<REDIS_HOST>:<REDIS_PORT>/0")
 
 @dataclass(frozen=True)
 class ChainSettings:
@@ -122,7 +45,7 @@ class ChainSettings:
     authrpc_base_port: int = 8551
     explorer_url: str = "http://localhost"
     rpc_url_override: str | None = None
-    geth_bin_dir: Path = Path.home() / ".cache" / "pilotchain" / "geth-v1.13.15" / "bin"
+    geth_bin_dir: Path = DEFAULT_GETH_BIN_DIR
     deployment_file_override: Path | None = None
 
     @property
@@ -130,6 +53,11 @@ class ChainSettings:
         """Where the Settlement deployment record lives: with the chain data it belongs to,
         so wiping the chain forgets the contract too."""
         return self.deployment_file_override or self.data_dir / "settlement.json"
+
+    @property
+    def nodes_dir(self) -> Path:
+        """One data directory per geth node of the native runner (``<name>/geth.ipc``...)."""
+        return self.data_dir / "nodes"
 
     @property
     def rpc_url(self) -> str:
@@ -141,27 +69,60 @@ class ChainSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ChainSettings:
-        read = EnvReader(env)
-        d = cls()
-        return cls(
-            chain_id=read.int("CHAIN_ID", d.chain_id, minimum=1),
-            block_period=read.int("BLOCK_PERIOD", d.block_period, minimum=1),
-            epoch=read.int("CLIQUE_EPOCH", d.epoch, minimum=1),
-            gas_limit=read.int("GAS_LIMIT", d.gas_limit, minimum=5_000_000),
-            network_name=read.str("NETWORK_NAME", d.network_name),
-            currency_symbol=read.str("CURRENCY_SYMBOL", d.currency_symbol),
-            keys_dir=read.path("KEYS_DIR", d.keys_dir),
-            genesis_file=read.path("GENESIS_FILE", d.genesis_file),
-            data_dir=read.path("NATIVE_DATA_DIR", d.data_dir),
-            host=read.str("RPC_HOST", d.host),
-            rpc_port=read.int("RPC_HTTP_PORT", d.rpc_port, minimum=1),
-            ws_port=read.int("RPC_WS_PORT", d.ws_port, minimum=1),
-            bootnode_port=read.int("BOOTNODE_PORT", d.bootnode_port, minimum=1),
-            p2p_base_port=read.int("P2P_BASE_PORT", d.p2p_base_port, minimum=1),
-            authrpc_base_port=read.int("AUTHRPC_BASE_PORT", d.authrpc_base_port, minimum=1),
-            explorer_url=read.str("EXPLORER_URL", d.explorer_url),
-            rpc_url_override=read.optional("RPC_URL"),
-            geth_bin_dir=read.path("GETH_BIN_DIR", d.geth_bin_dir),
-            deployment_file_override=(read.path("DEPLOYMENT_FILE", Path())
-                                      if read.optional("DEPLOYMENT_FILE") else None),
-        )
+        """Typed settings from an environment snapshot; errors name the setting."""
+        return cls(**CHAIN_SETTINGS.read(env))
+
+
+_D = ChainSettings()
+CHAIN_SETTINGS = SettingsGroup(
+    "Chain and native runner", "chain",
+    "What the chain is (written into genesis.json by `pilotchain init`) and where "
+    "`./scripts/up` keeps its files and opens its ports. Every service reads these too.",
+    (
+        Setting("CHAIN_ID", "chain_id", "int", _D.chain_id,
+                "chain id, written into genesis by `init`", minimum=1),
+        Setting("BLOCK_PERIOD", "block_period", "int", _D.block_period,
+                "seconds between blocks, written into genesis by `init` (tests use 1)",
+                minimum=1),
+        Setting("CLIQUE_EPOCH", "epoch", "int", _D.epoch,
+                "Clique epoch, written into genesis by `init`", minimum=1),
+        Setting("GAS_LIMIT", "gas_limit", "int", _D.gas_limit,
+                "block gas limit in genesis and the validators' `--miner.gaslimit`",
+                minimum=5_000_000),
+        Setting("NETWORK_NAME", "network_name", "str", _D.network_name,
+                "network name shown to MetaMask users"),
+        Setting("CURRENCY_SYMBOL", "currency_symbol", "str", _D.currency_symbol,
+                "native currency symbol shown to MetaMask users"),
+        Setting("KEYS_DIR", "keys_dir", "path", _D.keys_dir,
+                "where `init` writes keys and the services find theirs"),
+        Setting("GENESIS_FILE", "genesis_file", "path", _D.genesis_file, "the genesis file"),
+        Setting("NATIVE_DATA_DIR", "data_dir", "path", _D.data_dir,
+                "the native runner's chain data, logs, pids and deployment record"),
+        Setting("DEPLOYMENT_FILE", "deployment_file_override", "optional_path", None,
+                "the Settlement deployment record (`pilotchain deploy` writes it)",
+                default_text="<NATIVE_DATA_DIR>/settlement.json"),
+        Setting("RPC_HOST", "host", "str", _D.host,
+                "address the native RPC node listens on"),
+        Setting("RPC_HTTP_PORT", "rpc_port", "int", _D.rpc_port, "RPC node HTTP port",
+                minimum=1),
+        Setting("RPC_WS_PORT", "ws_port", "int", _D.ws_port, "RPC node WebSocket port",
+                minimum=1),
+        Setting("BOOTNODE_PORT", "bootnode_port", "int", _D.bootnode_port,
+                "bootnode discovery (UDP) port", minimum=1),
+        Setting("P2P_BASE_PORT", "p2p_base_port", "int", _D.p2p_base_port,
+                "base of the nodes' p2p ports (TCP and UDP): validator1 takes the base + 1, "
+                "validator2 + 2, validator3 + 3, the RPC node + 4", minimum=1),
+        Setting("AUTHRPC_BASE_PORT", "authrpc_base_port", "int", _D.authrpc_base_port,
+                "base of geth's engine API ports (loopback, JWT), numbered like "
+                "`P2P_BASE_PORT`: validator1 takes the base + 1, ..., the RPC node + 4",
+                minimum=1),
+        Setting("RPC_URL", "rpc_url_override", "optional", None,
+                "where `pilotchain deploy` and the services reach the chain",
+                default_text="http://<RPC_HOST>:<RPC_HTTP_PORT>"),
+        Setting("EXPLORER_URL", "explorer_url", "str", _D.explorer_url,
+                "block explorer link shown to users"),
+        Setting("GETH_BIN_DIR", "geth_bin_dir", "path", _D.geth_bin_dir,
+                "where geth and bootnode 1.13.15 are (`./scripts/up` builds them there)",
+                default_text="~/.cache/pilotchain/geth-v1.13.15/bin"),
+    ),
+)

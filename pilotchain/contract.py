@@ -33,8 +33,8 @@ from web3 import Web3
 from web3.contract import Contract
 
 from pilotchain.chain import Sender, wait_for_receipt
-from pilotchain.config import PROJECT_ROOT
 from pilotchain.errors import ChainError, PilotChainError
+from pilotchain.settings import PROJECT_ROOT
 
 CONTRACT_NAME = "Settlement"
 SOURCE_UNIT = "contracts/Settlement.sol"

@@ -1,9 +1,8 @@
 """Fixtures and helpers of the bridge tests: a fresh Settlement per test, the bridge in a
 thread or as a real process, stream publishing, and reading the settled trades back.
 
-Import what a module needs from ``tests.bridge_fixtures`` (the ``deployed`` fixture
-included, so pytest sees it); the conftest fixtures ``chain``, ``redis_server`` and
-``redis_url`` do the rest.
+Loaded as a pytest plug-in by conftest.py, like faucet_fixtures: test modules request the
+``deployed`` fixture by name and import only helpers from here.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ from bridge.config import BridgeSettings, StreamSettings
 from bridge.events import EVENT_FIELD
 from bridge.metrics import Metrics
 from bridge.pipeline import Bridge
-from pilotchain.chain import connect, wait_for
-from pilotchain.config import PROJECT_ROOT
+from pilotchain.chain import connect
 from pilotchain.contract import (
     Deployment,
     compile_settlement,
@@ -40,15 +38,17 @@ from pilotchain.contract import (
     load_deployment,
     save_deployment,
 )
-from pilotchain.localnet import LocalNetwork, free_port
+from pilotchain.settings import PROJECT_ROOT
 from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord, decode_trade_settled_logs
+from runner.localnet import LocalNetwork
+from runner.ports import free_port
 
 STREAM = "test:trades"
 
 __all__ = [
     "STREAM", "BridgeProcess", "BridgeThread", "Deployed", "bridge_env",
     "bridge_settings", "deployed", "duplicates", "publish_lines", "read_lines",
-    "settled_on_chain", "synthesise", "wait_until",
+    "settled_on_chain", "synthesise",
 ]
 
 
@@ -164,10 +164,6 @@ class BridgeProcess:
         except FileNotFoundError:
             return "(no log)"
 
-
-def wait_until(condition: Any, *, timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll ``condition`` until truthy; fail naming what was awaited (never a bare sleep)."""
-    return wait_for(condition, timeout=timeout, what=what, interval=interval)
 
 
 def read_lines(paths: Sequence[Path] = RECORDINGS) -> list[str]:

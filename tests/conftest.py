@@ -16,15 +16,33 @@ import pytest
 import redis
 
 from pilotchain.config import ChainSettings
-from pilotchain.localnet import LocalNetwork, Ports, free_port
-from pilotchain.redis_server import RedisService, RedisSettings
+from runner.localnet import LocalNetwork
+from runner.ports import Ports, free_port
+from runner.redis import RedisService, RedisSettings
 
-# Fixtures shared by several test modules of one component.
-pytest_plugins = ["faucet_fixtures"]
+# Fixtures shared by several test modules of one component, loaded one way: as plug-ins.
+pytest_plugins = ["bridge_fixtures", "faucet_fixtures"]
 
 GETH_BIN_DIR = Path(
     os.environ.get("GETH_BIN_DIR", Path.home() / ".cache/pilotchain/geth-v1.13.15/bin")
 )
+
+
+# Markers follow from the fixtures a test uses, so they cannot be forgotten: a test that asks
+# for a network needs geth, one that asks for Redis needs redis-server.
+MARKER_FIXTURES = {
+    "chain": {"chain", "make_network", "geth_bin_dir", "deployed"},
+    "redis": {"redis_server", "redis_url"},
+    "browser": {"browser"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in MARKER_FIXTURES.items():
+            if used & fixtures:
+                item.add_marker(marker)
 
 
 def network_settings(home: Path, **overrides: object) -> ChainSettings:

@@ -16,10 +16,11 @@ import requests
 from web3 import Web3
 
 from faucet.config import FaucetSettings
-from faucet.service import FaucetService
 from pilotchain.chain import connect, wait_for
-from pilotchain.localnet import LocalNetwork, free_port
-from pilotchain.redis_server import RedisService, RedisSettings
+from runner.faucet import FaucetService
+from runner.localnet import LocalNetwork
+from runner.ports import free_port
+from runner.redis import RedisService, RedisSettings
 
 EXPLORER = "http://explorer.test"
 UNIT = 10**18

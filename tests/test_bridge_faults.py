@@ -21,24 +21,21 @@ from bridge_fixtures import (
     BridgeThread,
     Deployed,
     bridge_settings,
-    deployed,
     duplicates,
     settled_on_chain,
     synthesise,
-    wait_until,
 )
 from eth_abi import decode as abi_decode
 
 from bridge.gsy_plugin import PluginSettings, TradePublisher
 from bridge.writer import BATCH_RECORDED_TOPIC
-from pilotchain.chain import connect
-from pilotchain.config import PROJECT_ROOT
+from pilotchain.chain import connect, wait_for
 from pilotchain.errors import ChainError
-from pilotchain.localnet import RPC_NODE, LocalNetwork
-from pilotchain.redis_server import RedisService
+from pilotchain.settings import PROJECT_ROOT
+from runner.localnet import RPC_NODE, LocalNetwork
+from runner.redis import RedisService
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
-__all__ = ["deployed"]  # the fixture, imported for pytest
 
 
 def input_ids(lines: list[str]) -> set[uuid.UUID]:
@@ -88,19 +85,19 @@ def test_sigkilled_at_random_moments_the_bridge_neither_loses_nor_repeats(
             bridge.start()
             if round_ % 2:
                 # The dangerous window: batches sent, receipts not yet acknowledged.
-                wait_until(lambda: (m := bridge.metrics()) and m["in_flight_transactions"] > 0,
+                wait_for(lambda: (m := bridge.metrics()) and m["in_flight_transactions"] > 0,
                            timeout=60, what="the restarted bridge to have a batch in flight")
             else:
                 # Fault injection at a random moment once the process is up (connecting,
                 # recovering or settling); the pause is deliberate, not synchronisation.
-                wait_until(bridge.metrics, timeout=30, what="the bridge's metrics endpoint")
+                wait_for(bridge.metrics, timeout=30, what="the bridge's metrics endpoint")
                 time.sleep(rng.uniform(0.0, 3.0))
             kills.append(bridge.metrics())
             bridge.kill()
         bridge.start()
-        wait_until(lambda: replay.poll() is not None, timeout=60, what="the replay to finish")
+        wait_for(lambda: replay.poll() is not None, timeout=60, what="the replay to finish")
         assert replay.returncode == 0, replay.stderr.read() if replay.stderr else ""
-        wait_until(lambda: (m := bridge.metrics()) and m["pending"] == 0
+        wait_for(lambda: (m := bridge.metrics()) and m["pending"] == 0
                    and group_pending(redis_url) == 0
                    and len(settled_on_chain(deployed)) >= len(lines),
                    timeout=180, what="every trade settled and acknowledged after the kills")
@@ -160,30 +157,30 @@ def test_redis_and_rpc_node_restarts_during_a_replay_lose_nothing(
     lines = synthesise(700, seed=12)
     settings = bridge_settings(deployed, redis_url)
     with BridgeThread(settings) as metrics, Producer(redis_url, lines, rate=100) as producer:
-        wait_until(lambda: metrics.get("settled") >= 100, timeout=60,
+        wait_for(lambda: metrics.get("settled") >= 100, timeout=60,
                    what="100 trades settled before Redis goes down")
         redis_server.stop()
-        wait_until(lambda: metrics.get("redis") == "unreachable", timeout=30,
+        wait_for(lambda: metrics.get("redis") == "unreachable", timeout=30,
                    what="the bridge to notice Redis is gone")
-        wait_until(lambda: producer.publisher.pending() > 0, timeout=30,
+        wait_for(lambda: producer.publisher.pending() > 0, timeout=30,
                    what="the plug-in to buffer trades while Redis is gone")
         redis_server.start()
-        wait_until(lambda: metrics.get("redis") == "ok", timeout=30,
+        wait_for(lambda: metrics.get("redis") == "ok", timeout=30,
                    what="the bridge to reconnect to Redis")
         settled_before = metrics.get("settled")
-        wait_until(lambda: metrics.get("settled") >= settled_before + 100, timeout=60,
+        wait_for(lambda: metrics.get("settled") >= settled_before + 100, timeout=60,
                    what="100 more trades settled before the RPC node goes down")
         chain.stop_node(RPC_NODE)
-        wait_until(lambda: metrics.get("chain") == "unreachable", timeout=30,
+        wait_for(lambda: metrics.get("chain") == "unreachable", timeout=30,
                    what="the bridge to notice the RPC node is gone")
         chain.start_node(RPC_NODE)
-        wait_until(lambda: metrics.get("chain") == "ok", timeout=60,
+        wait_for(lambda: metrics.get("chain") == "ok", timeout=60,
                    what="the bridge to reconnect to the restarted RPC node")
-        wait_until(producer.done.is_set, timeout=60, what="the producer to publish everything")
-        wait_until(lambda: producer.publisher.pending() == 0, timeout=30,
+        wait_for(producer.done.is_set, timeout=60, what="the producer to publish everything")
+        wait_for(lambda: producer.publisher.pending() == 0, timeout=30,
                    what="the plug-in to deliver its buffer")
         try:
-            wait_until(lambda: metrics.get("settled") >= len(lines)
+            wait_for(lambda: metrics.get("settled") >= len(lines)
                        and group_pending(redis_url) == 0, timeout=120,
                        what=f"all {len(lines)} trades settled and acknowledged")
         except ChainError as error:
@@ -207,7 +204,7 @@ def test_entries_whose_delivery_reply_was_lost_are_still_settled(
     client = redis.Redis.from_url(redis_url)
     try:
         with BridgeThread(settings) as metrics:
-            wait_until(lambda: metrics.get("state") == "running", timeout=60,
+            wait_for(lambda: metrics.get("state") == "running", timeout=60,
                        what="the bridge to be running")
             pipe = client.pipeline(transaction=True)
             for line in lines:
@@ -215,7 +212,7 @@ def test_entries_whose_delivery_reply_was_lost_are_still_settled(
             pipe.xreadgroup(settings.group, settings.consumer, {STREAM: ">"}, count=len(lines))
             delivered = pipe.execute()[-1]
             assert len(delivered[0][1]) == len(lines)
-            wait_until(lambda: metrics.get("settled") >= len(lines)
+            wait_for(lambda: metrics.get("settled") >= len(lines)
                        and group_pending(redis_url) == 0, timeout=60,
                        what=f"the {len(lines)} entries delivered elsewhere to be settled and "
                             "acknowledged")

@@ -27,9 +27,9 @@ from bridge.gsy_plugin import (
     TradePublisher,
     plugin_settings,
 )
-from pilotchain.config import PROJECT_ROOT
-from pilotchain.localnet import free_port
-from pilotchain.redis_server import RedisService
+from pilotchain.settings import PROJECT_ROOT
+from runner.ports import free_port
+from runner.redis import RedisService
 
 STREAM = "plugin:trades"
 

@@ -14,7 +14,7 @@ from recordings import DATA
 
 from bridge.events import EVENT_FIELD
 from bridge.replay import publish
-from pilotchain.config import PROJECT_ROOT
+from pilotchain.settings import PROJECT_ROOT
 
 STREAM = "replay:trades"
 

@@ -17,25 +17,22 @@ from bridge_fixtures import (
     Deployed,
     bridge_env,
     bridge_settings,
-    deployed,
     duplicates,
     publish_lines,
     read_lines,
     settled_on_chain,
     synthesise,
-    wait_until,
 )
 from recordings import RECORDINGS
 
 from bridge.errors import RecorderRoleMissing
 from bridge.events import EVENT_FIELD
-from bridge.service import BridgeService
-from pilotchain.chain import Sender, connect, wait_for_receipt
+from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
 from pilotchain.contract import settlement_contract
 from pilotchain.trades import compute_bills, parse_event, uuid_to_bytes32
+from runner.bridge import BridgeService
 
 pytestmark = pytest.mark.chain
-__all__ = ["deployed"]  # the fixture, imported for pytest
 
 
 def group_pending(redis_url: str, stream: str = STREAM) -> int:
@@ -53,9 +50,9 @@ def test_every_recording_is_settled_once_field_by_field_with_bills(
     events = [json.loads(line) for line in lines]
     publish_lines(redis_url, lines)
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_until(lambda: metrics.get("settled") == len(lines), timeout=90,
+        wait_for(lambda: metrics.get("settled") == len(lines), timeout=90,
                    what=f"the bridge to settle all {len(lines)} recorded trades")
-        wait_until(lambda: group_pending(redis_url) == 0, timeout=10,
+        wait_for(lambda: group_pending(redis_url) == 0, timeout=10,
                    what="every stream entry to be acknowledged")
         assert metrics.get("dead_lettered") == 0
         assert metrics.get("recorded") == len(lines)
@@ -141,10 +138,10 @@ def test_malformed_events_are_dead_lettered_with_a_reason_and_good_ones_settle(
         expected[ids[4 * index + 3]] = (name, phrase)
 
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_until(lambda: metrics.get("settled") == len(good)
+        wait_for(lambda: metrics.get("settled") == len(good)
                    and metrics.get("dead_lettered") == len(bad), timeout=60,
                    what=f"{len(good)} good trades settled and {len(bad)} dead-lettered")
-        wait_until(lambda: group_pending(redis_url) == 0, timeout=10,
+        wait_for(lambda: group_pending(redis_url) == 0, timeout=10,
                    what="every stream entry to be acknowledged")
 
     dead = client.xrange(f"{STREAM}:dead")
@@ -164,10 +161,10 @@ def test_a_trade_delivered_twice_is_settled_once(deployed: Deployed, redis_url: 
     # Copies while the first is queued, and later ones after it is already on chain.
     publish_lines(redis_url, lines + lines[:10])
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_until(lambda: metrics.get("settled") == 40, timeout=60,
+        wait_for(lambda: metrics.get("settled") == 40, timeout=60,
                    what="40 distinct trades settled")
         publish_lines(redis_url, lines[:5])
-        wait_until(lambda: metrics.get("settled") == 45 and group_pending(redis_url) == 0,
+        wait_for(lambda: metrics.get("settled") == 45 and group_pending(redis_url) == 0,
                    timeout=60, what="the 5 late copies to be sent, skipped and acknowledged")
         assert metrics.get("duplicates") == 10
         assert metrics.get("already_recorded") == 5
@@ -179,15 +176,14 @@ def test_a_trade_delivered_twice_is_settled_once(deployed: Deployed, redis_url: 
 def test_the_service_runs_the_bridge_process_until_stopped(
         deployed: Deployed, redis_url: str, tmp_path: Path) -> None:
     settings = bridge_settings(deployed, redis_url)
-    service = BridgeService(settings, bridge_env(settings), tmp_path / "pids",
-                            tmp_path / "logs" / "bridge.log")
+    service = BridgeService(settings, bridge_env(settings), tmp_path / "pids")
     try:
         assert service.start() is True  # returns once /health answers 200
         assert service.start() is False  # already running
         url = service.status()["bridge_metrics_url"]
         assert url == f"{settings.metrics_url}/metrics"
         publish_lines(redis_url, synthesise(20, seed=5))
-        wait_until(lambda: requests.get(url, timeout=2).json()["settled"] == 20, timeout=60,
+        wait_for(lambda: requests.get(url, timeout=2).json()["settled"] == 20, timeout=60,
                    what="the service's bridge to settle 20 trades")
     finally:
         assert service.stop() is True  # SIGTERM was enough
@@ -213,10 +209,10 @@ def test_a_revoked_recorder_stops_the_bridge_without_acknowledging(
     publish_lines(redis_url, lines[:10])
     runner = BridgeThread(bridge_settings(deployed, redis_url))
     with runner as metrics:
-        wait_until(lambda: metrics.get("settled") == 10, timeout=60, what="10 trades settled")
+        wait_for(lambda: metrics.get("settled") == 10, timeout=60, what="10 trades settled")
         as_operator(contract.functions.revokeRole(role, bridge_address))
         publish_lines(redis_url, lines[10:])
-        wait_until(lambda: not runner.thread.is_alive(), timeout=60,
+        wait_for(lambda: not runner.thread.is_alive(), timeout=60,
                    what="the bridge to stop on the reverted batch")
         runner.error, error = None, runner.error
     assert isinstance(error, RecorderRoleMissing), error
@@ -226,7 +222,7 @@ def test_a_revoked_recorder_stops_the_bridge_without_acknowledging(
 
     as_operator(contract.functions.grantRole(role, bridge_address))
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_until(lambda: metrics.get("settled") == 20 and group_pending(redis_url) == 0,
+        wait_for(lambda: metrics.get("settled") == 20 and group_pending(redis_url) == 0,
                    timeout=60, what="the 20 trades settled after the role is back")
     assert {r.trade_id for r in settled_on_chain(deployed)} == \
         {uuid.UUID(json.loads(line)["trade"]["id"]) for line in lines}

@@ -14,7 +14,7 @@ from pilotchain import governance
 from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
 from pilotchain.errors import ChainError
 from pilotchain.genesis import read_genesis
-from pilotchain.localnet import RPC_NODE, LocalNetwork
+from runner.localnet import RPC_NODE, LocalNetwork
 
 pytestmark = pytest.mark.chain
 

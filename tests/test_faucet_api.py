@@ -43,7 +43,8 @@ from faucet.limits import STORE_DOWN, address_refusal, ip_refusal
 from faucet.page import STALE_FORM
 from faucet.wallet import UNREACHABLE, empty_sentence
 from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
-from pilotchain.localnet import LocalNetwork, free_port
+from runner.localnet import LocalNetwork
+from runner.ports import free_port
 
 pytestmark = pytest.mark.chain
 

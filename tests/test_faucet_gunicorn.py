@@ -26,10 +26,10 @@ from limits import parse
 
 from faucet.api import BROKEN_JSON, NOT_JSON
 from faucet.config import FaucetSettings
-from faucet.errors import FaucetError
 from faucet.limits import address_refusal, ip_refusal
-from faucet.service import FaucetService
-from pilotchain.localnet import free_port
+from pilotchain.errors import PilotChainError
+from runner.faucet import FaucetService
+from runner.ports import free_port
 
 pytestmark = pytest.mark.chain
 
@@ -168,7 +168,7 @@ def test_the_service_reports_why_the_faucet_did_not_start(chain, tmp_path) -> No
                      FAUCET_WORKERS="1", FAUCET_PRIVATE_KEY="not-a-key")
     service = FaucetService(FaucetSettings.from_env(env), tmp_path / "pids", env)
     try:
-        with pytest.raises(FaucetError) as error:
+        with pytest.raises(PilotChainError) as error:
             service.start()
         assert str(error.value).startswith("The faucet exited while starting. End of its log:")
         assert "FAUCET_PRIVATE_KEY is not a private key" in str(error.value)
@@ -182,7 +182,7 @@ def test_the_service_reports_why_the_faucet_did_not_start(chain, tmp_path) -> No
         port = taken.getsockname()[1]
         env["FAUCET_PORT"] = str(port)
         busy = FaucetService(FaucetSettings.from_env(env), tmp_path / "pids", env)
-        with pytest.raises(FaucetError) as error:
+        with pytest.raises(PilotChainError) as error:
             busy.start()
     assert str(error.value) == (f"Port {port} on 127.0.0.1 is already in use by another "
                                 "program; stop it or choose another port with FAUCET_PORT in .env.")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pilotchain.localnet import free_port, free_port_block
+from runner.ports import free_port, free_port_block
 
 pytestmark = pytest.mark.chain
 ROOT = Path(__file__).resolve().parent.parent

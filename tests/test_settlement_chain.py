@@ -13,8 +13,8 @@ from recordings import DATA
 
 from pilotchain.chain import Sender, connect, wait_for_receipt
 from pilotchain.contract import load_deployment, settlement_contract
-from pilotchain.localnet import LocalNetwork
 from pilotchain.trades import compute_bills, decode_trade_settled_logs, read_recording
+from runner.localnet import LocalNetwork
 
 pytestmark = pytest.mark.chain
 

@@ -79,6 +79,14 @@ def terminate(pid: int, marker: str, *, timeout: float = 90.0, sig: int = signal
     return False
 
 
+def log_tail(log_file: Path, lines: int = 20) -> str:
+    """The last ``lines`` of a process's log, for an error message."""
+    try:
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
 def _reap(pid: int) -> None:
     """Collect the exit status if ``pid`` is our own child, so it does not linger as a zombie."""
     child = _children.get(pid)

@@ -1,7 +1,7 @@
 """The whole native stack behind ``./scripts/up``, ``down`` and ``status``.
 
-Later services (contract deployment, Redis, bridge, faucet) hook in here, so the shell
-scripts stay thin and ``status --json`` describes everything that runs.
+The chain's processes first, then each service of :func:`build_services` in order, so the
+shell scripts stay thin and ``status --json`` describes everything that runs.
 """
 
 from __future__ import annotations
@@ -9,13 +9,21 @@ from __future__ import annotations
 import shutil
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from bridge.config import BridgeSettings
+from faucet.config import FaucetSettings
 from pilotchain.config import ChainSettings
 from pilotchain.errors import NetworkError, PilotChainError
-from pilotchain.localnet import BOOTNODE, RPC_NODE, LocalNetwork, port_is_free
+from runner.bridge import BridgeService
+from runner.faucet import FaucetService
+from runner.localnet import BOOTNODE, RPC_NODE, LocalNetwork
+from runner.ports import check_port_free
+from runner.redis import RedisService, RedisSettings
+from runner.services import Service
+from runner.settlement import SettlementService
 
 # How long ./scripts/up waits for the RPC node to see a sealed block.
 FIRST_BLOCK_TIMEOUT = 90.0
@@ -29,28 +37,23 @@ class UpResult:
     seconds: float
 
 
-class Service(Protocol):
-    """Something the native stack runs on top of the chain (contract, Redis, bridge, faucet).
-
-    ``start`` is idempotent and returns once the service is ready; ``status`` returns the
-    keys it adds to ``./scripts/status --json``.
-    """
-
-    name: str
-
-    def start(self, net: LocalNetwork) -> bool:
-        """Start (or deploy) if needed; True if anything was started."""
-        ...
-
-    def stop(self) -> bool:
-        """Stop; True if it stopped cleanly."""
-        ...
-
-    def status(self) -> dict[str, Any]: ...
-
-
 def network(settings: ChainSettings) -> LocalNetwork:
     return LocalNetwork(settings, settings.geth_bin_dir)
+
+
+def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Service]:
+    """What ./scripts/up runs on top of the chain, in start order, each configured here from
+    one environment snapshot (only ``up``, ``down`` and ``status`` need them)."""
+    redis_settings = RedisSettings.from_env(env, settings.data_dir / "redis")
+    # Every service talks to the stack's own Redis unless REDIS_URL names another.
+    service_env = {**env, "REDIS_URL": redis_settings.url}
+    state_dir = settings.data_dir / "pids"
+    return [
+        SettlementService(settings),
+        RedisService(redis_settings, state_dir),
+        BridgeService(BridgeSettings.from_env(service_env), service_env, state_dir),
+        FaucetService(FaucetSettings.from_env(service_env), state_dir, service_env),
+    ]
 
 
 def up(settings: ChainSettings, services: Sequence[Service] = (),
@@ -151,8 +154,4 @@ def _check_ports_free(net: LocalNetwork, names: list[str]) -> None:
             wanted.append(("RPC_HTTP_PORT", net.ports.http, socket.SOCK_STREAM))
             wanted.append(("RPC_WS_PORT", net.ports.ws, socket.SOCK_STREAM))
     for setting, port, kind in wanted:
-        if not port_is_free(port, kind, net.settings.host):
-            raise NetworkError(
-                f"Port {port} on {net.settings.host} is already in use by another "
-                f"program; stop it or choose another port with {setting} in .env."
-            )
+        check_port_free(port, setting, net.settings.host, kind)

@@ -8,102 +8,22 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from web3 import Web3
 
-from pilotchain import processes
 from pilotchain.chain import call, connect, wait_for
-from pilotchain.config import PROJECT_ROOT, ChainSettings
+from pilotchain.chainfiles import create_chain_files
+from pilotchain.config import ChainSettings
 from pilotchain.errors import NetworkError
-from pilotchain.genesis import build_genesis, read_genesis, write_genesis
-from pilotchain.keys import SERVICE_ROLES, KeyStore
+from pilotchain.keys import KeyStore
+from pilotchain.settings import PROJECT_ROOT
+from runner import processes
+from runner.ports import Ports
 
 RPC_NODE = "rpc"
 BOOTNODE = "bootnode"
-
-
-def free_port() -> int:
-    """A port free for TCP and UDP (geth uses both for p2p), for a test or a benchmark."""
-    return free_port_block(1)
-
-
-def free_port_block(count: int) -> int:
-    """The first of ``count`` consecutive ports free for TCP and UDP, never handed out
-    before by this process.
-
-    Taken below the kernel's ephemeral range: a port inside it can go to any outgoing
-    connection (a peer dialling out, an HTTP client) before the node binds it.
-    """
-    ephemeral_low = _ephemeral_range()[0]
-    rng = random.SystemRandom()
-    for _ in range(500):
-        base = rng.randrange(10_000, ephemeral_low - count)
-        block = range(base, base + count)
-        if _handed_out.isdisjoint(block) and all(
-                port_is_free(port, kind) for port in block
-                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM)):
-            _handed_out.update(block)
-            return base
-    raise NetworkError(f"No {count} consecutive free ports between 10000 and {ephemeral_low}.")
-
-
-# Ports already given to a caller that may not have bound them yet.
-_handed_out: set[int] = set()
-
-
-def port_is_free(port: int, kind: int, host: str = "127.0.0.1") -> bool:
-    """Whether ``port`` can be bound now (TIME_WAIT leftovers count as free, as for Go)."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
-
-
-@dataclass
-class Ports:
-    """Where each process listens. Fixed bases for ``./scripts/up``; free ports for tests."""
-
-    bootnode: int
-    http: int
-    ws: int
-    p2p_base: int | None = None
-    authrpc_base: int | None = None
-    assigned: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @classmethod
-    def from_settings(cls, settings: ChainSettings) -> Ports:
-        return cls(settings.bootnode_port, settings.rpc_port, settings.ws_port,
-                   settings.p2p_base_port, settings.authrpc_base_port)
-
-    @classmethod
-    def free(cls) -> Ports:
-        return cls(free_port(), free_port(), free_port())
-
-    def node(self, name: str, index: int) -> dict[str, int]:
-        """The p2p and authrpc ports of node ``name`` (``index`` orders the fixed layout)."""
-        if name not in self.assigned:
-            if self.p2p_base is None or self.authrpc_base is None:
-                self.assigned[name] = {"p2p": free_port(), "authrpc": free_port()}
-            else:
-                self.assigned[name] = {"p2p": self.p2p_base + index,
-                                       "authrpc": self.authrpc_base + index}
-        return self.assigned[name]
 
 
 class LocalNetwork:
@@ -126,33 +46,12 @@ class LocalNetwork:
 
     def init(self, *, force: bool = False) -> list[str]:
         """Create missing keys and genesis.json; return what was created."""
-        created = self.keys.ensure(force=force, fast=self.fast_keys)
-        genesis_file = self.settings.genesis_file
-        if force or not genesis_file.is_file() or created:
-            if genesis_file.is_file() and not force and self._has_chain_data():
-                raise NetworkError(
-                    f"New keys were created but {self.home} holds a chain built on the old "
-                    f"genesis; run './scripts/down --wipe' first, or restore the old keys."
-                )
-            signers = [role.address for role in self.keys.validators()]
-            funded = {name: self.keys.role(name).address for name in SERVICE_ROLES}
-            write_genesis(genesis_file, build_genesis(self.settings, signers, funded))
-            created.append(genesis_file.name)
-        self._check_genesis()
-        return created
-
-    def _check_genesis(self) -> None:
-        genesis = read_genesis(self.settings.genesis_file)
-        chain_id = genesis["config"]["chainId"]
-        if chain_id != self.settings.chain_id:
-            raise NetworkError(
-                f"{self.settings.genesis_file} is for chain id {chain_id} but CHAIN_ID is "
-                f"{self.settings.chain_id}; run 'pilotchain init --force' to regenerate it "
-                "(and './scripts/down --wipe' to drop the old chain)."
-            )
+        return create_chain_files(self.settings, force=force, fast_keys=self.fast_keys,
+                                  has_chain_data=self._has_chain_data())
 
     def _has_chain_data(self) -> bool:
-        return (self.home / "nodes").is_dir() and any((self.home / "nodes").iterdir())
+        nodes = self.settings.nodes_dir
+        return nodes.is_dir() and any(nodes.iterdir())
 
     # -- processes ---------------------------------------------------------------------
 
@@ -160,7 +59,7 @@ class LocalNetwork:
         return [BOOTNODE, *(role.name for role in self.keys.validators()), RPC_NODE]
 
     def datadir(self, name: str) -> Path:
-        return self.home / "nodes" / name
+        return self.settings.nodes_dir / name
 
     def ipc_path(self, name: str) -> Path:
         return self.datadir(name) / "geth.ipc"
@@ -297,10 +196,7 @@ class LocalNetwork:
             raise NetworkError(f"{name} is not running. Last lines of its log:\n{tail}")
 
     def log_tail(self, name: str, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_file(name).read_text().splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return processes.log_tail(self.log_file(name), lines)
 
     def iter_logs(self) -> Iterator[tuple[str, Path]]:
         for name in self.node_names():

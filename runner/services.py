@@ -1,0 +1,114 @@
+"""What ``./scripts/up`` runs on top of the chain, behind one small interface.
+
+Each service (the contract deployment, Redis, the bridge, the faucet) has an adapter in this
+package implementing :class:`Service`; those that are processes share
+:class:`BackgroundService`, which starts, waits for readiness and stops them the same way.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from pilotchain.chain import wait_for
+from pilotchain.errors import ChainError, PilotChainError
+from pilotchain.settings import PROJECT_ROOT
+from runner.localnet import LocalNetwork
+from runner.ports import check_port_free
+from runner.processes import ManagedProcess, log_tail
+
+
+class ServiceError(PilotChainError):
+    """A service of the native stack could not be started."""
+
+
+class Service(Protocol):
+    """Something the native stack runs on top of the chain.
+
+    ``start`` is idempotent and returns once the service is ready; ``status`` returns the
+    keys it adds to ``./scripts/status --json``.
+    """
+
+    name: str
+
+    def start(self, net: LocalNetwork | None = None) -> bool:
+        """Start (or deploy) if needed; True if anything was started."""
+        ...
+
+    def stop(self) -> bool:
+        """Stop; True if it stopped cleanly."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class BackgroundService:
+    """A process that outlives ``./scripts/up``: started once, found again by its pid file.
+
+    Subclasses give the command line (:meth:`argv`) and a readiness probe (:meth:`probe`);
+    ``port`` (host, port, setting) is checked before starting so a clash names the setting.
+    """
+
+    name: str = "service"
+    start_timeout: float = 60.0
+    stop_timeout: float = 30.0
+
+    def __init__(self, state_dir: Path, env: Mapping[str, str], *,
+                 port: tuple[str, int, str] | None = None) -> None:
+        self.env = dict(env)
+        self.process = ManagedProcess(self.name, state_dir)
+        self.marker = str(state_dir.resolve() / self.name)
+        self.log_file = state_dir.parent / "logs" / f"{self.name}.log"
+        self.port = port
+        self.cwd = PROJECT_ROOT
+        self.last_answer = ""
+
+    def argv(self) -> Sequence[str]:
+        raise NotImplementedError
+
+    def probe(self) -> bool:
+        """True once the service answers as ready; may note what it said in last_answer."""
+        raise NotImplementedError
+
+    def process_env(self, net: LocalNetwork | None) -> dict[str, str]:
+        """The environment of the process: the snapshot given, with the network's RPC URL
+        unless RPC_URL names another node."""
+        env = dict(self.env)
+        if net is not None and not env.get("RPC_URL"):
+            env["RPC_URL"] = net.rpc_url
+        return env
+
+    def start(self, net: LocalNetwork | None = None) -> bool:
+        """Start unless running; return once ready (True if it was started)."""
+        if self.process.is_running():
+            return False
+        if self.port is not None:
+            host, port, setting = self.port
+            check_port_free(port, setting, host, socket.SOCK_STREAM)
+        self.process.start(self.argv(), marker=self.marker, log_file=self.log_file,
+                           env=self.process_env(net), cwd=self.cwd)
+        self.wait_ready()
+        return True
+
+    def wait_ready(self) -> None:
+        """Poll :meth:`probe`; fail with the end of the log if the process exits."""
+        try:
+            wait_for(self._ready, timeout=self.start_timeout, what=f"the {self.name} to start")
+        except ChainError:
+            said = f" Its last answer: {self.last_answer}" if self.last_answer else ""
+            raise ServiceError(
+                f"The {self.name} did not become ready within {self.start_timeout:.0f} s.{said} "
+                f"See {self.log_file}."
+            ) from None
+
+    def _ready(self) -> bool:
+        if not self.process.is_running():
+            raise ServiceError(f"The {self.name} exited while starting. End of its log:\n"
+                               f"{log_tail(self.log_file)}")
+        return self.probe()
+
+    def stop(self) -> bool:
+        """SIGTERM and wait (the process finishes what it holds); True if it stopped cleanly."""
+        return self.process.stop(timeout=self.stop_timeout)

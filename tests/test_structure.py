@@ -1,0 +1,136 @@
+"""The shape of the code: the direction of imports, one home per setting, docs that match.
+
+- ``pilotchain`` (chain access, keys, genesis, contract, governance) imports none of the
+  services above it, so a service's setting can never break a chain command.
+- The services (bridge, faucet) import the core but neither each other nor the runner;
+  nothing imports the runner (the top of the graph) but tests and benchmarks.
+- Only the settings module reads the process environment.
+- docs/settings.md and .env.example are exactly what the settings' declarations generate.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pilotchain.settings import PROJECT_ROOT
+from runner.cli import ALL_SETTINGS, ENV_EXAMPLE_PREAMBLE, SETTINGS_PREAMBLE
+
+PACKAGES = ("pilotchain", "bridge", "faucet", "runner")
+# What each package may import from the project's own packages.
+ALLOWED = {
+    "pilotchain": {"pilotchain"},
+    "bridge": {"pilotchain", "bridge"},
+    "faucet": {"pilotchain", "faucet"},
+    "runner": {"pilotchain", "bridge", "faucet", "runner"},
+}
+# Modules that may read os.environ, and why.
+ENVIRONMENT_READERS = {
+    # load_environment: the one place settings come from; PILOTCHAIN_HOME locates the project.
+    "pilotchain/settings.py",
+    # geth and bootnode inherit PATH and HOME, nothing else of ours.
+    "runner/localnet.py",
+}
+
+
+def project_imports(path: Path) -> set[str]:
+    """The project packages ``path`` imports (top-level names, at any depth of the module)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        found.update(name.split(".")[0] for name in names
+                     if name.split(".")[0] in PACKAGES)
+    return found
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((PROJECT_ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_point_down_only(package: str) -> None:
+    wrong = {
+        str(path.relative_to(PROJECT_ROOT)): sorted(project_imports(path) - ALLOWED[package])
+        for path in modules(package)
+    }
+    wrong = {module: names for module, names in wrong.items() if names}
+    assert wrong == {}, f"{package} may import only {sorted(ALLOWED[package])}"
+
+
+def test_the_core_commands_ignore_service_settings() -> None:
+    """A bad faucet or bridge setting leaves the chain's own commands alone."""
+    env = {**os.environ, "FAUCET_AMOUNT": "abc", "BRIDGE_GAS_BUDGET": "5"}
+    result = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "signers", "--ipc", "/nonexistent/geth.ipc"],
+        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "FAUCET_AMOUNT" not in result.stderr and "BRIDGE_GAS_BUDGET" not in result.stderr
+    assert "/nonexistent/geth.ipc" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def reads_environment(path: Path) -> bool:
+    """Whether the module touches ``os.environ`` or calls ``os.getenv`` (not in a docstring)."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if (isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv"}
+                and isinstance(node.value, ast.Name) and node.value.id == "os"):
+            return True
+    return False
+
+
+def test_only_the_settings_module_reads_the_environment() -> None:
+    readers = {
+        str(path.relative_to(PROJECT_ROOT))
+        for package in PACKAGES for path in modules(package) if reads_environment(path)
+    }
+    assert readers <= ENVIRONMENT_READERS
+
+
+def test_every_setting_is_declared_once() -> None:
+    names = [setting.name for group in ALL_SETTINGS for setting in group.settings]
+    # REDIS_URL is shared: one declaration, listed under Redis and the trade stream.
+    repeated = {name for name in names if names.count(name) > 1}
+    assert repeated == {"REDIS_URL"}
+    redis_urls = {id(s) for group in ALL_SETTINGS for s in group.settings if s.name == "REDIS_URL"}
+    assert len(redis_urls) == 1
+
+
+def test_the_settings_reference_is_generated_from_the_declarations() -> None:
+    from pilotchain.settings import markdown
+
+    written = (PROJECT_ROOT / "docs" / "settings.md").read_text()
+    assert written == markdown(ALL_SETTINGS, SETTINGS_PREAMBLE), (
+        "docs/settings.md is out of date: run "
+        "`.venv/bin/pilotchain config --markdown > docs/settings.md`")
+
+
+def test_env_example_is_generated_from_the_declarations() -> None:
+    from pilotchain.settings import env_example
+
+    written = (PROJECT_ROOT / ".env.example").read_text()
+    assert written == env_example(ALL_SETTINGS, ENV_EXAMPLE_PREAMBLE), (
+        ".env.example is out of date: run `.venv/bin/pilotchain config --env-example > "
+        ".env.example`")
+
+
+def test_no_settings_table_outside_the_reference() -> None:
+    """Every other page links to docs/settings.md instead of copying a table that would drift."""
+    names = {setting.name for group in ALL_SETTINGS for setting in group.settings}
+    pages = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
+    copies = {
+        str(page.relative_to(PROJECT_ROOT)): sorted(
+            name for name in names if f"| `{name}` |" in page.read_text())
+        for page in pages if page.name != "settings.md"
+    }
+    assert {page: found for page, found in copies.items() if found} == {}
