@@ -1,7 +1,7 @@
 """Settings declared once: name, type, default and meaning, in the module that uses them.
 
 Each service lists its settings as :class:`Setting` rows in a :class:`SettingsGroup`; its
-typed settings class reads them through :func:`read_group` at the entry point. The same rows
+typed settings class reads them through :meth:`SettingsGroup.read` at the entry point. The same rows
 give ``pilotchain config`` (the effective values, secrets masked), ``docs/settings.md`` and
 ``.env.example``, so the documentation cannot drift from the code.
 """
@@ -44,65 +44,6 @@ def load_environment(env_file: Path | None = None) -> dict[str, str]:
     return values
 
 
-class EnvReader:
-    """Typed access to a snapshot of the environment, with errors that name the setting."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def str(self, name: str, default: str) -> str:
-        value = self._env.get(name, "").strip()
-        return value or default
-
-    def optional(self, name: str) -> str | None:
-        value = self._env.get(name, "").strip()
-        return value or None
-
-    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = int(raw.replace("_", ""))
-        except ValueError:
-            raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
-        return value
-
-    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number, not {raw!r}.") from None
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
-        return value
-
-    def bool(self, name: str, default: bool) -> bool:
-        raw = self._env.get(name, "").strip().lower()
-        if not raw:
-            return default
-        if raw in {"1", "true", "yes", "on"}:
-            return True
-        if raw in {"0", "false", "no", "off"}:
-            return False
-        raise ConfigError(f"{name} must be true or false, not {raw!r}.")
-
-    def path(self, name: str, default: Path) -> Path:
-        raw = self._env.get(name, "").strip()
-        path = Path(raw) if raw else default
-        return path if path.is_absolute() else PROJECT_ROOT / path
-
-    def list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        return tuple(item.strip() for item in raw.split(",") if item.strip())
-
 Kind = Literal["str", "int", "float", "bool", "path", "list", "optional", "optional_path"]
 
 
@@ -127,26 +68,38 @@ class Setting:
 
     def read(self, env: Mapping[str, str]) -> Any:
         """The typed value of this setting in ``env``; ConfigError names the setting."""
-        read = EnvReader(env)
-        minimum = self.minimum
-        if self.kind == "str":
-            value: Any = read.str(self.name, self.default)
-        elif self.kind == "int":
-            value = read.int(self.name, self.default,
-                             minimum=None if minimum is None else int(minimum))
-        elif self.kind == "float":
-            value = read.float(self.name, self.default, minimum=minimum)
-        elif self.kind == "bool":
-            value = read.bool(self.name, self.default)
-        elif self.kind == "path":
-            value = read.path(self.name, self.default)
-        elif self.kind == "list":
-            value = read.list(self.name, self.default)
-        elif self.kind == "optional":
-            value = read.optional(self.name)
-        else:
-            value = read.path(self.name, Path()) if read.optional(self.name) else None
+        raw = env.get(self.name, "").strip()
+        value = self._parse(raw) if raw else self._unset()
         return self.check(value) if self.check is not None else value
+
+    def _unset(self) -> Any:
+        if self.kind in ("path", "optional_path") and self.default is not None:
+            return _absolute(Path(self.default))
+        return self.default
+
+    def _parse(self, raw: str) -> Any:
+        if self.kind in ("str", "optional"):
+            return raw
+        if self.kind in ("path", "optional_path"):
+            return _absolute(Path(raw))
+        if self.kind == "list":
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+        if self.kind == "bool":
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ConfigError(f"{self.name} must be true or false, not {raw!r}.")
+        number: int | float
+        try:
+            number = int(raw.replace("_", "")) if self.kind == "int" else float(raw)
+        except ValueError:
+            what = "a whole number" if self.kind == "int" else "a number"
+            raise ConfigError(f"{self.name} must be {what}, not {raw!r}.") from None
+        if self.minimum is not None and number < self.minimum:
+            minimum = int(self.minimum) if self.kind == "int" else self.minimum
+            raise ConfigError(f"{self.name} must be at least {minimum}, not {number}.")
+        return number
 
     @property
     def shown_default(self) -> str:
@@ -254,6 +207,11 @@ def env_example(groups: Iterable[SettingsGroup], preamble: str) -> str:
                 value = ""
             out.append(f"#{s.name}={value}")
     return "\n".join(out) + "\n"
+
+
+def _absolute(path: Path) -> Path:
+    """Relative paths are relative to the project, wherever the command runs."""
+    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def _cell(text: str, *, code: bool = False) -> str:
