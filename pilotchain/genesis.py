@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from pilotchain.config import ChainSettings
 
@@ -39,7 +40,7 @@ def clique_extra_data(signers: list[str]) -> str:
 
 
 def build_genesis(settings: ChainSettings, signers: list[str], funded: dict[str, str],
-                  *, timestamp: int | None = None) -> dict:
+                  *, timestamp: int | None = None) -> dict[str, Any]:
     """The genesis document for ``signers``, prefunding ``funded`` (role name -> address)."""
     if timestamp is None:
         timestamp = max(0, int(time.time()) + GENESIS_START_DELAY - settings.block_period)
@@ -62,9 +63,10 @@ def build_genesis(settings: ChainSettings, signers: list[str], funded: dict[str,
     }
 
 
-def write_genesis(path: Path, genesis: dict) -> None:
+def write_genesis(path: Path, genesis: dict[str, Any]) -> None:
     path.write_text(json.dumps(genesis, indent=2) + "\n")
 
 
-def read_genesis(path: Path) -> dict:
-    return json.loads(path.read_text())
+def read_genesis(path: Path) -> dict[str, Any]:
+    genesis: dict[str, Any] = json.loads(path.read_text())
+    return genesis

@@ -7,8 +7,10 @@ block it seals, so a proposal is made on every validator at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from eth_utils import is_address, to_checksum_address
+from eth_utils.address import is_address, to_checksum_address
+from web3.types import RPCEndpoint
 
 from pilotchain.chain import call, connect
 from pilotchain.errors import PilotChainError
@@ -33,9 +35,10 @@ def checked_address(address: str) -> str:
     return to_checksum_address(address)
 
 
-def _rpc(endpoint: str, method: str, params: list, action: str) -> object:
+def _rpc(endpoint: str, method: str, params: list[object], action: str) -> Any:
     w3 = connect(endpoint)
-    return call(endpoint, action, lambda: w3.manager.request_blocking(method, params))
+    return call(endpoint, action,
+                lambda: w3.manager.request_blocking(RPCEndpoint(method), params))
 
 
 def propose(endpoints: dict[str, str], address: str, authorize: bool) -> None:
@@ -62,7 +65,7 @@ def vote_state(endpoints: dict[str, str]) -> list[VoteState]:
         proposals = _rpc(endpoint, "clique_proposals", [], f"Reading the proposals of {name}")
         states.append(VoteState(
             name,
-            [to_checksum_address(s) for s in signers],  # type: ignore[union-attr]
-            {to_checksum_address(a): bool(v) for a, v in dict(proposals).items()},  # type: ignore[call-overload]
+            [to_checksum_address(s) for s in signers],
+            {to_checksum_address(a): bool(v) for a, v in dict(proposals).items()},
         ))
     return states

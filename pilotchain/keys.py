@@ -22,7 +22,7 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_keys import keys as eth_keys
+from eth_keys.datatypes import PrivateKey
 
 from pilotchain.errors import PilotChainError
 
@@ -78,7 +78,8 @@ class Role:
                 f"{self.directory}; run 'pilotchain init'."
             ) from None
         try:
-            return Account.from_key(Account.decrypt(encrypted, password))
+            account: LocalAccount = Account.from_key(Account.decrypt(encrypted, password))
+            return account
         except ValueError:
             raise KeysError(
                 f"The password in {self.password_file} does not open {self.keystore}."
@@ -165,7 +166,7 @@ class KeyStore:
 
     def _write_nodekey(self, key_file: Path, pub_file: Path) -> None:
         """A p2p node key in geth's hex format, and the public key that names it in enodes."""
-        private = eth_keys.PrivateKey(secrets.token_bytes(32))
+        private = PrivateKey(secrets.token_bytes(32))
         self._write_private(key_file, private.to_bytes().hex())
         pub_file.write_text(private.public_key.to_bytes().hex() + "\n")
 

@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from web3 import Web3
 
@@ -189,11 +190,13 @@ class LocalNetwork:
         return wait_for(lambda: (head := self.block_number(name)) >= number and head,
                         timeout=timeout, what=f"{name} to reach block {number}")
 
-    def _check_alive(self, name: str) -> None:
-        """Raise with the end of its log if ``name`` has exited."""
+    def _check_alive(self, name: str) -> bool:
+        """Raise with the end of its log if ``name`` has exited; False (not ready) otherwise,
+        so a readiness poll can end on it."""
         if not self.is_running(name):
             tail = self.log_tail(name)
             raise NetworkError(f"{name} is not running. Last lines of its log:\n{tail}")
+        return False
 
     def log_tail(self, name: str, lines: int = 15) -> str:
         return processes.log_tail(self.log_file(name), lines)
@@ -202,9 +205,10 @@ class LocalNetwork:
         for name in self.node_names():
             yield name, self.log_file(name)
 
-    def _read_state(self) -> dict:
+    def _read_state(self) -> dict[str, Any]:
         try:
-            return json.loads(self.state_file.read_text())
+            state: dict[str, Any] = json.loads(self.state_file.read_text())
+            return state
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 # Children started by this process, kept so they are reaped by their Popen rather than
 # garbage-collected while still running.
@@ -105,9 +106,10 @@ class ManagedProcess:
         self.name = name
         self.pid_file = state_dir / f"{name}.pid.json"
 
-    def _record(self) -> dict:
+    def _record(self) -> dict[str, Any]:
         try:
-            return json.loads(self.pid_file.read_text())
+            record: dict[str, Any] = json.loads(self.pid_file.read_text())
+            return record
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
