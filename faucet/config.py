@@ -53,10 +53,8 @@ class FaucetSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FaucetSettings:
         """Read every FAUCET_* setting (and the chain's) with errors that name the setting."""
-        values = FAUCET_SETTINGS.read(env)
-        chain = ChainSettings.from_env(env)
-        values["amount_wei"] = parse_amount(values["amount_wei"], chain.currency_symbol)
-        return cls(chain=chain, redis_url=REDIS_URL.read(env), **values)
+        return cls(chain=ChainSettings.from_env(env), redis_url=REDIS_URL.read(env),
+                   **FAUCET_SETTINGS.read(env))
 
     @property
     def rpc_url(self) -> str:
@@ -129,8 +127,13 @@ def normalise_prefix(raw: str) -> str:
     return "/" + prefix
 
 
-def _cors(origins: tuple[str, ...]) -> tuple[str, ...]:
+def _cors(origins: tuple[str, ...], env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(origin.rstrip("/") for origin in origins)
+
+
+def _amount(raw: str, env: Mapping[str, str]) -> int:
+    symbol = env.get("CURRENCY_SYMBOL", "").strip() or ChainSettings.currency_symbol
+    return parse_amount(raw, symbol)
 
 
 _D = FaucetSettings()
@@ -141,12 +144,13 @@ FAUCET_SETTINGS = SettingsGroup(
     "live; see [docs/faucet.md](faucet.md).",
     (
         Setting("FAUCET_AMOUNT", "amount_wei", "str", "1",
-                "units of the native currency per claim (decimals allowed, e.g. `0.5`)"),
+                "units of the native currency per claim (decimals allowed, e.g. `0.5`)",
+                check=_amount),
         Setting("FAUCET_ADDRESS_LIMIT", "address_limit", "str", _D.address_limit,
                 "claims per wallet address (Flask-Limiter notation; `;` separates several)",
-                check=lambda raw: check_limit("FAUCET_ADDRESS_LIMIT", raw)),
+                check=lambda raw, _: check_limit("FAUCET_ADDRESS_LIMIT", raw)),
         Setting("FAUCET_IP_LIMIT", "ip_limit", "str", _D.ip_limit, "claims per client IP",
-                check=lambda raw: check_limit("FAUCET_IP_LIMIT", raw)),
+                check=lambda raw, _: check_limit("FAUCET_IP_LIMIT", raw)),
         Setting("FAUCET_TRUSTED_PROXIES", "trusted_proxies", "int", _D.trusted_proxies,
                 "reverse proxies in front of the faucet whose `X-Forwarded-For` is believed",
                 minimum=0),
@@ -155,7 +159,7 @@ FAUCET_SETTINGS = SettingsGroup(
                 "(`*`: any)", check=_cors),
         Setting("FAUCET_PATH_PREFIX", "path_prefix", "str", _D.path_prefix,
                 "second path the page and API are served under (the earlier pilot's); "
-                "`none` switches it off", check=normalise_prefix),
+                "`none` switches it off", check=lambda raw, _: normalise_prefix(raw)),
         Setting("FAUCET_KEYSTORE", "keystore_override", "optional_path", None,
                 "the faucet account's keystore (geth v3)",
                 default_text="<KEYS_DIR>/faucet/keystore.json"),

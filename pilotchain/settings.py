@@ -53,7 +53,8 @@ class Setting:
 
     ``default`` is the value used when the variable is unset or empty; ``None`` with
     ``default_text`` means the default is derived from other settings, and ``default_text``
-    says how. ``check`` turns the raw value into the typed one (or raises ConfigError).
+    says how. ``check(value, env)`` validates or converts the value read (raising
+    ConfigError), with the whole environment at hand for settings that depend on others.
     """
 
     name: str
@@ -64,13 +65,13 @@ class Setting:
     minimum: float | None = None
     secret: bool = False
     default_text: str | None = None
-    check: Callable[[Any], Any] | None = None
+    check: Callable[[Any, Mapping[str, str]], Any] | None = None
 
     def read(self, env: Mapping[str, str]) -> Any:
         """The typed value of this setting in ``env``; ConfigError names the setting."""
         raw = env.get(self.name, "").strip()
         value = self._parse(raw) if raw else self._unset()
-        return self.check(value) if self.check is not None else value
+        return self.check(value, env) if self.check is not None else value
 
     def _unset(self) -> Any:
         if self.kind in ("path", "optional_path") and self.default is not None:

@@ -36,7 +36,8 @@ class RedisSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str], data_dir: Path) -> RedisSettings:
         values = REDIS_SETTINGS.read(env)
-        override = values.pop("redis_url") if env.get("REDIS_URL", "").strip() else None
+        url = values.pop("redis_url")
+        override = url if env.get("REDIS_URL", "").strip() else None
         return cls(data_dir=data_dir, url_override=override, **values)
 
 
