@@ -17,7 +17,7 @@ the bridge as a real process (``python -m bridge``, default settings), then:
    Every trade waits for its own receipt, so its rate is the same for any count:
    extrapolating it linearly to ``--trades`` is exact up to block-time noise.
 
-Prints the figures and the issue's targets, writes ``bridge_throughput.json`` and
+Prints the figures and the project's targets, writes ``bridge_throughput.json`` and
 ``bridge_throughput.png`` under ``--out`` (default ``benchmarks/results/``), and stops every
 process it started, also on failure. Trades are the recordings of ``tests/data`` with fresh
 trade ids. Needs matplotlib.
@@ -282,7 +282,7 @@ def _interval(blocks: Sequence[dict[str, Any]]) -> float:
 
 
 def summarise(result: dict[str, Any], period: float, gas_limit: int) -> dict[str, Any]:
-    """Targets of issue 4 against the figures."""
+    """The throughput and latency targets against the figures."""
     burst, paced, baseline = result["burst"], result["paced"], result["baseline"]
     gas_target = gas_limit // 2
     bound = gas_target / burst["gas_per_trade"] / period

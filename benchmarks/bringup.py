@@ -4,7 +4,7 @@
 
 The stack runs on free ports in a temporary directory (a developer's own ``./scripts/up``
 is not touched) and is stopped afterwards. ``--cold-build`` also times building geth and
-bootnode v1.13.15 from empty Go caches, as on a fresh machine. Targets (issue 2): first
+bootnode v1.13.15 from empty Go caches, as on a fresh machine. Targets: first
 sealed block within 20 s with geth built, a cold build within 10 minutes.
 """
 

@@ -19,7 +19,7 @@ every claim answered 200, every address funded exactly once, the pool drained (t
 pending and queued 0). The client is a few lines of asyncio writing raw HTTP, so it takes
 little CPU from the server it measures.
 Everything is started in a temporary directory on free ports and stopped at the end; the
-whole run is bounded by ``--deadline`` seconds. The issue's target is 50 claims/s.
+whole run is bounded by ``--deadline`` seconds. The target is 50 claims/s.
 """
 
 from __future__ import annotations

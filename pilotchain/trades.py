@@ -12,7 +12,7 @@ Format (the contract's ``Trade`` struct and ``TradeSettled`` event):
 * **Time slot**: the market slot's start as unix seconds (gsy-e writes it in UTC without a
   zone).
 * **Energy** is kWh * 10**ENERGY_DECIMALS; **price** and **fee** are euro cents *
-  10**PRICE_DECIMALS. Both scales are 18 (the issue asks for at least 6): gsy-e rounds
+  10**PRICE_DECIMALS. Both scales are 18 (at least 6 are needed): gsy-e rounds
   rates to 8 decimals and a price is energy x rate, so prices carry more decimals than
   energies (up to 12 in the recordings). A double's shortest form has at most 17
   significant digits, so 18 decimals keep every value of at least 0.01 exactly, every
