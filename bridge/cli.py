@@ -25,7 +25,7 @@ from pilotchain.settings import load_environment
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pilotchain-bridge", description=__doc__.splitlines()[0],
-        epilog="Settings come from the environment and .env; see docs/bridge.md.")
+        epilog="Settings come from the environment and .env; see docs/settings.md.")
     parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
