@@ -41,7 +41,10 @@ class LocalNetwork:
         self.verbosity = verbosity
         self._state = self._read_state()
         self._connections: dict[str, tuple[str, Web3]] = {}
-        self.ports = ports or self._ports_from_state() or Ports.from_settings(settings)
+        # Running nodes keep the ports they were started on; a stopped network takes the
+        # settings' ports, so a port changed in .env applies at the next start.
+        recorded = self._ports_from_state() if self.running() else None
+        self.ports = ports or recorded or Ports.from_settings(settings)
 
     # -- set-up -------------------------------------------------------------------------
 
