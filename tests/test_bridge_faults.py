@@ -29,13 +29,13 @@ from bridge_fixtures import (
 )
 from eth_abi import decode as abi_decode
 
-from bridge.gsy_plugin import PluginSettings, TradePublisher
 from bridge.writer import BATCH_RECORDED_TOPIC
 from pilotchain.chain import connect
 from pilotchain.config import PROJECT_ROOT
 from pilotchain.errors import ChainError
 from pilotchain.localnet import RPC_NODE, LocalNetwork
 from pilotchain.redis_server import RedisService
+from pilotchain_gsy_plugin import PluginSettings, TradePublisher
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 __all__ = ["deployed"]  # the fixture, imported for pytest
