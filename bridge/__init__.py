@@ -1,5 +1,5 @@
 """The gsy-e -> Settlement bridge: a Redis Stream of trades settled on PilotChain.
 
-Kept empty on purpose: the gsy-e plug-in (``bridge.gsy_plugin``) is imported inside gsy-e's
-own environment, which has redis-py but not web3.
+The other end of the stream, gsy-e's plug-in, is a distribution of its own (``plugin/``,
+``pilotchain_gsy_plugin``) installed into gsy-e's environment; nothing here imports it.
 """

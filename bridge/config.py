@@ -158,3 +158,26 @@ BRIDGE_SETTINGS = SettingsGroup(
                 minimum=0.1),
     ),
 )
+
+
+# gsy-e's plug-in (plugin/, a distribution of its own that cannot import PilotChain) reads
+# these from gsy-e's environment; declared here for the settings reference, and
+# tests/test_bridge_plugin.py checks the plug-in reads them the same way.
+PLUGIN_SETTINGS = SettingsGroup(
+    "gsy-e plug-in", "plug-in",
+    "Read by PilotChain's plug-in from gsy-e's environment when gsy-e builds its first market "
+    "(install it with `scripts/install-plugin`; see [docs/bridge.md](bridge.md)). A malformed "
+    "number falls back to the default with a warning: the plug-in never stops gsy-e.",
+    (
+        REDIS_URL,
+        STREAM_SETTINGS.settings[1],
+        Setting("BRIDGE_PLUGIN_BUFFER", "buffer_limit", "int", 200_000,
+                "trades kept in memory while Redis is unreachable (about 1.5 KB each, so "
+                "about 300 MB at most)", minimum=1),
+        Setting("BRIDGE_PLUGIN_OVERFLOW_FILE", "overflow_file", "str",
+                "pilotchain-unpublished-trades.jsonl",
+                "where trades beyond the buffer, and trades still waiting when gsy-e exits, "
+                "are written (recording format), relative to gsy-e's working directory; "
+                "publish them with `pilotchain replay FILE`"),
+    ),
+)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge import replay
-from bridge.config import BRIDGE_SETTINGS, STREAM_SETTINGS
+from bridge.config import BRIDGE_SETTINGS, PLUGIN_SETTINGS, STREAM_SETTINGS
 from faucet.config import FAUCET_SETTINGS
 from pilotchain.cli import add_core_commands, command, new_parser, run
 from pilotchain.config import CHAIN_SETTINGS, ChainSettings
@@ -24,7 +24,8 @@ from runner.redis import REDIS_SETTINGS
 
 # Every setting of every service, in the order docs/settings.md lists them.
 ALL_SETTINGS: tuple[SettingsGroup, ...] = (
-    CHAIN_SETTINGS, REDIS_SETTINGS, STREAM_SETTINGS, BRIDGE_SETTINGS, FAUCET_SETTINGS)
+    CHAIN_SETTINGS, REDIS_SETTINGS, STREAM_SETTINGS, BRIDGE_SETTINGS, FAUCET_SETTINGS,
+    PLUGIN_SETTINGS)
 
 SETTINGS_PREAMBLE = """\
 # Settings
@@ -38,8 +39,7 @@ This file is generated from the settings' declarations in the code
 Two more are read before anything else: `PILOTCHAIN_HOME` (default: the checkout, else the
 working directory), the folder relative paths are resolved against, and `PILOTCHAIN_CACHE`
 (default `~/.cache/pilotchain`), where the scripts build geth 1.13.15. Compose adds settings of
-its own (published ports, image tags): see [docs/compose.md](compose.md). gsy-e's plug-in has
-its own: see [docs/bridge.md](bridge.md).
+its own (published ports, image tags): see [docs/compose.md](compose.md).
 """
 
 ENV_EXAMPLE_PREAMBLE = """\

@@ -1,16 +1,15 @@
-"""The gsy-e plug-in on real Redis: gsy-e's interface, the stream format, speed, buffering
-while Redis is down, the overflow file, and the import path gsy-e uses."""
+"""The gsy-e plug-in on real Redis: gsy-e's interface, the stream format, buffering while
+Redis is down, the overflow file, the import path gsy-e uses, and the constants it shares with
+the bridge. (Its cost per call is measured in benchmarks/plugin_overhead.py; how it is installed
+is tested in test_plugin_install.py.)"""
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,14 +19,17 @@ import pytest
 import redis
 from recordings import DATA
 
+import pilotchain_gsy_plugin
+from bridge.config import DEFAULT_STREAM, PLUGIN_SETTINGS
 from bridge.events import EVENT_FIELD
-from bridge.gsy_plugin import (
+from pilotchain.config import DEFAULT_REDIS_URL
+from pilotchain.settings import PROJECT_ROOT
+from pilotchain_gsy_plugin import (
     PluginSettings,
     SubstrateBlockchainInterface,
     TradePublisher,
     plugin_settings,
 )
-from pilotchain.settings import PROJECT_ROOT
 from runner.ports import free_port
 from runner.redis import RedisService
 
@@ -104,23 +106,6 @@ def test_each_trade_becomes_one_stream_entry_as_recorded(publisher: TradePublish
     assert stream_events(redis_url) == events  # same order, same JSON
 
 
-def paced_calls(bc: SubstrateBlockchainInterface, events: list[dict[str, Any]],
-                rate: float) -> tuple[list[float], list[float]]:
-    """gsy-e's market stand-in: ``track_trade_event`` at ``rate`` calls per second; returns
-    each call's wall time and the calling thread's CPU time, in seconds."""
-    wall, cpu = [], []
-    started = time.perf_counter()
-    for index, event in enumerate(events):
-        while time.perf_counter() < started + index / rate:
-            pass  # spin, as a busy market would: a sleep's wake-up jitter blurs 1 kHz pacing
-        trade = FakeTrade(event["trade"])
-        before, before_cpu = time.perf_counter(), time.thread_time()
-        bc.track_trade_event(slot_of(event), trade)
-        wall.append(time.perf_counter() - before)
-        cpu.append(time.thread_time() - before_cpu)
-    return wall, cpu
-
-
 def many(count: int) -> list[dict[str, Any]]:
     """``count`` recorded events with fresh trade ids."""
     pool = recorded_events("default_2a_two_sided.jsonl")
@@ -132,38 +117,25 @@ def many(count: int) -> list[dict[str, Any]]:
     return events
 
 
-def test_at_1000_trades_per_second_a_call_costs_under_a_millisecond_and_redis_may_go_away(
+def test_trades_wait_in_order_while_redis_is_away_and_all_arrive_once(
         redis_server: RedisService, redis_url: str) -> None:
     publisher = TradePublisher(PluginSettings(redis_url=redis_url, stream=STREAM))
     bc = interface(publisher, "6b3c420b-e4f2-49eb-a762-4db010a3e4ec")
     events = many(6000)
-    # The test's own 6000 events would make every full garbage collection (triggered by
-    # any allocation, the plug-in's included) walk them: keep them out of its way.
-    gc.freeze()
     try:
-        up = paced_calls(bc, events[:3000], rate=1000)
+        for event in events[:3000]:
+            bc.track_trade_event(slot_of(event), FakeTrade(event["trade"]))
         assert publisher.flush(timeout=10)
         redis_server.stop()
-        down = paced_calls(bc, events[3000:], rate=1000)
+        for event in events[3000:]:
+            bc.track_trade_event(slot_of(event), FakeTrade(event["trade"]))
         assert publisher.pending() > 0
     finally:
-        gc.unfreeze()
         redis_server.start()
     try:
         assert publisher.flush(timeout=30), f"{publisher.pending()} trades not delivered"
     finally:
         publisher.close(timeout=1.0)
-    for label, (wall, cpu) in (("Redis up", up), ("Redis down", down)):
-        ordered = sorted(wall)
-        print(f"{label}: wall mean {statistics.mean(wall) * 1e6:.0f} us, median "
-              f"{statistics.median(wall) * 1e6:.0f} us, p99 "
-              f"{ordered[int(0.99 * len(ordered))] * 1e6:.0f} us, max {ordered[-1] * 1e6:.0f} "
-              f"us; CPU mean {statistics.mean(cpu) * 1e6:.0f} us per call")
-        # Means, not tails: on a shared 2-core machine the scheduler alone puts
-        # milliseconds into the tail of any loop (see the report for p99 and max).
-        assert statistics.mean(wall) < 0.001, label
-        assert statistics.median(wall) < 0.001, label
-        assert statistics.mean(cpu) < 0.001, label
     delivered = [event["trade"]["id"] for event in stream_events(redis_url)]
     assert delivered == [event["trade"]["id"] for event in events]  # all, once, in order
 
@@ -223,14 +195,38 @@ def test_settings_come_from_the_environment(caplog: pytest.LogCaptureFixture) ->
 
 def test_gsy_e_finds_the_plug_in_where_it_looks_without_web3(tmp_path: Path) -> None:
     # What `from gsy_dex.trade_store.market_interface import SubstrateBlockchainInterface`
-    # gives inside gsy-e's environment: the plug-in, and nothing of the bridge's chain side.
+    # gives inside gsy-e's environment: the plug-in, and nothing of the bridge or the chain.
     code = ("import sys\n"
             "from gsy_dex.trade_store.market_interface import SubstrateBlockchainInterface as S\n"
             "bc = S('market', None)\n"
             "print(type(bc).__module__, bc.create_new_offer(1, 2, 'x') != '',\n"
-            "      sorted(m for m in ('web3', 'eth_account', 'pilotchain') if m in sys.modules))\n")
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "REDIS_URL": "redis://127.0.0.1:1/0"}
+            "      sorted(m for m in ('web3', 'eth_account', 'pilotchain', 'bridge')\n"
+            "             if m in sys.modules))\n")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "plugin"),
+           "REDIS_URL": "redis://127.0.0.1:1/0"}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["bridge.gsy_plugin", "True", "[]"]
+    assert result.stdout.split() == ["pilotchain_gsy_plugin", "True", "[]"]
+
+
+def test_the_plug_in_and_the_bridge_agree_on_the_stream() -> None:
+    # Each side keeps its own copy (the plug-in runs where the bridge is not installed).
+    assert pilotchain_gsy_plugin.EVENT_FIELD == EVENT_FIELD
+    assert pilotchain_gsy_plugin.DEFAULT_STREAM == DEFAULT_STREAM
+    assert pilotchain_gsy_plugin.DEFAULT_REDIS_URL == DEFAULT_REDIS_URL
+    assert (PluginSettings().stream, PluginSettings().redis_url) == \
+        (DEFAULT_STREAM, DEFAULT_REDIS_URL)
+
+
+@pytest.mark.parametrize("env", [
+    {},
+    {"REDIS_URL": "redis://db:6380/1", "BRIDGE_STREAM": "s", "BRIDGE_PLUGIN_BUFFER": "7",
+     "BRIDGE_PLUGIN_OVERFLOW_FILE": "/tmp/over.jsonl"},
+])
+def test_the_settings_reference_describes_what_the_plug_in_reads(env: dict[str, str]) -> None:
+    documented = PLUGIN_SETTINGS.read(env)
+    read = plugin_settings(env)
+    assert documented["overflow_file"] == str(read.overflow_file)
+    assert {key: value for key, value in documented.items() if key != "overflow_file"} == {
+        "redis_url": read.redis_url, "stream": read.stream, "buffer_limit": read.buffer_limit}

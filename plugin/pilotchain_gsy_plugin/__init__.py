@@ -1,10 +1,11 @@
 """gsy-e's ledger hook, pointed at PilotChain: every trade goes to a Redis Stream.
 
 gsy-e run with ``--enable-bc`` builds one ``SubstrateBlockchainInterface(market_id,
-simulation_id)`` per market, imported from ``gsy_dex.trade_store.market_interface`` (this
-project's ``gsy_dex`` package re-exports the class below). ``track_trade_event`` hands the
-trade to a background publisher and returns at once; every other call answers exactly as
-gsy-e's own ``NonBlockchainInterface``, so a simulation runs the same with or without it.
+simulation_id)`` per market, imported from ``gsy_dex.trade_store.market_interface`` (the
+``gsy_dex`` shim of this distribution, ``pilotchain-gsy-plugin``, re-exports the class below).
+``track_trade_event`` hands the trade to a background publisher and returns at once; every
+other call answers exactly as gsy-e's own ``NonBlockchainInterface``, so a simulation runs the
+same with or without it.
 
 Delivery: one publisher thread per process appends events, in order, with pipelined XADDs.
 While Redis is unreachable the events wait in memory, in order, and go out when it is back.
@@ -18,7 +19,9 @@ deliver what is left and writes the rest to the overflow file.
 A reply lost after Redis has applied an XADD makes the publisher send that event again: the
 bridge and the contract settle a trade id once however often it arrives.
 
-Only the standard library and redis-py here: this module runs inside gsy-e's environment.
+Only the standard library and redis-py here: this package is installed into gsy-e's
+environment (``scripts/install-plugin``), apart from the bridge, so it shares no code with it.
+The constants both sides must agree on are copied; a test holds them equal.
 """
 
 from __future__ import annotations
@@ -40,7 +43,11 @@ import redis
 
 log = logging.getLogger("pilotchain.gsy_plugin")
 
-EVENT_FIELD = "event"  # the bridge reads the same field (bridge.events.EVENT_FIELD)
+# The bridge's copies: bridge.events.EVENT_FIELD, bridge.config.DEFAULT_REDIS_URL and
+# DEFAULT_STREAM (tests/test_bridge_plugin.py holds them equal).
+EVENT_FIELD = "event"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_STREAM = "pilotchain:trades"
 DELIVERY_CHUNK = 500
 DELIVERY_LINGER = 0.05
 EXIT_GRACE_SECONDS = 5.0
@@ -50,8 +57,8 @@ EXIT_GRACE_SECONDS = 5.0
 class PluginSettings:
     """The plug-in's settings; gsy-e constructs it, so they come from the environment."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    stream: str = "pilotchain:trades"
+    redis_url: str = DEFAULT_REDIS_URL
+    stream: str = DEFAULT_STREAM
     buffer_limit: int = 200_000
     overflow_file: Path = Path("pilotchain-unpublished-trades.jsonl")
 
