@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from eth_typing import ChecksumAddress
-from eth_utils import is_checksum_address, to_checksum_address
+from eth_utils.address import is_checksum_address, to_checksum_address
 
 from faucet.errors import InvalidAddress
 

@@ -27,7 +27,8 @@ class Services:
 
 def services() -> Services:
     """The current app's services."""
-    return current_app.extensions[EXTENSION]
+    found: Services = current_app.extensions[EXTENSION]
+    return found
 
 
 def client_ip() -> str:

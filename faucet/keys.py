@@ -16,7 +16,8 @@ def load_account(settings: FaucetSettings) -> LocalAccount:
     """The faucet's account, or a ConfigError naming the setting or file to fix."""
     if settings.private_key:
         try:
-            return Account.from_key(settings.private_key)
+            account: LocalAccount = Account.from_key(settings.private_key)
+            return account
         except Exception:  # whatever the reason, never echo the value
             raise ConfigError(
                 "FAUCET_PRIVATE_KEY is not a private key: it must be 64 hexadecimal digits, "
@@ -39,7 +40,8 @@ def unlock_keystore(settings: FaucetSettings) -> LocalAccount:
     except (OSError, ValueError):
         raise ConfigError(f"{keystore} is not a readable keystore (JSON) file.") from None
     try:
-        return Account.from_key(Account.decrypt(encrypted, password))
+        unlocked: LocalAccount = Account.from_key(Account.decrypt(encrypted, password))
+        return unlocked
     except Exception:  # a wrong password and a damaged file look alike
         raise ConfigError(
             f"The password in {password_file} does not open the keystore {keystore}."
