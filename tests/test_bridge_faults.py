@@ -30,7 +30,7 @@ from bridge_fixtures import (
 from eth_abi import decode as abi_decode
 
 from bridge.gsy_plugin import PluginSettings, TradePublisher
-from bridge.writer import BATCH_RECORDED_TOPIC
+from bridge.receipts import BATCH_RECORDED_TOPIC
 from pilotchain.chain import connect
 from pilotchain.config import PROJECT_ROOT
 from pilotchain.errors import ChainError
