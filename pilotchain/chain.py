@@ -292,15 +292,6 @@ class Sender:
             self._chain_id = call(self.url, "Reading the chain id", lambda: self.w3.eth.chain_id)
         return self._chain_id
 
-    @property
-    def _nonce(self) -> int | None:
-        """The tracked next nonce (kept under its old name: tests set it to force a resync)."""
-        return self._nonces.load()
-
-    @_nonce.setter
-    def _nonce(self, nonce: int | None) -> None:
-        self._nonces.save(nonce)
-
     def resync_nonce(self) -> int:
         """Forget the tracked nonce and take the node's pending count."""
         nonce = call(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 import pytest
@@ -86,19 +87,28 @@ def test_eip1559_transfer_is_mined_and_chain_id_matches_genesis(chain: LocalNetw
     assert w3.eth.get_balance(recipient) == 12345
 
 
-def test_nonce_is_recovered_after_another_client_used_it(chain: LocalNetwork) -> None:
+def test_nonce_is_recovered_after_another_client_used_it(
+        chain: LocalNetwork, caplog: pytest.LogCaptureFixture) -> None:
     w3 = connect(chain.rpc_url)
     operator = chain.keys.role("operator").unlock()
     first, second = Sender(w3, operator), Sender(w3, operator)
     target = Account.create().address
+    # Each transfer is mined before the next send, so every sender reads a settled node.
     hashes = [first.send({"to": target, "value": 1, "gas": 21000})]
-    # `second` still believes the old nonce is free: the node says "nonce too low" or
-    # "already known" and the sender re-reads the pending nonce instead of failing.
-    second._nonce = first._nonce - 1  # type: ignore[operator]
+    wait_for_receipt(w3, hashes[-1], timeout=30)
+    # `second` reads the account's nonce from the node: the one `first` holds for its next.
     hashes.append(second.send({"to": target, "value": 2, "gas": 21000}))
+    wait_for_receipt(w3, hashes[-1], timeout=30)
+    # `first` still believes that nonce is free: the node says "nonce too low" and the
+    # sender re-reads the pending nonce instead of failing.
+    with caplog.at_level(logging.WARNING, logger="pilotchain.chain"):
+        hashes.append(first.send({"to": target, "value": 3, "gas": 21000}))
+    assert "nonce too low" in caplog.text
     for tx_hash in hashes:
         assert wait_for_receipt(w3, tx_hash, timeout=30)["status"] == 1
-    assert w3.eth.get_balance(target) == 3
+    nonces = [w3.eth.get_transaction(tx_hash)["nonce"] for tx_hash in hashes]
+    assert nonces == list(range(nonces[0], nonces[0] + 3))
+    assert w3.eth.get_balance(target) == 6
 
 
 @pytest.mark.parametrize("method", [
