@@ -12,10 +12,18 @@ from eth_account import Account
 from web3 import Web3
 
 from pilotchain import governance
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import (
+    ChainUnreachable,
+    NodeRefused,
+    Sender,
+    batch_call,
+    connect,
+    wait_for,
+    wait_for_receipt,
+)
 from pilotchain.errors import ChainError
 from pilotchain.genesis import read_genesis
-from pilotchain.localnet import RPC_NODE, LocalNetwork
+from pilotchain.localnet import RPC_NODE, LocalNetwork, free_port
 
 pytestmark = pytest.mark.chain
 
@@ -109,6 +117,24 @@ def test_nonce_is_recovered_after_another_client_used_it(
     nonces = [w3.eth.get_transaction(tx_hash)["nonce"] for tx_hash in hashes]
     assert nonces == list(range(nonces[0], nonces[0] + 3))
     assert w3.eth.get_balance(target) == 6
+
+
+def test_json_rpc_batch_answers_in_request_order_and_fails_in_sentences(
+        chain: LocalNetwork) -> None:
+    w3 = connect(chain.rpc_url)
+    numbers = list(range(w3.eth.block_number, -1, -1))[:5]  # newest first
+    blocks = batch_call(w3, chain.rpc_url, "Reading blocks",
+                        [("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+    assert [int(block["number"], 16) for block in blocks] == numbers
+    with pytest.raises(NodeRefused) as refused:
+        batch_call(w3, chain.rpc_url, "Reading receipts",
+                   [("eth_blockNumber", []), ("eth_getTransactionReceipt", ["0x12"])])
+    assert str(refused.value).startswith(
+        f"Reading receipts failed: the node at {chain.rpc_url} said: ")
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ChainUnreachable, match=f"Reading receipts failed: cannot reach the "
+                                               f"node at {nowhere}"):
+        batch_call(connect(nowhere), nowhere, "Reading receipts", [("eth_blockNumber", [])])
 
 
 @pytest.mark.parametrize("method", [
