@@ -35,10 +35,13 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 
+from bridge.gas import calldata_gas
+from pilotchain.chain import current_fees
 from pilotchain.contract import (
     MAX_TRANSACTION_BYTES,
     compile_settlement,
     deploy_settlement,
+    record_trades_calldata,
     settlement_contract,
 )
 from pilotchain.trades import TradeRecord, read_recording
@@ -112,20 +115,20 @@ def sample_trades(pool: Sequence[TradeRecord], count: int, rng: random.Random) -
 def build_transaction(
     bench: Bench, contract: Contract, batch: Sequence[TradeRecord], gas: int
 ) -> dict:
-    """The signed-ready recordTrades transaction for ``batch`` from the recorder."""
-    call = contract.functions.recordTrades([record.as_contract_tuple() for record in batch])
+    """The signed-ready recordTrades transaction for ``batch`` from the recorder, with the
+    calldata the bridge sends."""
     w3 = bench.w3
-    base_fee = w3.eth.get_block("latest")["baseFeePerGas"]
-    return call.build_transaction(
-        {
-            "from": bench.recorder.address,
-            "nonce": w3.eth.get_transaction_count(bench.recorder.address, "pending"),
-            "gas": gas,
-            "maxPriorityFeePerGas": 10**9,
-            "maxFeePerGas": 2 * base_fee + 10**9,
-            "chainId": w3.eth.chain_id,
-        }
-    )
+    fees = current_fees(w3)
+    return {
+        "to": contract.address,
+        "data": record_trades_calldata(contract.abi, batch),
+        "value": 0,
+        "nonce": w3.eth.get_transaction_count(bench.recorder.address, "pending"),
+        "gas": gas,
+        "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
+        "maxFeePerGas": fees.max_fee_per_gas,
+        "chainId": w3.eth.chain_id,
+    }
 
 
 def signed_size(bench: Bench, contract: Contract, batch: Sequence[TradeRecord]) -> int:
@@ -161,16 +164,12 @@ class Measurement:
         return self.gas_used / self.trades
 
 
-def calldata_gas(data: bytes) -> int:
-    """What calldata alone costs since Istanbul: 4 gas per zero byte, 16 per other byte."""
-    return sum(4 if byte == 0 else 16 for byte in data)
-
-
 def record(bench: Bench, contract: Contract, batch: Sequence[TradeRecord]) -> Measurement:
     """Send one batch and measure it."""
     w3 = bench.w3
-    call = contract.functions.recordTrades([record.as_contract_tuple() for record in batch])
-    gas = call.estimate_gas({"from": bench.recorder.address}) * 11 // 10
+    data = record_trades_calldata(contract.abi, batch)
+    gas = w3.eth.estimate_gas({"from": bench.recorder.address, "to": contract.address,
+                               "data": data}) * 11 // 10
     transaction = build_transaction(bench, contract, batch, gas)
     signed = bench.recorder.sign_transaction(transaction)
     receipt = w3.eth.wait_for_transaction_receipt(
@@ -178,7 +177,6 @@ def record(bench: Bench, contract: Contract, batch: Sequence[TradeRecord]) -> Me
     )
     if receipt["status"] != 1:
         raise SystemExit(f"The batch of {len(batch)} reverted.")
-    data = bytes.fromhex(transaction["data"].removeprefix("0x"))
     return Measurement(
         len(batch), receipt["gasUsed"], len(signed.raw_transaction), calldata_gas(data)
     )

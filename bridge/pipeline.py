@@ -38,19 +38,22 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from eth_account.signers.local import LocalAccount
 
 from bridge.batching import Batcher, Item
 from bridge.config import BridgeSettings
+from bridge.diagnosis import refused_trade
 from bridge.errors import BridgeConfigError, RecorderRoleMissing
 from bridge.events import Rejected, ValidTrade, decode_entry, entry_time_ms
 from bridge.metrics import Metrics
+from bridge.recorded import is_recorded
 from bridge.stream import TRANSIENT, Entry, TradeStream, WriterLock, connect_redis
 from bridge.writer import ChainWriter, Outcome
-from pilotchain.chain import GWEI, ChainError, ChainUnreachable, Sender, connect
+from pilotchain.chain import GWEI, ChainUnreachable, Sender, connect
 from pilotchain.contract import load_deployment, settlement_contract
+from pilotchain.errors import ChainError
 from pilotchain.keys import KeyStore
 
 log = logging.getLogger("bridge")
@@ -122,11 +125,11 @@ class Bridge:
         self._until_ready("Redis", lambda: self.lock.acquire(timeout=30.0))
         try:
             self._until_ready("Redis", lambda: self.stream.check_target(
-                self.writer.sender.chain_id(), self.writer.address))
+                self.writer.sender.chain_id(), self.writer.contract_address))
             self._until_ready("the chain and Redis", self._recover)
             self.metrics.set(state="running")
             log.info("Bridge running: stream %s, group %s, Settlement %s, metrics %s.",
-                     self.settings.stream, self.settings.group, self.writer.address,
+                     self.settings.stream, self.settings.group, self.writer.contract_address,
                      self.settings.metrics_url)
             while not self.stop.is_set():
                 self._tick()
@@ -208,7 +211,7 @@ class Bridge:
                            lambda: functions.hasRole(role, account.address).call()):
             raise RecorderRoleMissing(
                 f"The bridge account {account.address} does not hold RECORDER_ROLE in "
-                f"Settlement at {writer.address}; the operator must grant it (pilotchain "
+                f"Settlement at {writer.contract_address}; the operator must grant it (pilotchain "
                 "deploy grants it to keys/bridge)."
             )
 
@@ -287,9 +290,9 @@ class Bridge:
             return set()
 
     def _wait_for_own_transactions(self) -> None:
-        w3, address = self.writer.w3, self.writer.address_of
+        w3, address = self.writer.w3, self.writer.sender_address
 
-        def count(block: str) -> int:
+        def count(block: Literal["pending", "latest"]) -> int:
             return self.writer.read("Reading the bridge account's nonce",
                                     lambda: w3.eth.get_transaction_count(address, block))
 
@@ -314,8 +317,8 @@ class Bridge:
         found: set[uuid.UUID] = set()
         for start in range(0, len(ids), IS_RECORDED_CHUNK):
             chunk = ids[start:start + IS_RECORDED_CHUNK]
-            answers = self.writer.read("Asking Settlement which trades it has",
-                                       lambda chunk=chunk: self.writer.is_recorded(chunk))
+            answers = is_recorded(self.writer.w3, self.writer.url, self.writer.contract_address,
+                                  chunk)
             found.update(trade_id for trade_id, yes in zip(chunk, answers, strict=True) if yes)
         return found
 
@@ -450,7 +453,9 @@ class Bridge:
     def _reverted(self, items: list[Item]) -> None:
         """A batch reverted: dead-letter the trade the contract refuses, send the rest."""
         self.metrics.add("reverted_batches")
-        index = self.writer.diagnose(items)
+        writer = self.writer
+        index = refused_trade(writer.w3, writer.url, writer.contract, writer.sender_address,
+                              [item.record for item in items])
         if index is not None and 0 <= index < len(items):
             bad = items.pop(index)
             self._open.pop(bad.record.trade_id, None)

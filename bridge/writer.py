@@ -1,114 +1,49 @@
 """The chain side of the bridge: batch transactions, pipelined, each watched to its receipt.
 
 Several ``recordTrades`` transactions are in flight at once, each owning a nonce reserved
-from the shared :class:`pilotchain.chain.Sender`. Per new block the writer spends at most
-``BRIDGE_GAS_BUDGET`` x the gas target (half the block gas limit, EIP-1559), so blocks stay
-at or under the target on average and the base fee does not climb. A transaction is
-re-signed with fresh fees if the node refuses it, sent again if it waits
-``BRIDGE_REPLACE_AFTER_BLOCKS`` blocks (replaced with fees 13% higher if the base fee has
-priced it out), and handed back as finished only when its receipt
-is ``BRIDGE_CONFIRMATIONS`` blocks deep and still canonical.
-
-Gas limits come from the contract's worst case, not from ``eth_estimateGas``: an estimate
-would execute every batch once more on the RPC node, which on a 2-core machine competes with
-the nodes for the very CPU the throughput needs. Only used gas counts against the budget.
+from the shared :class:`pilotchain.chain.Sender`, sent while the block's gas budget
+(:mod:`bridge.gas`) lasts. A transaction is re-signed with fresh fees if the node refuses
+it, sent again if it waits ``BRIDGE_REPLACE_AFTER_BLOCKS`` blocks (replaced with fees 13%
+higher if the base fee has priced it out), and handed back as finished only when its
+receipt is ``BRIDGE_CONFIRMATIONS`` blocks deep and still canonical.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import requests
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import function_signature_to_4byte_selector, keccak
+from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import ContractLogicError, Web3Exception
+from web3.types import Wei
 
 from bridge.batching import Item
 from bridge.config import BridgeSettings
-from bridge.errors import BatchReverted, RecorderRoleMissing
+from bridge.gas import GasBudget, gas_limit_for
 from bridge.metrics import Metrics
+from bridge.receipts import Receipt, read_receipts
 from pilotchain.chain import (
     GWEI,
-    ChainUnreachable,
     Fees,
     NodeRefused,
     Sender,
-    call,
+    fees_for,
+    read,
     replacement_fees,
 )
-from pilotchain.contract import CALLDATA_BYTES_PER_TRADE, describe_revert
-from pilotchain.trades import uuid_to_bytes32
+from pilotchain.contract import record_trades_calldata
 
 log = logging.getLogger("bridge.writer")
 T = TypeVar("T")
 
-# Execution gas of one trade at worst (measured 72.6k on a London EVM): a new trade-id slot
-# and new selling and buying bill slots (22.1k each), the TradeSettled log and the loop.
-WORST_GAS_PER_TRADE = 74_000
-# Dispatch, the array head and the BatchRecorded event; per transaction, not per trade.
-BATCH_OVERHEAD_GAS = 12_000
-TRANSACTION_GAS = 21_000
-# A fresh bridge guesses this until its first receipt tells (steady state is ~32k).
-INITIAL_GAS_PER_TRADE = 40_000.0
-BATCH_RECORDED_TOPIC = keccak(text="BatchRecorded(uint256,uint256)")
-INVALID_TRADE_SELECTOR = function_signature_to_4byte_selector("InvalidTrade(uint256)")
-IS_RECORDED_SELECTOR = function_signature_to_4byte_selector("isRecorded(bytes32)")
 # Blocks a mined nonce may lack its receipt before the batch counts as displaced.
 ORPHAN_AFTER_BLOCKS = 5
 # Refusals after which the same nonce must be signed again with fresh fees.
 FEE_REFUSALS = ("underpriced", "fee cap", "max fee per gas less than", "tip higher")
-
-
-def calldata_gas(data: bytes) -> int:
-    """Intrinsic calldata gas since Istanbul: 4 per zero byte, 16 per other byte."""
-    zeros = data.count(0)
-    return 4 * zeros + 16 * (len(data) - zeros)
-
-
-def gas_limit_for(data: bytes, trades: int) -> int:
-    """A gas limit no batch of ``trades`` can exceed, whatever state it meets."""
-    return TRANSACTION_GAS + calldata_gas(data) + BATCH_OVERHEAD_GAS + trades * WORST_GAS_PER_TRADE
-
-
-def max_trades_for_gas(block_gas_limit: int) -> int:
-    """The largest batch whose worst-case gas limit still fits in a block (with 5% spare)."""
-    room = block_gas_limit * 95 // 100 - TRANSACTION_GAS - BATCH_OVERHEAD_GAS
-    return max(1, room // (WORST_GAS_PER_TRADE + 16 * CALLDATA_BYTES_PER_TRADE))
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """What the writer needs of a receipt, read from the node's raw JSON: web3's formatting
-    of a full batch's 400 logs costs a quarter of a second, the raw parse milliseconds."""
-
-    tx_hash: str
-    status: int
-    block_number: int
-    block_hash: str
-    gas_used: int
-    recorded: int | None  # from BatchRecorded; None if the event is missing
-    skipped: int | None
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any], contract: str) -> Receipt:
-        counts: tuple[int | None, int | None] = (None, None)
-        for entry in raw.get("logs") or ():
-            topics = entry.get("topics") or ()
-            if (entry.get("address", "").lower() == contract.lower() and topics
-                    and bytes.fromhex(topics[0][2:]) == BATCH_RECORDED_TOPIC):
-                data = bytes.fromhex(entry["data"][2:])
-                counts = (int.from_bytes(data[:32], "big"), int.from_bytes(data[32:64], "big"))
-        return cls(tx_hash=raw["transactionHash"], status=int(raw["status"], 16),
-                   block_number=int(raw["blockNumber"], 16), block_hash=raw["blockHash"],
-                   gas_used=int(raw["gasUsed"], 16), recorded=counts[0], skipped=counts[1])
 
 
 @dataclass(slots=True)
@@ -162,47 +97,38 @@ class ChainWriter:
         self.w3 = w3
         self.sender = sender
         self.contract = contract
-        self.address = contract.address
+        self.contract_address: ChecksumAddress = contract.address
         self.settings = settings
         self.metrics = metrics
         self.url = url
         self.tip = int(settings.priority_fee_gwei * GWEI)
-        self.selector, self.argument_type = _record_trades_abi(contract.abi)
+        # Refuse an ABI without recordTrades now rather than at the first batch.
+        record_trades_calldata(contract.abi, [])
         self.in_flight: dict[int, Transaction] = {}
         self.head = 0
         self.base_fee = 0
-        self.block_gas_limit = 0
-        self.budget = 0.0
-        self.gas_per_trade = INITIAL_GAS_PER_TRADE
+        self.budget = GasBudget(settings.gas_budget)
+
+    @property
+    def sender_address(self) -> ChecksumAddress:
+        """The bridge account, which signs every batch."""
+        return self.sender.address
 
     # -- chain reads ------------------------------------------------------------------
 
     def read(self, action: str, fn: Callable[[], T]) -> T:
         """A chain read with node failures turned into ChainError sentences."""
-        try:
-            return call(self.url, action, fn)
-        except requests.RequestException:
-            raise ChainUnreachable(
-                f"{action} failed: the node at {self.url} answered with an HTTP error."
-            ) from None
-        except ContractLogicError:
-            raise  # a revert is an answer, for the caller to read
-        except Web3Exception as error:
-            # A malformed or unexpected answer (e.g. a node still starting): retry later.
-            raise ChainUnreachable(
-                f"{action} failed: unexpected answer from the node at {self.url}: {error}"
-            ) from None
+        return read(self.url, action, fn)
 
     def refresh(self) -> bool:
         """Follow the head; on a new block, renew the gas budget. True if the head moved."""
         head = self.read("Reading the block number", lambda: self.w3.eth.block_number)
-        if head <= self.head and self.block_gas_limit:
+        if head <= self.head and self.budget.block_gas_limit:
             return False
         block = self.read("Reading the latest block", lambda: self.w3.eth.get_block(head))
         self.head = head
         self.base_fee = int(block["baseFeePerGas"])
-        self.block_gas_limit = int(block["gasLimit"])
-        self.budget = self.settings.gas_budget * self.block_gas_limit / 2
+        self.budget.renew(int(block["gasLimit"]))
         self.metrics.set(last_block=head, base_fee_gwei=round(self.base_fee / GWEI, 9))
         return True
 
@@ -214,29 +140,26 @@ class ChainWriter:
             return 0
         if any(not tx.accepted for tx in self.in_flight.values()):
             return 0  # a nonce the node has not taken holds back everything after it
-        by_budget = int(self.budget // self.gas_per_trade)
-        return max(0, min(by_budget, self.settings.max_batch,
-                          max_trades_for_gas(self.block_gas_limit)))
+        return max(0, min(self.budget.trades(), self.settings.max_batch))
 
     def submit(self, items: list[Item]) -> None:
         """Sign and send one batch with a freshly reserved nonce."""
-        data = self.selector + abi_encode([self.argument_type],
-                                          [[item.record.as_contract_tuple() for item in items]])
+        data = record_trades_calldata(self.contract.abi, [item.record for item in items])
         nonce = self.sender.reserve_nonce()
         tx = Transaction(nonce, items, data, gas_limit_for(data, len(items)))
         self.in_flight[nonce] = tx
-        self.budget -= len(items) * self.gas_per_trade
+        self.budget.spend(len(items))
         self.metrics.add("batches")
         self._attempt(tx, self._fresh_fees())
 
     def _fresh_fees(self) -> Fees:
         # Twice the base fee rides out six full blocks of 12.5% rises before replacement.
-        return Fees(2 * self.base_fee + self.tip, self.tip)
+        return fees_for(self.base_fee, priority_fee=self.tip)
 
     def _attempt(self, tx: Transaction, fees: Fees) -> None:
         """Sign ``tx`` with ``fees`` and send it; remember the version either way."""
-        signed = self.sender.sign({"to": self.address, "data": HexBytes(tx.data),
-                                   "gas": tx.gas, "value": 0}, tx.nonce, fees)
+        signed = self.sender.sign({"to": self.contract_address, "data": HexBytes(tx.data),
+                                   "gas": tx.gas, "value": Wei(0)}, tx.nonce, fees)
         tx.attempts.append(Attempt(HexBytes(signed.hash), bytes(signed.raw_transaction), fees))
         self._send(tx, tx.attempts[-1])
 
@@ -265,10 +188,11 @@ class ChainWriter:
         if not self.in_flight:
             return [], []
         mined_below = self.read("Reading the bridge account's nonce",
-                                lambda: self.w3.eth.get_transaction_count(self.address_of,
-                                                                          "latest"))
+                                lambda: self.w3.eth.get_transaction_count(
+                                    self.sender_address, "latest"))
         ordered = sorted(self.in_flight.values(), key=lambda t: t.nonce)
-        receipts = self._receipts(self._hashes_to_check(ordered, mined_below))
+        receipts = read_receipts(self.w3, self.url, self.contract_address,
+                                 self._hashes_to_check(ordered, mined_below))
         finished: list[Outcome] = []
         orphaned: list[Item] = []
         for tx in ordered:
@@ -293,14 +217,10 @@ class ChainWriter:
         self._update_gauges()
         return finished, orphaned
 
-    @property
-    def address_of(self) -> str:
-        return self.sender.address
-
     def _hashes_to_check(self, ordered: Sequence[Transaction], mined_below: int) -> list[str]:
         """Receipts this poll needs: every version of a newly mined nonce, and those of
         receipts now deep enough to confirm."""
-        hashes = []
+        hashes: list[str] = []
         for tx in ordered:
             if tx.receipt is None and tx.nonce < mined_below:
                 hashes.extend(attempt.tx_hash.to_0x_hex() for attempt in tx.attempts)
@@ -318,39 +238,14 @@ class ChainWriter:
                 return True
         return False
 
-    def _receipts(self, hashes: Sequence[str]) -> dict[str, Receipt | None]:
-        """Receipts by transaction hash (None: not mined, or not indexed yet), in one
-        JSON-RPC batch: one round trip however many transactions are in flight."""
-        if not hashes:
-            return {}
-
-        def fetch() -> dict[str, Receipt | None]:
-            replies = self.w3.provider.make_batch_request(
-                [("eth_getTransactionReceipt", [tx_hash]) for tx_hash in hashes])
-            if not isinstance(replies, list):
-                raise NodeRefused(f"Reading receipts failed: {replies}.", str(replies))
-            by_id = {int(reply["id"]): reply for reply in replies}
-            found: dict[str, Receipt | None] = {}
-            for tx_hash, key in zip(hashes, sorted(by_id), strict=True):
-                reply = by_id[key]
-                if "error" in reply:
-                    reason = reply["error"].get("message", str(reply["error"]))
-                    raise NodeRefused(f"Reading a receipt failed: the node said: {reason}.",
-                                      reason)
-                raw = reply.get("result")
-                found[tx_hash] = None if raw is None else Receipt.from_json(raw, self.address)
-            return found
-        return self.read("Reading receipts", fetch)
-
     def _observe(self, tx: Transaction, receipt: Receipt) -> None:
         """First sight of a receipt: latency of each trade, and what a trade really costs."""
         now_ms = time.time() * 1000
         for item in tx.items:
             self.metrics.latency(max(0.0, (now_ms - item.entered_ms) / 1000))
         if receipt.status == 1 and tx.items:
-            observed = receipt.gas_used / len(tx.items)
-            self.gas_per_trade = 0.7 * self.gas_per_trade + 0.3 * observed
-            self.metrics.set(gas_per_trade=round(self.gas_per_trade))
+            self.budget.observe(receipt.gas_used, len(tx.items))
+            self.metrics.set(gas_per_trade=round(self.budget.gas_per_trade))
 
     def _deep_enough(self, receipt: Receipt) -> bool:
         return self.head >= receipt.block_number + self.settings.confirmations
@@ -415,67 +310,3 @@ class ChainWriter:
 
     def trades_in_flight(self) -> int:
         return sum(len(tx.items) for tx in self.in_flight.values())
-
-    def is_recorded(self, trade_ids: Sequence[uuid.UUID]) -> list[bool]:
-        """``isRecorded`` of each trade id, in one JSON-RPC batch."""
-        requests_ = [("eth_call", [{"to": self.address,
-                                    "data": "0x" + (IS_RECORDED_SELECTOR
-                                                    + uuid_to_bytes32(trade_id)).hex()},
-                                   "latest"]) for trade_id in trade_ids]
-        responses = self.w3.provider.make_batch_request(requests_)
-        if not isinstance(responses, list):  # the node refused the batch as a whole
-            raise NodeRefused(f"Asking Settlement which trades it has failed: {responses}.",
-                              str(responses))
-        answers: dict[int, bool] = {}
-        for response in responses:
-            if "error" in response:
-                reason = response["error"].get("message", str(response["error"]))
-                raise NodeRefused(f"Asking Settlement which trades it has failed: the node "
-                                  f"said: {reason}.", reason)
-            answers[int(response["id"])] = int(response["result"], 16) != 0
-        # Replies may come in any order; ids were handed out in request order.
-        return [answers[key] for key in sorted(answers)]
-
-    # -- reverted batches ---------------------------------------------------------------
-
-    def diagnose(self, items: Sequence[Item]) -> int | None:
-        """Why a batch reverts now: the index of a trade the contract refuses, or None if it
-        goes through (it ran short of gas or met other state). Fatal reasons raise."""
-        data = self.selector + abi_encode([self.argument_type],
-                                          [[item.record.as_contract_tuple() for item in items]])
-        request = {"from": self.address_of, "to": self.address, "data": HexBytes(data)}
-        try:
-            self.read("Checking a reverted batch", lambda: self.w3.eth.call(request))
-        except ContractLogicError as error:
-            revert = _revert_bytes(error.data)
-            if revert[:4] == INVALID_TRADE_SELECTOR:
-                return int(abi_decode(["uint256"], revert[4:])[0])
-            reason = describe_revert(self.contract.abi, revert)
-            if "AccessControl" in reason:
-                raise RecorderRoleMissing(
-                    f"The Settlement contract at {self.address} refuses the bridge account "
-                    f"{self.address_of} ({reason}); the operator must grant it RECORDER_ROLE."
-                ) from None
-            raise BatchReverted(
-                f"A batch of {len(items)} trades reverts in Settlement at {self.address}: "
-                f"{reason}. The trades stay unacknowledged in the stream."
-            ) from None
-        return None
-
-
-def _record_trades_abi(abi: list[dict[str, Any]]) -> tuple[bytes, str]:
-    """The selector and argument type of ``recordTrades`` from the contract's ABI."""
-    for entry in abi:
-        if entry.get("type") == "function" and entry.get("name") == "recordTrades":
-            components = ",".join(c["type"] for c in entry["inputs"][0]["components"])
-            argument = f"({components})[]"
-            return function_signature_to_4byte_selector(f"recordTrades({argument})"), argument
-    raise BatchReverted("The Settlement ABI has no recordTrades function; is it the right ABI?")
-
-
-def _revert_bytes(data: Any) -> bytes:
-    if isinstance(data, dict):  # some providers wrap it as {"data": ...}
-        data = data.get("data")
-    if isinstance(data, str):
-        return bytes.fromhex(data.removeprefix("0x"))
-    return bytes(data or b"")

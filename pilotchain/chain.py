@@ -1,28 +1,39 @@
 """Chain access shared by the bridge, the faucet and the scripts.
 
 One place for: connecting (HTTP, WebSocket or IPC) with Clique's proof-of-authority
-middleware, turning raw node errors into sentences, EIP-1559 fees, signing and nonces.
+middleware, turning raw node errors into sentences, JSON-RPC batches, EIP-1559 fees,
+signing and nonces.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import requests
 from eth_account.signers.local import LocalAccount
-from eth_utils import ValidationError, keccak
+from eth_typing import ChecksumAddress
+from eth_utils.crypto import keccak
+from eth_utils.exceptions import ValidationError
 from hexbytes import HexBytes
 from web3 import IPCProvider, Web3
-from web3.exceptions import TimeExhausted, TransactionNotFound, Web3RPCError
+from web3.exceptions import (
+    ContractLogicError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
 from web3.middleware import ExtraDataToPOAMiddleware
-from web3.types import TxParams, TxReceipt
+from web3.providers.base import JSONBaseProvider
+from web3.types import RPCEndpoint, RPCResponse, TxParams, TxReceipt
 
 from pilotchain.errors import ChainError
 
@@ -100,6 +111,67 @@ def call(url: str, action: str, fn: Callable[[], T]) -> T:
         ) from None
 
 
+def read(url: str, action: str, fn: Callable[[], T]) -> T:
+    """``call`` for a service that retries: an HTTP error or a malformed answer (e.g. from
+    a node still starting) also counts as the node being unreachable. A revert
+    (ContractLogicError) is an answer and reaches the caller as it is."""
+    try:
+        return call(url, action, fn)
+    except requests.RequestException:
+        raise ChainUnreachable(
+            f"{action} failed: the node at {describe(url)} answered with an HTTP error."
+        ) from None
+    except ContractLogicError:
+        raise
+    except (Web3Exception, json.JSONDecodeError) as error:
+        raise ChainUnreachable(
+            f"{action} failed: unexpected answer from the node at {describe(url)}: {error}"
+        ) from None
+
+
+def batch_call(w3: Web3, url: str, action: str,
+               requests_: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+    """The raw results of ``requests_`` (method, params), sent as one JSON-RPC batch: one
+    round trip however many there are. Results come in request order, unformatted by
+    web3 (which for a large batch costs far more than the node's answer).
+
+    The node refusing the batch or any request in it raises NodeRefused; no answer, or
+    one that does not fit the batch, raises ChainUnreachable.
+    """
+    if not requests_:
+        return []
+    provider = w3.provider
+    if not isinstance(provider, JSONBaseProvider):
+        raise ChainError(f"{action} failed: {type(provider).__name__} sends no JSON-RPC batches.")
+    batch = [(RPCEndpoint(method), params) for method, params in requests_]
+    replies = read(url, action, lambda: provider.make_batch_request(batch))
+    if not isinstance(replies, list):  # the node refused the batch as a whole
+        reason = _reply_error(replies)
+        raise NodeRefused(
+            f"{action} failed: the node at {describe(url)} refused the batch: {reason}.", reason)
+    if len(replies) != len(batch):
+        raise ChainUnreachable(
+            f"{action} failed: the node at {describe(url)} answered {len(replies)} of "
+            f"{len(batch)} requests."
+        )
+    results = []
+    for reply in replies:  # web3 sorts replies by id, and hands out ids in request order
+        if "error" in reply:
+            reason = _reply_error(reply)
+            raise NodeRefused(f"{action} failed: the node at {describe(url)} said: {reason}.",
+                              reason)
+        results.append(reply.get("result"))
+    return results
+
+
+def _reply_error(reply: RPCResponse) -> str:
+    """The node's message in a JSON-RPC error reply."""
+    error = reply.get("error")
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return str(error if error is not None else reply)
+
+
 def rpc_message(error: Web3RPCError) -> str:
     """The node's own message out of a Web3RPCError, without web3's wrapping."""
     response = getattr(error, "rpc_response", None) or {}
@@ -147,15 +219,21 @@ def replacement_fees(old: Fees, current: Fees) -> Fees:
                 max(bumped(old.max_priority_fee_per_gas), current.max_priority_fee_per_gas))
 
 
-def current_fees(w3: Web3, *, priority_fee: int = DEFAULT_PRIORITY_FEE,
-                 headroom: int = 2) -> Fees:
-    """EIP-1559 fees: ``headroom`` times the current base fee plus the tip.
+def fees_for(base_fee: int, *, priority_fee: int = DEFAULT_PRIORITY_FEE,
+             headroom: int = 2) -> Fees:
+    """EIP-1559 fees over ``base_fee``: ``headroom`` times it plus the tip.
 
     The base fee can rise 12.5% a block, so twice the current one keeps a transaction
     includable through several full blocks in a row.
     """
-    base_fee = w3.eth.get_block("latest")["baseFeePerGas"]
     return Fees(headroom * base_fee + priority_fee, priority_fee)
+
+
+def current_fees(w3: Web3, *, priority_fee: int = DEFAULT_PRIORITY_FEE,
+                 headroom: int = 2) -> Fees:
+    """``fees_for`` the latest block's base fee."""
+    base_fee = w3.eth.get_block("latest")["baseFeePerGas"]
+    return fees_for(base_fee, priority_fee=priority_fee, headroom=headroom)
 
 
 class NonceStore(Protocol):
@@ -206,22 +284,13 @@ class Sender:
         self._chain_id: int | None = None
 
     @property
-    def address(self) -> str:
+    def address(self) -> ChecksumAddress:
         return self.account.address
 
     def chain_id(self) -> int:
         if self._chain_id is None:
             self._chain_id = call(self.url, "Reading the chain id", lambda: self.w3.eth.chain_id)
         return self._chain_id
-
-    @property
-    def _nonce(self) -> int | None:
-        """The tracked next nonce (kept under its old name: tests set it to force a resync)."""
-        return self._nonces.load()
-
-    @_nonce.setter
-    def _nonce(self, nonce: int | None) -> None:
-        self._nonces.save(nonce)
 
     def resync_nonce(self) -> int:
         """Forget the tracked nonce and take the node's pending count."""
@@ -310,7 +379,8 @@ class Sender:
         }
         full["type"] = 2
         if "gas" not in full:
-            full["gas"] = call(self.url, "Estimating gas", lambda: self.w3.eth.estimate_gas(full))
+            full["gas"] = call(self.url, "Estimating gas",
+                               lambda: self.w3.eth.estimate_gas(cast(TxParams, full)))
         return self.account.sign_transaction(full)
 
 

@@ -17,16 +17,18 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import solcx
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from eth_utils import function_signature_to_4byte_selector
+from eth_utils.abi import function_signature_to_4byte_selector
 from packaging.version import Version
 from solcx.exceptions import SolcError, SolcNotInstalled
 from web3 import Web3
@@ -35,6 +37,7 @@ from web3.contract import Contract
 from pilotchain.chain import Sender, wait_for_receipt
 from pilotchain.errors import ChainError, PilotChainError
 from pilotchain.settings import PROJECT_ROOT
+from pilotchain.trades import TradeRecord
 
 CONTRACT_NAME = "Settlement"
 SOURCE_UNIT = "contracts/Settlement.sol"
@@ -106,7 +109,8 @@ class Deployment:
 
     def load_abi(self) -> list[dict[str, Any]]:
         """The ABI the record points at."""
-        return _read_json(self.abi_path, ArtefactsMissing, "ABI file")
+        abi: list[dict[str, Any]] = _read_json(self.abi_path, ArtefactsMissing, "ABI file")
+        return abi
 
 
 # --- compiler input ----------------------------------------------------------------------
@@ -367,14 +371,15 @@ def deploy_settlement(
     except ChainError as error:
         raise DeploymentFailed(f"Deploying {CONTRACT_NAME} from {operator.address} failed: "
                                f"{error}") from None
-    if receipt["status"] != 1 or not receipt.get("contractAddress"):
+    address = receipt.get("contractAddress")
+    if receipt["status"] != 1 or not address:
         raise DeploymentFailed(
             f"The deployment transaction {tx_hash.to_0x_hex()} reverted "
             f"(gas used {receipt['gasUsed']})."
         )
     chain_id = sender.chain_id()
     return Deployment(
-        address=Web3.to_checksum_address(receipt["contractAddress"]),
+        address=Web3.to_checksum_address(address),
         chain_id=chain_id,
         block_number=receipt["blockNumber"],
         transaction_hash=tx_hash.to_0x_hex(),
@@ -398,6 +403,19 @@ def max_batch_size(transaction_limit: int = MAX_TRANSACTION_BYTES) -> int:
     """How many trades one recordTrades transaction can carry under geth's size limit."""
     room = transaction_limit - _TRANSACTION_ENVELOPE_BYTES - _CALLDATA_HEAD_BYTES
     return max(room // CALLDATA_BYTES_PER_TRADE, 0)
+
+
+def record_trades_calldata(abi: list[dict[str, Any]], records: Sequence[TradeRecord]) -> bytes:
+    """The calldata of ``recordTrades(records)``. Selector and argument type come from
+    ``abi``, so an ABI without ``recordTrades`` is refused here."""
+    for entry in abi:
+        if entry.get("type") == "function" and entry.get("name") == "recordTrades":
+            components = ",".join(c["type"] for c in entry["inputs"][0]["components"])
+            argument = f"({components})[]"
+            selector = function_signature_to_4byte_selector(f"recordTrades({argument})")
+            return selector + abi_encode([argument],
+                                         [[record.as_contract_tuple() for record in records]])
+    raise ContractError("The Settlement ABI has no recordTrades function; is it the right ABI?")
 
 
 # --- deployment records ------------------------------------------------------------------

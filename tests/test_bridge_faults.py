@@ -27,7 +27,7 @@ from bridge_fixtures import (
 )
 from eth_abi import decode as abi_decode
 
-from bridge.writer import BATCH_RECORDED_TOPIC
+from bridge.receipts import BATCH_RECORDED_TOPIC
 from pilotchain.chain import connect, wait_for
 from pilotchain.errors import ChainError
 from pilotchain.settings import PROJECT_ROOT

@@ -18,9 +18,9 @@ from bridge.batching import Batcher, Item
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeConfigError
 from bridge.events import Rejected, decode_entry
+from bridge.gas import gas_limit_for, max_trades_for_gas
 from bridge.health import HealthServer
 from bridge.metrics import Metrics
-from bridge.writer import gas_limit_for, max_trades_for_gas
 from pilotchain.contract import compile_settlement, max_batch_size
 from pilotchain.errors import ConfigError
 from pilotchain.trades import read_recording
@@ -104,7 +104,11 @@ def test_the_gas_limit_covers_the_contract_s_worst_case_batch() -> None:
     from eth_tester import EthereumTester, PyEVMBackend
     from web3 import EthereumTesterProvider, Web3
 
-    from pilotchain.contract import deploy_settlement, settlement_contract
+    from pilotchain.contract import (
+        deploy_settlement,
+        record_trades_calldata,
+        settlement_contract,
+    )
     from pilotchain.trades import MAX_AMOUNT
 
     genesis = PyEVMBackend.generate_genesis_params({"gas_limit": 60_000_000})
@@ -123,12 +127,11 @@ def test_the_gas_limit_covers_the_contract_s_worst_case_batch() -> None:
                                      buyer=uuid.uuid4(), energy=MAX_AMOUNT >> 34,
                                      price=MAX_AMOUNT >> 34, fee=MAX_AMOUNT)
                  for _ in range(size)]
-        call = contract.functions.recordTrades([r.as_contract_tuple() for r in batch])
-        data = bytes.fromhex(call._encode_transaction_data()[2:])
+        data = record_trades_calldata(contract.abi, batch)  # what the writer sends
         limit = gas_limit_for(data, size)
-        tx = call.build_transaction({"from": recorder.address, "gas": limit,
-                                     "nonce": w3.eth.get_transaction_count(recorder.address),
-                                     "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9})
+        tx = {"to": contract.address, "data": data, "value": 0, "gas": limit,
+              "nonce": w3.eth.get_transaction_count(recorder.address),
+              "chainId": w3.eth.chain_id, "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9}
         tx_hash = w3.eth.send_raw_transaction(recorder.sign_transaction(tx).raw_transaction)
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
         assert receipt["status"] == 1, f"a worst-case batch of {size} ran out of {limit} gas"

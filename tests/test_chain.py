@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,19 @@ from eth_account import Account
 from web3 import Web3
 
 from pilotchain import governance
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import (
+    ChainUnreachable,
+    NodeRefused,
+    Sender,
+    batch_call,
+    connect,
+    wait_for,
+    wait_for_receipt,
+)
 from pilotchain.errors import ChainError
 from pilotchain.genesis import read_genesis
 from runner.localnet import RPC_NODE, LocalNetwork
+from runner.ports import free_port
 
 pytestmark = pytest.mark.chain
 
@@ -86,19 +96,46 @@ def test_eip1559_transfer_is_mined_and_chain_id_matches_genesis(chain: LocalNetw
     assert w3.eth.get_balance(recipient) == 12345
 
 
-def test_nonce_is_recovered_after_another_client_used_it(chain: LocalNetwork) -> None:
+def test_nonce_is_recovered_after_another_client_used_it(
+        chain: LocalNetwork, caplog: pytest.LogCaptureFixture) -> None:
     w3 = connect(chain.rpc_url)
     operator = chain.keys.role("operator").unlock()
     first, second = Sender(w3, operator), Sender(w3, operator)
     target = Account.create().address
+    # Each transfer is mined before the next send, so every sender reads a settled node.
     hashes = [first.send({"to": target, "value": 1, "gas": 21000})]
-    # `second` still believes the old nonce is free: the node says "nonce too low" or
-    # "already known" and the sender re-reads the pending nonce instead of failing.
-    second._nonce = first._nonce - 1  # type: ignore[operator]
+    wait_for_receipt(w3, hashes[-1], timeout=30)
+    # `second` reads the account's nonce from the node: the one `first` holds for its next.
     hashes.append(second.send({"to": target, "value": 2, "gas": 21000}))
+    wait_for_receipt(w3, hashes[-1], timeout=30)
+    # `first` still believes that nonce is free: the node says "nonce too low" and the
+    # sender re-reads the pending nonce instead of failing.
+    with caplog.at_level(logging.WARNING, logger="pilotchain.chain"):
+        hashes.append(first.send({"to": target, "value": 3, "gas": 21000}))
+    assert "nonce too low" in caplog.text
     for tx_hash in hashes:
         assert wait_for_receipt(w3, tx_hash, timeout=30)["status"] == 1
-    assert w3.eth.get_balance(target) == 3
+    nonces = [w3.eth.get_transaction(tx_hash)["nonce"] for tx_hash in hashes]
+    assert nonces == list(range(nonces[0], nonces[0] + 3))
+    assert w3.eth.get_balance(target) == 6
+
+
+def test_json_rpc_batch_answers_in_request_order_and_fails_in_sentences(
+        chain: LocalNetwork) -> None:
+    w3 = connect(chain.rpc_url)
+    numbers = list(range(w3.eth.block_number, -1, -1))[:5]  # newest first
+    blocks = batch_call(w3, chain.rpc_url, "Reading blocks",
+                        [("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+    assert [int(block["number"], 16) for block in blocks] == numbers
+    with pytest.raises(NodeRefused) as refused:
+        batch_call(w3, chain.rpc_url, "Reading receipts",
+                   [("eth_blockNumber", []), ("eth_getTransactionReceipt", ["0x12"])])
+    assert str(refused.value).startswith(
+        f"Reading receipts failed: the node at {chain.rpc_url} said: ")
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ChainUnreachable, match=f"Reading receipts failed: cannot reach the "
+                                               f"node at {nowhere}"):
+        batch_call(connect(nowhere), nowhere, "Reading receipts", [("eth_blockNumber", [])])
 
 
 @pytest.mark.parametrize("method", [

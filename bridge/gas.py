@@ -1,0 +1,69 @@
+"""Gas for the bridge's batches: each transaction's limit, and how much to send per block.
+
+Gas limits come from the contract's worst case, not from ``eth_estimateGas``: an estimate
+would execute every batch once more on the RPC node, which on a 2-core machine competes with
+the nodes for the very CPU the throughput needs. Per new block the bridge spends at most
+``BRIDGE_GAS_BUDGET`` x the gas target (half the block gas limit, EIP-1559), so blocks stay
+at or under the target on average and the base fee does not climb. Only used gas counts
+against the budget.
+"""
+
+from __future__ import annotations
+
+from pilotchain.contract import CALLDATA_BYTES_PER_TRADE
+
+# Execution gas of one trade at worst (measured 72.6k on a London EVM): a new trade-id slot
+# and new selling and buying bill slots (22.1k each), the TradeSettled log and the loop.
+WORST_GAS_PER_TRADE = 74_000
+# Dispatch, the array head and the BatchRecorded event; per transaction, not per trade.
+BATCH_OVERHEAD_GAS = 12_000
+TRANSACTION_GAS = 21_000
+# A fresh bridge guesses this until its first receipt tells (steady state is ~32k).
+INITIAL_GAS_PER_TRADE = 40_000.0
+
+
+def calldata_gas(data: bytes) -> int:
+    """Intrinsic calldata gas since Istanbul: 4 per zero byte, 16 per other byte."""
+    zeros = data.count(0)
+    return 4 * zeros + 16 * (len(data) - zeros)
+
+
+def gas_limit_for(data: bytes, trades: int) -> int:
+    """A gas limit no batch of ``trades`` can exceed, whatever state it meets."""
+    return TRANSACTION_GAS + calldata_gas(data) + BATCH_OVERHEAD_GAS + trades * WORST_GAS_PER_TRADE
+
+
+def max_trades_for_gas(block_gas_limit: int) -> int:
+    """The largest batch whose worst-case gas limit still fits in a block (with 5% spare)."""
+    room = block_gas_limit * 95 // 100 - TRANSACTION_GAS - BATCH_OVERHEAD_GAS
+    return max(1, room // (WORST_GAS_PER_TRADE + 16 * CALLDATA_BYTES_PER_TRADE))
+
+
+class GasBudget:
+    """The gas the bridge may still spend in the current block, counted in trades at what a
+    trade has been seen to cost."""
+
+    def __init__(self, share_of_target: float) -> None:
+        self.share_of_target = share_of_target
+        self.block_gas_limit = 0  # 0 until the first block is known
+        self.remaining = 0.0
+        self.gas_per_trade = INITIAL_GAS_PER_TRADE
+
+    def renew(self, block_gas_limit: int) -> None:
+        """A new block: a fresh budget of the configured share of its gas target."""
+        self.block_gas_limit = block_gas_limit
+        self.remaining = self.share_of_target * block_gas_limit / 2
+
+    def trades(self) -> int:
+        """How many trades the rest of this block's budget pays for, at most one block's
+        worth of worst-case gas."""
+        by_budget = int(self.remaining // self.gas_per_trade)
+        return max(0, min(by_budget, max_trades_for_gas(self.block_gas_limit)))
+
+    def spend(self, trades: int) -> None:
+        self.remaining -= trades * self.gas_per_trade
+
+    def observe(self, gas_used: int, trades: int) -> None:
+        """A successful batch's receipt: follow what a trade really costs."""
+        observed = gas_used / trades
+        self.gas_per_trade = 0.7 * self.gas_per_trade + 0.3 * observed
