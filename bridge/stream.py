@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -70,8 +71,9 @@ class TradeStream:
     def read_new(self, count: int, block_ms: int) -> list[Entry]:
         """Up to ``count`` entries never delivered to this group, waiting up to ``block_ms``."""
         try:
-            reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"},
-                                           count=count, block=block_ms or None)
+            reply = cast(StreamReply, self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=count,
+                block=block_ms or None))
         except redis.ResponseError as error:
             if "NOGROUP" not in str(error):
                 raise
@@ -101,8 +103,8 @@ class TradeStream:
         (reading the consumer's own history, which changes nothing but delivery counts)."""
         cursor = "0-0"
         while True:
-            reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: cursor},
-                                           count=count)
+            reply = cast(StreamReply, self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: cursor}, count=count))
             page = list(_decode(reply[0][1])) if reply else []
             if not page:
                 return
@@ -231,7 +233,13 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def _decode(entries: Sequence[tuple[bytes, dict[bytes, bytes] | None]]
+# XREADGROUP's reply with bytes responses (RESP2): one (stream, entries) pair per stream;
+# redis-py's annotations cover every protocol and decoding at once, so they are narrowed here.
+RawEntries = Sequence[tuple[bytes, dict[bytes, bytes] | None]]
+StreamReply = list[tuple[bytes, RawEntries]] | None
+
+
+def _decode(entries: RawEntries
             ) -> Iterator[Entry]:
     """Entry ids and fields as text; undecodable bytes become U+FFFD (and fail validation).
     A deleted entry comes as None (no entry is ever written without fields; redis-py

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
+from web3.types import RPCEndpoint, TxParams, Wei
 
 from faucet.config import FaucetSettings
 from faucet.errors import ChainUnavailable, FaucetEmpty, FaucetError, InvalidAddress
@@ -83,7 +84,7 @@ class FaucetWallet:
         gas = self._gas(to, value)
         fees = self._current_fees()
         try:
-            tx_hash = self.sender.send({"to": to, "value": value, "gas": gas}, fees=fees)
+            tx_hash = self.sender.send({"to": to, "value": Wei(value), "gas": gas}, fees=fees)
         except ChainError as error:
             raise self._translate(error) from None
         return tx_hash.to_0x_hex()
@@ -117,10 +118,10 @@ class FaucetWallet:
         # The bare JSON-RPC call: web3's eth.get_code costs twice the CPU (argument checks
         # done already), and this runs for every claim.
         code = self._read("Reading the recipient's code", lambda: self.w3.manager.request_blocking(
-            "eth_getCode", [to, "latest"]))
+            RPCEndpoint("eth_getCode"), [to, "latest"]))
         if HexBytes(code) == b"":
             return PLAIN_TRANSFER_GAS
-        tx = {"from": self.address, "to": to, "value": value}
+        tx: TxParams = {"from": self.address, "to": to, "value": Wei(value)}
         try:
             return call(self.url, "Estimating gas", lambda: self.w3.eth.estimate_gas(tx))
         except NodeRefused as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -82,7 +83,7 @@ def connect(url: str, *, timeout: float = 10.0, env_proxies: bool = True) -> Web
             f"Use the HTTP URL for {url}: synchronous PilotChain tools talk HTTP or IPC."
         )
     else:
-        provider = IPCProvider(url, timeout=timeout)
+        provider = IPCProvider(url, timeout=math.ceil(timeout))
     w3 = Web3(provider)
     w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
     return w3

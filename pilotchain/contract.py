@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import solcx
+import solcx.install
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError
@@ -204,7 +205,7 @@ def _native_solc(version: str) -> Path | None:
     wanted = Version(version)
     try:
         if wanted in solcx.get_installed_solc_versions():
-            return solcx.get_executable(wanted)
+            return Path(solcx.install.get_executable(wanted))
     except (SolcNotInstalled, OSError):
         pass
     on_path = shutil.which("solc")
