@@ -56,7 +56,7 @@ from pilotchain.trades import TRADE_SETTLED_TOPIC, bytes32_to_uuid
 from runner.bridge import BridgeService
 from runner.localnet import LocalNetwork
 from runner.ports import Ports, free_port
-from runner.redis import RedisService, RedisSettings
+from runner.redis import RedisService, private_connection
 
 DATA = PROJECT_ROOT / "tests" / "data"
 STREAM = "bench:trades"
@@ -412,8 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         home = Path(tmp)
         net = LocalNetwork(network_settings(home / "net", args.gas_limit),
                            ChainSettings().geth_bin_dir, Ports.free(), fast_keys=True)
-        store = RedisService(RedisSettings(port=free_port(), data_dir=home / "redis"),
-                             home / "pids")
+        store = RedisService(private_connection(), home / "redis", home / "pids")
         service: BridgeService | None = None
         watch = Watch()
         try:
@@ -428,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             chain = dataclasses.replace(net.settings, rpc_url_override=net.rpc_url,
                                         deployment_file_override=home / "settlement.json")
             settings = BridgeSettings(chain=chain,
-                                      streams=StreamSettings(store.settings.url, STREAM),
+                                      streams=StreamSettings(store.url, STREAM),
                                       metrics_port=free_port(), gas_budget=args.gas_budget)
             service = BridgeService(settings, {**_base_env(), **settings.to_env()},
                                     home / "pids")
@@ -437,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 connect(net.rpc_url), deployment.address, watch,
                 f"{settings.metrics_url}/metrics"))
             watcher.start()
-            client = redis.Redis.from_url(store.settings.url)
+            client = redis.Redis.from_url(store.url)
             pids = {name: net.process(name).pid for name in net.node_names()}
             cpu = CpuMeter({**pids, "bridge": service.process.pid, "redis": store.process.pid})
             timeout = 120 + args.trades / 50

@@ -48,7 +48,7 @@ from pilotchain.errors import PilotChainError
 from runner.faucet import FaucetService
 from runner.localnet import LocalNetwork
 from runner.ports import Ports, free_port
-from runner.redis import RedisService, RedisSettings
+from runner.redis import RedisService, private_connection
 
 GETH_BIN_DIR = Path(
     os.environ.get("GETH_BIN_DIR", Path.home() / ".cache/pilotchain/geth-v1.13.15/bin")
@@ -81,8 +81,7 @@ def running_stack(home: Path, workers: int, threads: int) -> Iterator[Stack]:
                              genesis_file=home / "genesis.json", data_dir=home / "data",
                              geth_bin_dir=GETH_BIN_DIR)
     net = LocalNetwork(settings, GETH_BIN_DIR, Ports.free(), fast_keys=True)
-    redis_service = RedisService(RedisSettings(port=free_port(), data_dir=home / "redis"),
-                                 home / "redis-pids")
+    redis_service = RedisService(private_connection(), home / "redis", home / "redis-pids")
     faucet: FaucetService | None = None
     try:
         net.init()
@@ -93,7 +92,7 @@ def running_stack(home: Path, workers: int, threads: int) -> Iterator[Stack]:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PILOTCHAIN_HOME": str(home),
             "RPC_URL": net.rpc_url, "CHAIN_ID": str(settings.chain_id),
-            "REDIS_URL": redis_service.settings.url, "FAUCET_KEYSTORE": str(role.keystore),
+            "REDIS_URL": redis_service.url, "FAUCET_KEYSTORE": str(role.keystore),
             "FAUCET_PASSWORD_FILE": str(role.password_file), "FAUCET_PORT": str(free_port()),
             "FAUCET_WORKERS": str(workers), "FAUCET_THREADS": str(threads),
             "FAUCET_TRUSTED_PROXIES": "1", "FAUCET_LOCK_FILE": str(home / "faucet-send.lock"),

@@ -43,8 +43,7 @@ import redis
 
 from pilotchain.errors import PilotChainError
 from pilotchain.settings import PROJECT_ROOT
-from runner.ports import free_port
-from runner.redis import RedisService, RedisSettings
+from runner.redis import RedisService, private_connection
 
 # The plug-in is a distribution of its own, installed into gsy-e's environment, not this one.
 sys.path.insert(0, str(PROJECT_ROOT / "plugin"))
@@ -131,9 +130,9 @@ def delivered_ids(url: str) -> list[str]:
 
 def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     deadline = time.monotonic() + args.deadline
-    store = RedisService(RedisSettings(port=free_port(), data_dir=home / "redis"), home / "pids")
+    store = RedisService(private_connection(), home / "redis", home / "pids")
     store.start()
-    publisher = TradePublisher(PluginSettings(redis_url=store.settings.url, stream=STREAM,
+    publisher = TradePublisher(PluginSettings(redis_url=store.url, stream=STREAM,
                                               overflow_file=home / "overflow.jsonl"))
     try:
         plugin = SubstrateBlockchainInterface(MARKET, None)
@@ -162,7 +161,7 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         expected = [event["trade"]["id"] for event in events[args.trades:]]
         result["outcome"] = {
             "waiting_while_down": waiting,
-            "all_delivered_once_in_order": flushed and delivered_ids(store.settings.url)
+            "all_delivered_once_in_order": flushed and delivered_ids(store.url)
             == expected,
         }
         return result

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+import redis
+
 from bridge.config import BridgeSettings
 from bridge.health import HealthServer
 from bridge.metrics import Metrics
@@ -34,6 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(settings)
     except PilotChainError as error:
         print(f"pilotchain-bridge: {error}", file=sys.stderr)
+        return 1
+    except redis.RedisError as error:
+        # The loop retries what can pass; what reaches here will not (a lost password, say).
+        print(f"pilotchain-bridge: Redis failed: {error}. Check REDIS_URL, or REDIS_HOST, "
+              "REDIS_PORT and REDIS_PASSWORD_FILE.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bridge.errors import BridgeConfigError
-from pilotchain.config import CHAIN_SETTINGS, DEFAULT_REDIS_URL, REDIS_URL, ChainSettings
+from pilotchain.config import (
+    CHAIN_SETTINGS,
+    DEFAULT_REDIS_URL,
+    REDIS_URL,
+    ChainSettings,
+    RedisConnection,
+)
 from pilotchain.contract import max_batch_size
 from pilotchain.settings import Setting, SettingsGroup
 
@@ -27,15 +33,15 @@ class StreamSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamSettings:
-        return cls(**STREAM_SETTINGS.read(env))
+        return cls(redis_url=RedisConnection.from_env(env).url, **STREAM_SETTINGS.read(env))
 
 
 STREAM_SETTINGS = SettingsGroup(
     "Trade stream", "stream",
-    "Where gsy-e's plug-in, `pilotchain replay` and the bridge meet.",
-    (REDIS_URL,
-     Setting("BRIDGE_STREAM", "stream", "str", DEFAULT_STREAM,
-             "the Redis stream gsy-e's plug-in writes and the bridge reads")),
+    "Where gsy-e's plug-in, `pilotchain replay` and the bridge meet, in the Redis of the "
+    "[Redis settings](#redis).",
+    (Setting("BRIDGE_STREAM", "stream", "str", DEFAULT_STREAM,
+             "the Redis stream gsy-e's plug-in writes and the bridge reads"),),
 )
 
 
@@ -98,7 +104,7 @@ class BridgeSettings:
             **CHAIN_SETTINGS.to_env(chain),
             # The chain's URL as the bridge resolved it, so RPC_HOST/RPC_HTTP_PORT need not agree.
             "RPC_URL": chain.rpc_url, "DEPLOYMENT_FILE": str(chain.deployment_file),
-            **STREAM_SETTINGS.to_env(self.streams),
+            "REDIS_URL": self.streams.redis_url, **STREAM_SETTINGS.to_env(self.streams),
             **BRIDGE_SETTINGS.to_env(self),
         }
 
@@ -166,11 +172,12 @@ BRIDGE_SETTINGS = SettingsGroup(
 PLUGIN_SETTINGS = SettingsGroup(
     "gsy-e plug-in", "plug-in",
     "Read by PilotChain's plug-in from gsy-e's environment when gsy-e builds its first market "
-    "(install it with `scripts/install-plugin`; see [docs/bridge.md](bridge.md)). A malformed "
-    "number falls back to the default with a warning: the plug-in never stops gsy-e.",
+    "(install it with `scripts/install-plugin`; see [docs/bridge.md](bridge.md)). The plug-in "
+    "knows no password file: give it `REDIS_URL` with the password in it. A malformed number "
+    "falls back to the default with a warning: the plug-in never stops gsy-e.",
     (
         REDIS_URL,
-        STREAM_SETTINGS.settings[1],
+        STREAM_SETTINGS.settings[0],
         Setting("BRIDGE_PLUGIN_BUFFER", "buffer_limit", "int", 200_000,
                 "trades kept in memory while Redis is unreachable (about 1.5 KB each, so "
                 "about 300 MB at most)", minimum=1),

@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
+import redis
 from eth_account.signers.local import LocalAccount
 
 from bridge.batching import Batcher, Item
@@ -52,6 +53,7 @@ from bridge.recorded import is_recorded
 from bridge.stream import TRANSIENT, Entry, TradeStream, WriterLock, connect_redis
 from bridge.writer import ChainWriter, Outcome
 from pilotchain.chain import GWEI, ChainUnreachable, Sender, connect
+from pilotchain.config import masked_url
 from pilotchain.contract import load_deployment, settlement_contract
 from pilotchain.errors import ChainError
 from pilotchain.keys import KeyStore
@@ -119,7 +121,9 @@ class Bridge:
             log.info("Stopped before the bridge was ready.")
 
     def _run(self) -> None:
-        self.stream = self._until_ready("Redis", self._open_redis)
+        where = (f"Redis at {masked_url(self.settings.redis_url)} (set by REDIS_URL, or "
+                 "REDIS_HOST and REDIS_PORT)")
+        self.stream = self._until_ready(where, self._open_redis)
         self.writer = self._until_ready("the chain", self._open_chain)
         self.lock = WriterLock(self.stream.client, self.settings.stream)
         self._until_ready("Redis", lambda: self.lock.acquire(timeout=30.0))
@@ -173,7 +177,15 @@ class Bridge:
         s = self.settings
         stream = TradeStream(connect_redis(s.redis_url), s.stream, s.group, s.consumer,
                              s.dead_letter_stream)
-        stream.ensure_group()
+        try:
+            stream.ensure_group()
+        except (redis.AuthenticationError, redis.ResponseError) as error:
+            # A wrong or missing password, or a Redis that only takes local clients: waiting
+            # will not change it.
+            raise BridgeConfigError(
+                f"Redis at {masked_url(s.redis_url)} refused the bridge ({error}); check "
+                "REDIS_URL, or REDIS_HOST, REDIS_PORT and REDIS_PASSWORD_FILE."
+            ) from None
         self.metrics.set(redis="ok")
         return stream
 
@@ -374,7 +386,7 @@ class Bridge:
             self._redis_down(error)
             return
         if self._redis_problem is not None:
-            log.info("Redis answers again at %s.", self.settings.redis_url)
+            log.info("Redis answers again at %s.", masked_url(self.settings.redis_url))
         self._redis_problem = None
         self._redis_backoff.reset()
         self.metrics.set(redis="ok")
@@ -482,8 +494,9 @@ class Bridge:
         self._redis_retry_at = time.monotonic() + delay
         if self._redis_problem is None:
             log.warning("Redis at %s is unreachable (%s); retrying with backoff up to %.0f s.",
-                        self.settings.redis_url, _sentence(error), self.settings.backoff_max)
-        self._redis_problem = f"Redis at {self.settings.redis_url} is unreachable."
+                        masked_url(self.settings.redis_url), _sentence(error),
+                        self.settings.backoff_max)
+        self._redis_problem = f"Redis at {masked_url(self.settings.redis_url)} is unreachable."
         self.metrics.set(redis="unreachable")
 
     def _chain_down(self, error: ChainError) -> None:

@@ -23,6 +23,7 @@ import redis
 
 from bridge.config import StreamSettings
 from bridge.events import EVENT_FIELD
+from pilotchain.config import masked_url
 from pilotchain.settings import load_environment
 
 CHUNK = 500
@@ -58,7 +59,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.N
     parser.add_argument("--rate", type=float, default=None, metavar="N",
                         help="publish N trades per second (default: as fast as possible)")
     parser.add_argument("--redis-url", default=settings.redis_url,
-                        help=f"default: REDIS_URL or {settings.redis_url}")
+                        help=f"default: the Redis settings' {masked_url(settings.redis_url)}")
     parser.add_argument("--stream", default=settings.stream,
                         help=f"default: BRIDGE_STREAM or {settings.stream}")
     args = parser.parse_args(argv)
@@ -132,8 +133,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         progress = publish(client, args.stream, args.file, args.rate, sys.stderr)
     except (redis.ConnectionError, redis.TimeoutError) as error:
-        print(f"replay: cannot publish to Redis at {args.redis_url} ({error}). Is it running "
-              "(./scripts/status)?", file=sys.stderr)
+        print(f"replay: cannot publish to Redis at {masked_url(args.redis_url)} ({error}). Is "
+              "it running (./scripts/status)?", file=sys.stderr)
+        return 1
+    except redis.RedisError as error:
+        print(f"replay: Redis at {masked_url(args.redis_url)} refused to publish ({error}); "
+              "check REDIS_URL, or REDIS_HOST, REDIS_PORT and REDIS_PASSWORD_FILE.",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from limits import RateLimitItem, parse_many
 
-from pilotchain.config import DEFAULT_REDIS_URL, REDIS_URL, ChainSettings
+from pilotchain.config import DEFAULT_REDIS_URL, ChainSettings, RedisConnection
 from pilotchain.errors import ConfigError
 from pilotchain.settings import Setting, SettingsGroup
 
@@ -53,8 +53,8 @@ class FaucetSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FaucetSettings:
         """Read every FAUCET_* setting (and the chain's) with errors that name the setting."""
-        return cls(chain=ChainSettings.from_env(env), redis_url=REDIS_URL.read(env),
-                   **FAUCET_SETTINGS.read(env))
+        return cls(chain=ChainSettings.from_env(env),
+                   redis_url=RedisConnection.from_env(env).url, **FAUCET_SETTINGS.read(env))
 
     @property
     def rpc_url(self) -> str:
@@ -140,8 +140,8 @@ _D = FaucetSettings()
 FAUCET_SETTINGS = SettingsGroup(
     "Faucet", "faucet",
     "The faucet (gunicorn serving `faucet:create_app()`) also reads the chain settings "
-    "(`RPC_URL`, `KEYS_DIR`, `CURRENCY_SYMBOL`, ...) and `REDIS_URL`, where its claim limits "
-    "live; see [docs/faucet.md](faucet.md).",
+    "(`RPC_URL`, `KEYS_DIR`, `CURRENCY_SYMBOL`, ...) and the Redis settings (its claim limits "
+    "live there); see [docs/faucet.md](faucet.md).",
     (
         Setting("FAUCET_AMOUNT", "amount_wei", "str", "1",
                 "units of the native currency per claim (decimals allowed, e.g. `0.5`)",

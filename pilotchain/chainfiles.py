@@ -1,4 +1,5 @@
-"""The files that define a chain: every key and ``genesis.json``, created once by ``init``.
+"""The files that define a chain: every key and ``genesis.json``, created once by ``init``,
+and the password of the stack's Redis beside the keys.
 
 ``pilotchain init`` (natively and in Compose's one-shot ``init``) and the native runner
 both call :func:`create_chain_files`; it never overwrites unless told to.
@@ -32,6 +33,8 @@ def create_chain_files(settings: ChainSettings, *, force: bool = False, fast_key
         funded = {name: keys.role(name).address for name in SERVICE_ROLES}
         write_genesis(genesis_file, build_genesis(settings, signers, funded))
         created.append(genesis_file.name)
+    if keys.ensure_redis_password():
+        created.append("redis/password")
     check_genesis(settings)
     return created
 

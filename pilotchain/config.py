@@ -1,4 +1,4 @@
-"""The chain's settings, and the Redis URL every service shares.
+"""The chain's settings, and how every service reaches Redis.
 
 Each service declares its own settings (``pilotchain.settings.Setting``) in its ``config``
 module and reads them once at its entry point; nothing deeper reads ``os.environ``.
@@ -7,22 +7,18 @@ module and reads them once at its entry point; nothing deeper reads ``os.environ
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
+from pilotchain.errors import ConfigError
 from pilotchain.settings import PROJECT_ROOT, Setting, SettingsGroup
 
-__all__ = ["CHAIN_SETTINGS", "DEFAULT_REDIS_URL", "REDIS_URL", "ChainSettings"]
+__all__ = ["CHAIN_SETTINGS", "DEFAULT_REDIS_URL", "REDIS_SETTINGS", "REDIS_URL", "ChainSettings",
+           "RedisConnection", "masked_url"]
 
 DEFAULT_GETH_BIN_DIR = Path.home() / ".cache" / "pilotchain" / "geth-v1.13.15" / "bin"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-# The Redis of the trade stream and the faucet's limits: one setting, read by every service.
-REDIS_URL = Setting(
-    "REDIS_URL", "redis_url", "str", DEFAULT_REDIS_URL,
-    "the Redis the services use (the trade stream, the faucet's limits); when set, "
-    "`./scripts/up` starts no Redis of its own",
-    default_text="redis://<REDIS_HOST>:<REDIS_PORT>/0")
 
 @dataclass(frozen=True)
 class ChainSettings:
@@ -126,3 +122,92 @@ CHAIN_SETTINGS = SettingsGroup(
                 default_text="~/.cache/pilotchain/geth-v1.13.15/bin"),
     ),
 )
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``****``, for logs and status output."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+
+
+@dataclass(frozen=True)
+class RedisConnection:
+    """How every service reaches Redis: ``REDIS_URL`` as given, else the stack's own Redis at
+    REDIS_HOST:REDIS_PORT with the password ``pilotchain init`` generated."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    password: str | None = field(default=None, repr=False)
+    url_override: str | None = field(default=None, repr=False)
+
+    @property
+    def external(self) -> bool:
+        """Whether REDIS_URL names a Redis the stack does not run."""
+        return self.url_override is not None
+
+    @property
+    def url(self) -> str:
+        """The URL clients connect with, password included: never print it, see shown_url."""
+        if self.url_override is not None:
+            return self.url_override
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def shown_url(self) -> str:
+        return masked_url(self.url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RedisConnection:
+        """Typed from the environment; the password is read from its file here, once."""
+        values = REDIS_SETTINGS.read(env)
+        explicit = values["password_file"]
+        keys_dir = CHAIN_SETTINGS_BY_NAME["KEYS_DIR"].read(env)
+        password_file = explicit or keys_dir / "redis" / "password"
+        try:
+            password = password_file.read_text().strip() or None
+        except FileNotFoundError:
+            if explicit is not None:
+                raise ConfigError(
+                    f"REDIS_PASSWORD_FILE names {password_file}, which does not exist; run "
+                    "'pilotchain init' to create the Redis password, or correct the setting."
+                ) from None
+            password = None  # a checkout from before Redis had a password: up creates one
+        except OSError as error:
+            raise ConfigError(f"The Redis password file {password_file} cannot be read "
+                              f"({error.strerror}).") from None
+        return cls(host=values["host"], port=values["port"], password=password,
+                   url_override=values["url_override"])
+
+
+# The Redis of the trade stream and the faucet's limits: declared once, read by every service.
+REDIS_URL = Setting(
+    "REDIS_URL", "url_override", "optional", None,
+    "a Redis you run yourself, password included (`redis://:PASSWORD@host:6379/0`); when "
+    "set, `./scripts/up` starts no Redis of its own and the three settings above are unused",
+    default_text="redis://:<password>@<REDIS_HOST>:<REDIS_PORT>/0")
+
+REDIS_SETTINGS = SettingsGroup(
+    "Redis", "redis",
+    "The Redis that holds the trade stream and the faucet's claim limits, shared by every "
+    "service. `./scripts/up` runs Debian's redis-server (append-only, in "
+    "`<NATIVE_DATA_DIR>/redis`) with the password `pilotchain init` generated, unless "
+    "`REDIS_URL` names one you run yourself.",
+    (
+        Setting("REDIS_HOST", "host", "str", "127.0.0.1",
+                "where the stack's Redis listens (`./scripts/up` starts it there)"),
+        Setting("REDIS_PORT", "port", "int", 6379, "its port", minimum=1),
+        Setting("REDIS_PASSWORD_FILE", "password_file", "optional_path", None,
+                "the file holding its password (generated by `pilotchain init`, never "
+                "committed)", default_text="<KEYS_DIR>/redis/password"),
+        REDIS_URL,
+    ),
+)
+
+CHAIN_SETTINGS_BY_NAME = {setting.name: setting for setting in CHAIN_SETTINGS.settings}

@@ -105,6 +105,24 @@ class KeyStore:
                 f"No bootnode key in {self.directory}; run 'pilotchain init'."
             ) from None
 
+    @property
+    def redis_password_file(self) -> Path:
+        """The password of the stack's Redis (generated, never committed)."""
+        return self.directory / "redis" / "password"
+
+    def ensure_redis_password(self) -> bool:
+        """Create the Redis password unless it exists; True if it was created.
+
+        Kept apart from :meth:`ensure`: a new Redis password needs no new genesis.
+        """
+        path = self.redis_password_file
+        if path.is_file():
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        self._write_private(path, secrets.token_hex(32) + "\n")
+        return True
+
     def role(self, name: str) -> Role:
         return Role(name, self.directory / name)
 

@@ -17,10 +17,9 @@ from bridge import replay
 from bridge.config import BRIDGE_SETTINGS, PLUGIN_SETTINGS, STREAM_SETTINGS
 from faucet.config import FAUCET_SETTINGS
 from pilotchain.cli import add_core_commands, command, new_parser, run
-from pilotchain.config import CHAIN_SETTINGS, ChainSettings
+from pilotchain.config import CHAIN_SETTINGS, REDIS_SETTINGS, ChainSettings
 from pilotchain.settings import SettingsGroup, effective, env_example, markdown
 from runner import stack
-from runner.redis import REDIS_SETTINGS
 
 # Every setting of every service, in the order docs/settings.md lists them.
 ALL_SETTINGS: tuple[SettingsGroup, ...] = (
@@ -71,8 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_up(settings: ChainSettings, env: Mapping[str, str], args: argparse.Namespace) -> int:
-    services = stack.build_services(settings, env)
-    result = stack.up(settings, services,
+    result = stack.up(settings, lambda: stack.build_services(settings, env),
                       progress=lambda step: print(f"up: {step}", file=sys.stderr, flush=True))
     if not result.started:
         print("PilotChain is already up; nothing changed.")
@@ -80,7 +78,7 @@ def cmd_up(settings: ChainSettings, env: Mapping[str, str], args: argparse.Names
         print(f"PilotChain is up: started {', '.join(result.started)}; first sealed block after "
               f"{result.first_block_seconds:.1f} s, RPC node following after "
               f"{result.seconds:.1f} s.")
-    print_endpoints(stack.status(settings, services))
+    print_endpoints(stack.status(settings, result.services))
     return 0
 
 

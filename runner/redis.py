@@ -1,4 +1,5 @@
-"""A Redis server for the native stack and the tests: Debian's redis-server, durable.
+"""A Redis server for the native stack and the tests: Debian's redis-server, durable, with
+the password ``pilotchain init`` generated.
 
 The bridge acknowledges a trade only after it is on chain, so the stream must survive a
 Redis restart: append-only file, fsync every second, in a data directory of its own.
@@ -6,53 +7,23 @@ Redis restart: append-only file, fsync every second, in a data directory of its 
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from pilotchain.config import REDIS_URL
-from pilotchain.settings import Setting, SettingsGroup
+from pilotchain.config import RedisConnection
 from runner.localnet import LocalNetwork
+from runner.ports import free_port
 from runner.services import BackgroundService, ServiceError
 
 
-@dataclass(frozen=True)
-class RedisSettings:
-    """Where ``./scripts/up`` runs its Redis, unless REDIS_URL names another."""
-
-    host: str = "127.0.0.1"
-    port: int = 6379
-    data_dir: Path = Path("data/redis")
-    url_override: str | None = None
-
-    @property
-    def url(self) -> str:
-        return self.url_override or f"redis://{self.host}:{self.port}/0"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], data_dir: Path) -> RedisSettings:
-        values = REDIS_SETTINGS.read(env)
-        url = values.pop("redis_url")
-        override = url if env.get("REDIS_URL", "").strip() else None
-        return cls(data_dir=data_dir, url_override=override, **values)
-
-
-_D = RedisSettings()
-REDIS_SETTINGS = SettingsGroup(
-    "Redis", "redis",
-    "The Redis that holds the trade stream and the faucet's claim limits. `./scripts/up` "
-    "runs Debian's redis-server (append-only, in `<NATIVE_DATA_DIR>/redis`) unless "
-    "`REDIS_URL` names one you run yourself.",
-    (
-        Setting("REDIS_HOST", "host", "str", _D.host, "where `./scripts/up` runs its Redis"),
-        Setting("REDIS_PORT", "port", "int", _D.port, "the port of that Redis", minimum=1),
-        REDIS_URL,
-    ),
-)
+def private_connection() -> RedisConnection:
+    """A Redis of its own for a test or a benchmark: a free port and a fresh password."""
+    return RedisConnection(port=free_port(), password=secrets.token_hex(16))
 
 
 class RedisService(BackgroundService):
@@ -61,18 +32,23 @@ class RedisService(BackgroundService):
     name = "redis"
     start_timeout = 30.0
 
-    def __init__(self, settings: RedisSettings, state_dir: Path) -> None:
+    def __init__(self, connection: RedisConnection, data_dir: Path, state_dir: Path) -> None:
         super().__init__(state_dir, {"PATH": "/usr/bin:/bin"})
-        self.settings = settings
-        self.data_dir = settings.data_dir.resolve()
+        self.connection = connection
+        self.data_dir = data_dir.resolve()
         # redis-server rewrites its command line and environment; its working directory
         # (the data directory) is what identifies it.
         self.marker = str(self.data_dir)
         self.cwd = self.data_dir
 
     @property
+    def url(self) -> str:
+        """The URL clients connect with (password included)."""
+        return self.connection.url
+
+    @property
     def external(self) -> bool:
-        return self.settings.url_override is not None
+        return self.connection.external
 
     def argv(self) -> list[str]:
         binary = shutil.which("redis-server")
@@ -81,9 +57,19 @@ class RedisService(BackgroundService):
                 "redis-server is not installed; run ./scripts/up (it installs Debian's "
                 "redis-server) or set REDIS_URL to a Redis you run yourself."
             )
-        return [binary, "--bind", self.settings.host, "--port", str(self.settings.port),
+        c = self.connection
+        return [binary, str(self._config_file()), "--bind", c.host, "--port", str(c.port),
                 "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
-                "--save", "", "--daemonize", "no", "--protected-mode", "no"]
+                "--save", "", "--daemonize", "no", "--protected-mode", "yes"]
+
+    def _config_file(self) -> Path:
+        """The password goes in a private file, not on the command line where ps shows it."""
+        path = self.data_dir / "redis.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as conf:
+            if self.connection.password:
+                conf.write(f"requirepass {self.connection.password}\n")
+        return path
 
     def process_env(self, net: LocalNetwork | None) -> dict[str, str]:
         return dict(self.env)
@@ -96,21 +82,25 @@ class RedisService(BackgroundService):
         return super().start(net)
 
     def probe(self) -> bool:
-        client = redis.Redis.from_url(self.settings.url, socket_timeout=2)
+        client = redis.Redis.from_url(self.url, socket_timeout=2)
         try:
             return bool(client.ping())
+        except redis.AuthenticationError:
+            raise ServiceError(
+                f"A Redis at {self.connection.shown_url} refused the stack's password: another "
+                "Redis holds the port; stop it or choose another port with REDIS_PORT in .env."
+            ) from None
         except redis.RedisError:
             return False
         finally:
             client.close()
 
     def wait_ready(self) -> None:
-        if self.external:
-            return
-        super().wait_ready()
+        if not self.external:
+            super().wait_ready()
 
     def stop(self) -> bool:
         return True if self.external else super().stop()
 
     def status(self) -> dict[str, Any]:
-        return {"redis_url": self.settings.url}
+        return {"redis_url": self.connection.shown_url}

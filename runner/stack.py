@@ -15,13 +15,13 @@ from typing import Any
 
 from bridge.config import BridgeSettings
 from faucet.config import FaucetSettings
-from pilotchain.config import ChainSettings
+from pilotchain.config import ChainSettings, RedisConnection
 from pilotchain.errors import NetworkError, PilotChainError
 from runner.bridge import BridgeService
 from runner.faucet import FaucetService
 from runner.localnet import BOOTNODE, RPC_NODE, LocalNetwork
 from runner.ports import check_port_free
-from runner.redis import RedisService, RedisSettings
+from runner.redis import RedisService
 from runner.services import Service
 from runner.settlement import SettlementService
 
@@ -31,6 +31,7 @@ FIRST_BLOCK_TIMEOUT = 90.0
 
 @dataclass(frozen=True)
 class UpResult:
+    services: Sequence[Service]
     started: list[str]
     created: list[str]
     first_block_seconds: float
@@ -44,28 +45,31 @@ def network(settings: ChainSettings) -> LocalNetwork:
 def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Service]:
     """What ./scripts/up runs on top of the chain, in start order, each configured here from
     one environment snapshot (only ``up``, ``down`` and ``status`` need them)."""
-    redis_settings = RedisSettings.from_env(env, settings.data_dir / "redis")
-    # Every service talks to the stack's own Redis unless REDIS_URL names another.
-    service_env = {**env, "REDIS_URL": redis_settings.url}
+    # The services read the Redis settings (host, port, password file) from the same
+    # environment, so they reach the stack's Redis without its password on a command line.
     state_dir = settings.data_dir / "pids"
     return [
         SettlementService(settings),
-        RedisService(redis_settings, state_dir),
-        BridgeService(BridgeSettings.from_env(service_env), service_env, state_dir),
-        FaucetService(FaucetSettings.from_env(service_env), state_dir, service_env),
+        RedisService(RedisConnection.from_env(env), settings.data_dir / "redis", state_dir),
+        BridgeService(BridgeSettings.from_env(env), env, state_dir),
+        FaucetService(FaucetSettings.from_env(env), state_dir, env),
     ]
 
 
-def up(settings: ChainSettings, services: Sequence[Service] = (),
+def up(settings: ChainSettings, build: Callable[[], Sequence[Service]] = lambda: (),
        progress: Callable[[str], None] = lambda _: None) -> UpResult:
     """Create what is missing, start what is not running, wait for sealed blocks, then
-    start each service in order, reporting each step to ``progress``."""
+    start each service ``build`` gives in order, reporting each step to ``progress``.
+
+    The services are built after the keys exist: their settings read files ``init``
+    creates (the Redis password)."""
     began = time.monotonic()
     net = network(settings)
     _check_binaries(net)
     created = net.init()
     if created:
         progress(f"created {', '.join(created)}")
+    services = build()
     to_start = [name for name in net.node_names() if not net.is_running(name)]
     _check_ports_free(net, to_start)
     started = net.start(progress)
@@ -83,7 +87,7 @@ def up(settings: ChainSettings, services: Sequence[Service] = (),
         if service.start(net):
             started.append(service.name)
     now = time.monotonic()
-    return UpResult(started, created, sealed - began, now - began)
+    return UpResult(services, started, created, sealed - began, now - began)
 
 
 def down(settings: ChainSettings, services: Sequence[Service] = (), *,

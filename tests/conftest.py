@@ -17,8 +17,8 @@ import redis
 
 from pilotchain.config import ChainSettings
 from runner.localnet import LocalNetwork
-from runner.ports import Ports, free_port
-from runner.redis import RedisService, RedisSettings
+from runner.ports import Ports
+from runner.redis import RedisService, private_connection
 
 # Fixtures shared by several test modules of one component, loaded one way: as plug-ins.
 pytest_plugins = ["bridge_fixtures", "faucet_fixtures"]
@@ -104,7 +104,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory, geth_bin_dir: Path) -> Itera
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisService]:
     """A real redis-server (append-only, like the stack's) on a free port, for the session."""
     home = tmp_path_factory.mktemp("redis")
-    service = RedisService(RedisSettings(port=free_port(), data_dir=home / "data"), home / "pids")
+    service = RedisService(private_connection(), home / "data", home / "pids")
     service.start()
     yield service
     service.stop()
@@ -113,7 +113,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 def redis_url(redis_server: RedisService) -> Iterator[str]:
     """The session's Redis, emptied before each test that uses it."""
-    client = redis.Redis.from_url(redis_server.settings.url)
+    client = redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.close()
-    yield redis_server.settings.url
+    yield redis_server.url

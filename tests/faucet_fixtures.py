@@ -20,7 +20,7 @@ from pilotchain.chain import connect, wait_for
 from runner.faucet import FaucetService
 from runner.localnet import LocalNetwork
 from runner.ports import free_port
-from runner.redis import RedisService, RedisSettings
+from runner.redis import RedisService, private_connection
 
 EXPLORER = "http://explorer.test"
 UNIT = 10**18
@@ -114,11 +114,10 @@ class RunningFaucet:
 def start_gunicorn_faucet(chain: LocalNetwork, home: Path,
                           overrides: Mapping[str, str]) -> Iterator[RunningFaucet]:
     """Redis and the faucet (4 gunicorn workers) for ``chain``; both stopped afterwards."""
-    redis_service = RedisService(RedisSettings(port=free_port(), data_dir=home / "redis"),
-                                 home / "redis-pids")
+    redis_service = RedisService(private_connection(), home / "redis", home / "redis-pids")
     redis_service.start()
     try:
-        env = faucet_env(chain, redis_service.settings.url, home,
+        env = faucet_env(chain, redis_service.url, home,
                          FAUCET_PORT=str(free_port()), FAUCET_WORKERS="4", **overrides)
         del env["RPC_URL"]  # as ./scripts/up does: the service takes it from the network
         service = FaucetService(FaucetSettings.from_env(env), home / "pids", env)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from eth_account import Account
 
 from bridge.config import BridgeSettings, StreamSettings
 from faucet.config import FaucetSettings
-from pilotchain.config import DEFAULT_REDIS_URL
+from pilotchain.config import DEFAULT_REDIS_URL, RedisConnection, masked_url
+from pilotchain.errors import ConfigError
 from pilotchain.settings import PROJECT_ROOT
-from runner.redis import RedisSettings
 
 
 def run_config(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -46,18 +48,32 @@ def test_config_names_each_invalid_setting_and_fails() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_every_service_has_the_same_redis_url_by_default() -> None:
+def test_every_service_reaches_the_same_redis(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    (keys / "redis").mkdir(parents=True)
+    (keys / "redis" / "password").write_text("s3cret/+\n")  # throwaway test password
+    env = {"KEYS_DIR": str(keys), "REDIS_PORT": "6400"}
     urls = {
-        BridgeSettings.from_env({}).redis_url,
-        StreamSettings.from_env({}).redis_url,
-        FaucetSettings.from_env({}).redis_url,
-        RedisSettings.from_env({}, PROJECT_ROOT / "data").url,
+        BridgeSettings.from_env(env).redis_url,
+        StreamSettings.from_env(env).redis_url,
+        FaucetSettings.from_env(env).redis_url,
+        RedisConnection.from_env(env).url,
     }
-    assert urls == {DEFAULT_REDIS_URL}
+    assert urls == {"redis://:s3cret%2F%2B@127.0.0.1:6400/0"}
+    assert masked_url(urls.pop()) == "redis://:****@127.0.0.1:6400/0"
+    no_password = {"KEYS_DIR": str(tmp_path / "none")}
+    assert RedisConnection.from_env(no_password).url == DEFAULT_REDIS_URL
 
 
-def test_the_stack_redis_follows_redis_host_and_port_unless_a_url_is_given() -> None:
-    own = RedisSettings.from_env({"REDIS_PORT": "6400"}, PROJECT_ROOT / "data")
-    assert own.url == "redis://127.0.0.1:6400/0" and own.url_override is None
-    other = RedisSettings.from_env({"REDIS_URL": "redis://db:6379/2"}, PROJECT_ROOT / "data")
-    assert other.url == "redis://db:6379/2" and other.url_override == "redis://db:6379/2"
+def test_a_redis_url_is_used_as_given() -> None:
+    given = RedisConnection.from_env({"REDIS_URL": "redis://:pw@db:6379/2"})
+    assert given.url == "redis://:pw@db:6379/2" and given.external
+    assert "pw" not in repr(given)
+
+
+def test_a_missing_password_file_named_by_the_setting_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        RedisConnection.from_env({"REDIS_PASSWORD_FILE": str(tmp_path / "nope")})
+    assert str(error.value) == (
+        f"REDIS_PASSWORD_FILE names {tmp_path / 'nope'}, which does not exist; run "
+        "'pilotchain init' to create the Redis password, or correct the setting.")
