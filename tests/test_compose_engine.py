@@ -94,7 +94,8 @@ def contract_creations(w3: Web3) -> list[str]:
 def test_a_fresh_clone_comes_up_healthy_owned_by_its_user(
         stack: ComposeProject, w3: Web3, timings: Timings) -> None:
     with timings.measure("a: up -d (build app image on a cold run)"):
-        stack.compose("up", "-d", *SERVICES, timeout=UP_TIMEOUT)
+        # --build: an image pilotchain/app:local from another checkout must not be reused.
+        stack.compose("up", "-d", "--build", *SERVICES, timeout=UP_TIMEOUT)
     with timings.measure("a: every service healthy"):
         stack.wait_until_up(LONG_RUNNING, ONE_SHOT, timeout=300)
 
