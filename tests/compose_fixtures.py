@@ -87,7 +87,10 @@ def timings(request: pytest.FixtureRequest) -> Iterator[Timings]:
     found = Timings()
     yield found
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and found.phases:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not found.phases:
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line("")
         reporter.write_line("compose phases (seconds):")
         for name, seconds in found.phases:
