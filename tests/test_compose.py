@@ -33,7 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
-INSTALL_HINT = "run scripts/lib/install-test-deps.sh (installs Debian's docker-compose)"
+INSTALL_HINT = "run scripts/lib/install-docker.sh (installs Docker and Compose v2)"
 
 GETH_IMAGE = "ethereum/client-go:alltools-v1.13.15"
 # The upstream image each pulled service gets by default; a variable swaps it for a local build.
