@@ -6,7 +6,11 @@
 # The build context is limited by .dockerignore to what the image needs; keys, chain data, .env
 # and the virtualenv never enter it. The Settlement contract is compiled here, at build time,
 # with the npm solc-js the project pins, so the running containers need no compiler.
-FROM python:3.11-slim-bookworm
+#
+# PYTHON_IMAGE swaps the base for a local build of the same Python on the same Debian, for
+# machines that reach no image registry (scripts/lib/build-local-images.sh makes one).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -29,8 +33,12 @@ RUN pip install . \
     && python -c "from pilotchain.contract import compile_settlement; compile_settlement()" \
     && rm -rf /src \
     && useradd --uid 1000 --user-group --home-dir /home/pilot --create-home --shell /usr/sbin/nologin pilot
+COPY docker/app/entrypoint.sh /usr/local/bin/pilotchain-entrypoint
 
-# Compose mounts the project directory here; `pilotchain init` writes genesis.json and keys/ into it.
+# Compose mounts the project directory here; `pilotchain init` writes genesis.json and keys/ into
+# it. The entry point starts as root and runs the command as the owner of this directory (pilot,
+# when nothing is mounted).
 WORKDIR /pilotchain
-USER pilot
+RUN chown pilot:pilot /pilotchain
+ENTRYPOINT ["pilotchain-entrypoint"]
 CMD ["pilotchain", "--help"]

@@ -9,7 +9,8 @@ No Docker engine and no network are needed. The file is checked three ways:
    ``docker-compose config``, which also resolves references and reads the env files.
    ``scripts/lib/install-test-deps.sh`` installs it; without it this test fails and says so;
 3. against PilotChain's own rules: geth nodes run ``validator.sh``/``node.sh`` from the mounted
-   project, images are pinned (geth exactly ``alltools-v1.13.15``, never ``latest``), long-running
+   project, images are pinned (geth exactly ``alltools-v1.13.15``, never ``latest``) and every one
+   can be swapped through a variable whose default is the upstream pin, long-running
    services have healthchecks, geth gets time to shut down, the user-facing RPC exposes no
    admin/personal/miner/debug, and the debug-enabled explorer node publishes nothing.
 """
@@ -32,9 +33,26 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
-INSTALL_HINT = "run scripts/lib/install-test-deps.sh (installs Debian's docker-compose)"
+INSTALL_HINT = "run scripts/lib/install-docker.sh (installs Docker and Compose v2)"
 
 GETH_IMAGE = "ethereum/client-go:alltools-v1.13.15"
+# The upstream image each pulled service gets by default; a variable swaps it for a local build.
+UPSTREAM_IMAGES = {
+    **dict.fromkeys(["validator1", "validator2", "validator3", "rpc-node", "explorer-node",
+                     "bootnode"], GETH_IMAGE),
+    "redis": "redis:7.2.5-alpine",
+    "explorer-secrets": "postgres:17.6-alpine",
+    "blockscout-db": "postgres:17.6-alpine",
+    "blockscout-redis": "redis:7.4-alpine",
+    "blockscout-backend": "ghcr.io/blockscout/blockscout:9.0.2",
+    "blockscout-frontend": "ghcr.io/blockscout/frontend:v2.3.0",
+    "blockscout-proxy": "nginx:1.28-alpine",
+}
+# The base image of each Dockerfile, swapped by its PYTHON_IMAGE build argument.
+UPSTREAM_BASES = {"Dockerfile": "python:3.11-slim-bookworm",
+                  "docker/gsy-e/Dockerfile": "python:3.11-bookworm"}
+# Blockscout's last GPL-3.0 releases: backend 10.x and frontend 2.7.x (later ones are not free).
+GPL_BLOCKSCOUT = {"blockscout-backend": (11, 0), "blockscout-frontend": (2, 8)}
 GETH_NODES = {"validator1", "validator2", "validator3", "rpc-node", "explorer-node"}
 NODE_SCRIPTS = {"/pilotchain/validator.sh": "validator.sh", "/pilotchain/node.sh": "node.sh"}
 FORBIDDEN_USER_APIS = {"admin", "personal", "miner", "debug"}
@@ -141,6 +159,12 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def raw_services() -> dict[str, dict[str, Any]]:
+    """docker-compose.yml's services before interpolation (anchors merged by YAML)."""
+    return yaml.safe_load(COMPOSE_FILE.read_text())["services"]
 
 
 def one_shot(service: Mapping[str, Any]) -> bool:
@@ -250,6 +274,50 @@ def test_validators_use_their_own_keys(services: dict[str, dict[str, Any]]) -> N
 def test_geth_and_bootnode_are_pinned_to_1_13_15(services: dict[str, dict[str, Any]]) -> None:
     for name in sorted(GETH_NODES | {"bootnode"}):
         assert services[name]["image"] == GETH_IMAGE, f"{name} must use {GETH_IMAGE}"
+
+
+def test_no_service_needs_a_uid_setting(raw_services: dict[str, dict[str, Any]]) -> None:
+    # The app image runs as the owner of the mounted project (docker/app/entrypoint.sh).
+    for name, service in sorted(raw_services.items()):
+        assert "user" not in service, f"{name} sets user: {service['user']!r}"
+    assert "PILOTCHAIN_UID" not in COMPOSE_FILE.read_text()
+
+
+def test_every_image_defaults_to_its_upstream_pin_and_is_overridable(
+        services: dict[str, dict[str, Any]], raw_services: dict[str, dict[str, Any]]) -> None:
+    pulled = {name for name, service in services.items() if "build" not in service}
+    assert pulled == set(UPSTREAM_IMAGES), "a pulled service is missing from UPSTREAM_IMAGES"
+    for name, upstream in sorted(UPSTREAM_IMAGES.items()):
+        assert services[name]["image"] == upstream, f"{name} defaults to {services[name]['image']}"
+        variables = re.findall(r"\$\{([A-Z_]+):-[^}]*\}", raw_services[name]["image"])
+        assert variables, f"{name}: image {raw_services[name]['image']!r} cannot be overridden"
+        swapped = interpolate(raw_services[name]["image"],
+                              {variable: "pilotchain-local/x" for variable in variables})
+        assert "pilotchain-local/x" in swapped and upstream not in swapped, name
+
+
+def test_dockerfile_bases_default_to_upstream_and_are_overridable(
+        services: dict[str, dict[str, Any]]) -> None:
+    for dockerfile, upstream in sorted(UPSTREAM_BASES.items()):
+        text = (ROOT / dockerfile).read_text()
+        assert f"ARG PYTHON_IMAGE={upstream}\n" in text, f"{dockerfile}: default is not {upstream}"
+        froms = re.findall(r"^FROM (.+)$", text, flags=re.MULTILINE)
+        assert froms == ["${PYTHON_IMAGE}"], f"{dockerfile}: FROM {froms}"
+    for name, service in sorted(services.items()):
+        build = service.get("build")
+        if build is None:
+            continue
+        build = build if isinstance(build, dict) else {"context": build}
+        dockerfile, args = build.get("dockerfile", "Dockerfile"), build.get("args", {})
+        assert args.get("PYTHON_IMAGE") == UPSTREAM_BASES[dockerfile], (
+            f"{name}: its PYTHON_IMAGE build argument must default to {UPSTREAM_BASES[dockerfile]}")
+
+
+def test_blockscout_stays_on_its_gpl_releases(services: dict[str, dict[str, Any]]) -> None:
+    for name, first_non_free in sorted(GPL_BLOCKSCOUT.items()):
+        tag = services[name]["image"].rpartition(":")[2]
+        version = tuple(int(part) for part in tag.lstrip("v").split(".")[:2])
+        assert version < first_non_free, f"{name} {tag} is not a GPL-3.0 release of Blockscout"
 
 
 def test_every_image_is_pinned_and_never_latest(services: dict[str, dict[str, Any]]) -> None:

@@ -1,0 +1,15 @@
+#!/bin/sh
+# Entry point of the PilotChain image. Compose mounts the project directory at /pilotchain; the
+# containers act as the owner of that directory, whatever its uid, so that `pilotchain init`
+# writes keys/ and genesis.json that belong to the user who cloned the project, and the bridge and
+# the faucet can read those keys (mode 0600). No uid has to be configured for that. Started as
+# another user than root (`docker run --user ...`), it runs the command as that user.
+set -eu
+if [ "$(id -u)" = 0 ] && [ -d /pilotchain ]; then
+    owner=$(stat -c %u /pilotchain)
+    group=$(stat -c %g /pilotchain)
+    if [ "$owner" != 0 ]; then
+        exec setpriv --reuid="$owner" --regid="$group" --clear-groups -- "$@"
+    fi
+fi
+exec "$@"

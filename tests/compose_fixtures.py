@@ -1,0 +1,246 @@
+"""Fixtures of the Compose tests on a real Docker engine (tests/test_compose_engine.py).
+
+``docker_engine`` installs Docker and Compose v2 (scripts/lib/install-docker.sh) and, when no
+engine answers, starts ``dockerd`` itself and stops it at the end of the session (never one it did
+not start). ``local_images`` builds or finds the local stand-ins of the upstream images
+(scripts/lib/build-local-images.sh), since no image registry is reachable here. ``ComposeProject``
+runs ``docker compose`` on a fresh clone with a unique project name, every published port free and
+on 127.0.0.1, and ``down`` checks that nothing of the project is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pilotchain.chain import wait_for
+from pilotchain.config import PROJECT_ROOT
+from pilotchain.localnet import free_port
+
+INSTALL_DOCKER = PROJECT_ROOT / "scripts" / "lib" / "install-docker.sh"
+BUILD_IMAGES = PROJECT_ROOT / "scripts" / "lib" / "build-local-images.sh"
+LOOPBACK = "127.0.0.1"
+# Every published port of docker-compose.yml, by the variable that chooses it.
+PORT_VARIABLES = (
+    "RPC_HTTP_PORT", "RPC_WS_PORT", "BRIDGE_METRICS_PORT", "FAUCET_PORT", "EXPLORER_PORT")
+# What docker compose needs from the caller's environment; nothing else (no .env, no CHAIN_ID ...)
+# may change the defaults the tests check.
+KEPT_VARIABLES = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG", "TMPDIR")
+
+__all__ = ["ComposeProject", "Timings", "docker_engine", "local_images", "timings"]
+
+
+class ComposeFailure(AssertionError):
+    """A docker or docker compose command failed; carries its output."""
+
+
+def run(command: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
+        cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command, failing with its output (not a traceback of CalledProcessError)."""
+    result = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout,
+                            env=env, cwd=cwd, check=False)
+    if check and result.returncode != 0:
+        raise ComposeFailure(f"{' '.join(command)} exited {result.returncode}:\n"
+                             f"{result.stdout[-4000:]}{result.stderr[-4000:]}")
+    return result
+
+
+def engine_answers() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+@dataclass
+class Timings:
+    """Durations of the phases, shown at the end of the session (never asserted)."""
+
+    phases: list[tuple[str, float]] = field(default_factory=list)
+
+    def measure(self, name: str) -> _Phase:
+        return _Phase(self, name)
+
+
+@dataclass
+class _Phase:
+    timings: Timings
+    name: str
+    started: float = 0.0
+
+    def __enter__(self) -> None:
+        self.started = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings.phases.append((self.name, time.monotonic() - self.started))
+
+
+@pytest.fixture(scope="session")
+def timings(request: pytest.FixtureRequest) -> Iterator[Timings]:
+    found = Timings()
+    yield found
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not found.phases:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.write_line("compose phases (seconds):")
+        for name, seconds in found.phases:
+            reporter.write_line(f"  {name:<48} {seconds:7.1f}")
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[None]:
+    """A Docker engine with Compose v2; started here (and stopped at the end) if none answers."""
+    with timings.measure("install docker + compose"):
+        run([str(INSTALL_DOCKER)], timeout=1800)
+    process: subprocess.Popen[bytes] | None = None
+    if not engine_answers():
+        log_path = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
+        with timings.measure("start dockerd"), log_path.open("wb") as log:
+            # Its own process group: a Ctrl-C of pytest must not kill it before the teardown
+            # below has removed the containers.
+            process = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+            try:
+                wait_for(lambda: process.poll() is None and engine_answers(), timeout=90,
+                         what=f"dockerd to answer (its log: {log_path})", interval=0.5)
+            except BaseException:
+                _stop_dockerd(process)
+                raise
+    try:
+        yield
+    finally:
+        if process is not None:
+            _stop_dockerd(process)
+
+
+def _stop_dockerd(process: subprocess.Popen[bytes]) -> None:
+    """Stop the dockerd this session started: SIGTERM, and SIGKILL if it hangs."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def local_images(docker_engine: None, timings: Timings) -> dict[str, str]:
+    """GETH_IMAGE, PYTHON_IMAGE, REDIS_IMAGE: local builds, reused while their inputs hold."""
+    with timings.measure("local images (debootstrap, geth, python, redis)"):
+        output = run([str(BUILD_IMAGES)], timeout=1800).stdout
+    images = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    assert set(images) == {"GETH_IMAGE", "PYTHON_IMAGE", "REDIS_IMAGE"}, output
+    return images
+
+
+@dataclass
+class ComposeProject:
+    """One ``docker compose`` project on a directory, isolated by its unique name."""
+
+    directory: Path
+    images: dict[str, str]
+    settings: dict[str, str] = field(default_factory=dict)
+    name: str = field(default_factory=lambda: f"pilotchain-test-{secrets.token_hex(4)}")
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ports = {variable: free_port() for variable in PORT_VARIABLES}
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {key: os.environ[key] for key in KEPT_VARIABLES if key in os.environ}
+        env.update(self.images)
+        env.update({key: str(port) for key, port in self.ports.items()})
+        env["PUBLISH_ADDR"] = LOOPBACK
+        # Debian's docker.io has no buildx: build with the classic builder.
+        env["DOCKER_BUILDKIT"] = "0"
+        env["COMPOSE_BAKE"] = "false"
+        env.update(self.settings)
+        return env
+
+    def url(self, variable: str, scheme: str = "http") -> str:
+        return f"{scheme}://{LOOPBACK}:{self.ports[variable]}"
+
+    def compose(self, *args: str, timeout: float = 600, check: bool = True,
+                ) -> subprocess.CompletedProcess[str]:
+        return run(["docker", "compose", "-p", self.name, *args], timeout=timeout,
+                   env=self.env, cwd=self.directory, check=check)
+
+    def ps(self) -> list[dict[str, Any]]:
+        """Every container of the project, exited ones too (one JSON object per line)."""
+        output = self.compose("ps", "-a", "--format", "json", timeout=60).stdout
+        rows: list[dict[str, Any]] = []
+        for line in output.splitlines():
+            line = line.strip()
+            if line:
+                parsed = json.loads(line)
+                rows.extend(parsed if isinstance(parsed, list) else [parsed])
+        return rows
+
+    def wait_until_up(self, long_running: Sequence[str], one_shot: Sequence[str], *,
+                      timeout: float) -> None:
+        """Every long-running service running and healthy, every one-shot exited with 0."""
+        not_ready: list[str] = []
+
+        def ready() -> bool:
+            by_service = {row["Service"]: row for row in self.ps()}
+            not_ready.clear()
+            for service in long_running:
+                row = by_service.get(service, {})
+                if row.get("State") != "running" or row.get("Health") != "healthy":
+                    not_ready.append(f"{service} ({row.get('State', 'missing')}"
+                                     f"{', ' + row['Health'] if row.get('Health') else ''})")
+            for service in one_shot:
+                row = by_service.get(service, {})
+                if row.get("State") != "exited" or row.get("ExitCode") != 0:
+                    not_ready.append(f"{service} ({row.get('State', 'missing')}, "
+                                     f"exit code {row.get('ExitCode')})")
+            return not not_ready
+
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() >= deadline:
+                logs = self.compose("logs", "--no-color", "--tail", "30", check=False).stdout
+                raise AssertionError(
+                    f"not healthy after {timeout:.0f} s: {', '.join(not_ready)}\n{logs[-8000:]}")
+            time.sleep(2)
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Containers, networks and volumes of this project that still exist."""
+        label = f"label=com.docker.compose.project={self.name}"
+        found = {}
+        for kind, command in (("containers", ["docker", "ps", "-a", "-q"]),
+                              ("networks", ["docker", "network", "ls", "-q"]),
+                              ("volumes", ["docker", "volume", "ls", "-q"])):
+            listed = run([*command, "--filter", label], timeout=60).stdout.split()
+            if listed:
+                found[kind] = listed
+        return found
+
+    def down(self) -> None:
+        """``down -v --remove-orphans`` and fail if anything of the project is left."""
+        self.compose("down", "-v", "--remove-orphans", "--timeout", "120", timeout=600)
+        left = self.leftovers()
+        assert not left, f"docker compose down -v left {left} of project {self.name}"
+
+
+def clone_head(destination: Path, owner: int) -> Path:
+    """A fresh clone of this checkout's HEAD, owned by uid/gid ``owner`` (not the tester)."""
+    head = run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], timeout=30).stdout.strip()
+    run(["git", "clone", "--quiet", "--no-checkout", str(PROJECT_ROOT), str(destination)],
+        timeout=300)
+    run(["git", "-C", str(destination), "checkout", "--quiet", "--detach", head], timeout=120)
+    run(["chown", "-R", f"{owner}:{owner}", str(destination)], timeout=120)
+    return destination

@@ -1,0 +1,184 @@
+"""docker-compose.yml on a real Docker engine, as a user runs it from a fresh clone.
+
+One stack for the module, the tests in order: (a) ``up -d`` of the chain, the bridge and the
+faucet on a clone owned by a uid that is neither the tester's nor 1000, every service healthy,
+keys owned by that uid, three signers sealing in turn, the Settlement deployed once, the faucet
+paying through its published port; (b) a recording replayed with the documented
+``docker compose exec bridge python -m bridge.replay ...`` settles exactly once, field by field;
+(c) ``stop`` + ``up -d`` keeps the chain and the contract and nothing rewinds, and ``down -v``
+leaves nothing. Blockscout, its node and gsy-e are left out: their images cannot be built
+without their registries. All traffic goes to the ports published on 127.0.0.1.
+
+Images are local stand-ins (scripts/lib/build-local-images.sh) given through the compose file's
+image variables; the first run builds them and the app image, later runs reuse them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from compose_fixtures import (
+    ComposeProject,
+    Timings,
+    clone_head,
+    docker_engine,
+    local_images,
+    timings,
+)
+from web3 import Web3
+
+from pilotchain.chain import connect, wait_for
+from pilotchain.contract import Deployment, compile_settlement, load_deployment
+from pilotchain.trades import (
+    TRADE_SETTLED_TOPIC,
+    decode_trade_settled_logs,
+    parse_event,
+    uuid_to_bytes32,
+)
+
+pytestmark = [pytest.mark.compose, pytest.mark.slow]
+__all__ = ["docker_engine", "local_images", "timings"]  # fixtures, imported for pytest
+
+OWNER_UID = 4321
+RECORDING = "tests/data/default_2a_one_sided.jsonl"
+ONE_SHOT = ("init", "deploy")
+LONG_RUNNING = ("bootnode", "validator1", "validator2", "validator3", "rpc-node", "redis",
+                "bridge", "faucet")
+SERVICES = (*ONE_SHOT, *LONG_RUNNING)
+SIGNERS = ("validator1", "validator2", "validator3")
+# A shorter block period than the default 5 s keeps the test quick; nothing else differs.
+SETTINGS = {"BLOCK_PERIOD": "2"}
+UP_TIMEOUT = 900  # a cold run builds the app image (apt, pip, npm) inside `up`
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, local_images: dict[str, str],
+          timings: Timings) -> Iterator[ComposeProject]:
+    """A clone owned by OWNER_UID and its project; always taken down, leaving nothing."""
+    checkout = clone_head(tmp_path_factory.mktemp("compose") / "pilotchain", OWNER_UID)
+    project = ComposeProject(checkout, local_images, SETTINGS)
+    try:
+        yield project
+    finally:
+        with timings.measure("teardown (down -v --remove-orphans)"):
+            project.down()
+
+
+@pytest.fixture(scope="module")
+def w3(stack: ComposeProject) -> Web3:
+    return connect(stack.url("RPC_HTTP_PORT"))
+
+
+def deployment_of(stack: ComposeProject) -> Deployment:
+    return load_deployment(stack.directory / "data" / "compose" / "settlement.json")
+
+
+def signer_of(w3: Web3, number: int) -> str:
+    return Web3.to_checksum_address(w3.provider.make_request("clique_getSigner", [hex(number)])
+                                    ["result"])
+
+
+def contract_creations(w3: Web3) -> list[str]:
+    """Hashes of every contract-creating transaction on the chain."""
+    return [tx["hash"].hex() for number in range(w3.eth.block_number + 1)
+            for tx in w3.eth.get_block(number, full_transactions=True)["transactions"]
+            if tx["to"] is None]
+
+
+def test_a_fresh_clone_comes_up_healthy_owned_by_its_user(
+        stack: ComposeProject, w3: Web3, timings: Timings) -> None:
+    with timings.measure("a: up -d (build app image on a cold run)"):
+        # --build: an image pilotchain/app:local from another checkout must not be reused.
+        stack.compose("up", "-d", "--build", *SERVICES, timeout=UP_TIMEOUT)
+    with timings.measure("a: every service healthy"):
+        stack.wait_until_up(LONG_RUNNING, ONE_SHOT, timeout=300)
+
+    # Written by `init` inside the container, owned by the clone's owner, with no uid setting.
+    created = [stack.directory / "genesis.json", *(stack.directory / "keys").rglob("*")]
+    assert len(created) > 10, f"init wrote only {created}"
+    wrong = {str(path): path.stat().st_uid for path in created if path.stat().st_uid != OWNER_UID}
+    assert not wrong, f"files not owned by uid {OWNER_UID}: {wrong}"
+
+    with timings.measure("a: three signers seal in turn"):
+        expected = {Web3.to_checksum_address(
+            (stack.directory / "keys" / name / "address").read_text().strip()) for name in SIGNERS}
+        assert set(w3.provider.make_request("clique_getSigners", ["latest"])["result"]) == {
+            address.lower() for address in expected}
+        start = w3.eth.block_number
+        wait_for(lambda: w3.eth.block_number >= start + 6, timeout=120,
+                 what="six more blocks sealed")
+        sealers = [signer_of(w3, number) for number in range(start + 1, start + 7)]
+        assert set(sealers) == expected, f"blocks {start + 1}..{start + 6} sealed by {sealers}"
+        # With three signers Clique lets none seal two blocks in a row.
+        assert all(a != b for a, b in itertools.pairwise(sealers)), sealers
+
+    deployment = deployment_of(stack)
+    assert w3.eth.get_code(deployment.address), "no code at the recorded Settlement address"
+    assert len(contract_creations(w3)) == 1, "the Settlement was deployed more than once"
+
+    with timings.measure("a: faucet pays through its published port"):
+        address = w3.eth.account.create().address
+        response = requests.post(f"{stack.url('FAUCET_PORT')}/faucet/api/add_key",
+                                 json={"public_key": address}, timeout=60)
+        assert response.status_code == 200, response.text
+        wait_for(lambda: w3.eth.get_balance(address) > 0, timeout=60,
+                 what=f"the faucet's payment to {address}")
+
+
+def settled(w3: Web3, deployment: Deployment) -> list[Any]:
+    logs = w3.eth.get_logs({"address": deployment.address, "fromBlock": deployment.block_number,
+                            "toBlock": "latest", "topics": [TRADE_SETTLED_TOPIC]})
+    return decode_trade_settled_logs(logs)
+
+
+def test_b_a_replayed_recording_settles_exactly_once(
+        stack: ComposeProject, w3: Web3, timings: Timings) -> None:
+    events = [json.loads(line) for line in
+              (stack.directory / RECORDING).read_text().splitlines() if line.strip()]
+    deployment = deployment_of(stack)
+    # The record names the ABI by its path inside the image; this checkout compiles the same one.
+    contract = w3.eth.contract(address=deployment.address, abi=compile_settlement().abi)
+    with timings.measure("b: replay + settle one recording"):
+        # The documented command (docs/compose.md).
+        stack.compose("exec", "-T", "bridge", "python", "-m", "bridge.replay",
+                      f"/pilotchain/{RECORDING}", timeout=120)
+        wait_for(lambda: len(settled(w3, deployment)) >= len(events), timeout=180,
+                 what=f"{len(events)} TradeSettled logs")
+    on_chain = settled(w3, deployment)
+    ids = [record.trade_id for record in on_chain]
+    assert len(ids) == len(set(ids)) == len(events), "a trade was settled twice or not at all"
+    by_id = {record.trade_id: record for record in on_chain}
+    for event in events:
+        trade_id = uuid.UUID(event["trade"]["id"])
+        assert by_id[trade_id] == parse_event(event)
+        assert contract.functions.isRecorded(uuid_to_bytes32(trade_id)).call()
+
+
+def test_c_stop_and_up_keep_the_chain_and_down_leaves_nothing(
+        stack: ComposeProject, w3: Web3, timings: Timings) -> None:
+    first_block = w3.eth.get_block(1)["hash"]
+    deployment = deployment_of(stack)
+    head = w3.eth.block_number
+    with timings.measure("c: stop (geth's grace period)"):
+        stack.compose("stop", timeout=600)
+    with timings.measure("c: up -d again until healthy"):
+        stack.compose("up", "-d", *SERVICES, timeout=300)
+        stack.wait_until_up(LONG_RUNNING, ONE_SHOT, timeout=300)
+    wait_for(lambda: w3.eth.block_number > head, timeout=60,
+             what=f"blocks after the restart (head was {head})")
+    assert w3.eth.get_block(1)["hash"] == first_block, "block 1 changed: the chain was rebuilt"
+    assert deployment_of(stack) == deployment, "the Settlement record changed"
+    assert w3.eth.get_code(deployment.address)
+    assert len(contract_creations(w3)) == 1, "the restart deployed another Settlement"
+    logs = stack.compose("logs", "--no-color", timeout=120).stdout
+    rewinds = [line for line in logs.splitlines() if "Head state missing" in line]
+    assert not rewinds, "geth rewound after the restart:\n" + "\n".join(rewinds)
+
+    with timings.measure("c: down -v"):
+        stack.down()
