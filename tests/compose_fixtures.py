@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from pilotchain.chain import wait_for
-from pilotchain.config import PROJECT_ROOT
-from pilotchain.localnet import free_port
+from pilotchain.settings import PROJECT_ROOT
+from runner.ports import free_port
 
 INSTALL_DOCKER = PROJECT_ROOT / "scripts" / "lib" / "install-docker.sh"
 BUILD_IMAGES = PROJECT_ROOT / "scripts" / "lib" / "build-local-images.sh"

@@ -277,10 +277,24 @@ def test_geth_and_bootnode_are_pinned_to_1_13_15(services: dict[str, dict[str, A
 
 
 def test_no_service_needs_a_uid_setting(raw_services: dict[str, dict[str, Any]]) -> None:
-    # The app image runs as the owner of the mounted project (docker/app/entrypoint.sh).
+    # The app image runs as the owner of the mounted project (docker/app/entrypoint.sh); gsy-e
+    # starts as root only to read the Redis password, then drops to its own user.
     for name, service in sorted(raw_services.items()):
-        assert "user" not in service, f"{name} sets user: {service['user']!r}"
+        expected = "root" if name == "gsy-e" else None
+        assert service.get("user") == expected, f"{name} sets user: {service.get('user')!r}"
     assert "PILOTCHAIN_UID" not in COMPOSE_FILE.read_text()
+
+
+def test_every_redis_client_uses_the_generated_password(
+        raw_services: dict[str, dict[str, Any]]) -> None:
+    """No service names a password-less REDIS_URL; the password file reaches each one."""
+    for name in ("bridge", "faucet", "gsy-e"):
+        env = raw_services[name]["environment"]
+        assert "REDIS_URL" not in env and env["REDIS_HOST"] == "redis", name
+        assert ".:/pilotchain:ro" in raw_services[name]["volumes"], name
+    redis = raw_services["redis"]
+    assert redis["command"] == ["sh", "/pilotchain/docker/redis/start.sh"]
+    assert "keys/redis/password" in " ".join(redis["healthcheck"]["test"])
 
 
 def test_every_image_defaults_to_its_upstream_pin_and_is_overridable(

@@ -4,7 +4,7 @@ One stack for the module, the tests in order: (a) ``up -d`` of the chain, the br
 faucet on a clone owned by a uid that is neither the tester's nor 1000, every service healthy,
 keys owned by that uid, three signers sealing in turn, the Settlement deployed once, the faucet
 paying through its published port; (b) a recording replayed with the documented
-``docker compose exec bridge python -m bridge.replay ...`` settles exactly once, field by field;
+``docker compose exec bridge pilotchain replay FILE`` settles exactly once, field by field;
 (c) ``stop`` + ``up -d`` keeps the chain and the contract and nothing rewinds, and ``down -v``
 leaves nothing. Blockscout, its node and gsy-e are left out: their images cannot be built
 without their registries. All traffic goes to the ports published on 127.0.0.1.
@@ -122,6 +122,13 @@ def test_a_fresh_clone_comes_up_healthy_owned_by_its_user(
     assert w3.eth.get_code(deployment.address), "no code at the recorded Settlement address"
     assert len(contract_creations(w3)) == 1, "the Settlement was deployed more than once"
 
+    # Redis takes only clients that have the password init generated.
+    answer = stack.compose("exec", "-T", "redis", "redis-cli", "XLEN", "pilotchain:trades",
+                           timeout=60, check=False)
+    refused = answer.stdout + answer.stderr
+    assert "NOAUTH" in refused, f"Redis answered a client without the password: {refused!r}"
+    assert (stack.directory / "keys" / "redis" / "password").stat().st_uid == OWNER_UID
+
     with timings.measure("a: faucet pays through its published port"):
         address = w3.eth.account.create().address
         response = requests.post(f"{stack.url('FAUCET_PORT')}/faucet/api/add_key",
@@ -146,7 +153,7 @@ def test_b_a_replayed_recording_settles_exactly_once(
     contract = w3.eth.contract(address=deployment.address, abi=compile_settlement().abi)
     with timings.measure("b: replay + settle one recording"):
         # The documented command (docs/compose.md).
-        stack.compose("exec", "-T", "bridge", "python", "-m", "bridge.replay",
+        stack.compose("exec", "-T", "bridge", "pilotchain", "replay",
                       f"/pilotchain/{RECORDING}", timeout=120)
         wait_for(lambda: len(settled(w3, deployment)) >= len(events), timeout=180,
                  what=f"{len(events)} TradeSettled logs")
