@@ -6,12 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils.crypto import keccak
 from web3 import Web3
 
 from pilotchain.chain import batch_call
-
-BATCH_RECORDED_TOPIC = keccak(text="BatchRecorded(uint256,uint256)")
+from pilotchain.trades import BATCH_RECORDED_TOPIC
 
 
 @dataclass(frozen=True, slots=True)

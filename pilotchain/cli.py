@@ -10,13 +10,18 @@ sentence, without a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from pilotchain import governance
+from pilotchain.audit import audit
+from pilotchain.chain import connect
 from pilotchain.chainfiles import create_chain_files
 from pilotchain.config import ChainSettings
+from pilotchain.contract import load_deployment
 from pilotchain.deployment import ensure_deployed
 from pilotchain.errors import PilotChainError
 from pilotchain.settings import load_environment
@@ -81,6 +86,12 @@ def add_core_commands(sub: Commands) -> None:
     discard = command(sub, "discard", cmd_discard,
                       "Withdraw the vote on ADDRESS on every validator.")
     discard.add_argument("address")
+    audit_cmd = command(sub, "audit", cmd_audit,
+                        "Recompute every trade and bill from the chain's events and compare "
+                        "them with the contract; exit 1 on any difference.")
+    audit_cmd.add_argument("--to-block", type=int, metavar="N",
+                           help="audit up to block N (default: the head)")
+    audit_cmd.add_argument("--json", action="store_true", help="print one JSON object")
     for cmd in (signers, propose, discard):
         cmd.add_argument("--ipc", action="append", metavar="PATH",
                          help="a validator's geth.ipc (repeat; default: the native validators)")
@@ -107,6 +118,24 @@ def validator_endpoints(settings: ChainSettings, ipc: list[str] | None) -> dict[
             "geth attach --exec 'clique.getSigners()' /data/geth.ipc)."
         )
     return running
+
+
+def cmd_audit(settings: ChainSettings, env: Mapping[str, str], args: argparse.Namespace) -> int:
+    url = settings.rpc_url
+    deployment = load_deployment(settings.deployment_file, chain_id=settings.chain_id)
+    report = audit(connect(url), url, deployment, to_block=args.to_block,
+                   progress=lambda step: print(f"audit: {step}", file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
+    else:
+        print(f"Settlement {report.contract}, blocks {report.from_block}-{report.to_block}: "
+              f"{report.trades} trades in {report.batches} batches, {report.participants} "
+              "participants.")
+        for finding in report.findings:
+            print(f"  DIFFERENCE ({finding.kind}): {finding.detail}")
+        print("The books hold: every trade once, every bill as the events say, receivable = "
+              "payable." if report.ok else f"{len(report.findings)} difference(s) found.")
+    return 0 if report.ok else 1
 
 
 def cmd_deploy(settings: ChainSettings, env: Mapping[str, str], args: argparse.Namespace) -> int:

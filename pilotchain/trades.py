@@ -54,6 +54,7 @@ TRADE_SETTLED_SIGNATURE = (
     "TradeSettled(bytes32,bytes32,bytes32,bytes32,uint64,bytes32,bytes32,uint96,uint96,uint96)"
 )
 TRADE_SETTLED_TOPIC = keccak(text=TRADE_SETTLED_SIGNATURE)
+BATCH_RECORDED_TOPIC = keccak(text="BatchRecorded(uint256,uint256)")
 # The event's non-indexed inputs, in order; tradeId, seller and buyer are topics 1 to 3.
 _TRADE_SETTLED_DATA_TYPES = (
     "bytes32",

@@ -27,10 +27,10 @@ from bridge_fixtures import (
 )
 from eth_abi import decode as abi_decode
 
-from bridge.receipts import BATCH_RECORDED_TOPIC
 from pilotchain.chain import connect, wait_for
 from pilotchain.errors import ChainError
 from pilotchain.settings import PROJECT_ROOT
+from pilotchain.trades import BATCH_RECORDED_TOPIC
 from pilotchain_gsy_plugin import PluginSettings, TradePublisher
 from runner.localnet import RPC_NODE, LocalNetwork
 from runner.redis import RedisService

@@ -165,6 +165,9 @@ def test_b_a_replayed_recording_settles_exactly_once(
         trade_id = uuid.UUID(event["trade"]["id"])
         assert by_id[trade_id] == parse_event(event)
         assert contract.functions.isRecorded(uuid_to_bytes32(trade_id)).call()
+    # What an auditor runs against the stack (docs/operations.md).
+    audited = stack.compose("exec", "-T", "bridge", "pilotchain", "audit", timeout=120)
+    assert f": {len(events)} trades in " in audited.stdout and "The books hold" in audited.stdout
 
 
 def test_c_stop_and_up_keep_the_chain_and_down_leaves_nothing(
