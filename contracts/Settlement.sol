@@ -19,8 +19,9 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 /// metered participant in a market other than its home area crosses its meter: its energy adds
 /// to the participant's sold or bought energy of the trade's slot. Once a slot's deadline has
 /// passed anyone may close it: with readings at both ends it is balanced at the operator's rates
-/// (shortfall, excess and surplus); without them it is closed as unmetered (no charge). Money
-/// is energy * rate / 10**18, rounded down; the grid operator's bill (participant OPERATOR)
+/// (shortfall, excess and surplus, each charged only from one Wh on, the registers'
+/// resolution); without them it is closed as unmetered (no charge). Money is
+/// energy * rate / 10**18, rounded down; the grid operator's bill (participant OPERATOR)
 /// takes the other side of every charge and credit.
 ///
 /// Billing periods: a period's statement is the change of a participant's bill between the
@@ -938,12 +939,14 @@ contract Settlement is AccessControl {
         private
     {
         (uint256 shortfallRate, uint256 gridSupplyRate, uint256 feedInRate) = ratesAt(slot);
-        if (balance.sold > balance.exportEnergy) {
+        // Registers count whole Wh while gsy-e trades fractions of one: a deviation below
+        // the registers' resolution is rounding, not a deviation.
+        if (balance.sold >= balance.exportEnergy + WH) {
             balance.shortfallCharge = (balance.sold - balance.exportEnergy) * shortfallRate / 1e18;
-        } else {
+        } else if (balance.exportEnergy >= balance.sold + WH) {
             balance.surplusCredit = (balance.exportEnergy - balance.sold) * feedInRate / 1e18;
         }
-        if (balance.importEnergy > balance.bought) {
+        if (balance.importEnergy >= balance.bought + WH) {
             balance.excessCharge = (balance.importEnergy - balance.bought) * gridSupplyRate / 1e18;
         }
         uint256 charges = balance.shortfallCharge + balance.excessCharge;
