@@ -56,6 +56,9 @@ CALLDATA_BYTES_PER_TRADE = 10 * 32
 # A signed type-2 transaction adds about 120 bytes to its calldata; keep a margin for
 # large nonces, fees and gas values.
 _TRANSACTION_ENVELOPE_BYTES = 300
+ZERO_ADDRESS = Web3.to_checksum_address("0x" + "00" * 20)
+# EIP-170: the largest runtime code a contract may have.
+MAX_CODE_BYTES = 24_576
 
 _IMPORT = re.compile(r"""^\s*import\s+(?:[^"';]*?\s+from\s+)?["']([^"']+)["']\s*;""", re.M)
 _OUTPUTS = ["abi", "evm.bytecode.object", "evm.deployedBytecode.object", "metadata"]
@@ -353,18 +356,25 @@ def deploy_settlement(
     operator: LocalAccount,
     recorder: str,
     *,
+    reader: str | None = None,
     compiled: CompiledContract | None = None,
     timeout: float = 120.0,
 ) -> Deployment:
-    """Deploy Settlement with the operator as admin and grant ``recorder`` the recorder role.
+    """Deploy Settlement with the operator as admin, grant ``recorder`` the recorder role
+    and ``reader`` (if given) the role that submits meter readings.
 
-    Both happen in the constructor, so a deployment is never left without its recorder.
+    All happen in the constructor, so a deployment is never left without its recorder.
     """
-    if not Web3.is_address(recorder):
-        raise DeploymentFailed(f"The recorder {recorder!r} is not an Ethereum address.")
+    for role, address in (("recorder", recorder), ("reader", reader)):
+        if address is not None and not Web3.is_address(address):
+            raise DeploymentFailed(f"The {role} {address!r} is not an Ethereum address.")
     compiled = compiled or compile_settlement()
     factory = w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
-    constructor = factory.constructor(operator.address, Web3.to_checksum_address(recorder))
+    constructor = factory.constructor(
+        operator.address,
+        Web3.to_checksum_address(recorder),
+        Web3.to_checksum_address(reader) if reader else ZERO_ADDRESS,
+    )
     sender = Sender(w3, operator)
     try:
         tx_hash = sender.send({"data": constructor.data_in_transaction})

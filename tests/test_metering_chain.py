@@ -1,0 +1,76 @@
+"""Metering on the real local Clique network: a meter's signed readings close a slot."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from eth_account import Account
+from web3 import Web3
+from web3.contract import Contract
+from web3.logs import DISCARD
+
+from pilotchain.chain import Sender, connect, wait_for_receipt
+from pilotchain.contract import compile_settlement, deploy_settlement, settlement_contract
+from pilotchain.metering import WH, Domain, MeterReading, Refusal, meter_id, sign_reading
+from pilotchain.trades import TradeRecord, uuid_to_bytes32
+from runner.localnet import LocalNetwork
+
+pytestmark = pytest.mark.chain
+
+SLOT = 900
+CT = 10**18
+
+
+def send(w3: Web3, sender: Sender, contract: Contract, name: str, *args: Any) -> Any:
+    """Send one contract call through the RPC node and return its mined, successful receipt."""
+    data = contract.encode_abi(name, args=list(args))
+    receipt = wait_for_receipt(w3, sender.send({"to": contract.address, "data": data}),
+                               timeout=60)
+    assert receipt["status"] == 1, name
+    return receipt
+
+
+def test_a_signed_reading_closes_a_slot_on_the_real_chain(chain: LocalNetwork) -> None:
+    w3 = connect(chain.rpc_url)
+    operator = chain.keys.role("operator").unlock()
+    bridge = chain.keys.role("bridge").unlock()
+    # The operator stands in for the future ingest account: it holds gas on this network.
+    deployment = deploy_settlement(w3, operator, bridge.address, reader=operator.address,
+                                   compiled=compile_settlement())
+    contract = settlement_contract(w3, deployment)
+    admin, recorder = Sender(w3, operator), Sender(w3, bridge)
+
+    house, market, buyer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    meter_key = Account.create()
+    meter = meter_id(uuid.uuid4())
+    pid = uuid_to_bytes32(house)
+    send(w3, admin, contract, "registerMeter", meter, meter_key.address, pid, pid)
+    send(w3, admin, contract, "setCloseDelay", 0)
+    send(w3, admin, contract, "setRates", 0, 40 * CT, 30 * CT, 0)
+
+    head = w3.eth.get_block("latest")["timestamp"]
+    slot = head // SLOT * SLOT - 2 * SLOT  # ended, and its deadline (no delay) passed
+    sale = TradeRecord(uuid.uuid4(), market, slot, house, buyer, house, buyer, 10 * WH, CT, 0)
+    send(w3, recorder, contract, "recordTrades", [sale.as_contract_tuple()])
+
+    domain = Domain(w3.eth.chain_id, contract.address)
+    readings = [sign_reading(MeterReading(meter, slot, 1000, 500), meter_key, domain),
+                sign_reading(MeterReading(meter, slot + SLOT, 1000, 507), meter_key, domain)]
+    forged = sign_reading(MeterReading(meter, slot + 2 * SLOT, 1000, 600), Account.create(),
+                          domain)
+    receipt = send(w3, admin, contract, "submitReadings",
+                   [r.as_contract_tuple() for r in [*readings, forged]])
+    events = contract.events
+    submitted = events.ReadingsSubmitted().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (submitted["recorded"], submitted["duplicates"], submitted["refused"]) == (2, 0, 1)
+    refusal = contract.events.ReadingRefused().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (refusal["index"], refusal["reason"]) == (2, Refusal.BAD_SIGNATURE)
+
+    receipt = send(w3, admin, contract, "closeSlots", [pid], [slot])
+    balanced = contract.events.SlotBalanced().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (balanced["sold"], balanced["exportEnergy"]) == (10 * WH, 7 * WH)
+    assert balanced["shortfallCharge"] == 3 * WH * 40
+    assert contract.functions.balancingOf(pid).call() == [3 * WH * 40, 0]
+    assert contract.functions.slotOf(pid, slot).call()[0] == 1  # Balanced
