@@ -62,8 +62,8 @@ def faulty_settlement(tmp_path: Path) -> Path:
     shutil.copy(PROJECT_ROOT / "package.json", project / "package.json")
     source = (PROJECT_ROOT / "contracts" / "Settlement.sol").read_text()
     bugs = {
-        "_addTo(_selling, trade.seller, trade.energy, trade.price);":
-            "_addTo(_selling, trade.seller, trade.energy, trade.price + 1);",
+        "_addTo(_selling, _sellingAt, trade.seller, trade.energy, trade.price, periods)":
+            "_addTo(_selling, _sellingAt, trade.seller, trade.energy, trade.price + 1, periods)",
         "_recordedIn[tradeId] = block.number;": "_recordedIn[tradeId] = block.number + 1;",
     }
     for right, wrong in bugs.items():
