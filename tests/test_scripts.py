@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
 from runner.ports import free_port, free_port_block
@@ -86,7 +87,14 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     assert report["chain_id"] == 8765
     assert report["settlement_address"].startswith("0x")
     assert Path(report["settlement_abi"]).is_file()
-    assert report["redis_url"] == f"redis://127.0.0.1:{env['REDIS_PORT']}/0"
+    # The stack's Redis has the password init generated; status shows it masked.
+    password = (home / "keys" / "redis" / "password").read_text().strip()
+    assert report["redis_url"] == f"redis://:****@127.0.0.1:{env['REDIS_PORT']}/0"
+    assert password not in json.dumps(report) and password not in first.stdout
+    stranger = redis.Redis(port=int(env["REDIS_PORT"]), socket_timeout=5)
+    with pytest.raises(redis.AuthenticationError):
+        stranger.xlen("pilotchain:trades")
+    stranger.close()
     assert report["faucet_url"] == f"http://127.0.0.1:{env['FAUCET_PORT']}"
     info = requests.get(f"{report['faucet_url']}/api/info", timeout=10).json()
     assert info["chain_id"] == 8765
