@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from pilotchain.config import ChainSettings
+from pilotchain.contract import CompiledContract, compile_settlement
 from runner.localnet import LocalNetwork
 from runner.ports import Ports
 from runner.redis import RedisService, private_connection
@@ -98,6 +99,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory, geth_bin_dir: Path) -> Itera
     """One network shared by every test that only sends transactions and reads."""
     for make in _factory(tmp_path_factory, geth_bin_dir):
         yield make()
+
+
+@pytest.fixture(scope="session")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> CompiledContract:
+    """The one real compilation of Settlement in the session (for the in-process EVM tests)."""
+    return compile_settlement(tmp_path_factory.mktemp("contracts"))
 
 
 @pytest.fixture(scope="session")

@@ -78,7 +78,7 @@ PUSH0 = 0x5F
 
 
 @dataclass
-class Chain:
+class Evm:
     """A deployed Settlement with its operator, recorder and an unprivileged outsider."""
 
     tester: EthereumTester
@@ -90,14 +90,8 @@ class Chain:
     contract: Contract
 
 
-@pytest.fixture(scope="session")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> CompiledContract:
-    """The one real compilation of the session."""
-    return compile_settlement(tmp_path_factory.mktemp("contracts"))
-
-
 @pytest.fixture(scope="module")
-def chain(compiled: CompiledContract) -> Chain:
+def evm(compiled: CompiledContract) -> Evm:
     genesis = PyEVMBackend.generate_genesis_params({"gas_limit": 60_000_000})
     tester = EthereumTester(
         PyEVMBackend(genesis_parameters=genesis, vm_configuration=((0, LondonVM),))
@@ -114,15 +108,15 @@ def chain(compiled: CompiledContract) -> Chain:
         )
     deployment = deploy_settlement(w3, operator, recorder.address, compiled=compiled)
     contract = w3.eth.contract(address=deployment.address, abi=compiled.abi)
-    return Chain(tester, w3, operator, recorder, w3.eth.accounts[2], deployment, contract)
+    return Evm(tester, w3, operator, recorder, w3.eth.accounts[2], deployment, contract)
 
 
 @pytest.fixture
-def fresh(chain: Chain) -> Iterator[Chain]:
-    """The module's chain, rolled back to right after deployment when the test ends."""
-    snapshot = chain.tester.take_snapshot()
-    yield chain
-    chain.tester.revert_to_snapshot(snapshot)
+def fresh(evm: Evm) -> Iterator[Evm]:
+    """The module's evm, rolled back to right after deployment when the test ends."""
+    snapshot = evm.tester.take_snapshot()
+    yield evm
+    evm.tester.revert_to_snapshot(snapshot)
 
 
 @pytest.fixture(scope="session")
@@ -137,12 +131,12 @@ def tuples(records: Sequence[TradeRecord]) -> list[tuple]:
     return [record.as_contract_tuple() for record in records]
 
 
-def record_batch(chain: Chain, records: Sequence[TradeRecord], sender: str | None = None):
+def record_batch(evm: Evm, records: Sequence[TradeRecord], sender: str | None = None):
     """Send recordTrades; return the receipt."""
-    tx_hash = chain.contract.functions.recordTrades(tuples(records)).transact(
-        {"from": sender or chain.recorder.address, "gas": TX_GAS}
+    tx_hash = evm.contract.functions.recordTrades(tuples(records)).transact(
+        {"from": sender or evm.recorder.address, "gas": TX_GAS}
     )
-    return chain.w3.eth.get_transaction_receipt(tx_hash)
+    return evm.w3.eth.get_transaction_receipt(tx_hash)
 
 
 def revert_data(error: BaseException) -> bytes:
@@ -157,24 +151,24 @@ def revert_data(error: BaseException) -> bytes:
     raise AssertionError(f"no revert data in {error!r}")
 
 
-def revert_of(chain: Chain, function, sender: str) -> str:
+def revert_of(evm: Evm, function, sender: str) -> str:
     """The custom error a call from ``sender`` reverts with; also checks a sent one fails."""
-    receipt = chain.w3.eth.get_transaction_receipt(
+    receipt = evm.w3.eth.get_transaction_receipt(
         function.transact({"from": sender, "gas": TX_GAS})
     )
     assert receipt["status"] == 0
     with pytest.raises(TransactionFailed) as failure:
         function.call({"from": sender})
-    return describe_revert(chain.contract.abi, revert_data(failure.value))
+    return describe_revert(evm.contract.abi, revert_data(failure.value))
 
 
-def events(chain: Chain, receipt, name: str) -> list[dict]:
-    event = getattr(chain.contract.events, name)()
+def events(evm: Evm, receipt, name: str) -> list[dict]:
+    event = getattr(evm.contract.events, name)()
     return [dict(entry["args"]) for entry in event.process_receipt(receipt, errors=DISCARD)]
 
 
-def bill_of(chain: Chain, participant: uuid.UUID) -> Bill:
-    return Bill(*chain.contract.functions.billOf(uuid_to_bytes32(participant)).call())
+def bill_of(evm: Evm, participant: uuid.UUID) -> Bill:
+    return Bill(*evm.contract.functions.billOf(uuid_to_bytes32(participant)).call())
 
 
 def with_new_ids(records: Sequence[TradeRecord], seed: int) -> list[TradeRecord]:
@@ -303,8 +297,8 @@ def test_missing_openzeppelin_sources_are_named(tmp_path: Path):
         standard_input(tmp_path)
 
 
-def test_contract_constants_match_the_python_format(chain: Chain):
-    functions = chain.contract.functions
+def test_contract_constants_match_the_python_format(evm: Evm):
+    functions = evm.contract.functions
     assert functions.ENERGY_DECIMALS().call() == ENERGY_DECIMALS
     assert functions.PRICE_DECIMALS().call() == PRICE_DECIMALS
     assert functions.RECORDER_ROLE().call() == RECORDER_ROLE
@@ -315,53 +309,53 @@ def test_contract_constants_match_the_python_format(chain: Chain):
 # --- deployment ---------------------------------------------------------------------------
 
 
-def test_deployment_sets_admin_and_recorder(chain: Chain):
-    functions = chain.contract.functions
-    receipt = chain.w3.eth.get_transaction_receipt(chain.deployment.transaction_hash)
-    assert receipt["contractAddress"] == chain.deployment.address
-    assert receipt["blockNumber"] == chain.deployment.block_number
-    assert chain.deployment.chain_id == chain.w3.eth.chain_id
-    assert functions.hasRole(ADMIN_ROLE, chain.operator.address).call() is True
-    assert functions.hasRole(RECORDER_ROLE, chain.recorder.address).call() is True
-    assert functions.hasRole(RECORDER_ROLE, chain.operator.address).call() is False
-    assert functions.hasRole(ADMIN_ROLE, chain.recorder.address).call() is False
-    assert is_deployed(chain.w3, chain.deployment)
+def test_deployment_sets_admin_and_recorder(evm: Evm):
+    functions = evm.contract.functions
+    receipt = evm.w3.eth.get_transaction_receipt(evm.deployment.transaction_hash)
+    assert receipt["contractAddress"] == evm.deployment.address
+    assert receipt["blockNumber"] == evm.deployment.block_number
+    assert evm.deployment.chain_id == evm.w3.eth.chain_id
+    assert functions.hasRole(ADMIN_ROLE, evm.operator.address).call() is True
+    assert functions.hasRole(RECORDER_ROLE, evm.recorder.address).call() is True
+    assert functions.hasRole(RECORDER_ROLE, evm.operator.address).call() is False
+    assert functions.hasRole(ADMIN_ROLE, evm.recorder.address).call() is False
+    assert is_deployed(evm.w3, evm.deployment)
 
 
-def test_deploy_refuses_a_bad_recorder_address(chain: Chain, compiled: CompiledContract):
+def test_deploy_refuses_a_bad_recorder_address(evm: Evm, compiled: CompiledContract):
     with pytest.raises(DeploymentFailed, match="not an Ethereum address"):
-        deploy_settlement(chain.w3, chain.operator, "0x1234", compiled=compiled)
+        deploy_settlement(evm.w3, evm.operator, "0x1234", compiled=compiled)
 
 
-def test_deploy_reports_an_unfunded_operator(fresh: Chain, compiled: CompiledContract):
+def test_deploy_reports_an_unfunded_operator(fresh: Evm, compiled: CompiledContract):
     broke = Account.from_key(b"\x07" * 32)
     with pytest.raises(DeploymentFailed, match=f"from {broke.address} failed"):
         deploy_settlement(fresh.w3, broke, fresh.recorder.address, compiled=compiled)
 
 
-def test_deployment_record_round_trip(chain: Chain, tmp_path: Path):
+def test_deployment_record_round_trip(evm: Evm, tmp_path: Path):
     path = tmp_path / "deployments" / "settlement.json"
-    save_deployment(chain.deployment, path)
+    save_deployment(evm.deployment, path)
     stored = json.loads(path.read_text())
-    assert stored["address"] == chain.deployment.address
-    assert stored["chain_id"] == chain.w3.eth.chain_id
+    assert stored["address"] == evm.deployment.address
+    assert stored["chain_id"] == evm.w3.eth.chain_id
     assert not Path(stored["abi_path"]).is_absolute()
-    loaded = load_deployment(path, chain_id=chain.w3.eth.chain_id)
+    loaded = load_deployment(path, chain_id=evm.w3.eth.chain_id)
     assert loaded == dataclasses.replace(
-        chain.deployment, abi_path=chain.deployment.abi_path.resolve()
+        evm.deployment, abi_path=evm.deployment.abi_path.resolve()
     )
-    bound = settlement_contract(chain.w3, loaded)
+    bound = settlement_contract(evm.w3, loaded)
     assert bound.functions.isRecorded(bytes(32)).call() is False
 
 
-def test_deployment_record_for_another_chain_is_refused(chain: Chain, tmp_path: Path):
+def test_deployment_record_for_another_chain_is_refused(evm: Evm, tmp_path: Path):
     path = tmp_path / "settlement.json"
-    save_deployment(chain.deployment, path)
-    chain_id = chain.w3.eth.chain_id
+    save_deployment(evm.deployment, path)
+    chain_id = evm.w3.eth.chain_id
     with pytest.raises(DeploymentRecordError, match=f"is for chain {chain_id}, not chain 1;"):
         load_deployment(path, chain_id=1)
-    other = dataclasses.replace(chain.deployment, chain_id=1)
-    assert is_deployed(chain.w3, other) is False
+    other = dataclasses.replace(evm.deployment, chain_id=1)
+    assert is_deployed(evm.w3, other) is False
 
 
 @pytest.mark.parametrize(
@@ -383,7 +377,7 @@ def test_broken_deployment_records_are_named(tmp_path: Path, content: str | None
 # --- who may record -------------------------------------------------------------------------
 
 
-def test_only_recorders_record(fresh: Chain, recordings: dict[str, list[TradeRecord]]):
+def test_only_recorders_record(fresh: Evm, recordings: dict[str, list[TradeRecord]]):
     trades = recordings["default_3_one_sided"][:2]
     call = fresh.contract.functions.recordTrades(tuples(trades))
     for sender in (fresh.outsider, fresh.operator.address):
@@ -396,7 +390,7 @@ def test_only_recorders_record(fresh: Chain, recordings: dict[str, list[TradeRec
 
 
 def test_admin_grants_and_revokes_the_recorder_role(
-    fresh: Chain, recordings: dict[str, list[TradeRecord]]
+    fresh: Evm, recordings: dict[str, list[TradeRecord]]
 ):
     first, second = recordings["default_3_one_sided"][:2]
     functions = fresh.contract.functions
@@ -411,7 +405,7 @@ def test_admin_grants_and_revokes_the_recorder_role(
     assert revert_of(fresh, call, fresh.outsider).startswith("AccessControlUnauthorizedAccount")
 
 
-def test_only_the_admin_manages_roles(fresh: Chain):
+def test_only_the_admin_manages_roles(fresh: Evm):
     grant = fresh.contract.functions.grantRole(RECORDER_ROLE, fresh.outsider)
     for sender in (fresh.outsider, fresh.recorder.address):
         assert revert_of(fresh, grant, sender) == (
@@ -424,7 +418,7 @@ def test_only_the_admin_manages_roles(fresh: Chain):
 
 
 def test_a_batch_records_trades_and_reports_the_count(
-    fresh: Chain, recordings: dict[str, list[TradeRecord]]
+    fresh: Evm, recordings: dict[str, list[TradeRecord]]
 ):
     trades = recordings["default_2a_one_sided"][:5]
     functions = fresh.contract.functions
@@ -440,7 +434,7 @@ def test_a_batch_records_trades_and_reports_the_count(
 
 
 def test_a_recorded_trade_is_skipped_when_sent_again(
-    fresh: Chain, recordings: dict[str, list[TradeRecord]]
+    fresh: Evm, recordings: dict[str, list[TradeRecord]]
 ):
     trade = recordings["grid_fees_default_2a_one_sided"][0]
     first = record_batch(fresh, [trade])
@@ -461,7 +455,7 @@ def test_a_recorded_trade_is_skipped_when_sent_again(
 
 
 def test_duplicates_inside_a_batch_are_skipped_and_counted(
-    fresh: Chain, recordings: dict[str, list[TradeRecord]]
+    fresh: Evm, recordings: dict[str, list[TradeRecord]]
 ):
     a, b, c = recordings["default_2a_two_sided"][:3]
     record_batch(fresh, [b])
@@ -479,14 +473,14 @@ def test_duplicates_inside_a_batch_are_skipped_and_counted(
         assert bill_of(fresh, participant) == bill
 
 
-def test_an_empty_batch_is_refused(fresh: Chain):
+def test_an_empty_batch_is_refused(fresh: Evm):
     call = fresh.contract.functions.recordTrades([])
     assert revert_of(fresh, call, fresh.recorder.address) == "EmptyBatch()"
 
 
 @pytest.mark.parametrize("field", ["trade_id", "seller", "buyer"])
 def test_a_zero_id_reverts_the_batch(
-    fresh: Chain, recordings: dict[str, list[TradeRecord]], field: str
+    fresh: Evm, recordings: dict[str, list[TradeRecord]], field: str
 ):
     good, bad = recordings["default_3_one_sided"][:2]
     broken = bad.as_contract_tuple()
@@ -501,7 +495,7 @@ def test_a_zero_id_reverts_the_batch(
 
 
 def test_registry_links_participants_and_wallets(
-    fresh: Chain, recordings: dict[str, list[TradeRecord]]
+    fresh: Evm, recordings: dict[str, list[TradeRecord]]
 ):
     trades = recordings["default_3_one_sided"]
     participant = trades[0].seller
@@ -538,7 +532,7 @@ def test_registry_links_participants_and_wallets(
     assert bill_of(fresh, participant) == expected  # the bill stays
 
 
-def test_registry_refusals(fresh: Chain):
+def test_registry_refusals(fresh: Evm):
     functions = fresh.contract.functions
     first, second = uuid_to_bytes32(uuid.uuid4()), uuid_to_bytes32(uuid.uuid4())
     wallet = fresh.w3.eth.accounts[3]
@@ -572,7 +566,7 @@ def test_registry_refusals(fresh: Chain):
 
 @pytest.mark.parametrize("name", [path.stem for path in RECORDINGS])
 def test_a_recording_settles_to_the_reference_bills_and_decodes_back(
-    fresh: Chain, recordings: dict[str, list[TradeRecord]], name: str
+    fresh: Evm, recordings: dict[str, list[TradeRecord]], name: str
 ):
     trades = recordings[name]
     logs = []
@@ -594,7 +588,7 @@ def test_a_recording_settles_to_the_reference_bills_and_decodes_back(
 
 
 def test_a_full_batch_costs_at_most_40k_gas_per_trade(
-    fresh: Chain, recordings: dict[str, list[TradeRecord]]
+    fresh: Evm, recordings: dict[str, list[TradeRecord]]
 ):
     pool = [trade for trades in recordings.values() for trade in trades]
     for start in range(0, len(pool), 300):  # every participant gets a bill first
@@ -606,22 +600,22 @@ def test_a_full_batch_costs_at_most_40k_gas_per_trade(
 
 
 def test_the_largest_batch_fits_under_the_transaction_size_limit(
-    chain: Chain, recordings: dict[str, list[TradeRecord]]
+    evm: Evm, recordings: dict[str, list[TradeRecord]]
 ):
     pool = [trade for trades in recordings.values() for trade in trades]
     batch = (pool * 2)[: max_batch_size()]
-    call = chain.contract.functions.recordTrades(tuples(batch))
+    call = evm.contract.functions.recordTrades(tuples(batch))
     transaction = call.build_transaction(
         {
-            "from": chain.recorder.address,
+            "from": evm.recorder.address,
             "nonce": 2**32,
             "gas": 30_000_000,
             "maxFeePerGas": 10**12,
             "maxPriorityFeePerGas": 10**11,
-            "chainId": chain.w3.eth.chain_id,
+            "chainId": evm.w3.eth.chain_id,
         }
     )
-    size = len(chain.recorder.sign_transaction(transaction).raw_transaction)
+    size = len(evm.recorder.sign_transaction(transaction).raw_transaction)
     assert size <= settlement.MAX_TRANSACTION_BYTES
     # The limit is used, not just respected: less than two trades' worth of room is left.
     assert size > settlement.MAX_TRANSACTION_BYTES - 2 * settlement.CALLDATA_BYTES_PER_TRADE

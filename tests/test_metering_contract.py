@@ -28,7 +28,6 @@ from web3.logs import DISCARD
 from pilotchain.contract import (
     MAX_CODE_BYTES,
     CompiledContract,
-    compile_settlement,
     deploy_settlement,
     describe_revert,
 )
@@ -63,7 +62,7 @@ CT = 10**18  # one euro cent per kWh, scaled
 
 
 @dataclass
-class Chain:
+class Evm:
     tester: EthereumTester
     w3: Web3
     operator: LocalAccount
@@ -77,13 +76,8 @@ class Chain:
         return Domain(self.w3.eth.chain_id, self.contract.address)
 
 
-@pytest.fixture(scope="session")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> CompiledContract:
-    return compile_settlement(tmp_path_factory.mktemp("contracts"))
-
-
 @pytest.fixture(scope="module")
-def chain(compiled: CompiledContract) -> Chain:
+def evm(compiled: CompiledContract) -> Evm:
     genesis = PyEVMBackend.generate_genesis_params({"gas_limit": 60_000_000})
     tester = EthereumTester(
         PyEVMBackend(genesis_parameters=genesis, vm_configuration=((0, LondonVM),))
@@ -99,14 +93,14 @@ def chain(compiled: CompiledContract) -> Chain:
     deployment = deploy_settlement(w3, operator, recorder.address, reader=reader.address,
                                    compiled=compiled)
     contract = w3.eth.contract(address=deployment.address, abi=compiled.abi)
-    return Chain(tester, w3, operator, recorder, reader, w3.eth.accounts[2], contract)
+    return Evm(tester, w3, operator, recorder, reader, w3.eth.accounts[2], contract)
 
 
 @pytest.fixture
-def fresh(chain: Chain) -> Iterator[Chain]:
-    snapshot = chain.tester.take_snapshot()
-    yield chain
-    chain.tester.revert_to_snapshot(snapshot)
+def fresh(evm: Evm) -> Iterator[Evm]:
+    snapshot = evm.tester.take_snapshot()
+    yield evm
+    evm.tester.revert_to_snapshot(snapshot)
 
 
 @pytest.fixture(scope="session")
@@ -117,66 +111,66 @@ def recordings() -> dict[str, list[TradeRecord]]:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def send(chain: Chain, function: Any, sender: str) -> Any:
+def send(evm: Evm, function: Any, sender: str) -> Any:
     """Send a transaction that must succeed; return its receipt."""
-    receipt = chain.w3.eth.get_transaction_receipt(
+    receipt = evm.w3.eth.get_transaction_receipt(
         function.transact({"from": sender, "gas": TX_GAS})
     )
     assert receipt["status"] == 1
     return receipt
 
 
-def admin(chain: Chain, function: Any) -> Any:
-    return send(chain, function, chain.operator.address)
+def admin(evm: Evm, function: Any) -> Any:
+    return send(evm, function, evm.operator.address)
 
 
-def revert_of(chain: Chain, function: Any, sender: str) -> str:
+def revert_of(evm: Evm, function: Any, sender: str) -> str:
     """The custom error a call from ``sender`` reverts with; a sent one fails too."""
-    receipt = chain.w3.eth.get_transaction_receipt(
+    receipt = evm.w3.eth.get_transaction_receipt(
         function.transact({"from": sender, "gas": TX_GAS})
     )
     assert receipt["status"] == 0
     with pytest.raises(TransactionFailed) as failure:
         function.call({"from": sender})
     reason = str(failure.value).removeprefix("execution reverted: ")
-    return describe_revert(chain.contract.abi, ast.literal_eval(reason))
+    return describe_revert(evm.contract.abi, ast.literal_eval(reason))
 
 
-def events(chain: Chain, receipt: Any, name: str) -> list[dict[str, Any]]:
-    event = getattr(chain.contract.events, name)()
+def events(evm: Evm, receipt: Any, name: str) -> list[dict[str, Any]]:
+    event = getattr(evm.contract.events, name)()
     return [dict(entry["args"]) for entry in event.process_receipt(receipt, errors=DISCARD)]
 
 
-def now(chain: Chain) -> int:
-    timestamp: int = chain.w3.eth.get_block("latest")["timestamp"]
+def now(evm: Evm) -> int:
+    timestamp: int = evm.w3.eth.get_block("latest")["timestamp"]
     return timestamp
 
 
-def record(chain: Chain, records: Sequence[TradeRecord]) -> Any:
+def record(evm: Evm, records: Sequence[TradeRecord]) -> Any:
     receipt = None
     for start in range(0, len(records), 64):
         batch = [r.as_contract_tuple() for r in records[start : start + 64]]
-        receipt = send(chain, chain.contract.functions.recordTrades(batch), chain.recorder.address)
+        receipt = send(evm, evm.contract.functions.recordTrades(batch), evm.recorder.address)
     return receipt
 
 
-def submit(chain: Chain, readings: Sequence[SignedReading]) -> Any:
-    call = chain.contract.functions.submitReadings([r.as_contract_tuple() for r in readings])
-    return send(chain, call, chain.reader.address)
+def submit(evm: Evm, readings: Sequence[SignedReading]) -> Any:
+    call = evm.contract.functions.submitReadings([r.as_contract_tuple() for r in readings])
+    return send(evm, call, evm.reader.address)
 
 
-def refused(chain: Chain, receipt: Any) -> list[tuple[int, Refusal]]:
-    return [(e["index"], Refusal(e["reason"])) for e in events(chain, receipt, "ReadingRefused")]
+def refused(evm: Evm, receipt: Any) -> list[tuple[int, Refusal]]:
+    return [(e["index"], Refusal(e["reason"])) for e in events(evm, receipt, "ReadingRefused")]
 
 
-def close(chain: Chain, pairs: Sequence[tuple[uuid.UUID, int]]) -> Any:
+def close(evm: Evm, pairs: Sequence[tuple[uuid.UUID, int]]) -> Any:
     receipt = None
     for start in range(0, len(pairs), 100):
         part = pairs[start : start + 100]
-        call = chain.contract.functions.closeSlots(
+        call = evm.contract.functions.closeSlots(
             [uuid_to_bytes32(p) for p, _ in part], [slot for _, slot in part]
         )
-        receipt = send(chain, call, chain.outsider)
+        receipt = send(evm, call, evm.outsider)
     return receipt
 
 
@@ -192,11 +186,11 @@ class House:
     def pid(self) -> bytes:
         return uuid_to_bytes32(self.participant)
 
-    def reading(self, chain: Chain, time: int, imp: int, exp: int,
+    def reading(self, evm: Evm, time: int, imp: int, exp: int,
                 anchor: bytes = bytes(32), key: LocalAccount | None = None,
                 domain: Domain | None = None) -> SignedReading:
         return sign_reading(MeterReading(self.meter, time, imp, exp, anchor),
-                            key or self.key, domain or chain.domain)
+                            key or self.key, domain or evm.domain)
 
 
 def house(seed: int, participant: uuid.UUID | None = None) -> House:
@@ -205,9 +199,9 @@ def house(seed: int, participant: uuid.UUID | None = None) -> House:
                  meter_id(uuid.UUID(int=rng.getrandbits(128))), Account.from_key(rng.randbytes(32)))
 
 
-def register(chain: Chain, h: House, home: uuid.UUID | None = None) -> Any:
+def register(evm: Evm, h: House, home: uuid.UUID | None = None) -> Any:
     area = uuid_to_bytes32(home or h.participant)
-    return admin(chain, chain.contract.functions.registerMeter(h.meter, h.key.address, h.pid, area))
+    return admin(evm, evm.contract.functions.registerMeter(h.meter, h.key.address, h.pid, area))
 
 
 def trade(seller: uuid.UUID, buyer: uuid.UUID, market: uuid.UUID, slot: int,
@@ -223,27 +217,27 @@ def test_runtime_code_fits_eip170(compiled: CompiledContract):
     assert size <= MAX_CODE_BYTES, f"Settlement runtime code is {size} bytes"
 
 
-def test_domain_type_and_digest_agree_with_python(chain: Chain):
-    functions = chain.contract.functions
-    assert functions.domainSeparator().call() == chain.domain.separator()
+def test_domain_type_and_digest_agree_with_python(evm: Evm):
+    functions = evm.contract.functions
+    assert functions.domainSeparator().call() == evm.domain.separator()
     assert functions.READING_TYPEHASH().call() == READING_TYPEHASH
     assert functions.OPERATOR().call() == OPERATOR
     assert functions.WH().call() == WH
     reading = MeterReading(meter_id(uuid.uuid4()), DAY, 123_456, 789, b"\x42" * 32)
     on_chain = functions.readingDigest(reading.meter, reading.time, reading.import_wh,
                                        reading.export_wh, reading.minutes_anchor).call()
-    assert on_chain == reading.digest(chain.domain)
+    assert on_chain == reading.digest(evm.domain)
 
 
-def test_deployment_grants_the_reader_role(chain: Chain):
-    functions = chain.contract.functions
-    assert functions.hasRole(READER_ROLE, chain.reader.address).call() is True
-    assert functions.hasRole(READER_ROLE, chain.recorder.address).call() is False
+def test_deployment_grants_the_reader_role(evm: Evm):
+    functions = evm.contract.functions
+    assert functions.hasRole(READER_ROLE, evm.reader.address).call() is True
+    assert functions.hasRole(READER_ROLE, evm.recorder.address).call() is False
     assert functions.slotSeconds().call() == SLOT
     assert functions.closeDelay().call() == 3600
 
 
-def test_only_the_admin_registers_meters_sets_rates_and_closes_periods(fresh: Chain):
+def test_only_the_admin_registers_meters_sets_rates_and_closes_periods(fresh: Evm):
     h = house(1)
     functions = fresh.contract.functions
     calls = [
@@ -264,7 +258,7 @@ def test_only_the_admin_registers_meters_sets_rates_and_closes_periods(fresh: Ch
             )
 
 
-def test_only_readers_submit_readings(fresh: Chain):
+def test_only_readers_submit_readings(fresh: Evm):
     h = house(2)
     register(fresh, h)
     reading = h.reading(fresh, DAY, 0, 0).as_contract_tuple()
@@ -280,7 +274,7 @@ def test_only_readers_submit_readings(fresh: Chain):
 # --- registry ---------------------------------------------------------------------------------
 
 
-def test_register_meter(fresh: Chain):
+def test_register_meter(fresh: Evm):
     h, area = house(3), uuid.uuid4()
     receipt = register(fresh, h, home=area)
     assert events(fresh, receipt, "MeterRegistered") == [{
@@ -296,7 +290,7 @@ def test_register_meter(fresh: Chain):
     assert (start, until) == (0, 2**64 - 1)
 
 
-def test_registry_refusals(fresh: Chain):
+def test_registry_refusals(fresh: Evm):
     h, other = house(4), house(5)
     register(fresh, h)
     functions = fresh.contract.functions
@@ -320,7 +314,7 @@ def test_registry_refusals(fresh: Chain):
         assert revert_of(fresh, call, operator) == expected
 
 
-def test_replacing_a_meter_keeps_the_old_readings(fresh: Chain):
+def test_replacing_a_meter_keeps_the_old_readings(fresh: Evm):
     old = house(6)
     new = dataclasses.replace(house(7), participant=old.participant)
     register(fresh, old)
@@ -357,7 +351,7 @@ def test_replacing_a_meter_keeps_the_old_readings(fresh: Chain):
     assert events(fresh, receipt, "MeterRegistered")[0]["activeFrom"] == at + SLOT
 
 
-def test_slot_length_is_fixed_by_the_first_meter(fresh: Chain):
+def test_slot_length_is_fixed_by_the_first_meter(fresh: Evm):
     functions = fresh.contract.functions
     receipt = admin(fresh, functions.setSlotSeconds(3600))
     assert events(fresh, receipt, "SlotSecondsSet") == [{"slotSeconds": 3600}]
@@ -375,7 +369,7 @@ def test_slot_length_is_fixed_by_the_first_meter(fresh: Chain):
 # --- readings ---------------------------------------------------------------------------------
 
 
-def test_readings_are_stored_once_and_retries_are_harmless(fresh: Chain):
+def test_readings_are_stored_once_and_retries_are_harmless(fresh: Evm):
     h = house(11)
     register(fresh, h)
     minutes = [MeterReading(h.meter, DAY + 60 * i, i, 0) for i in range(1, 15)]
@@ -403,7 +397,7 @@ def test_readings_are_stored_once_and_retries_are_harmless(fresh: Chain):
     assert functions.checkReading(resigned.as_contract_tuple()).call() == Refusal.DUPLICATE
 
 
-def test_every_bad_reading_is_refused_with_its_index_and_reason(fresh: Chain):
+def test_every_bad_reading_is_refused_with_its_index_and_reason(fresh: Evm):
     h, other, stranger = house(12), house(13), house(14)
     register(fresh, h)
     register(fresh, other)
@@ -418,7 +412,7 @@ def test_every_bad_reading_is_refused_with_its_index_and_reason(fresh: Chain):
     future = (now(fresh) // SLOT + 2) * SLOT
     batch = [
         h.reading(fresh, last + SLOT, 120, 70, key=other.key),          # another meter's key
-        h.reading(fresh, last + SLOT, 120, 70, domain=wrong_chain),     # another chain id
+        h.reading(fresh, last + SLOT, 120, 70, domain=wrong_chain),     # another evm id
         h.reading(fresh, last + SLOT, 120, 70, domain=wrong_contract),  # another contract
         stranger.reading(fresh, last + SLOT, 1, 1),                     # unregistered meter
         h.reading(fresh, last + SLOT + 60, 120, 70),                    # not on a boundary
@@ -464,7 +458,7 @@ def _malleable(signed: SignedReading) -> SignedReading:
 # --- boundary trades --------------------------------------------------------------------------
 
 
-def test_only_trades_across_the_meter_count_and_only_once(fresh: Chain):
+def test_only_trades_across_the_meter_count_and_only_once(fresh: Evm):
     h, outside, market = house(15), uuid.uuid4(), uuid.uuid4()
     register(fresh, h)
     slot = DAY + 4 * SLOT
@@ -490,7 +484,7 @@ def test_only_trades_across_the_meter_count_and_only_once(fresh: Chain):
 # --- rates ------------------------------------------------------------------------------------
 
 
-def test_rates_history(fresh: Chain):
+def test_rates_history(fresh: Evm):
     functions = fresh.contract.functions
     operator = fresh.operator.address
     assert functions.ratesAt(DAY).call() == [0, 0, 0]
@@ -523,7 +517,7 @@ def test_rates_history(fresh: Chain):
 # --- closing slots ----------------------------------------------------------------------------
 
 
-def test_closing_rules(fresh: Chain):
+def test_closing_rules(fresh: Evm):
     h, outside, market = house(17), uuid.uuid4(), uuid.uuid4()
     register(fresh, h)
     functions = fresh.contract.functions
@@ -582,7 +576,7 @@ def test_closing_rules(fresh: Chain):
     assert functions.balancingOf(pid).call() == [4 * WH * 70, 0]
 
 
-def test_deviations_below_one_wh_are_rounding_and_surplus_is_credited(fresh: Chain):
+def test_deviations_below_one_wh_are_rounding_and_surplus_is_credited(fresh: Evm):
     h, outside, market = house(18), uuid.uuid4(), uuid.uuid4()
     register(fresh, h)
     admin(fresh, fresh.contract.functions.setRates(DAY, 40 * CT, 30 * CT, 8 * CT))
@@ -611,7 +605,7 @@ def houses_of(records: Sequence[TradeRecord]) -> list[uuid.UUID]:
 @pytest.mark.parametrize("name", [path.stem for path in RECORDINGS])
 @pytest.mark.parametrize("deviate", [False, True], ids=["exact", "deviations"])
 def test_a_recording_balances_like_the_reference(
-    fresh: Chain, recordings: dict[str, list[TradeRecord]], name: str, deviate: bool
+    fresh: Evm, recordings: dict[str, list[TradeRecord]], name: str, deviate: bool
 ):
     records = recordings[name]
     homes = {p: p for p in houses_of(records)}
@@ -682,7 +676,7 @@ def _as_event(balance: SlotBalance, metered: Sequence[House]) -> dict[str, Any]:
 # --- billing periods --------------------------------------------------------------------------
 
 
-def test_periods_fix_statements_and_late_entries_go_to_the_next_one(fresh: Chain):
+def test_periods_fix_statements_and_late_entries_go_to_the_next_one(fresh: Evm):
     h, buyer, market = house(19), uuid.uuid4(), uuid.uuid4()
     register(fresh, h)
     functions = fresh.contract.functions
