@@ -10,8 +10,10 @@ on 127.0.0.1, and ``down`` checks that nothing of the project is left.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -37,7 +39,8 @@ PORT_VARIABLES = (
 # may change the defaults the tests check.
 KEPT_VARIABLES = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG", "TMPDIR")
 
-__all__ = ["ComposeProject", "Timings", "docker_engine", "local_images", "timings"]
+__all__ = ["ComposeProject", "Timings", "clone_head", "docker_engine", "local_images",
+           "replay_into", "timings"]
 
 
 class ComposeFailure(AssertionError):
@@ -154,9 +157,11 @@ class ComposeProject:
     settings: dict[str, str] = field(default_factory=dict)
     name: str = field(default_factory=lambda: f"pilotchain-test-{secrets.token_hex(4)}")
     ports: dict[str, int] = field(default_factory=dict)
+    chain_subnet_prefix: str = ""
 
     def __post_init__(self) -> None:
         self.ports = {variable: free_port() for variable in PORT_VARIABLES}
+        self.chain_subnet_prefix = unused_subnet_prefix()
 
     @property
     def env(self) -> dict[str, str]:
@@ -164,6 +169,7 @@ class ComposeProject:
         env.update(self.images)
         env.update({key: str(port) for key, port in self.ports.items()})
         env["PUBLISH_ADDR"] = LOOPBACK
+        env["CHAIN_SUBNET_PREFIX"] = self.chain_subnet_prefix
         # Debian's docker.io has no buildx: build with the classic builder.
         env["DOCKER_BUILDKIT"] = "0"
         env["COMPOSE_BAKE"] = "false"
@@ -236,6 +242,23 @@ class ComposeProject:
         assert not left, f"docker compose down -v left {left} of project {self.name}"
 
 
+def unused_subnet_prefix() -> str:
+    """The first three octets of a /24 in 10.0.0.0/8 that no network of this engine uses: the
+    geth nodes have fixed addresses in the chain network, so two projects side by side (ours and
+    another session's) must not share its subnet."""
+    networks = run(["docker", "network", "ls", "-q"], timeout=60).stdout.split()
+    subnets = run(["docker", "network", "inspect", "--format",
+                   "{{range .IPAM.Config}}{{.Subnet}} {{end}}", *networks],
+                  timeout=60).stdout.split() if networks else []
+    used = [ipaddress.ip_network(subnet, strict=False) for subnet in subnets]
+    chooser = random.SystemRandom()
+    while True:
+        prefix = f"10.{chooser.randint(100, 254)}.{chooser.randint(0, 255)}"
+        candidate = ipaddress.ip_network(f"{prefix}.0/24")
+        if not any(candidate.overlaps(subnet) for subnet in used):
+            return prefix
+
+
 def clone_head(destination: Path, owner: int) -> Path:
     """A fresh clone of this checkout's HEAD, owned by uid/gid ``owner`` (not the tester)."""
     head = run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], timeout=30).stdout.strip()
@@ -244,3 +267,11 @@ def clone_head(destination: Path, owner: int) -> Path:
     run(["git", "-C", str(destination), "checkout", "--quiet", "--detach", head], timeout=120)
     run(["chown", "-R", f"{owner}:{owner}", str(destination)], timeout=120)
     return destination
+
+
+def replay_into(project: ComposeProject, path: Path) -> None:
+    """Publish the recorded trades in ``path`` (a file inside the project directory) into the
+    stack's stream with the documented command, run in the bridge container."""
+    inside = Path("/pilotchain") / path.relative_to(project.directory)
+    project.compose("exec", "-T", "bridge", "python", "-m", "bridge.replay", str(inside),
+                    timeout=300)

@@ -23,14 +23,7 @@ from typing import Any
 
 import pytest
 import requests
-from compose_fixtures import (
-    ComposeProject,
-    Timings,
-    clone_head,
-    docker_engine,
-    local_images,
-    timings,
-)
+from compose_fixtures import ComposeProject, Timings, clone_head
 from web3 import Web3
 
 from pilotchain.chain import connect, wait_for
@@ -43,7 +36,6 @@ from pilotchain.trades import (
 )
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow]
-__all__ = ["docker_engine", "local_images", "timings"]  # fixtures, imported for pytest
 
 OWNER_UID = 4321
 RECORDING = "tests/data/default_2a_one_sided.jsonl"

@@ -38,7 +38,18 @@ fi
 
 # Static peers (comma-separated enode URLs with IP addresses) connect signers at once instead
 # of after a discovery round; without them, signers that start together may each seal their
-# own block 1 before they meet. geth 1.13 takes static nodes only from a TOML config file.
+# own block 1 before they meet. geth redials them for as long as it runs, so a node that lost
+# its network finds them again. Give addresses, not host names: geth resolves a name once, at
+# start-up. geth 1.13 takes static nodes only from a TOML config file.
+# Compose gives them as <file holding the peer's enode public key>@<address>:<port> instead,
+# since the keys are written by `pilotchain init` after the compose file is read.
+if [ -n "${STATIC_PEER_FILES:-}" ]; then
+    for entry in $(echo "$STATIC_PEER_FILES" | tr ',' ' '); do
+        pubkey_file=${entry%%@*}
+        [ -f "$pubkey_file" ] || die "node public key $pubkey_file is missing; run 'pilotchain init'"
+        STATIC_PEERS="${STATIC_PEERS:+$STATIC_PEERS,}enode://$(tr -d ' \r\n' < "$pubkey_file")@${entry#*@}"
+    done
+fi
 CONFIG_FLAGS=""
 if [ -n "${STATIC_PEERS:-}" ]; then
     printf '[Node.P2P]\nStaticNodes = ["%s"]\n' "$(echo "$STATIC_PEERS" | sed 's/,/", "/g')" \
