@@ -273,5 +273,4 @@ def replay_into(project: ComposeProject, path: Path) -> None:
     """Publish the recorded trades in ``path`` (a file inside the project directory) into the
     stack's stream with the documented command, run in the bridge container."""
     inside = Path("/pilotchain") / path.relative_to(project.directory)
-    project.compose("exec", "-T", "bridge", "python", "-m", "bridge.replay", str(inside),
-                    timeout=300)
+    project.compose("exec", "-T", "bridge", "pilotchain", "replay", str(inside), timeout=300)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import requests
-from compose_fixtures import ComposeProject, Timings, clone_head
+from compose_fixtures import ComposeProject, Timings, clone_head, replay_into
 from web3 import Web3
 
 from pilotchain.chain import connect, wait_for
@@ -145,8 +145,7 @@ def test_b_a_replayed_recording_settles_exactly_once(
     contract = w3.eth.contract(address=deployment.address, abi=compile_settlement().abi)
     with timings.measure("b: replay + settle one recording"):
         # The documented command (docs/compose.md).
-        stack.compose("exec", "-T", "bridge", "pilotchain", "replay",
-                      f"/pilotchain/{RECORDING}", timeout=120)
+        replay_into(stack, stack.directory / RECORDING)
         wait_for(lambda: len(settled(w3, deployment)) >= len(events), timeout=180,
                  what=f"{len(events)} TradeSettled logs")
     on_chain = settled(w3, deployment)
