@@ -98,7 +98,7 @@ class Bridge:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.stop = stop or threading.Event()
-        self.batcher = Batcher(settings.max_batch, settings.linger)
+        self.batcher: Batcher[Item] = Batcher(settings.max_batch, settings.linger)
         self._open: dict[uuid.UUID, Item] = {}  # queued or in flight, by trade id
         self._acks: list[str] = []
         self._dead: list[Rejected] = []

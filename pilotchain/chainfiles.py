@@ -35,6 +35,7 @@ def create_chain_files(settings: ChainSettings, *, force: bool = False, fast_key
         created.append(genesis_file.name)
     if keys.ensure_redis_password():
         created.append("redis/password")
+    created.extend(keys.ensure_late_accounts(fast=fast_keys))
     check_genesis(settings)
     return created
 
