@@ -136,3 +136,46 @@ INGEST_SETTINGS = SettingsGroup(
                 minimum=0.1),
     ),
 )
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The bulk-upload endpoint (gunicorn serving ``ingest.http:create_app()``)."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    stream: str = DEFAULT_STREAM
+    host: str = "127.0.0.1"
+    port: int = 8548
+    workers: int = 2
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_readings: int = 20_000
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
+        return cls(redis_url=RedisConnection.from_env(env).url,
+                   stream=INGEST_SETTINGS.settings[0].read(env), **HTTP_SETTINGS.read(env))
+
+
+_H = HttpSettings()
+HTTP_SETTINGS = SettingsGroup(
+    "Meter ingest HTTP endpoint", "ingest-http",
+    "`POST /api/readings` takes a JSON array of signed readings (a meter database's bulk "
+    "export) and queues the well-formed ones on `INGEST_STREAM`; see "
+    "[docs/metering.md](metering.md#http-endpoint).",
+    (
+        Setting("INGEST_HTTP_HOST", "host", "str", _H.host,
+                "listen address (`0.0.0.0` in a container)"),
+        Setting("INGEST_HTTP_PORT", "port", "int", _H.port, "listen port", minimum=1),
+        Setting("INGEST_HTTP_WORKERS", "workers", "int", _H.workers, "gunicorn workers",
+                minimum=1),
+        Setting("INGEST_HTTP_MAX_BODY_BYTES", "max_body_bytes", "int", _H.max_body_bytes,
+                "largest upload accepted (413 above)", minimum=1),
+        Setting("INGEST_HTTP_MAX_READINGS", "max_readings", "int", _H.max_readings,
+                "most readings in one upload (413 above)", minimum=1),
+    ),
+)

@@ -15,10 +15,12 @@ from typing import Any
 
 from bridge.config import BridgeSettings
 from faucet.config import FaucetSettings
+from ingest.config import HttpSettings, IngestSettings
 from pilotchain.config import ChainSettings, RedisConnection
 from pilotchain.errors import NetworkError, PilotChainError
 from runner.bridge import BridgeService
 from runner.faucet import FaucetService
+from runner.ingest import IngestHttpService, IngestService
 from runner.localnet import BOOTNODE, RPC_NODE, LocalNetwork
 from runner.ports import check_port_free
 from runner.redis import RedisService
@@ -53,6 +55,8 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
         RedisService(RedisConnection.from_env(env), settings.data_dir / "redis", state_dir),
         BridgeService(BridgeSettings.from_env(env), env, state_dir),
         FaucetService(FaucetSettings.from_env(env), state_dir, env),
+        IngestService(IngestSettings.from_env(env), env, state_dir),
+        IngestHttpService(HttpSettings.from_env(env), env, state_dir),
     ]
 
 

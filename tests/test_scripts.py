@@ -39,7 +39,8 @@ def stack_env(home: Path) -> dict[str, str]:
 def extra_service_ports() -> dict[str, str]:
     """Free ports for the services up starts beside the chain."""
     return {"REDIS_PORT": str(free_port()), "FAUCET_PORT": str(free_port()),
-            "BRIDGE_METRICS_PORT": str(free_port())}
+            "BRIDGE_METRICS_PORT": str(free_port()), "INGEST_METRICS_PORT": str(free_port()),
+            "INGEST_HTTP_PORT": str(free_port())}
 
 
 def run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -94,6 +95,10 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
         f"http://127.0.0.1:{env['BRIDGE_METRICS_PORT']}/metrics"
     metrics = requests.get(report["bridge_metrics_url"], timeout=10).json()
     assert metrics["dead_lettered"] == 0
+    assert report["ingest_url"] == f"http://127.0.0.1:{env['INGEST_HTTP_PORT']}/api/readings"
+    assert requests.post(report["ingest_url"], json=[], timeout=10).status_code == 400
+    ingest = requests.get(report["ingest_metrics_url"], timeout=10).json()
+    assert ingest["state"] == "running"  # funded, holding READER_ROLE
     pids_before = sorted(processes_tagged(home))
     assert pids_before
 
