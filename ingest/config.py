@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ingest.errors import IngestConfigError
-from pilotchain.config import CHAIN_SETTINGS, DEFAULT_REDIS_URL, ChainSettings, RedisConnection
+from pilotchain.config import (
+    CHAIN_SETTINGS,
+    DEFAULT_REDIS_URL,
+    ChainSettings,
+    MqttConnection,
+    RedisConnection,
+)
 from pilotchain.settings import Setting, SettingsGroup
 
 DEFAULT_STREAM = "pilotchain:readings"
@@ -177,5 +183,56 @@ HTTP_SETTINGS = SettingsGroup(
                 "largest upload accepted (413 above)", minimum=1),
         Setting("INGEST_HTTP_MAX_READINGS", "max_readings", "int", _H.max_readings,
                 "most readings in one upload (413 above)", minimum=1),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """The MQTT subscriber: the broker (MQTT_*), the stream it feeds, its own endpoint."""
+
+    mqtt: MqttConnection = field(default_factory=MqttConnection)
+    redis_url: str = DEFAULT_REDIS_URL
+    stream: str = DEFAULT_STREAM
+    dead_letter_stream: str = ""
+    client_id: str = "pilotchain-ingest"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9111
+    backoff_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.dead_letter_stream:
+            object.__setattr__(self, "dead_letter_stream", f"{self.stream}:dead")
+
+    @property
+    def metrics_url(self) -> str:
+        host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "") else self.metrics_host
+        return f"http://{host}:{self.metrics_port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MqttSettings:
+        rows = {setting.name: setting for setting in INGEST_SETTINGS.settings}
+        return cls(mqtt=MqttConnection.from_env(env),
+                   redis_url=RedisConnection.from_env(env).url,
+                   stream=rows["INGEST_STREAM"].read(env),
+                   dead_letter_stream=rows["INGEST_DEAD_LETTER_STREAM"].read(env),
+                   backoff_max=rows["INGEST_BACKOFF_MAX"].read(env),
+                   **MQTT_SUBSCRIBER_SETTINGS.read(env))
+
+
+_M = MqttSettings()
+MQTT_SUBSCRIBER_SETTINGS = SettingsGroup(
+    "Meter ingest MQTT subscriber", "ingest-mqtt",
+    "`pilotchain-ingest --mqtt` subscribes to `MQTT_TOPIC` with the ingest's account and "
+    "appends each reading to `INGEST_STREAM` (malformed ones to its dead-letter stream, with "
+    "the reason); see [docs/metering.md](metering.md#mqtt).",
+    (
+        Setting("INGEST_MQTT_CLIENT_ID", "client_id", "str", _M.client_id,
+                "its MQTT client id: the broker keeps this persistent session's messages "
+                "while the subscriber is away"),
+        Setting("INGEST_MQTT_METRICS_HOST", "metrics_host", "str", _M.metrics_host,
+                "metrics endpoint address (`0.0.0.0` in a container)"),
+        Setting("INGEST_MQTT_METRICS_PORT", "metrics_port", "int", _M.metrics_port,
+                "metrics endpoint port (`/metrics`, `/health`)", minimum=0),
     ),
 )

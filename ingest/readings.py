@@ -55,7 +55,7 @@ def parse_reading(value: object) -> SignedReading:
     if missing:
         raise ReadingFormatError(f"Field {missing[0]!r} is missing.")
     reading = MeterReading(
-        meter=_meter(value["meter"]),
+        meter=meter_bytes(value["meter"]),
         time=_integer(value, "time"),
         import_wh=_integer(value, "import_wh"),
         export_wh=_integer(value, "export_wh"),
@@ -110,7 +110,8 @@ def decode_entry(entry_id: str, fields: Mapping[str, str] | None) -> ValidReadin
     return ValidReading(entry_id, signed, payload)
 
 
-def _meter(value: object) -> bytes:
+def meter_bytes(value: object) -> bytes:
+    """A meter id from its JSON form: a uuid, or 0x and 64 hex digits (not zero)."""
     if isinstance(value, str):
         if value.startswith("0x"):
             try:

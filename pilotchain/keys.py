@@ -127,6 +127,25 @@ class KeyStore:
         self._write_private(path, secrets.token_hex(32) + "\n")
         return True
 
+    def mqtt_password_file(self, user: str) -> Path:
+        """The password of an account of the meters' MQTT broker (generated, never
+        committed)."""
+        return self.directory / "mqtt" / f"{user}.password"
+
+    def ensure_mqtt_passwords(self, users: tuple[str, ...] = ("ingest", "meter")) -> list[str]:
+        """Create the broker accounts' passwords that are missing; return what was created.
+        Like the Redis password, they need no new genesis."""
+        created = []
+        for user in users:
+            path = self.mqtt_password_file(user)
+            if path.is_file():
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(path.parent, 0o700)
+            self._write_private(path, secrets.token_hex(24) + "\n")
+            created.append(f"mqtt/{user}.password")
+        return created
+
     def ensure_late_accounts(self, *, fast: bool = False) -> list[str]:
         """Create the accounts of :data:`LATE_ROLES` that are missing; return their names.
 

@@ -16,16 +16,16 @@ from typing import Any
 from bridge import replay
 from bridge.config import BRIDGE_SETTINGS, PLUGIN_SETTINGS, STREAM_SETTINGS
 from faucet.config import FAUCET_SETTINGS
-from ingest.config import HTTP_SETTINGS, INGEST_SETTINGS
+from ingest.config import HTTP_SETTINGS, INGEST_SETTINGS, MQTT_SUBSCRIBER_SETTINGS
 from pilotchain.cli import add_core_commands, command, new_parser, run
-from pilotchain.config import CHAIN_SETTINGS, REDIS_SETTINGS, ChainSettings
+from pilotchain.config import CHAIN_SETTINGS, MQTT_SETTINGS, REDIS_SETTINGS, ChainSettings
 from pilotchain.settings import SettingsGroup, effective, env_example, markdown
 from runner import stack
 
 # Every setting of every service, in the order docs/settings.md lists them.
 ALL_SETTINGS: tuple[SettingsGroup, ...] = (
     CHAIN_SETTINGS, REDIS_SETTINGS, STREAM_SETTINGS, BRIDGE_SETTINGS, FAUCET_SETTINGS,
-    INGEST_SETTINGS, HTTP_SETTINGS, PLUGIN_SETTINGS)
+    MQTT_SETTINGS, INGEST_SETTINGS, HTTP_SETTINGS, MQTT_SUBSCRIBER_SETTINGS, PLUGIN_SETTINGS)
 
 SETTINGS_PREAMBLE = """\
 # Settings

@@ -53,8 +53,8 @@ SLOT = 900
 
 __all__ = [
     "READINGS_STREAM", "SLOT", "IngestProcess", "IngestThread", "Meter", "MeteredChain",
-    "dead_letters", "ingest_settings", "metered", "pending_count", "publish_readings",
-    "recorded_on_chain", "register_meters",
+    "dead_letter_reasons", "dead_letters", "ingest_settings", "metered", "pending_count",
+    "publish_readings", "recorded_on_chain", "register_meters",
 ]
 
 
@@ -141,6 +141,15 @@ def dead_letters(redis_url: str, stream: str = READINGS_STREAM) -> dict[str, str
     try:
         return {fields["entry_id"]: fields["reason"]
                 for _, fields in client.xrange(f"{stream}:dead")}
+    finally:
+        client.close()
+
+
+def dead_letter_reasons(redis_url: str, stream: str = READINGS_STREAM) -> list[str]:
+    """Every dead letter's reason, in order (those of MQTT messages have no entry id)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return [fields["reason"] for _, fields in client.xrange(f"{stream}:dead")]
     finally:
         client.close()
 

@@ -40,7 +40,8 @@ def extra_service_ports() -> dict[str, str]:
     """Free ports for the services up starts beside the chain."""
     return {"REDIS_PORT": str(free_port()), "FAUCET_PORT": str(free_port()),
             "BRIDGE_METRICS_PORT": str(free_port()), "INGEST_METRICS_PORT": str(free_port()),
-            "INGEST_HTTP_PORT": str(free_port())}
+            "INGEST_HTTP_PORT": str(free_port()), "MQTT_PORT": str(free_port()),
+            "INGEST_MQTT_METRICS_PORT": str(free_port())}
 
 
 def run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -99,6 +100,9 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     assert requests.post(report["ingest_url"], json=[], timeout=10).status_code == 400
     ingest = requests.get(report["ingest_metrics_url"], timeout=10).json()
     assert ingest["state"] == "running"  # funded, holding READER_ROLE
+    assert report["mqtt_url"] == f"mqtt://127.0.0.1:{env['MQTT_PORT']}"
+    subscriber = requests.get(report["ingest_mqtt_metrics_url"], timeout=10).json()
+    assert subscriber["state"] == "running"  # authenticated with init's password
     pids_before = sorted(processes_tagged(home))
     assert pids_before
 
