@@ -129,14 +129,16 @@ class StreamConsumer:
             pipe.xack(self.stream, self.group, *entry_ids[start:start + 1000])
         pipe.execute()
 
-    def dead_letter(self, rejected: Sequence[Rejected]) -> None:
-        """Move entries to the dead-letter stream with their reason, each in one script with
-        its ack: a crash can neither lose a rejected entry nor leave it to be read again, and
-        a retry after a lost reply adds no second dead letter (only a pending entry moves)."""
+    def dead_letter(self, rejected: Sequence[Rejected], to: str | None = None) -> None:
+        """Move entries to the dead-letter stream (or ``to``) with their reason, each in one
+        script with its ack: a crash can neither lose a moved entry nor leave it to be read
+        again, and a retry after a lost reply adds no second copy (only a pending entry
+        moves)."""
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        target = to or self.dead_letter_stream
         pipe = self.client.pipeline(transaction=False)
         for item in rejected:
-            pipe.eval(_DEAD_LETTER, 2, self.stream, self.dead_letter_stream, self.group,
+            pipe.eval(_DEAD_LETTER, 2, self.stream, target, self.group,
                       item.entry_id, item.reason, item.payload, now)
         pipe.execute()
 

@@ -71,6 +71,11 @@ class IngestSettings:
         host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "") else self.metrics_host
         return f"http://{host}:{self.metrics_port}"
 
+    @property
+    def minutes_stream(self) -> str:
+        """Where checked minute readings are kept (off chain, for the participant view)."""
+        return f"{self.stream}:minutes"
+
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` (in an ingest process) give these back."""
         chain = self.chain

@@ -59,6 +59,8 @@ MIN_PARTIAL_BATCH = 20
 # before its readings are dead-lettered.
 MAX_REVERTS = 3
 DELIVERY_CHECK_INTERVAL = 5.0
+MINUTE_NOTE = ("A minute reading, signed by the meter's key: kept off chain; the meter's next "
+               "boundary reading anchors it.")
 
 
 class _StopRequested(Exception):
@@ -79,6 +81,7 @@ class Ingest:
         self._unchecked: list[tuple[ValidReading, bool]] = []  # waiting for the chain
         self._acks: list[str] = []
         self._dead: list[Rejected] = []
+        self._minutes: list[Rejected] = []  # checked minute readings, kept off chain
         self._redis_backoff = Backoff(settings.backoff_max)
         self._chain_backoff = Backoff(settings.backoff_max)
         self._redis_retry_at = 0.0
@@ -304,7 +307,7 @@ class Ingest:
         held = set(self._open)
         held.update(valid.entry_id for valid, _ in self._unchecked)
         held.update(self._acks)
-        held.update(rejected.entry_id for rejected in self._dead)
+        held.update(rejected.entry_id for rejected in (*self._dead, *self._minutes))
         return held
 
     def _keep_lock(self, now: float) -> None:
@@ -356,6 +359,9 @@ class Ingest:
                                     self.slot_seconds, time.time())
         if problem is not None:
             self._reject(Rejected(valid.entry_id, problem, valid.payload))
+            return
+        if valid.signed.reading.time % self.slot_seconds:
+            self._minutes.append(Rejected(valid.entry_id, MINUTE_NOTE, valid.payload))
             return
         item = ReadingItem(valid.entry_id, valid.signed, valid.payload,
                            entry_time_ms(valid.entry_id), retried=retried)
@@ -428,6 +434,10 @@ class Ingest:
         self.batcher.requeue(again)
 
     def _flush_redis(self) -> None:
+        if self._minutes:
+            self.stream.dead_letter(self._minutes, to=self.settings.minutes_stream)
+            self.metrics.add("minute_readings", len(self._minutes))
+            self._minutes = []
         if self._dead:
             self.stream.dead_letter(self._dead)
             self.metrics.add("dead_lettered", len(self._dead))

@@ -4,8 +4,9 @@ mean, as sentences for the dead-letter stream.
 Checked off chain (cheap, and no gas spent on a reading the contract must refuse): the meter
 is registered (its key read from the contract and cached: a meter id's key never changes),
 the signature recovers to that key for this chain and contract, the time lies on a slot
-boundary and is not ahead of the clock. What depends on the meter's stored readings (out of
-order, registers going backwards, a conflicting reading) is left to the contract, which
+boundary (or it is a minute reading, kept off chain) and is not ahead of the clock. What
+depends on the meter's stored readings (out of order, registers going backwards, a
+conflicting reading) is left to the contract, which
 refuses by event, not by revert: pre-checking it would need ``checkReading`` per reading
 against a state that the readings in flight are about to change.
 """
@@ -68,10 +69,10 @@ def off_chain_problem(signed: SignedReading, registry: MeterRegistry, domain: Do
     signer = registry.signer(reading.meter)
     if signer is None:
         return f"Meter {meter} is not registered in Settlement {domain.contract} (UnknownMeter)."
-    if reading.time % slot_seconds:
+    if reading.time % slot_seconds and not is_minute_reading(signed):
         return (f"The reading of meter {meter} at {reading.time} is not on a slot boundary "
-                f"(a multiple of {slot_seconds} s); only boundary readings go on chain "
-                "(NotOnSlotBoundary).")
+                f"(a multiple of {slot_seconds} s) nor a minute reading (a whole minute, zero "
+                "anchor); only boundary readings go on chain (NotOnSlotBoundary).")
     if reading.time > now + FUTURE_TOLERANCE:
         return (f"The reading of meter {meter} at {reading.time} lies {reading.time - int(now)} "
                 f"s in the future, more than {FUTURE_TOLERANCE} s ahead (FutureDated).")
@@ -81,6 +82,14 @@ def off_chain_problem(signed: SignedReading, registry: MeterRegistry, domain: Do
                 f"by the meter's key {signer}, for chain {domain.chain_id} and Settlement "
                 f"{domain.contract} (BadSignature).")
     return None
+
+
+def is_minute_reading(signed: SignedReading) -> bool:
+    """A reading at a whole minute with a zero anchor: one of the minute readings a meter
+    sends between slot boundaries. Checked like the others, then kept off chain (the next
+    boundary reading anchors it)."""
+    reading = signed.reading
+    return reading.time % 60 == 0 and reading.minutes_anchor == bytes(32)
 
 
 REFUSALS = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import redis
 from eth_account import Account
 from ingest_fixtures import (
     SLOT,
@@ -50,6 +51,9 @@ def test_good_readings_settle_once_and_each_bad_kind_is_dead_lettered_with_its_r
         "registers backwards": good_meter.sign(s0 + 2 * SLOT, 5, 9, domain=domain),
         "off boundary": good_meter.sign(s0 + 2 * SLOT + 1, 30, 30, domain=domain),
         "good 3": good_meter.sign(s0 + 3 * SLOT, 20, 10, domain=domain),
+        "minute reading": good_meter.sign(s0 + 3 * SLOT + 60, 21, 10, domain=domain),
+        "forged minute": good_meter.sign(s0 + 3 * SLOT + 120, 22, 10, key=Account.create(),
+                                         domain=domain),
     }
     ids = dict(zip(entries, publish_readings(redis_url, list(entries.values())), strict=True))
     expected = {
@@ -62,6 +66,7 @@ def test_good_readings_settle_once_and_each_bad_kind_is_dead_lettered_with_its_r
         "future-dated": "(FutureDated)",
         "registers backwards": "(RegistersBackwards)",
         "off boundary": "(NotOnSlotBoundary)",
+        "forged minute": "(BadSignature)",
     }
     settings = ingest_settings(metered, redis_url)
     with IngestThread(settings):
@@ -78,6 +83,11 @@ def test_good_readings_settle_once_and_each_bad_kind_is_dead_lettered_with_its_r
                         (other_meter.id, s0 + 2 * SLOT): 1, (good_meter.id, s0 + 3 * SLOT): 1}
     stored = metered.contract.functions.readingOf(good_meter.id, s0 + 3 * SLOT).call()
     assert stored[:3] == [True, 20, 10]
+    # A checked minute reading is neither refused nor on chain: kept for the participant view.
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    minutes = [fields["entry_id"] for _, fields in client.xrange(settings.minutes_stream)]
+    client.close()
+    assert minutes == [ids["minute reading"]]
 
 
 def test_kill_9_during_5000_readings_settles_each_exactly_once(

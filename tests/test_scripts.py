@@ -88,7 +88,8 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     assert report["chain_id"] == 8765
     assert report["settlement_address"].startswith("0x")
     assert Path(report["settlement_abi"]).is_file()
-    assert report["redis_url"] == f"redis://127.0.0.1:{env['REDIS_PORT']}/0"
+    # The stack's Redis has a password (init generates it); status shows it masked.
+    assert report["redis_url"] == f"redis://:****@127.0.0.1:{env['REDIS_PORT']}/0"
     assert report["faucet_url"] == f"http://127.0.0.1:{env['FAUCET_PORT']}"
     info = requests.get(f"{report['faucet_url']}/api/info", timeout=10).json()
     assert info["chain_id"] == 8765
