@@ -15,7 +15,7 @@ import sys
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,11 @@ from web3.contract import Contract
 
 from bridge.metrics import Metrics
 from ingest.batches import READING_RECORDED_TOPIC
-from ingest.config import IngestSettings
+from ingest.config import IngestSettings, MqttSettings
+from ingest.mqtt import Subscriber
 from ingest.pipeline import Ingest
 from ingest.readings import READING_FIELD, reading_json
-from pilotchain.chain import Sender, connect, wait_for_receipt
+from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
 from pilotchain.contract import (
     Deployment,
     compile_settlement,
@@ -46,6 +47,7 @@ from pilotchain.deployment import ensure_reader
 from pilotchain.metering import Domain, MeterReading, SignedReading, meter_id, sign_reading
 from pilotchain.settings import PROJECT_ROOT
 from runner.localnet import LocalNetwork
+from runner.mqtt import MqttService, private_mqtt
 from runner.ports import free_port
 
 READINGS_STREAM = "test:readings"
@@ -53,6 +55,7 @@ SLOT = 900
 
 __all__ = [
     "READINGS_STREAM", "SLOT", "IngestProcess", "IngestThread", "Meter", "MeteredChain",
+    "SubscriberThread", "broker",
     "dead_letter_reasons", "dead_letters", "ingest_settings", "metered", "pending_count",
     "publish_readings", "recorded_on_chain", "register_meters",
 ]
@@ -257,3 +260,32 @@ class IngestProcess:
             return "\n".join(self.log_file.read_text().splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MqttService]:
+    service = MqttService(private_mqtt(), tmp_path / "mosquitto", tmp_path / "pids")
+    assert service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+class SubscriberThread:
+    def __init__(self, settings: MqttSettings) -> None:
+        self.metrics = Metrics()
+        self.stop = threading.Event()
+        self.subscriber = Subscriber(settings, self.metrics, self.stop)
+        self.thread = threading.Thread(target=self.subscriber.run, name="mqtt-subscriber")
+
+    def __enter__(self) -> Metrics:
+        self.thread.start()
+        wait_for(lambda: self.metrics.get("state") == "running" or None, timeout=30,
+                 what="the subscriber connected to the broker")
+        return self.metrics
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()

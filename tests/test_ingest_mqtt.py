@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
 import redis
 from ingest_fixtures import (
     READINGS_STREAM,
     SLOT,
     IngestThread,
     MeteredChain,
+    SubscriberThread,
     dead_letter_reasons,
     ingest_settings,
     pending_count,
@@ -26,43 +25,12 @@ from ingest_fixtures import (
 )
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.metrics import Metrics
 from ingest.config import MqttSettings
-from ingest.mqtt import Subscriber
 from ingest.readings import reading_json
 from pilotchain.chain import wait_for
 from pilotchain.config import MqttConnection
-from runner.mqtt import MqttService, connect_check, private_mqtt
+from runner.mqtt import MqttService, connect_check
 from runner.redis import RedisService, private_connection
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MqttService]:
-    service = MqttService(private_mqtt(), tmp_path / "mosquitto", tmp_path / "pids")
-    assert service.start()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-class SubscriberThread:
-    def __init__(self, settings: MqttSettings) -> None:
-        self.metrics = Metrics()
-        self.stop = threading.Event()
-        self.subscriber = Subscriber(settings, self.metrics, self.stop)
-        self.thread = threading.Thread(target=self.subscriber.run, name="mqtt-subscriber")
-
-    def __enter__(self) -> Metrics:
-        self.thread.start()
-        wait_for(lambda: self.metrics.get("state") == "running" or None, timeout=30,
-                 what="the subscriber connected to the broker")
-        return self.metrics
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive()
 
 
 def publisher(connection: MqttConnection) -> mqtt.Client:
