@@ -50,12 +50,11 @@ def current_deployment(settings: ChainSettings, rpc_url: str) -> Deployment | No
 
 def ensure_deployed(settings: ChainSettings, rpc_url: str | None = None, *,
                     force: bool = False) -> tuple[Deployment, bool]:
-    """Deploy (operator admin, bridge recorder) unless a live deployment is recorded;
-    return it and whether it is new."""
+    """Deploy (operator admin, bridge recorder, ingest reader) unless a live deployment is
+    recorded, and make sure the ingest account is funded and holds READER_ROLE either way;
+    return the deployment and whether it is new."""
     url = rpc_url or settings.rpc_url
     existing = None if force else current_deployment(settings, url)
-    if existing is not None:
-        return existing, False
     keys = KeyStore(settings.keys_dir)
     reader = keys.role("ingest")
     reader_address = reader.address if (reader.directory / "address").is_file() else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +126,28 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     assert again.returncode == 0, again.stderr
     assert json.loads(run("status", env, "--json").stdout)["settlement_address"] == \
         report["settlement_address"]
+
+
+def test_a_pilot_from_before_the_ingest_gets_a_working_reader_without_a_new_genesis(
+        stack: tuple[Path, dict[str, str]]) -> None:
+    """Keys and a chain made before the ingest existed (no keys/ingest, no MQTT passwords):
+    the next up creates them beside the old genesis, funds the reader and grants its role."""
+    home, env = stack
+    first = run("up", env)
+    assert first.returncode == 0, first.stderr + first.stdout
+    report = json.loads(run("status", env, "--json").stdout)
+    assert run("down", env).returncode == 0
+    genesis = (home / "genesis.json").read_bytes()
+    for late in ("ingest", "mqtt"):
+        shutil.rmtree(home / "keys" / late)
+
+    again = run("up", env)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert (home / "genesis.json").read_bytes() == genesis
+    assert (home / "keys" / "ingest" / "address").is_file()
+    status = json.loads(run("status", env, "--json").stdout)
+    assert status["settlement_address"] == report["settlement_address"]
+    ingest = requests.get(status["ingest_metrics_url"], timeout=10).json()
+    assert ingest["state"] == "running"  # the new account is funded and holds READER_ROLE
+    subscriber = requests.get(status["ingest_mqtt_metrics_url"], timeout=10).json()
+    assert subscriber["state"] == "running"  # the broker has the new passwords
