@@ -69,7 +69,8 @@ def run_subscriber(settings: MqttSettings) -> int:
     """Serve metrics and run the MQTT subscriber until SIGTERM or SIGINT."""
     metrics = Metrics()
     stop = _stop_on_signals()
-    server = HealthServer(metrics, settings.metrics_host, settings.metrics_port)
+    server = HealthServer(metrics, settings.metrics_host, settings.metrics_port,
+                          "INGEST_MQTT_METRICS_PORT")
     server.start()
     try:
         Subscriber(settings, metrics, stop).run()
@@ -82,7 +83,8 @@ def run(settings: IngestSettings) -> int:
     """Serve metrics and run the ingest until SIGTERM or SIGINT."""
     metrics = Metrics()
     stop = _stop_on_signals()
-    server = HealthServer(metrics, settings.metrics_host, settings.metrics_port)
+    server = HealthServer(metrics, settings.metrics_host, settings.metrics_port,
+                          "INGEST_METRICS_PORT")
     server.start()
     try:
         Ingest(settings, metrics, stop).run()

@@ -54,10 +54,25 @@ READINGS_STREAM = "test:readings"
 SLOT = 900
 
 __all__ = [
-    "READINGS_STREAM", "SLOT", "IngestProcess", "IngestThread", "Meter", "MeteredChain",
-    "SubscriberThread", "broker",
-    "dead_letter_reasons", "dead_letters", "ingest_settings", "metered", "pending_count",
-    "publish_readings", "recorded_on_chain", "register_meters",
+    "READINGS_STREAM",
+    "SLOT",
+    "IngestProcess",
+    "IngestThread",
+    "Meter",
+    "MeteredChain",
+    "ReadingCases",
+    "SubscriberThread",
+    "broker",
+    "dead_letter_reasons",
+    "dead_letters",
+    "ingest_settings",
+    "metered",
+    "pending_count",
+    "publish_readings",
+    "reading_cases",
+    "recorded_on_chain",
+    "register_meters",
+    "unmatched",
 ]
 
 
@@ -86,6 +101,80 @@ class Meter:
         assert domain is not None
         return sign_reading(MeterReading(self.id, time, import_wh, export_wh),
                             key or self.key, domain)
+
+
+@dataclass(frozen=True)
+class ReadingCases:
+    """Good readings and one of each bad kind, in an order that makes each bad (the good ones
+    of a meter before its out-of-order, backwards or duplicate one)."""
+
+    entries: dict[str, SignedReading | dict[str, Any] | str]
+    expected: dict[str, str]  # bad case -> words its dead-letter reason holds
+    good_meter: Meter
+    other_meter: Meter
+    s0: int
+
+    def recorded(self) -> dict[tuple[bytes, int], int]:
+        """What the chain must hold afterwards: each good boundary reading once."""
+        s0, good, other = self.s0, self.good_meter.id, self.other_meter.id
+        return {(good, s0): 1, (good, s0 + SLOT): 1, (other, s0 + 2 * SLOT): 1,
+                (good, s0 + 3 * SLOT): 1}
+
+
+def reading_cases(target: MeteredChain) -> ReadingCases:
+    """Two registered meters and readings of every kind, good and bad."""
+    good_meter, other_meter = register_meters(target, 2)
+    domain = target.domain
+    head = target.w3.eth.get_block("latest")["timestamp"]
+    s0 = head // SLOT * SLOT - 10 * SLOT
+    unregistered = Meter(meter_id(uuid.uuid4()), Account.create(), bytes(32))
+    first = good_meter.sign(s0, 0, 0, domain=domain)
+    unsigned = {**reading_json(good_meter.sign(s0 + SLOT, 1, 1, domain=domain))}
+    del unsigned["signature"]
+    entries: dict[str, SignedReading | dict[str, Any] | str] = {
+        "good 1": first,
+        "malformed JSON": '{"meter": ',
+        "unsigned": unsigned,
+        "wrongly signed": good_meter.sign(s0 + SLOT, 5, 5, key=Account.create(), domain=domain),
+        "unregistered": unregistered.sign(s0, 0, 0, domain=domain),
+        "good 2": good_meter.sign(s0 + SLOT, 10, 5, domain=domain),
+        "other, later": other_meter.sign(s0 + 2 * SLOT, 3, 3, domain=domain),
+        "out of order": other_meter.sign(s0 + SLOT, 1, 1, domain=domain),
+        "duplicate": first,
+        "future-dated": good_meter.sign(head // SLOT * SLOT + 4 * SLOT, 50, 50, domain=domain),
+        "registers backwards": good_meter.sign(s0 + 2 * SLOT, 5, 9, domain=domain),
+        "off boundary": good_meter.sign(s0 + 2 * SLOT + 1, 30, 30, domain=domain),
+        "good 3": good_meter.sign(s0 + 3 * SLOT, 20, 10, domain=domain),
+        "minute reading": good_meter.sign(s0 + 3 * SLOT + 60, 21, 10, domain=domain),
+        "forged minute": good_meter.sign(s0 + 3 * SLOT + 120, 22, 10, key=Account.create(),
+                                         domain=domain),
+    }
+    expected = {
+        "malformed JSON": "not JSON",
+        "unsigned": "not signed",
+        "wrongly signed": "(BadSignature)",
+        "unregistered": "(UnknownMeter)",
+        "out of order": "(OutOfOrder)",
+        "duplicate": "Duplicate",
+        "future-dated": "(FutureDated)",
+        "registers backwards": "(RegistersBackwards)",
+        "off boundary": "(NotOnSlotBoundary)",
+        "forged minute": "(BadSignature)",
+    }
+    return ReadingCases(entries, expected, good_meter, other_meter, s0)
+
+
+def unmatched(reasons: Sequence[str], expected: Sequence[str]) -> list[str]:
+    """The expected words no reason holds, each reason used once (empty: all matched)."""
+    left = list(reasons)
+    missing = []
+    for words in expected:
+        found = next((reason for reason in left if words in reason), None)
+        if found is None:
+            missing.append(words)
+        else:
+            left.remove(found)
+    return missing
 
 
 @pytest.fixture

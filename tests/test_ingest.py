@@ -7,67 +7,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import redis
-from eth_account import Account
 from ingest_fixtures import (
     SLOT,
     IngestProcess,
     IngestThread,
-    Meter,
     MeteredChain,
     dead_letters,
     ingest_settings,
     pending_count,
     publish_readings,
+    reading_cases,
     recorded_on_chain,
     register_meters,
 )
 
-from ingest.readings import reading_json
 from pilotchain.chain import wait_for
-from pilotchain.metering import meter_id
 
 
 def test_good_readings_settle_once_and_each_bad_kind_is_dead_lettered_with_its_reason(
         metered: MeteredChain, redis_url: str) -> None:
-    good_meter, other_meter = register_meters(metered, 2)
-    domain = metered.domain
-    head = metered.w3.eth.get_block("latest")["timestamp"]
-    s0 = head // SLOT * SLOT - 10 * SLOT
-    unregistered = Meter(meter_id("0" * 31 + "1"), Account.create(), bytes(32))
-    first = good_meter.sign(s0, 0, 0, domain=domain)
-    unsigned = {**reading_json(good_meter.sign(s0 + SLOT, 1, 1, domain=domain))}
-    del unsigned["signature"]
-    entries = {
-        "good 1": first,
-        "malformed JSON": '{"meter": ',
-        "unsigned": unsigned,
-        "wrongly signed": good_meter.sign(s0 + SLOT, 5, 5, key=Account.create(), domain=domain),
-        "unregistered": unregistered.sign(s0, 0, 0, domain=domain),
-        "good 2": good_meter.sign(s0 + SLOT, 10, 5, domain=domain),
-        "other, later": other_meter.sign(s0 + 2 * SLOT, 3, 3, domain=domain),
-        "out of order": other_meter.sign(s0 + SLOT, 1, 1, domain=domain),
-        "duplicate": first,
-        "future-dated": good_meter.sign(head // SLOT * SLOT + 4 * SLOT, 50, 50, domain=domain),
-        "registers backwards": good_meter.sign(s0 + 2 * SLOT, 5, 9, domain=domain),
-        "off boundary": good_meter.sign(s0 + 2 * SLOT + 1, 30, 30, domain=domain),
-        "good 3": good_meter.sign(s0 + 3 * SLOT, 20, 10, domain=domain),
-        "minute reading": good_meter.sign(s0 + 3 * SLOT + 60, 21, 10, domain=domain),
-        "forged minute": good_meter.sign(s0 + 3 * SLOT + 120, 22, 10, key=Account.create(),
-                                         domain=domain),
-    }
+    cases = reading_cases(metered)
+    entries, expected = cases.entries, cases.expected
+    good_meter, s0 = cases.good_meter, cases.s0
     ids = dict(zip(entries, publish_readings(redis_url, list(entries.values())), strict=True))
-    expected = {
-        "malformed JSON": "not JSON",
-        "unsigned": "not signed",
-        "wrongly signed": "(BadSignature)",
-        "unregistered": "(UnknownMeter)",
-        "out of order": "(OutOfOrder)",
-        "duplicate": "Duplicate",
-        "future-dated": "(FutureDated)",
-        "registers backwards": "(RegistersBackwards)",
-        "off boundary": "(NotOnSlotBoundary)",
-        "forged minute": "(BadSignature)",
-    }
     settings = ingest_settings(metered, redis_url)
     with IngestThread(settings):
         wait_for(lambda: (len(dead_letters(redis_url)) >= len(expected)
@@ -78,9 +40,7 @@ def test_good_readings_settle_once_and_each_bad_kind_is_dead_lettered_with_its_r
     wrong = {name: reasons[ids[name]] for name, words in expected.items()
              if words not in reasons[ids[name]]}
     assert wrong == {}
-    recorded = recorded_on_chain(metered)
-    assert recorded == {(good_meter.id, s0): 1, (good_meter.id, s0 + SLOT): 1,
-                        (other_meter.id, s0 + 2 * SLOT): 1, (good_meter.id, s0 + 3 * SLOT): 1}
+    assert recorded_on_chain(metered) == cases.recorded()
     stored = metered.contract.functions.readingOf(good_meter.id, s0 + 3 * SLOT).call()
     assert stored[:3] == [True, 20, 10]
     # A checked minute reading is neither refused nor on chain: kept for the participant view.

@@ -17,15 +17,19 @@ from ingest_fixtures import (
     SLOT,
     IngestThread,
     MeteredChain,
+    dead_letter_reasons,
     ingest_settings,
     pending_count,
+    reading_cases,
     recorded_on_chain,
     register_meters,
+    unmatched,
 )
 
 from ingest.config import HttpSettings
 from ingest.readings import reading_json
 from pilotchain.chain import wait_for
+from pilotchain.metering import SignedReading
 from runner.ingest import IngestHttpService
 from runner.ports import free_port
 
@@ -110,3 +114,27 @@ def test_invalid_uploads_get_a_clear_error_and_queue_nothing(
     health = requests.get(f"{endpoint}/health", timeout=10)
     assert (health.status_code, health.json()["status"]) == (200, "ok")
     assert stream_length(redis_url) == 0
+
+
+def test_every_bad_kind_uploaded_is_refused_at_the_door_or_dead_lettered_with_its_reason(
+        endpoint: str, metered: MeteredChain, redis_url: str) -> None:
+    cases = reading_cases(metered)
+    items = [reading_json(entry) if isinstance(entry, SignedReading) else entry
+             for entry in cases.entries.values()]
+    answer = requests.post(f"{endpoint}/api/readings", json=items, timeout=10)
+    assert answer.status_code == 202, answer.text
+    names = list(cases.entries)
+    door = {names[error["index"]]: error["error"] for error in answer.json()["errors"]}
+    # The malformed item arrives as a JSON string inside the array, not as broken JSON.
+    assert set(door) == {"malformed JSON", "unsigned"}
+    assert "not a string" in door["malformed JSON"] and "not signed" in door["unsigned"]
+    later = {name: words for name, words in cases.expected.items() if name not in door}
+    settings = ingest_settings(metered, redis_url)
+    with IngestThread(settings):
+        wait_for(lambda: (len(dead_letter_reasons(redis_url)) >= len(later)
+                          and pending_count(redis_url, settings.group) == 0) or None,
+                 timeout=90, what="every queued reading acknowledged or dead-lettered")
+    reasons = dead_letter_reasons(redis_url)
+    assert len(reasons) == len(later)
+    assert unmatched(reasons, list(later.values())) == []
+    assert recorded_on_chain(metered) == cases.recorded()

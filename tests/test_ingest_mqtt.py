@@ -20,8 +20,10 @@ from ingest_fixtures import (
     dead_letter_reasons,
     ingest_settings,
     pending_count,
+    reading_cases,
     recorded_on_chain,
     register_meters,
+    unmatched,
 )
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -29,6 +31,7 @@ from ingest.config import MqttSettings
 from ingest.readings import reading_json
 from pilotchain.chain import wait_for
 from pilotchain.config import MqttConnection
+from pilotchain.metering import SignedReading
 from runner.mqtt import MqttService, connect_check
 from runner.redis import RedisService, private_connection
 
@@ -154,3 +157,34 @@ def test_mosquitto_and_redis_restarted_mid_stream_lose_nothing(
         assert dead_letter_reasons(own_redis.url) == []
     finally:
         own_redis.stop()
+
+
+def test_every_bad_kind_published_is_dead_lettered_with_its_reason_while_the_good_settle(
+        broker: MqttService, metered: MeteredChain, redis_url: str) -> None:
+    cases = reading_cases(metered)
+    connection = broker.connection
+    good_topic = connection.topic_for("0x" + cases.good_meter.id.hex())
+    messages = []
+    for entry in cases.entries.values():
+        if isinstance(entry, SignedReading):
+            topic = connection.topic_for("0x" + entry.reading.meter.hex())
+            messages.append((topic, json.dumps(reading_json(entry))))
+        else:
+            messages.append((good_topic, entry if isinstance(entry, str) else json.dumps(entry)))
+    settings = MqttSettings(mqtt=connection, redis_url=redis_url, stream=READINGS_STREAM)
+    writer = ingest_settings(metered, redis_url)
+    with SubscriberThread(settings), IngestThread(writer):
+        client = publisher(connection)
+        try:
+            for topic, payload in messages:
+                client.publish(topic, payload, qos=1).wait_for_publish(10)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        wait_for(lambda: (len(dead_letter_reasons(redis_url)) >= len(cases.expected)
+                          and pending_count(redis_url, writer.group) == 0) or None,
+                 timeout=90, what="every message settled or dead-lettered")
+    reasons = dead_letter_reasons(redis_url)
+    assert len(reasons) == len(cases.expected)
+    assert unmatched(reasons, list(cases.expected.values())) == []
+    assert recorded_on_chain(metered) == cases.recorded()
