@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from pilotchain.trades import TradeRecord
 
@@ -24,27 +26,44 @@ class Item:
     entered_ms: int
     queued_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def key(self) -> uuid.UUID:
+        return self.record.trade_id
 
-class Batcher:
-    """The queue of trades not yet in a transaction."""
+
+class Batchable(Protocol):
+    """What the queue needs of an item: a key unique in the queue, and when it was queued."""
+
+    @property
+    def key(self) -> Hashable: ...
+    @property
+    def queued_at(self) -> float: ...
+
+
+B = TypeVar("B", bound=Batchable)
+
+
+class Batcher(Generic[B]):
+    """The queue of items (the bridge's trades, the ingest's readings) not yet in a
+    transaction."""
 
     def __init__(self, max_batch: int, linger: float) -> None:
         self.max_batch = max_batch
         self.linger = linger
-        self._queue: OrderedDict[uuid.UUID, Item] = OrderedDict()
+        self._queue: OrderedDict[Hashable, B] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._queue)
 
-    def add(self, item: Item) -> None:
-        """Queue a trade whose id is not queued yet (the caller merges duplicates)."""
-        self._queue[item.record.trade_id] = item
+    def add(self, item: B) -> None:
+        """Queue an item whose key is not queued yet (the caller merges duplicates)."""
+        self._queue[item.key] = item
 
-    def requeue(self, items: list[Item]) -> None:
-        """Put trades of a failed transaction back at the front, in their order."""
+    def requeue(self, items: list[B]) -> None:
+        """Put items of a failed transaction back at the front, in their order."""
         for item in reversed(items):
-            self._queue[item.record.trade_id] = item
-            self._queue.move_to_end(item.record.trade_id, last=False)
+            self._queue[item.key] = item
+            self._queue.move_to_end(item.key, last=False)
 
     def ready(self, now: float | None = None) -> bool:
         """A full batch is waiting, or the oldest trade has waited ``linger`` seconds."""
@@ -55,7 +74,7 @@ class Batcher:
         oldest = next(iter(self._queue.values()))
         return (now if now is not None else time.monotonic()) - oldest.queued_at >= self.linger
 
-    def take(self, limit: int) -> list[Item]:
+    def take(self, limit: int) -> list[B]:
         """The oldest ``limit`` trades (at most a full batch), removed from the queue."""
         count = min(limit, self.max_batch, len(self._queue))
         return [self._queue.popitem(last=False)[1] for _ in range(count)]

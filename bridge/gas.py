@@ -1,4 +1,8 @@
-"""Gas for the bridge's batches: each transaction's limit, and how much to send per block.
+"""Gas for batch transactions: each transaction's limit, and how much to send per block.
+
+The bridge's trades and the ingest's meter readings are sized alike: a worst-case gas per
+item (:class:`ItemGas`) gives each transaction's limit, and a :class:`GasBudget` per block
+counts in items at what an item has been seen to cost.
 
 Gas limits come from the contract's worst case, not from ``eth_estimateGas``: an estimate
 would execute every batch once more on the RPC node, which on a 2-core machine competes with
@@ -9,6 +13,8 @@ against the budget.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from pilotchain.contract import CALLDATA_BYTES_PER_TRADE
 
@@ -22,6 +28,27 @@ TRANSACTION_GAS = 21_000
 INITIAL_GAS_PER_TRADE = 40_000.0
 
 
+@dataclass(frozen=True)
+class ItemGas:
+    """The gas of one kind of batch item: its worst case, its calldata and a first guess."""
+
+    worst: int
+    calldata_bytes: int
+    initial_guess: float
+
+    def limit_for(self, data: bytes, items: int) -> int:
+        """A gas limit no batch of ``items`` can exceed, whatever state it meets."""
+        return TRANSACTION_GAS + calldata_gas(data) + BATCH_OVERHEAD_GAS + items * self.worst
+
+    def max_items(self, block_gas_limit: int) -> int:
+        """The largest batch whose worst-case gas limit still fits in a block (5% spare)."""
+        room = block_gas_limit * 95 // 100 - TRANSACTION_GAS - BATCH_OVERHEAD_GAS
+        return max(1, room // (self.worst + 16 * self.calldata_bytes))
+
+
+TRADE_GAS = ItemGas(WORST_GAS_PER_TRADE, CALLDATA_BYTES_PER_TRADE, INITIAL_GAS_PER_TRADE)
+
+
 def calldata_gas(data: bytes) -> int:
     """Intrinsic calldata gas since Istanbul: 4 per zero byte, 16 per other byte."""
     zeros = data.count(0)
@@ -30,24 +57,24 @@ def calldata_gas(data: bytes) -> int:
 
 def gas_limit_for(data: bytes, trades: int) -> int:
     """A gas limit no batch of ``trades`` can exceed, whatever state it meets."""
-    return TRANSACTION_GAS + calldata_gas(data) + BATCH_OVERHEAD_GAS + trades * WORST_GAS_PER_TRADE
+    return TRADE_GAS.limit_for(data, trades)
 
 
 def max_trades_for_gas(block_gas_limit: int) -> int:
-    """The largest batch whose worst-case gas limit still fits in a block (with 5% spare)."""
-    room = block_gas_limit * 95 // 100 - TRANSACTION_GAS - BATCH_OVERHEAD_GAS
-    return max(1, room // (WORST_GAS_PER_TRADE + 16 * CALLDATA_BYTES_PER_TRADE))
+    """The largest batch of trades whose worst-case gas limit still fits in a block."""
+    return TRADE_GAS.max_items(block_gas_limit)
 
 
 class GasBudget:
-    """The gas the bridge may still spend in the current block, counted in trades at what a
-    trade has been seen to cost."""
+    """The gas a writer may still spend in the current block, counted in items (trades,
+    readings) at what an item has been seen to cost."""
 
-    def __init__(self, share_of_target: float) -> None:
+    def __init__(self, share_of_target: float, item_gas: ItemGas = TRADE_GAS) -> None:
         self.share_of_target = share_of_target
+        self.item_gas = item_gas
         self.block_gas_limit = 0  # 0 until the first block is known
         self.remaining = 0.0
-        self.gas_per_trade = INITIAL_GAS_PER_TRADE
+        self.gas_per_trade = item_gas.initial_guess
 
     def renew(self, block_gas_limit: int) -> None:
         """A new block: a fresh budget of the configured share of its gas target."""
@@ -58,7 +85,7 @@ class GasBudget:
         """How many trades the rest of this block's budget pays for, at most one block's
         worth of worst-case gas."""
         by_budget = int(self.remaining // self.gas_per_trade)
-        return max(0, min(by_budget, max_trades_for_gas(self.block_gas_limit)))
+        return max(0, min(by_budget, self.item_gas.max_items(self.block_gas_limit)))
 
     def spend(self, trades: int) -> None:
         self.remaining -= trades * self.gas_per_trade

@@ -18,14 +18,15 @@ from bridge.metrics import Metrics
 class HealthServer:
     """Serves one Metrics object; ``port`` 0 picks a free port (see ``.port``)."""
 
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+    def __init__(self, metrics: Metrics, host: str, port: int,
+                 setting: str = "BRIDGE_METRICS_PORT") -> None:
         handler = _handler_for(metrics)
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
         except OSError as error:
             raise BridgeConfigError(
                 f"The metrics endpoint cannot listen on {host}:{port} ({error.strerror}); "
-                "choose another BRIDGE_METRICS_PORT."
+                f"choose another {setting}."
             ) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,

@@ -35,7 +35,7 @@ class Metrics:
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:
-            self._counters[name] += amount
+            self._counters[name] = self._counters.get(name, 0) + amount
 
     def set(self, **gauges: Any) -> None:
         with self._lock:

@@ -50,8 +50,8 @@ from bridge.errors import BridgeConfigError, RecorderRoleMissing
 from bridge.events import Rejected, ValidTrade, decode_entry, entry_time_ms
 from bridge.metrics import Metrics
 from bridge.recorded import is_recorded
-from bridge.stream import TRANSIENT, Entry, TradeStream, WriterLock, connect_redis
-from bridge.writer import ChainWriter, Outcome
+from bridge.stream import TRANSIENT, Entry, StreamConsumer, WriterLock, connect_redis
+from bridge.writer import ChainWriter, Outcome, TradeCodec
 from pilotchain.chain import GWEI, ChainUnreachable, Sender, connect
 from pilotchain.config import masked_url
 from pilotchain.contract import load_deployment, settlement_contract
@@ -98,7 +98,7 @@ class Bridge:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.stop = stop or threading.Event()
-        self.batcher = Batcher(settings.max_batch, settings.linger)
+        self.batcher: Batcher[Item] = Batcher(settings.max_batch, settings.linger)
         self._open: dict[uuid.UUID, Item] = {}  # queued or in flight, by trade id
         self._acks: list[str] = []
         self._dead: list[Rejected] = []
@@ -173,9 +173,9 @@ class Bridge:
 
     # -- connecting -------------------------------------------------------------------
 
-    def _open_redis(self) -> TradeStream:
+    def _open_redis(self) -> StreamConsumer:
         s = self.settings
-        stream = TradeStream(connect_redis(s.redis_url), s.stream, s.group, s.consumer,
+        stream = StreamConsumer(connect_redis(s.redis_url), s.stream, s.group, s.consumer,
                              s.dead_letter_stream)
         try:
             stream.ensure_group()
@@ -189,7 +189,7 @@ class Bridge:
         self.metrics.set(redis="ok")
         return stream
 
-    def _open_chain(self) -> ChainWriter:
+    def _open_chain(self) -> ChainWriter[Item]:
         """Connect, load the deployment and check it is live and lets the bridge record."""
         s = self.settings
         url = s.chain.rpc_url
@@ -198,7 +198,8 @@ class Bridge:
         contract = settlement_contract(w3, deployment)
         account = KeyStore(s.chain.keys_dir).role(s.key_role).unlock()
         sender = Sender(w3, account, url=url, priority_fee=int(s.priority_fee_gwei * GWEI))
-        writer = ChainWriter(w3, sender, contract, s, self.metrics, url)
+        writer = ChainWriter(w3, sender, contract, s, self.metrics, url,
+                             TradeCodec(contract.abi))
         chain_id = sender.chain_id()
         if chain_id != deployment.chain_id:
             raise BridgeConfigError(
@@ -216,7 +217,7 @@ class Bridge:
         return writer
 
     @staticmethod
-    def _check_role(writer: ChainWriter, contract: Any, account: LocalAccount) -> None:
+    def _check_role(writer: ChainWriter[Item], contract: Any, account: LocalAccount) -> None:
         functions = contract.functions
         role = writer.read("Reading RECORDER_ROLE", lambda: functions.RECORDER_ROLE().call())
         if not writer.read("Checking the recorder role",
@@ -447,7 +448,7 @@ class Bridge:
         self._open[item.record.trade_id] = item
         self.batcher.add(item)
 
-    def _finish(self, outcomes: Sequence[Outcome]) -> None:
+    def _finish(self, outcomes: Sequence[Outcome[Item]]) -> None:
         """Acknowledge the trades of mined batches; sort out reverted ones."""
         for outcome in outcomes:
             items = outcome.transaction.items
@@ -522,7 +523,7 @@ def _item(valid: ValidTrade) -> Item:
     return Item(valid.record, [valid.entry_id], entry_time_ms(valid.entry_id))
 
 
-def _next_nonce(writer: ChainWriter) -> int | None:
+def _next_nonce(writer: ChainWriter[Any]) -> int | None:
     return max(writer.in_flight) + 1 if writer.in_flight else None
 
 

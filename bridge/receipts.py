@@ -1,4 +1,5 @@
-"""Receipts of the bridge's batch transactions, read in one JSON-RPC batch per poll."""
+"""Receipts of batch transactions (the bridge's, the ingest's), read in one JSON-RPC batch
+per poll."""
 
 from __future__ import annotations
 
@@ -24,19 +25,24 @@ class Receipt:
     gas_used: int
     recorded: int | None  # from BatchRecorded; None if the event is missing
     skipped: int | None
+    # The contract's raw logs ({"topics": [...], "data": "0x..."}), for writers that need
+    # more than BatchRecorded's counts (the ingest reads each reading's event).
+    logs: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], contract: str) -> Receipt:
         counts: tuple[int | None, int | None] = (None, None)
-        for entry in raw.get("logs") or ():
+        own = tuple(entry for entry in raw.get("logs") or ()
+                    if entry.get("address", "").lower() == contract.lower())
+        for entry in own:
             topics = entry.get("topics") or ()
-            if (entry.get("address", "").lower() == contract.lower() and topics
-                    and bytes.fromhex(topics[0][2:]) == BATCH_RECORDED_TOPIC):
+            if topics and bytes.fromhex(topics[0][2:]) == BATCH_RECORDED_TOPIC:
                 data = bytes.fromhex(entry["data"][2:])
                 counts = (int.from_bytes(data[:32], "big"), int.from_bytes(data[32:64], "big"))
         return cls(tx_hash=raw["transactionHash"], status=int(raw["status"], 16),
                    block_number=int(raw["blockNumber"], 16), block_hash=raw["blockHash"],
-                   gas_used=int(raw["gasUsed"], 16), recorded=counts[0], skipped=counts[1])
+                   gas_used=int(raw["gasUsed"], 16), recorded=counts[0], skipped=counts[1],
+                   logs=own)
 
 
 def read_receipts(w3: Web3, url: str, contract: str,

@@ -1,5 +1,6 @@
-"""The Redis side of the bridge: the consumer group, acknowledgements, the dead-letter stream,
-the single-writer lock and the start-up guard.
+"""The Redis side of a stream-to-chain writer (the bridge's trades, the ingest's meter
+readings): the consumer group, acknowledgements, the dead-letter stream, the single-writer
+lock and the start-up guard. Nothing here knows what an entry holds.
 
 Every method lets redis-py's ``ConnectionError``/``TimeoutError`` through: the bridge's loop
 decides when to retry (bounded backoff) and keeps un-sent acknowledgements until then.
@@ -49,12 +50,14 @@ def connect_redis(url: str) -> redis.Redis:
                                 health_check_interval=10, retry=Retry(NoBackoff(), 0))
 
 
-class TradeStream:
-    """One consumer of the trade stream's group, plus the dead-letter stream."""
+class StreamConsumer:
+    """One consumer of a stream's group, plus the dead-letter stream. ``service`` names the
+    writer in keys and messages (``bridge``, ``ingest``)."""
 
     def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str,
-                 dead_letter_stream: str) -> None:
+                 dead_letter_stream: str, service: str = "bridge") -> None:
         self.client = client
+        self.service = service
         self.stream = stream
         self.group = group
         self.consumer = consumer
@@ -126,20 +129,22 @@ class TradeStream:
             pipe.xack(self.stream, self.group, *entry_ids[start:start + 1000])
         pipe.execute()
 
-    def dead_letter(self, rejected: Sequence[Rejected]) -> None:
-        """Move entries to the dead-letter stream with their reason, each in one script with
-        its ack: a crash can neither lose a rejected entry nor leave it to be read again, and
-        a retry after a lost reply adds no second dead letter (only a pending entry moves)."""
+    def dead_letter(self, rejected: Sequence[Rejected], to: str | None = None) -> None:
+        """Move entries to the dead-letter stream (or ``to``) with their reason, each in one
+        script with its ack: a crash can neither lose a moved entry nor leave it to be read
+        again, and a retry after a lost reply adds no second copy (only a pending entry
+        moves)."""
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        target = to or self.dead_letter_stream
         pipe = self.client.pipeline(transaction=False)
         for item in rejected:
-            pipe.eval(_DEAD_LETTER, 2, self.stream, self.dead_letter_stream, self.group,
+            pipe.eval(_DEAD_LETTER, 2, self.stream, target, self.group,
                       item.entry_id, item.reason, item.payload, now)
         pipe.execute()
 
     def check_target(self, chain_id: int, contract: str) -> None:
         """Refuse to settle a stream into another chain or contract than it was before."""
-        key = f"{self.stream}:bridge:target"
+        key = f"{self.stream}:{self.service}:target"
         wanted = json.dumps({"chain_id": chain_id, "contract": contract})
         if self.client.set(key, wanted, nx=True):
             return
@@ -148,20 +153,23 @@ class TradeStream:
             before = json.loads(current)
             raise TargetChanged(
                 f"The stream {self.stream} was settled into Settlement {before['contract']} "
-                f"on chain {before['chain_id']}, but the bridge is now configured for "
-                f"{contract} on chain {chain_id}. If that change is intended, delete the "
-                f"Redis key {key} (redis-cli DEL {key}) or use a new BRIDGE_STREAM."
+                f"on chain {before['chain_id']}, but the {self.service} is now configured "
+                f"for {contract} on chain {chain_id}. If that change is intended, delete the "
+                f"Redis key {key} (redis-cli DEL {key}) or use a new stream."
             )
 
 
 class WriterLock:
-    """Only one bridge sends transactions for a stream: a Redis key with a time to live,
+    """Only one writer sends transactions for a stream: a Redis key with a time to live,
     renewed by the holder. A holder on this host whose process is gone (killed) is taken
     over at once instead of after the time to live."""
 
-    def __init__(self, client: redis.Redis, stream: str, ttl: float = 10.0) -> None:
+    def __init__(self, client: redis.Redis, stream: str, ttl: float = 10.0,
+                 service: str = "bridge") -> None:
         self.client = client
-        self.key = f"{stream}:bridge:lock"
+        self.service = service
+        self.stream = stream
+        self.key = f"{stream}:{service}:lock"
         self.ttl_ms = int(ttl * 1000)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
         self.renewed_at = 0.0
@@ -179,9 +187,9 @@ class WriterLock:
                 continue
             if time.monotonic() >= deadline:
                 raise WriterLocked(
-                    f"Another bridge ({holder or 'unknown'}) is writing the stream "
-                    f"{self.key.removesuffix(':bridge:lock')}; run only one bridge per "
-                    "stream, or wait until the other one has stopped."
+                    f"Another {self.service} ({holder or 'unknown'}) is writing the stream "
+                    f"{self.stream}; run only one {self.service} per stream, or wait until "
+                    "the other one has stopped."
                 )
             time.sleep(0.5)
 
@@ -192,8 +200,8 @@ class WriterLock:
                 self.renewed_at = time.monotonic()
                 return  # it had expired while Redis was away; nobody else took it
             raise WriterLocked(
-                f"Another bridge took over the stream lock {self.key} while this one could "
-                "not renew it; stopping so that only one bridge writes."
+                f"Another {self.service} took over the stream lock {self.key} while this one "
+                f"could not renew it; stopping so that only one {self.service} writes."
             )
         self.renewed_at = time.monotonic()
 

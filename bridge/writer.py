@@ -1,11 +1,13 @@
-"""The chain side of the bridge: batch transactions, pipelined, each watched to its receipt.
+"""The chain side of the bridge and the ingest: batch transactions, pipelined, each watched
+to its receipt.
 
-Several ``recordTrades`` transactions are in flight at once, each owning a nonce reserved
-from the shared :class:`pilotchain.chain.Sender`, sent while the block's gas budget
-(:mod:`bridge.gas`) lasts. A transaction is re-signed with fresh fees if the node refuses
-it, sent again if it waits ``BRIDGE_REPLACE_AFTER_BLOCKS`` blocks (replaced with fees 13%
-higher if the base fee has priced it out), and handed back as finished only when its
-receipt is ``BRIDGE_CONFIRMATIONS`` blocks deep and still canonical.
+What a batch holds (trades for ``recordTrades``, meter readings for ``submitReadings``) is a
+:class:`BatchCodec`'s business; everything else is shared. Several transactions are in
+flight at once, each owning a nonce reserved from the shared :class:`pilotchain.chain.Sender`,
+sent while the block's gas budget (:mod:`bridge.gas`) lasts. A transaction is re-signed with
+fresh fees if the node refuses it, sent again if it waits ``BRIDGE_REPLACE_AFTER_BLOCKS``
+blocks (replaced with fees 13% higher if the base fee has priced it out), and handed back as
+finished only when its receipt is ``BRIDGE_CONFIRMATIONS`` blocks deep and still canonical.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
@@ -22,8 +24,7 @@ from web3 import Web3
 from web3.types import Wei
 
 from bridge.batching import Item
-from bridge.config import BridgeSettings
-from bridge.gas import GasBudget, gas_limit_for
+from bridge.gas import TRADE_GAS, GasBudget, ItemGas
 from bridge.metrics import Metrics
 from bridge.receipts import Receipt, read_receipts
 from pilotchain.chain import (
@@ -39,6 +40,56 @@ from pilotchain.contract import record_trades_calldata
 
 log = logging.getLogger("bridge.writer")
 T = TypeVar("T")
+
+
+class Queued(Protocol):
+    """What the writer needs of an item: when it entered the stream (for the latency)."""
+
+    entered_ms: int
+
+
+I = TypeVar("I", bound=Queued)  # noqa: E741
+I_contra = TypeVar("I_contra", bound=Queued, contravariant=True)
+
+
+class BatchCodec(Protocol[I_contra]):
+    """How items become one transaction's calldata, and what an item may cost in gas."""
+
+    @property
+    def item_gas(self) -> ItemGas: ...
+
+    def calldata(self, items: Sequence[I_contra]) -> bytes: ...
+
+
+class WriterSettings(Protocol):
+    """The settings the writer reads (the bridge's and the ingest's have them all)."""
+
+    @property
+    def max_batch(self) -> int: ...
+    @property
+    def gas_budget(self) -> float: ...
+    @property
+    def max_in_flight(self) -> int: ...
+    @property
+    def confirmations(self) -> int: ...
+    @property
+    def priority_fee_gwei(self) -> float: ...
+    @property
+    def replace_after_blocks(self) -> int: ...
+
+
+class TradeCodec:
+    """The bridge's batches: ``recordTrades`` of the items' trades."""
+
+    item_gas = TRADE_GAS
+
+    def __init__(self, abi: Any) -> None:
+        self.abi: list[dict[str, Any]] = list(abi)
+        # Refuse an ABI without recordTrades now rather than at the first batch.
+        record_trades_calldata(abi, [])
+
+    def calldata(self, items: Sequence[Item]) -> bytes:
+        return record_trades_calldata(self.abi, [item.record for item in items])
 
 # Blocks a mined nonce may lack its receipt before the batch counts as displaced.
 ORPHAN_AFTER_BLOCKS = 5
@@ -56,11 +107,11 @@ class Attempt:
 
 
 @dataclass(slots=True)
-class Transaction:
-    """A batch in flight: its nonce, its trades and every version sent."""
+class Transaction(Generic[I]):
+    """A batch in flight: its nonce, its items and every version sent."""
 
     nonce: int
-    items: list[Item]
+    items: list[I]
     data: bytes
     gas: int
     attempts: list[Attempt] = field(default_factory=list)
@@ -72,10 +123,10 @@ class Transaction:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(Generic[I]):
     """A transaction whose receipt is deep enough to act on."""
 
-    transaction: Transaction
+    transaction: Transaction[I]
     receipt: Receipt
 
     @property
@@ -89,11 +140,11 @@ class Outcome:
         return self.receipt.recorded, self.receipt.skipped
 
 
-class ChainWriter:
-    """Sends batches with the bridge key and follows them until they are final."""
+class ChainWriter(Generic[I]):
+    """Sends batches with one account's key and follows them until they are final."""
 
-    def __init__(self, w3: Web3, sender: Sender, contract: Any, settings: BridgeSettings,
-                 metrics: Metrics, url: str) -> None:
+    def __init__(self, w3: Web3, sender: Sender, contract: Any, settings: WriterSettings,
+                 metrics: Metrics, url: str, codec: BatchCodec[I]) -> None:
         self.w3 = w3
         self.sender = sender
         self.contract = contract
@@ -102,12 +153,11 @@ class ChainWriter:
         self.metrics = metrics
         self.url = url
         self.tip = int(settings.priority_fee_gwei * GWEI)
-        # Refuse an ABI without recordTrades now rather than at the first batch.
-        record_trades_calldata(contract.abi, [])
-        self.in_flight: dict[int, Transaction] = {}
+        self.codec = codec
+        self.in_flight: dict[int, Transaction[I]] = {}
         self.head = 0
         self.base_fee = 0
-        self.budget = GasBudget(settings.gas_budget)
+        self.budget = GasBudget(settings.gas_budget, codec.item_gas)
 
     @property
     def sender_address(self) -> ChecksumAddress:
@@ -142,11 +192,11 @@ class ChainWriter:
             return 0  # a nonce the node has not taken holds back everything after it
         return max(0, min(self.budget.trades(), self.settings.max_batch))
 
-    def submit(self, items: list[Item]) -> None:
+    def submit(self, items: list[I]) -> None:
         """Sign and send one batch with a freshly reserved nonce."""
-        data = record_trades_calldata(self.contract.abi, [item.record for item in items])
+        data = self.codec.calldata(items)
         nonce = self.sender.reserve_nonce()
-        tx = Transaction(nonce, items, data, gas_limit_for(data, len(items)))
+        tx = Transaction(nonce, items, data, self.codec.item_gas.limit_for(data, len(items)))
         self.in_flight[nonce] = tx
         self.budget.spend(len(items))
         self.metrics.add("batches")
@@ -156,14 +206,14 @@ class ChainWriter:
         # Twice the base fee rides out six full blocks of 12.5% rises before replacement.
         return fees_for(self.base_fee, priority_fee=self.tip)
 
-    def _attempt(self, tx: Transaction, fees: Fees) -> None:
+    def _attempt(self, tx: Transaction[I], fees: Fees) -> None:
         """Sign ``tx`` with ``fees`` and send it; remember the version either way."""
         signed = self.sender.sign({"to": self.contract_address, "data": HexBytes(tx.data),
                                    "gas": tx.gas, "value": Wei(0)}, tx.nonce, fees)
         tx.attempts.append(Attempt(HexBytes(signed.hash), bytes(signed.raw_transaction), fees))
         self._send(tx, tx.attempts[-1])
 
-    def _send(self, tx: Transaction, attempt: Attempt) -> None:
+    def _send(self, tx: Transaction[I], attempt: Attempt) -> None:
         """Submit one version; a refusal is noted on ``tx`` and retried by ``poll``."""
         try:
             self.sender.send_raw(attempt.raw)
@@ -183,7 +233,7 @@ class ChainWriter:
 
     # -- following ----------------------------------------------------------------------
 
-    def poll(self) -> tuple[list[Outcome], list[Item]]:
+    def poll(self) -> tuple[list[Outcome[I]], list[I]]:
         """Check the transactions in flight: (final outcomes, trades to send again)."""
         if not self.in_flight:
             return [], []
@@ -193,8 +243,8 @@ class ChainWriter:
         ordered = sorted(self.in_flight.values(), key=lambda t: t.nonce)
         receipts = read_receipts(self.w3, self.url, self.contract_address,
                                  self._hashes_to_check(ordered, mined_below))
-        finished: list[Outcome] = []
-        orphaned: list[Item] = []
+        finished: list[Outcome[I]] = []
+        orphaned: list[I] = []
         for tx in ordered:
             if tx.receipt is None and tx.nonce < mined_below:
                 if not self._found(tx, receipts):
@@ -217,7 +267,7 @@ class ChainWriter:
         self._update_gauges()
         return finished, orphaned
 
-    def _hashes_to_check(self, ordered: Sequence[Transaction], mined_below: int) -> list[str]:
+    def _hashes_to_check(self, ordered: Sequence[Transaction[I]], mined_below: int) -> list[str]:
         """Receipts this poll needs: every version of a newly mined nonce, and those of
         receipts now deep enough to confirm."""
         hashes: list[str] = []
@@ -228,7 +278,7 @@ class ChainWriter:
                 hashes.append(tx.receipt.tx_hash)
         return hashes
 
-    def _found(self, tx: Transaction, receipts: dict[str, Receipt | None]) -> bool:
+    def _found(self, tx: Transaction[I], receipts: dict[str, Receipt | None]) -> bool:
         """Take the receipt of any version of ``tx`` (newest first) if there is one."""
         for attempt in reversed(tx.attempts):
             receipt = receipts.get(attempt.tx_hash.to_0x_hex())
@@ -238,7 +288,7 @@ class ChainWriter:
                 return True
         return False
 
-    def _observe(self, tx: Transaction, receipt: Receipt) -> None:
+    def _observe(self, tx: Transaction[I], receipt: Receipt) -> None:
         """First sight of a receipt: latency of each trade, and what a trade really costs."""
         now_ms = time.time() * 1000
         for item in tx.items:
@@ -250,7 +300,7 @@ class ChainWriter:
     def _deep_enough(self, receipt: Receipt) -> bool:
         return self.head >= receipt.block_number + self.settings.confirmations
 
-    def _final(self, tx: Transaction, receipts: dict[str, Receipt | None]) -> Outcome | None:
+    def _final(self, tx: Transaction[I], receipts: dict[str, Receipt | None]) -> Outcome[I] | None:
         """The outcome once the receipt is deep enough and still on the canonical chain."""
         receipt = tx.receipt
         assert receipt is not None
@@ -264,21 +314,21 @@ class ChainWriter:
                 return None
         return Outcome(tx, receipt)
 
-    def _orphan(self, tx: Transaction) -> list[Item]:
+    def _orphan(self, tx: Transaction[I]) -> list[I]:
         """The nonce was used by a transaction not of this writer: send the trades again."""
         log.warning("Nonce %d of the bridge account was used by another transaction; "
                     "sending its %d trades again.", tx.nonce, len(tx.items))
         del self.in_flight[tx.nonce]
         return tx.items
 
-    def _retry(self, tx: Transaction) -> None:
+    def _retry(self, tx: Transaction[I]) -> None:
         """Send a version the node has not taken yet again (fresh fees if fees were why)."""
         if tx.refusal is not None and any(word in tx.refusal for word in FEE_REFUSALS):
             self._attempt(tx, self._fresh_fees())
         else:
             self._send(tx, tx.attempts[-1])
 
-    def _unstick(self, tx: Transaction) -> None:
+    def _unstick(self, tx: Transaction[I]) -> None:
         """Waited too long. Priced out (the base fee rose above its max fee): the same batch
         at the same nonce with fees 13% higher. Otherwise the node may have lost it (a
         restart): the same bytes again, since a new version would restart its propagation

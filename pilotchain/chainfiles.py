@@ -35,6 +35,8 @@ def create_chain_files(settings: ChainSettings, *, force: bool = False, fast_key
         created.append(genesis_file.name)
     if keys.ensure_redis_password():
         created.append("redis/password")
+    created.extend(keys.ensure_late_accounts(fast=fast_keys))
+    created.extend(keys.ensure_mqtt_passwords())
     check_genesis(settings)
     return created
 

@@ -9,7 +9,8 @@ Layout under the keys directory (never committed; ``pilotchain init`` creates it
     validatorN/nodekey, nodekey.pub      the validator's p2p identity, so peers know its enode
     accounts.json                        every public address, by role
 
-Roles are ``validator1..validatorN`` plus the service accounts in :data:`SERVICE_ROLES`.
+Roles are ``validator1..validatorN`` plus the service accounts in :data:`SERVICE_ROLES`
+(funded in genesis) and :data:`LATE_ROLES` (created after genesis, funded by the operator).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from eth_keys.datatypes import PrivateKey
 from pilotchain.errors import PilotChainError
 
 SERVICE_ROLES = ("faucet", "bridge", "operator")
+# Accounts added after the first release: created beside an existing genesis (a new genesis
+# would orphan a pilot's chain) and funded by a transfer from the operator at deployment.
+LATE_ROLES = ("ingest",)
 # geth's own "light" scrypt parameter: fine for throwaway test keys, never for a pilot.
 FAST_SCRYPT_N = 4096
 
@@ -123,6 +127,37 @@ class KeyStore:
         self._write_private(path, secrets.token_hex(32) + "\n")
         return True
 
+    def mqtt_password_file(self, user: str) -> Path:
+        """The password of an account of the meters' MQTT broker (generated, never
+        committed)."""
+        return self.directory / "mqtt" / f"{user}.password"
+
+    def ensure_mqtt_passwords(self, users: tuple[str, ...] = ("ingest", "meter")) -> list[str]:
+        """Create the broker accounts' passwords that are missing; return what was created.
+        Like the Redis password, they need no new genesis."""
+        created = []
+        for user in users:
+            path = self.mqtt_password_file(user)
+            if path.is_file():
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(path.parent, 0o700)
+            self._write_private(path, secrets.token_hex(24) + "\n")
+            created.append(f"mqtt/{user}.password")
+        return created
+
+    def ensure_late_accounts(self, *, fast: bool = False) -> list[str]:
+        """Create the accounts of :data:`LATE_ROLES` that are missing; return their names.
+
+        Kept apart from :meth:`ensure`, like the Redis password: they are not in genesis, so
+        an existing pilot gets them without a new genesis.
+        """
+        created = [self.create_account(name, fast=fast).name for name in LATE_ROLES
+                   if not (self.directory / name / "address").is_file()]
+        if created:
+            self._write_json("accounts.json", self.accounts())
+        return created
+
     def role(self, name: str) -> Role:
         return Role(name, self.directory / name)
 
@@ -137,7 +172,7 @@ class KeyStore:
 
     def accounts(self) -> dict[str, str]:
         """Every public address by role name."""
-        roles = [*self.validators(), *(self.role(name) for name in SERVICE_ROLES)]
+        roles = [*self.validators(), *(self.role(name) for name in (*SERVICE_ROLES, *LATE_ROLES))]
         return {role.name: role.address for role in roles if (role.directory / "address").is_file()}
 
     def ensure(self, validators: int = 3, *, force: bool = False, fast: bool = False) -> list[str]:

@@ -11,20 +11,33 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from bridge import replay
 from bridge.config import BRIDGE_SETTINGS, PLUGIN_SETTINGS, STREAM_SETTINGS
 from faucet.config import FAUCET_SETTINGS
+from ingest.config import (
+    HTTP_SETTINGS,
+    INGEST_SETTINGS,
+    MQTT_SUBSCRIBER_SETTINGS,
+    HttpSettings,
+)
 from pilotchain.cli import add_core_commands, command, new_parser, run
-from pilotchain.config import CHAIN_SETTINGS, REDIS_SETTINGS, ChainSettings
+from pilotchain.config import (
+    CHAIN_SETTINGS,
+    MQTT_SETTINGS,
+    REDIS_SETTINGS,
+    ChainSettings,
+    MqttConnection,
+)
 from pilotchain.settings import SettingsGroup, effective, env_example, markdown
-from runner import stack
+from runner import meters, stack
 
 # Every setting of every service, in the order docs/settings.md lists them.
 ALL_SETTINGS: tuple[SettingsGroup, ...] = (
     CHAIN_SETTINGS, REDIS_SETTINGS, STREAM_SETTINGS, BRIDGE_SETTINGS, FAUCET_SETTINGS,
-    PLUGIN_SETTINGS)
+    MQTT_SETTINGS, INGEST_SETTINGS, HTTP_SETTINGS, MQTT_SUBSCRIBER_SETTINGS, PLUGIN_SETTINGS)
 
 SETTINGS_PREAMBLE = """\
 # Settings
@@ -66,7 +79,51 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "Publish recorded gsy-e trades (JSON lines) into the bridge's stream.")
     replay_cmd.add_argument("args", nargs=argparse.REMAINDER,
                             help="FILE [--rate N] [--redis-url URL] [--stream NAME]")
+    meters = sub.add_parser("meters", help="Simulated meters (the metering demo).",
+                            description="Simulated meters (the metering demo).")
+    meter_commands = meters.add_subparsers(dest="meters_command", required=True,
+                                           metavar="COMMAND")
+    simulate = command(meter_commands, "simulate", cmd_meters_simulate,
+                       "Register throwaway meters for a recording's boundary participants and "
+                       "publish their signed minute readings (slot energy = traded x deviation).")
+    simulate.add_argument("recording", type=Path, help="a gsy-e recording (JSON lines)")
+    simulate.add_argument("--deviation", action="append", default=[],
+                          metavar="PARTICIPANT=FACTOR",
+                          help="measured energy = traded x FACTOR for this participant "
+                               "(repeatable; default 1)")
+    simulate.add_argument("--realtime", action="store_true",
+                          help="publish each minute's readings when its minute has come "
+                               "(relative to the first), not as fast as possible")
+    simulate.add_argument("--http", action="store_true",
+                          help="upload to the ingest's POST /api/readings instead of MQTT")
+    simulate.add_argument("--keys-file", type=Path, default=None,
+                          help="where to write the throwaway meter keys "
+                               "(default <NATIVE_DATA_DIR>/meters/simulated-<time>.json)")
     return run(parser, argv)
+
+
+def cmd_meters_simulate(settings: ChainSettings, env: Mapping[str, str],
+                        args: argparse.Namespace) -> int:
+    publisher: meters.MqttPublisher | meters.HttpPublisher
+    if args.http:
+        publisher = meters.HttpPublisher(f"{HttpSettings.from_env(env).url}/api/readings")
+    else:
+        publisher = meters.MqttPublisher(MqttConnection.from_env(env))
+    try:
+        result = meters.simulate(
+            args.recording, settings, rpc_url=settings.rpc_url,
+            deviations=meters.parse_deviations(args.deviation), publish=publisher,
+            realtime=args.realtime, keys_file=args.keys_file,
+            progress=lambda step: print(f"meters: {step}", file=sys.stderr, flush=True))
+    finally:
+        if isinstance(publisher, meters.MqttPublisher):
+            publisher.close()
+    print(f"Simulated {len(result.meters)} meters over {len(result.slots)} slots: "
+          f"{result.readings} readings published ({result.boundary_readings} at slot "
+          f"boundaries, for the chain). Throwaway keys: {result.keys_file}")
+    for meter in result.meters:
+        print(f"  {meter.participant}  meter 0x{meter.meter.hex()}  x{meter.factor:g}")
+    return 0
 
 
 def cmd_up(settings: ChainSettings, env: Mapping[str, str], args: argparse.Namespace) -> int:
@@ -146,6 +203,7 @@ def print_endpoints(report: dict[str, Any]) -> None:
     ]
     for key, label in (("settlement_address", "Settlement contract"),
                        ("faucet_url", "Faucet"), ("bridge_metrics_url", "Bridge metrics"),
+                       ("ingest_url", "Meter readings (HTTP)"), ("mqtt_url", "MQTT broker"),
                        ("redis_url", "Redis")):
         if report.get(key):
             rows.append((label, str(report[key])))

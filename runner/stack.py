@@ -15,11 +15,14 @@ from typing import Any
 
 from bridge.config import BridgeSettings
 from faucet.config import FaucetSettings
-from pilotchain.config import ChainSettings, RedisConnection
+from ingest.config import HttpSettings, IngestSettings, MqttSettings
+from pilotchain.config import ChainSettings, MqttConnection, RedisConnection
 from pilotchain.errors import NetworkError, PilotChainError
 from runner.bridge import BridgeService
 from runner.faucet import FaucetService
+from runner.ingest import IngestHttpService, IngestMqttService, IngestService
 from runner.localnet import BOOTNODE, RPC_NODE, LocalNetwork
+from runner.mqtt import MqttService
 from runner.ports import check_port_free
 from runner.redis import RedisService
 from runner.services import Service
@@ -53,6 +56,10 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
         RedisService(RedisConnection.from_env(env), settings.data_dir / "redis", state_dir),
         BridgeService(BridgeSettings.from_env(env), env, state_dir),
         FaucetService(FaucetSettings.from_env(env), state_dir, env),
+        MqttService(MqttConnection.from_env(env), settings.data_dir / "mosquitto", state_dir),
+        IngestService(IngestSettings.from_env(env), env, state_dir),
+        IngestHttpService(HttpSettings.from_env(env), env, state_dir),
+        IngestMqttService(MqttSettings.from_env(env), env, state_dir),
     ]
 
 

@@ -9,16 +9,16 @@ import pytest
 import redis
 
 from bridge.events import Rejected
-from bridge.stream import TradeStream, connect_redis
+from bridge.stream import StreamConsumer, connect_redis
 
 STREAM = "stream-test:trades"
 DEAD = "stream-test:dead"
 
 
 @pytest.fixture
-def stream(redis_url: str) -> Iterator[TradeStream]:
+def stream(redis_url: str) -> Iterator[StreamConsumer]:
     client = connect_redis(redis_url)
-    trades = TradeStream(client, STREAM, "group", "bridge", DEAD)
+    trades = StreamConsumer(client, STREAM, "group", "bridge", DEAD)
     trades.ensure_group()
     yield trades
     client.close()
@@ -29,7 +29,7 @@ def append(client: redis.Redis, count: int) -> list[str]:
 
 
 def test_own_pending_lists_what_was_delivered_to_this_consumer_only(
-        stream: TradeStream) -> None:
+        stream: StreamConsumer) -> None:
     ids = append(stream.client, 5)
     stream.client.xreadgroup("group", "bridge", {STREAM: ">"}, count=3)
     stream.client.xreadgroup("group", "other", {STREAM: ">"}, count=2)
@@ -43,7 +43,7 @@ def test_own_pending_lists_what_was_delivered_to_this_consumer_only(
     assert stream.own_pending_count() == 0
 
 
-def test_an_entry_deleted_while_pending_is_listed_without_fields(stream: TradeStream) -> None:
+def test_an_entry_deleted_while_pending_is_listed_without_fields(stream: StreamConsumer) -> None:
     ids = append(stream.client, 2)
     stream.client.xreadgroup("group", "bridge", {STREAM: ">"})
     stream.client.xdel(STREAM, ids[0])
@@ -51,7 +51,7 @@ def test_an_entry_deleted_while_pending_is_listed_without_fields(stream: TradeSt
     assert entries == [(ids[0], None), (ids[1], {"event": "payload 1"})]
 
 
-def test_dead_lettering_twice_records_one_dead_letter(stream: TradeStream) -> None:
+def test_dead_lettering_twice_records_one_dead_letter(stream: StreamConsumer) -> None:
     ids = append(stream.client, 3)
     stream.read_new(count=10, block_ms=0)
     rejected = [Rejected(ids[0], "The event is not JSON.", "payload 0"),

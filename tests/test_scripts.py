@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +41,9 @@ def stack_env(home: Path) -> dict[str, str]:
 def extra_service_ports() -> dict[str, str]:
     """Free ports for the services up starts beside the chain."""
     return {"REDIS_PORT": str(free_port()), "FAUCET_PORT": str(free_port()),
-            "BRIDGE_METRICS_PORT": str(free_port())}
+            "BRIDGE_METRICS_PORT": str(free_port()), "INGEST_METRICS_PORT": str(free_port()),
+            "INGEST_HTTP_PORT": str(free_port()), "MQTT_PORT": str(free_port()),
+            "INGEST_MQTT_METRICS_PORT": str(free_port())}
 
 
 def run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -102,6 +105,13 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
         f"http://127.0.0.1:{env['BRIDGE_METRICS_PORT']}/metrics"
     metrics = requests.get(report["bridge_metrics_url"], timeout=10).json()
     assert metrics["dead_lettered"] == 0
+    assert report["ingest_url"] == f"http://127.0.0.1:{env['INGEST_HTTP_PORT']}/api/readings"
+    assert requests.post(report["ingest_url"], json=[], timeout=10).status_code == 400
+    ingest = requests.get(report["ingest_metrics_url"], timeout=10).json()
+    assert ingest["state"] == "running"  # funded, holding READER_ROLE
+    assert report["mqtt_url"] == f"mqtt://127.0.0.1:{env['MQTT_PORT']}"
+    subscriber = requests.get(report["ingest_mqtt_metrics_url"], timeout=10).json()
+    assert subscriber["state"] == "running"  # authenticated with init's password
     pids_before = sorted(processes_tagged(home))
     assert pids_before
 
@@ -123,3 +133,28 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     assert again.returncode == 0, again.stderr
     assert json.loads(run("status", env, "--json").stdout)["settlement_address"] == \
         report["settlement_address"]
+
+
+def test_a_pilot_from_before_the_ingest_gets_a_working_reader_without_a_new_genesis(
+        stack: tuple[Path, dict[str, str]]) -> None:
+    """Keys and a chain made before the ingest existed (no keys/ingest, no MQTT passwords):
+    the next up creates them beside the old genesis, funds the reader and grants its role."""
+    home, env = stack
+    first = run("up", env)
+    assert first.returncode == 0, first.stderr + first.stdout
+    report = json.loads(run("status", env, "--json").stdout)
+    assert run("down", env).returncode == 0
+    genesis = (home / "genesis.json").read_bytes()
+    for late in ("ingest", "mqtt"):
+        shutil.rmtree(home / "keys" / late)
+
+    again = run("up", env)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert (home / "genesis.json").read_bytes() == genesis
+    assert (home / "keys" / "ingest" / "address").is_file()
+    status = json.loads(run("status", env, "--json").stdout)
+    assert status["settlement_address"] == report["settlement_address"]
+    ingest = requests.get(status["ingest_metrics_url"], timeout=10).json()
+    assert ingest["state"] == "running"  # the new account is funded and holds READER_ROLE
+    subscriber = requests.get(status["ingest_mqtt_metrics_url"], timeout=10).json()
+    assert subscriber["state"] == "running"  # the broker has the new passwords

@@ -12,6 +12,8 @@ set -euo pipefail
 "$(dirname "$0")/install-docker.sh"
 # Redis: the bridge's stream and the faucet's shared rate limits (tests start their own).
 ensure_debian_package redis-server redis-server
+# mosquitto: the meters' MQTT broker (tests/test_ingest_mqtt.py starts its own).
+ensure_debian_package mosquitto mosquitto
 # Chromium: tests/test_faucet_browser.py drives the faucet page headless over the DevTools protocol.
 ensure_debian_package chromium chromium
 

@@ -1,0 +1,3 @@
+"""PilotChain's meter ingest: signed meter readings from a Redis stream to Settlement."""
+
+from __future__ import annotations

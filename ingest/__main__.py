@@ -1,0 +1,7 @@
+"""``python -m ingest``: the same as the ``pilotchain-ingest`` command."""
+
+import sys
+
+from ingest.cli import main
+
+sys.exit(main())

@@ -1,0 +1,243 @@
+"""The ingest's typed settings, declared once and read once by the entry point.
+
+Chain, keys and the deployment record come from :class:`ChainSettings` (``RPC_URL``,
+``KEYS_DIR``, ``DEPLOYMENT_FILE``, ...), Redis from :class:`RedisConnection`, like the bridge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ingest.errors import IngestConfigError
+from pilotchain.config import (
+    CHAIN_SETTINGS,
+    DEFAULT_REDIS_URL,
+    ChainSettings,
+    MqttConnection,
+    RedisConnection,
+)
+from pilotchain.settings import Setting, SettingsGroup
+
+DEFAULT_STREAM = "pilotchain:readings"
+DEFAULT_METRICS_PORT = 9110
+# Readings per submitReadings under geth's 128 KiB transaction limit: 352 bytes each.
+MAX_BATCH = 300
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Everything the ingest writer needs; every field but ``chain`` and ``redis_url`` is a
+    row of INGEST_SETTINGS."""
+
+    chain: ChainSettings = field(default_factory=ChainSettings)
+    redis_url: str = DEFAULT_REDIS_URL
+    stream: str = DEFAULT_STREAM
+    group: str = "settlement-ingest"
+    consumer: str = "ingest"
+    dead_letter_stream: str = ""
+    key_role: str = "ingest"
+    max_batch: int = 200
+    linger: float = 0.2
+    gas_budget: float = 0.5
+    max_in_flight: int = 8
+    confirmations: int = 1
+    priority_fee_gwei: float = 1.0
+    replace_after_blocks: int = 5
+    max_queued: int = 20_000
+    recovery_timeout: float = 60.0
+    unknown_meter_ttl: float = 10.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = DEFAULT_METRICS_PORT
+    log_interval: float = 10.0
+    backoff_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.dead_letter_stream:
+            object.__setattr__(self, "dead_letter_stream", f"{self.stream}:dead")
+        if not 0 < self.gas_budget <= 2:
+            raise IngestConfigError(
+                f"INGEST_GAS_BUDGET must be above 0 and at most 2 (a fraction of the block "
+                f"gas target), not {self.gas_budget}."
+            )
+        if not 1 <= self.max_batch <= MAX_BATCH:
+            raise IngestConfigError(
+                f"INGEST_MAX_BATCH must be between 1 and {MAX_BATCH} (geth refuses "
+                f"transactions over 128 KiB), not {self.max_batch}."
+            )
+
+    @property
+    def metrics_url(self) -> str:
+        host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "") else self.metrics_host
+        return f"http://{host}:{self.metrics_port}"
+
+    @property
+    def minutes_stream(self) -> str:
+        """Where checked minute readings are kept (off chain, for the participant view)."""
+        return f"{self.stream}:minutes"
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes ``from_env`` (in an ingest process) give these back."""
+        chain = self.chain
+        return {
+            **CHAIN_SETTINGS.to_env(chain),
+            "RPC_URL": chain.rpc_url, "DEPLOYMENT_FILE": str(chain.deployment_file),
+            "REDIS_URL": self.redis_url, **INGEST_SETTINGS.to_env(self),
+        }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> IngestSettings:
+        """Typed settings from an environment snapshot; errors name the setting."""
+        return cls(chain=ChainSettings.from_env(env), redis_url=RedisConnection.from_env(env).url,
+                   **INGEST_SETTINGS.read(env))
+
+
+_D = IngestSettings()
+INGEST_SETTINGS = SettingsGroup(
+    "Meter ingest", "ingest",
+    "The ingest writer (`pilotchain-ingest`) takes signed meter readings from a Redis stream "
+    "to `submitReadings`; it also reads the chain settings (`RPC_URL`, `KEYS_DIR`, "
+    "`DEPLOYMENT_FILE`) and the [Redis settings](#redis). See "
+    "[docs/metering.md](metering.md#ingest).",
+    (
+        Setting("INGEST_STREAM", "stream", "str", _D.stream,
+                "the Redis stream of signed readings (field `reading`, the JSON object)"),
+        Setting("INGEST_GROUP", "group", "str", _D.group, "consumer group"),
+        Setting("INGEST_CONSUMER", "consumer", "str", _D.consumer,
+                "this writer's consumer name"),
+        Setting("INGEST_DEAD_LETTER_STREAM", "dead_letter_stream", "str", "",
+                "refused readings, each with `reason`, `entry_id`, `event`, `rejected_at`",
+                default_text="<INGEST_STREAM>:dead"),
+        Setting("INGEST_KEY_ROLE", "key_role", "str", _D.key_role,
+                "which account of `KEYS_DIR` signs (`keys/<role>/`; needs READER_ROLE)"),
+        Setting("INGEST_MAX_BATCH", "max_batch", "int", _D.max_batch,
+                f"readings per transaction (at most {MAX_BATCH}, under geth's 128 KiB limit)",
+                minimum=1),
+        Setting("INGEST_LINGER", "linger", "float", _D.linger,
+                "seconds a reading may wait for a fuller batch", minimum=0.0),
+        Setting("INGEST_GAS_BUDGET", "gas_budget", "float", _D.gas_budget,
+                "gas sent per new block, as a fraction of the gas target (the bridge's trades "
+                "share the blocks)"),
+        Setting("INGEST_MAX_IN_FLIGHT", "max_in_flight", "int", _D.max_in_flight,
+                "transactions sent but not final", minimum=1),
+        Setting("INGEST_CONFIRMATIONS", "confirmations", "int", _D.confirmations,
+                "blocks on top of a receipt before its entries are acknowledged", minimum=0),
+        Setting("INGEST_PRIORITY_FEE_GWEI", "priority_fee_gwei", "float",
+                _D.priority_fee_gwei, "tip; geth's miners take nothing below 1 gwei",
+                minimum=0.0),
+        Setting("INGEST_REPLACE_AFTER_BLOCKS", "replace_after_blocks", "int",
+                _D.replace_after_blocks,
+                "a transaction still unmined after this many blocks is sent again", minimum=1),
+        Setting("INGEST_MAX_QUEUED", "max_queued", "int", _D.max_queued,
+                "readings read but not final before the writer pauses reading", minimum=1),
+        Setting("INGEST_RECOVERY_TIMEOUT", "recovery_timeout", "float", _D.recovery_timeout,
+                "seconds to wait at start for the previous run's transactions", minimum=0.0),
+        Setting("INGEST_UNKNOWN_METER_TTL", "unknown_meter_ttl", "float",
+                _D.unknown_meter_ttl,
+                "seconds a meter found unregistered is not looked up again (registered "
+                "meters are cached for good: a meter's key never changes)", minimum=0.0),
+        Setting("INGEST_METRICS_HOST", "metrics_host", "str", _D.metrics_host,
+                "metrics endpoint address (`0.0.0.0` in a container)"),
+        Setting("INGEST_METRICS_PORT", "metrics_port", "int", _D.metrics_port,
+                "metrics endpoint port (`/metrics`, `/health`)", minimum=0),
+        Setting("INGEST_LOG_INTERVAL", "log_interval", "float", _D.log_interval,
+                "seconds between progress lines in the log", minimum=0.1),
+        Setting("INGEST_BACKOFF_MAX", "backoff_max", "float", _D.backoff_max,
+                "ceiling of the retry delay, in seconds, when Redis or the RPC node is away",
+                minimum=0.1),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The bulk-upload endpoint (gunicorn serving ``ingest.http:create_app()``)."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    stream: str = DEFAULT_STREAM
+    host: str = "127.0.0.1"
+    port: int = 8548
+    workers: int = 2
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_readings: int = 20_000
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
+        return cls(redis_url=RedisConnection.from_env(env).url,
+                   stream=INGEST_SETTINGS.settings[0].read(env), **HTTP_SETTINGS.read(env))
+
+
+_H = HttpSettings()
+HTTP_SETTINGS = SettingsGroup(
+    "Meter ingest HTTP endpoint", "ingest-http",
+    "`POST /api/readings` takes a JSON array of signed readings (a meter database's bulk "
+    "export) and queues the well-formed ones on `INGEST_STREAM`; see "
+    "[docs/metering.md](metering.md#http-endpoint).",
+    (
+        Setting("INGEST_HTTP_HOST", "host", "str", _H.host,
+                "listen address (`0.0.0.0` in a container)"),
+        Setting("INGEST_HTTP_PORT", "port", "int", _H.port, "listen port", minimum=1),
+        Setting("INGEST_HTTP_WORKERS", "workers", "int", _H.workers, "gunicorn workers",
+                minimum=1),
+        Setting("INGEST_HTTP_MAX_BODY_BYTES", "max_body_bytes", "int", _H.max_body_bytes,
+                "largest upload accepted (413 above)", minimum=1),
+        Setting("INGEST_HTTP_MAX_READINGS", "max_readings", "int", _H.max_readings,
+                "most readings in one upload (413 above)", minimum=1),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """The MQTT subscriber: the broker (MQTT_*), the stream it feeds, its own endpoint."""
+
+    mqtt: MqttConnection = field(default_factory=MqttConnection)
+    redis_url: str = DEFAULT_REDIS_URL
+    stream: str = DEFAULT_STREAM
+    dead_letter_stream: str = ""
+    client_id: str = "pilotchain-ingest"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9111
+    backoff_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.dead_letter_stream:
+            object.__setattr__(self, "dead_letter_stream", f"{self.stream}:dead")
+
+    @property
+    def metrics_url(self) -> str:
+        host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "") else self.metrics_host
+        return f"http://{host}:{self.metrics_port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MqttSettings:
+        rows = {setting.name: setting for setting in INGEST_SETTINGS.settings}
+        return cls(mqtt=MqttConnection.from_env(env),
+                   redis_url=RedisConnection.from_env(env).url,
+                   stream=rows["INGEST_STREAM"].read(env),
+                   dead_letter_stream=rows["INGEST_DEAD_LETTER_STREAM"].read(env),
+                   backoff_max=rows["INGEST_BACKOFF_MAX"].read(env),
+                   **MQTT_SUBSCRIBER_SETTINGS.read(env))
+
+
+_M = MqttSettings()
+MQTT_SUBSCRIBER_SETTINGS = SettingsGroup(
+    "Meter ingest MQTT subscriber", "ingest-mqtt",
+    "`pilotchain-ingest --mqtt` subscribes to `MQTT_TOPIC` with the ingest's account and "
+    "appends each reading to `INGEST_STREAM` (malformed ones to its dead-letter stream, with "
+    "the reason); see [docs/metering.md](metering.md#mqtt).",
+    (
+        Setting("INGEST_MQTT_CLIENT_ID", "client_id", "str", _M.client_id,
+                "its MQTT client id: the broker keeps this persistent session's messages "
+                "while the subscriber is away"),
+        Setting("INGEST_MQTT_METRICS_HOST", "metrics_host", "str", _M.metrics_host,
+                "metrics endpoint address (`0.0.0.0` in a container)"),
+        Setting("INGEST_MQTT_METRICS_PORT", "metrics_port", "int", _M.metrics_port,
+                "metrics endpoint port (`/metrics`, `/health`)", minimum=0),
+    ),
+)

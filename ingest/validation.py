@@ -1,0 +1,122 @@
+"""What the ingest checks before a reading goes on chain, and what the contract's refusals
+mean, as sentences for the dead-letter stream.
+
+Checked off chain (cheap, and no gas spent on a reading the contract must refuse): the meter
+is registered (its key read from the contract and cached: a meter id's key never changes),
+the signature recovers to that key for this chain and contract, the time lies on a slot
+boundary (or it is a minute reading, kept off chain) and is not ahead of the clock. What
+depends on the meter's stored readings (out of order, registers going backwards, a
+conflicting reading) is left to the contract, which
+refuses by event, not by revert: pre-checking it would need ``checkReading`` per reading
+against a state that the readings in flight are about to change.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pilotchain.metering import FUTURE_TOLERANCE, Domain, Refusal, SignedReading
+
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+class MeterRegistry:
+    """Each meter's signing address as the contract has it, cached.
+
+    A registered meter's key is cached for good (the contract never changes a meter's
+    signer); an unknown meter is asked again after ``unknown_ttl`` seconds, so a meter
+    registered meanwhile is accepted soon.
+    """
+
+    def __init__(self, lookup: Callable[[bytes], str], unknown_ttl: float) -> None:
+        self.lookup = lookup
+        self.unknown_ttl = unknown_ttl
+        self._known: dict[bytes, str] = {}
+        self._unknown: dict[bytes, float] = {}
+
+    def signer(self, meter: bytes) -> str | None:
+        """The meter's signing address, None if it is not registered."""
+        known = self._known.get(meter)
+        if known is not None:
+            return known
+        asked = self._unknown.get(meter)
+        if asked is not None and time.monotonic() - asked < self.unknown_ttl:
+            return None
+        signer = self.lookup(meter)
+        if signer.lower() == ZERO_ADDRESS:
+            self._unknown[meter] = time.monotonic()
+            return None
+        self._unknown.pop(meter, None)
+        self._known[meter] = signer
+        return signer
+
+
+def contract_lookup(contract: Any) -> Callable[[bytes], str]:
+    """The registry lookup through ``meterOf`` (its first member is the signer)."""
+    def lookup(meter: bytes) -> str:
+        return str(contract.functions.meterOf(meter).call()[0])
+    return lookup
+
+
+def off_chain_problem(signed: SignedReading, registry: MeterRegistry, domain: Domain,
+                      slot_seconds: int, now: float) -> str | None:
+    """Why the contract would refuse ``signed`` for reasons known without its stored
+    readings, as a sentence; None if it may go on chain."""
+    reading = signed.reading
+    meter = "0x" + reading.meter.hex()
+    signer = registry.signer(reading.meter)
+    if signer is None:
+        return f"Meter {meter} is not registered in Settlement {domain.contract} (UnknownMeter)."
+    if reading.time % slot_seconds and not is_minute_reading(signed):
+        return (f"The reading of meter {meter} at {reading.time} is not on a slot boundary "
+                f"(a multiple of {slot_seconds} s) nor a minute reading (a whole minute, zero "
+                "anchor); only boundary readings go on chain (NotOnSlotBoundary).")
+    if reading.time > now + FUTURE_TOLERANCE:
+        return (f"The reading of meter {meter} at {reading.time} lies {reading.time - int(now)} "
+                f"s in the future, more than {FUTURE_TOLERANCE} s ahead (FutureDated).")
+    recovered = signed.signer(domain)
+    if recovered.lower() != signer.lower():
+        return (f"The reading of meter {meter} at {reading.time} is signed by {recovered}, not "
+                f"by the meter's key {signer}, for chain {domain.chain_id} and Settlement "
+                f"{domain.contract} (BadSignature).")
+    return None
+
+
+def is_minute_reading(signed: SignedReading) -> bool:
+    """A reading at a whole minute with a zero anchor: one of the minute readings a meter
+    sends between slot boundaries. Checked like the others, then kept off chain (the next
+    boundary reading anchors it)."""
+    reading = signed.reading
+    return reading.time % 60 == 0 and reading.minutes_anchor == bytes(32)
+
+
+REFUSALS = {
+    Refusal.DUPLICATE: "the same reading is already on chain",
+    Refusal.UNKNOWN_METER: "the meter is not registered",
+    Refusal.NOT_ON_SLOT_BOUNDARY: "its time is not on a slot boundary",
+    Refusal.FUTURE_DATED: f"its time lies more than {FUTURE_TOLERANCE} s after the block's",
+    Refusal.CONFLICTING: "another reading of this meter at this time is already on chain",
+    Refusal.OUT_OF_ORDER: "it is not after the meter's newest reading on chain",
+    Refusal.METER_INACTIVE: "the meter was not active at its time",
+    Refusal.BAD_SIGNATURE: "it is not signed by the meter's key for this chain and contract",
+    Refusal.REGISTERS_BACKWARDS: ("its import or export register is below the meter's newest "
+                                  "reading on chain"),
+}
+
+
+def refusal_sentence(signed: SignedReading, reason: int) -> str:
+    """The dead-letter reason for a ``ReadingRefused`` of the contract."""
+    reading = signed.reading
+    try:
+        refusal = Refusal(reason)
+        why, name = REFUSALS.get(refusal, "of an unknown reason"), _camel(refusal.name)
+    except ValueError:
+        why, name = "of an unknown reason", f"reason {reason}"
+    return (f"Settlement refused the reading of meter 0x{reading.meter.hex()} at "
+            f"{reading.time}: {why} ({name}).")
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))

@@ -1,0 +1,113 @@
+"""The meter ingest in the native stack: the writer (``python -m ingest``) and the HTTP
+endpoint (gunicorn serving ``ingest.http:create_app()``), each in the background."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ingest.config import HttpSettings, IngestSettings, MqttSettings
+from pilotchain.settings import PROJECT_ROOT
+from runner.services import BackgroundService
+
+
+class IngestService(BackgroundService):
+    """The ``pilotchain-ingest`` writer; ready once its ``/health`` answers 200."""
+
+    name = "ingest"
+    start_timeout = 90.0
+
+    def __init__(self, settings: IngestSettings, env: Mapping[str, str],
+                 state_dir: Path) -> None:
+        port = (settings.metrics_host, settings.metrics_port, "INGEST_METRICS_PORT")
+        super().__init__(state_dir, env, port=port if settings.metrics_port else None)
+        self.settings = settings
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "ingest"]
+
+    def probe(self) -> bool:
+        try:
+            reply = requests.get(f"{self.settings.metrics_url}/health", timeout=2)
+            if reply.status_code == 200:
+                return True
+            body = reply.json()
+            self.last_answer = str(body.get("problem") or body.get("status", ""))
+        except (requests.RequestException, ValueError):
+            pass
+        return False
+
+    def status(self) -> dict[str, Any]:
+        return {"ingest_metrics_url": f"{self.settings.metrics_url}/metrics"}
+
+
+class IngestMqttService(BackgroundService):
+    """``pilotchain-ingest --mqtt``: the broker's readings onto the stream."""
+
+    name = "ingest-mqtt"
+
+    def __init__(self, settings: MqttSettings, env: Mapping[str, str],
+                 state_dir: Path) -> None:
+        port = (settings.metrics_host, settings.metrics_port, "INGEST_MQTT_METRICS_PORT")
+        super().__init__(state_dir, env, port=port if settings.metrics_port else None)
+        self.settings = settings
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "ingest", "--mqtt"]
+
+    def probe(self) -> bool:
+        try:
+            reply = requests.get(f"{self.settings.metrics_url}/health", timeout=2)
+            if reply.status_code == 200:
+                return True
+            self.last_answer = str(reply.json().get("problem") or "")
+        except (requests.RequestException, ValueError):
+            pass
+        return False
+
+    def status(self) -> dict[str, Any]:
+        return {"ingest_mqtt_metrics_url": f"{self.settings.metrics_url}/metrics"}
+
+
+class IngestHttpService(BackgroundService):
+    """gunicorn with INGEST_HTTP_WORKERS workers serving the bulk-upload endpoint."""
+
+    name = "ingest-http"
+
+    def __init__(self, settings: HttpSettings, env: Mapping[str, str],
+                 state_dir: Path) -> None:
+        super().__init__(state_dir, env, port=(settings.host, settings.port,
+                                               "INGEST_HTTP_PORT"))
+        self.settings = settings
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def argv(self) -> list[str]:
+        s = self.settings
+        return [
+            sys.executable, "-m", "gunicorn",
+            "--bind", f"{s.host}:{s.port}",
+            "--workers", str(s.workers),
+            "--chdir", str(PROJECT_ROOT),
+            "--access-logfile", "-", "--error-logfile", "-",
+            "--graceful-timeout", "10", "--timeout", "60",
+            "ingest.http:create_app()",
+        ]
+
+    def probe(self) -> bool:
+        try:
+            response = requests.get(f"{self.url}/health", timeout=5)
+        except requests.RequestException:
+            return False
+        if response.status_code != 200:
+            self.last_answer = response.text.strip()[:300]
+        return response.status_code == 200
+
+    def status(self) -> dict[str, Any]:
+        return {"ingest_url": f"{self.url}/api/readings"}

@@ -1,0 +1,380 @@
+"""Fixtures and helpers of the meter ingest tests: a fresh Settlement whose reader is the
+chain's `ingest` account (funded and granted by the deployment step), registered meters,
+signed readings, the ingest in a thread or as a real process, and reading the results back.
+
+Loaded as a pytest plug-in by conftest.py, like bridge_fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.contract import Contract
+
+from bridge.metrics import Metrics
+from ingest.batches import READING_RECORDED_TOPIC
+from ingest.config import IngestSettings, MqttSettings
+from ingest.mqtt import Subscriber
+from ingest.pipeline import Ingest
+from ingest.readings import READING_FIELD, reading_json
+from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.contract import (
+    Deployment,
+    compile_settlement,
+    deploy_settlement,
+    load_deployment,
+    save_deployment,
+    settlement_contract,
+)
+from pilotchain.deployment import ensure_reader
+from pilotchain.metering import Domain, MeterReading, SignedReading, meter_id, sign_reading
+from pilotchain.settings import PROJECT_ROOT
+from runner.localnet import LocalNetwork
+from runner.mqtt import MqttService, private_mqtt
+from runner.ports import free_port
+
+READINGS_STREAM = "test:readings"
+SLOT = 900
+
+__all__ = [
+    "READINGS_STREAM",
+    "SLOT",
+    "IngestProcess",
+    "IngestThread",
+    "Meter",
+    "MeteredChain",
+    "ReadingCases",
+    "SubscriberThread",
+    "broker",
+    "dead_letter_reasons",
+    "dead_letters",
+    "ingest_settings",
+    "metered",
+    "pending_count",
+    "publish_readings",
+    "reading_cases",
+    "recorded_on_chain",
+    "register_meters",
+    "unmatched",
+]
+
+
+@dataclass(frozen=True)
+class MeteredChain:
+    """A Settlement for one test whose reader is keys/ingest."""
+
+    net: LocalNetwork
+    record: Path
+    deployment: Deployment
+    w3: Web3
+    contract: Contract
+    domain: Domain
+
+
+@dataclass(frozen=True)
+class Meter:
+    """A throwaway meter: its id and key."""
+
+    id: bytes
+    key: LocalAccount
+    participant: bytes
+
+    def sign(self, time: int, import_wh: int, export_wh: int,
+             key: LocalAccount | None = None, domain: Domain | None = None) -> SignedReading:
+        assert domain is not None
+        return sign_reading(MeterReading(self.id, time, import_wh, export_wh),
+                            key or self.key, domain)
+
+
+@dataclass(frozen=True)
+class ReadingCases:
+    """Good readings and one of each bad kind, in an order that makes each bad (the good ones
+    of a meter before its out-of-order, backwards or duplicate one)."""
+
+    entries: dict[str, SignedReading | dict[str, Any] | str]
+    expected: dict[str, str]  # bad case -> words its dead-letter reason holds
+    good_meter: Meter
+    other_meter: Meter
+    s0: int
+
+    def recorded(self) -> dict[tuple[bytes, int], int]:
+        """What the chain must hold afterwards: each good boundary reading once."""
+        s0, good, other = self.s0, self.good_meter.id, self.other_meter.id
+        return {(good, s0): 1, (good, s0 + SLOT): 1, (other, s0 + 2 * SLOT): 1,
+                (good, s0 + 3 * SLOT): 1}
+
+
+def reading_cases(target: MeteredChain) -> ReadingCases:
+    """Two registered meters and readings of every kind, good and bad."""
+    good_meter, other_meter = register_meters(target, 2)
+    domain = target.domain
+    head = target.w3.eth.get_block("latest")["timestamp"]
+    s0 = head // SLOT * SLOT - 10 * SLOT
+    unregistered = Meter(meter_id(uuid.uuid4()), Account.create(), bytes(32))
+    first = good_meter.sign(s0, 0, 0, domain=domain)
+    unsigned = {**reading_json(good_meter.sign(s0 + SLOT, 1, 1, domain=domain))}
+    del unsigned["signature"]
+    entries: dict[str, SignedReading | dict[str, Any] | str] = {
+        "good 1": first,
+        "malformed JSON": '{"meter": ',
+        "unsigned": unsigned,
+        "wrongly signed": good_meter.sign(s0 + SLOT, 5, 5, key=Account.create(), domain=domain),
+        "unregistered": unregistered.sign(s0, 0, 0, domain=domain),
+        "good 2": good_meter.sign(s0 + SLOT, 10, 5, domain=domain),
+        "other, later": other_meter.sign(s0 + 2 * SLOT, 3, 3, domain=domain),
+        "out of order": other_meter.sign(s0 + SLOT, 1, 1, domain=domain),
+        "duplicate": first,
+        "future-dated": good_meter.sign(head // SLOT * SLOT + 4 * SLOT, 50, 50, domain=domain),
+        "registers backwards": good_meter.sign(s0 + 2 * SLOT, 5, 9, domain=domain),
+        "off boundary": good_meter.sign(s0 + 2 * SLOT + 1, 30, 30, domain=domain),
+        "good 3": good_meter.sign(s0 + 3 * SLOT, 20, 10, domain=domain),
+        "minute reading": good_meter.sign(s0 + 3 * SLOT + 60, 21, 10, domain=domain),
+        "forged minute": good_meter.sign(s0 + 3 * SLOT + 120, 22, 10, key=Account.create(),
+                                         domain=domain),
+    }
+    expected = {
+        "malformed JSON": "not JSON",
+        "unsigned": "not signed",
+        "wrongly signed": "(BadSignature)",
+        "unregistered": "(UnknownMeter)",
+        "out of order": "(OutOfOrder)",
+        "duplicate": "Duplicate",
+        "future-dated": "(FutureDated)",
+        "registers backwards": "(RegistersBackwards)",
+        "off boundary": "(NotOnSlotBoundary)",
+        "forged minute": "(BadSignature)",
+    }
+    return ReadingCases(entries, expected, good_meter, other_meter, s0)
+
+
+def unmatched(reasons: Sequence[str], expected: Sequence[str]) -> list[str]:
+    """The expected words no reason holds, each reason used once (empty: all matched)."""
+    left = list(reasons)
+    missing = []
+    for words in expected:
+        found = next((reason for reason in left if words in reason), None)
+        if found is None:
+            missing.append(words)
+        else:
+            left.remove(found)
+    return missing
+
+
+@pytest.fixture
+def metered(chain: LocalNetwork, tmp_path: Path) -> MeteredChain:
+    """A fresh Settlement (operator admin, bridge recorder) with the ingest account set up
+    by the deployment step's own ``ensure_reader``."""
+    w3 = connect(chain.rpc_url)
+    operator = chain.keys.role("operator").unlock()
+    deployment = deploy_settlement(w3, operator, chain.keys.role("bridge").address,
+                                   compiled=compile_settlement())
+    record = tmp_path / "settlement.json"
+    save_deployment(deployment, record)
+    deployment = load_deployment(record)
+    ensure_reader(w3, operator, deployment, chain.keys.role("ingest").address)
+    contract = settlement_contract(w3, deployment)
+    return MeteredChain(chain, record, deployment, w3, contract,
+                        Domain(deployment.chain_id, deployment.address))
+
+
+def register_meters(target: MeteredChain, count: int) -> list[Meter]:
+    """``count`` meters registered by the operator, each of its own participant."""
+    sender = Sender(target.w3, target.net.keys.role("operator").unlock())
+    meters, hashes = [], []
+    for _ in range(count):
+        participant = bytes(16) + uuid.uuid4().bytes
+        meter = Meter(meter_id(uuid.uuid4()), Account.create(), participant)
+        data = target.contract.encode_abi("registerMeter", args=[
+            meter.id, meter.key.address, participant, participant])
+        hashes.append(sender.send({"to": target.contract.address, "data": data,
+                                   "gas": 300_000}))
+        meters.append(meter)
+    for tx_hash in hashes:
+        assert wait_for_receipt(target.w3, tx_hash, timeout=60)["status"] == 1
+    return meters
+
+
+def publish_readings(redis_url: str, payloads: Sequence[str | SignedReading | dict[str, Any]],
+                     stream: str = READINGS_STREAM) -> list[str]:
+    """Append readings (signed, a JSON object, or raw text) to the stream; entry ids."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for payload in payloads:
+            if isinstance(payload, SignedReading):
+                payload = reading_json(payload)
+            text = payload if isinstance(payload, str) else json.dumps(payload)
+            pipe.xadd(stream, {READING_FIELD: text})
+        return [entry_id.decode() for entry_id in pipe.execute()]
+    finally:
+        client.close()
+
+
+def dead_letters(redis_url: str, stream: str = READINGS_STREAM) -> dict[str, str]:
+    """Dead-lettered entry id -> reason."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return {fields["entry_id"]: fields["reason"]
+                for _, fields in client.xrange(f"{stream}:dead")}
+    finally:
+        client.close()
+
+
+def dead_letter_reasons(redis_url: str, stream: str = READINGS_STREAM) -> list[str]:
+    """Every dead letter's reason, in order (those of MQTT messages have no entry id)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return [fields["reason"] for _, fields in client.xrange(f"{stream}:dead")]
+    finally:
+        client.close()
+
+
+def pending_count(redis_url: str, group: str, stream: str = READINGS_STREAM) -> int:
+    """Entries read by the group but not acknowledged; -1 before the group exists."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.xpending(stream, group)["pending"])
+    except redis.ResponseError:
+        return -1
+    finally:
+        client.close()
+
+
+def recorded_on_chain(target: MeteredChain) -> Counter[tuple[bytes, int]]:
+    """How often each (meter, time) has a ReadingRecorded event."""
+    logs = target.w3.eth.get_logs({"address": target.deployment.address,
+                                   "fromBlock": target.deployment.block_number,
+                                   "toBlock": "latest", "topics": [READING_RECORDED_TOPIC]})
+    return Counter((bytes(log["topics"][1]), int.from_bytes(log["topics"][2], "big"))
+                   for log in logs)
+
+
+def ingest_settings(target: MeteredChain, redis_url: str, **overrides: Any) -> IngestSettings:
+    chain = replace(target.net.settings, rpc_url_override=target.net.rpc_url,
+                    deployment_file_override=target.record)
+    base = IngestSettings(chain=chain, redis_url=redis_url, stream=READINGS_STREAM,
+                          metrics_port=free_port(), log_interval=2.0, backoff_max=1.0,
+                          recovery_timeout=30.0, gas_budget=1.0, linger=0.1)
+    return replace(base, **overrides)
+
+
+class IngestThread:
+    """The ingest in a thread of the test process; stopped (and re-raised) on exit."""
+
+    def __init__(self, settings: IngestSettings) -> None:
+        self.metrics = Metrics()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.ingest = Ingest(settings, self.metrics, self.stop)
+        self.thread = threading.Thread(target=self._run, name="ingest-under-test")
+
+    def _run(self) -> None:
+        try:
+            self.ingest.run()
+        except BaseException as error:
+            self.error = error
+
+    def __enter__(self) -> Metrics:
+        self.thread.start()
+        return self.metrics
+
+    def __exit__(self, kind: object, value: BaseException | None, tb: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "the ingest thread did not stop within 30 s"
+        if self.error is not None:
+            if value is not None:
+                value.add_note(f"The ingest thread had died with: {self.error!r}")
+                return
+            raise self.error
+
+
+class IngestProcess:
+    """``python -m ingest`` as a real process (to be killed with SIGKILL), logging to a file."""
+
+    def __init__(self, settings: IngestSettings, log_file: Path) -> None:
+        self.settings = settings
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(PROJECT_ROOT),
+               **self.settings.to_env()}
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "ingest"], env=env,
+                                            stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=PROJECT_ROOT)
+
+    def metrics(self) -> dict[str, Any] | None:
+        try:
+            return requests.get(f"{self.settings.metrics_url}/metrics", timeout=2).json()
+        except requests.RequestException:
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text().splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MqttService]:
+    service = MqttService(private_mqtt(), tmp_path / "mosquitto", tmp_path / "pids")
+    assert service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+class SubscriberThread:
+    def __init__(self, settings: MqttSettings) -> None:
+        self.metrics = Metrics()
+        self.stop = threading.Event()
+        self.subscriber = Subscriber(settings, self.metrics, self.stop)
+        self.thread = threading.Thread(target=self.subscriber.run, name="mqtt-subscriber")
+
+    def __enter__(self) -> Metrics:
+        self.thread.start()
+        wait_for(lambda: self.metrics.get("state") == "running" or None, timeout=30,
+                 what="the subscriber connected to the broker")
+        return self.metrics
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()

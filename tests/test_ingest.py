@@ -1,0 +1,88 @@
+"""The meter ingest on the real chain and Redis: good readings settle once, every bad kind is
+dead-lettered with its reason while the good ones around it settle, and kill -9 during 5,000
+readings loses or repeats none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+from ingest_fixtures import (
+    SLOT,
+    IngestProcess,
+    IngestThread,
+    MeteredChain,
+    dead_letters,
+    ingest_settings,
+    pending_count,
+    publish_readings,
+    reading_cases,
+    recorded_on_chain,
+    register_meters,
+)
+
+from pilotchain.chain import wait_for
+
+
+def test_good_readings_settle_once_and_each_bad_kind_is_dead_lettered_with_its_reason(
+        metered: MeteredChain, redis_url: str) -> None:
+    cases = reading_cases(metered)
+    entries, expected = cases.entries, cases.expected
+    good_meter, s0 = cases.good_meter, cases.s0
+    ids = dict(zip(entries, publish_readings(redis_url, list(entries.values())), strict=True))
+    settings = ingest_settings(metered, redis_url)
+    with IngestThread(settings):
+        wait_for(lambda: (len(dead_letters(redis_url)) >= len(expected)
+                          and pending_count(redis_url, settings.group) == 0) or None,
+                 timeout=90, what="every entry acknowledged or dead-lettered")
+    reasons = dead_letters(redis_url)
+    assert set(reasons) == {ids[name] for name in expected}, reasons
+    wrong = {name: reasons[ids[name]] for name, words in expected.items()
+             if words not in reasons[ids[name]]}
+    assert wrong == {}
+    assert recorded_on_chain(metered) == cases.recorded()
+    stored = metered.contract.functions.readingOf(good_meter.id, s0 + 3 * SLOT).call()
+    assert stored[:3] == [True, 20, 10]
+    # A checked minute reading is neither refused nor on chain: kept for the participant view.
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    minutes = [fields["entry_id"] for _, fields in client.xrange(settings.minutes_stream)]
+    client.close()
+    assert minutes == [ids["minute reading"]]
+
+
+def test_kill_9_during_5000_readings_settles_each_exactly_once(
+        metered: MeteredChain, redis_url: str, tmp_path: Path) -> None:
+    meters = register_meters(metered, 50)
+    domain = metered.domain
+    head = metered.w3.eth.get_block("latest")["timestamp"]
+    start = head // SLOT * SLOT - 100 * SLOT
+    readings = [meter.sign(start + i * SLOT, 10 * i, 3 * i, domain=domain)
+                for i in range(100) for meter in meters]  # time order, meters interleaved
+    publish_readings(redis_url, readings)
+    settings = ingest_settings(metered, redis_url)
+    process = IngestProcess(settings, tmp_path / "ingest.log")
+
+    def settled(at_least: int) -> bool | None:
+        metrics = process.metrics()
+        return True if metrics and metrics["settled"] >= at_least else None
+
+    try:
+        for kill_after in (700, 1200):
+            process.start()
+            wait_for(lambda at=kill_after: settled(at), timeout=120,  # type: ignore[misc]
+                     what=f"{kill_after} readings settled before the kill")
+            process.kill()
+        process.start()
+        wait_for(lambda: (sum(recorded_on_chain(metered).values()) >= len(readings)
+                          and pending_count(redis_url, settings.group) == 0) or None,
+                 timeout=240,
+                 what="all 5,000 readings on chain and acknowledged")
+    except BaseException as error:
+        error.add_note(process.log_tail())
+        raise
+    finally:
+        process.stop()
+    recorded = recorded_on_chain(metered)
+    assert len(recorded) == len(readings)
+    assert set(recorded.values()) == {1}
+    assert dead_letters(redis_url) == {}
