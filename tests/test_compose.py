@@ -432,3 +432,15 @@ def test_bind_mounts_are_committed_directories(services: dict[str, dict[str, Any
         for source, target, _ in bind_mounts(service):
             path = (ROOT / source).resolve()
             assert path.is_dir(), f"{name}: bind mount {source} -> {target} is not a directory"
+
+
+def test_the_image_build_context_holds_every_package() -> None:
+    """The allow-list in .dockerignore must let in every package pip installs into the image:
+    a missing one builds fine and dies at start (`No module named ...`), twice so far."""
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    allowed = set((ROOT / ".dockerignore").read_text().split())
+    top_level = {name.split(".")[0] for name in packages}
+    assert {f"!{name}/" for name in top_level} <= allowed, top_level
