@@ -23,7 +23,7 @@ from bridge.batching import Batchable, Batcher
 from bridge.events import Rejected
 from bridge.metrics import Metrics
 from bridge.stream import TRANSIENT, Entry, StreamConsumer, WriterLock, connect_redis
-from bridge.writer import BatchCodec, ChainWriter, Outcome, Queued
+from bridge.writer import BatchCodec, ChainWriter, Outcome, Queued, WriterSettings
 from pilotchain.chain import GWEI, ChainUnreachable, Sender, connect
 from pilotchain.config import ChainSettings, masked_url
 from pilotchain.contract import load_deployment, settlement_contract
@@ -45,8 +45,9 @@ class LoopItem(Batchable, Queued, Protocol):
     """What the loop needs of an item: the queue's key and times, the writer's latency."""
 
 
-class LoopSettings(Protocol):
-    """The settings the loop reads (the bridge's and the ingest's have them all)."""
+class LoopSettings(WriterSettings, Protocol):
+    """The settings the loop reads besides the writer's (the bridge's and the ingest's have
+    them all)."""
 
     @property
     def chain(self) -> ChainSettings: ...
@@ -63,19 +64,7 @@ class LoopSettings(Protocol):
     @property
     def key_role(self) -> str: ...
     @property
-    def max_batch(self) -> int: ...
-    @property
     def linger(self) -> float: ...
-    @property
-    def gas_budget(self) -> float: ...
-    @property
-    def max_in_flight(self) -> int: ...
-    @property
-    def confirmations(self) -> int: ...
-    @property
-    def priority_fee_gwei(self) -> float: ...
-    @property
-    def replace_after_blocks(self) -> int: ...
     @property
     def max_queued(self) -> int: ...
     @property
