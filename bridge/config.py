@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from bridge.errors import BridgeConfigError
 from pilotchain.config import (
@@ -18,6 +19,7 @@ from pilotchain.config import (
     RedisConnection,
 )
 from pilotchain.contract import max_batch_size
+from pilotchain.errors import PilotChainError
 from pilotchain.settings import Setting, SettingsGroup
 
 DEFAULT_STREAM = "pilotchain:trades"
@@ -43,6 +45,55 @@ STREAM_SETTINGS = SettingsGroup(
     (Setting("BRIDGE_STREAM", "stream", "str", DEFAULT_STREAM,
              "the Redis stream gsy-e's plug-in writes and the bridge reads"),),
 )
+
+
+def loop_rows(prefix: str, defaults: Any) -> dict[str, Setting]:
+    """The rows the bridge and the ingest declare alike (those of the stream-to-chain loop
+    and its writer that mean the same in both), named ``<prefix>_...``, by field."""
+    d = defaults
+    rows = (
+        Setting(f"{prefix}_GROUP", "group", "str", d.group, "consumer group"),
+        Setting(f"{prefix}_MAX_IN_FLIGHT", "max_in_flight", "int", d.max_in_flight,
+                "transactions sent but not final", minimum=1),
+        Setting(f"{prefix}_CONFIRMATIONS", "confirmations", "int", d.confirmations,
+                "blocks on top of a receipt before its entries are acknowledged", minimum=0),
+        Setting(f"{prefix}_PRIORITY_FEE_GWEI", "priority_fee_gwei", "float",
+                d.priority_fee_gwei, "tip; geth's miners take nothing below 1 gwei",
+                minimum=0.0),
+        Setting(f"{prefix}_RECOVERY_TIMEOUT", "recovery_timeout", "float", d.recovery_timeout,
+                "seconds to wait at start for the previous run's transactions", minimum=0.0),
+        Setting(f"{prefix}_METRICS_HOST", "metrics_host", "str", d.metrics_host,
+                "metrics endpoint address (`0.0.0.0` in a container)"),
+        Setting(f"{prefix}_METRICS_PORT", "metrics_port", "int", d.metrics_port,
+                "metrics endpoint port (`/metrics`, `/health`)", minimum=0),
+        Setting(f"{prefix}_LOG_INTERVAL", "log_interval", "float", d.log_interval,
+                "seconds between progress lines in the log", minimum=0.1),
+        Setting(f"{prefix}_BACKOFF_MAX", "backoff_max", "float", d.backoff_max,
+                "ceiling of the retry delay, in seconds, when Redis or the RPC node is away",
+                minimum=0.1),
+    )
+    return {row.field: row for row in rows}
+
+
+def metrics_url(host: str, port: int) -> str:
+    """Where a service's metrics endpoint answers (loopback when it listens everywhere)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return f"http://{shown}:{port}"
+
+
+def check_writer_settings(prefix: str, gas_budget: float, max_batch: int, most: int,
+                          error: type[PilotChainError]) -> None:
+    """Refuse a gas budget or batch size the writer cannot work with."""
+    if not 0 < gas_budget <= 2:
+        raise error(
+            f"{prefix}_GAS_BUDGET must be above 0 and at most 2 (a fraction of the block "
+            f"gas target), not {gas_budget}."
+        )
+    if not 1 <= max_batch <= most:
+        raise error(
+            f"{prefix}_MAX_BATCH must be between 1 and {most} (geth refuses "
+            f"transactions over 128 KiB), not {max_batch}."
+        )
 
 
 @dataclass(frozen=True)
@@ -72,21 +123,12 @@ class BridgeSettings:
     def __post_init__(self) -> None:
         if not self.dead_letter_stream:
             object.__setattr__(self, "dead_letter_stream", f"{self.streams.stream}:dead")
-        if not 0 < self.gas_budget <= 2:
-            raise BridgeConfigError(
-                f"BRIDGE_GAS_BUDGET must be above 0 and at most 2 (a fraction of the block "
-                f"gas target), not {self.gas_budget}."
-            )
-        if not 1 <= self.max_batch <= max_batch_size():
-            raise BridgeConfigError(
-                f"BRIDGE_MAX_BATCH must be between 1 and {max_batch_size()} (geth refuses "
-                f"transactions over 128 KiB), not {self.max_batch}."
-            )
+        check_writer_settings("BRIDGE", self.gas_budget, self.max_batch, max_batch_size(),
+                              BridgeConfigError)
 
     @property
     def metrics_url(self) -> str:
-        host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "") else self.metrics_host
-        return f"http://{host}:{self.metrics_port}"
+        return metrics_url(self.metrics_host, self.metrics_port)
 
     @property
     def redis_url(self) -> str:
@@ -116,13 +158,14 @@ class BridgeSettings:
 
 
 _D = BridgeSettings()
+_ROWS = loop_rows("BRIDGE", _D)
 BRIDGE_SETTINGS = SettingsGroup(
     "Bridge", "bridge",
     "The bridge (`pilotchain-bridge`) also reads the chain settings (`RPC_URL`, `KEYS_DIR`, "
     "`DEPLOYMENT_FILE`) and the trade stream's; see [docs/bridge.md](bridge.md) for how it "
     "works.",
     (
-        Setting("BRIDGE_GROUP", "group", "str", _D.group, "consumer group"),
+        _ROWS["group"],
         Setting("BRIDGE_CONSUMER", "consumer", "str", _D.consumer,
                 "this bridge's consumer name"),
         Setting("BRIDGE_DEAD_LETTER_STREAM", "dead_letter_stream", "str", "",
@@ -139,29 +182,20 @@ BRIDGE_SETTINGS = SettingsGroup(
                 "gas sent per new block, as a fraction of the gas target (half the block gas "
                 "limit), above 0 and at most 2; at 1 or below, blocks average at most the "
                 "target and the base fee does not climb"),
-        Setting("BRIDGE_MAX_IN_FLIGHT", "max_in_flight", "int", _D.max_in_flight,
-                "transactions sent but not final", minimum=1),
-        Setting("BRIDGE_CONFIRMATIONS", "confirmations", "int", _D.confirmations,
-                "blocks on top of a receipt before its entries are acknowledged", minimum=0),
-        Setting("BRIDGE_PRIORITY_FEE_GWEI", "priority_fee_gwei", "float", _D.priority_fee_gwei,
-                "tip; geth's miners take nothing below 1 gwei", minimum=0.0),
+        _ROWS["max_in_flight"],
+        _ROWS["confirmations"],
+        _ROWS["priority_fee_gwei"],
         Setting("BRIDGE_REPLACE_AFTER_BLOCKS", "replace_after_blocks", "int",
                 _D.replace_after_blocks,
                 "a transaction still unmined after this many blocks is sent again (replaced "
                 "with fees 13% higher if the base fee has priced it out)", minimum=1),
         Setting("BRIDGE_MAX_QUEUED", "max_queued", "int", _D.max_queued,
                 "trades read but not final before the bridge pauses reading", minimum=1),
-        Setting("BRIDGE_RECOVERY_TIMEOUT", "recovery_timeout", "float", _D.recovery_timeout,
-                "seconds to wait at start for the previous run's transactions", minimum=0.0),
-        Setting("BRIDGE_METRICS_HOST", "metrics_host", "str", _D.metrics_host,
-                "metrics endpoint address (`0.0.0.0` in a container)"),
-        Setting("BRIDGE_METRICS_PORT", "metrics_port", "int", _D.metrics_port,
-                "metrics endpoint port (`/metrics`, `/health`)", minimum=0),
-        Setting("BRIDGE_LOG_INTERVAL", "log_interval", "float", _D.log_interval,
-                "seconds between progress lines in the log", minimum=0.1),
-        Setting("BRIDGE_BACKOFF_MAX", "backoff_max", "float", _D.backoff_max,
-                "ceiling of the retry delay, in seconds, when Redis or the RPC node is away",
-                minimum=0.1),
+        _ROWS["recovery_timeout"],
+        _ROWS["metrics_host"],
+        _ROWS["metrics_port"],
+        _ROWS["log_interval"],
+        _ROWS["backoff_max"],
     ),
 )
 

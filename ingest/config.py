@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bridge.config import check_writer_settings, loop_rows, metrics_url
 from ingest.errors import IngestConfigError
 from pilotchain.config import (
     CHAIN_SETTINGS,
@@ -55,21 +56,12 @@ class IngestSettings:
     def __post_init__(self) -> None:
         if not self.dead_letter_stream:
             object.__setattr__(self, "dead_letter_stream", f"{self.stream}:dead")
-        if not 0 < self.gas_budget <= 2:
-            raise IngestConfigError(
-                f"INGEST_GAS_BUDGET must be above 0 and at most 2 (a fraction of the block "
-                f"gas target), not {self.gas_budget}."
-            )
-        if not 1 <= self.max_batch <= MAX_BATCH:
-            raise IngestConfigError(
-                f"INGEST_MAX_BATCH must be between 1 and {MAX_BATCH} (geth refuses "
-                f"transactions over 128 KiB), not {self.max_batch}."
-            )
+        check_writer_settings("INGEST", self.gas_budget, self.max_batch, MAX_BATCH,
+                              IngestConfigError)
 
     @property
     def metrics_url(self) -> str:
-        host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "") else self.metrics_host
-        return f"http://{host}:{self.metrics_port}"
+        return metrics_url(self.metrics_host, self.metrics_port)
 
     @property
     def minutes_stream(self) -> str:
@@ -93,6 +85,7 @@ class IngestSettings:
 
 
 _D = IngestSettings()
+_ROWS = loop_rows("INGEST", _D)
 INGEST_SETTINGS = SettingsGroup(
     "Meter ingest", "ingest",
     "The ingest writer (`pilotchain-ingest`) takes signed meter readings from a Redis stream "
@@ -102,7 +95,7 @@ INGEST_SETTINGS = SettingsGroup(
     (
         Setting("INGEST_STREAM", "stream", "str", _D.stream,
                 "the Redis stream of signed readings (field `reading`, the JSON object)"),
-        Setting("INGEST_GROUP", "group", "str", _D.group, "consumer group"),
+        _ROWS["group"],
         Setting("INGEST_CONSUMER", "consumer", "str", _D.consumer,
                 "this writer's consumer name"),
         Setting("INGEST_DEAD_LETTER_STREAM", "dead_letter_stream", "str", "",
@@ -118,33 +111,23 @@ INGEST_SETTINGS = SettingsGroup(
         Setting("INGEST_GAS_BUDGET", "gas_budget", "float", _D.gas_budget,
                 "gas sent per new block, as a fraction of the gas target (the bridge's trades "
                 "share the blocks)"),
-        Setting("INGEST_MAX_IN_FLIGHT", "max_in_flight", "int", _D.max_in_flight,
-                "transactions sent but not final", minimum=1),
-        Setting("INGEST_CONFIRMATIONS", "confirmations", "int", _D.confirmations,
-                "blocks on top of a receipt before its entries are acknowledged", minimum=0),
-        Setting("INGEST_PRIORITY_FEE_GWEI", "priority_fee_gwei", "float",
-                _D.priority_fee_gwei, "tip; geth's miners take nothing below 1 gwei",
-                minimum=0.0),
+        _ROWS["max_in_flight"],
+        _ROWS["confirmations"],
+        _ROWS["priority_fee_gwei"],
         Setting("INGEST_REPLACE_AFTER_BLOCKS", "replace_after_blocks", "int",
                 _D.replace_after_blocks,
                 "a transaction still unmined after this many blocks is sent again", minimum=1),
         Setting("INGEST_MAX_QUEUED", "max_queued", "int", _D.max_queued,
                 "readings read but not final before the writer pauses reading", minimum=1),
-        Setting("INGEST_RECOVERY_TIMEOUT", "recovery_timeout", "float", _D.recovery_timeout,
-                "seconds to wait at start for the previous run's transactions", minimum=0.0),
+        _ROWS["recovery_timeout"],
         Setting("INGEST_UNKNOWN_METER_TTL", "unknown_meter_ttl", "float",
                 _D.unknown_meter_ttl,
                 "seconds a meter found unregistered is not looked up again (registered "
                 "meters are cached for good: a meter's key never changes)", minimum=0.0),
-        Setting("INGEST_METRICS_HOST", "metrics_host", "str", _D.metrics_host,
-                "metrics endpoint address (`0.0.0.0` in a container)"),
-        Setting("INGEST_METRICS_PORT", "metrics_port", "int", _D.metrics_port,
-                "metrics endpoint port (`/metrics`, `/health`)", minimum=0),
-        Setting("INGEST_LOG_INTERVAL", "log_interval", "float", _D.log_interval,
-                "seconds between progress lines in the log", minimum=0.1),
-        Setting("INGEST_BACKOFF_MAX", "backoff_max", "float", _D.backoff_max,
-                "ceiling of the retry delay, in seconds, when Redis or the RPC node is away",
-                minimum=0.1),
+        _ROWS["metrics_host"],
+        _ROWS["metrics_port"],
+        _ROWS["log_interval"],
+        _ROWS["backoff_max"],
     ),
 )
 
@@ -211,8 +194,7 @@ class MqttSettings:
 
     @property
     def metrics_url(self) -> str:
-        host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "") else self.metrics_host
-        return f"http://{host}:{self.metrics_port}"
+        return metrics_url(self.metrics_host, self.metrics_port)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MqttSettings:

@@ -24,8 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from bridge.loop import Backoff
 from bridge.metrics import Metrics
-from bridge.pipeline import Backoff
 from bridge.stream import TRANSIENT, connect_redis
 from ingest.config import MqttSettings
 from ingest.readings import READING_FIELD, meter_bytes, parse_reading, reading_json

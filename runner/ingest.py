@@ -10,67 +10,26 @@ from typing import Any
 
 import requests
 
-from ingest.config import HttpSettings, IngestSettings, MqttSettings
+from ingest.config import HttpSettings
 from pilotchain.settings import PROJECT_ROOT
-from runner.services import BackgroundService
+from runner.services import BackgroundService, MetricsService
 
 
-class IngestService(BackgroundService):
+class IngestService(MetricsService):
     """The ``pilotchain-ingest`` writer; ready once its ``/health`` answers 200."""
 
     name = "ingest"
-    start_timeout = 90.0
-
-    def __init__(self, settings: IngestSettings, env: Mapping[str, str],
-                 state_dir: Path) -> None:
-        port = (settings.metrics_host, settings.metrics_port, "INGEST_METRICS_PORT")
-        super().__init__(state_dir, env, port=port if settings.metrics_port else None)
-        self.settings = settings
-
-    def argv(self) -> list[str]:
-        return [sys.executable, "-m", "ingest"]
-
-    def probe(self) -> bool:
-        try:
-            reply = requests.get(f"{self.settings.metrics_url}/health", timeout=2)
-            if reply.status_code == 200:
-                return True
-            body = reply.json()
-            self.last_answer = str(body.get("problem") or body.get("status", ""))
-        except (requests.RequestException, ValueError):
-            pass
-        return False
-
-    def status(self) -> dict[str, Any]:
-        return {"ingest_metrics_url": f"{self.settings.metrics_url}/metrics"}
+    command = ("ingest",)
+    port_setting = "INGEST_METRICS_PORT"
 
 
-class IngestMqttService(BackgroundService):
+class IngestMqttService(MetricsService):
     """``pilotchain-ingest --mqtt``: the broker's readings onto the stream."""
 
     name = "ingest-mqtt"
-
-    def __init__(self, settings: MqttSettings, env: Mapping[str, str],
-                 state_dir: Path) -> None:
-        port = (settings.metrics_host, settings.metrics_port, "INGEST_MQTT_METRICS_PORT")
-        super().__init__(state_dir, env, port=port if settings.metrics_port else None)
-        self.settings = settings
-
-    def argv(self) -> list[str]:
-        return [sys.executable, "-m", "ingest", "--mqtt"]
-
-    def probe(self) -> bool:
-        try:
-            reply = requests.get(f"{self.settings.metrics_url}/health", timeout=2)
-            if reply.status_code == 200:
-                return True
-            self.last_answer = str(reply.json().get("problem") or "")
-        except (requests.RequestException, ValueError):
-            pass
-        return False
-
-    def status(self) -> dict[str, Any]:
-        return {"ingest_mqtt_metrics_url": f"{self.settings.metrics_url}/metrics"}
+    start_timeout = 60.0
+    command = ("ingest", "--mqtt")
+    port_setting = "INGEST_MQTT_METRICS_PORT"
 
 
 class IngestHttpService(BackgroundService):

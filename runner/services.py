@@ -2,15 +2,19 @@
 
 Each service (the contract deployment, Redis, the bridge, the faucet) has an adapter in this
 package implementing :class:`Service`; those that are processes share
-:class:`BackgroundService`, which starts, waits for readiness and stops them the same way.
+:class:`BackgroundService`, which starts, waits for readiness and stops them the same way,
+and those ready once their metrics endpoint says so share :class:`MetricsService`.
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+import requests
 
 from pilotchain.chain import wait_for
 from pilotchain.errors import ChainError, PilotChainError
@@ -112,3 +116,46 @@ class BackgroundService:
     def stop(self) -> bool:
         """SIGTERM and wait (the process finishes what it holds); True if it stopped cleanly."""
         return self.process.stop(timeout=self.stop_timeout)
+
+
+class MetricsSettings(Protocol):
+    """Where a service's metrics endpoint listens (``/metrics``, ``/health``)."""
+
+    @property
+    def metrics_host(self) -> str: ...
+    @property
+    def metrics_port(self) -> int: ...
+    @property
+    def metrics_url(self) -> str: ...
+
+
+class MetricsService(BackgroundService):
+    """A ``python -m`` process serving metrics; ready once its ``/health`` answers 200."""
+
+    start_timeout = 90.0
+    command: tuple[str, ...] = ()  # after ``python -m``
+    port_setting = ""  # the setting that names the metrics port, for a clash
+
+    def __init__(self, settings: MetricsSettings, env: Mapping[str, str],
+                 state_dir: Path) -> None:
+        port = (settings.metrics_host, settings.metrics_port, self.port_setting)
+        super().__init__(state_dir, env, port=port if settings.metrics_port else None)
+        self.metrics_url = settings.metrics_url
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", *self.command]
+
+    def probe(self) -> bool:
+        try:
+            reply = requests.get(f"{self.metrics_url}/health", timeout=2)
+            if reply.status_code == 200:
+                return True
+            body = reply.json()
+            self.last_answer = str(body.get("problem") or body.get("status", ""))
+        except (requests.RequestException, ValueError):
+            pass
+        return False
+
+    def status(self) -> dict[str, Any]:
+        key = self.name.replace("-", "_")
+        return {f"{key}_metrics_url": f"{self.metrics_url}/metrics"}
