@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from faucet.config import FaucetSettings
-from pilotchain.settings import PROJECT_ROOT
-from runner.services import BackgroundService
+from runner.services import BackgroundService, answers_ok, gunicorn_argv
 
 
 class FaucetService(BackgroundService):
@@ -38,26 +34,12 @@ class FaucetService(BackgroundService):
 
     def argv(self) -> list[str]:
         s = self.settings
-        return [
-            sys.executable, "-m", "gunicorn",
-            "--bind", f"{s.host}:{s.port}",
-            "--workers", str(s.workers),
-            "--worker-class", "gthread", "--threads", str(s.threads),
-            "--chdir", str(PROJECT_ROOT),
-            "--access-logfile", "-", "--error-logfile", "-",
-            "--graceful-timeout", "10", "--timeout", "60",
-            "faucet:create_app()",
-        ]
+        return gunicorn_argv("faucet:create_app()", s.host, s.port, s.workers,
+                             "--worker-class", "gthread", "--threads", str(s.threads))
 
     def probe(self) -> bool:
         """Ready once ``/api/info`` answers 200."""
-        try:
-            response = requests.get(f"{self.url}/api/info", timeout=5)
-        except requests.RequestException:
-            return False
-        if response.status_code != 200:
-            self.last_answer = response.text.strip()[:300]
-        return response.status_code == 200
+        return answers_ok(self, f"{self.url}/api/info")
 
     def status(self) -> dict[str, Any]:
         return {"faucet_url": self.url}

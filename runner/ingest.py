@@ -3,16 +3,12 @@ endpoint (gunicorn serving ``ingest.http:create_app()``), each in the background
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from ingest.config import HttpSettings
-from pilotchain.settings import PROJECT_ROOT
-from runner.services import BackgroundService, MetricsService
+from runner.services import BackgroundService, MetricsService, answers_ok, gunicorn_argv
 
 
 class IngestService(MetricsService):
@@ -49,24 +45,10 @@ class IngestHttpService(BackgroundService):
 
     def argv(self) -> list[str]:
         s = self.settings
-        return [
-            sys.executable, "-m", "gunicorn",
-            "--bind", f"{s.host}:{s.port}",
-            "--workers", str(s.workers),
-            "--chdir", str(PROJECT_ROOT),
-            "--access-logfile", "-", "--error-logfile", "-",
-            "--graceful-timeout", "10", "--timeout", "60",
-            "ingest.http:create_app()",
-        ]
+        return gunicorn_argv("ingest.http:create_app()", s.host, s.port, s.workers)
 
     def probe(self) -> bool:
-        try:
-            response = requests.get(f"{self.url}/health", timeout=5)
-        except requests.RequestException:
-            return False
-        if response.status_code != 200:
-            self.last_answer = response.text.strip()[:300]
-        return response.status_code == 200
+        return answers_ok(self, f"{self.url}/health")
 
     def status(self) -> dict[str, Any]:
         return {"ingest_url": f"{self.url}/api/readings"}

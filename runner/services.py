@@ -159,3 +159,26 @@ class MetricsService(BackgroundService):
     def status(self) -> dict[str, Any]:
         key = self.name.replace("-", "_")
         return {f"{key}_metrics_url": f"{self.metrics_url}/metrics"}
+
+
+def gunicorn_argv(app: str, host: str, port: int, workers: int, *extra: str) -> list[str]:
+    """The command line of a Flask app factory served by gunicorn, logging to its output."""
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{host}:{port}", "--workers", str(workers), *extra,
+        "--chdir", str(PROJECT_ROOT),
+        "--access-logfile", "-", "--error-logfile", "-",
+        "--graceful-timeout", "10", "--timeout", "60",
+        app,
+    ]
+
+
+def answers_ok(service: BackgroundService, url: str) -> bool:
+    """True once ``url`` answers 200; keeps any other answer in ``service.last_answer``."""
+    try:
+        response = requests.get(url, timeout=5)
+    except requests.RequestException:
+        return False
+    if response.status_code != 200:
+        service.last_answer = response.text.strip()[:300]
+    return response.status_code == 200

@@ -16,7 +16,7 @@ import sys
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,13 @@ from pilotchain.settings import PROJECT_ROOT
 from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord, decode_trade_settled_logs
 from runner.localnet import LocalNetwork
 from runner.ports import free_port
+from runner.processes import log_tail
 
 STREAM = "test:trades"
 
 __all__ = [
-    "STREAM", "BridgeProcess", "BridgeThread", "Deployed", "bridge_env",
+    "STREAM", "BridgeProcess", "BridgeThread", "Deployed", "ServiceProcess",
+    "ServiceThread", "bridge_env",
     "bridge_settings", "deployed", "duplicates", "publish_lines", "read_lines",
     "settled_on_chain", "synthesise",
 ]
@@ -90,19 +92,21 @@ def bridge_env(settings: BridgeSettings) -> dict[str, str]:
             **settings.to_env()}
 
 
-class BridgeThread:
-    """The bridge in a thread of the test process; stopped (and re-raised) on exit."""
+class ServiceThread:
+    """A service's loop in a thread of the test process; stopped (and re-raised) on exit.
+    ``make(metrics, stop)`` builds the loop (a Bridge, an Ingest)."""
 
-    def __init__(self, settings: BridgeSettings) -> None:
+    def __init__(self, name: str, make: Callable[[Metrics, threading.Event], Any]) -> None:
+        self.name = name
         self.metrics = Metrics()
         self.stop = threading.Event()
         self.error: BaseException | None = None
-        self.bridge = Bridge(settings, self.metrics, self.stop)
-        self.thread = threading.Thread(target=self._run, name="bridge-under-test")
+        self.loop = make(self.metrics, self.stop)
+        self.thread = threading.Thread(target=self._run, name=f"{name}-under-test")
 
     def _run(self) -> None:
         try:
-            self.bridge.run()
+            self.loop.run()
         except BaseException as error:
             self.error = error
 
@@ -113,27 +117,40 @@ class BridgeThread:
     def __exit__(self, kind: object, value: BaseException | None, tb: object) -> None:
         self.stop.set()
         self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), "the bridge thread did not stop within 30 s"
+        assert not self.thread.is_alive(), f"the {self.name} thread did not stop within 30 s"
         if self.error is None:
             return
-        if value is not None:  # the test failed, maybe because the bridge died: say so
-            value.add_note(f"The bridge thread had died with: {self.error!r}")
+        if value is not None:  # the test failed, maybe because the service died: say so
+            value.add_note(f"The {self.name} thread had died with: {self.error!r}")
             return
         raise self.error
 
 
-class BridgeProcess:
-    """``python -m bridge`` as a real process (to be killed with SIGKILL), logging to a file."""
+class BridgeThread(ServiceThread):
+    """The bridge in a thread of the test process."""
 
-    def __init__(self, settings: BridgeSettings, log_file: Path) -> None:
+    def __init__(self, settings: BridgeSettings) -> None:
+        super().__init__("bridge", lambda metrics, stop: Bridge(settings, metrics, stop))
+
+
+class ServiceProcess:
+    """A service's ``python -m <module>`` as a real process (to be killed with SIGKILL),
+    logging to a file; subclasses say which module and with what environment."""
+
+    module = ""
+
+    def __init__(self, settings: Any, log_file: Path) -> None:
         self.settings = settings
         self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
 
+    def env(self) -> dict[str, str]:
+        raise NotImplementedError
+
     def start(self) -> None:
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bridge"], env=bridge_env(self.settings),
+                [sys.executable, "-m", self.module], env=self.env(),
                 stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
 
     def metrics(self) -> dict[str, Any] | None:
@@ -159,11 +176,16 @@ class BridgeProcess:
             self.kill()
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text().splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
 
+
+class BridgeProcess(ServiceProcess):
+    """``python -m bridge`` as a real process."""
+
+    module = "bridge"
+
+    def env(self) -> dict[str, str]:
+        return bridge_env(self.settings)
 
 
 def read_lines(paths: Sequence[Path] = RECORDINGS) -> list[str]:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import uuid
 from collections import Counter
@@ -22,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-import requests
+from bridge_fixtures import ServiceProcess, ServiceThread
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -275,80 +272,22 @@ def ingest_settings(target: MeteredChain, redis_url: str, **overrides: Any) -> I
     return replace(base, **overrides)
 
 
-class IngestThread:
-    """The ingest in a thread of the test process; stopped (and re-raised) on exit."""
+class IngestThread(ServiceThread):
+    """The ingest in a thread of the test process."""
 
     def __init__(self, settings: IngestSettings) -> None:
-        self.metrics = Metrics()
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.ingest = Ingest(settings, self.metrics, self.stop)
-        self.thread = threading.Thread(target=self._run, name="ingest-under-test")
-
-    def _run(self) -> None:
-        try:
-            self.ingest.run()
-        except BaseException as error:
-            self.error = error
-
-    def __enter__(self) -> Metrics:
-        self.thread.start()
-        return self.metrics
-
-    def __exit__(self, kind: object, value: BaseException | None, tb: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), "the ingest thread did not stop within 30 s"
-        if self.error is not None:
-            if value is not None:
-                value.add_note(f"The ingest thread had died with: {self.error!r}")
-                return
-            raise self.error
+        super().__init__("ingest", lambda metrics, stop: Ingest(settings, metrics, stop))
 
 
-class IngestProcess:
-    """``python -m ingest`` as a real process (to be killed with SIGKILL), logging to a file."""
+class IngestProcess(ServiceProcess):
+    """``python -m ingest`` as a real process."""
 
-    def __init__(self, settings: IngestSettings, log_file: Path) -> None:
-        self.settings = settings
-        self.log_file = log_file
-        self.process: subprocess.Popen[bytes] | None = None
+    module = "ingest"
 
-    def start(self) -> None:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(PROJECT_ROOT),
-               **self.settings.to_env()}
-        with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "ingest"], env=env,
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=PROJECT_ROOT)
-
-    def metrics(self) -> dict[str, Any] | None:
-        try:
-            return requests.get(f"{self.settings.metrics_url}/metrics", timeout=2).json()
-        except requests.RequestException:
-            return None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text().splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+    def env(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(PROJECT_ROOT),
+                **self.settings.to_env()}
 
 
 @pytest.fixture
