@@ -6,7 +6,6 @@ once per module; every test starts from a chain snapshot taken right after deplo
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import random
@@ -14,27 +13,20 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import solcx
-from eth.vm.forks import LondonVM
 from eth_abi import encode as abi_encode
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from eth_tester import EthereumTester, PyEVMBackend
-from eth_tester.exceptions import TransactionFailed
+from evm_fixtures import TX_GAS, Evm, deploy_evm, events, revert_of
 from recordings import RECORDINGS
-from web3 import EthereumTesterProvider, Web3
-from web3.contract import Contract
-from web3.logs import DISCARD
+from web3 import Web3
 
 from pilotchain import contract as settlement
 from pilotchain.contract import (
     CompiledContract,
     CompilerNotFound,
-    Deployment,
     DeploymentFailed,
     DeploymentRecordError,
     compile_settlement,
@@ -61,14 +53,10 @@ from pilotchain.trades import (
     TradeRecord,
     compute_bills,
     decode_trade_settled_logs,
-    read_recording,
     uuid_to_bytes32,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Enough for the largest batch a test sends; set explicitly because eth-tester's gas
-# estimate re-executes a transaction a dozen times.
-TX_GAS = 25_000_000
 RECORDER_ROLE = Web3.keccak(text="RECORDER_ROLE")
 ADMIN_ROLE = bytes(32)
 PUSH0 = 0x5F
@@ -77,51 +65,9 @@ PUSH0 = 0x5F
 # --- fixtures ---------------------------------------------------------------------------
 
 
-@dataclass
-class Evm:
-    """A deployed Settlement with its operator, recorder and an unprivileged outsider."""
-
-    tester: EthereumTester
-    w3: Web3
-    operator: LocalAccount
-    recorder: LocalAccount
-    outsider: str
-    deployment: Deployment
-    contract: Contract
-
-
 @pytest.fixture(scope="module")
 def evm(compiled: CompiledContract) -> Evm:
-    genesis = PyEVMBackend.generate_genesis_params({"gas_limit": 60_000_000})
-    tester = EthereumTester(
-        PyEVMBackend(genesis_parameters=genesis, vm_configuration=((0, LondonVM),))
-    )
-    w3 = Web3(EthereumTesterProvider(tester))
-    rng = random.Random(3)
-    operator = Account.from_key(rng.randbytes(32))
-    recorder = Account.from_key(rng.randbytes(32))
-    for account in (operator, recorder):
-        # Unlocked in eth-tester too, so tests can use transact({"from": ...}).
-        tester.add_account(account.key.to_0x_hex())
-        w3.eth.send_transaction(
-            {"from": w3.eth.accounts[0], "to": account.address, "value": 10**21}
-        )
-    deployment = deploy_settlement(w3, operator, recorder.address, compiled=compiled)
-    contract = w3.eth.contract(address=deployment.address, abi=compiled.abi)
-    return Evm(tester, w3, operator, recorder, w3.eth.accounts[2], deployment, contract)
-
-
-@pytest.fixture
-def fresh(evm: Evm) -> Iterator[Evm]:
-    """The module's evm, rolled back to right after deployment when the test ends."""
-    snapshot = evm.tester.take_snapshot()
-    yield evm
-    evm.tester.revert_to_snapshot(snapshot)
-
-
-@pytest.fixture(scope="session")
-def recordings() -> dict[str, list[TradeRecord]]:
-    return {path.stem: read_recording(path) for path in RECORDINGS}
+    return deploy_evm(compiled, seed=3, grant_reader=False)
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -137,34 +83,6 @@ def record_batch(evm: Evm, records: Sequence[TradeRecord], sender: str | None = 
         {"from": sender or evm.recorder.address, "gas": TX_GAS}
     )
     return evm.w3.eth.get_transaction_receipt(tx_hash)
-
-
-def revert_data(error: BaseException) -> bytes:
-    """The revert data behind a failed call, from web3 (real node) or eth-tester."""
-    data = getattr(error, "data", None)
-    if isinstance(data, str):
-        return bytes.fromhex(data.removeprefix("0x"))
-    # web3's eth-tester provider puts the raw data's repr into the message.
-    reason = str(error).removeprefix("execution reverted: ")
-    if reason.startswith(("b'", 'b"')):
-        return ast.literal_eval(reason)
-    raise AssertionError(f"no revert data in {error!r}")
-
-
-def revert_of(evm: Evm, function, sender: str) -> str:
-    """The custom error a call from ``sender`` reverts with; also checks a sent one fails."""
-    receipt = evm.w3.eth.get_transaction_receipt(
-        function.transact({"from": sender, "gas": TX_GAS})
-    )
-    assert receipt["status"] == 0
-    with pytest.raises(TransactionFailed) as failure:
-        function.call({"from": sender})
-    return describe_revert(evm.contract.abi, revert_data(failure.value))
-
-
-def events(evm: Evm, receipt, name: str) -> list[dict]:
-    event = getattr(evm.contract.events, name)()
-    return [dict(entry["args"]) for entry in event.process_receipt(receipt, errors=DISCARD)]
 
 
 def bill_of(evm: Evm, participant: uuid.UUID) -> Bill:

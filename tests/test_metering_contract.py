@@ -6,30 +6,23 @@ Every rule is checked against the contract itself; charges are compared with
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from eth.vm.forks import LondonVM
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_tester import EthereumTester, PyEVMBackend
-from eth_tester.exceptions import TransactionFailed
+from evm_fixtures import Evm, deploy_evm, events, revert_of, send
 from recordings import RECORDINGS
-from web3 import EthereumTesterProvider, Web3
-from web3.contract import Contract
-from web3.logs import DISCARD
+from web3 import Web3
 
 from pilotchain.contract import (
     MAX_CODE_BYTES,
     CompiledContract,
-    deploy_settlement,
-    describe_revert,
 )
 from pilotchain.metering import (
     OPERATOR,
@@ -50,9 +43,8 @@ from pilotchain.metering import (
     minutes_anchor,
     sign_reading,
 )
-from pilotchain.trades import Bill, TradeRecord, compute_bills, read_recording, uuid_to_bytes32
+from pilotchain.trades import Bill, TradeRecord, compute_bills, uuid_to_bytes32
 
-TX_GAS = 25_000_000
 READER_ROLE = Web3.keccak(text="READER_ROLE")
 ADMIN_ROLE = bytes(32)
 SLOT = 900
@@ -61,84 +53,16 @@ DAY = 1_782_000_000 - 1_782_000_000 % 86_400
 CT = 10**18  # one euro cent per kWh, scaled
 
 
-@dataclass
-class Evm:
-    tester: EthereumTester
-    w3: Web3
-    operator: LocalAccount
-    recorder: LocalAccount
-    reader: LocalAccount
-    outsider: str
-    contract: Contract
-
-    @property
-    def domain(self) -> Domain:
-        return Domain(self.w3.eth.chain_id, self.contract.address)
-
-
 @pytest.fixture(scope="module")
 def evm(compiled: CompiledContract) -> Evm:
-    genesis = PyEVMBackend.generate_genesis_params({"gas_limit": 60_000_000})
-    tester = EthereumTester(
-        PyEVMBackend(genesis_parameters=genesis, vm_configuration=((0, LondonVM),))
-    )
-    w3 = Web3(EthereumTesterProvider(tester))
-    rng = random.Random(8)
-    operator, recorder, reader = (Account.from_key(rng.randbytes(32)) for _ in range(3))
-    for account in (operator, recorder, reader):
-        tester.add_account(account.key.to_0x_hex())
-        w3.eth.send_transaction(
-            {"from": w3.eth.accounts[0], "to": account.address, "value": 10**21}
-        )
-    deployment = deploy_settlement(w3, operator, recorder.address, reader=reader.address,
-                                   compiled=compiled)
-    contract = w3.eth.contract(address=deployment.address, abi=compiled.abi)
-    return Evm(tester, w3, operator, recorder, reader, w3.eth.accounts[2], contract)
-
-
-@pytest.fixture
-def fresh(evm: Evm) -> Iterator[Evm]:
-    snapshot = evm.tester.take_snapshot()
-    yield evm
-    evm.tester.revert_to_snapshot(snapshot)
-
-
-@pytest.fixture(scope="session")
-def recordings() -> dict[str, list[TradeRecord]]:
-    return {path.stem: read_recording(path) for path in RECORDINGS}
+    return deploy_evm(compiled, seed=8, grant_reader=True)
 
 
 # --- helpers --------------------------------------------------------------------------------
 
 
-def send(evm: Evm, function: Any, sender: str) -> Any:
-    """Send a transaction that must succeed; return its receipt."""
-    receipt = evm.w3.eth.get_transaction_receipt(
-        function.transact({"from": sender, "gas": TX_GAS})
-    )
-    assert receipt["status"] == 1
-    return receipt
-
-
 def admin(evm: Evm, function: Any) -> Any:
     return send(evm, function, evm.operator.address)
-
-
-def revert_of(evm: Evm, function: Any, sender: str) -> str:
-    """The custom error a call from ``sender`` reverts with; a sent one fails too."""
-    receipt = evm.w3.eth.get_transaction_receipt(
-        function.transact({"from": sender, "gas": TX_GAS})
-    )
-    assert receipt["status"] == 0
-    with pytest.raises(TransactionFailed) as failure:
-        function.call({"from": sender})
-    reason = str(failure.value).removeprefix("execution reverted: ")
-    return describe_revert(evm.contract.abi, ast.literal_eval(reason))
-
-
-def events(evm: Evm, receipt: Any, name: str) -> list[dict[str, Any]]:
-    event = getattr(evm.contract.events, name)()
-    return [dict(entry["args"]) for entry in event.process_receipt(receipt, errors=DISCARD)]
 
 
 def now(evm: Evm) -> int:
