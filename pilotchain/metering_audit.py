@@ -314,9 +314,7 @@ class BalancingReplay:
             case MeterRegistered():
                 self._register(event)
             case MeterDeactivated():
-                meter = self.meters.get(event.meter)
-                if meter is not None:
-                    meter.active_until = event.active_until
+                self._deactivate(event)
             case ReadingRecorded():
                 self._reading(event)
             case RatesSet():
@@ -367,9 +365,34 @@ class BalancingReplay:
                                     else (sold, bought + record.energy))
 
     def _register(self, event: MeterRegistered) -> None:
+        """A participant's next meter starts where its previous one ended (the first at 0)."""
+        where = f"Meter 0x{event.meter.hex()} of participant {event.participant}"
+        history = self.meters_of.get(event.participant, [])
+        start = self.meters[history[-1]].active_until if history else 0
+        if event.meter in self.meters:
+            self._find("meter", f"{where}: registered again.")
+        elif start == ACTIVE:
+            self._find("meter", f"{where}: registered while meter 0x{history[-1].hex()} is "
+                       "still active.")
+        elif event.active_from != start:
+            self._find("meter", f"{where}: active from {event.active_from}, but the previous "
+                       f"meter ended at {start}.")
         self.meters[event.meter] = _Meter(event.participant, event.active_from)
         self.meters_of.setdefault(event.participant, []).append(event.meter)
         self.home_areas[event.participant] = event.home_area
+
+    def _deactivate(self, event: MeterDeactivated) -> None:
+        meter = self.meters.get(event.meter)
+        where = f"Meter 0x{event.meter.hex()} of participant {event.participant}"
+        if meter is None or meter.participant != event.participant:
+            self._find("meter", f"{where}: deactivated, but no such meter was registered.")
+            return
+        if meter.active_until != ACTIVE:
+            self._find("meter", f"{where}: deactivated again.")
+        if meter.last is not None and event.active_until < meter.last[0]:
+            self._find("meter", f"{where}: ended at {_slot(event.active_until)}, before its "
+                       f"newest reading at {_slot(meter.last[0])}.")
+        meter.active_until = event.active_until
 
     def _reading(self, event: ReadingRecorded) -> None:
         """Stores the registers; a reading the contract's rules refuse is a finding."""

@@ -12,6 +12,7 @@ from pilotchain.metering import OPERATOR, WH, Rates, SlotStatus, balancing_total
 from pilotchain.metering_audit import (
     BoundaryTradeAfterClose,
     Event,
+    MeterDeactivated,
     MeterRegistered,
     PeriodClosed,
     RatesSet,
@@ -135,3 +136,18 @@ def test_one_altered_event_is_named(events: list[Event], kind: str, words: list[
 def test_a_trade_before_the_meter_counts_in_no_market() -> None:
     assert recompute(altered(1, market=HOUSE)).findings == []
     assert recompute(altered(1, market=OTHER)).findings == []
+
+
+@pytest.mark.parametrize(("events", "words"), [
+    (inserted(10, MeterDeactivated(METER, HOUSE, S0)),
+     [f"0x{METER.hex()}", "before its newest reading"]),
+    (inserted(3, MeterRegistered(bytes(31) + b"\x01", HOUSE, "0x" + "22" * 20, HOUSE, 0)),
+     [str(HOUSE), "still active"]),
+], ids=["ended early", "two active"])
+def test_a_registry_change_the_contract_refuses_is_named_first(
+        events: list[Event], words: list[str]) -> None:
+    """The slots it leaves unmetered are named after it."""
+    findings = recompute(events).findings
+    assert findings[0].kind == "meter", findings
+    assert all(word in findings[0].detail for word in words), findings[0].detail
+    assert {finding.kind for finding in findings[1:]} <= {"slot status", "slot balance"}
