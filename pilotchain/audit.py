@@ -4,8 +4,16 @@ An auditor trusts neither the bridge nor the contract's arithmetic: every TradeS
 the Settlement contract is read back, each trade id must appear once and be the one the
 contract says it recorded in that block, the BatchRecorded counts must add up to the trades,
 and every participant's bill is recomputed in Python (:func:`pilotchain.trades.compute_bills`)
-and compared with ``billOf`` on chain. Money receivable must equal money payable across all
-bills. Every difference becomes a :class:`Finding`; none means the books hold.
+and compared with ``billOf`` on chain.
+
+The metering is replayed from the same logs in log order (:mod:`pilotchain.metering_audit`):
+each closed slot is balanced again in Python from the meters, readings, rates and boundary
+trades before it and compared field by field with its SlotBalanced or SlotUnmetered event;
+then ``balancingOf`` of every metered participant and of the grid operator must equal the
+recomputed charges and credits, and ``statementOf`` of every closed period the bills' change
+in recording order. Money receivable (trades and balancing credits) must equal money payable
+(trades and balancing charges) across all bills, the operator's included. Every difference
+becomes a :class:`Finding`; none means the books hold.
 """
 
 from __future__ import annotations
@@ -23,6 +31,13 @@ from web3.types import FilterParams, LogReceipt
 
 from pilotchain.chain import batch_call, read
 from pilotchain.contract import Deployment
+from pilotchain.metering import OPERATOR, BalancingTotals, balancing_totals
+from pilotchain.metering_audit import (
+    BalancingReplay,
+    Finding,
+    Statement,
+    decode_metering_log,
+)
 from pilotchain.trades import (
     BATCH_RECORDED_TOPIC,
     TRADE_SETTLED_TOPIC,
@@ -33,19 +48,16 @@ from pilotchain.trades import (
     uuid_to_bytes32,
 )
 
+__all__ = ["AuditReport", "Finding", "audit"]
+
 _BILL_OF = function_signature_to_4byte_selector("billOf(bytes32)")
+_BALANCING_OF = function_signature_to_4byte_selector("balancingOf(bytes32)")
+_STATEMENT_OF = function_signature_to_4byte_selector("statementOf(uint256,bytes32)")
 _RECORDED_IN = function_signature_to_4byte_selector("recordedIn(bytes32)")
+_STATEMENT_TYPES = ["uint256"] * 6 + ["int256", "bool"]
 # Blocks per eth_getLogs request and eth_calls per JSON-RPC batch: small enough for any node.
 LOG_PAGE_BLOCKS = 5_000
 CALLS_PER_BATCH = 500
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One difference between the events and the contract's state."""
-
-    kind: str
-    detail: str
 
 
 @dataclass
@@ -56,6 +68,11 @@ class AuditReport:
     trades: int = 0
     participants: int = 0
     batches: int = 0
+    meters: int = 0
+    readings: int = 0
+    slots_balanced: int = 0
+    slots_unmetered: int = 0
+    periods: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -74,17 +91,26 @@ def audit(w3: Web3, url: str, deployment: Deployment, *, to_block: int | None = 
                                                       lambda: w3.eth.block_number)
     report = AuditReport(deployment.address, deployment.block_number, head)
     trades: list[tuple[TradeRecord, int]] = []
+    replay = BalancingReplay()
     recorded_by_batches = 0
     for logs in _logs(w3, url, deployment.address, deployment.block_number, head):
         for log in logs:
-            topic = bytes(log["topics"][0])
+            topic = bytes(log["topics"][0]) if log["topics"] else b""
             if topic == TRADE_SETTLED_TOPIC:
-                trades.append((decode_trade_settled(log), int(log["blockNumber"])))
+                record = decode_trade_settled(log)
+                trades.append((record, int(log["blockNumber"])))
+                replay.apply(record)
             elif topic == BATCH_RECORDED_TOPIC:
                 report.batches += 1
                 recorded_by_batches += int.from_bytes(bytes(log["data"])[:32], "big")
-        progress(f"read {len(trades)} trades up to block {head}")
+            elif (event := decode_metering_log(log)) is not None:
+                replay.apply(event)
+        progress(f"read {len(trades)} trades and {replay.readings} readings up to block {head}")
+    replay.finish()
     report.trades = len(trades)
+    report.meters, report.readings = len(replay.meters), replay.readings
+    report.slots_balanced, report.slots_unmetered = replay.slots_balanced, replay.slots_unmetered
+    report.periods = len(replay.period_bills)
     _check_once(trades, report)
     if recorded_by_batches != len(trades):
         report.findings.append(Finding(
@@ -93,8 +119,11 @@ def audit(w3: Web3, url: str, deployment: Deployment, *, to_block: int | None = 
     _check_blocks(w3, url, deployment.address, trades, head, report)
     expected = compute_bills(record for record, _ in trades)
     report.participants = len(expected)
-    on_chain = _check_bills(w3, url, deployment.address, expected, head, report)
-    _check_balance(on_chain, report)
+    bills = _check_bills(w3, url, deployment.address, expected, head, report)
+    report.findings += replay.findings
+    balancing = _check_balancing(w3, url, deployment.address, replay, head, report)
+    _check_balance(bills, balancing, report)
+    _check_statements(w3, url, deployment.address, replay, head, report)
     return report
 
 
@@ -137,31 +166,93 @@ def _check_blocks(w3: Web3, url: str, contract: str, trades: Sequence[tuple[Trad
 
 
 def _check_bills(w3: Web3, url: str, contract: str, expected: dict[uuid.UUID, Bill], head: int,
-                 report: AuditReport) -> dict[uuid.UUID, Bill]:
-    """Each participant's ``billOf`` against the events; returns the bills on chain."""
-    participants = sorted(expected, key=str)
-    calls = [("eth_call", [{"to": contract, "data": "0x" + (_BILL_OF + uuid_to_bytes32(
-        participant)).hex()}, hex(head)]) for participant in participants]
-    answers = _batched(w3, url, "Reading billOf of each participant", calls)
-    bills = {}
-    for participant, answer in zip(participants, answers, strict=True):
-        on_chain = bills[participant] = Bill(*abi_decode(["uint256"] * 4,
-                                                          bytes.fromhex(answer[2:])))
-        if on_chain != expected[participant]:
+                 report: AuditReport) -> list[Bill]:
+    """Each participant's ``billOf`` against the events, and the grid operator's, which no
+    trade touches; returns the bills on chain."""
+    parties = [uuid_to_bytes32(participant) for participant in sorted(expected, key=str)]
+    wanted = [*(expected[participant] for participant in sorted(expected, key=str)), Bill()]
+    answers = _call_each(w3, url, contract, _BILL_OF, [*parties, OPERATOR], head,
+                         "Reading billOf of each participant")
+    bills = []
+    for party, bill, answer in zip([*parties, OPERATOR], wanted, answers, strict=True):
+        on_chain = Bill(*abi_decode(["uint256"] * 4, bytes.fromhex(answer[2:])))
+        bills.append(on_chain)
+        if on_chain != bill:
             report.findings.append(Finding(
-                "bill", f"Participant {participant}: the events give {expected[participant]}, "
-                f"billOf gives {on_chain}."))
+                "bill", f"Participant {_name(party)}: the events give {bill}, billOf gives "
+                f"{on_chain}."))
     return bills
 
 
-def _check_balance(bills: dict[uuid.UUID, Bill], report: AuditReport) -> None:
-    """Across the bills on chain, every cent receivable must be payable by someone."""
-    receivable = sum(bill.money_receivable for bill in bills.values())
-    payable = sum(bill.money_payable for bill in bills.values())
-    if receivable != payable:
+def _check_balancing(w3: Web3, url: str, contract: str, replay: BalancingReplay, head: int,
+                     report: AuditReport) -> list[BalancingTotals]:
+    """``balancingOf`` of every metered participant and of the grid operator against the
+    recomputed slots; returns the amounts on chain."""
+    per_participant, operator = balancing_totals(replay.balances)
+    metered = replay.metered()
+    parties = [*(uuid_to_bytes32(participant) for participant in metered), OPERATOR]
+    wanted = [*(per_participant.get(p, BalancingTotals()) for p in metered), operator]
+    answers = _call_each(w3, url, contract, _BALANCING_OF, parties, head,
+                         "Reading balancingOf of each metered participant")
+    on_chain = []
+    for party, totals, answer in zip(parties, wanted, answers, strict=True):
+        got = BalancingTotals(*abi_decode(["uint256", "uint256"], bytes.fromhex(answer[2:])))
+        on_chain.append(got)
+        if got != totals:
+            report.findings.append(Finding(
+                "balancing", f"Participant {_name(party)}: the events give charges "
+                f"{totals.charges} and credits {totals.credits}, balancingOf gives charges "
+                f"{got.charges} and credits {got.credits}."))
+    return on_chain
+
+
+def _check_balance(bills: Sequence[Bill], balancing: Sequence[BalancingTotals],
+                   report: AuditReport) -> None:
+    """Across the bills on chain, the grid operator's included, every cent receivable must
+    be payable by someone: trade money and balancing money alike."""
+    trade_in = sum(bill.money_receivable for bill in bills)
+    trade_out = sum(bill.money_payable for bill in bills)
+    credits = sum(totals.credits for totals in balancing)
+    charges = sum(totals.charges for totals in balancing)
+    if trade_in + credits != trade_out + charges:
         report.findings.append(Finding(
-            "books", f"On chain, money receivable ({receivable}) differs from money payable "
-            f"({payable})."))
+            "books", f"On chain, money receivable ({trade_in + credits}: trades {trade_in}, "
+            f"balancing credits {credits}) differs from money payable ({trade_out + charges}: "
+            f"trades {trade_out}, balancing charges {charges}), the grid operator's included."))
+
+
+def _check_statements(w3: Web3, url: str, contract: str, replay: BalancingReplay, head: int,
+                      report: AuditReport) -> None:
+    """``statementOf`` of every closed period and every party with a bill, against the bills'
+    change between the period closings, in recording order."""
+    parties = sorted(set(replay.bills) | {OPERATOR})
+    keys = [(period, party) for period in range(1, len(replay.period_bills) + 1)
+            for party in parties]
+    calls = [("eth_call", [{"to": contract, "data": "0x" + (_STATEMENT_OF + period.to_bytes(
+        32, "big") + party).hex()}, hex(head)]) for period, party in keys]
+    answers = _batched(w3, url, "Reading statementOf of each period and participant", calls)
+    for (period, party), answer in zip(keys, answers, strict=True):
+        on_chain = Statement(*abi_decode(_STATEMENT_TYPES, bytes.fromhex(answer[2:])))
+        expected = replay.statement(period, party)
+        if on_chain != expected:
+            report.findings.append(Finding(
+                "statement", f"Participant {_name(party)}, period {period}: the events give "
+                f"{expected}, statementOf gives {on_chain}."))
+
+
+def _call_each(w3: Web3, url: str, contract: str, selector: bytes, parties: Sequence[bytes],
+               head: int, action: str) -> list[Any]:
+    """``selector(party)`` for each party, at block ``head``."""
+    calls = [("eth_call", [{"to": contract, "data": "0x" + (selector + party).hex()},
+                           hex(head)]) for party in parties]
+    return _batched(w3, url, action, calls)
+
+
+def _name(party: bytes) -> str:
+    """A participant's uuid, or the grid operator."""
+    if party == OPERATOR:
+        return "grid operator (OPERATOR)"
+    return str(uuid.UUID(bytes=party[16:]))
 
 
 def _batched(w3: Web3, url: str, action: str, calls: Sequence[tuple[str, Sequence[Any]]]

@@ -87,8 +87,9 @@ def add_core_commands(sub: Commands) -> None:
                       "Withdraw the vote on ADDRESS on every validator.")
     discard.add_argument("address")
     audit_cmd = command(sub, "audit", cmd_audit,
-                        "Recompute every trade and bill from the chain's events and compare "
-                        "them with the contract; exit 1 on any difference.")
+                        "Recompute every trade, bill, balanced slot and statement from the "
+                        "chain's events and compare them with the contract; exit 1 on any "
+                        "difference.")
     audit_cmd.add_argument("--to-block", type=int, metavar="N",
                            help="audit up to block N (default: the head)")
     audit_cmd.add_argument("--json", action="store_true", help="print one JSON object")
@@ -130,11 +131,14 @@ def cmd_audit(settings: ChainSettings, env: Mapping[str, str], args: argparse.Na
     else:
         print(f"Settlement {report.contract}, blocks {report.from_block}-{report.to_block}: "
               f"{report.trades} trades in {report.batches} batches, {report.participants} "
-              "participants.")
+              f"participants; {report.meters} meters, {report.readings} readings, "
+              f"{report.slots_balanced} slots balanced, {report.slots_unmetered} unmetered, "
+              f"{report.periods} periods closed.")
         for finding in report.findings:
             print(f"  DIFFERENCE ({finding.kind}): {finding.detail}")
-        print("The books hold: every trade once, every bill as the events say, receivable = "
-              "payable." if report.ok else f"{len(report.findings)} difference(s) found.")
+        print("The books hold: every trade once, every bill, balanced slot, balancing and "
+              "statement as the events say, receivable = payable." if report.ok
+              else f"{len(report.findings)} difference(s) found.")
     return 0 if report.ok else 1
 
 
