@@ -8,6 +8,7 @@ import math
 import random
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,32 @@ def test_the_hook_time_slot_stands_in_for_a_missing_one(first_event: dict[str, A
     del trade["time_slot"]
     record = parse_trade(trade, first_event["market_id"], time_slot="2026-06-21 00:15:00+00:00")
     assert record.time_slot == SLOT_2026_06_21 + 900
+
+
+def _unix(text: str) -> int:
+    """gsy-e's zone-less slot text as UTC unix seconds, without pilotchain.trades."""
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+
+
+def test_settlement_and_future_market_trades_keep_the_slot_they_deliver_in():
+    """A settlement market's trade comes after its slot and carries that slot (hook and trade
+    alike); a future market's comes before, with no slot from the hook. Neither may be
+    counted for the slot it was made in."""
+    kinds: Counter[str] = Counter()
+    for event in events_of(SETTLEMENT_RECORDING):
+        trade, kind = event["trade"], market_kind(event["trade"])
+        kinds[kind] += 1
+        slot = parse_event(event).time_slot
+        assert slot == _unix(trade["time_slot"])
+        made = _unix(trade["creation_time"])
+        if kind == "settlement":
+            assert _unix(event["time_slot"]) == slot <= made - 900
+        elif kind == "future":
+            assert event["time_slot"] is None
+            assert made < slot
+        else:
+            assert _unix(event["time_slot"]) == slot <= made < slot + 900
+    assert kinds == Counter(spot=186, settlement=70, future=75)
 
 
 def _broken(first_event: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
