@@ -50,6 +50,7 @@ def send(target: MeteredChain, sender: Sender, data: Any) -> Any:
 
 
 def crosses_a_meter(record: TradeRecord, homes: dict[uuid.UUID, uuid.UUID]) -> bool:
+    """A metered party trades outside its home area (the rule of boundary_energy)."""
     return any(party in homes and record.market != homes[party]
                for party in (record.seller, record.buyer))
 
