@@ -23,7 +23,7 @@ from bridge_fixtures import (
     settled_on_chain,
     synthesise,
 )
-from recordings import RECORDINGS
+from recordings import RECORDINGS, kept_on_chain
 
 from bridge.errors import RecorderRoleMissing
 from bridge.events import EVENT_FIELD
@@ -73,9 +73,9 @@ def test_every_recording_is_settled_once_field_by_field_with_bills(
                        "origin_uuid": trade["seller"]["origin_uuid"]},
             "buyer": {"uuid": trade["buyer"]["uuid"],
                       "origin_uuid": trade["buyer"]["origin_uuid"]},
-            "energy": trade["energy"],
-            "price": trade["price"],
-            "fee_price": trade["fee_price"],
+            "energy": kept_on_chain(trade["energy"]),
+            "price": kept_on_chain(trade["price"]),
+            "fee_price": kept_on_chain(trade["fee_price"]),
         }, f"trade {trade['id']} differs from its recording"
 
     contract = settlement_contract(connect(deployed.net.rpc_url), deployed.deployment)
