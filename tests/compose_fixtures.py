@@ -143,7 +143,7 @@ def _stop_dockerd(process: subprocess.Popen[bytes]) -> None:
 def local_images(docker_engine: None, timings: Timings) -> dict[str, str]:
     """GETH_IMAGE, PYTHON_IMAGE, REDIS_IMAGE, MOSQUITTO_IMAGE: local builds, reused while
     their inputs hold."""
-    with timings.measure("local images (debootstrap, geth, python, redis, mosquitto)"):
+    with timings.measure("local images (geth, python, redis, mosquitto)"):
         output = run([str(BUILD_IMAGES)], timeout=1800).stdout
     images = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
     assert set(images) == {"GETH_IMAGE", "PYTHON_IMAGE", "REDIS_IMAGE", "MOSQUITTO_IMAGE"}, output
