@@ -34,7 +34,8 @@ BUILD_IMAGES = PROJECT_ROOT / "scripts" / "lib" / "build-local-images.sh"
 LOOPBACK = "127.0.0.1"
 # Every published port of docker-compose.yml, by the variable that chooses it.
 PORT_VARIABLES = (
-    "RPC_HTTP_PORT", "RPC_WS_PORT", "BRIDGE_METRICS_PORT", "FAUCET_PORT", "EXPLORER_PORT")
+    "RPC_HTTP_PORT", "RPC_WS_PORT", "BRIDGE_METRICS_PORT", "FAUCET_PORT", "EXPLORER_PORT",
+    "MQTT_PORT", "INGEST_HTTP_PORT")
 # What docker compose needs from the caller's environment; nothing else (no .env, no CHAIN_ID ...)
 # may change the defaults the tests check.
 KEPT_VARIABLES = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG", "TMPDIR")
@@ -140,11 +141,12 @@ def _stop_dockerd(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def local_images(docker_engine: None, timings: Timings) -> dict[str, str]:
-    """GETH_IMAGE, PYTHON_IMAGE, REDIS_IMAGE: local builds, reused while their inputs hold."""
-    with timings.measure("local images (debootstrap, geth, python, redis)"):
+    """GETH_IMAGE, PYTHON_IMAGE, REDIS_IMAGE, MOSQUITTO_IMAGE: local builds, reused while
+    their inputs hold."""
+    with timings.measure("local images (geth, python, redis, mosquitto)"):
         output = run([str(BUILD_IMAGES)], timeout=1800).stdout
     images = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
-    assert set(images) == {"GETH_IMAGE", "PYTHON_IMAGE", "REDIS_IMAGE"}, output
+    assert set(images) == {"GETH_IMAGE", "PYTHON_IMAGE", "REDIS_IMAGE", "MOSQUITTO_IMAGE"}, output
     return images
 
 

@@ -41,6 +41,7 @@ UPSTREAM_IMAGES = {
     **dict.fromkeys(["validator1", "validator2", "validator3", "rpc-node", "explorer-node",
                      "bootnode"], GETH_IMAGE),
     "redis": "redis:7.2.5-alpine",
+    "mosquitto": "eclipse-mosquitto:2.0.22",
     "explorer-secrets": "postgres:17.6-alpine",
     "blockscout-db": "postgres:17.6-alpine",
     "blockscout-redis": "redis:7.4-alpine",
@@ -288,7 +289,7 @@ def test_no_service_needs_a_uid_setting(raw_services: dict[str, dict[str, Any]])
 def test_every_redis_client_uses_the_generated_password(
         raw_services: dict[str, dict[str, Any]]) -> None:
     """No service names a password-less REDIS_URL; the password file reaches each one."""
-    for name in ("bridge", "faucet", "gsy-e"):
+    for name in ("bridge", "faucet", "gsy-e", "ingest", "ingest-http", "ingest-mqtt"):
         env = raw_services[name]["environment"]
         assert "REDIS_URL" not in env and env["REDIS_HOST"] == "redis", name
         assert ".:/pilotchain:ro" in raw_services[name]["volumes"], name
@@ -396,7 +397,8 @@ def test_only_user_facing_services_publish_ports(
     services: dict[str, dict[str, Any]],
 ) -> None:
     publishing = {name for name, service in services.items() if service.get("ports")}
-    assert publishing == {"rpc-node", "blockscout-proxy", "faucet", "bridge"}
+    assert publishing == {"rpc-node", "blockscout-proxy", "faucet", "bridge", "mosquitto",
+                          "ingest-http"}
     for name in sorted(publishing):
         for port in services[name]["ports"]:
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is not on loopback"
@@ -416,6 +418,25 @@ def test_blockscout_reads_the_chain_from_explorer_node(
     for path in [COMPOSE_FILE, *sorted((ROOT / "envs").glob("*.env"))]:
         text = path.read_text()
         assert "host.docker.internal" not in text, f"{path.name} uses host.docker.internal"
+
+
+def test_the_broker_takes_only_the_generated_mqtt_passwords(
+        raw_services: dict[str, dict[str, Any]]) -> None:
+    """mosquitto refuses anonymous clients and gets its accounts from keys/mqtt/ (start.sh);
+    no MQTT password is set in the file, every MQTT client reads its own from KEYS_DIR."""
+    broker = raw_services["mosquitto"]
+    assert broker["command"] == ["sh", "/pilotchain/docker/mosquitto/start.sh"]
+    assert ".:/pilotchain:ro" in broker["volumes"]
+    script = (ROOT / "docker" / "mosquitto" / "start.sh").read_text()
+    assert "allow_anonymous false" in script and "mosquitto_passwd -U" in script
+    assert "$keys/mqtt/$user.password" in script
+    for name, service in raw_services.items():
+        env = service.get("environment") or {}
+        assert not {key for key in env if "MQTT" in key and "PASSWORD" in key}, name
+    subscriber = raw_services["ingest-mqtt"]["environment"]
+    assert subscriber["MQTT_HOST"] == "mosquitto"
+    assert subscriber["KEYS_DIR"] == broker["environment"]["KEYS_DIR"] == "/pilotchain/keys"
+    assert subscriber["MQTT_TOPIC"] == broker["environment"]["MQTT_TOPIC"]
 
 
 def test_no_secret_is_committed() -> None:

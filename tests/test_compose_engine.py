@@ -1,13 +1,17 @@
 """docker-compose.yml on a real Docker engine, as a user runs it from a fresh clone.
 
-One stack for the module, the tests in order: (a) ``up -d`` of the chain, the bridge and the
-faucet on a clone owned by a uid that is neither the tester's nor 1000, every service healthy,
-keys owned by that uid, three signers sealing in turn, the Settlement deployed once, the faucet
-paying through its published port; (b) a recording replayed with the documented
+One stack for the module, the tests in order: (a) ``up -d`` of the chain, the bridge, the
+faucet and the meter ingest (mosquitto, its subscriber, the HTTP endpoint, the writer) on a
+clone owned by a uid that is neither the tester's nor 1000, every service healthy, keys owned
+by that uid, three signers sealing in turn, the Settlement deployed once, the faucet paying
+through its published port; (b) a recording replayed with the documented
 ``docker compose exec bridge pilotchain replay FILE`` settles exactly once, field by field;
-(c) ``stop`` + ``up -d`` keeps the chain and the contract and nothing rewinds, and ``down -v``
-leaves nothing. Blockscout, its node and gsy-e are left out: their images cannot be built
-without their registries. All traffic goes to the ports published on 127.0.0.1.
+(c) a meter the operator registers has one reading published over MQTT (the meters' account,
+published port) and one uploaded over HTTP, each on chain exactly once, and the broker refuses
+an anonymous client; (d) ``stop`` + ``up -d`` keeps the chain and the contract and nothing
+rewinds, and ``down -v`` leaves nothing. Blockscout, its node and gsy-e are left out: their
+images cannot be built without their registries. All traffic goes to the ports published on
+127.0.0.1.
 
 Images are local stand-ins (scripts/lib/build-local-images.sh) given through the compose file's
 image variables; the first run builds them and the app image, later runs reuse them.
@@ -18,16 +22,27 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 import requests
 from compose_fixtures import ComposeProject, Timings, clone_head, replay_into
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from paho.mqtt.enums import CallbackAPIVersion
 from web3 import Web3
+from web3.contract import Contract
 
-from pilotchain.chain import connect, wait_for
+from ingest.batches import READING_RECORDED_TOPIC
+from ingest.readings import reading_json
+from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.config import MqttConnection
 from pilotchain.contract import Deployment, compile_settlement, load_deployment
+from pilotchain.keys import KeyStore
+from pilotchain.metering import Domain, MeterReading, SignedReading, meter_id, sign_reading
 from pilotchain.trades import (
     TRADE_SETTLED_TOPIC,
     decode_trade_settled_logs,
@@ -41,7 +56,7 @@ OWNER_UID = 4321
 RECORDING = "tests/data/default_2a_one_sided.jsonl"
 ONE_SHOT = ("init", "deploy")
 LONG_RUNNING = ("bootnode", "validator1", "validator2", "validator3", "rpc-node", "redis",
-                "bridge", "faucet")
+                "bridge", "faucet", "mosquitto", "ingest", "ingest-http", "ingest-mqtt")
 SERVICES = (*ONE_SHOT, *LONG_RUNNING)
 SIGNERS = ("validator1", "validator2", "validator3")
 # A shorter block period than the default 5 s keeps the test quick; nothing else differs.
@@ -161,14 +176,112 @@ def test_b_a_replayed_recording_settles_exactly_once(
     assert f": {len(events)} trades in " in audited.stdout and "The books hold" in audited.stdout
 
 
-def test_c_stop_and_up_keep_the_chain_and_down_leaves_nothing(
+def register_meters(w3: Web3, contract: Contract, keys: KeyStore,
+                    count: int) -> list[tuple[bytes, LocalAccount]]:
+    """``count`` throwaway meters, each of a participant of its own, registered by the
+    operator (keys/operator, written by the stack's `init`): (meter id, meter key)."""
+    sender = Sender(w3, keys.role("operator").unlock())
+    meters, hashes = [], []
+    for _ in range(count):
+        participant = bytes(16) + uuid.uuid4().bytes
+        meter, key = meter_id(uuid.uuid4()), Account.create()
+        data = contract.encode_abi("registerMeter",
+                                   args=[meter, key.address, participant, participant])
+        hashes.append(sender.send({"to": contract.address, "data": data, "gas": 300_000}))
+        meters.append((meter, key))
+    for tx_hash in hashes:
+        assert wait_for_receipt(w3, tx_hash)["status"] == 1, "registerMeter reverted"
+    return meters
+
+
+def recorded_readings(w3: Web3, deployment: Deployment) -> Counter[tuple[bytes, int]]:
+    """How often each (meter, time) has a ReadingRecorded event."""
+    logs = w3.eth.get_logs({"address": deployment.address, "fromBlock": deployment.block_number,
+                            "toBlock": "latest", "topics": [READING_RECORDED_TOPIC]})
+    return Counter((bytes(log["topics"][1]), int.from_bytes(log["topics"][2], "big"))
+                   for log in logs)
+
+
+def connack(connection: MqttConnection, username: str | None, password: str | None) -> str:
+    """The broker's answer to a connect with these credentials (none: anonymous), by name."""
+    answers: list[str] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    if username is not None:
+        client.username_pw_set(username, password)
+    client.on_connect = lambda _c, _u, _f, reason, _p: answers.append(str(reason))
+    client.connect(connection.host, connection.port, keepalive=10)
+    client.loop_start()
+    try:
+        return wait_for(lambda: answers[0] if answers else None, timeout=30,
+                        what=f"the broker at {connection.url} to answer a connect")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def publish_over_mqtt(connection: MqttConnection, signed: SignedReading) -> None:
+    """Publish one reading as a meter does (the meters' account, its topic, QoS 1), returning
+    once the broker has taken it."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="compose-test-meter")
+    client.username_pw_set(connection.meter_username, connection.meter_password)
+    client.connect(connection.host, connection.port, keepalive=10)
+    client.loop_start()
+    try:
+        topic = connection.topic_for("0x" + signed.reading.meter.hex())
+        client.publish(topic, json.dumps(reading_json(signed)), qos=1).wait_for_publish(30)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_c_meter_readings_over_mqtt_and_http_settle_exactly_once(
+        stack: ComposeProject, w3: Web3, timings: Timings) -> None:
+    deployment = deployment_of(stack)
+    contract = w3.eth.contract(address=deployment.address, abi=compile_settlement().abi)
+    keys = KeyStore(stack.directory / "keys")
+    with timings.measure("c: register two meters"):
+        (by_mqtt, mqtt_key), (by_http, http_key) = register_meters(w3, contract, keys, 2)
+    slot = int(contract.functions.slotSeconds().call())
+    time = w3.eth.get_block("latest")["timestamp"] // slot * slot - slot
+    domain = Domain(deployment.chain_id, deployment.address)
+    over_mqtt = sign_reading(MeterReading(by_mqtt, time, 1200, 30), mqtt_key, domain)
+    over_http = sign_reading(MeterReading(by_http, time, 4500, 0), http_key, domain)
+
+    broker = MqttConnection(port=stack.ports["MQTT_PORT"],
+                            password=keys.mqtt_password_file("ingest").read_text().strip(),
+                            meter_password=keys.mqtt_password_file("meter").read_text().strip())
+    assert connack(broker, None, None) == "Not authorized", "the broker took an anonymous client"
+    assert connack(broker, broker.meter_username, "wrong") == "Not authorized"
+
+    with timings.measure("c: one reading over MQTT, one over HTTP, on chain"):
+        publish_over_mqtt(broker, over_mqtt)
+        answer = requests.post(f"{stack.url('INGEST_HTTP_PORT')}/api/readings",
+                               json=[reading_json(over_http)], timeout=60)
+        assert answer.status_code == 202, answer.text
+        assert (answer.json()["queued"], answer.json()["refused"]) == (1, 0), answer.text
+        expected = {(by_mqtt, time), (by_http, time)}
+        wait_for(lambda: expected <= set(recorded_readings(w3, deployment)) or None,
+                 timeout=120, what="the MQTT and the HTTP reading on chain")
+    for signed in (over_mqtt, over_http):
+        r = signed.reading
+        present, import_wh, export_wh, _ = contract.functions.readingOf(r.meter, r.time).call()
+        assert (present, import_wh, export_wh) == (True, r.import_wh, r.export_wh)
+    recorded = recorded_readings(w3, deployment)
+    assert {key: recorded[key] for key in expected} == dict.fromkeys(expected, 1), recorded
+    dead = stack.compose("exec", "-T", "redis", "sh", "-c",
+                         'redis-cli -a "$(cat /pilotchain/keys/redis/password)" '
+                         "--no-auth-warning XLEN pilotchain:readings:dead", timeout=60)
+    assert dead.stdout.strip() == "0", f"readings were dead-lettered: {dead.stdout!r}"
+
+
+def test_d_stop_and_up_keep_the_chain_and_down_leaves_nothing(
         stack: ComposeProject, w3: Web3, timings: Timings) -> None:
     first_block = w3.eth.get_block(1)["hash"]
     deployment = deployment_of(stack)
     head = w3.eth.block_number
-    with timings.measure("c: stop (geth's grace period)"):
+    with timings.measure("d: stop (geth's grace period)"):
         stack.compose("stop", timeout=600)
-    with timings.measure("c: up -d again until healthy"):
+    with timings.measure("d: up -d again until healthy"):
         stack.compose("up", "-d", *SERVICES, timeout=300)
         stack.wait_until_up(LONG_RUNNING, ONE_SHOT, timeout=300)
     wait_for(lambda: w3.eth.block_number > head, timeout=60,
@@ -181,5 +294,5 @@ def test_c_stop_and_up_keep_the_chain_and_down_leaves_nothing(
     rewinds = [line for line in logs.splitlines() if "Head state missing" in line]
     assert not rewinds, "geth rewound after the restart:\n" + "\n".join(rewinds)
 
-    with timings.measure("c: down -v"):
+    with timings.measure("d: down -v"):
         stack.down()

@@ -5,7 +5,10 @@
 #           as /bin/sh like ethereum/client-go:alltools (validator.sh needs `pipefail`, dash lacks it);
 #   python  Python 3.11 (bookworm's python3) in a venv that is first on PATH, like python:3.11-slim;
 #   redis   Debian's redis-server with an entry point that turns protected mode off when no config
-#           file is given, as the official redis image does.
+#           file is given, as the official redis image does;
+#   mosquitto  Debian's mosquitto and its clients (mosquitto_passwd, mosquitto_sub), with the
+#           official eclipse-mosquitto image's /mosquitto/{config,data,log} owned by `mosquitto`
+#           (docker/mosquitto/start.sh runs the same on both).
 # Every image is tagged pilotchain-local/<name>:<version>-<hash of its inputs> (never an upstream
 # name) and rebuilt only when that hash changes, so a warm run builds nothing. The host's CA bundle
 # goes into the base at /etc/ssl/host-ca.pem (Debian's ca-certificates would overwrite
@@ -114,6 +117,16 @@ EXPOSE 6379
 ENTRYPOINT ["redis-entrypoint"]
 CMD ["redis-server"]' "$work/redis-entrypoint")
 
+# --- Mosquitto ----------------------------------------------------------------------------------
+# bookworm has 2.0.11; the upstream pin is a later 2.0.x with the same configuration language.
+MOSQUITTO_IMAGE=$(build mosquitto 2.0-bookworm '
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto mosquitto-clients \
+    && rm -rf /var/lib/apt/lists/* && mkdir -p /mosquitto/config /mosquitto/data /mosquitto/log \
+    && chown -R mosquitto:mosquitto /mosquitto
+EXPOSE 1883
+CMD ["mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"]')
+
 echo "GETH_IMAGE=$GETH_IMAGE"
 echo "PYTHON_IMAGE=$PYTHON_IMAGE"
 echo "REDIS_IMAGE=$REDIS_IMAGE"
+echo "MOSQUITTO_IMAGE=$MOSQUITTO_IMAGE"
