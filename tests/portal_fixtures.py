@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_fixtures import Deployed, ServiceProcess
+from bridge_fixtures import Deployed, ServiceProcess, settled_on_chain
 
 from pilotchain.chain import Sender, connect, fees_for, wait_for_receipt
 from pilotchain.contract import record_trades_calldata
 from pilotchain.settings import PROJECT_ROOT
-from pilotchain.trades import TradeRecord
+from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord
 from portal.config import PortalSettings
 from runner.postgres import PostgresServer
 
-__all__ = ["ENGINES", "IndexerProcess", "index_url", "portal_settings", "postgres_server",
-           "record_trades"]
+__all__ = ["ENGINES", "IndexerProcess", "chain_trade_rows", "index_url", "portal_settings",
+           "postgres_server", "record_trades", "trade_row"]
 
 ENGINES = ("sqlite", "postgresql")
 # Trades per recordTrades transaction: under geth's 128 KiB, and a few per 60M-gas block.
@@ -76,6 +76,27 @@ def record_trades(target: Deployed, records: Sequence[TradeRecord], *, batch: in
     receipts = [dict(wait_for_receipt(w3, tx_hash, timeout=120)) for tx_hash in hashes]
     assert all(receipt["status"] == 1 for receipt in receipts)
     return receipts
+
+
+def trade_row(record: TradeRecord) -> dict[str, Any]:
+    """A trade as the portal's trades table holds it."""
+    return {"trade_id": str(record.trade_id), "market": str(record.market),
+            "time_slot": record.time_slot, "seller": str(record.seller),
+            "buyer": str(record.buyer), "seller_origin": str(record.seller_origin),
+            "buyer_origin": str(record.buyer_origin), "energy": record.energy,
+            "price": record.price, "fee": record.fee}
+
+
+def chain_trade_rows(target: Deployed) -> list[dict[str, Any]]:
+    """Every TradeSettled log of the contract with where it is, as the table should hold it."""
+    w3 = connect(target.net.rpc_url)
+    logs = w3.eth.get_logs({"address": target.deployment.address,
+                            "fromBlock": target.deployment.block_number, "toBlock": "latest",
+                            "topics": [TRADE_SETTLED_TOPIC]})
+    records = settled_on_chain(target)
+    return [{**trade_row(record), "block_number": log["blockNumber"],
+             "log_index": log["logIndex"], "tx_hash": log["transactionHash"].to_0x_hex()}
+            for record, log in zip(records, logs, strict=True)]
 
 
 class IndexerProcess(ServiceProcess):

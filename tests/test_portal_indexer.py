@@ -15,9 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_fixtures import Deployed, settled_on_chain, synthesise
+from bridge_fixtures import Deployed, synthesise
 from eth_account import Account
-from portal_fixtures import IndexerProcess, portal_settings, record_trades
+from portal_fixtures import (
+    IndexerProcess,
+    chain_trade_rows,
+    portal_settings,
+    record_trades,
+    trade_row,
+)
 from recordings import RECORDINGS
 from web3 import Web3
 from web3.contract import Contract
@@ -28,7 +34,6 @@ from pilotchain.errors import ConfigError
 from pilotchain.metering import WH, Domain, MeterReading, meter_id, sign_reading
 from pilotchain.settings import PROJECT_ROOT
 from pilotchain.trades import (
-    TRADE_SETTLED_TOPIC,
     TradeRecord,
     parse_event,
     read_recording,
@@ -42,27 +47,6 @@ from portal.indexer import Indexer
 
 SLOT = 900
 CT = 10**18
-
-
-def trade_row(record: TradeRecord) -> dict[str, Any]:
-    """A trade as the portal's trades table holds it."""
-    return {"trade_id": str(record.trade_id), "market": str(record.market),
-            "time_slot": record.time_slot, "seller": str(record.seller),
-            "buyer": str(record.buyer), "seller_origin": str(record.seller_origin),
-            "buyer_origin": str(record.buyer_origin), "energy": record.energy,
-            "price": record.price, "fee": record.fee}
-
-
-def chain_trade_rows(target: Deployed) -> list[dict[str, Any]]:
-    """Every TradeSettled log of the contract with where it is, as the table should hold it."""
-    w3 = connect(target.net.rpc_url)
-    logs = w3.eth.get_logs({"address": target.deployment.address,
-                            "fromBlock": target.deployment.block_number, "toBlock": "latest",
-                            "topics": [TRADE_SETTLED_TOPIC]})
-    records = settled_on_chain(target)
-    return [{**trade_row(record), "block_number": log["blockNumber"],
-             "log_index": log["logIndex"], "tx_hash": log["transactionHash"].to_0x_hex()}
-            for record, log in zip(records, logs, strict=True)]
 
 
 def wait_confirmed(target: Deployed, block: int, confirmations: int) -> None:
