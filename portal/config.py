@@ -53,10 +53,11 @@ class PortalSettings:
                 "DEPLOYMENT_FILE": str(chain.deployment_file), **PORTAL_SETTINGS.to_env(self)}
 
 
-def check_database_url(raw: str, env: Mapping[str, str]) -> str:
-    """A SQLite file (``sqlite:///relative/or//absolute/path``) or a PostgreSQL URL."""
+def check_database_url(raw: str | None, env: Mapping[str, str]) -> str | None:
+    """A SQLite file (``sqlite:///relative/or//absolute/path``) or a PostgreSQL URL; unset
+    is the default file."""
     del env
-    if raw.startswith(POSTGRES_PREFIXES):
+    if raw is None or raw.startswith(POSTGRES_PREFIXES):
         return raw
     if raw.startswith(SQLITE_PREFIX) and raw[len(SQLITE_PREFIX):].strip():
         path = Path(raw[len(SQLITE_PREFIX):])

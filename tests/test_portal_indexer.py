@@ -92,6 +92,8 @@ def test_a_database_url_of_neither_engine_is_refused_by_name(raw: str) -> None:
 def test_a_relative_sqlite_file_is_under_the_project() -> None:
     settings = PortalSettings.from_env({"PORTAL_DATABASE_URL": "sqlite:///data/x.sqlite3"})
     assert settings.database_url == f"sqlite:///{PROJECT_ROOT / 'data/x.sqlite3'}"
+    default = PortalSettings.from_env({"NATIVE_DATA_DIR": "/srv/chain"})
+    assert default.database_url == "sqlite:////srv/chain/portal.sqlite3"
 
 
 # --- on the real chain -------------------------------------------------------------------

@@ -12,55 +12,21 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 from bridge_fixtures import Deployed, synthesise
 from portal_fixtures import chain_trade_rows, portal_settings, record_trades
-from web3.exceptions import TransactionNotFound
 
-from pilotchain.chain import connect, wait_for
-from pilotchain.contract import (
-    compile_settlement,
-    deploy_settlement,
-    load_deployment,
-    save_deployment,
-)
 from pilotchain.trades import TradeRecord, parse_event
 from portal.db import Database
 from portal.errors import ReorgTooDeep
 from portal.indexer import Indexer
-from runner.localnet import LocalNetwork
-
-
-def stop_after_sealing(net: LocalNetwork, name: str) -> None:
-    """Stop validator ``name`` as soon as its own head is a block it sealed."""
-    w3 = ipc(net, name)
-    address = net.keys.role(name).address.lower()
-
-    def sealed_own_head() -> bool:
-        reply = w3.provider.make_request("clique_getSigner", [hex(w3.eth.block_number)])
-        return str(reply["result"]).lower() == address
-
-    wait_for(sealed_own_head, timeout=60, what=f"{name} to seal its head")
-    net.stop_node(name)
-
-
-def ipc(net: LocalNetwork, name: str) -> Any:
-    return connect(str(net.ipc_path(name)))
 
 
 def trades(seed: int, count: int = 20) -> list[TradeRecord]:
     return [parse_event(json.loads(line)) for line in synthesise(count, seed=seed)]
 
 
-def deploy(net: LocalNetwork, tmp_path: Path) -> Deployed:
-    w3 = connect(net.rpc_url)
-    deployment = deploy_settlement(w3, net.keys.role("operator").unlock(),
-                                   net.keys.role("bridge").address, compiled=compile_settlement())
-    record = tmp_path / "settlement.json"
-    save_deployment(deployment, record)
-    return Deployed(net, record, load_deployment(record))
 
 
 def foreign(db: Database, above: int) -> None:
@@ -127,18 +93,3 @@ def test_a_reorganisation_deeper_than_the_kept_hashes_stops_the_indexer(
     with pytest.raises(ReorgTooDeep, match="PORTAL_MAX_REORG_DEPTH=4"):
         indexer.catch_up()
     indexer.close()
-
-
-def _receipt(w3: Any, tx_hash: bytes) -> Any:
-    try:
-        return w3.eth.get_transaction_receipt(tx_hash)
-    except TransactionNotFound:
-        return None
-
-
-def _indexed_ids(url: str) -> set[str]:
-    db = Database(url)
-    try:
-        return {row["trade_id"] for row in db.rows("trades")}
-    finally:
-        db.close()
