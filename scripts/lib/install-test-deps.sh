@@ -14,6 +14,11 @@ set -euo pipefail
 ensure_debian_package redis-server redis-server
 # mosquitto: the meters' MQTT broker (tests/test_ingest_mqtt.py starts its own).
 ensure_debian_package mosquitto mosquitto
+# PostgreSQL: the portal's index on a real server (tests/portal_fixtures.py runs a private cluster
+# with initdb; Debian keeps initdb and postgres off PATH, under /usr/lib/postgresql/<version>/bin).
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+    ensure_debian_package pg_ctlcluster postgresql
+fi
 # Chromium: tests/test_faucet_browser.py drives the faucet page headless over the DevTools protocol.
 ensure_debian_package chromium chromium
 

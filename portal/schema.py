@@ -1,0 +1,138 @@
+"""The portal database's schema: plain SQL for SQLite and PostgreSQL, versioned.
+
+One dialect switch only: ``{amount}``, the type of unsigned integers of up to 256 bits.
+PostgreSQL keeps them exactly as ``NUMERIC(78, 0)`` (sums stay exact); SQLite's integers are
+64-bit and its NUMERIC falls back to floating point, so there they are decimal TEXT and the
+database layer converts. Every event row carries where it happened (block number, log index,
+transaction hash), which is also how a reorganisation's rows are found and removed.
+
+``MIGRATIONS[n]`` takes a database from version n to n + 1; :func:`portal.db.Database.migrate`
+applies the missing ones in one transaction at start and records the version.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Dialect = Literal["sqlite", "postgresql"]
+
+AMOUNT_TYPES: dict[Dialect, str] = {"sqlite": "TEXT", "postgresql": "NUMERIC(78, 0)"}
+
+_WHERE = """
+    block_number BIGINT NOT NULL,
+    log_index INTEGER NOT NULL,
+    tx_hash TEXT NOT NULL"""
+_EVENT_KEY = "PRIMARY KEY (block_number, log_index)"
+
+_VERSION_1 = (
+    # The one cursor row: the last indexed block (number and hash), moved in the transaction
+    # that writes that block's rows. contract and chain_id guard against a database made for
+    # another deployment.
+    """CREATE TABLE cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    chain_id BIGINT NOT NULL,
+    contract TEXT NOT NULL,
+    block_number BIGINT NOT NULL,
+    block_hash TEXT NOT NULL
+)""",
+    # Hashes of the newest indexed blocks (PORTAL_MAX_REORG_DEPTH of them): where a
+    # reorganisation's common ancestor is looked for.
+    """CREATE TABLE blocks (
+    number BIGINT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    parent_hash TEXT NOT NULL
+)""",
+    f"""CREATE TABLE trades (
+    trade_id TEXT PRIMARY KEY,
+    market TEXT NOT NULL,
+    time_slot BIGINT NOT NULL,
+    seller TEXT NOT NULL,
+    buyer TEXT NOT NULL,
+    seller_origin TEXT NOT NULL,
+    buyer_origin TEXT NOT NULL,
+    energy {{amount}} NOT NULL,
+    price {{amount}} NOT NULL,
+    fee {{amount}} NOT NULL,{_WHERE},
+    UNIQUE (block_number, log_index)
+)""",
+    "CREATE INDEX trades_seller ON trades (seller, time_slot)",
+    "CREATE INDEX trades_buyer ON trades (buyer, time_slot)",
+    "CREATE INDEX trades_block ON trades (block_number)",
+    f"""CREATE TABLE wallet_events (
+    participant TEXT NOT NULL,
+    wallet TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('registered', 'unregistered')),{_WHERE},
+    {_EVENT_KEY}
+)""",
+    "CREATE INDEX wallet_events_wallet ON wallet_events (wallet)",
+    f"""CREATE TABLE meters_registered (
+    meter TEXT NOT NULL,
+    participant TEXT NOT NULL,
+    signer TEXT NOT NULL,
+    home_area TEXT NOT NULL,
+    active_from BIGINT NOT NULL,{_WHERE},
+    {_EVENT_KEY}
+)""",
+    f"""CREATE TABLE meters_deactivated (
+    meter TEXT NOT NULL,
+    participant TEXT NOT NULL,
+    active_until BIGINT NOT NULL,{_WHERE},
+    {_EVENT_KEY}
+)""",
+    f"""CREATE TABLE readings (
+    meter TEXT NOT NULL,
+    time BIGINT NOT NULL,
+    import_wh {{amount}} NOT NULL,
+    export_wh {{amount}} NOT NULL,
+    minutes_anchor TEXT NOT NULL,{_WHERE},
+    {_EVENT_KEY}
+)""",
+    "CREATE INDEX readings_meter ON readings (meter, time)",
+    f"""CREATE TABLE slots_balanced (
+    participant TEXT NOT NULL,
+    slot BIGINT NOT NULL,
+    meter TEXT NOT NULL,
+    import_energy {{amount}} NOT NULL,
+    export_energy {{amount}} NOT NULL,
+    sold {{amount}} NOT NULL,
+    bought {{amount}} NOT NULL,
+    shortfall_charge {{amount}} NOT NULL,
+    excess_charge {{amount}} NOT NULL,
+    surplus_credit {{amount}} NOT NULL,{_WHERE},
+    {_EVENT_KEY}
+)""",
+    "CREATE INDEX slots_balanced_participant ON slots_balanced (participant, slot)",
+    f"""CREATE TABLE slots_unmetered (
+    participant TEXT NOT NULL,
+    slot BIGINT NOT NULL,
+    sold {{amount}} NOT NULL,
+    bought {{amount}} NOT NULL,{_WHERE},
+    {_EVENT_KEY}
+)""",
+    f"""CREATE TABLE rates (
+    from_slot BIGINT NOT NULL,
+    shortfall_rate {{amount}} NOT NULL,
+    grid_supply_rate {{amount}} NOT NULL,
+    feed_in_rate {{amount}} NOT NULL,{_WHERE},
+    {_EVENT_KEY}
+)""",
+    f"""CREATE TABLE periods (
+    period BIGINT NOT NULL,
+    end_slot BIGINT NOT NULL,{_WHERE},
+    {_EVENT_KEY}
+)""",
+    f"""CREATE TABLE statements_paid (
+    period BIGINT NOT NULL,
+    participant TEXT NOT NULL,{_WHERE},
+    {_EVENT_KEY}
+)""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_VERSION_1,)
+VERSION = len(MIGRATIONS)
+
+
+def statements(dialect: Dialect, from_version: int) -> list[str]:
+    """The DDL that takes a database at ``from_version`` to :data:`VERSION`."""
+    amount = AMOUNT_TYPES[dialect]
+    return [sql.replace("{amount}", amount) for step in MIGRATIONS[from_version:] for sql in step]

@@ -1,0 +1,327 @@
+"""The portal's indexer on the real chain, into SQLite and a real PostgreSQL server: recorded
+gsy-e trades and every other kept event indexed exactly once, a crash between rows and cursor
+leaving nothing half-indexed, ``kill -9`` during 10,000 trades, a database of another
+deployment refused."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bridge_fixtures import Deployed, synthesise
+from eth_account import Account
+from portal_fixtures import (
+    IndexerProcess,
+    chain_trade_rows,
+    portal_settings,
+    record_trades,
+    trade_row,
+)
+from recordings import RECORDINGS
+from web3 import Web3
+from web3.contract import Contract
+
+from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.contract import CompiledContract, settlement_contract
+from pilotchain.errors import ConfigError
+from pilotchain.metering import WH, Domain, MeterReading, meter_id, sign_reading
+from pilotchain.settings import PROJECT_ROOT
+from pilotchain.trades import (
+    TradeRecord,
+    parse_event,
+    read_recording,
+    uuid_to_bytes32,
+)
+from portal.config import PortalSettings
+from portal.db import Database
+from portal.errors import DatabaseError, WrongDatabase
+from portal.events import EVENTS, id_text
+from portal.indexer import Indexer
+
+SLOT = 900
+CT = 10**18
+
+
+def wait_confirmed(target: Deployed, block: int, confirmations: int) -> None:
+    net = target.net
+    net.wait_for_block(block + confirmations, timeout=60)
+
+
+def indexed(settings: PortalSettings) -> Indexer:
+    """An indexer caught up with the confirmed head (and closed)."""
+    indexer = Indexer(settings)
+    try:
+        indexer.catch_up()
+    finally:
+        indexer.close()
+    return indexer
+
+
+# --- without a chain ---------------------------------------------------------------------
+
+
+def test_every_event_matches_the_compiled_contract(compiled: CompiledContract) -> None:
+    """Name, input types, their order and which are indexed, for every kept event."""
+    abi_events = {entry["name"]: entry for entry in compiled.abi if entry["type"] == "event"}
+    for spec in EVENTS:
+        inputs = abi_events[spec.name]["inputs"]
+        assert [(i["type"], i["indexed"]) for i in inputs] == \
+            [(f.abi_type, f.indexed) for f in spec.fields], spec.name
+
+
+def test_ids_read_as_gsy_e_uuids_unless_they_are_not_one() -> None:
+    house = uuid.uuid4()
+    assert id_text(uuid_to_bytes32(house)) == str(house)
+    operator = Web3.keccak(text="pilotchain:grid-operator")
+    assert id_text(bytes(operator)) == operator.to_0x_hex()
+
+
+@pytest.mark.parametrize("raw", ["mysql://x/y", "sqlite:///", "portal.db"])
+def test_a_database_url_of_neither_engine_is_refused_by_name(raw: str) -> None:
+    with pytest.raises(ConfigError, match="PORTAL_DATABASE_URL must be sqlite:///"):
+        PortalSettings.from_env({"PORTAL_DATABASE_URL": raw})
+
+
+def test_a_relative_sqlite_file_is_under_the_project() -> None:
+    settings = PortalSettings.from_env({"PORTAL_DATABASE_URL": "sqlite:///data/x.sqlite3"})
+    assert settings.database_url == f"sqlite:///{PROJECT_ROOT / 'data/x.sqlite3'}"
+    default = PortalSettings.from_env({"NATIVE_DATA_DIR": "/srv/chain"})
+    assert default.database_url == "sqlite:////srv/chain/portal.sqlite3"
+
+
+# --- on the real chain -------------------------------------------------------------------
+
+
+def test_recordings_are_indexed_exactly_as_the_chain_and_the_recording_say(
+        deployed: Deployed, index_url: str) -> None:
+    records = [record for path in RECORDINGS for record in read_recording(path)]
+    receipts = record_trades(deployed, records)
+    settings = portal_settings(deployed, index_url)  # the default: two confirmations
+    wait_confirmed(deployed, receipts[-1]["blockNumber"], settings.confirmations)
+    indexer = indexed(settings)
+    head = deployed.net.block_number()
+
+    db = Database(index_url)
+    try:
+        rows = db.rows("trades")
+        cursor = db.cursor()
+    finally:
+        db.close()
+    assert rows == chain_trade_rows(deployed)
+    # The recordings repeat no trade id (the contract would skip a repeat).
+    by_id = {str(record.trade_id): trade_row(record) for record in records}
+    assert len(by_id) == len(records) == len(rows)
+    assert {row["trade_id"]: {k: row[k] for k in by_id[row["trade_id"]]} for row in rows} == by_id
+    assert cursor is not None and indexer.cursor == cursor
+    assert cursor.block_number <= head - settings.confirmations
+
+
+def send(w3: Web3, sender: Sender, contract: Contract, name: str, *args: Any) -> dict[str, Any]:
+    """One contract call through the RPC node; its mined, successful receipt."""
+    data = contract.encode_abi(name, args=list(args))
+    receipt = wait_for_receipt(w3, sender.send({"to": contract.address, "data": data}),
+                               timeout=60)
+    assert receipt["status"] == 1, name
+    return dict(receipt)
+
+
+def without_where(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k not in ("block_number", "log_index", "tx_hash")}
+            for row in rows]
+
+
+def test_every_kept_event_is_indexed(deployed: Deployed, index_url: str) -> None:
+    """Wallets, meters, readings, rates, balanced and unmetered slots, periods, payments."""
+    w3 = connect(deployed.net.rpc_url)
+    operator = deployed.net.keys.role("operator").unlock()
+    contract = settlement_contract(w3, deployed.deployment)
+    admin = Sender(w3, operator)
+    recorder = Sender(w3, deployed.net.keys.role("bridge").unlock())
+    house, market, buyer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    pid = uuid_to_bytes32(house)
+    first_wallet, second_wallet = Account.create().address, Account.create().address
+    meter_key = Account.create()
+    meter = meter_id(uuid.uuid4())
+
+    send(w3, admin, contract, "registerParticipant", pid, first_wallet)
+    send(w3, admin, contract, "registerParticipant", pid, second_wallet)  # replaces the first
+    send(w3, admin, contract, "unregisterParticipant", pid)
+    send(w3, admin, contract, "registerMeter", meter, meter_key.address, pid, pid)
+    send(w3, admin, contract, "setCloseDelay", 0)
+    send(w3, admin, contract, "setRates", 0, 40 * CT, 30 * CT, 0)
+    send(w3, admin, contract, "grantRole", contract.functions.READER_ROLE().call(),
+         operator.address)
+    head = w3.eth.get_block("latest")["timestamp"]
+    slot = head // SLOT * SLOT - 2 * SLOT  # ended, and its deadline (no delay) passed
+    sale = TradeRecord(uuid.uuid4(), market, slot, house, buyer, house, buyer, 10 * WH, CT, 0)
+    send(w3, recorder, contract, "recordTrades", [sale.as_contract_tuple()])
+    domain = Domain(w3.eth.chain_id, contract.address)
+    readings = [sign_reading(MeterReading(meter, slot, 1000, 500), meter_key, domain),
+                sign_reading(MeterReading(meter, slot + SLOT, 1000, 507), meter_key, domain)]
+    send(w3, admin, contract, "submitReadings", [r.as_contract_tuple() for r in readings])
+    send(w3, admin, contract, "closeSlots", [pid, pid], [slot, slot - SLOT])
+    send(w3, admin, contract, "deactivateMeter", meter, slot + SLOT)
+    send(w3, admin, contract, "closePeriod", slot + SLOT)
+    last = send(w3, admin, contract, "markPaid", 1, pid)
+
+    settings = portal_settings(deployed, index_url, confirmations=0)
+    indexed(settings)
+    db = Database(index_url)
+    try:
+        got = {spec.table: without_where(db.rows(spec.table)) for spec in EVENTS}
+        where = db.rows("statements_paid")[0]
+    finally:
+        db.close()
+    h, m = str(house), id_text(meter)
+    assert got["trades"] == [trade_row(sale)]
+    assert got["wallet_events"] == [
+        {"participant": h, "wallet": first_wallet, "action": "registered"},
+        {"participant": h, "wallet": first_wallet, "action": "unregistered"},
+        {"participant": h, "wallet": second_wallet, "action": "registered"},
+        {"participant": h, "wallet": second_wallet, "action": "unregistered"}]
+    registered = got["meters_registered"]
+    assert len(registered) == 1 and registered[0]["meter"] == m
+    assert (registered[0]["participant"], registered[0]["signer"], registered[0]["home_area"]) \
+        == (h, meter_key.address, h)
+    assert got["meters_deactivated"] == [
+        {"meter": m, "participant": h, "active_until": slot + SLOT}]
+    assert got["readings"] == [
+        {"meter": m, "time": slot, "import_wh": 1000, "export_wh": 500,
+         "minutes_anchor": "0x" + "00" * 32},
+        {"meter": m, "time": slot + SLOT, "import_wh": 1000, "export_wh": 507,
+         "minutes_anchor": "0x" + "00" * 32}]
+    assert got["rates"] == [{"from_slot": 0, "shortfall_rate": 40 * CT,
+                             "grid_supply_rate": 30 * CT, "feed_in_rate": 0}]
+    assert got["slots_balanced"] == [
+        {"participant": h, "slot": slot, "meter": m, "import_energy": 0,
+         "export_energy": 7 * WH, "sold": 10 * WH, "bought": 0,
+         "shortfall_charge": 3 * WH * 40, "excess_charge": 0, "surplus_credit": 0}]
+    assert got["slots_unmetered"] == [
+        {"participant": h, "slot": slot - SLOT, "sold": 0, "bought": 0}]
+    assert got["periods"] == [{"period": 1, "end_slot": slot + SLOT}]
+    assert got["statements_paid"] == [{"period": 1, "participant": h}]
+    assert (where["block_number"], where["tx_hash"]) == (
+        last["blockNumber"], last["transactionHash"].to_0x_hex())
+
+
+CRASH_BETWEEN_ROWS_AND_CURSOR = """
+import os
+from pilotchain.settings import load_environment
+from portal.config import PortalSettings
+from portal.db import Database
+from portal.indexer import Indexer
+
+insert_rows = Database._insert_rows
+
+def crash_after_the_rows(self, cur, table, rows):
+    insert_rows(self, cur, table, rows)
+    if table == "trades":
+        os._exit(9)  # the rows are written and the cursor moved, nothing committed yet
+
+Database._insert_rows = crash_after_the_rows
+Indexer(PortalSettings.from_env(load_environment())).catch_up()
+"""
+
+
+def test_a_crash_between_rows_and_cursor_leaves_nothing_half_indexed(
+        deployed: Deployed, index_url: str, tmp_path: Path) -> None:
+    records = [parse_event(json.loads(line)) for line in synthesise(300, seed=5)]
+    receipts = record_trades(deployed, records, batch=100)
+    settings = portal_settings(deployed, index_url, confirmations=0)
+    env = IndexerProcess(settings, tmp_path / "log").env()
+    crashed = subprocess.run([sys.executable, "-c", CRASH_BETWEEN_ROWS_AND_CURSOR], env=env,
+                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                             check=False)
+    assert crashed.returncode == 9, crashed.stderr
+
+    db = Database(index_url)
+    try:
+        cursor = db.cursor()
+        assert cursor is not None
+        assert cursor.block_number == deployed.deployment.block_number - 1
+        assert db.count("trades") == 0
+        indexed(settings)
+        assert db.count("trades") == len(records)
+        assert {row["trade_id"] for row in db.rows("trades")} == \
+            {str(record.trade_id) for record in records}
+        last = db.cursor()
+        assert last is not None and last.block_number >= receipts[-1]["blockNumber"]
+    finally:
+        db.close()
+
+
+def test_a_database_of_another_deployment_is_refused(deployed: Deployed, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    settings = portal_settings(deployed, url, confirmations=0)
+    indexed(settings)
+    db = Database(url)
+    try:
+        with pytest.raises(WrongDatabase, match="indexes the contract"):
+            db.start(deployed.deployment.chain_id + 1, deployed.deployment.address,
+                     db.recent_blocks()[0])
+    finally:
+        db.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "portal", "--once"],
+        env={**IndexerProcess(settings, tmp_path / "log").env(), "CHAIN_ID": "1",
+             "DEPLOYMENT_FILE": str(tmp_path / "missing.json")},
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("pilotchain-portal-indexer: ")
+    assert "Traceback" not in result.stderr
+
+
+KILLED_TRADES = 10_000
+
+
+@pytest.mark.slow
+def test_kill_9_during_10000_trades_indexes_each_exactly_once(
+        deployed: Deployed, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    # One block per page: many commits, so the kills land between and inside them.
+    settings = portal_settings(deployed, url, page_blocks=1)
+    records = [parse_event(json.loads(line)) for line in synthesise(KILLED_TRADES, seed=11)]
+    process = IndexerProcess(settings, tmp_path / "indexer.log")
+    db = Database(url)
+    receipts: list[dict[str, Any]] = []
+    recorder = threading.Thread(target=lambda: receipts.extend(record_trades(deployed, records)))
+    rng = random.Random(11)
+    kills = sorted(rng.sample(range(500, KILLED_TRADES - 500), 3))
+    try:
+        process.start()
+        recorder.start()
+        for threshold in kills:
+            wait_for(lambda: _indexed_trades(db) >= threshold, timeout=120,  # noqa: B023
+                     what=f"{threshold} trades indexed\n{process.log_tail()}")
+            process.kill()
+            process.start()
+        recorder.join(timeout=300)
+        assert receipts, "recording the trades failed"
+        wait_for(lambda: _indexed_trades(db) == KILLED_TRADES, timeout=120,
+                 what=f"all {KILLED_TRADES} trades indexed\n{process.log_tail()}")
+        rows = db.rows("trades")
+    finally:
+        process.stop()
+        db.close()
+    assert rows == chain_trade_rows(deployed)
+    assert sorted(row["trade_id"] for row in rows) == sorted(str(r.trade_id) for r in records)
+    log = process.log_tail(100_000)
+    assert "Traceback" not in log
+    # Started once and after each kill, each time resuming from its cursor.
+    assert log.count(" from block ") == len(kills) + 1
+
+
+def _indexed_trades(db: Database) -> int:
+    """Trades in the index; 0 before the indexer has created its schema."""
+    try:
+        return db.count("trades")
+    except DatabaseError:
+        return 0
+
