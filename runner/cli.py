@@ -16,6 +16,7 @@ from typing import Any
 
 from bridge import replay
 from bridge.config import BRIDGE_SETTINGS, PLUGIN_SETTINGS, STREAM_SETTINGS
+from closer.config import CLOSER_SETTINGS
 from faucet.config import FAUCET_SETTINGS
 from ingest.config import (
     HTTP_SETTINGS,
@@ -37,7 +38,8 @@ from runner import meters, stack
 # Every setting of every service, in the order docs/settings.md lists them.
 ALL_SETTINGS: tuple[SettingsGroup, ...] = (
     CHAIN_SETTINGS, REDIS_SETTINGS, STREAM_SETTINGS, BRIDGE_SETTINGS, FAUCET_SETTINGS,
-    MQTT_SETTINGS, INGEST_SETTINGS, HTTP_SETTINGS, MQTT_SUBSCRIBER_SETTINGS, PLUGIN_SETTINGS)
+    MQTT_SETTINGS, INGEST_SETTINGS, HTTP_SETTINGS, MQTT_SUBSCRIBER_SETTINGS, CLOSER_SETTINGS,
+    PLUGIN_SETTINGS)
 
 SETTINGS_PREAMBLE = """\
 # Settings
@@ -200,6 +202,7 @@ def print_endpoints(report: dict[str, Any]) -> None:
     for key, label in (("settlement_address", "Settlement contract"),
                        ("faucet_url", "Faucet"), ("bridge_metrics_url", "Bridge metrics"),
                        ("ingest_url", "Meter readings (HTTP)"), ("mqtt_url", "MQTT broker"),
+                       ("closer_metrics_url", "Slot closer metrics"),
                        ("redis_url", "Redis")):
         if report.get(key):
             rows.append((label, str(report[key])))
