@@ -68,6 +68,7 @@ class Closer:
             log.warning("Closing slots failed: %s Retrying in %.0f s.", error,
                         self.settings.interval)
             return
+        self.metrics.add("passes")
         self.metrics.add("balanced", result.balanced)
         self.metrics.add("unmetered", result.unmetered)
         self.metrics.add("batches", result.transactions)
