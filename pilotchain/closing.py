@@ -188,7 +188,8 @@ class SlotCloser:
 
     def _candidates(self, newest: int, slot_seconds: int
                     ) -> tuple[list[tuple[bytes, int]], int]:
-        """Slots not known to be closed, up to ``newest``; and how many were left out."""
+        """Slots not known to be closed, up to ``newest``; and about how many were left out
+        (slots beyond ``max_candidates``, counted without looking at them)."""
         found: list[tuple[bytes, int]] = []
         left_out = 0
         for pid, participant in self.participants.items():
@@ -197,14 +198,14 @@ class SlotCloser:
             last = newest
             if participant.active_until != ACTIVE:
                 last = min(last, participant.active_until - slot_seconds)
-            for slot in range(participant.open_from, max(last + 1, participant.open_from),
-                              slot_seconds):
-                if slot in participant.closed:
-                    continue
-                if len(found) < self.max_candidates:
+            slot = participant.open_from
+            while slot <= last:
+                if len(found) == self.max_candidates:
+                    left_out += (last - slot) // slot_seconds + 1
+                    break
+                if slot not in participant.closed:
                     found.append((pid, slot))
-                else:
-                    left_out += 1
+                slot += slot_seconds
         return found, left_out
 
     def _close(self, due: list[tuple[bytes, int]], gas_limit: int, slot_seconds: int

@@ -94,7 +94,7 @@ def ensure_account(w3: Web3, operator: LocalAccount | Role, deployment: Deployme
     role_id = has_role = None
     if role is not None:
         role_id = call("the RPC node", f"Reading {role}",
-                       lambda: functions.get_function_by_name(role)().call())
+                       lambda: contract.get_function_by_name(role)().call())
         has_role = call("the RPC node", f"Checking {what}'s role",
                         lambda: functions.hasRole(role_id, address).call())
     balance = call("the RPC node", f"Reading {what}'s balance",
