@@ -14,7 +14,7 @@ from web3.types import TxParams
 
 from bridge.errors import BatchReverted, RecorderRoleMissing
 from pilotchain.chain import read
-from pilotchain.contract import describe_revert, record_trades_calldata
+from pilotchain.contract import describe_revert, record_trades_calldata, revert_data
 from pilotchain.trades import TradeRecord
 
 INVALID_TRADE_SELECTOR = function_signature_to_4byte_selector("InvalidTrade(uint256)")
@@ -30,7 +30,7 @@ def refused_trade(w3: Web3, url: str, contract: Any, sender: str,
     try:
         read(url, "Checking a reverted batch", lambda: w3.eth.call(request))
     except ContractLogicError as error:
-        revert = _revert_bytes(error.data)
+        revert = revert_data(error)
         if revert[:4] == INVALID_TRADE_SELECTOR:
             return int(abi_decode(["uint256"], revert[4:])[0])
         reason = describe_revert(contract.abi, revert)
@@ -45,10 +45,3 @@ def refused_trade(w3: Web3, url: str, contract: Any, sender: str,
         ) from None
     return None
 
-
-def _revert_bytes(data: Any) -> bytes:
-    if isinstance(data, dict):  # some providers wrap it as {"data": ...}
-        data = data.get("data")
-    if isinstance(data, str):
-        return bytes.fromhex(data.removeprefix("0x"))
-    return bytes(data or b"")

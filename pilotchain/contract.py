@@ -34,6 +34,7 @@ from packaging.version import Version
 from solcx.exceptions import SolcError, SolcNotInstalled
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import ContractLogicError
 
 from pilotchain.chain import Sender, wait_for_receipt
 from pilotchain.errors import ChainError, PilotChainError
@@ -479,8 +480,24 @@ _BUILTIN_ERRORS = [
 ]
 
 
-def describe_revert(abi: list[dict[str, Any]], data: bytes | str) -> str:
-    """Revert data as ``Name(arg=value, ...)`` (custom errors, Error, Panic) for messages."""
+@dataclass(frozen=True)
+class Revert:
+    """A decoded revert: the error's name and its arguments by name (custom errors, Error,
+    Panic); ``name`` is empty for data no error of the ABI matches."""
+
+    name: str
+    args: dict[str, Any]
+    raw: bytes
+
+    def __str__(self) -> str:
+        if not self.name:
+            return f"unknown revert 0x{self.raw.hex()}"
+        shown = ", ".join(f"{key}={_show(value)}" for key, value in self.args.items())
+        return f"{self.name}({shown})"
+
+
+def decode_revert(abi: list[dict[str, Any]], data: bytes | str) -> Revert:
+    """Revert data decoded against the custom errors of ``abi`` and Solidity's built-ins."""
     raw = bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else bytes(data)
     for item in [*abi, *_BUILTIN_ERRORS]:
         if item.get("type") != "error":
@@ -493,17 +510,34 @@ def describe_revert(abi: list[dict[str, Any]], data: bytes | str) -> str:
             values = abi_decode(types, raw[4:])
         except DecodingError:
             break
-        arguments = ", ".join(
-            f"{argument['name']}={_show(argument['type'], value)}"
-            for argument, value in zip(item["inputs"], values, strict=True)
-        )
-        return f"{item['name']}({arguments})"
-    return f"unknown revert 0x{raw.hex()}"
+        args = {argument["name"]: _typed(argument["type"], value)
+                for argument, value in zip(item["inputs"], values, strict=True)}
+        return Revert(item["name"], args, raw)
+    return Revert("", {}, raw)
 
 
-def _show(abi_type: str, value: object) -> str:
+def describe_revert(abi: list[dict[str, Any]], data: bytes | str) -> str:
+    """Revert data as ``Name(arg=value, ...)`` (custom errors, Error, Panic) for messages."""
+    return str(decode_revert(abi, data))
+
+
+def revert_data(error: ContractLogicError) -> bytes:
+    """The revert data a ContractLogicError carries (some providers wrap it in a dict)."""
+    data: Any = error.data
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, str):
+        return bytes.fromhex(data.removeprefix("0x"))
+    return bytes(data or b"")
+
+
+def _typed(abi_type: str, value: object) -> object:
     if abi_type == "address" and isinstance(value, str):
         return Web3.to_checksum_address(value)
+    return value
+
+
+def _show(value: object) -> str:
     return "0x" + value.hex() if isinstance(value, bytes) else str(value)
 
 

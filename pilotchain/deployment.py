@@ -2,9 +2,10 @@
 ``./scripts/up``, which keep the deployed one across restarts; the bridge, the faucet and
 ``status --json`` read the record.
 
-Every run (new or existing deployment) also makes sure the meter ingest's account can work:
-funded by the operator and holding READER_ROLE, so an existing pilot gets a working reader
-on its next ``./scripts/up`` without a new genesis.
+Every run (new or existing deployment) also makes sure the accounts created after genesis
+(:data:`pilotchain.keys.LATE_ROLES`) can work: each funded by the operator and holding its
+contract role (the meter ingest READER_ROLE; the slot closer needs none), so an existing pilot
+gets them working on its next ``./scripts/up`` without a new genesis.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from pilotchain.contract import (
 )
 from pilotchain.errors import ChainError
 from pilotchain.genesis import ETHER
-from pilotchain.keys import KeyStore, Role
+from pilotchain.keys import LATE_ROLES, KeyStore, Role
 
-# What the operator gives the ingest account; topped up when it falls below half. At 1 gwei
-# and ~50k gas a reading, 1,000 ether pays for about 20 billion readings.
+# What the operator gives each late account; topped up when it falls below half. At 1 gwei
+# and ~50k gas a reading or a closed slot, 1,000 ether pays for about 20 billion of them.
 READER_FUNDING = 1_000 * ETHER
+# The contract role each late account needs (None: only gas).
+LATE_ACCOUNT_ROLES: dict[str, str | None] = {"ingest": "READER_ROLE", "closer": None}
 
 
 def current_deployment(settings: ChainSettings, rpc_url: str) -> Deployment | None:
@@ -51,57 +54,71 @@ def current_deployment(settings: ChainSettings, rpc_url: str) -> Deployment | No
 def ensure_deployed(settings: ChainSettings, rpc_url: str | None = None, *,
                     force: bool = False) -> tuple[Deployment, bool]:
     """Deploy (operator admin, bridge recorder, ingest reader) unless a live deployment is
-    recorded, and make sure the ingest account is funded and holds READER_ROLE either way;
+    recorded, and make sure every late account is funded and holds its role either way;
     return the deployment and whether it is new."""
     url = rpc_url or settings.rpc_url
     existing = None if force else current_deployment(settings, url)
     keys = KeyStore(settings.keys_dir)
-    reader = keys.role("ingest")
-    reader_address = reader.address if (reader.directory / "address").is_file() else None
-    if existing is not None:
-        if reader_address is not None:
-            ensure_reader(connect(url), keys.role("operator"), existing, reader_address)
-        return existing, False
-    operator = keys.role("operator").unlock()
-    deployment = deploy_settlement(connect(url), operator, keys.role("bridge").address,
-                                   reader=reader_address)
-    save_deployment(deployment, settings.deployment_file)
-    if reader_address is not None:
-        ensure_reader(connect(url), operator, deployment, reader_address)
-    return deployment, True
+    late = {name: keys.role(name).address for name in LATE_ROLES
+            if (keys.role(name).directory / "address").is_file()}
+    operator: LocalAccount | Role = keys.role("operator")
+    deployment, new = existing, False
+    if deployment is None:
+        operator = keys.role("operator").unlock()
+        deployment = deploy_settlement(connect(url), operator, keys.role("bridge").address,
+                                       reader=late.get("ingest"))
+        save_deployment(deployment, settings.deployment_file)
+        new = True
+    for name, address in late.items():
+        ensure_account(connect(url), operator, deployment, address,
+                       role=LATE_ACCOUNT_ROLES[name], what=f"the {name} account")
+    return deployment, new
 
 
 def ensure_reader(w3: Web3, operator: LocalAccount | Role, deployment: Deployment,
                   reader: str, funding: int = READER_FUNDING) -> list[str]:
-    """Fund ``reader`` from the operator and grant it READER_ROLE, whichever is missing;
-    return what was done. ``operator`` is an unlocked account or a keys Role, unlocked
-    only if something must be sent (unlocking costs half a second of scrypt)."""
+    """Fund ``reader`` from the operator and grant it READER_ROLE, whichever is missing."""
+    return ensure_account(w3, operator, deployment, reader, role="READER_ROLE",
+                          funding=funding, what="the ingest account")
+
+
+def ensure_account(w3: Web3, operator: LocalAccount | Role, deployment: Deployment,
+                   address: str, *, role: str | None, funding: int = READER_FUNDING,
+                   what: str = "the account") -> list[str]:
+    """Fund ``address`` from the operator and grant it the contract role named ``role`` (if
+    any), whichever is missing; return what was done. ``operator`` is an unlocked account or
+    a keys Role, unlocked only if something must be sent (unlocking costs half a second of
+    scrypt)."""
     contract = settlement_contract(w3, deployment)
     functions = contract.functions
-    role = call("the RPC node", "Reading READER_ROLE", lambda: functions.READER_ROLE().call())
-    has_role = call("the RPC node", "Checking the reader role",
-                    lambda: functions.hasRole(role, reader).call())
-    balance = call("the RPC node", "Reading the ingest balance",
-                   lambda: w3.eth.get_balance(Web3.to_checksum_address(reader)))
+    role_id = has_role = None
+    if role is not None:
+        role_id = call("the RPC node", f"Reading {role}",
+                       lambda: contract.get_function_by_name(role)().call())
+        has_role = call("the RPC node", f"Checking {what}'s role",
+                        lambda: functions.hasRole(role_id, address).call())
+    balance = call("the RPC node", f"Reading {what}'s balance",
+                   lambda: w3.eth.get_balance(Web3.to_checksum_address(address)))
     needs_funds = balance < funding // 2
-    if has_role and not needs_funds:
+    needs_role = role is not None and not has_role
+    if not needs_role and not needs_funds:
         return []
     account = operator.unlock() if isinstance(operator, Role) else operator
     sender = Sender(w3, account)
     done, hashes = [], []
     try:
         if needs_funds:
-            hashes.append(sender.send({"to": Web3.to_checksum_address(reader),
+            hashes.append(sender.send({"to": Web3.to_checksum_address(address),
                                        "value": Wei(funding - balance), "gas": 21_000}))
             done.append("funded")
-        if not has_role:
-            data = contract.encode_abi("grantRole", args=[role, reader])
+        if needs_role:
+            data = contract.encode_abi("grantRole", args=[role_id, address])
             hashes.append(sender.send({"to": contract.address, "data": data}))
-            done.append("granted READER_ROLE")
+            done.append(f"granted {role}")
         for tx_hash in hashes:
             if wait_for_receipt(w3, tx_hash)["status"] != 1:
-                raise ContractError(f"Setting up the ingest account {reader} failed: "
+                raise ContractError(f"Setting up {what} {address} failed: "
                                     f"transaction {tx_hash.to_0x_hex()} reverted.")
     except ChainError as error:
-        raise ContractError(f"Setting up the ingest account {reader} failed: {error}") from None
+        raise ContractError(f"Setting up {what} {address} failed: {error}") from None
     return done

@@ -30,7 +30,7 @@ from pilotchain.errors import PilotChainError
 SERVICE_ROLES = ("faucet", "bridge", "operator")
 # Accounts added after the first release: created beside an existing genesis (a new genesis
 # would orphan a pilot's chain) and funded by a transfer from the operator at deployment.
-LATE_ROLES = ("ingest",)
+LATE_ROLES = ("ingest", "closer")
 # geth's own "light" scrypt parameter: fine for throwaway test keys, never for a pilot.
 FAST_SCRYPT_N = 4096
 

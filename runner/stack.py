@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.config import BridgeSettings
+from closer.config import CloserSettings
 from faucet.config import FaucetSettings
 from ingest.config import HttpSettings, IngestSettings, MqttSettings
 from pilotchain.config import ChainSettings, MqttConnection, RedisConnection
 from pilotchain.errors import NetworkError, PilotChainError
 from runner.bridge import BridgeService
+from runner.closer import CloserService
 from runner.faucet import FaucetService
 from runner.ingest import IngestHttpService, IngestMqttService, IngestService
 from runner.localnet import BOOTNODE, RPC_NODE, LocalNetwork
@@ -60,6 +62,7 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
         IngestService(IngestSettings.from_env(env), env, state_dir),
         IngestHttpService(HttpSettings.from_env(env), env, state_dir),
         IngestMqttService(MqttSettings.from_env(env), env, state_dir),
+        CloserService(CloserSettings.from_env(env), env, state_dir),
     ]
 
 

@@ -13,6 +13,8 @@ import pytest
 import redis
 import requests
 
+from pilotchain.chain import connect
+from pilotchain.deployment import READER_FUNDING
 from runner.ports import free_port, free_port_block
 
 pytestmark = pytest.mark.chain
@@ -43,7 +45,8 @@ def extra_service_ports() -> dict[str, str]:
     return {"REDIS_PORT": str(free_port()), "FAUCET_PORT": str(free_port()),
             "BRIDGE_METRICS_PORT": str(free_port()), "INGEST_METRICS_PORT": str(free_port()),
             "INGEST_HTTP_PORT": str(free_port()), "MQTT_PORT": str(free_port()),
-            "INGEST_MQTT_METRICS_PORT": str(free_port())}
+            "INGEST_MQTT_METRICS_PORT": str(free_port()),
+            "CLOSER_METRICS_PORT": str(free_port())}
 
 
 def run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -112,6 +115,10 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     assert report["mqtt_url"] == f"mqtt://127.0.0.1:{env['MQTT_PORT']}"
     subscriber = requests.get(report["ingest_mqtt_metrics_url"], timeout=10).json()
     assert subscriber["state"] == "running"  # authenticated with init's password
+    assert report["closer_metrics_url"] == \
+        f"http://127.0.0.1:{env['CLOSER_METRICS_PORT']}/metrics"
+    closer = requests.get(report["closer_metrics_url"], timeout=10).json()
+    assert closer["state"] == "running"  # funded, found the deployment
     pids_before = sorted(processes_tagged(home))
     assert pids_before
 
@@ -145,7 +152,7 @@ def test_a_pilot_from_before_the_ingest_gets_a_working_reader_without_a_new_gene
     report = json.loads(run("status", env, "--json").stdout)
     assert run("down", env).returncode == 0
     genesis = (home / "genesis.json").read_bytes()
-    for late in ("ingest", "mqtt"):
+    for late in ("ingest", "mqtt", "closer"):
         shutil.rmtree(home / "keys" / late)
 
     again = run("up", env)
@@ -158,3 +165,8 @@ def test_a_pilot_from_before_the_ingest_gets_a_working_reader_without_a_new_gene
     assert ingest["state"] == "running"  # the new account is funded and holds READER_ROLE
     subscriber = requests.get(status["ingest_mqtt_metrics_url"], timeout=10).json()
     assert subscriber["state"] == "running"  # the broker has the new passwords
+    closer = requests.get(status["closer_metrics_url"], timeout=10).json()
+    assert closer["state"] == "running"
+    w3 = connect(status["rpc_url"])
+    closer_address = (home / "keys" / "closer" / "address").read_text().strip()
+    assert w3.eth.get_balance(closer_address) >= READER_FUNDING // 2  # funded by the operator

@@ -21,7 +21,7 @@ import pytest
 from pilotchain.settings import PROJECT_ROOT
 from runner.cli import ALL_SETTINGS, ENV_EXAMPLE_PREAMBLE, SETTINGS_PREAMBLE
 
-PACKAGES = ("pilotchain", "bridge", "faucet", "ingest", "portal", "runner")
+PACKAGES = ("pilotchain", "bridge", "faucet", "ingest", "closer", "portal", "runner")
 # What each package may import from the project's own packages.
 ALLOWED = {
     "pilotchain": {"pilotchain"},
@@ -33,7 +33,9 @@ ALLOWED = {
     "ingest": {"pilotchain", "bridge", "ingest"},
     # The portal (its indexer now, its pages later) stands on the core alone.
     "portal": {"pilotchain", "portal"},
-    "runner": {"pilotchain", "bridge", "faucet", "ingest", "portal", "runner"},
+    # The slot closer serves its metrics with the bridge's endpoint and command-line edge.
+    "closer": {"pilotchain", "bridge", "closer"},
+    "runner": {"pilotchain", "bridge", "faucet", "ingest", "closer", "portal", "runner"},
 }
 # Modules that may read os.environ, and why.
 ENVIRONMENT_READERS = {

@@ -1,0 +1,79 @@
+"""The closer's loop: a pass of :class:`pilotchain.closing.SlotCloser` every interval.
+
+A pass that fails because the node is away or refuses (no funds, say) is logged with its
+sentence and retried at the next interval; /health answers 503 with that sentence meanwhile.
+What cannot pass by waiting (no deployment record, no key) stops the process at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from bridge.metrics import Metrics
+from closer.config import CloserSettings
+from closer.errors import CloserConfigError
+from pilotchain.chain import Sender
+from pilotchain.closing import SlotCloser
+from pilotchain.errors import ChainError
+from pilotchain.keys import KeyStore
+from pilotchain.operator import OperatorError, SettlementClient
+
+log = logging.getLogger("closer")
+
+
+class Closer:
+    """Closes due slots every ``settings.interval`` seconds until ``stop`` is set."""
+
+    def __init__(self, settings: CloserSettings, metrics: Metrics | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.stop = stop or threading.Event()
+
+    def run(self) -> None:
+        closer = self._start()
+        self.metrics.set(state="running", chain="ok")
+        log.info("Closing due slots of Settlement %s every %.0f s as %s.",
+                 closer.client.contract.address, self.settings.interval, closer.sender.address)
+        while not self.stop.is_set():
+            began = time.monotonic()
+            self.pass_once(closer)
+            self.stop.wait(max(0.0, self.settings.interval - (time.monotonic() - began)))
+        log.info("Stopped.")
+
+    def _start(self) -> SlotCloser:
+        """The closer, once the chain answers; a setting that cannot work raises."""
+        role = KeyStore(self.settings.chain.keys_dir).role(self.settings.key_role)
+        account = role.unlock()
+        while True:
+            try:
+                client = SettlementClient.open(self.settings.chain, self.settings.key_role)
+                return SlotCloser(client, Sender(client.w3, account, url=client.url))
+            except OperatorError as error:
+                raise CloserConfigError(str(error)) from None
+            except ChainError as error:
+                self.metrics.set(state="waiting", chain="unreachable", problem=str(error))
+                log.warning("%s Retrying in %.0f s.", error, self.settings.interval)
+                if self.stop.wait(self.settings.interval):
+                    raise CloserConfigError("Stopped before the chain answered.") from None
+
+    def pass_once(self, closer: SlotCloser) -> None:
+        """One pass; its failure is reported, not raised."""
+        try:
+            result = closer.close_due()
+        except (ChainError, OperatorError) as error:
+            self.metrics.set(state="retrying", problem=str(error))
+            log.warning("Closing slots failed: %s Retrying in %.0f s.", error,
+                        self.settings.interval)
+            return
+        self.metrics.add("passes")
+        self.metrics.add("balanced", result.balanced)
+        self.metrics.add("unmetered", result.unmetered)
+        self.metrics.add("batches", result.transactions)
+        self.metrics.set(state="running", chain="ok", problem=None, last_block=closer.cursor,
+                         open_due_slots=result.remaining, last_pass=time.time())
+        if result.closed:
+            log.info("Closed %d slots: %d balanced, %d unmetered, in %d transaction(s).",
+                     result.closed, result.balanced, result.unmetered, result.transactions)

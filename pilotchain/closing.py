@@ -1,0 +1,251 @@
+"""Closing due slots: what ``pilotchain slots close`` does once and ``pilotchain-closer``
+does every ``CLOSER_INTERVAL`` seconds.
+
+The contract balances a slot of a metered participant only when someone calls
+``closeSlots`` after its deadline (``slot + slotSeconds + closeDelay``). The closer learns
+from the contract's events which participants are metered and from when: its meters
+(``MeterRegistered``/``MeterDeactivated``), its readings (``ReadingRecorded``), its trades
+across the meter (``TradeSettled``) and the slots already closed (``SlotBalanced``/
+``SlotUnmetered``). It keeps that knowledge between passes and reads only new blocks.
+
+A participant's slots run from the earliest of: its first meter's start (a participant's
+first meter is active from time 0, so for it, the slot its registration was mined in), its
+earliest reading, its earliest trade across the meter; up to the newest due slot, or to the
+end of its last meter once it has none active. Slots ``slotOf`` reports closed are skipped;
+the rest are closed in batches that fit half a block's gas. Closing is idempotent on chain,
+so a closer that restarts, or runs beside another, closes no slot twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import partial
+
+from eth_abi.abi import decode as abi_decode
+from eth_utils.crypto import keccak
+from web3.exceptions import ContractLogicError
+from web3.logs import DISCARD
+from web3.types import LogReceipt, TxReceipt
+
+from pilotchain.chain import Sender, call, wait_for_receipt
+from pilotchain.contract import decode_revert, revert_data
+from pilotchain.metering import SlotStatus
+from pilotchain.operator import (
+    ACTIVE,
+    SLOT_BALANCED,
+    SLOT_UNMETERED,
+    TRADE_SETTLED,
+    OperatorError,
+    SettlementClient,
+    format_time,
+    refusal,
+)
+
+METER_REGISTERED = keccak(text="MeterRegistered(bytes32,bytes32,address,bytes32,uint64)")
+METER_DEACTIVATED = keccak(text="MeterDeactivated(bytes32,bytes32,uint64)")
+READING_RECORDED = keccak(text="ReadingRecorded(bytes32,uint64,uint64,uint64,bytes32)")
+EVENTS = (METER_REGISTERED, METER_DEACTIVATED, READING_RECORDED, TRADE_SETTLED, SLOT_BALANCED,
+          SLOT_UNMETERED)
+# Gas one closed slot may take at most: a balanced one with a charge costs about 52,000, and
+# the first change of a bill in a new period stores a snapshot for it and for the operator.
+GAS_PER_SLOT = 120_000
+# closeSlots calldata: two array words per slot; geth refuses transactions over 128 KiB.
+MAX_SLOTS_PER_TRANSACTION = 1_500
+# Slots looked at per pass, so a participant with a long history is caught up over passes.
+MAX_CANDIDATES = 20_000
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Participant:
+    """What the events say about one metered participant's slots."""
+
+    home_area: bytes
+    start: int | None = None  # the earliest time a slot of it can matter
+    active_until: int = ACTIVE  # the end of its newest meter
+    open_from: int | None = None  # every slot before this is known to be closed
+    closed: set[int] = field(default_factory=set)  # closed slots from open_from on
+
+    def earliest(self, seconds: int, slot_seconds: int) -> None:
+        """A slot from ``seconds`` on may need closing."""
+        slot = seconds // slot_seconds * slot_seconds
+        if self.start is None or slot < self.start:
+            self.start = slot
+        if self.open_from is None or slot < self.open_from:
+            self.open_from = slot
+
+    def mark_closed(self, slot: int, slot_seconds: int) -> None:
+        if self.open_from is None or slot < self.open_from:
+            return
+        self.closed.add(slot)
+        while self.open_from in self.closed:
+            self.closed.discard(self.open_from)
+            self.open_from += slot_seconds
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass closed, and what it left for the next."""
+
+    balanced: int = 0
+    unmetered: int = 0
+    transactions: int = 0
+    remaining: int = 0  # open due slots beyond this pass's limit
+
+    @property
+    def closed(self) -> int:
+        return self.balanced + self.unmetered
+
+    def __add__(self, other: PassResult) -> PassResult:
+        return PassResult(self.balanced + other.balanced, self.unmetered + other.unmetered,
+                          self.transactions + other.transactions, other.remaining)
+
+
+class SlotCloser:
+    """Closes every due, still-open slot of every metered participant, sending with
+    ``sender``; keeps what it learnt from the events between passes."""
+
+    def __init__(self, client: SettlementClient, sender: Sender, *,
+                 max_batch: int | None = None, max_candidates: int = MAX_CANDIDATES) -> None:
+        self.client = client
+        self.sender = sender
+        self.max_batch = max_batch
+        self.max_candidates = max_candidates
+        self.participants: dict[bytes, Participant] = {}
+        self.meters: dict[bytes, bytes] = {}  # meter -> participant
+        self.cursor = client.deployment.block_number - 1  # the newest block read
+
+    def close_all(self, until: int | None = None) -> PassResult:
+        """Passes until no due slot is left open."""
+        total = self.close_due(until)
+        while total.remaining:
+            total = total + self.close_due(until)
+        return total
+
+    def close_due(self, until: int | None = None) -> PassResult:
+        """One pass: read new events, then close the due open slots (those ending by
+        ``until`` if given), up to ``max_candidates`` of them."""
+        client = self.client
+        head = call(client.url, "Reading the head", lambda: client.w3.eth.get_block("latest"))
+        slot_seconds = client.slot_seconds()
+        self._learn(client.logs(EVENTS, self.cursor + 1, head["number"]), slot_seconds)
+        self.cursor = head["number"]
+        delay = int(client.view("closeDelay"))
+        newest = head["timestamp"] - slot_seconds - delay  # the newest due slot starts by then
+        if until is not None:
+            newest = min(newest, until - slot_seconds)
+        candidates, remaining = self._candidates(newest, slot_seconds)
+        if not candidates:
+            return PassResult(remaining=remaining)
+        statuses = client.read_many("slotOf", "(uint8,uint256,uint256)", candidates)
+        due = []
+        for (participant, slot), (status, _, _) in zip(candidates, statuses, strict=True):
+            if status == SlotStatus.OPEN:
+                due.append((participant, slot))
+            else:
+                self.participants[participant].mark_closed(slot, slot_seconds)
+        result = self._close(due, head["gasLimit"], slot_seconds)
+        return PassResult(result.balanced, result.unmetered, result.transactions, remaining)
+
+    def _learn(self, logs: Iterable[LogReceipt], slot_seconds: int) -> None:
+        """Update what is known from new events, in chain order."""
+        registered_in: dict[bytes, int] = {}
+        for entry in logs:
+            topics = [bytes(topic) for topic in entry["topics"]]
+            data = bytes(entry["data"])
+            kind = topics[0]
+            if kind == METER_REGISTERED:
+                _, home, active_from = abi_decode(["address", "bytes32", "uint64"], data)
+                self.meters[topics[1]] = topics[2]
+                participant = self.participants.setdefault(topics[2], Participant(bytes(home)))
+                participant.active_until = ACTIVE
+                if active_from:
+                    participant.earliest(active_from, slot_seconds)
+                else:
+                    registered_in[topics[2]] = int(entry["blockNumber"])
+            elif kind == METER_DEACTIVATED:
+                (until,) = abi_decode(["uint64"], data)
+                self.participants[topics[2]].active_until = until
+            elif kind == READING_RECORDED:
+                self.participants[self.meters[topics[1]]].earliest(
+                    int.from_bytes(topics[2], "big"), slot_seconds)
+            elif kind == TRADE_SETTLED:
+                market, slot = abi_decode(["bytes32", "uint64"], data[:64])
+                for party in (topics[2], topics[3]):
+                    metered = self.participants.get(party)
+                    if metered is not None and bytes(market) != metered.home_area:
+                        metered.earliest(slot, slot_seconds)
+            elif kind in (SLOT_BALANCED, SLOT_UNMETERED):
+                self.participants[topics[1]].mark_closed(int.from_bytes(topics[2], "big"),
+                                                         slot_seconds)
+        for pid, block in registered_in.items():
+            mined = call(self.client.url, "Reading a block's time",
+                         partial(self.client.w3.eth.get_block, block))
+            self.participants[pid].earliest(mined["timestamp"], slot_seconds)
+
+    def _candidates(self, newest: int, slot_seconds: int
+                    ) -> tuple[list[tuple[bytes, int]], int]:
+        """Slots not known to be closed, up to ``newest``; and about how many were left out
+        (slots beyond ``max_candidates``, counted without looking at them)."""
+        found: list[tuple[bytes, int]] = []
+        left_out = 0
+        for pid, participant in self.participants.items():
+            if participant.open_from is None:
+                continue
+            last = newest
+            if participant.active_until != ACTIVE:
+                last = min(last, participant.active_until - slot_seconds)
+            slot = participant.open_from
+            while slot <= last:
+                if len(found) == self.max_candidates:
+                    left_out += (last - slot) // slot_seconds + 1
+                    break
+                if slot not in participant.closed:
+                    found.append((pid, slot))
+                slot += slot_seconds
+        return found, left_out
+
+    def _close(self, due: list[tuple[bytes, int]], gas_limit: int, slot_seconds: int
+               ) -> PassResult:
+        """Close ``due`` in batches of half a block's gas; count the outcomes."""
+        size = min(MAX_SLOTS_PER_TRANSACTION, max(1, gas_limit // 2 // GAS_PER_SLOT))
+        if self.max_batch:
+            size = min(size, self.max_batch)
+        contract = self.client.contract
+        balanced = unmetered = transactions = 0
+        for start in range(0, len(due), size):
+            batch = due[start:start + size]
+            receipt = self._send([p for p, _ in batch], [s for _, s in batch])
+            transactions += 1
+            events = contract.events
+            for event in events.SlotBalanced().process_receipt(receipt, errors=DISCARD):
+                balanced += 1
+                self._closed(bytes(event["args"]["participant"]), event["args"]["slot"],
+                             slot_seconds)
+            for event in events.SlotUnmetered().process_receipt(receipt, errors=DISCARD):
+                unmetered += 1
+                self._closed(bytes(event["args"]["participant"]), event["args"]["slot"],
+                             slot_seconds)
+        return PassResult(balanced, unmetered, transactions)
+
+    def _closed(self, participant: bytes, slot: int, slot_seconds: int) -> None:
+        self.participants[participant].mark_closed(slot, slot_seconds)
+
+    def _send(self, participants: list[bytes], slots: list[int]) -> TxReceipt:
+        client = self.client
+        data = client.contract.encode_abi("closeSlots", args=[participants, slots])
+        try:
+            tx_hash = self.sender.send({"to": client.contract.address, "data": data})
+        except ContractLogicError as error:  # from the gas estimate
+            reason = decode_revert(client.abi, revert_data(error))
+            raise OperatorError(f"Closing {len(slots)} slots from "
+                                f"{format_time(min(slots))} refused: {refusal(reason)}") from None
+        receipt = wait_for_receipt(client.w3, tx_hash, timeout=120)
+        if receipt["status"] != 1:
+            raise OperatorError(f"Closing {len(slots)} slots failed: transaction "
+                                f"{tx_hash.to_0x_hex()} reverted (gas used "
+                                f"{receipt['gasUsed']}).")
+        return receipt

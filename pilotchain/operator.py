@@ -1,0 +1,518 @@
+"""The grid operator's work on the Settlement contract: meters, rates, billing periods.
+
+``pilotchain meters|rates|periods ...`` call these. Input is checked at the door: formats by
+the ``parse_*`` functions (ids, addresses, times, rates), chain state before anything is sent:
+every transaction is first run as an ``eth_call`` from the operator's account, and a revert is
+turned into a sentence from the contract's custom error, so a refused command sends nothing.
+
+Ids are written as a uuid (gsy-e's, and :func:`pilotchain.metering.meter_id`'s), ``0x`` and 64
+hex digits, or ``operator`` for the grid operator's own participant id. Times are unix
+seconds or ISO-8601 (UTC unless an offset is given). Energy is shown in kWh and money in euro
+cents as exact decimals: the contract's integers are those values times 10**18.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from functools import partial
+from typing import Any, cast
+
+from eth_abi.abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from eth_utils.crypto import keccak
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError
+from web3.types import FilterParams, LogReceipt, TxParams, TxReceipt
+
+from pilotchain.chain import Sender, batch_call, call, connect, wait_for_receipt
+from pilotchain.config import ChainSettings
+from pilotchain.contract import (
+    Deployment,
+    Revert,
+    decode_revert,
+    load_deployment,
+    revert_data,
+    settlement_contract,
+)
+from pilotchain.errors import PilotChainError
+from pilotchain.keys import KeyStore
+from pilotchain.metering import OPERATOR, Rates
+
+SCALE = 10**18  # energy is kWh * 10**18, money euro cents * 10**18
+MAX_RATE = 2**96 - 1
+ACTIVE = 2**64 - 1  # a meter's activeUntil while it is active
+ZERO_ID = bytes(32)
+OPERATOR_NAME = "operator"
+# Blocks per eth_getLogs request when scanning the contract's history.
+LOG_CHUNK = 50_000
+# Requests per JSON-RPC batch of reads.
+READ_BATCH = 500
+
+_STATEMENT_TYPES = "(uint256,uint256,uint256,uint256,uint256,uint256,int256,bool)"
+TRADE_SETTLED = keccak(
+    text="TradeSettled(bytes32,bytes32,bytes32,bytes32,uint64,bytes32,bytes32,uint96,uint96,uint96)")
+SLOT_BALANCED = keccak(
+    text="SlotBalanced(bytes32,uint64,bytes32,uint256,uint256,uint256,uint256,uint256,uint256,"
+         "uint256)")
+SLOT_UNMETERED = keccak(text="SlotUnmetered(bytes32,uint64,uint256,uint256)")
+
+
+class OperatorError(PilotChainError):
+    """An operator command cannot be carried out; the message says why and what to do."""
+
+
+class InvalidInput(OperatorError, ValueError):
+    """A command-line value has the wrong form (an id, an address, a time, a rate)."""
+
+
+# --- reading and writing values ---------------------------------------------------------
+
+
+def parse_id(text: str, what: str = "id") -> bytes:
+    """A bytes32 id from a uuid or ``0x`` + 64 hex digits."""
+    value = text.strip()
+    if value.lower().startswith("0x"):
+        digits = value[2:]
+        if len(digits) == 64:
+            try:
+                return bytes.fromhex(digits)
+            except ValueError:
+                pass
+    else:
+        try:
+            return bytes(16) + uuid.UUID(value).bytes
+        except ValueError:
+            pass
+    raise InvalidInput(f"The {what} {text!r} is neither a uuid nor 0x and 64 hex digits.")
+
+
+def parse_meter(text: str) -> bytes:
+    return parse_id(text, "meter id")
+
+
+def parse_area(text: str) -> bytes:
+    return parse_id(text, "home area")
+
+
+def parse_participant(text: str) -> bytes:
+    """A participant id, or ``operator`` for the grid operator's own."""
+    if text.strip().lower() == OPERATOR_NAME:
+        return OPERATOR
+    return parse_id(text, "participant")
+
+
+def format_id(value: bytes) -> str:
+    """An id as it is written on the command line: ``operator``, a uuid, or 0x hex."""
+    value = bytes(value)
+    if value == OPERATOR:
+        return OPERATOR_NAME
+    if value[:16] == bytes(16) and value != ZERO_ID:
+        return str(uuid.UUID(bytes=value[16:]))
+    return "0x" + value.hex()
+
+
+def parse_address(text: str, what: str = "address") -> ChecksumAddress:
+    """An Ethereum address (checksummed if it is mixed case)."""
+    value = text.strip()
+    if not Web3.is_address(value):
+        raise InvalidInput(f"The {what} {text!r} is not an Ethereum address (0x and 40 hex "
+                           "digits, with a valid checksum if mixed case).")
+    if int(value, 16) == 0:
+        raise InvalidInput(f"The {what} cannot be the zero address.")
+    return Web3.to_checksum_address(value)
+
+
+def parse_time(text: str) -> int:
+    """Unix seconds from ``1782000900`` or ISO-8601 (``2026-06-21T00:15:00Z``; UTC unless an
+    offset is given)."""
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise InvalidInput(f"The time {text!r} is neither unix seconds nor ISO-8601 such as "
+                           "2026-06-21T00:15:00Z.") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    seconds = moment.timestamp()
+    if seconds < 0 or seconds != int(seconds):
+        raise InvalidInput(f"The time {text!r} must be whole seconds after 1970.")
+    return int(seconds)
+
+
+def format_time(seconds: int) -> str:
+    """Unix seconds as ISO-8601 UTC."""
+    if seconds >= ACTIVE:
+        return "open end"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rate(text: str, what: str = "rate") -> int:
+    """Euro cents per kWh as a decimal (``12.5``) in the contract's unit (x 10**18)."""
+    try:
+        number = Decimal(text.strip())
+    except InvalidOperation:
+        raise InvalidInput(f"The {what} {text!r} is not a number of euro cents per kWh.") from None
+    if not number.is_finite() or number < 0:
+        raise InvalidInput(f"The {what} {text!r} must be a number of euro cents per kWh, at "
+                           "least 0.")
+    scaled = number * SCALE
+    if scaled != scaled.to_integral_value():
+        raise InvalidInput(f"The {what} {text!r} has more than 18 decimals.")
+    if scaled > MAX_RATE:
+        raise InvalidInput(f"The {what} {text!r} is too large for the contract "
+                           f"(at most {units(MAX_RATE)} ct/kWh).")
+    return int(scaled)
+
+
+def units(raw: int) -> str:
+    """A contract amount (x 10**18) as an exact decimal in kWh or euro cents."""
+    sign = "-" if raw < 0 else ""
+    whole, fraction = divmod(abs(raw), SCALE)
+    decimals = f"{fraction:018d}".rstrip("0")
+    return f"{sign}{whole}.{decimals}" if decimals else f"{sign}{whole}"
+
+
+# --- the contract, as the operator sees it ----------------------------------------------
+
+
+@dataclass
+class SettlementClient:
+    """The deployed Settlement, read through ``url`` and written with one account's key."""
+
+    w3: Web3
+    url: str
+    deployment: Deployment
+    contract: Contract
+    unlock: Callable[[], LocalAccount]
+    _sender: Sender | None = field(default=None, repr=False)
+    _slot_seconds: int | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, settings: ChainSettings, key_role: str = "operator") -> SettlementClient:
+        """The deployment ``settings`` record; ``key_role``'s key is unlocked when first
+        needed (scrypt takes half a second)."""
+        url = settings.rpc_url
+        deployment = load_deployment(settings.deployment_file, chain_id=settings.chain_id)
+        w3 = connect(url)
+        code = call(url, "Looking up the Settlement contract",
+                    lambda: w3.eth.get_code(deployment.address))
+        if not code:
+            raise OperatorError(
+                f"No Settlement contract is at {deployment.address} on the chain at {url}; "
+                f"the record {settings.deployment_file} belongs to another chain. Run "
+                "`pilotchain deploy`.")
+        role = KeyStore(settings.keys_dir).role(key_role)
+        return cls(w3, url, deployment, settlement_contract(w3, deployment), role.unlock)
+
+    @property
+    def sender(self) -> Sender:
+        if self._sender is None:
+            self._sender = Sender(self.w3, self.unlock(), url=self.url)
+        return self._sender
+
+    @property
+    def abi(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.contract.abi)
+
+    def view(self, name: str, *args: Any) -> Any:
+        """A view function's result."""
+        function = self.contract.get_function_by_name(name)(*args)
+        return call(self.url, f"Reading {name}", function.call)
+
+    def slot_seconds(self) -> int:
+        if self._slot_seconds is None:
+            self._slot_seconds = int(self.view("slotSeconds"))
+        return self._slot_seconds
+
+    def check_boundary(self, seconds: int, what: str) -> int:
+        """``seconds`` if it is a slot boundary, else a sentence naming the nearest ones."""
+        length = self.slot_seconds()
+        if seconds % length:
+            before = seconds // length * length
+            raise OperatorError(
+                f"{what} {format_time(seconds)} is not on a slot boundary (slots are "
+                f"{length} s); use {format_time(before)} or {format_time(before + length)}.")
+        return seconds
+
+    def transact(self, action: str, name: str, *args: Any) -> TxReceipt:
+        """Send ``name(*args)`` once an eth_call of it passes; the mined receipt.
+
+        A revert in that call is the contract refusing: it becomes a sentence and nothing is
+        sent."""
+        data = HexBytes(self.contract.encode_abi(name, args=list(args)))
+        request: TxParams = {"from": self.sender.address, "to": self.contract.address,
+                             "data": data}
+        try:
+            call(self.url, action, lambda: self.w3.eth.call(request))
+        except ContractLogicError as error:
+            reason = decode_revert(self.abi, revert_data(error))
+            raise OperatorError(f"{action} refused: {refusal(reason)}") from None
+        tx_hash = self.sender.send({"to": self.contract.address, "data": data})
+        receipt = wait_for_receipt(self.w3, tx_hash)
+        if receipt["status"] != 1:
+            raise OperatorError(f"{action} failed: transaction {tx_hash.to_0x_hex()} reverted "
+                                "in its block although the check before sending passed; "
+                                "the chain changed meanwhile, so try again.")
+        return receipt
+
+    def logs(self, topics: Sequence[bytes], from_block: int, to_block: int) -> list[LogReceipt]:
+        """The contract's logs with any of ``topics`` first, in chain order."""
+        found: list[LogReceipt] = []
+        start = max(from_block, self.deployment.block_number)
+        while start <= to_block:
+            end = min(to_block, start + LOG_CHUNK - 1)
+            query: FilterParams = {"address": self.contract.address, "fromBlock": start,
+                                   "toBlock": end,
+                                   "topics": [[HexBytes(topic) for topic in topics]]}
+            found += call(self.url, "Reading the contract's events",
+                          partial(self.w3.eth.get_logs, query))
+            start = end + 1
+        return found
+
+    def read_many(self, name: str, output: str, argument_lists: Sequence[Sequence[Any]]
+                  ) -> list[Any]:
+        """``name(*arguments)`` for each list of arguments, read in JSON-RPC batches and
+        decoded as the ABI type ``output``."""
+        results: list[Any] = []
+        for start in range(0, len(argument_lists), READ_BATCH):
+            chunk = argument_lists[start:start + READ_BATCH]
+            requests_ = [("eth_call", [{"to": self.contract.address,
+                                        "data": self.contract.encode_abi(name, args=list(a))},
+                                       "latest"]) for a in chunk]
+            raw = batch_call(self.w3, self.url, f"Reading {name}", requests_)
+            results += [abi_decode([output], HexBytes(value))[0] for value in raw]
+        return results
+
+
+def refusal(revert: Revert) -> str:
+    """The contract's custom error as a sentence for the operator."""
+    a = revert.args
+    sentences: dict[str, Callable[[], str]] = {
+        "UnknownMeter": lambda: f"no meter {format_id(a['meter'])} is registered.",
+        "MeterAlreadyRegistered": lambda: f"the meter {format_id(a['meter'])} is already "
+                                          "registered; a meter id is used once.",
+        "MeterStillActive": lambda: f"participant {format_id(a['participant'])} still has the "
+                                    f"active meter {format_id(a['meter'])}; use `pilotchain "
+                                    "meters replace` to swap it.",
+        "MeterNotActive": lambda: f"the meter {format_id(a['meter'])} has already been "
+                                  "deactivated or replaced.",
+        "MeterEndTooEarly": lambda: f"the meter {format_id(a['meter'])} cannot end before "
+                                    f"{format_time(a['earliest'])} (its start or its newest "
+                                    "reading).",
+        "NotOnSlotBoundary": lambda: f"{format_time(a['time'])} is not on a slot boundary.",
+        "RatesNotAfter": lambda: f"rates can only change from {format_time(a['earliest'])} on "
+                                 "(after the previous change and the newest closed slot), "
+                                 f"not from {format_time(a['fromSlot'])}.",
+        "PeriodNotAfter": lambda: f"the previous period already ends at "
+                                  f"{format_time(a['previousEnd'])}; the next must end later "
+                                  f"than that, not at {format_time(a['endSlot'])}.",
+        "PeriodNotOver": lambda: f"a period cannot end in the future "
+                                 f"({format_time(a['endSlot'])}).",
+        "UnknownPeriod": lambda: f"there is no closed period {a['period']}.",
+        "AlreadyPaid": lambda: f"the statement of participant {format_id(a['participant'])} "
+                               f"for period {a['period']} is already marked paid.",
+        "ZeroId": lambda: "an id cannot be zero.",
+        "ZeroAddress": lambda: "an address cannot be zero.",
+        "ZeroParticipant": lambda: "a participant or home area cannot be zero.",
+        "SlotNotDue": lambda: f"slot {a['index']} of the batch is not due until "
+                              f"{format_time(a['dueAt'])}.",
+        "NotMetered": lambda: f"participant {format_id(a['participant'])} has no meter.",
+        "InvalidSlot": lambda: f"{format_time(a['slot'])} is not the start of a slot.",
+        "AccessControlUnauthorizedAccount": lambda: (
+            f"the account {a['account']} is not the Settlement's admin; operator commands "
+            "sign with the operator key that deployed it (KEYS_DIR/operator)."),
+    }
+    sentence = sentences.get(revert.name)
+    return sentence() if sentence else f"the Settlement contract reverted with {revert}."
+
+
+# --- meters -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeterInfo:
+    """A meter's registration and newest reading, as ``meterOf`` gives them."""
+
+    meter: bytes
+    participant: bytes
+    signer: str
+    home_area: bytes
+    active_from: int
+    active_until: int
+    last_reading: int | None
+    last_import_wh: int
+    last_export_wh: int
+
+    def describe(self) -> str:
+        newest = (f"newest reading {format_time(self.last_reading)} (import "
+                  f"{self.last_import_wh} Wh, export {self.last_export_wh} Wh)"
+                  if self.last_reading is not None else "no reading yet")
+        state = ("active" if self.active_until == ACTIVE
+                 else f"ended {format_time(self.active_until)}")
+        return (f"meter {format_id(self.meter)}: participant {format_id(self.participant)}, "
+                f"home area {format_id(self.home_area)}, signer {self.signer}, from "
+                f"{format_time(self.active_from)}, {state}; {newest}")
+
+
+def meter_info(client: SettlementClient, meter: bytes) -> MeterInfo:
+    """The registration of ``meter``; a sentence if it is not registered."""
+    (signer, last_time, has_readings, participant, active_from, active_until, last_import,
+     last_export) = client.view("meterOf", meter)
+    if int(signer, 16) == 0:
+        raise OperatorError(f"No meter {format_id(meter)} is registered in Settlement "
+                            f"{client.contract.address}.")
+    return MeterInfo(meter, bytes(participant), signer, bytes(client.view("homeAreaOf",
+                                                                          participant)),
+                     active_from, active_until, last_time if has_readings else None,
+                     last_import, last_export)
+
+
+def meters_of(client: SettlementClient, participant: bytes) -> list[MeterInfo]:
+    """Every meter ``participant`` has had, oldest first."""
+    return [meter_info(client, bytes(meter)) for meter in client.view("metersOf", participant)]
+
+
+def register_meter(client: SettlementClient, meter: bytes, signer: str, participant: bytes,
+                   home_area: bytes | None = None) -> MeterInfo:
+    """Register ``meter`` (signing key ``signer``) for ``participant``; a house's home area
+    is its own id, the default."""
+    home = home_area or participant
+    client.transact(f"Registering meter {format_id(meter)}", "registerMeter", meter, signer,
+                    participant, home)
+    return meter_info(client, meter)
+
+
+def replace_meter(client: SettlementClient, old: bytes, new: bytes, signer: str, at: int
+                  ) -> MeterInfo:
+    """End ``old`` at slot boundary ``at`` and start ``new`` there."""
+    meter_info(client, old)
+    client.check_boundary(at, "The replacement time")
+    client.transact(f"Replacing meter {format_id(old)}", "replaceMeter", old, new, signer, at)
+    return meter_info(client, new)
+
+
+def deactivate_meter(client: SettlementClient, meter: bytes, at: int) -> MeterInfo:
+    """End ``meter`` at slot boundary ``at``."""
+    meter_info(client, meter)
+    client.check_boundary(at, "The end time")
+    client.transact(f"Deactivating meter {format_id(meter)}", "deactivateMeter", meter, at)
+    return meter_info(client, meter)
+
+
+# --- rates ------------------------------------------------------------------------------
+
+
+def set_rates(client: SettlementClient, rates: Rates) -> Rates:
+    """Append a rates change from ``rates.from_slot`` on."""
+    client.check_boundary(rates.from_slot, "The rates' start")
+    client.transact("Setting the rates", "setRates", rates.from_slot, rates.shortfall,
+                    rates.grid_supply, rates.feed_in)
+    return rates
+
+
+def rates_history(client: SettlementClient) -> list[Rates]:
+    """Every rates change, oldest first."""
+    return [Rates(int(entry[0]), int(entry[1]), int(entry[2]), int(entry[3]))
+            for entry in client.view("ratesHistory")]
+
+
+def describe_rates(rates: Rates) -> str:
+    return (f"from {format_time(rates.from_slot)}: shortfall {units(rates.shortfall)}, "
+            f"grid supply {units(rates.grid_supply)}, feed-in {units(rates.feed_in)} ct/kWh")
+
+
+# --- billing periods --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One participant's statement of a closed period, in the contract's integers."""
+
+    participant: bytes
+    energy_sold: int
+    energy_bought: int
+    money_receivable: int
+    money_payable: int
+    balancing_charges: int
+    balancing_credits: int
+    net: int
+    paid: bool
+
+    def is_empty(self) -> bool:
+        return not (self.energy_sold or self.energy_bought or self.money_receivable
+                    or self.money_payable or self.balancing_charges
+                    or self.balancing_credits or self.paid)
+
+
+# The CSV columns: kWh and euro cents as exact decimals.
+STATEMENT_COLUMNS = ("participant", "energy_sold_kwh", "energy_bought_kwh",
+                     "money_receivable_ct", "money_payable_ct", "balancing_charges_ct",
+                     "balancing_credits_ct", "net_ct", "paid")
+
+
+def statement_row(statement: Statement) -> list[str]:
+    s = statement
+    return [format_id(s.participant), units(s.energy_sold), units(s.energy_bought),
+            units(s.money_receivable), units(s.money_payable), units(s.balancing_charges),
+            units(s.balancing_credits), units(s.net), "yes" if s.paid else "no"]
+
+
+def period_count(client: SettlementClient) -> int:
+    return int(client.view("periodCount"))
+
+
+def check_period(client: SettlementClient, period: int) -> int:
+    """``period``'s end slot; a sentence if it is not closed."""
+    count = period_count(client)
+    if not 1 <= period <= count:
+        closed = f"periods 1 to {count} are closed" if count else "no period is closed yet"
+        raise OperatorError(f"There is no closed period {period}: {closed}.")
+    return int(client.view("periodEnd", period))
+
+
+def close_period(client: SettlementClient, end: int) -> tuple[int, int]:
+    """Close the next period at slot boundary ``end``; its number and the block."""
+    client.check_boundary(end, "The period's end")
+    receipt = client.transact("Closing the period", "closePeriod", end)
+    return period_count(client), int(receipt["blockNumber"])
+
+
+def billed_participants(client: SettlementClient) -> list[bytes]:
+    """Every participant that ever had a trade or a balanced slot (and the grid operator,
+    once any slot was balanced), in order of first appearance."""
+    head = call(client.url, "Reading the head", lambda: client.w3.eth.block_number)
+    seen: dict[bytes, None] = {}
+    for log in client.logs([TRADE_SETTLED, SLOT_BALANCED], 0, head):
+        topics = [bytes(topic) for topic in log["topics"]]
+        if topics[0] == TRADE_SETTLED:
+            seen.update(dict.fromkeys((topics[2], topics[3])))
+        else:
+            seen.update(dict.fromkeys((topics[1], OPERATOR)))
+    return list(seen)
+
+
+def statements(client: SettlementClient, period: int) -> list[Statement]:
+    """The non-empty statements of closed period ``period``."""
+    check_period(client, period)
+    participants = billed_participants(client)
+    values = client.read_many("statementOf", _STATEMENT_TYPES,
+                              [(period, participant) for participant in participants])
+    found = [Statement(participant, *value) for participant, value in zip(participants, values,
+                                                                          strict=True)]
+    return [statement for statement in found if not statement.is_empty()]
+
+
+def mark_paid(client: SettlementClient, period: int, participant: bytes) -> None:
+    """Mark ``participant``'s statement of ``period`` paid."""
+    check_period(client, period)
+    client.transact(f"Marking period {period} paid for {format_id(participant)}", "markPaid",
+                    period, participant)

@@ -1,0 +1,351 @@
+"""The grid operator's commands and the slot closer on the real chain.
+
+Each test deploys its own Settlement with a short slot (``setSlotSeconds``) and no close
+delay, so slots in the recent past are due at once; trades and readings are created here, and
+what the commands print, export and leave on chain is checked against amounts worked out by
+hand from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bridge_fixtures import ServiceProcess
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.contract import Contract
+
+from closer.config import CloserSettings
+from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.contract import (
+    Deployment,
+    compile_settlement,
+    deploy_settlement,
+    save_deployment,
+    settlement_contract,
+)
+from pilotchain.deployment import ensure_account
+from pilotchain.metering import OPERATOR, WH, Domain, MeterReading, meter_id, sign_reading
+from pilotchain.operator import format_time
+from pilotchain.trades import TradeRecord, uuid_to_bytes32
+from runner.localnet import LocalNetwork
+from runner.ports import free_port
+
+SLOT = 30
+CT = 10**18
+
+
+@dataclass
+class Pilot:
+    """A fresh Settlement on the shared chain, its record, and the operator's sender."""
+
+    net: LocalNetwork
+    w3: Web3
+    contract: Contract
+    deployment: Deployment
+    record: Path
+    home: Path
+    operator: LocalAccount
+    admin: Sender
+
+    def send(self, name: str, *args: Any, sender: Sender | None = None) -> Any:
+        data = self.contract.encode_abi(name, args=list(args))
+        receipt = wait_for_receipt(self.w3, (sender or self.admin).send(
+            {"to": self.contract.address, "data": data}), timeout=60)
+        assert receipt["status"] == 1, name
+        return receipt
+
+    def env(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": os.environ.get("HOME", "/tmp"), "PILOTCHAIN_HOME": str(self.home),
+                "KEYS_DIR": str(self.net.settings.keys_dir), "RPC_URL": self.net.rpc_url,
+                "DEPLOYMENT_FILE": str(self.record),
+                "NATIVE_DATA_DIR": str(self.home / "data")}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "runner.cli", *args], env=self.env(),
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    def head_time(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def nonce(self) -> int:
+        return self.w3.eth.get_transaction_count(self.operator.address, "pending")
+
+    def readings(self, meter: bytes, key: LocalAccount, registers: dict[int, tuple[int, int]]
+                 ) -> None:
+        """Submit signed boundary readings (the operator holds READER_ROLE here)."""
+        domain = Domain(self.deployment.chain_id, self.deployment.address)
+        signed = [sign_reading(MeterReading(meter, t, *registers[t]), key, domain)
+                  for t in sorted(registers)]
+        self.send("submitReadings", [r.as_contract_tuple() for r in signed])
+
+    def closings(self) -> Counter[tuple[bytes, int]]:
+        """How often each (participant, slot) was closed, from the events."""
+        found: Counter[tuple[bytes, int]] = Counter()
+        for event in (self.contract.events.SlotBalanced, self.contract.events.SlotUnmetered):
+            for log in event().get_logs(from_block=self.deployment.block_number):
+                found[(bytes(log["args"]["participant"]), log["args"]["slot"])] += 1
+        return found
+
+    def status(self, participant: bytes, slot: int) -> int:
+        return int(self.contract.functions.slotOf(participant, slot).call()[0])
+
+
+@pytest.fixture
+def pilot(chain: LocalNetwork, tmp_path: Path) -> Pilot:
+    w3 = connect(chain.rpc_url)
+    operator = chain.keys.role("operator").unlock()
+    deployment = deploy_settlement(w3, operator, operator.address, reader=operator.address,
+                                   compiled=compile_settlement())
+    record = tmp_path / "settlement.json"
+    save_deployment(deployment, record)
+    target = Pilot(chain, w3, settlement_contract(w3, deployment), deployment, record,
+                   tmp_path, operator, Sender(w3, operator))
+    target.send("setSlotSeconds", SLOT)
+    target.send("setCloseDelay", 0)
+    return target
+
+
+def trade(market: uuid.UUID, slot: int, seller: uuid.UUID, buyer: uuid.UUID, wh: int,
+          cents: int) -> tuple[Any, ...]:
+    return TradeRecord(uuid.uuid4(), market, slot, seller, buyer, seller, buyer, wh * WH,
+                       cents * CT, 0).as_contract_tuple()
+
+
+def cents(text: str) -> int:
+    """A CSV amount back in the contract's unit (exact)."""
+    scaled = Decimal(text) * CT
+    assert scaled == scaled.to_integral_value()
+    return int(scaled)
+
+
+def test_the_operators_routine_by_command(pilot: Pilot, tmp_path: Path) -> None:
+    house_a, house_b, market, supplier = (uuid.uuid4() for _ in range(4))
+    a, b = uuid_to_bytes32(house_a), uuid_to_bytes32(house_b)
+    key_a, key_b = Account.create(), Account.create()
+    meter_a, meter_b = uuid.uuid4(), uuid.uuid4()
+
+    # Registering by command puts the meter on chain, home area the house itself.
+    done = pilot.cli("meters", "register", str(meter_a), key_a.address, str(house_a))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Registered meter {meter_a}: participant {house_a}")
+    info = pilot.contract.functions.meterOf(meter_id(meter_a)).call()
+    assert (info[0], bytes(info[3])) == (key_a.address, a)
+    assert bytes(pilot.contract.functions.homeAreaOf(a).call()) == a
+    done = pilot.cli("meters", "register", "0x" + meter_id(meter_b).hex(), key_b.address,
+                     str(house_b), "--home-area", str(house_b))
+    assert done.returncode == 0, done.stderr
+
+    # Bad inputs: one sentence each, exit 2 for a malformed value, 1 for a refusal; no
+    # transaction is sent.
+    nonce = pilot.nonce()
+    s0 = pilot.head_time() // SLOT * SLOT - 6 * SLOT
+    refused = {
+        ("meters", "register", str(uuid.uuid4()), "0x1234", str(house_a)):
+            (2, "The address '0x1234' is not an Ethereum address"),
+        ("meters", "register", "meter-7", key_a.address, str(house_a)):
+            (2, "The meter id 'meter-7' is neither a uuid nor 0x and 64 hex digits."),
+        ("meters", "register", str(meter_a), key_a.address, str(uuid.uuid4())):
+            (1, f"the meter {meter_a} is already registered"),
+        ("meters", "register", str(uuid.uuid4()), key_a.address, str(house_a)):
+            (1, f"participant {house_a} still has the active meter {meter_a}"),
+        ("meters", "deactivate", str(uuid.uuid4()), "--at", str(s0)):
+            (1, "is registered in Settlement"),
+        ("meters", "replace", str(meter_a), str(uuid.uuid4()), key_b.address, "--at",
+         str(s0 + 7)): (1, f"{format_time(s0 + 7)} is not on a slot boundary (slots are "
+                           f"{SLOT} s); use {format_time(s0)} or {format_time(s0 + SLOT)}."),
+        ("meters", "deactivate", str(meter_a), "--at", "yesterday"):
+            (2, "The time 'yesterday' is neither unix seconds nor ISO-8601"),
+        ("rates", "set", "--from", str(s0), "--shortfall", "abc", "--grid-supply", "1"):
+            (2, "The shortfall rate 'abc' is not a number of euro cents per kWh."),
+        ("periods", "paid", "1", str(house_a)):
+            (1, "There is no closed period 1: no period is closed yet."),
+        ("periods", "close", "--end", str(s0 + 100 * SLOT)):
+            (1, "a period cannot end in the future"),
+    }
+    for argv, (status, sentence) in refused.items():
+        result = pilot.cli(*argv)
+        assert (result.returncode, result.stdout) == (status, ""), argv
+        assert sentence in result.stderr, (argv, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 3
+    assert pilot.nonce() == nonce
+
+    # Rates by command, in decimal cents per kWh; shown back as set.
+    done = pilot.cli("rates", "set", "--from", format_time(s0), "--shortfall", "40",
+                     "--grid-supply", "30.5", "--feed-in", "8")
+    assert done.returncode == 0, done.stderr
+    assert pilot.contract.functions.ratesHistory().call() == [
+        (s0, 40 * CT, 30 * CT + CT // 2, 8 * CT)]
+    shown = pilot.cli("rates", "show")
+    assert shown.stdout == (f"from {format_time(s0)}: shortfall 40, grid supply 30.5, "
+                            "feed-in 8 ct/kWh\n")
+
+    # A sells 10 Wh across its meter in s0, exports 7: a 3 Wh shortfall. In s0 + SLOT it
+    # imports 2 Wh it never bought: excess. B buys 5 Wh in s0 + SLOT but read only once.
+    pilot.send("recordTrades", [trade(market, s0, house_a, supplier, 10, 3),
+                                trade(market, s0 + SLOT, supplier, house_b, 5, 2),
+                                trade(house_a, s0, supplier, house_a, 1, 1)])  # inside A
+    pilot.readings(meter_id(meter_a), key_a, {s0: (100, 50), s0 + SLOT: (100, 57),
+                                              s0 + 2 * SLOT: (102, 57)})
+    pilot.readings(meter_id(meter_b), key_b, {s0: (0, 0)})
+
+    until = s0 + 3 * SLOT
+    done = pilot.cli("slots", "close", "--until", str(until))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Closed 6 slots: 2 balanced, 4 unmetered, in 1 transaction(s).\n"
+    assert [pilot.status(a, s) for s in (s0, s0 + SLOT, s0 + 2 * SLOT)] == [1, 1, 2]
+    assert [pilot.status(b, s) for s in (s0, s0 + SLOT, s0 + 2 * SLOT)] == [2, 2, 2]
+    again = pilot.cli("slots", "close", "--until", str(until))
+    assert again.stdout == "No slot was due and open; nothing sent.\n"
+    shortfall, excess = 3 * WH * 40, 2 * WH * (30 * CT + CT // 2) // CT
+    assert pilot.contract.functions.balancingOf(a).call() == [shortfall + excess, 0]
+    assert pilot.contract.functions.balancingOf(OPERATOR).call() == [0, shortfall + excess]
+
+    # Without --until, everything due up to now; no slot is closed twice.
+    done = pilot.cli("slots", "close")
+    assert done.returncode == 0, done.stderr
+    newest = pilot.head_time() // SLOT * SLOT - 2 * SLOT
+    assert all(pilot.status(p, s) != 0 for p in (a, b) for s in range(s0, newest, SLOT))
+    closings = pilot.closings()
+    assert set(closings.values()) == {1}
+    assert (a, s0 - SLOT) not in closings  # nothing before its first reading or trade
+
+    # The period and its statements: CSV equal to statementOf, and to the trades above.
+    end = pilot.head_time() // SLOT * SLOT
+    done = pilot.cli("periods", "close", "--end", format_time(end))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Closed period 1 at {format_time(end)} (block ")
+    export = tmp_path / "period-1.csv"
+    done = pilot.cli("periods", "statements", "1", "--csv", str(export))
+    assert done.stdout == f"Wrote 4 statements of period 1 to {export}.\n"
+    with export.open() as handle:
+        rows = {row["participant"]: row for row in csv.DictReader(handle)}
+    supplier_id = str(supplier)
+    assert rows[str(house_a)] == {
+        "participant": str(house_a), "energy_sold_kwh": "0.01", "energy_bought_kwh": "0.001",
+        "money_receivable_ct": "3", "money_payable_ct": "1", "balancing_charges_ct": "0.181",
+        "balancing_credits_ct": "0", "net_ct": "1.819", "paid": "no"}
+    assert rows[str(house_b)]["energy_bought_kwh"] == "0.005"
+    assert rows[str(house_b)]["net_ct"] == "-2"
+    assert rows[supplier_id]["money_receivable_ct"] == "3"
+    assert rows[supplier_id]["net_ct"] == "0"
+    assert rows["operator"]["balancing_credits_ct"] == "0.181"
+    assert set(rows) == {str(house_a), str(house_b), supplier_id, "operator"}
+    for participant, row in rows.items():
+        pid = OPERATOR if participant == "operator" else uuid_to_bytes32(participant)
+        on_chain = pilot.contract.functions.statementOf(1, pid).call()
+        assert [cents(row[column]) for column in (
+            "energy_sold_kwh", "energy_bought_kwh", "money_receivable_ct", "money_payable_ct",
+            "balancing_charges_ct", "balancing_credits_ct", "net_ct")] == list(on_chain[:7])
+    stdout = pilot.cli("periods", "statements", "1", "--csv", "-").stdout
+    assert stdout.splitlines()[0].startswith("participant,energy_sold_kwh,")
+    assert len(stdout.splitlines()) == 5
+
+    # Paid, once.
+    done = pilot.cli("periods", "paid", "1", str(house_a))
+    assert done.stdout == f"Marked the statement of {house_a} for period 1 paid.\n"
+    assert pilot.contract.functions.statementOf(1, a).call()[7] is True
+    twice = pilot.cli("periods", "paid", "1", str(house_a))
+    assert twice.returncode == 1
+    assert f"the statement of participant {house_a} for period 1 is already marked paid." \
+        in twice.stderr
+    closed_twice = pilot.cli("periods", "close", "--end", str(end))
+    assert "the previous period already ends at" in closed_twice.stderr
+
+    # Replacing and deactivating meters, then showing them.
+    meter_a2 = uuid.uuid4()
+    early = pilot.cli("meters", "deactivate", str(meter_b), "--at", str(s0 - SLOT))
+    assert f"the meter {meter_b} cannot end before {format_time(s0)}" in early.stderr
+    done = pilot.cli("meters", "replace", str(meter_a), str(meter_a2), key_b.address, "--at",
+                     str(until))
+    assert done.returncode == 0, done.stderr
+    done = pilot.cli("meters", "deactivate", str(meter_b), "--at", str(until))
+    assert done.stdout.startswith(f"Deactivated meter {meter_b}")
+    assert f"ended {format_time(until)}" in done.stdout
+    shown = pilot.cli("meters", "show", "--participant", str(house_a)).stdout.splitlines()
+    assert [line.split(":")[0] for line in shown] == [f"meter {meter_a}", f"meter {meter_a2}"]
+    assert f"ended {format_time(until)}; newest reading {format_time(s0 + 2 * SLOT)}" in shown[0]
+    assert f"from {format_time(until)}, active; no reading yet" in shown[1]
+
+
+class CloserProcess(ServiceProcess):
+    """``python -m closer`` as a real process."""
+
+    module = "closer"
+
+    def env(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": os.environ.get("HOME", "/tmp"), **self.settings.to_env()}
+
+
+def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
+                                                                    tmp_path: Path) -> None:
+    closer_key = pilot.net.keys.role("closer")
+    ensure_account(pilot.w3, pilot.operator, pilot.deployment, closer_key.address, role=None)
+    house = uuid.uuid4()
+    pid = uuid_to_bytes32(house)
+    key, meter = Account.create(), meter_id(uuid.uuid4())
+    pilot.send("registerMeter", meter, key.address, pid, pid)
+    s0 = pilot.head_time() // SLOT * SLOT - 4 * SLOT
+    pilot.readings(meter, key, {s0: (0, 0), s0 + SLOT: (1, 1)})
+
+    chain = replace(pilot.net.settings, rpc_url_override=pilot.net.rpc_url,
+                    deployment_file_override=pilot.record)
+    settings = CloserSettings(chain=chain, interval=1.0, metrics_port=free_port())
+    process = CloserProcess(settings, tmp_path / "closer.log")
+
+    def closed_through(newest: int) -> bool:
+        return all(pilot.status(pid, slot) != 0 for slot in range(s0, newest + 1, SLOT))
+
+    process.start()
+    try:
+        wait_for(lambda: (process.metrics() or {}).get("state") == "running" or None,
+                 timeout=60, what=f"the closer to run; log:\n{process.log_tail()}")
+        first_due = pilot.head_time() // SLOT * SLOT - SLOT
+        wait_for(lambda: closed_through(first_due - SLOT) or None, timeout=60,
+                 what="the closer to close every due slot")
+        assert pilot.status(pid, s0) == 1  # readings at both ends: balanced
+        assert pilot.status(pid, s0 + SLOT) == 2  # none at its end: unmetered
+        process.stop()
+
+        # Readings arrive while it is down; after a restart it goes on where the chain is.
+        later = pilot.head_time() // SLOT * SLOT
+        pilot.readings(meter, key, {later: (5, 5), later + SLOT: (6, 7)})
+        wait_for(lambda: pilot.head_time() >= later + 2 * SLOT or None, timeout=3 * SLOT,
+                 what=f"slot {later} to become due")
+        process.start()
+        wait_for(lambda: closed_through(later) or None, timeout=60,
+                 what="the restarted closer to close the slots due meanwhile")
+        assert pilot.status(pid, later) == 1
+        assert set(pilot.closings().values()) == {1}  # no slot closed twice
+
+        # Nothing due (a deadline far ahead): passes go on, no transaction is sent.
+        pilot.send("setCloseDelay", 10**6)
+
+        def passes_after(count: int) -> int:
+            start = int((process.metrics() or {}).get("passes") or 0)
+            wait_for(lambda: int((process.metrics() or {}).get("passes") or 0) >= start + count
+                     or None, timeout=30, what=f"{count} more passes of the closer")
+            return start
+
+        passes_after(2)  # the pass under way may have seen the old delay: let it finish
+        sent = pilot.w3.eth.get_transaction_count(closer_key.address, "pending")
+        passes_after(3)
+        assert pilot.w3.eth.get_transaction_count(closer_key.address, "pending") == sent
+        metrics = process.metrics() or {}
+        assert metrics["state"] == "running" and metrics["problem"] is None
+        assert metrics["balanced"] >= 1 and metrics["unmetered"] >= 1
+    finally:
+        process.stop()
