@@ -195,6 +195,15 @@ def add_operator_commands(sub: Commands) -> dict[str, Commands]:
                           "(what pilotchain-closer does continuously).")
     close_slots.add_argument("--until", type=value(op.parse_time), metavar="TIME",
                              help="only slots ending by TIME (default: every due slot)")
+    timing = command(slots, "timing", cmd_slots_timing,
+                     "Show the slot length and the close delay, or change them.")
+    timing.add_argument("--length", type=value(op.parse_seconds), metavar="SECONDS",
+                        help="slot length; must equal gsy-e's, and is fixed once the first "
+                             "meter or rates are set")
+    timing.add_argument("--close-delay", type=value(op.parse_seconds), metavar="SECONDS",
+                        help="how long after a slot's end it may be closed (late readings and "
+                             "gsy-e's settlement market, open for an hour after the slot, "
+                             "must fit in it)")
     return {"meters": meters}
 
 
@@ -309,6 +318,17 @@ def cmd_slots_close(settings: ChainSettings, env: Mapping[str, str],
     else:
         print(f"Closed {result.closed} slots: {result.balanced} balanced, {result.unmetered} "
               f"unmetered, in {result.transactions} transaction(s).")
+    return 0
+
+
+def cmd_slots_timing(settings: ChainSettings, env: Mapping[str, str],
+                     args: argparse.Namespace) -> int:
+    client = op.SettlementClient.open(settings)
+    if args.length is None and args.close_delay is None:
+        print(f"Settlement has {op.slot_timing(client).describe()}.")
+        return 0
+    timing = op.set_slot_timing(client, args.length, args.close_delay)
+    print(f"Settlement now has {timing.describe()}.")
     return 0
 
 

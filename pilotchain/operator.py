@@ -233,6 +233,10 @@ class SettlementClient:
             self._slot_seconds = int(self.view("slotSeconds"))
         return self._slot_seconds
 
+    def forget_slot_seconds(self) -> None:
+        """After the slot length changed: read it again when next asked."""
+        self._slot_seconds = None
+
     def check_boundary(self, seconds: int, what: str) -> int:
         """``seconds`` if it is a slot boundary, else a sentence naming the nearest ones."""
         length = self.slot_seconds()
@@ -320,6 +324,9 @@ def refusal(revert: Revert) -> str:
         "UnknownPeriod": lambda: f"there is no closed period {a['period']}.",
         "AlreadyPaid": lambda: f"the statement of participant {format_id(a['participant'])} "
                                f"for period {a['period']} is already marked paid.",
+        "SlotLengthFixed": lambda: "the slot length is fixed once the first meter or rates "
+                                   "are set.",
+        "InvalidSlotLength": lambda: "a slot cannot be 0 s long.",
         "ZeroId": lambda: "an id cannot be zero.",
         "ZeroAddress": lambda: "an address cannot be zero.",
         "ZeroParticipant": lambda: "a participant or home area cannot be zero.",
@@ -417,6 +424,44 @@ def set_rates(client: SettlementClient, rates: Rates) -> Rates:
     client.transact("Setting the rates", "setRates", rates.from_slot, rates.shortfall,
                     rates.grid_supply, rates.feed_in)
     return rates
+
+
+@dataclass(frozen=True)
+class SlotTiming:
+    """How long a slot is and how long after its end it may be closed, in seconds."""
+
+    length: int
+    close_delay: int
+
+    def describe(self) -> str:
+        return (f"slots of {self.length} s, each closed {self.close_delay} s after its end "
+                "at the earliest")
+
+
+def slot_timing(client: SettlementClient) -> SlotTiming:
+    return SlotTiming(int(client.view("slotSeconds")), int(client.view("closeDelay")))
+
+
+def set_slot_timing(client: SettlementClient, length: int | None,
+                    close_delay: int | None) -> SlotTiming:
+    """Change the slot length (only before the first meter or rates) and the close delay."""
+    if length is not None:
+        client.transact("Setting the slot length", "setSlotSeconds", length)
+        client.forget_slot_seconds()
+    if close_delay is not None:
+        client.transact("Setting the close delay", "setCloseDelay", close_delay)
+    return slot_timing(client)
+
+
+def parse_seconds(text: str) -> int:
+    """A whole, positive number of seconds."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = -1
+    if seconds <= 0 or seconds >= 2**64:
+        raise InvalidInput(f"{text!r} is not a whole number of seconds above 0.")
+    return seconds
 
 
 def rates_history(client: SettlementClient) -> list[Rates]:

@@ -42,7 +42,15 @@ from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
 from pilotchain.config import MqttConnection
 from pilotchain.contract import Deployment, compile_settlement, load_deployment
 from pilotchain.keys import KeyStore
-from pilotchain.metering import Domain, MeterReading, SignedReading, meter_id, sign_reading
+from pilotchain.metering import (
+    WH,
+    Domain,
+    MeterReading,
+    SignedReading,
+    SlotStatus,
+    meter_id,
+    sign_reading,
+)
 from pilotchain.trades import (
     TRADE_SETTLED_TOPIC,
     decode_trade_settled_logs,
@@ -56,11 +64,14 @@ OWNER_UID = 4321
 RECORDING = "tests/data/default_2a_one_sided.jsonl"
 ONE_SHOT = ("init", "deploy")
 LONG_RUNNING = ("bootnode", "validator1", "validator2", "validator3", "rpc-node", "redis",
-                "bridge", "faucet", "mosquitto", "ingest", "ingest-http", "ingest-mqtt")
+                "bridge", "faucet", "mosquitto", "ingest", "ingest-http", "ingest-mqtt", "closer")
 SERVICES = (*ONE_SHOT, *LONG_RUNNING)
 SIGNERS = ("validator1", "validator2", "validator3")
-# A shorter block period than the default 5 s keeps the test quick; nothing else differs.
-SETTINGS = {"BLOCK_PERIOD": "2"}
+# A shorter block period than the default 5 s and a closer that looks every 2 s instead of every
+# minute keep the test quick; nothing else differs.
+SETTINGS = {"BLOCK_PERIOD": "2", "CLOSER_INTERVAL": "2"}
+# Test c's slots: short, so the closer's work shows within a minute (set before any meter).
+SLOT_SECONDS, CLOSE_DELAY = 30, 60
 UP_TIMEOUT = 900  # a cold run builds the app image (apt, pip, npm) inside `up`
 
 
@@ -177,18 +188,23 @@ def test_b_a_replayed_recording_settles_exactly_once(
 
 
 def register_meters(w3: Web3, contract: Contract, keys: KeyStore,
-                    count: int) -> list[tuple[bytes, LocalAccount]]:
-    """``count`` throwaway meters, each of a participant of its own, registered by the
-    operator (keys/operator, written by the stack's `init`): (meter id, meter key)."""
+                    count: int) -> list[tuple[bytes, LocalAccount, bytes]]:
+    """Short slots, then ``count`` throwaway meters, each of a participant of its own,
+    registered by the operator (keys/operator, written by the stack's `init`): (meter id,
+    meter key, participant)."""
     sender = Sender(w3, keys.role("operator").unlock())
-    meters, hashes = [], []
+    hashes = [sender.send({"to": contract.address, "gas": 100_000,
+                           "data": contract.encode_abi(name, args=[value])})
+              for name, value in (("setSlotSeconds", SLOT_SECONDS),
+                                  ("setCloseDelay", CLOSE_DELAY))]
+    meters = []
     for _ in range(count):
         participant = bytes(16) + uuid.uuid4().bytes
         meter, key = meter_id(uuid.uuid4()), Account.create()
         data = contract.encode_abi("registerMeter",
                                    args=[meter, key.address, participant, participant])
         hashes.append(sender.send({"to": contract.address, "data": data, "gas": 300_000}))
-        meters.append((meter, key))
+        meters.append((meter, key, participant))
     for tx_hash in hashes:
         assert wait_for_receipt(w3, tx_hash)["status"] == 1, "registerMeter reverted"
     return meters
@@ -240,11 +256,16 @@ def test_c_meter_readings_over_mqtt_and_http_settle_exactly_once(
     contract = w3.eth.contract(address=deployment.address, abi=compile_settlement().abi)
     keys = KeyStore(stack.directory / "keys")
     with timings.measure("c: register two meters"):
-        (by_mqtt, mqtt_key), (by_http, http_key) = register_meters(w3, contract, keys, 2)
+        (by_mqtt, mqtt_key, mqtt_party), (by_http, http_key, http_party) = register_meters(
+            w3, contract, keys, 2)
     slot = int(contract.functions.slotSeconds().call())
+    assert slot == SLOT_SECONDS
     time = w3.eth.get_block("latest")["timestamp"] // slot * slot - slot
     domain = Domain(deployment.chain_id, deployment.address)
     over_mqtt = sign_reading(MeterReading(by_mqtt, time, 1200, 30), mqtt_key, domain)
+    # The HTTP meter also read at the start of the slot before: that slot can balance. It is
+    # due CLOSE_DELAY after its end, later than the readings arrive.
+    before = sign_reading(MeterReading(by_http, time - slot, 4400, 0), http_key, domain)
     over_http = sign_reading(MeterReading(by_http, time, 4500, 0), http_key, domain)
 
     broker = MqttConnection(port=stack.ports["MQTT_PORT"],
@@ -256,13 +277,14 @@ def test_c_meter_readings_over_mqtt_and_http_settle_exactly_once(
     with timings.measure("c: one reading over MQTT, one over HTTP, on chain"):
         publish_over_mqtt(broker, over_mqtt)
         answer = requests.post(f"{stack.url('INGEST_HTTP_PORT')}/api/readings",
-                               json=[reading_json(over_http)], timeout=60)
+                               json=[reading_json(before), reading_json(over_http)],
+                               timeout=60)
         assert answer.status_code == 202, answer.text
-        assert (answer.json()["queued"], answer.json()["refused"]) == (1, 0), answer.text
-        expected = {(by_mqtt, time), (by_http, time)}
+        assert (answer.json()["queued"], answer.json()["refused"]) == (2, 0), answer.text
+        expected = {(by_mqtt, time), (by_http, time - slot), (by_http, time)}
         wait_for(lambda: expected <= set(recorded_readings(w3, deployment)) or None,
                  timeout=120, what="the MQTT and the HTTP reading on chain")
-    for signed in (over_mqtt, over_http):
+    for signed in (over_mqtt, before, over_http):
         r = signed.reading
         present, import_wh, export_wh, _ = contract.functions.readingOf(r.meter, r.time).call()
         assert (present, import_wh, export_wh) == (True, r.import_wh, r.export_wh)
@@ -272,6 +294,19 @@ def test_c_meter_readings_over_mqtt_and_http_settle_exactly_once(
                          'redis-cli -a "$(cat /pilotchain/keys/redis/password)" '
                          "--no-auth-warning XLEN pilotchain:readings:dead", timeout=60)
     assert dead.stdout.strip() == "0", f"readings were dead-lettered: {dead.stdout!r}"
+
+    # The closer service: the HTTP meter's slot with both readings balances (100 Wh imported,
+    # nothing bought); the MQTT meter's slot lacks its end reading and closes unmetered.
+    with timings.measure("c: the closer closes both slots"):
+        wait_for(lambda: (contract.functions.slotOf(http_party, time - slot).call()[0] != 0
+                 and contract.functions.slotOf(mqtt_party, time).call()[0] != 0) or None,
+                 timeout=180, interval=1.0, what="the closer to close both meters' slots")
+    assert contract.functions.slotOf(http_party, time - slot).call()[0] == SlotStatus.BALANCED
+    assert contract.functions.slotOf(mqtt_party, time).call()[0] == SlotStatus.UNMETERED
+    balanced = contract.events.SlotBalanced().get_logs(
+        from_block=deployment.block_number, argument_filters={"participant": http_party})
+    assert [(e["args"]["slot"], e["args"]["importEnergy"]) for e in balanced
+            if e["args"]["slot"] == time - slot] == [(time - slot, 100 * WH)]
 
 
 def test_d_stop_and_up_keep_the_chain_and_down_leaves_nothing(

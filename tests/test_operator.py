@@ -349,3 +349,30 @@ def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
         assert metrics["balanced"] >= 1 and metrics["unmetered"] >= 1
     finally:
         process.stop()
+
+
+def test_slot_timing_by_command(pilot: Pilot) -> None:
+    shown = pilot.cli("slots", "timing")
+    assert shown.stdout == (f"Settlement has slots of {SLOT} s, each closed 0 s after its end "
+                            "at the earliest.\n"), shown.stderr
+    done = pilot.cli("slots", "timing", "--length", "60", "--close-delay", "5400")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ("Settlement now has slots of 60 s, each closed 5400 s after its end "
+                           "at the earliest.\n")
+    functions = pilot.contract.functions
+    assert (functions.slotSeconds().call(), functions.closeDelay().call()) == (60, 5400)
+
+    nonce = pilot.nonce()
+    bad = pilot.cli("slots", "timing", "--close-delay", "-5")
+    assert bad.returncode == 2 and "'-5' is not a whole number of seconds above 0." in bad.stderr
+    assert pilot.nonce() == nonce
+    # Once a meter is registered, the slot length is the one gsy-e's trades were counted by.
+    pilot.send("registerMeter", meter_id(uuid.uuid4()), Account.create().address,
+               uuid_to_bytes32(uuid.uuid4()), uuid_to_bytes32(uuid.uuid4()))
+    nonce = pilot.nonce()
+    fixed = pilot.cli("slots", "timing", "--length", "900")
+    assert (fixed.returncode, fixed.stdout) == (1, "")
+    assert "the slot length is fixed once the first meter or rates are set." in fixed.stderr
+    assert "Traceback" not in fixed.stderr
+    assert pilot.nonce() == nonce
+    assert functions.slotSeconds().call() == 60
