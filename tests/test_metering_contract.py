@@ -20,6 +20,7 @@ from evm_fixtures import Evm, deploy_evm, events, revert_of, send
 from recordings import RECORDINGS
 from web3 import Web3
 
+from bridge.gas import BATCH_OVERHEAD_GAS, TRANSACTION_GAS, WORST_GAS_PER_TRADE, calldata_gas
 from pilotchain.contract import (
     MAX_CODE_BYTES,
     CompiledContract,
@@ -652,3 +653,38 @@ def test_periods_fix_statements_and_late_entries_go_to_the_next_one(fresh: Evm):
     assert revert_of(fresh, functions.markPaid(1, h.pid), operator) == (
         f"AlreadyPaid(period=1, participant=0x{h.pid.hex()})")
     assert revert_of(fresh, functions.markPaid(4, h.pid), operator) == "UnknownPeriod(period=4)"
+
+
+# --- the writers' worst case ------------------------------------------------------------------
+
+
+def test_no_trade_costs_more_than_the_bridge_plans_for(fresh: Evm):
+    """The bridge sizes each batch's gas limit by WORST_GAS_PER_TRADE: a trade must never
+    cost more, or full batches run out of gas. The dearest trade: a new trade id between two
+    metered parties, the first across their meters in its slot, and the first change of both
+    bills in a new period (which stores the closed period's amounts first)."""
+    functions = fresh.contract.functions
+    pairs = [(house(9000 + 2 * i), house(9001 + 2 * i)) for i in range(40)]
+    market = uuid.UUID(int=1)
+    for seller, buyer in pairs:
+        register(fresh, seller)
+        register(fresh, buyer)
+
+    def per_trade(slot: int) -> float:
+        records = [trade(s.participant, b.participant, market, slot, 7 * WH + 1, 10**18 + 1)
+                   for s, b in pairs]
+        call = functions.recordTrades([r.as_contract_tuple() for r in records])
+        data = bytes.fromhex(call._encode_transaction_data()[2:])
+        receipt = send(fresh, call, fresh.recorder.address)
+        execution = (receipt["gasUsed"] - TRANSACTION_GAS - calldata_gas(data)
+                     - BATCH_OVERHEAD_GAS)
+        return execution / len(records)
+
+    new_bills = per_trade(DAY)
+    admin(fresh, functions.closePeriod(DAY + 96 * SLOT))
+    new_period = per_trade(DAY + 97 * SLOT)
+    worst = max(new_bills, new_period)
+    assert 0.85 * WORST_GAS_PER_TRADE < worst <= WORST_GAS_PER_TRADE, (
+        f"a trade costs up to {worst:,.0f} gas (new bills {new_bills:,.0f}, first change in a "
+        f"new period {new_period:,.0f}); WORST_GAS_PER_TRADE = {WORST_GAS_PER_TRADE:,} must "
+        "cover it without being wildly loose")
