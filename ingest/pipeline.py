@@ -70,6 +70,7 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
     def _connected(self, writer: ChainWriter[ReadingItem], contract: Any,
                    chain_id: int) -> None:
         functions = contract.functions
+        self._slot_seconds_call = functions.slotSeconds
         self.slot_seconds = int(writer.read("Reading the slot length",
                                             lambda: functions.slotSeconds().call()))
         self.domain = Domain(chain_id, contract.address)
@@ -77,6 +78,10 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
         self.registry = MeterRegistry(
             lambda meter: writer.read("Looking up a meter", lambda: lookup(meter)),
             self.settings.unknown_meter_ttl)
+
+    def _read_slot_length(self) -> int:
+        call = self._slot_seconds_call
+        return int(self.writer.read("Reading the slot length", lambda: call().call()))
 
     def _entry_ids(self, item: ReadingItem) -> Sequence[str]:
         return (item.entry_id,)
@@ -137,6 +142,12 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
                     self._chain_down(error)
 
     def _check(self, valid: ValidReading, retried: bool) -> None:
+        if not self.registry.knows_a_meter():
+            # The operator may still change the slot length (until the first meter or rates
+            # are set), so it is read again until a registered meter has been seen; after
+            # that it is fixed for good.
+            self.registry.signer(valid.signed.reading.meter)
+            self.slot_seconds = self._read_slot_length()
         problem = off_chain_problem(valid.signed, self.registry, self.domain,
                                     self.slot_seconds, time.time())
         if problem is not None:

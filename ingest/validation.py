@@ -52,6 +52,10 @@ class MeterRegistry:
         self._known[meter] = signer
         return signer
 
+    def knows_a_meter(self) -> bool:
+        """Whether any registered meter has been seen (from then on the slot length is fixed)."""
+        return bool(self._known)
+
 
 def contract_lookup(contract: Any) -> Callable[[bytes], str]:
     """The registry lookup through ``meterOf`` (its first member is the signer)."""

@@ -21,7 +21,7 @@ from ingest_fixtures import (
     register_meters,
 )
 
-from pilotchain.chain import wait_for
+from pilotchain.chain import Sender, wait_for, wait_for_receipt
 
 
 def test_good_readings_settle_once_and_each_bad_kind_is_dead_lettered_with_its_reason(
@@ -85,4 +85,30 @@ def test_kill_9_during_5000_readings_settles_each_exactly_once(
     recorded = recorded_on_chain(metered)
     assert len(recorded) == len(readings)
     assert set(recorded.values()) == {1}
+    assert dead_letters(redis_url) == {}
+
+
+def test_a_slot_length_set_after_the_ingest_started_decides_what_goes_on_chain(
+        metered: MeteredChain, redis_url: str) -> None:
+    """Until the first meter is registered the operator may change the slot length; an ingest
+    started before that must follow it, not the length it read at start (900 s)."""
+    slot = 120
+    settings = ingest_settings(metered, redis_url)
+    with IngestThread(settings) as metrics:
+        wait_for(lambda: metrics.get("state") == "running" or None, timeout=60,
+                 what="the ingest to run")
+        sender = Sender(metered.w3, metered.net.keys.role("operator").unlock())
+        data = metered.contract.encode_abi("setSlotSeconds", args=[slot])
+        tx_hash = sender.send({"to": metered.contract.address, "data": data})
+        assert wait_for_receipt(metered.w3, tx_hash, timeout=60)["status"] == 1
+        meter = register_meters(metered, 1)[0]
+        head = metered.w3.eth.get_block("latest")["timestamp"]
+        # Boundaries of the new length that are not boundaries of the old one: the ingest
+        # would otherwise keep them off chain as minute readings.
+        times = [t for t in range(head // slot * slot - 20 * slot, head, slot) if t % SLOT][-2:]
+        publish_readings(redis_url, [meter.sign(t, 5 * i, i, domain=metered.domain)
+                                     for i, t in enumerate(times)])
+        expected = {(meter.id, t): 1 for t in times}
+        wait_for(lambda: dict(recorded_on_chain(metered)) == expected or None, timeout=90,
+                 what="both readings on chain")
     assert dead_letters(redis_url) == {}
