@@ -62,7 +62,7 @@ from bridge.config import BridgeSettings, StreamSettings
 from bridge.events import EVENT_FIELD
 from ingest.batches import READING_RECORDED_TOPIC
 from ingest.config import IngestSettings, MqttSettings
-from pilotchain.chain import Fees, Sender, batch_call, connect, wait_for, wait_for_receipt
+from pilotchain.chain import Fees, Sender, connect, wait_for, wait_for_receipt
 from pilotchain.config import ChainSettings
 from pilotchain.contract import deploy_settlement, save_deployment, settlement_contract
 from pilotchain.deployment import ensure_reader
@@ -95,7 +95,6 @@ DOCUMENTED_GAS_PER_TRADE = 31_925  # docs/contract.md, full batches of 409
 REGISTER_GAS = 300_000
 # Registrations in flight: about three full blocks, well inside geth's pool limits.
 REGISTER_WINDOW = 900
-REGISTER_BATCH = 300
 TEMPLATE = PROJECT_ROOT / "tests" / "data" / "default_2a_one_sided.jsonl"
 
 
@@ -169,30 +168,25 @@ def register(w3: Web3, url: str, operator: LocalAccount, contract: Any, fleet: F
              signers: Sequence[str]) -> dict[str, Any]:
     """registerMeter for every meter, as fast as the blocks take them; time and gas.
 
-    Signed up front and sent in JSON-RPC batches: one round trip per transaction would make
-    the load generator, not the chain, set the pace."""
+    Sent one after the other, in nonce order: the validators fetch announced transactions in
+    any order and drop an account's transactions queued beyond a gap (geth's accountqueue,
+    64), so JSON-RPC batches of hundreds from one account stalled the registration."""
     sender = Sender(w3, operator, url=url)
     fees = Fees(500 * 10**9, 10**9)  # the base fee climbs through these full blocks
     started, first_block = time.time(), w3.eth.block_number
-    nonce = sender.resync_nonce()
-    raws = []
+    hashes: list[HexBytes] = []
+    confirmed = 0
     for index, (participant, meter) in enumerate(zip(fleet.participants, fleet.meters,
                                                      strict=True)):
         pid = uuid_to_bytes32(participant)
         data = contract.encode_abi("registerMeter", args=[meter, signers[index], pid, pid])
-        tx = {"to": contract.address, "data": HexBytes(data), "gas": REGISTER_GAS}
-        raws.append(sender.sign(tx, nonce + index, fees).raw_transaction.to_0x_hex())
-    hashes: list[str] = []
-    for start in range(0, len(raws), REGISTER_BATCH):
-        mined_at_least = nonce + len(hashes) - REGISTER_WINDOW
-        wait_for(lambda n=mined_at_least: w3.eth.get_transaction_count(operator.address) >= n
-                 or None, timeout=120, interval=0.5, what="registrations to be mined")
-        hashes += batch_call(w3, url, "Registering meters", [
-            ("eth_sendRawTransaction", [raw]) for raw in raws[start:start + REGISTER_BATCH]])
-    wait_for(lambda: w3.eth.get_transaction_count(operator.address) >= nonce + len(raws)
-             or None, timeout=180, interval=0.5, what="the last registration to be mined")
+        hashes.append(sender.send({"to": contract.address, "data": HexBytes(data),
+                                   "gas": REGISTER_GAS}, fees=fees))
+        while len(hashes) - confirmed > REGISTER_WINDOW:
+            wait_for_receipt(w3, hashes[confirmed], timeout=120)
+            confirmed += REGISTER_WINDOW // 3
+    last_block = wait_for_receipt(w3, hashes[-1], timeout=180)["blockNumber"]
     seconds = time.time() - started
-    last_block = wait_for_receipt(w3, HexBytes(hashes[-1]))["blockNumber"]
     blocks = [w3.eth.get_block(n) for n in range(first_block + 1, last_block + 1)]
     gas = sum(b["gasUsed"] for b in blocks)
     failed = sum(1 for h in hashes[:: max(1, len(hashes) // 50)]
