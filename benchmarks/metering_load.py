@@ -66,6 +66,7 @@ from pilotchain.chain import Fees, Sender, connect, wait_for, wait_for_receipt
 from pilotchain.config import ChainSettings
 from pilotchain.contract import deploy_settlement, save_deployment, settlement_contract
 from pilotchain.deployment import ensure_reader
+from pilotchain.errors import ChainError
 from pilotchain.metering import (
     DEFAULT_SLOT_SECONDS,
     READING_TYPEHASH,
@@ -672,8 +673,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "mosquitto": broker.process.pid, "redis": store.process.pid,
                             "load generator": os.getpid()})
             result["clock_offset_s"] = round(offset, 1)
-            load = run_load(args, signed, meters, events, publisher, client, seen, offset,
-                            boundary, cpu)
+            try:
+                load = run_load(args, signed, meters, events, publisher, client, seen, offset,
+                                boundary, cpu)
+            except ChainError as error:
+                # Keep what the run saw: where the burst stood is the finding.
+                result["incomplete"] = {
+                    "error": str(error),
+                    "boundary_readings_on_chain": len(seen.reading_seen),
+                    "trades_on_chain": len(seen.trades_seen),
+                    "bridge_metrics": requests.get(f"{bridge.metrics_url}/metrics",
+                                                   timeout=5).json(),
+                    "ingest_metrics": requests.get(f"{ingest.metrics_url}/metrics",
+                                                   timeout=5).json()}
+                result["blocks"] = sorted(seen.blocks.values(), key=lambda b: b["number"])
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / "metering_load.json").write_text(json.dumps(result, indent=2))
+                print(f"incomplete run written to {args.out / 'metering_load.json'}",
+                      file=sys.stderr)
+                raise
             seen.stop.set()
             mins = absorbed(seen, load["minutes"], args.meters)
             minute_count = args.meters * sum(1 for m in mins if not m["boundary"])
