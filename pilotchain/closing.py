@@ -130,6 +130,10 @@ class SlotCloser:
         ``until`` if given), up to ``max_candidates`` of them."""
         client = self.client
         head = call(client.url, "Reading the head", lambda: client.w3.eth.get_block("latest"))
+        if not self.participants:
+            # Until the first meter is registered the operator may still change the slot
+            # length; from then on the contract keeps it.
+            client.forget_slot_seconds()
         slot_seconds = client.slot_seconds()
         self._learn(client.logs(EVENTS, self.cursor + 1, head["number"]), slot_seconds)
         self.cursor = head["number"]

@@ -28,6 +28,7 @@ from web3.contract import Contract
 
 from closer.config import CloserSettings
 from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.closing import SlotCloser
 from pilotchain.contract import (
     Deployment,
     compile_settlement,
@@ -37,7 +38,7 @@ from pilotchain.contract import (
 )
 from pilotchain.deployment import ensure_account
 from pilotchain.metering import OPERATOR, WH, Domain, MeterReading, meter_id, sign_reading
-from pilotchain.operator import format_time
+from pilotchain.operator import SettlementClient, format_time
 from pilotchain.trades import TradeRecord, uuid_to_bytes32
 from runner.localnet import LocalNetwork
 from runner.ports import free_port
@@ -376,3 +377,22 @@ def test_slot_timing_by_command(pilot: Pilot) -> None:
     assert "Traceback" not in fixed.stderr
     assert pilot.nonce() == nonce
     assert functions.slotSeconds().call() == 60
+
+
+def test_the_closer_follows_a_slot_length_set_after_it_started(pilot: Pilot) -> None:
+    """The operator may change the slot length until the first meter is registered; a closer
+    already running must close slots of the new length."""
+    chain = replace(pilot.net.settings, rpc_url_override=pilot.net.rpc_url,
+                    deployment_file_override=pilot.record)
+    client = SettlementClient.open(chain)
+    closer = SlotCloser(client, client.sender)
+    assert closer.close_due().closed == 0  # nothing metered yet, slots of SLOT s so far
+    length = 2 * SLOT
+    pilot.send("setSlotSeconds", length)
+    pid = uuid_to_bytes32(uuid.uuid4())
+    key, meter = Account.create(), meter_id(uuid.uuid4())
+    pilot.send("registerMeter", meter, key.address, pid, pid)
+    s0 = pilot.head_time() // length * length - 3 * length
+    pilot.readings(meter, key, {s0: (0, 0), s0 + length: (1, 1)})
+    closer.close_all(until=s0 + length)
+    assert pilot.status(pid, s0) == 1  # balanced, on the new grid
