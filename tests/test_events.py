@@ -16,7 +16,6 @@ from pilotchain.events import (
     BY_TOPIC,
     EVENTS,
     READING_RECORDED,
-    TRADE_SETTLED,
     InvalidLog,
     decode_log,
 )
