@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from web3.exceptions import ContractLogicError
-from web3.logs import DISCARD
 from web3.types import LogReceipt, TxReceipt
 
 from pilotchain.chain import Sender, call, wait_for_receipt
@@ -36,7 +35,9 @@ from pilotchain.events import (
     SLOT_BALANCED,
     SLOT_UNMETERED,
     TRADE_SETTLED,
+    decode_as,
     decode_log,
+    event_of,
 )
 from pilotchain.metering import SlotStatus
 from pilotchain.operator import (
@@ -212,21 +213,18 @@ class SlotCloser:
         size = min(MAX_SLOTS_PER_TRANSACTION, max(1, gas_limit // 2 // GAS_PER_SLOT))
         if self.max_batch:
             size = min(size, self.max_batch)
-        contract = self.client.contract
         balanced = unmetered = transactions = 0
         for start in range(0, len(due), size):
             batch = due[start:start + size]
             receipt = self._send([p for p, _ in batch], [s for _, s in batch])
             transactions += 1
-            events = contract.events
-            for event in events.SlotBalanced().process_receipt(receipt, errors=DISCARD):
-                balanced += 1
-                self._closed(bytes(event["args"]["participant"]), event["args"]["slot"],
-                             slot_seconds)
-            for event in events.SlotUnmetered().process_receipt(receipt, errors=DISCARD):
-                unmetered += 1
-                self._closed(bytes(event["args"]["participant"]), event["args"]["slot"],
-                             slot_seconds)
+            for entry in receipt["logs"]:
+                event = event_of(entry)
+                if event is SLOT_BALANCED or event is SLOT_UNMETERED:
+                    closed = decode_as(event, entry).values
+                    balanced += event is SLOT_BALANCED
+                    unmetered += event is SLOT_UNMETERED
+                    self._closed(closed["participant"], closed["slot"], slot_seconds)
         return PassResult(balanced, unmetered, transactions)
 
     def _closed(self, participant: bytes, slot: int, slot_seconds: int) -> None:
