@@ -10,7 +10,7 @@ from typing import Any
 from web3 import Web3
 
 from pilotchain.chain import batch_call
-from pilotchain.trades import BATCH_RECORDED_TOPIC
+from pilotchain.events import BATCH_RECORDED, decode_as, event_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +35,9 @@ class Receipt:
         own = tuple(entry for entry in raw.get("logs") or ()
                     if entry.get("address", "").lower() == contract.lower())
         for entry in own:
-            topics = entry.get("topics") or ()
-            if topics and bytes.fromhex(topics[0][2:]) == BATCH_RECORDED_TOPIC:
-                data = bytes.fromhex(entry["data"][2:])
-                counts = (int.from_bytes(data[:32], "big"), int.from_bytes(data[32:64], "big"))
+            if event_of(entry) is BATCH_RECORDED:
+                batch = decode_as(BATCH_RECORDED, entry).values
+                counts = (batch["recorded"], batch["skipped"])
         return cls(tx_hash=raw["transactionHash"], status=int(raw["status"], 16),
                    block_number=int(raw["blockNumber"], 16), block_hash=raw["blockHash"],
                    gas_used=int(raw["gasUsed"], 16), recorded=counts[0], skipped=counts[1],

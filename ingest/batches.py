@@ -10,15 +10,15 @@ from typing import Any
 
 from eth_abi.abi import encode as abi_encode
 from eth_utils.abi import function_signature_to_4byte_selector
-from eth_utils.crypto import keccak
 
 from bridge.gas import ItemGas
 from bridge.receipts import Receipt
 from ingest.errors import IngestConfigError
+from pilotchain.events import READING_RECORDED, READING_REFUSED, decode_as, event_of
 from pilotchain.metering import SignedReading
 
-READING_RECORDED_TOPIC = keccak(text="ReadingRecorded(bytes32,uint64,uint64,uint64,bytes32)")
-READING_REFUSED_TOPIC = keccak(text="ReadingRefused(uint256,bytes32,uint64,uint8)")
+# The catalogue's, under the name benchmarks/metering_load.py imports from here.
+READING_RECORDED_TOPIC = READING_RECORDED.topic
 # One reading's calldata: its offset in the array, five words, the signature's offset and
 # length, and 65 bytes padded to 96.
 CALLDATA_BYTES_PER_READING = 32 + 5 * 32 + 32 + 32 + 96
@@ -92,16 +92,13 @@ def fates(items: Sequence[ReadingItem], receipt: Receipt) -> Fates:
     refused: dict[int, int] = {}
     stored: dict[tuple[bytes, int], int] = {}
     for entry in receipt.logs:
-        topics = entry.get("topics") or ()
-        if not topics:
-            continue
-        topic = bytes.fromhex(topics[0][2:])
-        data = bytes.fromhex(entry["data"][2:])
-        if topic == READING_REFUSED_TOPIC:
-            index = int.from_bytes(data[:32], "big")
-            refused[index] = int.from_bytes(data[64:96], "big")
-        elif topic == READING_RECORDED_TOPIC:
-            key = (bytes.fromhex(topics[1][2:]), int(topics[2], 16))
+        event = event_of(entry)
+        if event is READING_REFUSED:
+            refusal = decode_as(event, entry).values
+            refused[refusal["index"]] = refusal["reason"]
+        elif event is READING_RECORDED:
+            reading = decode_as(event, entry).values
+            key = (reading["meter"], reading["time"])
             stored[key] = stored.get(key, 0) + 1
     recorded, duplicates = [], []
     for index, item in enumerate(items):

@@ -31,6 +31,7 @@ from web3.types import FilterParams, LogReceipt
 
 from pilotchain.chain import batch_call, read
 from pilotchain.contract import Deployment
+from pilotchain.events import BATCH_RECORDED, TRADE_SETTLED, decode_as, event_of
 from pilotchain.metering import OPERATOR, BalancingTotals, balancing_totals
 from pilotchain.metering_audit import (
     BalancingReplay,
@@ -39,8 +40,6 @@ from pilotchain.metering_audit import (
     decode_metering_log,
 )
 from pilotchain.trades import (
-    BATCH_RECORDED_TOPIC,
-    TRADE_SETTLED_TOPIC,
     Bill,
     TradeRecord,
     compute_bills,
@@ -95,14 +94,14 @@ def audit(w3: Web3, url: str, deployment: Deployment, *, to_block: int | None = 
     recorded_by_batches = 0
     for logs in _logs(w3, url, deployment.address, deployment.block_number, head):
         for log in logs:
-            topic = bytes(log["topics"][0]) if log["topics"] else b""
-            if topic == TRADE_SETTLED_TOPIC:
+            kind = event_of(log)
+            if kind is TRADE_SETTLED:
                 record = decode_trade_settled(log)
                 trades.append((record, int(log["blockNumber"])))
                 replay.apply(record)
-            elif topic == BATCH_RECORDED_TOPIC:
+            elif kind is BATCH_RECORDED:
                 report.batches += 1
-                recorded_by_batches += int.from_bytes(bytes(log["data"])[:32], "big")
+                recorded_by_batches += decode_as(BATCH_RECORDED, log).values["recorded"]
             elif (event := decode_metering_log(log)) is not None:
                 replay.apply(event)
         progress(f"read {len(trades)} trades and {replay.readings} readings up to block {head}")

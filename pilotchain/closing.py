@@ -23,31 +23,33 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
-from eth_abi.abi import decode as abi_decode
-from eth_utils.crypto import keccak
 from web3.exceptions import ContractLogicError
-from web3.logs import DISCARD
 from web3.types import LogReceipt, TxReceipt
 
 from pilotchain.chain import Sender, call, wait_for_receipt
 from pilotchain.contract import decode_revert, revert_data
-from pilotchain.metering import SlotStatus
-from pilotchain.operator import (
-    ACTIVE,
+from pilotchain.events import (
+    METER_DEACTIVATED,
+    METER_REGISTERED,
+    READING_RECORDED,
     SLOT_BALANCED,
     SLOT_UNMETERED,
     TRADE_SETTLED,
+    decode_as,
+    decode_log,
+    event_of,
+)
+from pilotchain.metering import SlotStatus
+from pilotchain.operator import (
+    ACTIVE,
     OperatorError,
     SettlementClient,
     format_time,
     refusal,
 )
 
-METER_REGISTERED = keccak(text="MeterRegistered(bytes32,bytes32,address,bytes32,uint64)")
-METER_DEACTIVATED = keccak(text="MeterDeactivated(bytes32,bytes32,uint64)")
-READING_RECORDED = keccak(text="ReadingRecorded(bytes32,uint64,uint64,uint64,bytes32)")
-EVENTS = (METER_REGISTERED, METER_DEACTIVATED, READING_RECORDED, TRADE_SETTLED, SLOT_BALANCED,
-          SLOT_UNMETERED)
+TOPICS = tuple(event.topic for event in (METER_REGISTERED, METER_DEACTIVATED, READING_RECORDED,
+                                          TRADE_SETTLED, SLOT_BALANCED, SLOT_UNMETERED))
 # Gas one closed slot may take at most: a balanced one with a charge costs about 52,000, and
 # the first change of a bill in a new period stores a snapshot for it and for the operator.
 GAS_PER_SLOT = 120_000
@@ -135,7 +137,7 @@ class SlotCloser:
             # length; from then on the contract keeps it.
             client.forget_slot_seconds()
         slot_seconds = client.slot_seconds()
-        self._learn(client.logs(EVENTS, self.cursor + 1, head["number"]), slot_seconds)
+        self._learn(client.logs(TOPICS, self.cursor + 1, head["number"]), slot_seconds)
         self.cursor = head["number"]
         delay = int(client.view("closeDelay"))
         newest = head["timestamp"] - slot_seconds - delay  # the newest due slot starts by then
@@ -158,33 +160,30 @@ class SlotCloser:
         """Update what is known from new events, in chain order."""
         registered_in: dict[bytes, int] = {}
         for entry in logs:
-            topics = [bytes(topic) for topic in entry["topics"]]
-            data = bytes(entry["data"])
-            kind = topics[0]
-            if kind == METER_REGISTERED:
-                _, home, active_from = abi_decode(["address", "bytes32", "uint64"], data)
-                self.meters[topics[1]] = topics[2]
-                participant = self.participants.setdefault(topics[2], Participant(bytes(home)))
+            decoded = decode_log(entry)
+            if decoded is None:  # not one of the contract's events; the query asks for TOPICS
+                continue
+            event, v = decoded.event, decoded.values
+            if event is METER_REGISTERED:
+                self.meters[v["meter"]] = v["participant"]
+                participant = self.participants.setdefault(v["participant"],
+                                                           Participant(v["home_area"]))
                 participant.active_until = ACTIVE
-                if active_from:
-                    participant.earliest(active_from, slot_seconds)
+                if v["active_from"]:
+                    participant.earliest(v["active_from"], slot_seconds)
                 else:
-                    registered_in[topics[2]] = int(entry["blockNumber"])
-            elif kind == METER_DEACTIVATED:
-                (until,) = abi_decode(["uint64"], data)
-                self.participants[topics[2]].active_until = until
-            elif kind == READING_RECORDED:
-                self.participants[self.meters[topics[1]]].earliest(
-                    int.from_bytes(topics[2], "big"), slot_seconds)
-            elif kind == TRADE_SETTLED:
-                market, slot = abi_decode(["bytes32", "uint64"], data[:64])
-                for party in (topics[2], topics[3]):
+                    registered_in[v["participant"]] = int(entry["blockNumber"])
+            elif event is METER_DEACTIVATED:
+                self.participants[v["participant"]].active_until = v["active_until"]
+            elif event is READING_RECORDED:
+                self.participants[self.meters[v["meter"]]].earliest(v["time"], slot_seconds)
+            elif event is TRADE_SETTLED:
+                for party in (v["seller"], v["buyer"]):
                     metered = self.participants.get(party)
-                    if metered is not None and bytes(market) != metered.home_area:
-                        metered.earliest(slot, slot_seconds)
-            elif kind in (SLOT_BALANCED, SLOT_UNMETERED):
-                self.participants[topics[1]].mark_closed(int.from_bytes(topics[2], "big"),
-                                                         slot_seconds)
+                    if metered is not None and v["market"] != metered.home_area:
+                        metered.earliest(v["time_slot"], slot_seconds)
+            elif event is SLOT_BALANCED or event is SLOT_UNMETERED:
+                self.participants[v["participant"]].mark_closed(v["slot"], slot_seconds)
         for pid, block in registered_in.items():
             mined = call(self.client.url, "Reading a block's time",
                          partial(self.client.w3.eth.get_block, block))
@@ -218,21 +217,18 @@ class SlotCloser:
         size = min(MAX_SLOTS_PER_TRANSACTION, max(1, gas_limit // 2 // GAS_PER_SLOT))
         if self.max_batch:
             size = min(size, self.max_batch)
-        contract = self.client.contract
         balanced = unmetered = transactions = 0
         for start in range(0, len(due), size):
             batch = due[start:start + size]
             receipt = self._send([p for p, _ in batch], [s for _, s in batch])
             transactions += 1
-            events = contract.events
-            for event in events.SlotBalanced().process_receipt(receipt, errors=DISCARD):
-                balanced += 1
-                self._closed(bytes(event["args"]["participant"]), event["args"]["slot"],
-                             slot_seconds)
-            for event in events.SlotUnmetered().process_receipt(receipt, errors=DISCARD):
-                unmetered += 1
-                self._closed(bytes(event["args"]["participant"]), event["args"]["slot"],
-                             slot_seconds)
+            for entry in receipt["logs"]:
+                event = event_of(entry)
+                if event is SLOT_BALANCED or event is SLOT_UNMETERED:
+                    closed = decode_as(event, entry).values
+                    balanced += event is SLOT_BALANCED
+                    unmetered += event is SLOT_UNMETERED
+                    self._closed(closed["participant"], closed["slot"], slot_seconds)
         return PassResult(balanced, unmetered, transactions)
 
     def _closed(self, participant: bytes, slot: int, slot_seconds: int) -> None:

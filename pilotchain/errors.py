@@ -19,3 +19,7 @@ class ChainError(PilotChainError):
 
 class NetworkError(PilotChainError):
     """The local native network could not be started, stopped or inspected."""
+
+
+class TradeFormatError(PilotChainError):
+    """A trade or a log of the Settlement contract does not fit the settlement format."""

@@ -17,15 +17,26 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from eth_abi.abi import decode as abi_decode
-from eth_abi.exceptions import DecodingError
-from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
-
+from pilotchain.errors import TradeFormatError
+from pilotchain.events import (
+    BOUNDARY_TRADE_AFTER_CLOSE,
+    METER_DEACTIVATED,
+    METER_REGISTERED,
+    PERIOD_CLOSED,
+    RATES_SET,
+    READING_RECORDED,
+    SLOT_BALANCED,
+    SLOT_SECONDS_SET,
+    SLOT_UNMETERED,
+    STATEMENT_PAID,
+    decode_as,
+    event_of,
+    undecodable,
+)
 from pilotchain.metering import (
     DEFAULT_SLOT_SECONDS,
     MAX_REGISTER,
@@ -37,26 +48,12 @@ from pilotchain.metering import (
     rates_at,
 )
 from pilotchain.trades import (
-    InvalidLog,
-    TradeFormatError,
     TradeRecord,
     bytes32_to_uuid,
     format_time_slot,
     uuid_to_bytes32,
 )
 
-METER_REGISTERED_TOPIC = keccak(text="MeterRegistered(bytes32,bytes32,address,bytes32,uint64)")
-METER_DEACTIVATED_TOPIC = keccak(text="MeterDeactivated(bytes32,bytes32,uint64)")
-READING_RECORDED_TOPIC = keccak(text="ReadingRecorded(bytes32,uint64,uint64,uint64,bytes32)")
-RATES_SET_TOPIC = keccak(text="RatesSet(uint64,uint96,uint96,uint96)")
-SLOT_SECONDS_SET_TOPIC = keccak(text="SlotSecondsSet(uint64)")
-SLOT_BALANCED_TOPIC = keccak(
-    text="SlotBalanced(bytes32,uint64,bytes32,uint256,uint256,uint256,uint256,uint256,uint256,"
-         "uint256)")
-SLOT_UNMETERED_TOPIC = keccak(text="SlotUnmetered(bytes32,uint64,uint256,uint256)")
-BOUNDARY_TRADE_AFTER_CLOSE_TOPIC = keccak(text="BoundaryTradeAfterClose(bytes32,bytes32,uint64)")
-PERIOD_CLOSED_TOPIC = keccak(text="PeriodClosed(uint256,uint64)")
-STATEMENT_PAID_TOPIC = keccak(text="StatementPaid(uint256,bytes32)")
 # A meter without an end (the contract's type(uint64).max).
 ACTIVE = MAX_REGISTER
 
@@ -156,85 +153,61 @@ Event = (TradeRecord | MeterRegistered | MeterDeactivated | ReadingRecorded | Ra
 
 def decode_metering_log(log: Mapping[str, Any]) -> Event | None:
     """The metering or period event a Settlement log carries; None for any other log."""
-    topics = [bytes(topic) for topic in log.get("topics", ())]
-    decoder = _DECODERS.get(topics[0]) if topics else None
-    if decoder is None:
+    event = event_of(log)
+    build = _BUILDERS.get(event.name) if event is not None else None
+    if event is None or build is None:
         return None
+    values = decode_as(event, log).values
     try:
-        return decoder(topics[1:], bytes(log.get("data", b"")))
-    except (DecodingError, TradeFormatError, IndexError, ValueError) as error:
-        raise InvalidLog(f"The Settlement log in block {log.get('blockNumber')} (index "
-                         f"{log.get('logIndex')}) cannot be decoded: {error}") from None
+        return build(values)
+    except TradeFormatError as error:
+        raise undecodable(event.name, log, error) from None
 
 
-def _data(types: list[str], data: bytes) -> tuple[Any, ...]:
-    return tuple(abi_decode(types, data))
+def _meter_registered(v: dict[str, Any]) -> Event:
+    return MeterRegistered(v["meter"], bytes32_to_uuid(v["participant"]), v["signer"],
+                           bytes32_to_uuid(v["home_area"]), v["active_from"])
 
 
-def _word(topic: bytes) -> int:
-    return int.from_bytes(topic, "big")
+def _meter_deactivated(v: dict[str, Any]) -> Event:
+    return MeterDeactivated(v["meter"], bytes32_to_uuid(v["participant"]), v["active_until"])
 
 
-def _meter_registered(topics: list[bytes], data: bytes) -> Event:
-    signer, home, active_from = _data(["address", "bytes32", "uint64"], data)
-    return MeterRegistered(topics[0], bytes32_to_uuid(topics[1]), to_checksum_address(signer),
-                           bytes32_to_uuid(home), active_from)
+def _reading_recorded(v: dict[str, Any]) -> Event:
+    return ReadingRecorded(v["meter"], v["time"], v["import_wh"], v["export_wh"])
 
 
-def _meter_deactivated(topics: list[bytes], data: bytes) -> Event:
-    (until,) = _data(["uint64"], data)
-    return MeterDeactivated(topics[0], bytes32_to_uuid(topics[1]), until)
+def _rates_set(v: dict[str, Any]) -> Event:
+    return RatesSet(Rates(v["from_slot"], v["shortfall_rate"], v["grid_supply_rate"],
+                          v["feed_in_rate"]))
 
 
-def _reading_recorded(topics: list[bytes], data: bytes) -> Event:
-    import_wh, export_wh, _anchor = _data(["uint64", "uint64", "bytes32"], data)
-    return ReadingRecorded(topics[0], _word(topics[1]), import_wh, export_wh)
+def _after_close(v: dict[str, Any]) -> Event:
+    return BoundaryTradeAfterClose(bytes32_to_uuid(v["trade_id"]),
+                                   bytes32_to_uuid(v["participant"]), v["slot"])
 
 
-def _rates_set(topics: list[bytes], data: bytes) -> Event:
-    shortfall, grid_supply, feed_in = _data(["uint96"] * 3, data)
-    return RatesSet(Rates(_word(topics[0]), shortfall, grid_supply, feed_in))
+def _slot_balanced(v: dict[str, Any]) -> Event:
+    return SlotBalanced(bytes32_to_uuid(v["participant"]), v["slot"], v["meter"],
+                        v["import_energy"], v["export_energy"], v["sold"], v["bought"],
+                        v["shortfall_charge"], v["excess_charge"], v["surplus_credit"])
 
 
-def _slot_seconds_set(topics: list[bytes], data: bytes) -> Event:
-    return SlotSecondsSet(*_data(["uint64"], data))
+def _slot_unmetered(v: dict[str, Any]) -> Event:
+    return SlotUnmetered(bytes32_to_uuid(v["participant"]), v["slot"], v["sold"], v["bought"])
 
 
-def _after_close(topics: list[bytes], data: bytes) -> Event:
-    (slot,) = _data(["uint64"], data)
-    return BoundaryTradeAfterClose(bytes32_to_uuid(topics[0]), bytes32_to_uuid(topics[1]), slot)
-
-
-def _slot_balanced(topics: list[bytes], data: bytes) -> Event:
-    meter, *amounts = _data(["bytes32"] + ["uint256"] * 7, data)
-    return SlotBalanced(bytes32_to_uuid(topics[0]), _word(topics[1]), meter, *amounts)
-
-
-def _slot_unmetered(topics: list[bytes], data: bytes) -> Event:
-    sold, bought = _data(["uint256", "uint256"], data)
-    return SlotUnmetered(bytes32_to_uuid(topics[0]), _word(topics[1]), sold, bought)
-
-
-def _period_closed(topics: list[bytes], data: bytes) -> Event:
-    (end_slot,) = _data(["uint64"], data)
-    return PeriodClosed(_word(topics[0]), end_slot)
-
-
-def _statement_paid(topics: list[bytes], data: bytes) -> Event:
-    return StatementPaid(_word(topics[0]), topics[1])
-
-
-_DECODERS = {
-    METER_REGISTERED_TOPIC: _meter_registered,
-    METER_DEACTIVATED_TOPIC: _meter_deactivated,
-    READING_RECORDED_TOPIC: _reading_recorded,
-    RATES_SET_TOPIC: _rates_set,
-    SLOT_SECONDS_SET_TOPIC: _slot_seconds_set,
-    BOUNDARY_TRADE_AFTER_CLOSE_TOPIC: _after_close,
-    SLOT_BALANCED_TOPIC: _slot_balanced,
-    SLOT_UNMETERED_TOPIC: _slot_unmetered,
-    PERIOD_CLOSED_TOPIC: _period_closed,
-    STATEMENT_PAID_TOPIC: _statement_paid,
+_BUILDERS: dict[str, Callable[[dict[str, Any]], Event]] = {
+    METER_REGISTERED.name: _meter_registered,
+    METER_DEACTIVATED.name: _meter_deactivated,
+    READING_RECORDED.name: _reading_recorded,
+    RATES_SET.name: _rates_set,
+    SLOT_SECONDS_SET.name: lambda v: SlotSecondsSet(v["slot_seconds"]),
+    BOUNDARY_TRADE_AFTER_CLOSE.name: _after_close,
+    SLOT_BALANCED.name: _slot_balanced,
+    SLOT_UNMETERED.name: _slot_unmetered,
+    PERIOD_CLOSED.name: lambda v: PeriodClosed(v["period"], v["end_slot"]),
+    STATEMENT_PAID.name: lambda v: StatementPaid(v["period"], v["participant"]),
 }
 
 

@@ -24,7 +24,6 @@ from typing import Any, cast
 from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
@@ -42,6 +41,7 @@ from pilotchain.contract import (
     settlement_contract,
 )
 from pilotchain.errors import PilotChainError
+from pilotchain.events import SLOT_BALANCED, TRADE_SETTLED, decode_as, event_of
 from pilotchain.keys import KeyStore
 from pilotchain.metering import OPERATOR, Rates
 
@@ -56,12 +56,6 @@ LOG_CHUNK = 50_000
 READ_BATCH = 500
 
 _STATEMENT_TYPES = "(uint256,uint256,uint256,uint256,uint256,uint256,int256,bool)"
-TRADE_SETTLED = keccak(
-    text="TradeSettled(bytes32,bytes32,bytes32,bytes32,uint64,bytes32,bytes32,uint96,uint96,uint96)")
-SLOT_BALANCED = keccak(
-    text="SlotBalanced(bytes32,uint64,bytes32,uint256,uint256,uint256,uint256,uint256,uint256,"
-         "uint256)")
-SLOT_UNMETERED = keccak(text="SlotUnmetered(bytes32,uint64,uint256,uint256)")
 
 
 class OperatorError(PilotChainError):
@@ -536,12 +530,13 @@ def billed_participants(client: SettlementClient) -> list[bytes]:
     once any slot was balanced), in order of first appearance."""
     head = call(client.url, "Reading the head", lambda: client.w3.eth.block_number)
     seen: dict[bytes, None] = {}
-    for log in client.logs([TRADE_SETTLED, SLOT_BALANCED], 0, head):
-        topics = [bytes(topic) for topic in log["topics"]]
-        if topics[0] == TRADE_SETTLED:
-            seen.update(dict.fromkeys((topics[2], topics[3])))
+    for log in client.logs([TRADE_SETTLED.topic, SLOT_BALANCED.topic], 0, head):
+        if event_of(log) is TRADE_SETTLED:
+            trade = decode_as(TRADE_SETTLED, log).values
+            seen.update(dict.fromkeys((trade["seller"], trade["buyer"])))
         else:
-            seen.update(dict.fromkeys((topics[1], OPERATOR)))
+            balanced = decode_as(SLOT_BALANCED, log).values
+            seen.update(dict.fromkeys((balanced["participant"], OPERATOR)))
     return list(seen)
 
 

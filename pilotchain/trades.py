@@ -38,11 +38,15 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal
 from pathlib import Path
 from typing import Any
 
-from eth_abi.abi import decode as abi_decode
-from eth_abi.exceptions import DecodingError
-from eth_utils.crypto import keccak
-
-from pilotchain.errors import PilotChainError
+from pilotchain.errors import TradeFormatError
+from pilotchain.events import (
+    BATCH_RECORDED,
+    TRADE_SETTLED,
+    InvalidLog,
+    decode_as,
+    event_of,
+    undecodable,
+)
 
 ENERGY_DECIMALS = 18
 PRICE_DECIMALS = 18
@@ -50,28 +54,12 @@ PRICE_DECIMALS = 18
 MAX_AMOUNT = 2**96 - 1
 MAX_TIME_SLOT = 2**64 - 1
 
-TRADE_SETTLED_SIGNATURE = (
-    "TradeSettled(bytes32,bytes32,bytes32,bytes32,uint64,bytes32,bytes32,uint96,uint96,uint96)"
-)
-TRADE_SETTLED_TOPIC = keccak(text=TRADE_SETTLED_SIGNATURE)
-BATCH_RECORDED_TOPIC = keccak(text="BatchRecorded(uint256,uint256)")
-# The event's non-indexed inputs, in order; tradeId, seller and buyer are topics 1 to 3.
-_TRADE_SETTLED_DATA_TYPES = (
-    "bytes32",
-    "uint64",
-    "bytes32",
-    "bytes32",
-    "uint96",
-    "uint96",
-    "uint96",
-)
+TRADE_SETTLED_SIGNATURE = TRADE_SETTLED.signature
+TRADE_SETTLED_TOPIC = TRADE_SETTLED.topic
+BATCH_RECORDED_TOPIC = BATCH_RECORDED.topic
 
 # Wide enough for any uint128 at scale 18, so no conversion rounds by accident.
 _DECIMAL_CONTEXT = Context(prec=80)
-
-
-class TradeFormatError(PilotChainError):
-    """A trade or a trade log does not fit the settlement format."""
 
 
 class InvalidTrade(TradeFormatError):
@@ -83,10 +71,6 @@ class InvalidTrade(TradeFormatError):
         self.trade_id = trade_id
         which = f"Trade {trade_id}" if trade_id else "A trade"
         super().__init__(f"{which} cannot be recorded: {field} {problem}.")
-
-
-class InvalidLog(TradeFormatError):
-    """A log is not a well-formed TradeSettled event of the Settlement contract."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,40 +408,26 @@ def compute_bills(records: Iterable[TradeRecord]) -> dict[uuid.UUID, Bill]:
 
 def decode_trade_settled(log: Mapping[str, Any]) -> TradeRecord:
     """The record a ``TradeSettled`` log carries (a log from a receipt or ``eth_getLogs``)."""
-    topics = [_as_bytes(topic) for topic in log.get("topics", ())]
-    if len(topics) != 4 or topics[0] != TRADE_SETTLED_TOPIC:
+    if event_of(log) is not TRADE_SETTLED:
         raise InvalidLog("The log is not a TradeSettled event (wrong topics).")
+    values = decode_as(TRADE_SETTLED, log).values
     try:
-        market, slot, seller_origin, buyer_origin, energy, price, fee = abi_decode(
-            _TRADE_SETTLED_DATA_TYPES, _as_bytes(log.get("data", b""))
-        )
         return TradeRecord(
-            trade_id=bytes32_to_uuid(topics[1]),
-            market=bytes32_to_uuid(market),
-            time_slot=slot,
-            seller=bytes32_to_uuid(topics[2]),
-            buyer=bytes32_to_uuid(topics[3]),
-            seller_origin=bytes32_to_uuid(seller_origin),
-            buyer_origin=bytes32_to_uuid(buyer_origin),
-            energy=energy,
-            price=price,
-            fee=fee,
+            trade_id=bytes32_to_uuid(values["trade_id"]),
+            market=bytes32_to_uuid(values["market"]),
+            time_slot=values["time_slot"],
+            seller=bytes32_to_uuid(values["seller"]),
+            buyer=bytes32_to_uuid(values["buyer"]),
+            seller_origin=bytes32_to_uuid(values["seller_origin"]),
+            buyer_origin=bytes32_to_uuid(values["buyer_origin"]),
+            energy=values["energy"],
+            price=values["price"],
+            fee=values["fee"],
         )
-    except (DecodingError, TradeFormatError) as error:
-        raise InvalidLog(f"The TradeSettled log cannot be decoded: {error}") from None
+    except TradeFormatError as error:
+        raise undecodable(TRADE_SETTLED.name, log, error) from None
 
 
 def decode_trade_settled_logs(logs: Sequence[Mapping[str, Any]]) -> list[TradeRecord]:
     """The TradeSettled records among ``logs`` (other events are left out), in order."""
-    return [decode_trade_settled(log) for log in logs if _is_trade_settled(log)]
-
-
-def _is_trade_settled(log: Mapping[str, Any]) -> bool:
-    topics = log.get("topics", ())
-    return bool(topics) and _as_bytes(topics[0]) == TRADE_SETTLED_TOPIC
-
-
-def _as_bytes(value: bytes | str) -> bytes:
-    if isinstance(value, str):
-        return bytes.fromhex(value.removeprefix("0x"))
-    return bytes(value)
+    return [decode_trade_settled(log) for log in logs if event_of(log) is TRADE_SETTLED]

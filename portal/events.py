@@ -1,8 +1,8 @@
 """The Settlement contract's events the portal keeps, and how each log becomes a table row.
 
-Decoded here from the event signatures (no ABI file or compiler at run time); a test checks
-every signature and its indexed inputs against the compiled contract's ABI. Columns are
-typed by kind:
+The events themselves (names, inputs, topics) and their decoding are the core's
+(:mod:`pilotchain.events`, checked against the compiled contract's ABI); this module only maps
+each kept event to its table, a column per input (named as the input) and the column's kind:
 
 * ``id``: a ``bytes32`` id as text, the gsy-e uuid when it is one (zero-padded on the left,
   as every trade party and participant is), else ``0x`` and 64 hex digits (the grid
@@ -15,21 +15,13 @@ typed by kind:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from eth_abi.abi import decode as abi_decode
-from eth_abi.exceptions import DecodingError
-from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
-
-from pilotchain.trades import (
-    TRADE_SETTLED_SIGNATURE,
-    TRADE_SETTLED_TOPIC,
-    TradeFormatError,
-    decode_trade_settled,
-)
+from pilotchain import events as core
+from pilotchain.events import InvalidLog, as_bytes, as_int
+from pilotchain.trades import decode_trade_settled
 from portal.errors import PortalError
 
 Kind = Literal["id", "int", "amount", "address", "hex"]
@@ -41,6 +33,8 @@ class UndecodableLog(PortalError):
 
 @dataclass(frozen=True)
 class Field:
+    """One column of an event's table: the event's input of that name, and its kind."""
+
     column: str
     abi_type: str
     kind: Kind
@@ -49,77 +43,71 @@ class Field:
 
 @dataclass(frozen=True)
 class EventSpec:
-    """One event: its ABI name and inputs, and the table (and fixed columns) it fills."""
+    """One event of the core catalogue, the table it fills: a column per input, of the
+    kind given for it, and fixed columns."""
 
-    name: str
+    event: core.Event
     table: str
     fields: tuple[Field, ...]
     fixed: tuple[tuple[str, str], ...] = ()
 
     @property
-    def signature(self) -> str:
-        return f"{self.name}({','.join(f.abi_type for f in self.fields)})"
+    def name(self) -> str:
+        return self.event.name
 
     @property
     def topic(self) -> bytes:
-        return keccak(text=self.signature)
+        return self.event.topic
 
     @property
     def columns(self) -> tuple[str, ...]:
         return (*(f.column for f in self.fields), *(name for name, _ in self.fixed))
 
 
-def _f(column: str, abi_type: str, kind: Kind, indexed: bool = False) -> Field:
-    return Field(column, abi_type, kind, indexed)
+def _spec(event: core.Event, table: str, fixed: tuple[tuple[str, str], ...] = (),
+          **kinds: Kind) -> EventSpec:
+    """``event``'s table, given each input's kind by its name (every input, no other)."""
+    names = [item.name for item in event.inputs]
+    if sorted(kinds) != sorted(names):
+        raise ValueError(f"The portal's {event.name} columns {sorted(kinds)} are not its inputs "
+                         f"{sorted(names)}.")
+    return EventSpec(event, table, tuple(Field(item.name, item.abi_type, kinds[item.name],
+                                               item.indexed) for item in event.inputs), fixed)
 
 
-_WALLET = (_f("participant", "bytes32", "id", True), _f("wallet", "address", "address", True))
 TRADES_TABLE = "trades"
 TRADE_COLUMNS = ("trade_id", "market", "time_slot", "seller", "buyer", "seller_origin",
                  "buyer_origin", "energy", "price", "fee")
-# TradeSettled is decoded by pilotchain.trades (the bridge's own decoder); its fields are
-# listed here for the signature check only.
-TRADE_SETTLED = EventSpec("TradeSettled", TRADES_TABLE, (
-    _f("trade_id", "bytes32", "id", True), _f("seller", "bytes32", "id", True),
-    _f("buyer", "bytes32", "id", True), _f("market", "bytes32", "id"),
-    _f("time_slot", "uint64", "int"), _f("seller_origin", "bytes32", "id"),
-    _f("buyer_origin", "bytes32", "id"), _f("energy", "uint96", "amount"),
-    _f("price", "uint96", "amount"), _f("fee", "uint96", "amount")))
+# TradeSettled is decoded by pilotchain.trades (the bridge's own decoder, which refuses ids
+# that are not uuids); its kinds here name the columns' types.
+TRADE_SETTLED = _spec(
+    core.TRADE_SETTLED, TRADES_TABLE, trade_id="id", seller="id", buyer="id", market="id",
+    time_slot="int", seller_origin="id", buyer_origin="id", energy="amount", price="amount",
+    fee="amount")
+_WALLET: dict[str, Kind] = {"participant": "id", "wallet": "address"}
 
 EVENTS: tuple[EventSpec, ...] = (
     TRADE_SETTLED,
-    EventSpec("ParticipantRegistered", "wallet_events", _WALLET, (("action", "registered"),)),
-    EventSpec("ParticipantUnregistered", "wallet_events", _WALLET, (("action", "unregistered"),)),
-    EventSpec("MeterRegistered", "meters_registered", (
-        _f("meter", "bytes32", "id", True), _f("participant", "bytes32", "id", True),
-        _f("signer", "address", "address"), _f("home_area", "bytes32", "id"),
-        _f("active_from", "uint64", "int"))),
-    EventSpec("MeterDeactivated", "meters_deactivated", (
-        _f("meter", "bytes32", "id", True), _f("participant", "bytes32", "id", True),
-        _f("active_until", "uint64", "int"))),
+    _spec(core.PARTICIPANT_REGISTERED, "wallet_events", (("action", "registered"),), **_WALLET),
+    _spec(core.PARTICIPANT_UNREGISTERED, "wallet_events", (("action", "unregistered"),),
+          **_WALLET),
+    _spec(core.METER_REGISTERED, "meters_registered", meter="id", participant="id",
+          signer="address", home_area="id", active_from="int"),
+    _spec(core.METER_DEACTIVATED, "meters_deactivated", meter="id", participant="id",
+          active_until="int"),
     # Registers are the meter's own numbers: kept exactly, whatever a faulty meter signs.
-    EventSpec("ReadingRecorded", "readings", (
-        _f("meter", "bytes32", "id", True), _f("time", "uint64", "int", True),
-        _f("import_wh", "uint64", "amount"), _f("export_wh", "uint64", "amount"),
-        _f("minutes_anchor", "bytes32", "hex"))),
-    EventSpec("SlotBalanced", "slots_balanced", (
-        _f("participant", "bytes32", "id", True), _f("slot", "uint64", "int", True),
-        _f("meter", "bytes32", "id"), _f("import_energy", "uint256", "amount"),
-        _f("export_energy", "uint256", "amount"), _f("sold", "uint256", "amount"),
-        _f("bought", "uint256", "amount"), _f("shortfall_charge", "uint256", "amount"),
-        _f("excess_charge", "uint256", "amount"), _f("surplus_credit", "uint256", "amount"))),
-    EventSpec("SlotUnmetered", "slots_unmetered", (
-        _f("participant", "bytes32", "id", True), _f("slot", "uint64", "int", True),
-        _f("sold", "uint256", "amount"), _f("bought", "uint256", "amount"))),
-    EventSpec("RatesSet", "rates", (
-        _f("from_slot", "uint64", "int", True), _f("shortfall_rate", "uint96", "amount"),
-        _f("grid_supply_rate", "uint96", "amount"), _f("feed_in_rate", "uint96", "amount"))),
-    EventSpec("PeriodClosed", "periods", (
-        _f("period", "uint256", "int", True), _f("end_slot", "uint64", "int"))),
-    EventSpec("StatementPaid", "statements_paid", (
-        _f("period", "uint256", "int", True), _f("participant", "bytes32", "id", True))),
+    _spec(core.READING_RECORDED, "readings", meter="id", time="int", import_wh="amount",
+          export_wh="amount", minutes_anchor="hex"),
+    _spec(core.SLOT_BALANCED, "slots_balanced", participant="id", slot="int", meter="id",
+          import_energy="amount", export_energy="amount", sold="amount", bought="amount",
+          shortfall_charge="amount", excess_charge="amount", surplus_credit="amount"),
+    _spec(core.SLOT_UNMETERED, "slots_unmetered", participant="id", slot="int", sold="amount",
+          bought="amount"),
+    _spec(core.RATES_SET, "rates", from_slot="int", shortfall_rate="amount",
+          grid_supply_rate="amount", feed_in_rate="amount"),
+    _spec(core.PERIOD_CLOSED, "periods", period="int", end_slot="int"),
+    _spec(core.STATEMENT_PAID, "statements_paid", period="int", participant="id"),
 )
-assert TRADE_SETTLED.signature == TRADE_SETTLED_SIGNATURE
 BY_TOPIC: dict[bytes, EventSpec] = {spec.topic: spec for spec in EVENTS}
 TOPICS: tuple[bytes, ...] = tuple(BY_TOPIC)
 TABLES: tuple[str, ...] = tuple(dict.fromkeys(spec.table for spec in EVENTS))
@@ -146,15 +134,17 @@ def id_text(raw: bytes) -> str:
 def decode(log: Mapping[str, Any]) -> Row | None:
     """The row of a log of the contract; None for events the portal does not keep
     (BatchRecorded, ReadingRefused, ...)."""
-    topics = [_bytes(topic) for topic in log.get("topics", ())]
-    spec = BY_TOPIC.get(topics[0]) if topics else None
+    topics = log.get("topics") or ()
+    spec = BY_TOPIC.get(as_bytes(topics[0])) if topics else None
     if spec is None:
         return None
-    where = (_int(log["blockNumber"]), _int(log["logIndex"]),
-             "0x" + _bytes(log["transactionHash"]).hex())
+    where = (as_int(log["blockNumber"]), as_int(log["logIndex"]),
+             "0x" + as_bytes(log["transactionHash"]).hex())
     try:
-        values = _trade(log) if topics[0] == TRADE_SETTLED_TOPIC else _values(spec, topics, log)
-    except (DecodingError, PortalError, ValueError) as error:
+        values = _trade(log) if spec is TRADE_SETTLED else _values(spec, log)
+    except InvalidLog as error:  # its sentence says which log, by block and index
+        raise UndecodableLog(str(error)) from None
+    except ValueError as error:
         raise UndecodableLog(
             f"The {spec.name} log {where[1]} of block {where[0]} cannot be decoded: {error}"
         ) from None
@@ -162,10 +152,7 @@ def decode(log: Mapping[str, Any]) -> Row | None:
 
 
 def _trade(log: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        record = decode_trade_settled(log)
-    except TradeFormatError as error:
-        raise ValueError(str(error)) from None
+    record = decode_trade_settled(log)
     return {"trade_id": str(record.trade_id), "market": str(record.market),
             "time_slot": record.time_slot, "seller": str(record.seller),
             "buyer": str(record.buyer), "seller_origin": str(record.seller_origin),
@@ -173,41 +160,20 @@ def _trade(log: Mapping[str, Any]) -> dict[str, Any]:
             "price": record.price, "fee": record.fee}
 
 
-def _values(spec: EventSpec, topics: Sequence[bytes], log: Mapping[str, Any]) -> dict[str, Any]:
-    indexed = [f for f in spec.fields if f.indexed]
-    if len(topics) != len(indexed) + 1:
-        raise ValueError(f"{len(topics) - 1} indexed topics, expected {len(indexed)}")
-    data = [f for f in spec.fields if not f.indexed]
-    raw = dict(zip((f.column for f in indexed),
-                   (abi_decode([f.abi_type], topic)[0] for f, topic in zip(indexed, topics[1:],
-                                                                          strict=True)),
-                   strict=True))
-    raw.update(zip((f.column for f in data),
-                   abi_decode([f.abi_type for f in data], _bytes(log.get("data", b""))),
-                   strict=True))
-    values = {f.column: _typed(f, raw[f.column]) for f in spec.fields}
+def _values(spec: EventSpec, log: Mapping[str, Any]) -> dict[str, Any]:
+    decoded = core.decode_as(spec.event, log).values
+    values = {f.column: _typed(f, decoded[f.column]) for f in spec.fields}
     values.update(spec.fixed)
     return values
 
 
 def _typed(field: Field, value: Any) -> Any:
     if field.kind == "id":
-        return id_text(bytes(value))
+        return id_text(value)
     if field.kind == "hex":
-        return "0x" + bytes(value).hex()
+        return "0x" + value.hex()
     if field.kind == "address":
-        return to_checksum_address(value)
+        return str(value)
     if field.kind == "int" and value >= 2**63:
         raise ValueError(f"{field.column} {value} does not fit a 64-bit column")
     return int(value)
-
-
-def _int(value: str | int) -> int:
-    """A quantity as the node sends it (hex) or as web3 formats it (int)."""
-    return int(value, 16) if isinstance(value, str) else int(value)
-
-
-def _bytes(value: bytes | str) -> bytes:
-    if isinstance(value, str):
-        return bytes.fromhex(value.removeprefix("0x"))
-    return bytes(value)

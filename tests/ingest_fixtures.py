@@ -26,7 +26,6 @@ from web3 import Web3
 from web3.contract import Contract
 
 from bridge.metrics import Metrics
-from ingest.batches import READING_RECORDED_TOPIC
 from ingest.config import IngestSettings, MqttSettings
 from ingest.mqtt import Subscriber
 from ingest.pipeline import Ingest
@@ -41,6 +40,7 @@ from pilotchain.contract import (
     settlement_contract,
 )
 from pilotchain.deployment import ensure_reader
+from pilotchain.events import READING_RECORDED
 from pilotchain.metering import Domain, MeterReading, SignedReading, meter_id, sign_reading
 from pilotchain.settings import PROJECT_ROOT
 from runner.localnet import LocalNetwork
@@ -258,7 +258,7 @@ def recorded_on_chain(target: MeteredChain) -> Counter[tuple[bytes, int]]:
     """How often each (meter, time) has a ReadingRecorded event."""
     logs = target.w3.eth.get_logs({"address": target.deployment.address,
                                    "fromBlock": target.deployment.block_number,
-                                   "toBlock": "latest", "topics": [READING_RECORDED_TOPIC]})
+                                   "toBlock": "latest", "topics": [READING_RECORDED.topic]})
     return Counter((bytes(log["topics"][1]), int.from_bytes(log["topics"][2], "big"))
                    for log in logs)
 

@@ -36,11 +36,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from web3 import Web3
 from web3.contract import Contract
 
-from ingest.batches import READING_RECORDED_TOPIC
 from ingest.readings import reading_json
 from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
 from pilotchain.config import MqttConnection
 from pilotchain.contract import Deployment, compile_settlement, load_deployment
+from pilotchain.events import READING_RECORDED
 from pilotchain.keys import KeyStore
 from pilotchain.metering import (
     WH,
@@ -213,7 +213,7 @@ def register_meters(w3: Web3, contract: Contract, keys: KeyStore,
 def recorded_readings(w3: Web3, deployment: Deployment) -> Counter[tuple[bytes, int]]:
     """How often each (meter, time) has a ReadingRecorded event."""
     logs = w3.eth.get_logs({"address": deployment.address, "fromBlock": deployment.block_number,
-                            "toBlock": "latest", "topics": [READING_RECORDED_TOPIC]})
+                            "toBlock": "latest", "topics": [READING_RECORDED.topic]})
     return Counter((bytes(log["topics"][1]), int.from_bytes(log["topics"][2], "big"))
                    for log in logs)
 

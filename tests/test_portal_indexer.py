@@ -29,7 +29,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
-from pilotchain.contract import CompiledContract, settlement_contract
+from pilotchain.contract import settlement_contract
 from pilotchain.errors import ConfigError
 from pilotchain.metering import WH, Domain, MeterReading, meter_id, sign_reading
 from pilotchain.settings import PROJECT_ROOT
@@ -65,15 +65,6 @@ def indexed(settings: PortalSettings) -> Indexer:
 
 
 # --- without a chain ---------------------------------------------------------------------
-
-
-def test_every_event_matches_the_compiled_contract(compiled: CompiledContract) -> None:
-    """Name, input types, their order and which are indexed, for every kept event."""
-    abi_events = {entry["name"]: entry for entry in compiled.abi if entry["type"] == "event"}
-    for spec in EVENTS:
-        inputs = abi_events[spec.name]["inputs"]
-        assert [(i["type"], i["indexed"]) for i in inputs] == \
-            [(f.abi_type, f.indexed) for f in spec.fields], spec.name
 
 
 def test_ids_read_as_gsy_e_uuids_unless_they_are_not_one() -> None:
