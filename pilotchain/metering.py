@@ -27,6 +27,7 @@ rounded down; the grid operator takes the other side of every charge and credit.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -115,18 +116,24 @@ class Domain:
 
     def separator(self) -> bytes:
         """The EIP-712 domain separator, computed by hand (not through eth-account)."""
-        return keccak(
-            abi_encode(
-                ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-                [
-                    DOMAIN_TYPEHASH,
-                    keccak(text=DOMAIN_NAME),
-                    keccak(text=DOMAIN_VERSION),
-                    self.chain_id,
-                    to_checksum_address(self.contract),
-                ],
-            )
+        return _domain_separator(self.chain_id, self.contract)
+
+
+@functools.cache
+def _domain_separator(chain_id: int, contract: str) -> bytes:
+    # One per chain and contract; the ingest checks every reading against it.
+    return keccak(
+        abi_encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [
+                DOMAIN_TYPEHASH,
+                keccak(text=DOMAIN_NAME),
+                keccak(text=DOMAIN_VERSION),
+                chain_id,
+                to_checksum_address(contract),
+            ],
         )
+    )
 
 
 @dataclass(frozen=True)
