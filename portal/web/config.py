@@ -47,8 +47,9 @@ class WebSettings:
 
     @property
     def url(self) -> str:
-        """Where a browser on this machine reaches the portal."""
-        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
+        """Where a browser on this machine reaches the portal: ``localhost`` for a loopback
+        address, the one plain-HTTP origin where browsers keep a Secure cookie."""
+        host = "localhost" if self.host in {"0.0.0.0", "::", "", "127.0.0.1"} else self.host
         return f"http://{host}:{self.port}"
 
 

@@ -7,12 +7,15 @@ pilots may be offline, so nothing is loaded from a CDN.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, Response, abort, jsonify, render_template, send_from_directory
 
-from pilotchain.settings import PROJECT_ROOT
 from portal.web.http import services
 
-UPLOT_DIR = PROJECT_ROOT / "node_modules" / "uplot" / "dist"
+# Beside the code, where npm ci installed it (PROJECT_ROOT may point elsewhere: it locates
+# the settings, not the checkout).
+UPLOT_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "uplot" / "dist"
 UPLOT_FILES = {"uPlot.iife.min.js", "uPlot.min.css"}
 # Everything comes from this origin; the page's script talks only to it and the wallet.
 SECURITY_HEADERS = {

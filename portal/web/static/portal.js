@@ -189,6 +189,9 @@ async function start() {
   const me = await api("/api/me");
   state.csrf = me.csrf_token;
   state.me = me.signed_in ? me : null;
+  // Only now can a sign-in carry the CSRF token.
+  $("sign-in").disabled = false;
+  document.body.dataset.loaded = "true";
   $("signin").hidden = me.signed_in;
   $("who").hidden = !me.signed_in;
   if (!me.signed_in) return;
