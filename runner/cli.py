@@ -205,6 +205,7 @@ def print_endpoints(report: dict[str, Any]) -> None:
                        ("faucet_url", "Faucet"), ("bridge_metrics_url", "Bridge metrics"),
                        ("ingest_url", "Meter readings (HTTP)"), ("mqtt_url", "MQTT broker"),
                        ("closer_metrics_url", "Slot closer metrics"),
+                       ("portal_url", "Participant portal"),
                        ("redis_url", "Redis")):
         if report.get(key):
             rows.append((label, str(report[key])))
