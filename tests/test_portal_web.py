@@ -16,9 +16,11 @@ import pytest
 from eth_account import Account
 from portal_web_fixtures import CONTACT, EXPLORER, PortalClient, PortalWorld, sign
 
+from pilotchain.errors import ConfigError
 from pilotchain.trades import uuid_to_bytes32
 from portal.siwe import parse_message
 from portal.web import STALE
+from portal.web.config import WebSettings
 
 
 def signed_in(world: PortalWorld, account: object) -> PortalClient:
@@ -298,3 +300,23 @@ def test_only_the_operator_sees_the_overview(portal_world: PortalWorld) -> None:
     # The operator sees every participant's data.
     assert operator.get(f"/api/participants/{world.b}/bill").json() == \
         bill_on_chain(world, world.b)
+
+
+# --- settings, without a chain -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, raw, sentence", [
+    ("PORTAL_PAGE_SIZE", "501", "PORTAL_PAGE_SIZE must be at most 500, not 501."),
+    ("PORTAL_PAGE_SIZE", "0", "PORTAL_PAGE_SIZE must be at least 1, not 0."),
+    ("PORTAL_DOMAIN", "https://portal.example/", "PORTAL_DOMAIN must be a host name"),
+    ("PORTAL_SECURE_COOKIES", "maybe", "PORTAL_SECURE_COOKIES must be true or false"),
+])
+def test_a_bad_web_setting_is_refused_by_name(name: str, raw: str, sentence: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        WebSettings.from_env({name: raw})
+    assert str(refused.value).startswith(sentence)
+
+
+def test_the_portal_is_shown_at_localhost_where_secure_cookies_work() -> None:
+    assert WebSettings.from_env({"PORTAL_PORT": "9300"}).url == "http://localhost:9300"
+    assert WebSettings.from_env({"PORTAL_HOST": "portal.lan"}).url == "http://portal.lan:9200"

@@ -21,10 +21,10 @@ from web3 import Web3
 
 from portal import queries
 from portal.db import Database
+from portal.web.config import MAX_PAGE_SIZE
 from portal.web.http import BadRequest, may_see, operator, services
 
 SCALE = 18
-MAX_PER_PAGE = 500
 AMOUNTS = frozenset({
     "energy", "price", "fee", "import_energy", "export_energy", "sold", "bought",
     "shortfall_charge", "excess_charge", "surplus_credit", "energy_sold", "energy_bought",
@@ -95,7 +95,7 @@ def trade_filters() -> dict[str, Any]:
 
 def trades_page(participant: str, *, everything: bool = False) -> queries.TradePage:
     filters = trade_filters()
-    per_page = int_arg("per_page", services().settings.page_size, 1, MAX_PER_PAGE) or 1
+    per_page = int_arg("per_page", services().settings.page_size, 1, MAX_PAGE_SIZE) or 1
     page = int_arg("page", 1, 1) or 1
     if everything:
         page, per_page = 1, 10**9

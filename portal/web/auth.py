@@ -28,6 +28,7 @@ from portal.web.http import (
     current_session,
     services,
 )
+from portal.web.store import Role
 
 STATEMENT = "Sign in to the PilotChain participant portal."
 
@@ -95,7 +96,7 @@ def sign_in() -> Response:
             f"The wallet {message.address} is not registered to a participant of "
             f"{settings.index.chain.network_name}; ask {settings.operator_contact} to "
             "register it.")
-    role = "operator" if identity.is_operator else "participant"
+    role: Role = "operator" if identity.is_operator else "participant"
     opened = services().store.open_session(message.address, identity.participant, role)
     session.clear()
     session.permanent = True

@@ -15,6 +15,8 @@ from pilotchain.errors import ConfigError
 from pilotchain.settings import Setting, SettingsGroup
 from portal.config import PortalSettings
 
+MAX_PAGE_SIZE = 500
+
 
 @dataclass(frozen=True)
 class WebSettings:
@@ -65,6 +67,13 @@ def check_domain(raw: str | None, env: Mapping[str, str]) -> str | None:
     return domain
 
 
+def check_page_size(value: int, env: Mapping[str, str]) -> int:
+    del env
+    if value > MAX_PAGE_SIZE:
+        raise ConfigError(f"PORTAL_PAGE_SIZE must be at most {MAX_PAGE_SIZE}, not {value}.")
+    return value
+
+
 _D = WebSettings()
 PORTAL_WEB_SETTINGS = SettingsGroup(
     "Portal web app", "portal-web",
@@ -98,7 +107,7 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
                 "whom a wallet that is not registered is told to ask"),
         Setting("PORTAL_PAGE_SIZE", "page_size", "int", _D.page_size,
                 "trades per page unless the request asks for another number (at most 500)",
-                minimum=1),
+                minimum=1, check=check_page_size),
         Setting("PORTAL_MAX_BODY_BYTES", "max_body_bytes", "int", _D.max_body_bytes,
                 "largest request body accepted", minimum=1024),
     ),

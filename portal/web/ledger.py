@@ -14,8 +14,9 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
-from pilotchain.chain import ChainError, connect, read
+from pilotchain.chain import connect, read
 from pilotchain.contract import ContractError, Deployment, load_deployment, settlement_contract
+from pilotchain.errors import ChainError
 from pilotchain.trades import uuid_to_bytes32
 from portal.errors import PortalConfigError, PortalError
 from portal.events import id_text
