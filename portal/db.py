@@ -251,6 +251,18 @@ class Database:
              *(str(row.values[c]) if c in amounts else row.values[c] for c in columns[3:]))
             for row in rows])
 
+    # -- for the web portal's own queries (portal.queries, portal.web.store) -------------
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read-only statement (written with ``?`` placeholders)."""
+        return self._query(sql, params)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one writing statement in its own transaction; the number of rows it touched."""
+        with self._transaction() as cur:
+            cur.execute(self._sql(sql), tuple(params))
+            return int(cur.rowcount)
+
     # -- reads ----------------------------------------------------------------------------
 
     def rows(self, table: str) -> list[dict[str, Any]]:

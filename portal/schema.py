@@ -128,7 +128,25 @@ _VERSION_1 = (
 )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_VERSION_1,)
+# The web portal's sign-in state, kept here so every gunicorn worker sees it: single-use
+# sign-in nonces (each bound to the wallet it was issued to) and the sessions they opened.
+# Times are Unix seconds; rows past their expiry are swept by the portal.
+_VERSION_2 = (
+    """CREATE TABLE web_nonces (
+    nonce TEXT PRIMARY KEY,
+    wallet TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+)""",
+    """CREATE TABLE web_sessions (
+    id TEXT PRIMARY KEY,
+    wallet TEXT NOT NULL,
+    participant TEXT,
+    role TEXT NOT NULL CHECK (role IN ('participant', 'operator')),
+    expires_at BIGINT NOT NULL
+)""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2)
 VERSION = len(MIGRATIONS)
 
 

@@ -34,13 +34,14 @@ from pilotchain.config import (
 )
 from pilotchain.settings import SettingsGroup, effective, env_example, markdown
 from portal.config import PORTAL_SETTINGS
+from portal.web.config import PORTAL_WEB_SETTINGS
 from runner import meters, stack
 
 # Every setting of every service, in the order docs/settings.md lists them.
 ALL_SETTINGS: tuple[SettingsGroup, ...] = (
     CHAIN_SETTINGS, REDIS_SETTINGS, STREAM_SETTINGS, BRIDGE_SETTINGS, FAUCET_SETTINGS,
     MQTT_SETTINGS, INGEST_SETTINGS, HTTP_SETTINGS, MQTT_SUBSCRIBER_SETTINGS, CLOSER_SETTINGS,
-    PLUGIN_SETTINGS, PORTAL_SETTINGS)
+    PLUGIN_SETTINGS, PORTAL_SETTINGS, PORTAL_WEB_SETTINGS)
 
 SETTINGS_PREAMBLE = """\
 # Settings
@@ -204,6 +205,7 @@ def print_endpoints(report: dict[str, Any]) -> None:
                        ("faucet_url", "Faucet"), ("bridge_metrics_url", "Bridge metrics"),
                        ("ingest_url", "Meter readings (HTTP)"), ("mqtt_url", "MQTT broker"),
                        ("closer_metrics_url", "Slot closer metrics"),
+                       ("portal_url", "Participant portal"),
                        ("redis_url", "Redis")):
         if report.get(key):
             rows.append((label, str(report[key])))

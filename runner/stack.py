@@ -19,12 +19,15 @@ from faucet.config import FaucetSettings
 from ingest.config import HttpSettings, IngestSettings, MqttSettings
 from pilotchain.config import ChainSettings, MqttConnection, RedisConnection
 from pilotchain.errors import NetworkError, PilotChainError
+from portal.config import PortalSettings
+from portal.web.config import WebSettings
 from runner.bridge import BridgeService
 from runner.closer import CloserService
 from runner.faucet import FaucetService
 from runner.ingest import IngestHttpService, IngestMqttService, IngestService
 from runner.localnet import BOOTNODE, RPC_NODE, LocalNetwork
 from runner.mqtt import MqttService
+from runner.portal import PortalIndexerService, PortalWebService
 from runner.ports import check_port_free
 from runner.redis import RedisService
 from runner.services import Service
@@ -63,6 +66,8 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
         IngestHttpService(HttpSettings.from_env(env), env, state_dir),
         IngestMqttService(MqttSettings.from_env(env), env, state_dir),
         CloserService(CloserSettings.from_env(env), env, state_dir),
+        PortalIndexerService(PortalSettings.from_env(env), state_dir, env),
+        PortalWebService(WebSettings.from_env(env), state_dir, env),
     ]
 
 

@@ -46,7 +46,7 @@ def extra_service_ports() -> dict[str, str]:
             "BRIDGE_METRICS_PORT": str(free_port()), "INGEST_METRICS_PORT": str(free_port()),
             "INGEST_HTTP_PORT": str(free_port()), "MQTT_PORT": str(free_port()),
             "INGEST_MQTT_METRICS_PORT": str(free_port()),
-            "CLOSER_METRICS_PORT": str(free_port())}
+            "CLOSER_METRICS_PORT": str(free_port()), "PORTAL_PORT": str(free_port())}
 
 
 def run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -119,6 +119,9 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
         f"http://127.0.0.1:{env['CLOSER_METRICS_PORT']}/metrics"
     closer = requests.get(report["closer_metrics_url"], timeout=10).json()
     assert closer["state"] == "running"  # funded, found the deployment
+    assert report["portal_url"] == f"http://localhost:{env['PORTAL_PORT']}"
+    me = requests.get(f"{report['portal_url']}/api/me", timeout=10).json()
+    assert me["signed_in"] is False  # its index migrated, the contract found
     pids_before = sorted(processes_tagged(home))
     assert pids_before
 

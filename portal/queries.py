@@ -1,0 +1,146 @@
+"""The web portal's reads of the index (the indexer's tables), one function per question.
+
+Amounts come back as ints whatever the engine (SQLite keeps them as decimal text). A billing
+period is a stretch of recording order, as on the contract: period ``p`` holds the events
+after ``PeriodClosed(p - 1)`` and before ``PeriodClosed(p)`` (by block and log index); the
+open period everything after the last one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from portal.db import AMOUNT_COLUMNS, COLUMNS, Database
+
+TRADE_COLUMNS = COLUMNS["trades"]
+SLOT_COLUMNS = COLUMNS["slots_balanced"]
+
+
+@dataclass(frozen=True)
+class TradePage:
+    rows: list[dict[str, Any]]
+    total: int
+    page: int
+    per_page: int
+
+
+def _rows(table: str, columns: Sequence[str], found: list[tuple[Any, ...]]
+          ) -> list[dict[str, Any]]:
+    amounts = AMOUNT_COLUMNS[table]
+    return [{c: int(v) if c in amounts else v for c, v in zip(columns, row, strict=True)}
+            for row in found]
+
+
+def period_bounds(db: Database, period: int | None
+                  ) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """The (block, log index) after which and before which period ``period``'s events lie
+    (None: unbounded); ``period`` None is the open period."""
+    closes = [(int(b), int(i)) for b, i in db.fetch(
+        "SELECT block_number, log_index FROM periods ORDER BY period")]
+    if period is None:
+        return (closes[-1] if closes else None), None
+    if not 1 <= period <= len(closes):
+        raise LookupError(period)
+    return (closes[period - 2] if period > 1 else None), closes[period - 1]
+
+
+def _position(after: tuple[int, int] | None, before: tuple[int, int] | None
+              ) -> tuple[str, list[Any]]:
+    sql, params = "", []
+    if after is not None:
+        sql += " AND (block_number > ? OR (block_number = ? AND log_index > ?))"
+        params += [after[0], after[0], after[1]]
+    if before is not None:
+        sql += " AND (block_number < ? OR (block_number = ? AND log_index < ?))"
+        params += [before[0], before[0], before[1]]
+    return sql, params
+
+
+def trades_of(db: Database, participant: str | None, *, market: str | None = None,
+              period: int | None = None, open_period: bool = False, page: int = 1,
+              per_page: int = 50) -> TradePage:
+    """The trades ``participant`` sold or bought (every trade for None), in recording
+    order, one page; filtered by market and billing period (``period``, or the open one)."""
+    where, params = "WHERE 1 = 1", []
+    if participant is not None:
+        where += " AND (seller = ? OR buyer = ?)"
+        params += [participant, participant]
+    if market:
+        where += " AND market = ?"
+        params.append(market)
+    if period is not None or open_period:
+        sql, extra = _position(*period_bounds(db, period))
+        where += sql
+        params += extra
+    total = int(db.fetch(f"SELECT COUNT(*) FROM trades {where}", params)[0][0])
+    found = db.fetch(f"SELECT {', '.join(TRADE_COLUMNS)} FROM trades {where} "
+                     "ORDER BY block_number, log_index LIMIT ? OFFSET ?",
+                     [*params, per_page, (page - 1) * per_page])
+    return TradePage(_rows("trades", TRADE_COLUMNS, found), total, page, per_page)
+
+
+def markets_of(db: Database, participant: str) -> list[str]:
+    """The markets ``participant`` traded in."""
+    return [str(m) for (m,) in db.fetch(
+        "SELECT DISTINCT market FROM trades WHERE seller = ? OR buyer = ? ORDER BY market",
+        (participant, participant))]
+
+
+def balanced_slots(db: Database, participant: str | None) -> list[dict[str, Any]]:
+    """Each closed, metered slot: measured and traded energy and its balancing amounts."""
+    where, params = ("WHERE participant = ?", [participant]) if participant else ("", [])
+    found = db.fetch(f"SELECT {', '.join(SLOT_COLUMNS)} FROM slots_balanced {where} "
+                     "ORDER BY slot, block_number, log_index", params)
+    return _rows("slots_balanced", SLOT_COLUMNS, found)
+
+
+def unmetered_slots(db: Database, participant: str | None) -> list[dict[str, Any]]:
+    """Slots closed without readings (nothing charged): what waits for the operator."""
+    columns = COLUMNS["slots_unmetered"]
+    where, params = ("WHERE participant = ?", [participant]) if participant else ("", [])
+    found = db.fetch(f"SELECT {', '.join(columns)} FROM slots_unmetered {where} "
+                     "ORDER BY slot, participant", params)
+    return _rows("slots_unmetered", columns, found)
+
+
+def registrations(db: Database) -> list[dict[str, Any]]:
+    """Each participant's current wallet, from the latest wallet event of each."""
+    latest: dict[str, dict[str, Any]] = {}
+    for participant, wallet, action, block, tx_hash in db.fetch(
+            "SELECT participant, wallet, action, block_number, tx_hash FROM wallet_events "
+            "ORDER BY block_number, log_index"):
+        if action == "registered":
+            latest[participant] = {"participant": participant, "wallet": wallet,
+                                   "block_number": block, "tx_hash": tx_hash}
+        elif latest.get(participant, {}).get("wallet") == wallet:
+            del latest[participant]
+    return sorted(latest.values(), key=lambda row: str(row["participant"]))
+
+
+def meters(db: Database) -> list[dict[str, Any]]:
+    """Every registered meter and, if deactivated, from when."""
+    until = {str(m): int(u) for m, u in db.fetch(
+        "SELECT meter, active_until FROM meters_deactivated")}
+    return [{"meter": m, "participant": p, "signer": s, "home_area": h,
+             "active_from": int(f), "active_until": until.get(str(m))}
+            for m, p, s, h, f in db.fetch(
+                "SELECT meter, participant, signer, home_area, active_from "
+                "FROM meters_registered ORDER BY block_number, log_index")]
+
+
+def totals(db: Database) -> dict[str, int]:
+    """Trades recorded, energy and money traded, over everyone."""
+    count = 0
+    energy = price = 0
+    for e, p in db.fetch("SELECT energy, price FROM trades"):
+        count += 1
+        energy += int(e)
+        price += int(p)
+    return {"trades": count, "energy": energy, "price": price}
+
+
+def periods(db: Database) -> list[dict[str, int]]:
+    return [{"period": int(p), "end_slot": int(e)} for p, e in db.fetch(
+        "SELECT period, end_slot FROM periods ORDER BY period")]

@@ -1,0 +1,238 @@
+"""The participant's and the operator's JSON API and CSV exports.
+
+Pages and exports share these functions, so a CSV holds exactly what the page shows. Amounts
+are the contract's integers (energy kWh * 10**18, money euro cents * 10**18), sent as
+decimal strings because they exceed what JavaScript numbers hold exactly; the CSV files add
+them in kWh and cents, computed exactly. Privacy: a participant's session reaches only its
+own participant's routes (403 otherwise); the operator's reaches every one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from web3 import Web3
+
+from portal import queries
+from portal.db import Database
+from portal.web.config import MAX_PAGE_SIZE
+from portal.web.http import BadRequest, may_see, operator, services
+
+SCALE = 18
+AMOUNTS = frozenset({
+    "energy", "price", "fee", "import_energy", "export_energy", "sold", "bought",
+    "shortfall_charge", "excess_charge", "surplus_credit", "energy_sold", "energy_bought",
+    "money_receivable", "money_payable", "balancing_charges", "balancing_credits", "net"})
+ENERGY = frozenset({"energy", "import_energy", "export_energy", "sold", "bought",
+                    "energy_sold", "energy_bought"})
+
+api = Blueprint("api", __name__)
+
+
+def db() -> Database:
+    return services().store.db
+
+
+def shown(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for JSON: amounts as decimal strings."""
+    return {k: str(v) if k in AMOUNTS and v is not None else v for k, v in row.items()}
+
+
+def units(value: int) -> str:
+    """A scaled integer in whole units (kWh or cents), exactly."""
+    text = format(Decimal(value).scaleb(-SCALE), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def slot_time(slot: int) -> str:
+    return datetime.fromtimestamp(slot, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def explorer_tx(tx_hash: str) -> str:
+    return f"{services().settings.index.chain.explorer_url.rstrip('/')}/tx/{tx_hash}"
+
+
+def int_arg(name: str, default: int | None, low: int, high: int | None = None) -> int | None:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+        limit = f" and {high}" if high is not None else " or more"
+        raise BadRequest(f"{name} must be a whole number between {low}{limit}, not {raw!r}.")
+    return int(raw)
+
+
+def csv_response(name: str, columns: Sequence[str], rows: list[dict[str, Any]]) -> Response:
+    """``rows`` as CSV: every column as stored, plus each amount in kWh or cents."""
+    extra = [f"{c}_{'kwh' if c in ENERGY else 'cents'}" for c in columns if c in AMOUNTS]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*columns, *extra])
+    for row in rows:
+        writer.writerow([*("" if row[c] is None else row[c] for c in columns),
+                         *(units(int(row[c])) for c in columns if c in AMOUNTS)])
+    return Response(out.getvalue(), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+# --- one participant ----------------------------------------------------------------------
+
+
+def trade_filters() -> dict[str, Any]:
+    period_raw = request.args.get("period", "").strip()
+    filters: dict[str, Any] = {"market": request.args.get("market", "").strip() or None,
+                               "period": None, "open_period": period_raw == "open"}
+    if period_raw and period_raw != "open":
+        filters["period"] = int_arg("period", None, 1)
+    return filters
+
+
+def trades_page(participant: str, *, everything: bool = False) -> queries.TradePage:
+    filters = trade_filters()
+    per_page = int_arg("per_page", services().settings.page_size, 1, MAX_PAGE_SIZE) or 1
+    page = int_arg("page", 1, 1) or 1
+    if everything:
+        page, per_page = 1, 10**9
+    try:
+        return queries.trades_of(db(), participant, page=page, per_page=per_page, **filters)
+    except LookupError:
+        raise BadRequest(f"There is no closed billing period {filters['period']}.") from None
+
+
+def trade_rows(found: queries.TradePage) -> list[dict[str, Any]]:
+    return [{**row, "slot_time": slot_time(int(row["time_slot"])),
+             "explorer_url": explorer_tx(str(row["tx_hash"]))} for row in found.rows]
+
+
+def slot_rows(participant: str) -> list[dict[str, Any]]:
+    rows = [{**row, "status": "balanced", "slot_time": slot_time(int(row["slot"]))}
+            for row in queries.balanced_slots(db(), participant)]
+    rows += [{**row, "status": "unmetered", "slot_time": slot_time(int(row["slot"])),
+              "meter": None, "import_energy": None, "export_energy": None,
+              "shortfall_charge": None, "excess_charge": None, "surplus_credit": None}
+             for row in queries.unmetered_slots(db(), participant)]
+    return sorted(rows, key=lambda row: int(row["slot"]))
+
+
+TRADE_CSV = ("trade_id", "market", "time_slot", "slot_time", "seller", "buyer",
+             "seller_origin", "buyer_origin", "energy", "price", "fee", "block_number",
+             "log_index", "tx_hash", "explorer_url")
+SLOT_CSV = ("slot", "slot_time", "status", "meter", "import_energy", "export_energy", "sold",
+            "bought", "shortfall_charge", "excess_charge", "surplus_credit", "tx_hash")
+STATEMENT_CSV = ("period", "end_slot", "energy_sold", "energy_bought", "money_receivable",
+                 "money_payable", "balancing_charges", "balancing_credits", "net", "paid")
+BILL_CSV = ("participant", "energy_sold", "energy_bought", "money_receivable",
+            "money_payable", "balancing_charges", "balancing_credits", "net")
+
+
+@api.get("/api/participants/<participant>/bill")
+def bill(participant: str) -> Response:
+    """The running bill, live from the contract."""
+    participant = participant.lower()
+    may_see(participant)
+    return jsonify(shown({"participant": participant,
+                          **services().ledger.bill(participant)}))
+
+
+@api.get("/api/participants/<participant>/trades")
+def trades(participant: str) -> Response:
+    """One page of the participant's trades (``page``, ``per_page``, ``market``,
+    ``period``: a closed period's number or ``open``) and the markets it traded in."""
+    participant = participant.lower()
+    may_see(participant)
+    found = trades_page(participant)
+    return jsonify({"trades": [shown(r) for r in trade_rows(found)], "total": found.total,
+                    "page": found.page, "per_page": found.per_page,
+                    "markets": queries.markets_of(db(), participant),
+                    "periods": queries.periods(db())})
+
+
+@api.get("/api/participants/<participant>/slots")
+def slots(participant: str) -> Response:
+    """Each closed slot: traded and measured energy, and the balancing charged."""
+    participant = participant.lower()
+    may_see(participant)
+    return jsonify({"slots": [shown(r) for r in slot_rows(participant)]})
+
+
+@api.get("/api/participants/<participant>/statements")
+def statements(participant: str) -> Response:
+    """Every closed billing period's statement, live from the contract."""
+    participant = participant.lower()
+    may_see(participant)
+    return jsonify({"statements": [shown(s) for s in
+                                   services().ledger.statements(participant)]})
+
+
+CSV_EXPORTS: dict[str, tuple[tuple[str, ...], Callable[[str], list[dict[str, Any]]]]] = {
+    "trades": (TRADE_CSV, lambda p: trade_rows(trades_page(p, everything=True))),
+    "slots": (SLOT_CSV, slot_rows),
+    "statements": (STATEMENT_CSV, lambda p: services().ledger.statements(p)),
+    "bill": (BILL_CSV, lambda p: [{"participant": p, **services().ledger.bill(p)}]),
+}
+
+
+@api.get("/api/participants/<participant>/<kind>.csv")
+def export(participant: str, kind: str) -> Response:
+    """``trades.csv`` (with the same filters as the page, every page), ``slots.csv``,
+    ``statements.csv``, ``bill.csv``."""
+    participant = participant.lower()
+    may_see(participant)
+    if kind not in CSV_EXPORTS:
+        raise BadRequest(f"There is no {kind}.csv; try trades, slots, statements or bill.")
+    columns, rows = CSV_EXPORTS[kind]
+    return csv_response(f"{kind}-{participant}", columns, rows(participant))
+
+
+# --- the grid operator --------------------------------------------------------------------
+
+
+@api.get("/api/operator/overview")
+def overview() -> Response:
+    """Every participant and meter, totals, and unmetered slots waiting for attention."""
+    operator()
+    return jsonify({
+        "participants": queries.registrations(db()),
+        "meters": queries.meters(db()),
+        "totals": shown(queries.totals(db())),
+        "unmetered": [shown({**row, "slot_time": slot_time(int(row["slot"]))})
+                      for row in queries.unmetered_slots(db(), None)],
+        "periods": queries.periods(db()),
+    })
+
+
+def body_field(body: Any, name: str) -> str:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"Send {name} in a JSON object.")
+    return value.strip()
+
+
+@api.post("/api/operator/transactions/<action>")
+def operator_transaction(action: str) -> Response:
+    """The transaction (``to``, ``data``, ``chainId``) the operator's wallet is to sign:
+    ``register`` (participant, wallet), ``unregister`` (participant), ``close-period``
+    (end_slot). The portal only prepares it; it holds no key."""
+    operator()
+    body = request.get_json(silent=True)
+    ledger = services().ledger
+    if action == "register":
+        wallet = body_field(body, "wallet")
+        if not Web3.is_address(wallet):
+            raise BadRequest(f"{wallet[:60]!r} is not a wallet address.")
+        return jsonify(ledger.register_participant_tx(body_field(body, "participant"), wallet))
+    if action == "unregister":
+        return jsonify(ledger.unregister_participant_tx(body_field(body, "participant")))
+    if action == "close-period":
+        raw = body_field(body, "end_slot")
+        if not raw.isdigit():
+            raise BadRequest("end_slot must be a slot's start in Unix seconds.")
+        return jsonify(ledger.close_period_tx(int(raw)))
+    raise BadRequest(f"There is no operator transaction {action!r}; try register, "
+                     "unregister or close-period.")

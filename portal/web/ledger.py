@@ -1,0 +1,130 @@
+"""What the portal reads live from the Settlement contract (who a wallet is, bills,
+statements) and the calldata of the operator's transactions, which the operator's own wallet
+signs in the browser: the portal never holds a key.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError
+
+from pilotchain.chain import connect, read
+from pilotchain.contract import ContractError, Deployment, load_deployment, settlement_contract
+from pilotchain.errors import ChainError
+from pilotchain.trades import uuid_to_bytes32
+from portal.errors import PortalConfigError, PortalError
+from portal.events import id_text
+
+ADMIN_ROLE = bytes(32)
+_HEX_ID = re.compile(r"^0x[0-9a-f]{64}$")
+
+
+class LedgerUnavailable(PortalError):
+    """The chain cannot be asked right now; the page says so instead of a stale number."""
+
+
+class BadParticipantId(PortalError):
+    """A participant id that is neither a gsy-e uuid nor 0x and 64 hex digits."""
+
+
+def id_bytes(participant: str) -> bytes:
+    """A participant id as the portal shows it (see :func:`portal.events.id_text`) as bytes32."""
+    text = participant.strip().lower()
+    if _HEX_ID.match(text):
+        return bytes.fromhex(text[2:])
+    try:
+        return uuid_to_bytes32(uuid.UUID(text))
+    except ValueError:
+        raise BadParticipantId(f"{participant[:80]!r} is not a participant id (a gsy-e uuid "
+                               "or 0x and 64 hexadecimal digits).") from None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the contract says a wallet is."""
+
+    participant: str | None
+    is_operator: bool
+
+
+class Ledger:
+    """Reads of one deployment through the RPC node."""
+
+    def __init__(self, rpc_url: str, deployment_file: Any, *, timeout: float) -> None:
+        self.url = rpc_url
+        try:
+            self.deployment: Deployment = load_deployment(deployment_file)
+        except ContractError as error:
+            raise PortalConfigError(f"{error} The portal reads the contract its deployment "
+                                    "record names (DEPLOYMENT_FILE).") from None
+        self.w3: Web3 = connect(rpc_url, timeout=timeout, env_proxies=False)
+        self.contract: Contract = settlement_contract(self.w3, self.deployment)
+
+    def _read(self, action: str, fn: Any) -> Any:
+        try:
+            return read(self.url, action, fn)
+        except (ChainError, ContractLogicError):
+            raise LedgerUnavailable(f"{action} failed: the chain cannot be reached right "
+                                    "now; try again in a minute.") from None
+
+    def identity(self, wallet: str) -> Identity:
+        """The participant linked to ``wallet`` and whether it is the contract's admin."""
+        wallet = Web3.to_checksum_address(wallet)
+        raw = self._read("Looking up the wallet",
+                         lambda: self.contract.functions.participantOf(wallet).call())
+        admin = self._read("Looking up the wallet's role", lambda: self.contract.functions
+                           .hasRole(ADMIN_ROLE, wallet).call())
+        participant = None if not any(bytes(raw)) else id_text(bytes(raw))
+        return Identity(participant, bool(admin))
+
+    def bill(self, participant: str) -> dict[str, int]:
+        """The running bill of trades and of balancing, as ``billOf`` and ``balancingOf``."""
+        pid = id_bytes(participant)
+        sold, bought, receivable, payable = self._read(
+            "Reading the bill", lambda: self.contract.functions.billOf(pid).call())
+        charges, credits = self._read(
+            "Reading the balancing", lambda: self.contract.functions.balancingOf(pid).call())
+        return {"energy_sold": sold, "energy_bought": bought, "money_receivable": receivable,
+                "money_payable": payable, "balancing_charges": charges,
+                "balancing_credits": credits,
+                "net": receivable + credits - payable - charges}
+
+    def statements(self, participant: str) -> list[dict[str, Any]]:
+        """Every closed period's statement of ``participant``, oldest first."""
+        pid = id_bytes(participant)
+        functions = self.contract.functions
+        count = self._read("Reading the periods", lambda: functions.periodCount().call())
+        found = []
+        for period in range(1, count + 1):
+            end = self._read("Reading a period", lambda p=period: functions.periodEnd(p).call())
+            (sold, bought, receivable, payable, charges, credits, net, paid) = self._read(
+                "Reading a statement",
+                lambda p=period: functions.statementOf(p, pid).call())
+            found.append({"period": period, "end_slot": end, "energy_sold": sold,
+                          "energy_bought": bought, "money_receivable": receivable,
+                          "money_payable": payable, "balancing_charges": charges,
+                          "balancing_credits": credits, "net": net, "paid": paid})
+        return found
+
+    # -- the operator's transactions, to be signed by the operator's wallet ----------------
+
+    def register_participant_tx(self, participant: str, wallet: str) -> dict[str, str]:
+        return self._tx("registerParticipant", id_bytes(participant),
+                        Web3.to_checksum_address(wallet))
+
+    def unregister_participant_tx(self, participant: str) -> dict[str, str]:
+        return self._tx("unregisterParticipant", id_bytes(participant))
+
+    def close_period_tx(self, end_slot: int) -> dict[str, str]:
+        return self._tx("closePeriod", end_slot)
+
+    def _tx(self, name: str, *args: Any) -> dict[str, str]:
+        data = self.contract.encode_abi(name, args=list(args))
+        return {"to": self.deployment.address, "data": data,
+                "chainId": hex(self.deployment.chain_id)}

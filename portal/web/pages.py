@@ -1,0 +1,58 @@
+"""The page (one HTML document; its script fills it in from the JSON API), the portal's
+own static files and the chart library's, and the health answer.
+
+uPlot, the charts, is an npm package (package.json) served from node_modules by this app:
+pilots may be offline, so nothing is loaded from a CDN.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, abort, jsonify, render_template, send_from_directory
+
+from portal.web.http import services
+
+# Beside the code, where npm ci installed it (PROJECT_ROOT may point elsewhere: it locates
+# the settings, not the checkout).
+UPLOT_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "uplot" / "dist"
+UPLOT_FILES = {"uPlot.iife.min.js", "uPlot.min.css"}
+# Everything comes from this origin; the page's script talks only to it and the wallet.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                                "img-src 'self' data:; form-action 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+pages = Blueprint("pages", __name__, static_folder="static", static_url_path="/static",
+                  template_folder="templates")
+
+
+@pages.get("/")
+def index() -> str:
+    chain = services().settings.index.chain
+    return render_template("portal.html", network=chain.network_name,
+                           contact=services().settings.operator_contact)
+
+
+@pages.get("/vendor/uplot/<name>")
+def uplot(name: str) -> Response:
+    if name not in UPLOT_FILES:
+        abort(404)
+    if not (UPLOT_DIR / name).is_file():
+        abort(404, "The chart library is not installed: run npm ci in the project.")
+    return send_from_directory(UPLOT_DIR, name)
+
+
+@pages.get("/health")
+def health() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@pages.after_app_request
+def security_headers(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response

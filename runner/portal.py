@@ -1,0 +1,72 @@
+"""The participant portal in the native stack: its indexer (``python -m portal``) and its
+web app (gunicorn serving ``portal.web:create_app()``), both in the background."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from portal.config import PortalSettings
+from portal.db import Database
+from portal.errors import PortalError
+from portal.web.config import WebSettings
+from runner.services import BackgroundService, answers_ok, gunicorn_argv
+
+
+class PortalIndexerService(BackgroundService):
+    """``pilotchain-portal-indexer``; ready once it has recorded its cursor in the index."""
+
+    name = "portal-indexer"
+    start_timeout = 90.0
+
+    def __init__(self, settings: PortalSettings, state_dir: Path,
+                 env: Mapping[str, str]) -> None:
+        super().__init__(state_dir, env)
+        self.settings = settings
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "portal"]
+
+    def probe(self) -> bool:
+        try:
+            db = Database(self.settings.database_url)
+        except PortalError as error:
+            self.last_answer = str(error)
+            return False
+        try:
+            return db.cursor() is not None
+        except PortalError:
+            return False  # not migrated yet
+        finally:
+            db.close()
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+
+class PortalWebService(BackgroundService):
+    """gunicorn with PORTAL_WORKERS gthread workers of PORTAL_THREADS threads each."""
+
+    name = "portal"
+
+    def __init__(self, settings: WebSettings, state_dir: Path,
+                 env: Mapping[str, str]) -> None:
+        super().__init__(state_dir, env, port=(settings.host, settings.port, "PORTAL_PORT"))
+        self.settings = settings
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def argv(self) -> list[str]:
+        s = self.settings
+        return gunicorn_argv("portal.web:create_app()", s.host, s.port, s.workers,
+                             "--worker-class", "gthread", "--threads", str(s.threads))
+
+    def probe(self) -> bool:
+        return answers_ok(self, f"{self.url}/health")
+
+    def status(self) -> dict[str, Any]:
+        return {"portal_url": self.url}

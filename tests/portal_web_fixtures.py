@@ -1,0 +1,250 @@
+"""Fixtures of the portal web app's tests: one Settlement on the session's chain with a real
+gsy-e recording replayed, two participants' wallets registered, one metered participant with
+closed slots and a closed billing period, all indexed; the portal under real gunicorn; and a
+client that signs in the way a wallet does (EIP-4361, personal_sign with a real key).
+
+Loaded as a pytest plug-in by conftest.py; test modules import only helpers from here.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from bridge_fixtures import Deployed
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from portal_fixtures import record_trades
+from recordings import DATA
+
+from pilotchain.chain import Sender, connect, wait_for_receipt
+from pilotchain.contract import (
+    compile_settlement,
+    deploy_settlement,
+    load_deployment,
+    save_deployment,
+    settlement_contract,
+)
+from pilotchain.metering import WH, Domain, MeterReading, meter_id, sign_reading
+from pilotchain.trades import TradeRecord, read_recording, uuid_to_bytes32
+from portal.config import PortalSettings
+from portal.indexer import Indexer
+from portal.web.config import WebSettings
+from runner.localnet import LocalNetwork
+from runner.portal import PortalWebService
+from runner.ports import free_port
+
+__all__ = ["CONTACT", "EXPLORER", "PortalClient", "PortalWorld", "portal_world", "sign"]
+
+EXPLORER = "http://explorer.test"
+CONTACT = "the grid operator (ops@pilot.test)"
+RECORDING = DATA / "default_2a_two_sided.jsonl"
+SLOT = 900
+CT = 10**18
+
+
+@dataclass
+class PortalWorld:
+    """What the portal's tests stand on."""
+
+    target: Deployed
+    records: list[TradeRecord]
+    metered: list[TradeRecord]
+    alice: LocalAccount  # participant A's wallet (A is metered)
+    bob: LocalAccount  # participant B's wallet
+    operator: LocalAccount
+    a: str
+    b: str
+    database_url: str
+    service: PortalWebService
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+    @property
+    def w3(self) -> Any:
+        return connect(self.target.net.rpc_url)
+
+    def contract(self) -> Any:
+        return settlement_contract(self.w3, self.target.deployment)
+
+    def client(self) -> PortalClient:
+        return PortalClient(self.url)
+
+
+def sign(account: LocalAccount, text: str) -> str:
+    """personal_sign of ``text``, as a wallet answers it."""
+    signed = Account.sign_message(encode_defunct(text=text), account.key)
+    return "0x" + bytes(signed.signature).hex()
+
+
+@dataclass
+class PortalClient:
+    """A browser-like client: keeps the session cookie (sent over plain HTTP on loopback
+    although it is marked Secure) and the CSRF token, and signs in as a wallet does."""
+
+    url: str
+    cookies: dict[str, str] = field(default_factory=dict)
+    csrf: str = ""
+    last: requests.Response | None = None
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if method == "POST" and self.csrf:
+            headers.setdefault("X-CSRFToken", self.csrf)
+        response = requests.request(method, self.url + path, cookies=self.cookies,
+                                    headers=headers, timeout=60, **kwargs)
+        self.cookies.update(response.cookies.get_dict())
+        self.last = response
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def me(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.get("/api/me").json()
+        self.csrf = body["csrf_token"]
+        return body
+
+    def challenge(self, account: LocalAccount) -> str:
+        self.me()
+        reply = self.post("/api/auth/challenge", json={"address": account.address})
+        assert reply.status_code == 200, reply.text
+        message: str = reply.json()["message"]
+        return message
+
+    def verify(self, message: str, signature: str) -> requests.Response:
+        reply = self.post("/api/auth/verify", json={"message": message,
+                                                    "signature": signature})
+        if reply.status_code == 200:
+            self.csrf = reply.json()["csrf_token"]
+        return reply
+
+    def sign_in(self, account: LocalAccount) -> requests.Response:
+        message = self.challenge(account)
+        return self.verify(message, sign(account, message))
+
+
+def send(w3: Any, sender: Sender, contract: Any, name: str, *args: Any) -> dict[str, Any]:
+    data = contract.encode_abi(name, args=list(args))
+    receipt = wait_for_receipt(w3, sender.send({"to": contract.address, "data": data}),
+                               timeout=60)
+    assert receipt["status"] == 1, name
+    return dict(receipt)
+
+
+def two_busiest(records: list[TradeRecord]) -> tuple[uuid.UUID, uuid.UUID]:
+    counts = Counter(p for r in records for p in (r.seller, r.buyer))
+    (first, _), (second, _) = counts.most_common(2)
+    return first, second
+
+
+def meter_participant(target: Deployed, operator: LocalAccount, a: uuid.UUID
+                      ) -> list[TradeRecord]:
+    """A meter for ``a``, three closed slots each with a boundary trade and readings (one
+    short, one in excess, one exact), and period 1 closed after them."""
+    w3 = connect(target.net.rpc_url)
+    contract = settlement_contract(w3, target.deployment)
+    admin = Sender(w3, operator)
+    recorder = Sender(w3, target.net.keys.role("bridge").unlock())
+    meter_key = Account.create()
+    meter = meter_id(uuid.uuid4())
+    pid = uuid_to_bytes32(a)
+    send(w3, admin, contract, "registerMeter", meter, meter_key.address, pid, pid)
+    send(w3, admin, contract, "setCloseDelay", 0)
+    send(w3, admin, contract, "setRates", 0, 40 * CT, 30 * CT, 0)
+    send(w3, admin, contract, "grantRole", contract.functions.READER_ROLE().call(),
+         operator.address)
+    base = w3.eth.get_block("latest")["timestamp"] // SLOT * SLOT
+    slots = [base - 3 * SLOT, base - 2 * SLOT, base - SLOT]
+    market, other = uuid.uuid4(), uuid.uuid4()
+    trades = [TradeRecord(uuid.uuid4(), market, slots[0], a, other, a, other, 10 * WH, CT, 0),
+              TradeRecord(uuid.uuid4(), market, slots[1], other, a, other, a, 20 * WH,
+                          2 * CT, 0),
+              TradeRecord(uuid.uuid4(), market, slots[2], a, other, a, other, 5 * WH, CT, 0)]
+    send(w3, recorder, contract, "recordTrades", [t.as_contract_tuple() for t in trades])
+    domain = Domain(w3.eth.chain_id, contract.address)
+    # Registers (import, export) in Wh at each slot boundary: exported 7 of 10 sold,
+    # imported 26 of 20 bought, exported exactly the 5 sold.
+    registers = [(1000, 500), (1000, 507), (1026, 507), (1026, 512)]
+    readings = [sign_reading(MeterReading(meter, slots[0] + i * SLOT, imp, exp), meter_key,
+                             domain) for i, (imp, exp) in enumerate(registers)]
+    send(w3, admin, contract, "submitReadings", [r.as_contract_tuple() for r in readings])
+    send(w3, admin, contract, "closeSlots", [pid] * 3, slots)
+    send(w3, admin, contract, "closePeriod", base)
+    return trades
+
+
+@pytest.fixture(scope="module")
+def portal_world(chain: LocalNetwork, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[PortalWorld]:
+    """The world above, with the portal (2 gunicorn workers) serving it."""
+    home = tmp_path_factory.mktemp("portal")
+    w3 = connect(chain.rpc_url)
+    operator = chain.keys.role("operator").unlock()
+    deployment = deploy_settlement(w3, operator, chain.keys.role("bridge").address,
+                                   compiled=compile_settlement())
+    record = home / "settlement.json"
+    save_deployment(deployment, record)
+    target = Deployed(chain, record, load_deployment(record))
+    records = list(read_recording(RECORDING))
+    record_trades(target, records)
+    a, b = two_busiest(records)
+    metered = meter_participant(target, operator, a)
+    alice, bob = Account.create(), Account.create()
+    admin, contract = Sender(w3, operator), settlement_contract(w3, target.deployment)
+    send(w3, admin, contract, "registerParticipant", uuid_to_bytes32(a), alice.address)
+    send(w3, admin, contract, "registerParticipant", uuid_to_bytes32(b), bob.address)
+
+    database_url = f"sqlite:///{home / 'portal.sqlite3'}"
+    chain_settings = replace(chain.settings, rpc_url_override=chain.rpc_url,
+                             deployment_file_override=record)
+    indexer = Indexer(PortalSettings(chain=chain_settings, database_url_override=database_url,
+                                     confirmations=0))
+    try:
+        indexer.catch_up()
+    finally:
+        indexer.close()
+
+    env = portal_env(chain, record, database_url, home)
+    service = PortalWebService(WebSettings.from_env(env), home / "pids", env)
+    try:
+        assert service.start(chain)
+        yield PortalWorld(target, records, metered, alice, bob, operator, str(a), str(b),
+                          database_url, service)
+    finally:
+        service.stop()
+
+
+def portal_env(chain: LocalNetwork, record: Path, database_url: str, home: Path,
+               **overrides: str) -> dict[str, str]:
+    """A complete environment for the portal, so no developer's .env leaks in."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PILOTCHAIN_HOME": str(home),
+        "RPC_URL": chain.rpc_url,
+        "CHAIN_ID": str(chain.settings.chain_id),
+        "NETWORK_NAME": chain.settings.network_name,
+        "EXPLORER_URL": EXPLORER,
+        "DEPLOYMENT_FILE": str(record),
+        "PORTAL_DATABASE_URL": database_url,
+        "PORTAL_PORT": str(free_port()),
+        "PORTAL_WORKERS": "2",
+        "PORTAL_SECRET_FILE": str(home / "portal-secret"),
+        "PORTAL_OPERATOR_CONTACT": CONTACT,
+    }
+    env.update(overrides)
+    return env

@@ -1,0 +1,255 @@
+"""The portal in Debian's headless Chromium, driven over the DevTools protocol, with an
+injected EIP-1193 provider (``window.ethereum``) whose requests a real test key answers: the
+page asks, a DevTools binding hands the request to this test, which signs with eth-account
+(and sends transactions to the chain) and hands the answer back, as a wallet would.
+
+Shown: sign-in; the participant's bill equal to ``billOf``; the first page of trades equal to
+the recording's; the chart drawn (screenshot ``portal-participant.png`` under the test's tmp
+dir); the CSV download equal to the chain; another participant's data refused (403); an
+unregistered wallet told whom to ask; the operator registering a wallet from the page, on
+chain afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from portal_web_fixtures import CONTACT, PortalWorld
+from test_faucet_browser import CHROMIUM, CHROMIUM_FLAGS, DevTools
+from websockets.sync.client import connect
+
+from pilotchain.chain import Sender, wait_for, wait_for_receipt
+from pilotchain.chain import connect as connect_chain
+from pilotchain.trades import uuid_to_bytes32
+
+pytestmark = [pytest.mark.chain, pytest.mark.browser]
+
+# The page's wallet: each request goes to the test through the walletRequest binding.
+PROVIDER = """
+(() => {
+  const pending = {};
+  let next = 1;
+  window.__walletReply = (id, result, error) => {
+    const call = pending[id];
+    delete pending[id];
+    if (error) { call.reject(new Error(error)); } else { call.resolve(result); }
+  };
+  window.ethereum = {
+    isMetaMask: true,
+    request: ({ method, params }) => new Promise((resolve, reject) => {
+      const id = next++;
+      pending[id] = { resolve, reject };
+      window.walletRequest(JSON.stringify({ id, method, params: params || [] }));
+    }),
+  };
+})();
+"""
+
+
+class Wallet:
+    """Answers the page's EIP-1193 requests with one key (swappable) and the real chain."""
+
+    def __init__(self, browser: DevTools, rpc_url: str) -> None:
+        self.browser = browser
+        self.rpc_url = rpc_url
+        self.account: LocalAccount = Account.create()
+        self.requests: list[str] = []
+
+    def answer(self, method: str, params: list[Any]) -> Any:
+        self.requests.append(method)
+        if method in ("eth_requestAccounts", "eth_accounts"):
+            return [self.account.address]
+        if method == "personal_sign":
+            text = bytes.fromhex(params[0].removeprefix("0x")).decode()
+            assert params[1] == self.account.address
+            signed = self.account.sign_message(encode_defunct(text=text))
+            return "0x" + bytes(signed.signature).hex()
+        if method == "eth_sendTransaction":
+            tx = params[0]
+            assert tx["from"] == self.account.address
+            w3 = connect_chain(self.rpc_url)
+            tx_hash = Sender(w3, self.account).send({"to": tx["to"], "data": tx["data"]})
+            return tx_hash.to_0x_hex()
+        raise AssertionError(f"the page asked the wallet for {method}")
+
+    def serve(self, until: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
+        """Answer wallet requests until ``until()`` is truthy."""
+        deadline = time.monotonic() + timeout
+        while True:
+            calls = [e for e in self.browser.events if e.get("method") == "Runtime.bindingCalled"]
+            self.browser.events = [e for e in self.browser.events if e not in calls]
+            for call in calls:
+                request = json.loads(call["params"]["payload"])
+                try:
+                    reply = json.dumps(self.answer(request["method"], request["params"]))
+                    self.browser.evaluate(f"window.__walletReply({request['id']}, {reply})")
+                except AssertionError as error:
+                    self.browser.evaluate(f"window.__walletReply({request['id']}, null, "
+                                          f"{json.dumps(str(error))})")
+                    raise
+            done = until()
+            if done:
+                return done
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            try:
+                self.browser.events.append(json.loads(self.browser.socket.recv(timeout=0.2)))
+            except TimeoutError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
+    """Headless Chromium with the provider on every page."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("chromium is not installed; run scripts/lib/install-test-deps.sh")
+    profile = tmp_path_factory.mktemp("chromium-portal")
+    process = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                                "about:blank"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        wait_for(lambda: port_file.is_file() and port_file.read_text().strip(), timeout=30,
+                 what="Chromium to open its DevTools port")
+        port = port_file.read_text().split()[0]
+        targets = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        target = next(t for t in targets if t["type"] == "page")
+        with connect(target["webSocketDebuggerUrl"], max_size=None) as socket:
+            tools = DevTools(socket)
+            tools.send("Page.enable")
+            tools.send("Runtime.enable")
+            tools.send("Runtime.addBinding", name="walletRequest")
+            tools.send("Page.addScriptToEvaluateOnNewDocument", source=PROVIDER)
+            yield tools
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def text(page: DevTools, element: str) -> str:
+    return str(page.evaluate(f"document.getElementById('{element}').textContent.trim()"))
+
+
+def open_portal(page: DevTools, world: PortalWorld) -> None:
+    page.send("Page.navigate", url=world.url + "/")
+    page.wait_event("Page.loadEventFired")
+
+
+def sign_in(page: DevTools, wallet: Wallet, world: PortalWorld) -> None:
+    open_portal(page, world)
+    wait_for(lambda: page.evaluate("document.body.dataset.loaded === 'true'"), timeout=30,
+             what="the page to load who is signed in")
+    page.evaluate("document.getElementById('sign-in').click()")
+    wallet.serve(lambda: page.evaluate("document.body.dataset.ready === 'true' || "
+                                       "document.getElementById('signin-error').textContent"),
+                 what="the page to sign in")
+
+
+def fetch(page: DevTools, path: str) -> dict[str, Any]:
+    """What the page's own fetch of ``path`` gets (its cookie included)."""
+    result: dict[str, Any] = page.evaluate(
+        f"fetch({json.dumps(path)}).then(async r => ({{status: r.status, body: await r.text()}}))")
+    return result
+
+
+def screenshot(page: DevTools, path: Path) -> None:
+    shot = page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    assert path.stat().st_size > 10_000
+
+
+def test_a_participant_signs_in_and_sees_its_own_data(
+        page: DevTools, portal_world: PortalWorld, tmp_path: Path) -> None:
+    world = portal_world
+    wallet = Wallet(page, world.target.net.rpc_url)
+    wallet.account = world.alice
+    sign_in(page, wallet, world)
+    assert text(page, "signin-error") == ""
+    assert wallet.requests == ["eth_requestAccounts", "personal_sign"]
+    assert text(page, "who-text") == f"Participant {world.a} ({world.alice.address})"
+
+    pid = uuid_to_bytes32(world.a)
+    sold, bought, receivable, payable = world.contract().functions.billOf(pid).call()
+    bill = json.loads(page.evaluate("document.getElementById('bill').dataset.raw"))
+    assert [int(bill[k]) for k in ("energy_sold", "energy_bought", "money_receivable",
+                                   "money_payable")] == [sold, bought, receivable, payable]
+    mine = [str(r.trade_id) for r in world.records + world.metered
+            if world.a in (str(r.seller), str(r.buyer))]
+    shown = json.loads(page.evaluate("document.getElementById('trades').dataset.ids"))
+    assert shown == mine[:50]
+    assert text(page, "page-info") == f"page 1 of {-(-len(mine) // 50)} ({len(mine)} trades)"
+    link = page.evaluate("document.querySelector('#trades a.tx-link').href")
+    assert link.startswith("http://explorer.test/tx/0x")
+
+    # The chart: uPlot drew on a canvas, three series over the three metered slots.
+    assert page.evaluate("document.querySelectorAll('#chart canvas').length") == 1
+    assert page.evaluate("document.getElementById('chart-empty').hidden") is True
+    screenshot(page, tmp_path / "portal-participant.png")
+
+    # The CSV the page links to, downloaded with the page's session, holds the chain's bill.
+    href = page.evaluate("document.getElementById('csv-bill').getAttribute('href')")
+    csv_text = fetch(page, href)["body"].splitlines()
+    values = dict(zip(csv_text[0].split(","), csv_text[1].split(","), strict=True))
+    assert [int(values[k]) for k in ("energy_sold", "energy_bought", "money_receivable",
+                                     "money_payable")] == [sold, bought, receivable, payable]
+    trades_csv = fetch(page, f"/api/participants/{world.a}/trades.csv")["body"].splitlines()
+    assert [line.split(",")[0] for line in trades_csv[1:]] == mine
+
+    # Another participant's data, asked for from this session: 403 with the sentence.
+    other = fetch(page, f"/api/participants/{world.b}/bill")
+    assert other["status"] == 403
+    assert json.loads(other["body"]) == {"error": "You may see only your own participant's data."}
+
+    page.load("document.getElementById('sign-out').click()")
+    assert page.evaluate("document.getElementById('signin').hidden") is False
+
+
+def test_an_unregistered_wallet_gets_the_sentence(
+        page: DevTools, portal_world: PortalWorld) -> None:
+    wallet = Wallet(page, portal_world.target.net.rpc_url)
+    sign_in(page, wallet, portal_world)
+    assert text(page, "signin-error") == (
+        f"The wallet {wallet.account.address} is not registered to a participant of "
+        f"{portal_world.target.net.settings.network_name}; ask {CONTACT} to register it.")
+    assert page.evaluate("document.getElementById('participant').hidden") is True
+
+
+def test_the_operator_registers_a_wallet_from_the_page(
+        page: DevTools, portal_world: PortalWorld, tmp_path: Path) -> None:
+    world = portal_world
+    wallet = Wallet(page, world.target.net.rpc_url)
+    wallet.account = world.operator
+    sign_in(page, wallet, world)
+    assert text(page, "who-text") == f"Grid operator ({world.operator.address})"
+    assert page.evaluate("document.querySelectorAll('#participants tbody tr').length") == 2
+
+    newcomer, house = Account.create(), uuid.uuid4()
+    page.evaluate(f"document.getElementById('reg-participant').value = '{house}';"
+                  f"document.getElementById('reg-wallet').value = '{newcomer.address}';"
+                  "document.getElementById('register-form').requestSubmit();")
+    tx_hash = wallet.serve(
+        lambda: page.evaluate("document.getElementById('op-result').dataset.hash || "
+                              "document.getElementById('op-error').textContent"),
+        what="the operator's transaction to be sent")
+    assert text(page, "op-error") == ""
+    receipt = wait_for_receipt(world.w3, bytes.fromhex(tx_hash[2:]), timeout=60)
+    assert receipt["status"] == 1
+    assert receipt["from"] == world.operator.address
+    assert world.contract().functions.participantOf(newcomer.address).call() == \
+        uuid_to_bytes32(house)
+    screenshot(page, tmp_path / "portal-operator.png")
