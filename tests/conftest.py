@@ -36,7 +36,7 @@ GETH_BIN_DIR = Path(
 MARKER_FIXTURES = {
     "chain": {"chain", "make_network", "geth_bin_dir", "deployed"},
     "redis": {"redis_server", "redis_url"},
-    "browser": {"browser"},
+    "browser": {"browser", "page"},
 }
 
 

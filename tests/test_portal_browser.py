@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+from browser import DevTools, chromium
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from portal_web_fixtures import CONTACT, PortalWorld
-from test_faucet_browser import CHROMIUM, CHROMIUM_FLAGS, DevTools
-from websockets.sync.client import connect
 
 from pilotchain.chain import Sender, wait_for, wait_for_receipt
 from pilotchain.chain import connect as connect_chain
@@ -112,33 +109,11 @@ class Wallet:
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
     """Headless Chromium with the provider on every page."""
-    if not Path(CHROMIUM).is_file():
-        pytest.fail("chromium is not installed; run scripts/lib/install-test-deps.sh")
-    profile = tmp_path_factory.mktemp("chromium-portal")
-    process = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                                "about:blank"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        port_file = profile / "DevToolsActivePort"
-        wait_for(lambda: port_file.is_file() and port_file.read_text().strip(), timeout=30,
-                 what="Chromium to open its DevTools port")
-        port = port_file.read_text().split()[0]
-        targets = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
-        target = next(t for t in targets if t["type"] == "page")
-        with connect(target["webSocketDebuggerUrl"], max_size=None) as socket:
-            tools = DevTools(socket)
-            tools.send("Page.enable")
-            tools.send("Runtime.enable")
-            tools.send("Runtime.addBinding", name="walletRequest")
-            tools.send("Page.addScriptToEvaluateOnNewDocument", source=PROVIDER)
-            yield tools
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with chromium(tmp_path_factory.mktemp("chromium-portal")) as tools:
+        tools.send("Runtime.enable")
+        tools.send("Runtime.addBinding", name="walletRequest")
+        tools.send("Page.addScriptToEvaluateOnNewDocument", source=PROVIDER)
+        yield tools
 
 
 def text(page: DevTools, element: str) -> str:

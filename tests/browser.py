@@ -1,0 +1,100 @@
+"""Debian's headless Chromium driven over the DevTools protocol, for the page tests
+(tests/test_faucet_browser.py, tests/test_portal_browser.py)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from websockets.sync.client import ClientConnection, connect
+
+from pilotchain.chain import wait_for
+
+__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "DevTools", "chromium"]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As the machine notes say: without the background-networking flags Chromium keeps dialling
+# Google's hosts, which a closed network refuses.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                  "--window-size=1100,1300", "--remote-debugging-port=0"]
+class DevTools:
+    """A minimal DevTools-protocol client for one page: commands and awaited events."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+        self.ids = itertools.count(1)
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, method: str, **params: Any) -> dict[str, Any]:
+        """Run ``method`` and return its result (events that arrive meanwhile are kept)."""
+        ident = next(self.ids)
+        self.socket.send(json.dumps({"id": ident, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.socket.recv(timeout=30))
+            if message.get("id") == ident:
+                assert "error" not in message, message["error"]
+                return message.get("result", {})
+            self.events.append(message)
+
+    def wait_event(self, method: str, timeout: float = 30) -> dict[str, Any]:
+        """The next ``method`` event (kept or arriving within ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, event in enumerate(self.events):
+                if event.get("method") == method:
+                    return self.events.pop(index)
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"Chromium sent no {method} within {timeout:.0f} s"
+            self.events.append(json.loads(self.socket.recv(timeout=remaining)))
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.send("Runtime.evaluate", expression=expression, awaitPromise=True,
+                           returnByValue=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def load(self, action: str) -> None:
+        """Run ``action`` (JavaScript that navigates) and wait until the new page has loaded."""
+        self.events = [e for e in self.events if e.get("method") != "Page.loadEventFired"]
+        self.evaluate(action)
+        self.wait_event("Page.loadEventFired")
+
+
+@contextmanager
+def chromium(profile: Path) -> Iterator[DevTools]:
+    """Headless Chromium with a fresh profile in ``profile``, its first page enabled; stopped
+    on leaving, whatever happened."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("chromium is not installed; run scripts/lib/install-test-deps.sh")
+    process = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                                "about:blank"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        wait_for(lambda: port_file.is_file() and port_file.read_text().strip(), timeout=30,
+                 what="Chromium to open its DevTools port")
+        port = port_file.read_text().split()[0]
+        targets = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        target = next(t for t in targets if t["type"] == "page")
+        with connect(target["webSocketDebuggerUrl"], max_size=None) as socket:
+            tools = DevTools(socket)
+            tools.send("Page.enable")
+            yield tools
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
