@@ -285,14 +285,23 @@ def test_kill_9_during_10000_trades_indexes_each_exactly_once(
     recorder = threading.Thread(target=lambda: receipts.extend(record_trades(deployed, records)))
     rng = random.Random(11)
     kills = sorted(rng.sample(range(500, KILLED_TRADES - 500), 3))
-    try:
+
+    def start(starts: int) -> None:
+        """Start the indexer and wait until it has said where it resumes, so that the next
+        kill hits a running indexer, not one still starting."""
         process.start()
+        wait_for(lambda: process.log_tail(100_000).count(" from block ") > starts or None,
+                 timeout=60, what=f"the indexer's start number {starts + 1}\n"
+                                  f"{process.log_tail()}")
+
+    try:
+        start(0)
         recorder.start()
-        for threshold in kills:
+        for number, threshold in enumerate(kills, start=1):
             wait_for(lambda: _indexed_trades(db) >= threshold, timeout=120,  # noqa: B023
                      what=f"{threshold} trades indexed\n{process.log_tail()}")
             process.kill()
-            process.start()
+            start(number)
         recorder.join(timeout=300)
         assert receipts, "recording the trades failed"
         wait_for(lambda: _indexed_trades(db) == KILLED_TRADES, timeout=120,
