@@ -57,6 +57,12 @@ class FaucetSettings:
                    redis_url=RedisConnection.from_env(env).url, **FAUCET_SETTINGS.read(env))
 
     @property
+    def url(self) -> str:
+        """Where a browser on this machine reaches the faucet."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
     def rpc_url(self) -> str:
         """The node the faucet sends through."""
         return self.chain.rpc_url

@@ -3,12 +3,10 @@ endpoint (gunicorn serving ``ingest.http:create_app()``), each in the background
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from ingest.config import HttpSettings
-from runner.services import BackgroundService, MetricsService, answers_ok, gunicorn_argv
+from runner.services import GunicornService, MetricsService
 
 
 class IngestService(MetricsService):
@@ -28,27 +26,12 @@ class IngestMqttService(MetricsService):
     port_setting = "INGEST_MQTT_METRICS_PORT"
 
 
-class IngestHttpService(BackgroundService):
+class IngestHttpService(GunicornService[HttpSettings]):
     """gunicorn with INGEST_HTTP_WORKERS workers serving the bulk-upload endpoint."""
 
     name = "ingest-http"
-
-    def __init__(self, settings: HttpSettings, env: Mapping[str, str],
-                 state_dir: Path) -> None:
-        super().__init__(state_dir, env, port=(settings.host, settings.port,
-                                               "INGEST_HTTP_PORT"))
-        self.settings = settings
-
-    @property
-    def url(self) -> str:
-        return self.settings.url
-
-    def argv(self) -> list[str]:
-        s = self.settings
-        return gunicorn_argv("ingest.http:create_app()", s.host, s.port, s.workers)
-
-    def probe(self) -> bool:
-        return answers_ok(self, f"{self.url}/health")
+    app = "ingest.http:create_app()"
+    port_setting = "INGEST_HTTP_PORT"
 
     def status(self) -> dict[str, Any]:
         return {"ingest_url": f"{self.url}/api/readings"}

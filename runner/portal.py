@@ -12,7 +12,7 @@ from portal.config import PortalSettings
 from portal.db import Database
 from portal.errors import PortalError
 from portal.web.config import WebSettings
-from runner.services import BackgroundService, answers_ok, gunicorn_argv
+from runner.services import BackgroundService, GunicornService, gthread
 
 
 class PortalIndexerService(BackgroundService):
@@ -46,27 +46,13 @@ class PortalIndexerService(BackgroundService):
         return {}
 
 
-class PortalWebService(BackgroundService):
+class PortalWebService(GunicornService[WebSettings]):
     """gunicorn with PORTAL_WORKERS gthread workers of PORTAL_THREADS threads each."""
 
     name = "portal"
+    app = "portal.web:create_app()"
+    port_setting = "PORTAL_PORT"
+    status_key = "portal_url"
 
-    def __init__(self, settings: WebSettings, state_dir: Path,
-                 env: Mapping[str, str]) -> None:
-        super().__init__(state_dir, env, port=(settings.host, settings.port, "PORTAL_PORT"))
-        self.settings = settings
-
-    @property
-    def url(self) -> str:
-        return self.settings.url
-
-    def argv(self) -> list[str]:
-        s = self.settings
-        return gunicorn_argv("portal.web:create_app()", s.host, s.port, s.workers,
-                             "--worker-class", "gthread", "--threads", str(s.threads))
-
-    def probe(self) -> bool:
-        return answers_ok(self, f"{self.url}/health")
-
-    def status(self) -> dict[str, Any]:
-        return {"portal_url": self.url}
+    def worker_args(self) -> tuple[str, ...]:
+        return gthread(self.settings.threads)

@@ -12,7 +12,7 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import requests
 
@@ -159,6 +159,60 @@ class MetricsService(BackgroundService):
     def status(self) -> dict[str, Any]:
         key = self.name.replace("-", "_")
         return {f"{key}_metrics_url": f"{self.metrics_url}/metrics"}
+
+
+class ServedSettings(Protocol):
+    """What a gunicorn-served app's settings give its adapter."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def url(self) -> str: ...
+
+
+S = TypeVar("S", bound=ServedSettings)
+
+
+class GunicornService(BackgroundService, Generic[S]):
+    """A Flask app factory (``app``) served by gunicorn, ready once ``health_path`` answers
+    200; ``env`` is the environment its workers read their settings from (the same snapshot
+    ``settings`` was built from, .env included)."""
+
+    app: str
+    port_setting: str
+    health_path = "/health"
+    status_key: str
+
+    def __init__(self, settings: S, state_dir: Path, env: Mapping[str, str]) -> None:
+        super().__init__(state_dir, env, port=(settings.host, settings.port, self.port_setting))
+        self.settings = settings
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def worker_args(self) -> tuple[str, ...]:
+        """gunicorn's worker options beyond their number (sync workers by default)."""
+        return ()
+
+    def argv(self) -> list[str]:
+        s = self.settings
+        return gunicorn_argv(self.app, s.host, s.port, s.workers, *self.worker_args())
+
+    def probe(self) -> bool:
+        return answers_ok(self, f"{self.url}{self.health_path}")
+
+    def status(self) -> dict[str, Any]:
+        return {self.status_key: self.url}
+
+
+def gthread(threads: int) -> tuple[str, ...]:
+    """gunicorn options for gthread workers of ``threads`` threads each."""
+    return ("--worker-class", "gthread", "--threads", str(threads))
 
 
 def gunicorn_argv(app: str, host: str, port: int, workers: int, *extra: str) -> list[str]:

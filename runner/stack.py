@@ -63,7 +63,7 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
         FaucetService(FaucetSettings.from_env(env), state_dir, env),
         MqttService(MqttConnection.from_env(env), settings.data_dir / "mosquitto", state_dir),
         IngestService(IngestSettings.from_env(env), env, state_dir),
-        IngestHttpService(HttpSettings.from_env(env), env, state_dir),
+        IngestHttpService(HttpSettings.from_env(env), state_dir, env),
         IngestMqttService(MqttSettings.from_env(env), env, state_dir),
         CloserService(CloserSettings.from_env(env), env, state_dir),
         PortalIndexerService(PortalSettings.from_env(env), state_dir, env),

@@ -46,7 +46,7 @@ def endpoint(redis_url: str, tmp_path: Path) -> Iterator[str]:
            "REDIS_URL": redis_url, "INGEST_STREAM": READINGS_STREAM,
            "INGEST_HTTP_PORT": str(free_port()), "INGEST_HTTP_MAX_READINGS": str(MAX_READINGS),
            "INGEST_HTTP_MAX_BODY_BYTES": str(MAX_BODY)}
-    service = IngestHttpService(HttpSettings.from_env(env), env, tmp_path / "pids")
+    service = IngestHttpService(HttpSettings.from_env(env), tmp_path / "pids", env)
     assert service.start()
     try:
         assert service.status() == {"ingest_url": f"{service.url}/api/readings"}
