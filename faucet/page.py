@@ -13,18 +13,10 @@ from faucet.claims import Claim, FaucetInfo
 from faucet.config import WEI_PER_UNIT
 from faucet.errors import FaucetError
 from faucet.http import add_network_params, client_ip, retry_headers, services, status_for
+from pilotchain.pages import SECURITY_HEADERS
 
 STALE_FORM = ("The form had expired or did not come from this page, so nothing was sent; "
               "please submit it again.")
-# The page loads nothing from elsewhere: a strict policy costs nothing and blocks injected
-# scripts and framing.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
-                                "img-src 'self' data:; form-action 'self'; "
-                                "frame-ancestors 'none'; base-uri 'none'"),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
 
 page = Blueprint("page", __name__, static_folder="static", static_url_path="/static")
 

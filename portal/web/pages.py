@@ -11,21 +11,15 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, jsonify, render_template, send_from_directory
 
+from pilotchain.pages import SECURITY_HEADERS
 from portal.web.http import services
 
 # Beside the code, where npm ci installed it (PROJECT_ROOT may point elsewhere: it locates
 # the settings, not the checkout).
 UPLOT_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "uplot" / "dist"
 UPLOT_FILES = {"uPlot.iife.min.js", "uPlot.min.css"}
-# Everything comes from this origin; the page's script talks only to it and the wallet.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
-                                "img-src 'self' data:; form-action 'self'; "
-                                "frame-ancestors 'none'; base-uri 'none'"),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+# Pages carry personal data: no cache keeps a copy.
+HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 
 pages = Blueprint("pages", __name__, static_folder="static", static_url_path="/static",
                   template_folder="templates")
@@ -54,5 +48,5 @@ def health() -> Response:
 
 @pages.after_app_request
 def security_headers(response: Response) -> Response:
-    response.headers.update(SECURITY_HEADERS)
+    response.headers.update(HEADERS)
     return response
