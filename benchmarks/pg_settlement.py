@@ -152,6 +152,7 @@ class Consumer:
         recovered = False
         while not self.stopping:
             try:
+                self.connection()  # the tables exist before the first entry is read
                 self.stream.ensure_group()
                 if not recovered:
                     for page in self.stream.claim_unacknowledged(batch):
