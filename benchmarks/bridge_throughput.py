@@ -36,7 +36,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,10 @@ def make_events(count: int, rng: random.Random) -> list[dict[str, Any]]:
     return events
 
 
-def publish(client: redis.Redis, events: Sequence[dict[str, Any]], rate: float | None
-            ) -> dict[uuid.UUID, float]:
-    """Append events (all at once, or ``rate`` per second); trade id -> entry time (s)."""
+def publish(client: redis.Redis, events: Sequence[dict[str, Any]], rate: float | None,
+            stream: str = STREAM) -> dict[uuid.UUID, float]:
+    """Append events to ``stream`` (all at once, or ``rate`` per second); trade id -> entry
+    time (s)."""
     entered: dict[uuid.UUID, float] = {}
     chunk = 500 if rate is None else max(1, int(rate / 20))
     started = time.monotonic()
@@ -91,7 +93,7 @@ def publish(client: redis.Redis, events: Sequence[dict[str, Any]], rate: float |
             time.sleep(max(0.0, started + start / rate - time.monotonic()))
         pipe = client.pipeline(transaction=False)
         for event in part:
-            pipe.xadd(STREAM, {EVENT_FIELD: json.dumps(event)})
+            pipe.xadd(stream, {EVENT_FIELD: json.dumps(event)})
         for event, entry_id in zip(part, pipe.execute(), strict=True):
             entered[uuid.UUID(event["trade"]["id"])] = int(entry_id.split(b"-")[0]) / 1000
     return entered
@@ -395,6 +397,55 @@ def network_settings(home: Path, gas_limit: int) -> ChainSettings:
                                data_dir=home / "data")
 
 
+@dataclass
+class BridgeStack:
+    """A running network, Redis, deployed Settlement and bridge process (see bridge_stack)."""
+
+    home: Path
+    net: LocalNetwork
+    store: RedisService
+    w3: Web3
+    deployment: Any
+    settings: BridgeSettings
+    service: BridgeService
+
+
+@contextmanager
+def bridge_stack(home: Path, gas_limit: int, gas_budget: float, *, stream: str = STREAM,
+                 log_copy: Path | None = None) -> Iterator[BridgeStack]:
+    """Start a 1 s-period network, Redis, Settlement and the bridge on ``stream`` under
+    ``home``; stop every process on leaving, also on failure (the bridge's log is copied to
+    ``log_copy`` first)."""
+    net = LocalNetwork(network_settings(home / "net", gas_limit),
+                       ChainSettings().geth_bin_dir, Ports.free(), fast_keys=True)
+    store = RedisService(private_connection(), home / "redis", home / "pids")
+    service: BridgeService | None = None
+    try:
+        net.init()
+        net.start()
+        net.wait_for_block(1, timeout=90)
+        store.start()
+        w3 = connect(net.rpc_url)
+        deployment = deploy_settlement(w3, net.keys.role("operator").unlock(),
+                                       net.keys.role("bridge").address)
+        save_deployment(deployment, home / "settlement.json")
+        chain = dataclasses.replace(net.settings, rpc_url_override=net.rpc_url,
+                                    deployment_file_override=home / "settlement.json")
+        settings = BridgeSettings(chain=chain, streams=StreamSettings(store.url, stream),
+                                  metrics_port=free_port(), gas_budget=gas_budget)
+        service = BridgeService(settings, {**_base_env(), **settings.to_env()}, home / "pids")
+        service.start()
+        yield BridgeStack(home, net, store, w3, deployment, settings, service)
+    finally:
+        if service is not None:
+            service.stop()
+            if log_copy is not None and service.log_file.is_file():
+                log_copy.parent.mkdir(parents=True, exist_ok=True)
+                log_copy.write_bytes(service.log_file.read_bytes())
+        store.stop()
+        net.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=10_000)
@@ -408,37 +459,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     rng = random.Random(SEED)
-    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
-        home = Path(tmp)
-        net = LocalNetwork(network_settings(home / "net", args.gas_limit),
-                           ChainSettings().geth_bin_dir, Ports.free(), fast_keys=True)
-        store = RedisService(private_connection(), home / "redis", home / "pids")
-        service: BridgeService | None = None
-        watch = Watch()
+    watch = Watch()
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp, \
+            bridge_stack(Path(tmp), args.gas_limit, args.gas_budget,
+                         log_copy=args.out / "bridge_throughput.bridge.log") as stack:
         try:
-            net.init()
-            net.start()
-            net.wait_for_block(1, timeout=90)
-            store.start()
-            w3 = connect(net.rpc_url)
-            deployment = deploy_settlement(w3, net.keys.role("operator").unlock(),
-                                           net.keys.role("bridge").address)
-            save_deployment(deployment, home / "settlement.json")
-            chain = dataclasses.replace(net.settings, rpc_url_override=net.rpc_url,
-                                        deployment_file_override=home / "settlement.json")
-            settings = BridgeSettings(chain=chain,
-                                      streams=StreamSettings(store.url, STREAM),
-                                      metrics_port=free_port(), gas_budget=args.gas_budget)
-            service = BridgeService(settings, {**_base_env(), **settings.to_env()},
-                                    home / "pids")
-            service.start()
+            net, w3, deployment, settings = stack.net, stack.w3, stack.deployment, stack.settings
             watcher = threading.Thread(target=watch_chain, daemon=True, args=(
                 connect(net.rpc_url), deployment.address, watch,
                 f"{settings.metrics_url}/metrics"))
             watcher.start()
-            client = redis.Redis.from_url(store.url)
+            client = redis.Redis.from_url(stack.store.url)
             pids = {name: net.process(name).pid for name in net.node_names()}
-            cpu = CpuMeter({**pids, "bridge": service.process.pid, "redis": store.process.pid})
+            cpu = CpuMeter({**pids, "bridge": stack.service.process.pid,
+                            "redis": stack.store.process.pid})
             timeout = 120 + args.trades / 50
             result: dict[str, Any] = {"period_s": 1.0, "gas_limit": args.gas_limit,
                                       "gas_budget": args.gas_budget}
@@ -465,14 +499,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{args.out / 'bridge_throughput.png'}")
         finally:
             watch.stop.set()
-            if service is not None:
-                service.stop()
-                if service.log_file.is_file():
-                    args.out.mkdir(parents=True, exist_ok=True)
-                    (args.out / "bridge_throughput.bridge.log").write_bytes(
-                        service.log_file.read_bytes())
-            store.stop()
-            net.stop()
     return 0
 
 
