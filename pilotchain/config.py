@@ -214,20 +214,23 @@ REDIS_SETTINGS = SettingsGroup(
     ),
 )
 
+def stream_rows(prefix: str, default: str, stream_help: str, refused: str
+                ) -> tuple[Setting, Setting]:
+    """``<prefix>_STREAM`` and ``<prefix>_DEAD_LETTER_STREAM`` (unset: ``<stream>:dead``)."""
+    return (Setting(f"{prefix}_STREAM", "stream", "str", default, stream_help),
+            Setting(f"{prefix}_DEAD_LETTER_STREAM", "dead_letter_stream", "str", "",
+                    f"{refused}, each with `reason`, `entry_id`, `event`, `rejected_at`",
+                    default_text=f"<{prefix}_STREAM>:dead"))
+
+
 # The Redis streams' names, declared once: listed in the bridge's and the ingest's settings,
 # read also by the portal, which shows what waits in their dead-letter streams.
-BRIDGE_STREAM = Setting("BRIDGE_STREAM", "stream", "str", DEFAULT_TRADE_STREAM,
-                        "the Redis stream gsy-e's plug-in writes and the bridge reads")
-BRIDGE_DEAD_LETTER_STREAM = Setting(
-    "BRIDGE_DEAD_LETTER_STREAM", "dead_letter_stream", "str", "",
-    "rejected entries, each with `reason`, `entry_id`, `event`, `rejected_at`",
-    default_text="<BRIDGE_STREAM>:dead")
-INGEST_STREAM = Setting("INGEST_STREAM", "stream", "str", DEFAULT_READING_STREAM,
-                        "the Redis stream of signed readings (field `reading`, the JSON object)")
-INGEST_DEAD_LETTER_STREAM = Setting(
-    "INGEST_DEAD_LETTER_STREAM", "dead_letter_stream", "str", "",
-    "refused readings, each with `reason`, `entry_id`, `event`, `rejected_at`",
-    default_text="<INGEST_STREAM>:dead")
+BRIDGE_STREAM, BRIDGE_DEAD_LETTER_STREAM = stream_rows(
+    "BRIDGE", DEFAULT_TRADE_STREAM, "the Redis stream gsy-e's plug-in writes and the bridge reads",
+    "rejected entries")
+INGEST_STREAM, INGEST_DEAD_LETTER_STREAM = stream_rows(
+    "INGEST", DEFAULT_READING_STREAM,
+    "the Redis stream of signed readings (field `reading`, the JSON object)", "refused readings")
 
 
 def dead_letter_name(configured: str, stream: str) -> str:
