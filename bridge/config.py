@@ -12,17 +12,21 @@ from typing import Any
 
 from bridge.errors import BridgeConfigError
 from pilotchain.config import (
+    BRIDGE_DEAD_LETTER_STREAM,
+    BRIDGE_STREAM,
     CHAIN_SETTINGS,
     DEFAULT_REDIS_URL,
+    DEFAULT_TRADE_STREAM,
     REDIS_URL,
     ChainSettings,
     RedisConnection,
+    dead_letter_name,
 )
 from pilotchain.contract import max_batch_size
 from pilotchain.errors import PilotChainError
 from pilotchain.settings import Setting, SettingsGroup
 
-DEFAULT_STREAM = "pilotchain:trades"
+DEFAULT_STREAM = DEFAULT_TRADE_STREAM
 DEFAULT_METRICS_PORT = 9108
 
 
@@ -42,8 +46,7 @@ STREAM_SETTINGS = SettingsGroup(
     "Trade stream", "stream",
     "Where gsy-e's plug-in, `pilotchain replay` and the bridge meet, in the Redis of the "
     "[Redis settings](#redis).",
-    (Setting("BRIDGE_STREAM", "stream", "str", DEFAULT_STREAM,
-             "the Redis stream gsy-e's plug-in writes and the bridge reads"),),
+    (BRIDGE_STREAM,),
 )
 
 
@@ -121,8 +124,8 @@ class BridgeSettings:
     backoff_max: float = 10.0
 
     def __post_init__(self) -> None:
-        if not self.dead_letter_stream:
-            object.__setattr__(self, "dead_letter_stream", f"{self.streams.stream}:dead")
+        object.__setattr__(self, "dead_letter_stream",
+                           dead_letter_name(self.dead_letter_stream, self.streams.stream))
         check_writer_settings("BRIDGE", self.gas_budget, self.max_batch, max_batch_size(),
                               BridgeConfigError)
 
@@ -168,9 +171,7 @@ BRIDGE_SETTINGS = SettingsGroup(
         _ROWS["group"],
         Setting("BRIDGE_CONSUMER", "consumer", "str", _D.consumer,
                 "this bridge's consumer name"),
-        Setting("BRIDGE_DEAD_LETTER_STREAM", "dead_letter_stream", "str", "",
-                "rejected entries, each with `reason`, `entry_id`, `event`, `rejected_at`",
-                default_text="<BRIDGE_STREAM>:dead"),
+        BRIDGE_DEAD_LETTER_STREAM,
         Setting("BRIDGE_KEY_ROLE", "key_role", "str", _D.key_role,
                 "which account of `KEYS_DIR` signs (`keys/<role>/`)"),
         Setting("BRIDGE_MAX_BATCH", "max_batch", "int", _D.max_batch,
@@ -211,7 +212,7 @@ PLUGIN_SETTINGS = SettingsGroup(
     "falls back to the default with a warning: the plug-in never stops gsy-e.",
     (
         REDIS_URL,
-        STREAM_SETTINGS.settings[0],
+        BRIDGE_STREAM,
         Setting("BRIDGE_PLUGIN_BUFFER", "buffer_limit", "int", 200_000,
                 "trades kept in memory while Redis is unreachable (about 1.5 KB each, so "
                 "about 300 MB at most)", minimum=1),

@@ -13,14 +13,18 @@ from bridge.config import check_writer_settings, loop_rows, metrics_url
 from ingest.errors import IngestConfigError
 from pilotchain.config import (
     CHAIN_SETTINGS,
+    DEFAULT_READING_STREAM,
     DEFAULT_REDIS_URL,
+    INGEST_DEAD_LETTER_STREAM,
+    INGEST_STREAM,
     ChainSettings,
     MqttConnection,
     RedisConnection,
+    dead_letter_name,
 )
 from pilotchain.settings import Setting, SettingsGroup
 
-DEFAULT_STREAM = "pilotchain:readings"
+DEFAULT_STREAM = DEFAULT_READING_STREAM
 DEFAULT_METRICS_PORT = 9110
 # Readings per submitReadings under geth's 128 KiB transaction limit: 352 bytes each.
 MAX_BATCH = 300
@@ -54,8 +58,8 @@ class IngestSettings:
     backoff_max: float = 10.0
 
     def __post_init__(self) -> None:
-        if not self.dead_letter_stream:
-            object.__setattr__(self, "dead_letter_stream", f"{self.stream}:dead")
+        object.__setattr__(self, "dead_letter_stream",
+                           dead_letter_name(self.dead_letter_stream, self.stream))
         check_writer_settings("INGEST", self.gas_budget, self.max_batch, MAX_BATCH,
                               IngestConfigError)
 
@@ -93,14 +97,11 @@ INGEST_SETTINGS = SettingsGroup(
     "`DEPLOYMENT_FILE`) and the [Redis settings](#redis). See "
     "[docs/metering.md](metering.md#ingest).",
     (
-        Setting("INGEST_STREAM", "stream", "str", _D.stream,
-                "the Redis stream of signed readings (field `reading`, the JSON object)"),
+        INGEST_STREAM,
         _ROWS["group"],
         Setting("INGEST_CONSUMER", "consumer", "str", _D.consumer,
                 "this writer's consumer name"),
-        Setting("INGEST_DEAD_LETTER_STREAM", "dead_letter_stream", "str", "",
-                "refused readings, each with `reason`, `entry_id`, `event`, `rejected_at`",
-                default_text="<INGEST_STREAM>:dead"),
+        INGEST_DEAD_LETTER_STREAM,
         Setting("INGEST_KEY_ROLE", "key_role", "str", _D.key_role,
                 "which account of `KEYS_DIR` signs (`keys/<role>/`; needs READER_ROLE)"),
         Setting("INGEST_MAX_BATCH", "max_batch", "int", _D.max_batch,
@@ -152,7 +153,7 @@ class HttpSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
         return cls(redis_url=RedisConnection.from_env(env).url,
-                   stream=INGEST_SETTINGS.settings[0].read(env), **HTTP_SETTINGS.read(env))
+                   stream=INGEST_STREAM.read(env), **HTTP_SETTINGS.read(env))
 
 
 _H = HttpSettings()
@@ -189,8 +190,8 @@ class MqttSettings:
     backoff_max: float = 10.0
 
     def __post_init__(self) -> None:
-        if not self.dead_letter_stream:
-            object.__setattr__(self, "dead_letter_stream", f"{self.stream}:dead")
+        object.__setattr__(self, "dead_letter_stream",
+                           dead_letter_name(self.dead_letter_stream, self.stream))
 
     @property
     def metrics_url(self) -> str:
@@ -201,8 +202,8 @@ class MqttSettings:
         rows = {setting.name: setting for setting in INGEST_SETTINGS.settings}
         return cls(mqtt=MqttConnection.from_env(env),
                    redis_url=RedisConnection.from_env(env).url,
-                   stream=rows["INGEST_STREAM"].read(env),
-                   dead_letter_stream=rows["INGEST_DEAD_LETTER_STREAM"].read(env),
+                   stream=INGEST_STREAM.read(env),
+                   dead_letter_stream=INGEST_DEAD_LETTER_STREAM.read(env),
                    backoff_max=rows["INGEST_BACKOFF_MAX"].read(env),
                    **MQTT_SUBSCRIBER_SETTINGS.read(env))
 

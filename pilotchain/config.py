@@ -14,11 +14,15 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pilotchain.errors import ConfigError
 from pilotchain.settings import PROJECT_ROOT, Setting, SettingsGroup
 
-__all__ = ["CHAIN_SETTINGS", "DEFAULT_REDIS_URL", "REDIS_SETTINGS", "REDIS_URL", "ChainSettings",
-           "RedisConnection", "masked_url"]
+__all__ = ["BRIDGE_DEAD_LETTER_STREAM", "BRIDGE_STREAM", "CHAIN_SETTINGS", "DEFAULT_REDIS_URL",
+           "INGEST_DEAD_LETTER_STREAM", "INGEST_STREAM", "REDIS_SETTINGS", "REDIS_URL",
+           "ChainSettings", "DeadLetterStreams", "RedisConnection", "dead_letter_name",
+           "masked_url"]
 
 DEFAULT_GETH_BIN_DIR = Path.home() / ".cache" / "pilotchain" / "geth-v1.13.15" / "bin"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_TRADE_STREAM = "pilotchain:trades"
+DEFAULT_READING_STREAM = "pilotchain:readings"
 
 @dataclass(frozen=True)
 class ChainSettings:
@@ -209,6 +213,46 @@ REDIS_SETTINGS = SettingsGroup(
         REDIS_URL,
     ),
 )
+
+def stream_rows(prefix: str, default: str, stream_help: str, refused: str
+                ) -> tuple[Setting, Setting]:
+    """``<prefix>_STREAM`` and ``<prefix>_DEAD_LETTER_STREAM`` (unset: ``<stream>:dead``)."""
+    return (Setting(f"{prefix}_STREAM", "stream", "str", default, stream_help),
+            Setting(f"{prefix}_DEAD_LETTER_STREAM", "dead_letter_stream", "str", "",
+                    f"{refused}, each with `reason`, `entry_id`, `event`, `rejected_at`",
+                    default_text=f"<{prefix}_STREAM>:dead"))
+
+
+# The Redis streams' names, declared once: listed in the bridge's and the ingest's settings,
+# read also by the portal, which shows what waits in their dead-letter streams.
+BRIDGE_STREAM, BRIDGE_DEAD_LETTER_STREAM = stream_rows(
+    "BRIDGE", DEFAULT_TRADE_STREAM, "the Redis stream gsy-e's plug-in writes and the bridge reads",
+    "rejected entries")
+INGEST_STREAM, INGEST_DEAD_LETTER_STREAM = stream_rows(
+    "INGEST", DEFAULT_READING_STREAM,
+    "the Redis stream of signed readings (field `reading`, the JSON object)", "refused readings")
+
+
+def dead_letter_name(configured: str, stream: str) -> str:
+    """A dead-letter stream's name: as configured, else ``<stream>:dead``."""
+    return configured or f"{stream}:dead"
+
+
+@dataclass(frozen=True)
+class DeadLetterStreams:
+    """Where the bridge and the ingest put the entries they refuse."""
+
+    trades: str = dead_letter_name("", DEFAULT_TRADE_STREAM)
+    readings: str = dead_letter_name("", DEFAULT_READING_STREAM)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DeadLetterStreams:
+        return cls(
+            trades=dead_letter_name(BRIDGE_DEAD_LETTER_STREAM.read(env),
+                                      BRIDGE_STREAM.read(env)),
+            readings=dead_letter_name(INGEST_DEAD_LETTER_STREAM.read(env),
+                                        INGEST_STREAM.read(env)))
+
 
 CHAIN_SETTINGS_BY_NAME = {setting.name: setting for setting in CHAIN_SETTINGS.settings}
 

@@ -241,25 +241,17 @@ class SettlementClient:
                 f"{length} s); use {format_time(before)} or {format_time(before + length)}.")
         return seconds
 
-    def transact(self, action: str, name: str, *args: Any) -> TxReceipt:
-        """Send ``name(*args)`` once an eth_call of it passes; the mined receipt.
-
-        A revert in that call is the contract refusing: it becomes a sentence and nothing is
-        sent."""
-        data = HexBytes(self.contract.encode_abi(name, args=list(args)))
-        request: TxParams = {"from": self.sender.address, "to": self.contract.address,
-                             "data": data}
-        try:
-            call(self.url, action, lambda: self.w3.eth.call(request))
-        except ContractLogicError as error:
-            reason = decode_revert(self.abi, revert_data(error))
-            raise OperatorError(f"{action} refused: {refusal(reason)}") from None
+    def transact(self, admin_call: AdminCall) -> TxReceipt:
+        """Send ``admin_call`` once an eth_call of it passes (see :func:`check_call`); the
+        mined receipt. A refused call sends nothing."""
+        data = check_call(self.w3, self.url, self.contract, self.sender.address, admin_call)
         tx_hash = self.sender.send({"to": self.contract.address, "data": data})
         receipt = wait_for_receipt(self.w3, tx_hash)
         if receipt["status"] != 1:
-            raise OperatorError(f"{action} failed: transaction {tx_hash.to_0x_hex()} reverted "
-                                "in its block although the check before sending passed; "
-                                "the chain changed meanwhile, so try again.")
+            raise OperatorError(f"{admin_call.action} failed: transaction "
+                                f"{tx_hash.to_0x_hex()} reverted in its block although the "
+                                "check before sending passed; the chain changed meanwhile, so "
+                                "try again.")
         return receipt
 
     def logs(self, topics: Sequence[bytes], from_block: int, to_block: int) -> list[LogReceipt]:
@@ -289,6 +281,36 @@ class SettlementClient:
             raw = batch_call(self.w3, self.url, f"Reading {name}", requests_)
             results += [abi_decode([output], HexBytes(value))[0] for value in raw]
         return results
+
+
+@dataclass(frozen=True)
+class AdminCall:
+    """One transaction of the contract's admin: what it does (the start of a sentence), the
+    function and its arguments. ``pilotchain`` commands send it with the operator key; the
+    portal hands its calldata to the operator's own wallet."""
+
+    action: str
+    name: str
+    args: tuple[Any, ...]
+
+    def data(self, contract: Contract) -> HexBytes:
+        return HexBytes(contract.encode_abi(self.name, args=list(self.args)))
+
+
+def check_call(w3: Web3, url: str, contract: Contract, sender: str, admin_call: AdminCall
+               ) -> HexBytes:
+    """The calldata of ``admin_call`` once an eth_call of it from ``sender`` passes.
+
+    A revert is the contract refusing: it becomes a sentence (OperatorError)."""
+    data = admin_call.data(contract)
+    request: TxParams = {"from": Web3.to_checksum_address(sender), "to": contract.address,
+                         "data": data}
+    try:
+        call(url, admin_call.action, lambda: w3.eth.call(request))
+    except ContractLogicError as error:
+        reason = decode_revert(cast(list[dict[str, Any]], contract.abi), revert_data(error))
+        raise OperatorError(f"{admin_call.action} refused: {refusal(reason)}") from None
+    return data
 
 
 def refusal(revert: Revert) -> str:
@@ -328,12 +350,32 @@ def refusal(revert: Revert) -> str:
                               f"{format_time(a['dueAt'])}.",
         "NotMetered": lambda: f"participant {format_id(a['participant'])} has no meter.",
         "InvalidSlot": lambda: f"{format_time(a['slot'])} is not the start of a slot.",
+        "ParticipantNotRegistered": lambda: f"participant {format_id(a['participant'])} has "
+                                            "no registered wallet.",
+        "WalletAlreadyRegistered": lambda: f"the wallet {a['wallet']} is already registered "
+                                           f"to participant {format_id(a['participant'])}.",
         "AccessControlUnauthorizedAccount": lambda: (
             f"the account {a['account']} is not the Settlement's admin; operator commands "
             "sign with the operator key that deployed it (KEYS_DIR/operator)."),
     }
     sentence = sentences.get(revert.name)
     return sentence() if sentence else f"the Settlement contract reverted with {revert}."
+
+
+# --- participants' wallets ---------------------------------------------------------------
+
+
+def register_participant_call(participant: bytes, wallet: str) -> AdminCall:
+    """``registerParticipant``: ``wallet`` signs in as ``participant`` (moving the link if
+    the participant had another wallet)."""
+    return AdminCall(f"Registering the wallet of {format_id(participant)}",
+                     "registerParticipant", (participant, Web3.to_checksum_address(wallet)))
+
+
+def unregister_participant_call(participant: bytes) -> AdminCall:
+    """``unregisterParticipant``: the participant's wallet no longer signs in as it."""
+    return AdminCall(f"Unregistering the wallet of {format_id(participant)}",
+                     "unregisterParticipant", (participant,))
 
 
 # --- meters -----------------------------------------------------------------------------
@@ -386,10 +428,15 @@ def register_meter(client: SettlementClient, meter: bytes, signer: str, particip
                    home_area: bytes | None = None) -> MeterInfo:
     """Register ``meter`` (signing key ``signer``) for ``participant``; a house's home area
     is its own id, the default."""
-    home = home_area or participant
-    client.transact(f"Registering meter {format_id(meter)}", "registerMeter", meter, signer,
-                    participant, home)
+    client.transact(register_meter_call(meter, signer, participant, home_area))
     return meter_info(client, meter)
+
+
+def register_meter_call(meter: bytes, signer: str, participant: bytes,
+                        home_area: bytes | None = None) -> AdminCall:
+    """``registerMeter``; a house's home area is its own id, the default."""
+    return AdminCall(f"Registering meter {format_id(meter)}", "registerMeter",
+                     (meter, signer, participant, home_area or participant))
 
 
 def replace_meter(client: SettlementClient, old: bytes, new: bytes, signer: str, at: int
@@ -397,7 +444,8 @@ def replace_meter(client: SettlementClient, old: bytes, new: bytes, signer: str,
     """End ``old`` at slot boundary ``at`` and start ``new`` there."""
     meter_info(client, old)
     client.check_boundary(at, "The replacement time")
-    client.transact(f"Replacing meter {format_id(old)}", "replaceMeter", old, new, signer, at)
+    client.transact(AdminCall(f"Replacing meter {format_id(old)}", "replaceMeter",
+                              (old, new, signer, at)))
     return meter_info(client, new)
 
 
@@ -405,8 +453,13 @@ def deactivate_meter(client: SettlementClient, meter: bytes, at: int) -> MeterIn
     """End ``meter`` at slot boundary ``at``."""
     meter_info(client, meter)
     client.check_boundary(at, "The end time")
-    client.transact(f"Deactivating meter {format_id(meter)}", "deactivateMeter", meter, at)
+    client.transact(deactivate_meter_call(meter, at))
     return meter_info(client, meter)
+
+
+def deactivate_meter_call(meter: bytes, at: int) -> AdminCall:
+    """``deactivateMeter``: the meter measures nothing after slot boundary ``at``."""
+    return AdminCall(f"Deactivating meter {format_id(meter)}", "deactivateMeter", (meter, at))
 
 
 # --- rates ------------------------------------------------------------------------------
@@ -415,8 +468,8 @@ def deactivate_meter(client: SettlementClient, meter: bytes, at: int) -> MeterIn
 def set_rates(client: SettlementClient, rates: Rates) -> Rates:
     """Append a rates change from ``rates.from_slot`` on."""
     client.check_boundary(rates.from_slot, "The rates' start")
-    client.transact("Setting the rates", "setRates", rates.from_slot, rates.shortfall,
-                    rates.grid_supply, rates.feed_in)
+    client.transact(AdminCall("Setting the rates", "setRates", (
+        rates.from_slot, rates.shortfall, rates.grid_supply, rates.feed_in)))
     return rates
 
 
@@ -440,10 +493,11 @@ def set_slot_timing(client: SettlementClient, length: int | None,
                     close_delay: int | None) -> SlotTiming:
     """Change the slot length (only before the first meter or rates) and the close delay."""
     if length is not None:
-        client.transact("Setting the slot length", "setSlotSeconds", length)
+        client.transact(AdminCall("Setting the slot length", "setSlotSeconds", (length,)))
         client.forget_slot_seconds()
     if close_delay is not None:
-        client.transact("Setting the close delay", "setCloseDelay", close_delay)
+        client.transact(AdminCall("Setting the close delay", "setCloseDelay",
+                                  (close_delay,)))
     return slot_timing(client)
 
 
@@ -521,8 +575,13 @@ def check_period(client: SettlementClient, period: int) -> int:
 def close_period(client: SettlementClient, end: int) -> tuple[int, int]:
     """Close the next period at slot boundary ``end``; its number and the block."""
     client.check_boundary(end, "The period's end")
-    receipt = client.transact("Closing the period", "closePeriod", end)
+    receipt = client.transact(close_period_call(end))
     return period_count(client), int(receipt["blockNumber"])
+
+
+def close_period_call(end: int) -> AdminCall:
+    """``closePeriod``: the next billing period ends at slot boundary ``end``."""
+    return AdminCall("Closing the period", "closePeriod", (end,))
 
 
 def billed_participants(client: SettlementClient) -> list[bytes]:
@@ -554,5 +613,5 @@ def statements(client: SettlementClient, period: int) -> list[Statement]:
 def mark_paid(client: SettlementClient, period: int, participant: bytes) -> None:
     """Mark ``participant``'s statement of ``period`` paid."""
     check_period(client, period)
-    client.transact(f"Marking period {period} paid for {format_id(participant)}", "markPaid",
-                    period, participant)
+    client.transact(AdminCall(f"Marking period {period} paid for {format_id(participant)}",
+                              "markPaid", (period, participant)))

@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bridge.config import BridgeSettings
+from closer.config import CloserSettings
+from ingest.config import IngestSettings
 from portal.config import PortalSettings
 from portal.db import Database
 from portal.errors import PortalError
@@ -56,3 +59,13 @@ class PortalWebService(GunicornService[WebSettings]):
 
     def worker_args(self) -> tuple[str, ...]:
         return gthread(self.settings.threads)
+
+
+def with_health_urls(env: Mapping[str, str], bridge: BridgeSettings, ingest: IngestSettings,
+                     closer: CloserSettings) -> dict[str, str]:
+    """``env`` for the portal, naming the ``/health`` of the bridge, the ingest and the slot
+    closer where this stack runs them (their configured metrics ports), unless ``env`` names
+    them itself."""
+    return {"PORTAL_BRIDGE_HEALTH_URL": f"{bridge.metrics_url}/health",
+            "PORTAL_INGEST_HEALTH_URL": f"{ingest.metrics_url}/health",
+            "PORTAL_CLOSER_HEALTH_URL": f"{closer.metrics_url}/health", **env}

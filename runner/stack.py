@@ -27,7 +27,7 @@ from runner.faucet import FaucetService
 from runner.ingest import IngestHttpService, IngestMqttService, IngestService
 from runner.localnet import BOOTNODE, RPC_NODE, LocalNetwork
 from runner.mqtt import MqttService
-from runner.portal import PortalIndexerService, PortalWebService
+from runner.portal import PortalIndexerService, PortalWebService, with_health_urls
 from runner.ports import check_port_free
 from runner.redis import RedisService
 from runner.services import Service
@@ -56,18 +56,21 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
     # The services read the Redis settings (host, port, password file) from the same
     # environment, so they reach the stack's Redis without its password on a command line.
     state_dir = settings.data_dir / "pids"
+    bridge, ingest = BridgeSettings.from_env(env), IngestSettings.from_env(env)
+    closer = CloserSettings.from_env(env)
+    portal_env = with_health_urls(env, bridge, ingest, closer)
     return [
         SettlementService(settings),
         RedisService(RedisConnection.from_env(env), settings.data_dir / "redis", state_dir),
-        BridgeService(BridgeSettings.from_env(env), env, state_dir),
+        BridgeService(bridge, env, state_dir),
         FaucetService(FaucetSettings.from_env(env), state_dir, env),
         MqttService(MqttConnection.from_env(env), settings.data_dir / "mosquitto", state_dir),
-        IngestService(IngestSettings.from_env(env), env, state_dir),
+        IngestService(ingest, env, state_dir),
         IngestHttpService(HttpSettings.from_env(env), state_dir, env),
         IngestMqttService(MqttSettings.from_env(env), env, state_dir),
-        CloserService(CloserSettings.from_env(env), env, state_dir),
+        CloserService(closer, env, state_dir),
         PortalIndexerService(PortalSettings.from_env(env), state_dir, env),
-        PortalWebService(WebSettings.from_env(env), state_dir, env),
+        PortalWebService(WebSettings.from_env(portal_env), state_dir, portal_env),
     ]
 
 

@@ -17,15 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
-from bridge_fixtures import Deployed
+from bridge_fixtures import BridgeProcess, Deployed, bridge_settings, publish_lines
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from ingest_fixtures import IngestProcess, publish_readings
 from portal_fixtures import record_trades
 from recordings import DATA
 
-from pilotchain.chain import Sender, connect, wait_for_receipt
+from bridge.config import StreamSettings
+from ingest.config import IngestSettings
+from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
 from pilotchain.contract import (
     compile_settlement,
     deploy_settlement,
@@ -33,6 +37,7 @@ from pilotchain.contract import (
     save_deployment,
     settlement_contract,
 )
+from pilotchain.deployment import ensure_reader
 from pilotchain.metering import WH, Domain, MeterReading, meter_id, sign_reading
 from pilotchain.trades import TradeRecord, read_recording, uuid_to_bytes32
 from portal.config import PortalSettings
@@ -41,14 +46,38 @@ from portal.web.config import WebSettings
 from runner.localnet import LocalNetwork
 from runner.portal import PortalWebService
 from runner.ports import free_port
+from runner.redis import RedisService
 
-__all__ = ["CONTACT", "EXPLORER", "PortalClient", "PortalWorld", "portal_world", "sign"]
+__all__ = ["CONTACT", "EXPLORER", "Operations", "PortalClient", "PortalServices", "PortalWorld",
+           "portal_env", "portal_services", "portal_world", "sign"]
 
 EXPLORER = "http://explorer.test"
 CONTACT = "the grid operator (ops@pilot.test)"
 RECORDING = DATA / "default_2a_two_sided.jsonl"
 SLOT = 900
 CT = 10**18
+
+
+@dataclass(frozen=True)
+class Operations:
+    """What the operator's view watches: the session's Redis with this module's own trade
+    and reading streams, and the ports where the bridge's, the ingest's and the slot
+    closer's ``/health`` are expected (see ``portal_services``; the closer never runs)."""
+
+    redis_url: str
+    trades: str
+    readings: str
+    ports: dict[str, int]
+
+    def health_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}/health"
+
+    def env(self) -> dict[str, str]:
+        """The portal's settings naming them."""
+        return {"REDIS_URL": self.redis_url, "BRIDGE_STREAM": self.trades,
+                "INGEST_STREAM": self.readings, "PORTAL_HEALTH_TIMEOUT": "1",
+                **{f"PORTAL_{name.upper()}_HEALTH_URL": self.health_url(name)
+                   for name in self.ports}}
 
 
 @dataclass
@@ -65,6 +94,7 @@ class PortalWorld:
     b: str
     database_url: str
     service: PortalWebService
+    ops: Operations
 
     @property
     def url(self) -> str:
@@ -154,7 +184,8 @@ def two_busiest(records: list[TradeRecord]) -> tuple[uuid.UUID, uuid.UUID]:
 def meter_participant(target: Deployed, operator: LocalAccount, a: uuid.UUID
                       ) -> list[TradeRecord]:
     """A meter for ``a``, three closed slots each with a boundary trade and readings (one
-    short, one in excess, one exact), and period 1 closed after them."""
+    short, one in excess, one exact), and period 1 closed after them (ending at the start of
+    the last)."""
     w3 = connect(target.net.rpc_url)
     contract = settlement_contract(w3, target.deployment)
     admin = Sender(w3, operator)
@@ -183,15 +214,20 @@ def meter_participant(target: Deployed, operator: LocalAccount, a: uuid.UUID
                              domain) for i, (imp, exp) in enumerate(registers)]
     send(w3, admin, contract, "submitReadings", [r.as_contract_tuple() for r in readings])
     send(w3, admin, contract, "closeSlots", [pid] * 3, slots)
-    send(w3, admin, contract, "closePeriod", base)
+    # Ending a slot before now, so that the operator can close the next period at ``base``.
+    send(w3, admin, contract, "closePeriod", base - SLOT)
     return trades
 
 
 @pytest.fixture(scope="module")
-def portal_world(chain: LocalNetwork, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[PortalWorld]:
+def portal_world(chain: LocalNetwork, redis_server: RedisService,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[PortalWorld]:
     """The world above, with the portal (2 gunicorn workers) serving it."""
     home = tmp_path_factory.mktemp("portal")
+    # Streams of this module's own: the bridge binds a stream to one contract.
+    prefix = f"portal-{uuid.uuid4().hex[:8]}"
+    ops = Operations(redis_server.url, f"{prefix}:trades", f"{prefix}:readings",
+                     {name: free_port() for name in ("bridge", "ingest", "closer")})
     w3 = connect(chain.rpc_url)
     operator = chain.keys.role("operator").unlock()
     deployment = deploy_settlement(w3, operator, chain.keys.role("bridge").address,
@@ -218,12 +254,12 @@ def portal_world(chain: LocalNetwork, tmp_path_factory: pytest.TempPathFactory
     finally:
         indexer.close()
 
-    env = portal_env(chain, record, database_url, home)
+    env = portal_env(chain, record, database_url, home, **ops.env())
     service = PortalWebService(WebSettings.from_env(env), home / "pids", env)
     try:
         assert service.start(chain)
         yield PortalWorld(target, records, metered, alice, bob, operator, str(a), str(b),
-                          database_url, service)
+                          database_url, service, ops)
     finally:
         service.stop()
 
@@ -248,3 +284,65 @@ def portal_env(chain: LocalNetwork, record: Path, database_url: str, home: Path,
     }
     env.update(overrides)
     return env
+
+
+@dataclass(frozen=True)
+class PortalServices:
+    """The bridge and the ingest running for the world, each having dead-lettered one real
+    malformed entry: the entry ids (in their streams) and the reasons they gave."""
+
+    bad_trade: str
+    bad_reading: str
+    reasons: dict[str, str]
+
+
+def dead_letter_reason(redis_url: str, stream: str, entry_id: str) -> str | None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        found = [fields["reason"] for _, fields in client.xrange(f"{stream}:dead")
+                 if fields.get("entry_id") == entry_id]
+    finally:
+        client.close()
+    return found[0] if found else None
+
+
+@pytest.fixture(scope="module")
+def portal_services(portal_world: PortalWorld, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[PortalServices]:
+    """``python -m bridge`` and ``python -m ingest`` on the world's contract and streams,
+    their metrics where the portal looks; a malformed trade event and a malformed reading
+    put through them, so each dead-letters one entry its own way. The closer stays down."""
+    world, ops = portal_world, portal_world.ops
+    logs = tmp_path_factory.mktemp("portal-services")
+    w3 = connect(world.target.net.rpc_url)
+    ensure_reader(w3, world.operator, world.target.deployment,
+                  world.target.net.keys.role("ingest").address)
+    chain = replace(world.target.net.settings, rpc_url_override=world.target.net.rpc_url,
+                    deployment_file_override=world.target.record)
+    bridge = BridgeProcess(replace(bridge_settings(world.target, ops.redis_url),
+                                   streams=StreamSettings(ops.redis_url, ops.trades),
+                                   dead_letter_stream="",  # named after the stream again
+                                   metrics_port=ops.ports["bridge"]), logs / "bridge.log")
+    ingest = IngestProcess(IngestSettings(chain=chain, redis_url=ops.redis_url,
+                                          stream=ops.readings, metrics_port=ops.ports["ingest"],
+                                          backoff_max=1.0, recovery_timeout=30.0),
+                           logs / "ingest.log")
+    try:
+        for process in (bridge, ingest):
+            process.start()
+        for process in (bridge, ingest):
+            wait_for(lambda p=process: (p.metrics() or {}).get("state") == "running",
+                     timeout=90, what=f"{process.module} to run (its log: {process.log_file})")
+        [bad_trade] = publish_lines(ops.redis_url, ["this is not a trade event"], ops.trades)
+        [bad_reading] = publish_readings(ops.redis_url, [{"meter": "no such meter"}],
+                                         ops.readings)
+        reasons = {}
+        for service, stream, entry in (("bridge", ops.trades, bad_trade),
+                                       ("ingest", ops.readings, bad_reading)):
+            reasons[service] = wait_for(
+                lambda s=stream, e=entry: dead_letter_reason(ops.redis_url, s, e), timeout=60,
+                what=f"the {service} to dead-letter entry {entry} of {stream}")
+        yield PortalServices(bad_trade, bad_reading, reasons)
+    finally:
+        for process in (bridge, ingest):
+            process.stop()

@@ -7,7 +7,10 @@ Shown: sign-in; the participant's bill equal to ``billOf``; the first page of tr
 the recording's; the chart drawn (screenshot ``portal-participant.png`` under the test's tmp
 dir); the CSV download equal to the chain; another participant's data refused (403); an
 unregistered wallet told whom to ask; the operator registering a wallet from the page, on
-chain afterwards.
+chain afterwards; the operator's view of the services' health and of the entries the real
+bridge and ingest dead-lettered; and the operator registering and deactivating a meter,
+unregistering a participant's wallet and closing a billing period from the page, each
+signed by the operator's key in the injected wallet and read back from the contract.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from browser import DevTools, chromium
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
-from portal_web_fixtures import CONTACT, PortalWorld
+from portal_web_fixtures import CONTACT, PortalServices, PortalWorld
 
 from pilotchain.chain import Sender, wait_for, wait_for_receipt
 from pilotchain.chain import connect as connect_chain
+from pilotchain.metering import meter_id
+from pilotchain.operator import ACTIVE
 from pilotchain.trades import uuid_to_bytes32
 
 pytestmark = [pytest.mark.chain, pytest.mark.browser]
@@ -228,3 +233,81 @@ def test_the_operator_registers_a_wallet_from_the_page(
     assert world.contract().functions.participantOf(newcomer.address).call() == \
         uuid_to_bytes32(house)
     screenshot(page, tmp_path / "portal-operator.png")
+
+
+def operator_sends(page: DevTools, wallet: Wallet, world: PortalWorld, action: str) -> Any:
+    """Run ``action`` (JavaScript) on the operator's page, answer the wallet's requests, and
+    return the mined receipt of the transaction the operator's key signed."""
+    page.evaluate(action)
+    tx_hash = wallet.serve(
+        lambda: page.evaluate("document.getElementById('op-result').dataset.hash || "
+                              "document.getElementById('op-error').textContent"),
+        what=f"the operator's transaction of {action}")
+    assert text(page, "op-error") == ""
+    receipt = wait_for_receipt(world.w3, bytes.fromhex(tx_hash[2:]), timeout=60)
+    assert (receipt["status"], receipt["from"]) == (1, world.operator.address)
+    return receipt
+
+
+def fill_form(page: DevTools, form: str, values: dict[str, str]) -> str:
+    """JavaScript that fills the inputs ``values`` names and submits ``form``."""
+    sets = "".join(f"document.getElementById({json.dumps(k)}).value = {json.dumps(v)};"
+                   for k, v in values.items())
+    return f"{sets} document.getElementById({json.dumps(form)}).requestSubmit();"
+
+
+def test_the_operator_sees_health_and_dead_letters_and_signs_meters_and_periods(
+        page: DevTools, portal_world: PortalWorld, portal_services: PortalServices,
+        tmp_path: Path) -> None:
+    world = portal_world
+    contract = world.contract()
+    wallet = Wallet(page, world.target.net.rpc_url)
+    wallet.account = world.operator
+    sign_in(page, wallet, world)
+
+    # The services' own health: the bridge and the ingest run, the closer does not.
+    health = json.loads(page.evaluate("document.getElementById('health').dataset.raw"))
+    assert [(s["name"], s["up"]) for s in health] == \
+        [("bridge", True), ("ingest", True), ("closer", False)]
+    rows = page.evaluate("[...document.querySelectorAll('#health tbody tr')]"
+                         ".map(r => r.textContent)")
+    assert any("closer" in row and "cannot be reached" in row for row in rows)
+    # The dead letters, with the reasons the bridge and the ingest gave.
+    shown = text(page, "dead-letters")
+    for service, reason in portal_services.reasons.items():
+        assert page.evaluate(
+            f"document.querySelector('.dead-stream[data-service={service}]').dataset.count"
+        ) == "1"
+        assert reason in shown
+    assert portal_services.bad_trade in shown and portal_services.bad_reading in shown
+    screenshot(page, tmp_path / "portal-operator-health.png")
+
+    # A meter registered from the page ...
+    meter, house, meter_key = meter_id(uuid.uuid4()), uuid.uuid4(), Account.create()
+    meter_text = str(uuid.UUID(bytes=meter[16:]))
+    operator_sends(page, wallet, world, fill_form(page, "meter-form", {
+        "meter-id": meter_text, "meter-signer": meter_key.address,
+        "meter-participant": str(house)}))
+    on_chain = contract.functions.meterOf(meter).call()
+    assert (on_chain[0], bytes(on_chain[3]), on_chain[5]) == \
+        (meter_key.address, uuid_to_bytes32(house), ACTIVE)
+    # ... and deactivated, by default at the start of the chain's current slot.
+    receipt = operator_sends(page, wallet, world, fill_form(page, "deactivate-form", {
+        "deactivate-meter": meter_text}))
+    mined_at = world.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
+    until = contract.functions.meterOf(meter).call()[5]
+    assert until != ACTIVE and until % 900 == 0 and mined_at - 2 * 900 < until <= mined_at
+
+    # A participant's wallet unregistered with the button on its row.
+    operator_sends(page, wallet, world, (
+        "[...document.querySelectorAll('#participants tbody tr')]"
+        f".find(r => r.cells[0].textContent === '{world.b}').querySelector('button').click()"))
+    assert int(contract.functions.walletOf(uuid_to_bytes32(world.b)).call(), 16) == 0
+    assert contract.functions.participantOf(world.bob.address).call() == bytes(32)
+
+    # The next billing period closed, one slot after the last.
+    end = contract.functions.periodEnd(1).call() + 900
+    periods = contract.functions.periodCount().call()
+    operator_sends(page, wallet, world, fill_form(page, "close-form", {"close-end": str(end)}))
+    assert contract.functions.periodCount().call() == periods + 1
+    assert contract.functions.periodEnd(periods + 1).call() == end

@@ -9,18 +9,42 @@ from __future__ import annotations
 import csv
 import io
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from eth_account import Account
-from portal_web_fixtures import CONTACT, EXPLORER, PortalClient, PortalWorld, sign
+from portal_web_fixtures import (
+    CONTACT,
+    EXPLORER,
+    PortalClient,
+    PortalServices,
+    PortalWorld,
+    portal_env,
+    sign,
+)
 
+from bridge.config import BridgeSettings
+from closer.config import CloserSettings
+from ingest.config import IngestSettings
 from pilotchain.errors import ConfigError
+from pilotchain.operator import (
+    deactivate_meter_call,
+    parse_id,
+    parse_meter,
+    register_meter_call,
+)
 from pilotchain.trades import uuid_to_bytes32
 from portal.siwe import parse_message
 from portal.web import STALE
 from portal.web.config import WebSettings
+from runner.portal import PortalWebService, with_health_urls
+from runner.ports import free_port
+
+HOUSE = str(uuid.UUID(int=7))
+ADDRESS = "0x00000000000000000000000000000000000000aa"
 
 
 def signed_in(world: PortalWorld, account: object) -> PortalClient:
@@ -302,11 +326,172 @@ def test_only_the_operator_sees_the_overview(portal_world: PortalWorld) -> None:
         bill_on_chain(world, world.b)
 
 
+# --- the operator's health view and transactions --------------------------------------------
+
+
+OPERATOR_ROUTES = (("GET", "/api/operator/health", None),
+                   ("POST", "/api/operator/transactions/register-meter",
+                    {"meter": str(uuid.uuid4()), "signer": Account.create().address,
+                     "participant": str(uuid.uuid4())}),
+                   ("POST", "/api/operator/transactions/deactivate-meter",
+                    {"meter": str(uuid.uuid4())}))
+
+
+@pytest.mark.parametrize("method, path, body", OPERATOR_ROUTES)
+def test_only_the_operator_reaches_the_new_routes(portal_world: PortalWorld, method: str,
+                                                  path: str, body: object) -> None:
+    participant = signed_in(portal_world, portal_world.alice)
+    reply = participant.request(method, path, json=body)
+    assert (reply.status_code, reply.json()) == (
+        403, {"error": "Only the grid operator's wallet may do this."})
+    anonymous = portal_world.client()
+    anonymous.me()
+    assert anonymous.request(method, path, json=body).status_code == 401
+
+
+def test_the_operator_sees_each_services_health_and_the_dead_letters(
+        portal_world: PortalWorld, portal_services: PortalServices) -> None:
+    world, ops = portal_world, portal_world.ops
+    view = signed_in(world, world.operator).get("/api/operator/health").json()
+    health = {s["name"]: s for s in view["services"]}
+    assert [health[n]["up"] for n in ("bridge", "ingest", "closer")] == [True, True, False]
+    assert health["bridge"]["sentence"] == "The bridge is running."
+    assert health["bridge"]["url"] == ops.health_url("bridge")
+    assert health["closer"]["sentence"] == (
+        f"The closer cannot be reached at {ops.health_url('closer')}; it is not running, or "
+        "PORTAL_CLOSER_HEALTH_URL names the wrong address.")
+
+    dead = view["dead_letters"]
+    assert dead["error"] is None
+    streams = {s["service"]: s for s in dead["streams"]}
+    assert streams["bridge"]["stream"] == f"{ops.trades}:dead"
+    assert streams["ingest"]["stream"] == f"{ops.readings}:dead"
+    for service, entry in (("bridge", portal_services.bad_trade),
+                           ("ingest", portal_services.bad_reading)):
+        assert streams[service]["count"] == 1
+        [shown] = streams[service]["latest"]
+        assert (shown["entry_id"], shown["reason"]) == \
+            (entry, portal_services.reasons[service])
+        assert shown["rejected_at"]
+    assert streams["bridge"]["latest"][0]["payload"] == "this is not a trade event"
+
+
+def test_with_redis_and_the_services_away_the_view_says_so(
+        portal_world: PortalWorld, tmp_path: Path) -> None:
+    """A second portal on the same index, whose Redis and services answer nowhere: the
+    health view is still a 200, each part a sentence."""
+    world = portal_world
+    dead_redis, dead = free_port(), {name: free_port() for name in ("bridge", "ingest", "closer")}
+    env = portal_env(world.target.net, world.target.record, world.database_url,
+                     tmp_path, PORTAL_SECRET_FILE=str(tmp_path / "secret"),
+                     REDIS_URL=f"redis://127.0.0.1:{dead_redis}/0",
+                     **{f"PORTAL_{n.upper()}_HEALTH_URL": f"http://127.0.0.1:{port}/health"
+                        for n, port in dead.items()})
+    service = PortalWebService(WebSettings.from_env(env), tmp_path / "pids", env)
+    try:
+        assert service.start(world.target.net)
+        client = PortalClient(service.url)
+        assert client.sign_in(world.operator).status_code == 200
+        reply = client.get("/api/operator/health")
+        assert reply.status_code == 200, reply.text
+        view = reply.json()
+    finally:
+        service.stop()
+    assert [(s["name"], s["up"]) for s in view["services"]] == \
+        [("bridge", False), ("ingest", False), ("closer", False)]
+    assert view["services"][1]["sentence"] == (
+        f"The ingest cannot be reached at http://127.0.0.1:{dead['ingest']}/health; it is not "
+        "running, or PORTAL_INGEST_HEALTH_URL names the wrong address.")
+    assert view["dead_letters"] == {"streams": [], "error": (
+        f"Redis at redis://127.0.0.1:{dead_redis}/0 cannot be reached, so the dead-lettered "
+        "entries cannot be shown right now.")}
+
+
+def test_meter_transactions_carry_the_commands_calldata(portal_world: PortalWorld) -> None:
+    world = portal_world
+    contract = world.contract()
+    client = signed_in(world, world.operator)
+    meter, house, signer = uuid.uuid4(), uuid.uuid4(), Account.create().address
+    reply = client.post("/api/operator/transactions/register-meter",
+                        json={"meter": str(meter), "signer": signer, "participant": str(house)})
+    assert reply.status_code == 200, reply.text
+    expected = register_meter_call(parse_meter(str(meter)), signer, parse_id(str(house)))
+    assert reply.json() == {"to": contract.address, "data": expected.data(contract).to_0x_hex(),
+                            "chainId": hex(world.target.net.settings.chain_id)}
+
+    # Deactivating the world's meter, at the start of the chain's current slot by default.
+    [registered] = client.get("/api/operator/overview").json()["meters"]
+    now = world.w3.eth.get_block("latest")["timestamp"]
+    reply = client.post("/api/operator/transactions/deactivate-meter",
+                        json={"meter": registered["meter"]})
+    assert reply.status_code == 200, reply.text
+    expected_at = {deactivate_meter_call(parse_meter(registered["meter"]), now // 900 * 900)
+                   .data(contract).to_0x_hex(),
+                   deactivate_meter_call(parse_meter(registered["meter"]), now // 900 * 900 + 900)
+                   .data(contract).to_0x_hex()}
+    assert reply.json()["data"] in expected_at
+
+
+@pytest.mark.parametrize("action, body, sentence", [
+    ("register-meter", {"meter": "nope", "signer": ADDRESS, "participant": HOUSE},
+     "The meter id 'nope' is neither a uuid nor 0x and 64 hex digits."),
+    ("register-meter", {"meter": HOUSE, "signer": "0x1234", "participant": HOUSE},
+     "The meter's signing address '0x1234' is not an Ethereum address (0x and 40 hex digits, "
+     "with a valid checksum if mixed case)."),
+    ("register-meter", {"meter": HOUSE, "signer": ADDRESS, "participant": "bob"},
+     "The participant 'bob' is neither a uuid nor 0x and 64 hex digits."),
+    ("register-meter", {"meter": HOUSE, "signer": ADDRESS},
+     "Send participant in a JSON object."),
+    ("deactivate-meter", {"meter": HOUSE},
+     f"Deactivating meter {HOUSE} refused: no meter {HOUSE} is registered."),
+    ("deactivate-meter", {"meter": HOUSE, "at": "yesterday"},
+     "The time 'yesterday' is neither unix seconds nor ISO-8601 such as 2026-06-21T00:15:00Z."),
+    ("unregister", {"participant": HOUSE},
+     f"Unregistering the wallet of {HOUSE} refused: participant {HOUSE} has no registered "
+     "wallet."),
+    ("register", {"participant": HOUSE, "wallet": "0xnot"},
+     "The wallet '0xnot' is not an Ethereum address (0x and 40 hex digits, with a valid "
+     "checksum if mixed case)."),
+    ("close-period", {"end_slot": "1"},
+     "Closing the period refused: 1970-01-01T00:00:01Z is not on a slot boundary."),
+    ("launch-rocket", {}, "There is no operator transaction 'launch-rocket'; try register, "
+     "unregister, close-period, register-meter, deactivate-meter."),
+])
+def test_a_bad_operator_transaction_is_refused_with_a_sentence(
+        portal_world: PortalWorld, action: str, body: dict[str, str], sentence: str) -> None:
+    client = signed_in(portal_world, portal_world.operator)
+    reply = client.post(f"/api/operator/transactions/{action}", json=body)
+    assert (reply.status_code, reply.json()) == (400, {"error": sentence})
+
+
+def test_what_the_contract_refuses_is_refused_before_the_wallet_is_asked(
+        portal_world: PortalWorld) -> None:
+    world = portal_world
+    client = signed_in(world, world.operator)
+    [registered] = client.get("/api/operator/overview").json()["meters"]
+    reply = client.post("/api/operator/transactions/register-meter", json={
+        "meter": registered["meter"], "signer": ADDRESS, "participant": HOUSE})
+    assert reply.json() == {"error": (
+        f"Registering meter {registered['meter']} refused: the meter {registered['meter']} is "
+        "already registered; a meter id is used once.")}
+    last_end = world.contract().functions.periodEnd(1).call()
+    reply = client.post("/api/operator/transactions/close-period",
+                        json={"end_slot": str(last_end)})
+    shown = datetime.fromtimestamp(last_end, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert reply.json() == {"error": (
+        f"Closing the period refused: the previous period already ends at {shown}; the next "
+        f"must end later than that, not at {shown}.")}
+
+
 # --- settings, without a chain -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name, raw, sentence", [
     ("PORTAL_PAGE_SIZE", "501", "PORTAL_PAGE_SIZE must be at most 500, not 501."),
+    ("PORTAL_BRIDGE_HEALTH_URL", "127.0.0.1:9108",
+     "PORTAL_BRIDGE_HEALTH_URL must be an http:// or https:// URL"),
+    ("PORTAL_DEAD_LETTERS_SHOWN", "501", "PORTAL_DEAD_LETTERS_SHOWN must be at most 500"),
+    ("PORTAL_HEALTH_TIMEOUT", "0", "PORTAL_HEALTH_TIMEOUT must be at least 0.1"),
     ("PORTAL_PAGE_SIZE", "0", "PORTAL_PAGE_SIZE must be at least 1, not 0."),
     ("PORTAL_DOMAIN", "https://portal.example/", "PORTAL_DOMAIN must be a host name"),
     ("PORTAL_SECURE_COOKIES", "maybe", "PORTAL_SECURE_COOKIES must be true or false"),
@@ -320,3 +505,28 @@ def test_a_bad_web_setting_is_refused_by_name(name: str, raw: str, sentence: str
 def test_the_portal_is_shown_at_localhost_where_secure_cookies_work() -> None:
     assert WebSettings.from_env({"PORTAL_PORT": "9300"}).url == "http://localhost:9300"
     assert WebSettings.from_env({"PORTAL_HOST": "portal.lan"}).url == "http://portal.lan:9200"
+
+
+def test_the_health_urls_default_to_the_native_stacks_metrics_ports() -> None:
+    settings = WebSettings()
+    assert (settings.bridge_health_url, settings.ingest_health_url,
+            settings.closer_health_url) == (f"{BridgeSettings().metrics_url}/health",
+                                            f"{IngestSettings().metrics_url}/health",
+                                            f"{CloserSettings().metrics_url}/health")
+
+
+def test_the_stack_points_the_portal_at_the_ports_configured() -> None:
+    env = {"BRIDGE_METRICS_PORT": "9208", "INGEST_METRICS_HOST": "0.0.0.0",
+           "CLOSER_METRICS_PORT": "9312", "BRIDGE_STREAM": "gsy:trades",
+           "INGEST_DEAD_LETTER_STREAM": "refused"}
+    portal = WebSettings.from_env(with_health_urls(
+        env, BridgeSettings.from_env(env), IngestSettings.from_env(env),
+        CloserSettings.from_env(env)))
+    assert [w.url for w in portal.watched] == [
+        "http://127.0.0.1:9208/health", "http://127.0.0.1:9110/health",
+        "http://127.0.0.1:9312/health"]
+    assert (portal.dead_letters.trades, portal.dead_letters.readings) == \
+        ("gsy:trades:dead", "refused")
+    explicit = {**env, "PORTAL_BRIDGE_HEALTH_URL": "http://bridge:9108/health"}
+    assert with_health_urls(explicit, BridgeSettings(), IngestSettings(), CloserSettings())[
+        "PORTAL_BRIDGE_HEALTH_URL"] == "http://bridge:9108/health"

@@ -26,6 +26,7 @@ from portal.web.auth import auth
 from portal.web.config import WebSettings
 from portal.web.http import EXTENSION, Services, error_json, sentence_json
 from portal.web.ledger import Ledger
+from portal.web.operations import DeadLetters
 from portal.web.pages import pages
 from portal.web.store import SignInStore
 
@@ -58,7 +59,10 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     store.migrate()
     ledger = Ledger(settings.index.rpc_url, settings.index.chain.deployment_file,
                     timeout=settings.index.rpc_timeout_seconds)
-    app.extensions[EXTENSION] = Services(settings, store, ledger)
+    dead_letters = DeadLetters(settings.redis_url, settings.dead_letters,
+                               timeout=settings.health_timeout,
+                               shown=settings.dead_letters_shown)
+    app.extensions[EXTENSION] = Services(settings, store, ledger, dead_letters)
     CSRFProtect(app)
     for blueprint in (auth, api, pages):
         app.register_blueprint(blueprint)

@@ -14,15 +14,31 @@ import io
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
-from web3 import Web3
 
+from pilotchain.operator import (
+    AdminCall,
+    InvalidInput,
+    close_period_call,
+    deactivate_meter_call,
+    parse_address,
+    parse_area,
+    parse_meter,
+    parse_participant,
+    parse_time,
+    register_meter_call,
+    register_participant_call,
+    unregister_participant_call,
+)
 from portal import queries
 from portal.db import Database
 from portal.web.config import MAX_PAGE_SIZE
 from portal.web.http import BadRequest, may_see, operator, services
+from portal.web.operations import health
+
+T = TypeVar("T")
 
 SCALE = 18
 AMOUNTS = frozenset({
@@ -207,32 +223,81 @@ def overview() -> Response:
     })
 
 
-def body_field(body: Any, name: str) -> str:
+def body_field(body: Any, name: str, *, required: bool = True) -> str:
     value = body.get(name) if isinstance(body, dict) else None
-    if not isinstance(value, str) or not value.strip():
+    if value is None and not required:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or (required and not value.strip()):
         raise BadRequest(f"Send {name} in a JSON object.")
     return value.strip()
+
+
+def parsed(parse: Callable[[str], T], body: Any, name: str) -> T:
+    """``body[name]`` read by one of the operator commands' parsers; its sentence, as a
+    400, if it has the wrong form."""
+    try:
+        return parse(body_field(body, name))
+    except InvalidInput as error:
+        raise BadRequest(str(error)) from None
+
+
+def meter_end(body: Any) -> int:
+    """``at``: when the meter stops measuring (unix seconds or ISO-8601); unset, the start of
+    the chain's current slot."""
+    if not body_field(body, "at", required=False):
+        return services().ledger.current_slot()
+    return parsed(parse_time, body, "at")
+
+
+def home_area(body: Any) -> bytes | None:
+    """``home_area``, if sent: the participant's own area (a house's is its own id)."""
+    if not body_field(body, "home_area", required=False):
+        return None
+    return parsed(parse_area, body, "home_area")
+
+
+# What each operator transaction is, from the request's JSON body; the calls (and the
+# parsers) are those of `pilotchain meters|periods ...`, so both send the same calldata.
+TRANSACTIONS: dict[str, Callable[[Any], AdminCall]] = {
+    "register": lambda body: register_participant_call(
+        parsed(parse_participant, body, "participant"),
+        parsed(lambda text: parse_address(text, "wallet"), body, "wallet")),
+    "unregister": lambda body: unregister_participant_call(
+        parsed(parse_participant, body, "participant")),
+    "close-period": lambda body: close_period_call(parsed(parse_time, body, "end_slot")),
+    "register-meter": lambda body: register_meter_call(
+        parsed(parse_meter, body, "meter"),
+        parsed(lambda text: parse_address(text, "meter's signing address"), body, "signer"),
+        parsed(parse_participant, body, "participant"), home_area(body)),
+    "deactivate-meter": lambda body: deactivate_meter_call(parsed(parse_meter, body, "meter"),
+                                                           meter_end(body)),
+}
 
 
 @api.post("/api/operator/transactions/<action>")
 def operator_transaction(action: str) -> Response:
     """The transaction (``to``, ``data``, ``chainId``) the operator's wallet is to sign:
     ``register`` (participant, wallet), ``unregister`` (participant), ``close-period``
-    (end_slot). The portal only prepares it; it holds no key."""
+    (end_slot), ``register-meter`` (meter, signer, participant, optional home_area),
+    ``deactivate-meter`` (meter, optional at). It is checked against the contract first
+    (an eth_call from the operator's wallet), so what the contract would refuse is refused
+    here with a sentence. The portal only prepares it; it holds no key."""
+    who = operator()
+    if action not in TRANSACTIONS:
+        raise BadRequest(f"There is no operator transaction {action[:40]!r}; try "
+                         f"{', '.join(TRANSACTIONS)}.")
+    admin_call = TRANSACTIONS[action](request.get_json(silent=True))
+    return jsonify(services().ledger.prepare(admin_call, who.wallet))
+
+
+@api.get("/api/operator/health")
+def operator_health() -> Response:
+    """The bridge's, the ingest's and the slot closer's own ``/health``, each up or down with
+    a sentence; and what waits in the bridge's and the ingest's dead-letter streams."""
     operator()
-    body = request.get_json(silent=True)
-    ledger = services().ledger
-    if action == "register":
-        wallet = body_field(body, "wallet")
-        if not Web3.is_address(wallet):
-            raise BadRequest(f"{wallet[:60]!r} is not a wallet address.")
-        return jsonify(ledger.register_participant_tx(body_field(body, "participant"), wallet))
-    if action == "unregister":
-        return jsonify(ledger.unregister_participant_tx(body_field(body, "participant")))
-    if action == "close-period":
-        raw = body_field(body, "end_slot")
-        if not raw.isdigit():
-            raise BadRequest("end_slot must be a slot's start in Unix seconds.")
-        return jsonify(ledger.close_period_tx(int(raw)))
-    raise BadRequest(f"There is no operator transaction {action!r}; try register, "
-                     "unregister or close-period.")
+    found = services()
+    return jsonify({"services": health(found.settings.watched,
+                                       found.settings.health_timeout),
+                    "dead_letters": found.dead_letters.read()})

@@ -2,20 +2,31 @@
 
 It also reads the chain settings (``RPC_URL``, ``CHAIN_ID``, ``EXPLORER_URL``,
 ``DEPLOYMENT_FILE``) and the index's (``PORTAL_DATABASE_URL``) through
-:class:`~portal.config.PortalSettings`.
+:class:`~portal.config.PortalSettings`, and, for the operator's view of the dead letters, the
+Redis settings and the bridge's and the ingest's stream names, declared in
+:mod:`pilotchain.config`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pilotchain.config import DEFAULT_REDIS_URL, DeadLetterStreams, RedisConnection
 from pilotchain.errors import ConfigError
 from pilotchain.settings import Setting, SettingsGroup
 from portal.config import PortalSettings
+from portal.web.operations import Watched
 
 MAX_PAGE_SIZE = 500
+MAX_DEAD_LETTERS_SHOWN = 500
+# The native stack's metrics endpoints: the bridge's, the ingest's and the slot closer's
+# default BRIDGE_/INGEST_/CLOSER_METRICS_PORT (tests/test_portal_web.py holds them equal);
+# runner.stack hands the portal the ports actually configured.
+DEFAULT_HEALTH_URLS = {"bridge": "http://127.0.0.1:9108/health",
+                       "ingest": "http://127.0.0.1:9110/health",
+                       "closer": "http://127.0.0.1:9112/health"}
 
 
 @dataclass(frozen=True)
@@ -36,11 +47,29 @@ class WebSettings:
     operator_contact: str = "the grid operator"
     page_size: int = 50
     max_body_bytes: int = 16_384
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    dead_letters: DeadLetterStreams = field(default_factory=DeadLetterStreams)
+    bridge_health_url: str = DEFAULT_HEALTH_URLS["bridge"]
+    ingest_health_url: str = DEFAULT_HEALTH_URLS["ingest"]
+    closer_health_url: str = DEFAULT_HEALTH_URLS["closer"]
+    health_timeout: float = 2.0
+    dead_letters_shown: int = 50
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebSettings:
-        """Read every PORTAL_* web setting (and the index's and chain's)."""
-        return cls(index=PortalSettings.from_env(env), **PORTAL_WEB_SETTINGS.read(env))
+        """Read every PORTAL_* web setting (and the index's, the chain's, Redis's and the
+        dead-letter streams' names)."""
+        return cls(index=PortalSettings.from_env(env),
+                   redis_url=RedisConnection.from_env(env).url,
+                   dead_letters=DeadLetterStreams.from_env(env),
+                   **PORTAL_WEB_SETTINGS.read(env))
+
+    @property
+    def watched(self) -> tuple[Watched, ...]:
+        """The services whose health the operator sees."""
+        return (Watched("bridge", self.bridge_health_url, "PORTAL_BRIDGE_HEALTH_URL"),
+                Watched("ingest", self.ingest_health_url, "PORTAL_INGEST_HEALTH_URL"),
+                Watched("closer", self.closer_health_url, "PORTAL_CLOSER_HEALTH_URL"))
 
     @property
     def secret_file(self) -> Path:
@@ -67,6 +96,28 @@ def check_domain(raw: str | None, env: Mapping[str, str]) -> str | None:
     return domain
 
 
+def health_url_check(name: str) -> Callable[[str, Mapping[str, str]], str]:
+    """The check of setting ``name``: an http(s) URL of a service's health endpoint."""
+
+    def check(raw: str, env: Mapping[str, str]) -> str:
+        del env
+        url = raw.strip()
+        if not url.startswith(("http://", "https://")) or " " in url:
+            raise ConfigError(f"{name} must be an http:// or https:// URL such as "
+                              f"{DEFAULT_HEALTH_URLS['bridge']}, not {raw!r}.")
+        return url
+
+    return check
+
+
+def check_dead_letters_shown(value: int, env: Mapping[str, str]) -> int:
+    del env
+    if value > MAX_DEAD_LETTERS_SHOWN:
+        raise ConfigError(f"PORTAL_DEAD_LETTERS_SHOWN must be at most {MAX_DEAD_LETTERS_SHOWN}, "
+                          f"not {value}.")
+    return value
+
+
 def check_page_size(value: int, env: Mapping[str, str]) -> int:
     del env
     if value > MAX_PAGE_SIZE:
@@ -78,7 +129,10 @@ _D = WebSettings()
 PORTAL_WEB_SETTINGS = SettingsGroup(
     "Portal web app", "portal-web",
     "The participant portal (gunicorn serving `portal.web:create_app()`) reads the index "
-    "(`PORTAL_DATABASE_URL`) and the chain settings; see [docs/portal.md](portal.md).",
+    "(`PORTAL_DATABASE_URL`), the chain settings, and for the operator's view the "
+    "[Redis settings](#redis) and the dead-letter streams' names (`BRIDGE_STREAM`, "
+    "`BRIDGE_DEAD_LETTER_STREAM`, `INGEST_STREAM`, `INGEST_DEAD_LETTER_STREAM`); see "
+    "[docs/portal.md](portal.md).",
     (
         Setting("PORTAL_HOST", "host", "str", _D.host,
                 "address gunicorn binds (`0.0.0.0` in a container)"),
@@ -110,5 +164,22 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
                 minimum=1, check=check_page_size),
         Setting("PORTAL_MAX_BODY_BYTES", "max_body_bytes", "int", _D.max_body_bytes,
                 "largest request body accepted", minimum=1024),
+        Setting("PORTAL_BRIDGE_HEALTH_URL", "bridge_health_url", "str", _D.bridge_health_url,
+                "the bridge's `/health`, shown to the operator (`./scripts/up` passes the "
+                "configured BRIDGE_METRICS_PORT's)",
+                check=health_url_check("PORTAL_BRIDGE_HEALTH_URL")),
+        Setting("PORTAL_INGEST_HEALTH_URL", "ingest_health_url", "str", _D.ingest_health_url,
+                "the ingest writer's `/health` (`./scripts/up` passes INGEST_METRICS_PORT's)",
+                check=health_url_check("PORTAL_INGEST_HEALTH_URL")),
+        Setting("PORTAL_CLOSER_HEALTH_URL", "closer_health_url", "str", _D.closer_health_url,
+                "the slot closer's `/health` (`./scripts/up` passes CLOSER_METRICS_PORT's)",
+                check=health_url_check("PORTAL_CLOSER_HEALTH_URL")),
+        Setting("PORTAL_HEALTH_TIMEOUT", "health_timeout", "float", _D.health_timeout,
+                "seconds the operator's view waits for a service's `/health` or for Redis",
+                minimum=0.1),
+        Setting("PORTAL_DEAD_LETTERS_SHOWN", "dead_letters_shown", "int",
+                _D.dead_letters_shown,
+                "newest dead-lettered entries shown per stream (at most 500)", minimum=1,
+                check=check_dead_letters_shown),
     ),
 )

@@ -10,7 +10,13 @@ from flask import Response, current_app, jsonify, session
 from portal.errors import PortalError
 from portal.siwe import SignInRefused
 from portal.web.config import WebSettings
-from portal.web.ledger import BadParticipantId, Ledger, LedgerUnavailable
+from portal.web.ledger import (
+    BadParticipantId,
+    Ledger,
+    LedgerUnavailable,
+    TransactionRefused,
+)
+from portal.web.operations import DeadLetters
 from portal.web.store import NonceRefused, Session, SignInStore
 
 EXTENSION = "pilotchain-portal"
@@ -42,6 +48,7 @@ class Services:
     settings: WebSettings
     store: SignInStore
     ledger: Ledger
+    dead_letters: DeadLetters
 
 
 def services() -> Services:
@@ -79,8 +86,9 @@ def operator() -> Session:
 
 
 STATUS: tuple[tuple[type[PortalError], int], ...] = (
-    (BadRequest, 400), (BadParticipantId, 400), (SignInRefused, 401), (NonceRefused, 401),
-    (NotSignedIn, 401), (NotYours, 403), (NotRegistered, 403), (OperatorOnly, 403),
+    (BadRequest, 400), (BadParticipantId, 400), (TransactionRefused, 400),
+    (SignInRefused, 401), (NonceRefused, 401), (NotSignedIn, 401), (NotYours, 403),
+    (NotRegistered, 403), (OperatorOnly, 403),
     (LedgerUnavailable, 503))
 
 

@@ -17,6 +17,7 @@ from web3.exceptions import ContractLogicError
 from pilotchain.chain import connect, read
 from pilotchain.contract import ContractError, Deployment, load_deployment, settlement_contract
 from pilotchain.errors import ChainError
+from pilotchain.operator import AdminCall, OperatorError, check_call
 from pilotchain.trades import uuid_to_bytes32
 from portal.errors import PortalConfigError, PortalError
 from portal.events import id_text
@@ -27,6 +28,10 @@ _HEX_ID = re.compile(r"^0x[0-9a-f]{64}$")
 
 class LedgerUnavailable(PortalError):
     """The chain cannot be asked right now; the page says so instead of a stale number."""
+
+
+class TransactionRefused(PortalError):
+    """The contract would refuse the operator's transaction; the sentence says why (400)."""
 
 
 class BadParticipantId(PortalError):
@@ -114,17 +119,25 @@ class Ledger:
 
     # -- the operator's transactions, to be signed by the operator's wallet ----------------
 
-    def register_participant_tx(self, participant: str, wallet: str) -> dict[str, str]:
-        return self._tx("registerParticipant", id_bytes(participant),
-                        Web3.to_checksum_address(wallet))
-
-    def unregister_participant_tx(self, participant: str) -> dict[str, str]:
-        return self._tx("unregisterParticipant", id_bytes(participant))
-
-    def close_period_tx(self, end_slot: int) -> dict[str, str]:
-        return self._tx("closePeriod", end_slot)
-
-    def _tx(self, name: str, *args: Any) -> dict[str, str]:
-        data = self.contract.encode_abi(name, args=list(args))
-        return {"to": self.deployment.address, "data": data,
+    def prepare(self, admin_call: AdminCall, wallet: str) -> dict[str, str]:
+        """The transaction (``to``, ``data``, ``chainId``) of ``admin_call`` for ``wallet``
+        to sign, once an eth_call of it from that wallet passes: what the contract would
+        refuse is refused here, with its sentence, before the wallet is asked."""
+        try:
+            data = check_call(self.w3, self.url, self.contract, wallet, admin_call)
+        except OperatorError as error:
+            raise TransactionRefused(str(error)) from None
+        except ChainError:
+            raise LedgerUnavailable(f"{admin_call.action} could not be checked: the chain "
+                                    "cannot be reached right now; try again in a minute."
+                                    ) from None
+        return {"to": self.deployment.address, "data": data.to_0x_hex(),
                 "chainId": hex(self.deployment.chain_id)}
+
+    def current_slot(self) -> int:
+        """The start of the slot the chain's newest block is in."""
+        length = self._read("Reading the slot length",
+                            lambda: self.contract.functions.slotSeconds().call())
+        now = self._read("Reading the newest block",
+                         lambda: self.w3.eth.get_block("latest")["timestamp"])
+        return int(now) // int(length) * int(length)

@@ -154,6 +154,7 @@ async function showParticipant() {
 async function sendAsOperator(path, body) {
   $("op-error").textContent = "";
   $("op-result").textContent = "";
+  delete $("op-result").dataset.hash;
   try {
     const tx = await api(path, { method: "POST", body });
     const hash = await window.ethereum.request({ method: "eth_sendTransaction",
@@ -165,24 +166,62 @@ async function sendAsOperator(path, body) {
   }
 }
 
+function button(label, onclick) {
+  const found = document.createElement("button");
+  found.type = "button";
+  found.textContent = label;
+  found.onclick = onclick;
+  return found;
+}
+
+function onSubmit(formId, path, body) {
+  $(formId).onsubmit = (event) => {
+    event.preventDefault();
+    sendAsOperator(`/api/operator/transactions/${path}`, body());
+  };
+}
+
+async function loadHealth() {
+  const view = await api("/api/operator/health");
+  fill("health", view.services.map((s) => [s.name, s.up ? "up" : "down", s.sentence]));
+  $("health").dataset.raw = JSON.stringify(view.services);
+  const dead = view.dead_letters;
+  $("dead-error").textContent = dead.error || "";
+  $("dead-letters").replaceChildren(...dead.streams.map((s) => {
+    const part = document.createElement("div");
+    part.className = "dead-stream";
+    part.dataset.service = s.service;
+    part.dataset.count = String(s.count);
+    const title = document.createElement("p");
+    title.textContent = `${s.service}: ${s.count} ${s.count === 1 ? "entry" : "entries"} in ${s.stream}` +
+      (s.count > s.latest.length ? ` (the newest ${s.latest.length} shown)` : "");
+    part.appendChild(title);
+    if (s.latest.length) {
+      const table = document.createElement("table");
+      table.innerHTML = "<thead><tr><th>Refused at</th><th>Reason</th><th>Entry</th><th>Payload</th></tr></thead><tbody></tbody>";
+      table.querySelector("tbody").replaceChildren(...s.latest.map((e) => row([e.rejected_at, e.reason, e.entry_id, e.payload])));
+      part.appendChild(table);
+    }
+    return part;
+  }));
+  $("dead-letters").dataset.raw = JSON.stringify(dead);
+}
+
 async function showOperator() {
   $("operator").hidden = false;
-  const view = await api("/api/operator/overview");
+  const [view] = await Promise.all([api("/api/operator/overview"), loadHealth()]);
   $("totals").textContent = `${view.totals.trades} trades, ${kwh(view.totals.energy)} kWh, ${cents(view.totals.price)} ct traded.`;
-  fill("participants", view.participants.map((p) => {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = "Unregister";
-    button.onclick = () => sendAsOperator("/api/operator/transactions/unregister", { participant: p.participant });
-    return [p.participant, p.wallet, button];
-  }));
-  fill("meters", view.meters.map((m) => [m.meter, m.participant, m.signer, m.active_until === null ? "" : String(m.active_until)]));
+  fill("participants", view.participants.map((p) => [p.participant, p.wallet,
+    button("Unregister", () => sendAsOperator("/api/operator/transactions/unregister", { participant: p.participant }))]));
+  fill("meters", view.meters.map((m) => [m.meter, m.participant, m.signer,
+    m.active_until === null ? "active" : new Date(m.active_until * 1000).toISOString(),
+    m.active_until === null ? button("Deactivate", () => sendAsOperator("/api/operator/transactions/deactivate-meter", { meter: m.meter })) : ""]));
   fill("unmetered", view.unmetered.map((u) => [u.slot_time, u.participant, kwh(u.sold), kwh(u.bought)]));
-  $("register-form").onsubmit = (event) => {
-    event.preventDefault();
-    sendAsOperator("/api/operator/transactions/register",
-      { participant: $("reg-participant").value, wallet: $("reg-wallet").value });
-  };
+  onSubmit("register-form", "register", () => ({ participant: $("reg-participant").value, wallet: $("reg-wallet").value }));
+  onSubmit("meter-form", "register-meter", () => ({ meter: $("meter-id").value, signer: $("meter-signer").value,
+    participant: $("meter-participant").value, home_area: $("meter-home").value }));
+  onSubmit("deactivate-form", "deactivate-meter", () => ({ meter: $("deactivate-meter").value, at: $("deactivate-at").value }));
+  onSubmit("close-form", "close-period", () => ({ end_slot: $("close-end").value }));
 }
 
 async function start() {
