@@ -12,7 +12,9 @@ No Docker engine and no network are needed. The file is checked three ways:
    project, images are pinned (geth exactly ``alltools-v1.13.15``, never ``latest``) and every one
    can be swapped through a variable whose default is the upstream pin, long-running
    services have healthchecks, geth gets time to shut down, the user-facing RPC exposes no
-   admin/personal/miner/debug, and the debug-enabled explorer node publishes nothing.
+   admin/personal/miner/debug, the debug-enabled explorer node publishes nothing, and the
+   portal keeps its index on a named volume, links trades to the explorer and serves uPlot
+   from the image's own node_modules.
 """
 
 from __future__ import annotations
@@ -398,7 +400,7 @@ def test_only_user_facing_services_publish_ports(
 ) -> None:
     publishing = {name for name, service in services.items() if service.get("ports")}
     assert publishing == {"rpc-node", "blockscout-proxy", "faucet", "bridge", "mosquitto",
-                          "ingest-http"}
+                          "ingest-http", "portal"}
     for name in sorted(publishing):
         for port in services[name]["ports"]:
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is not on loopback"
@@ -465,3 +467,50 @@ def test_the_image_build_context_holds_every_package() -> None:
     allowed = set((ROOT / ".dockerignore").read_text().split())
     top_level = {name.split(".")[0] for name in packages}
     assert {f"!{name}/" for name in top_level} <= allowed, top_level
+
+
+def test_the_portal_indexes_into_a_volume_and_links_to_the_explorer(
+        services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
+    indexer, web = services["portal-indexer"], services["portal"]
+    app = services["bridge"]["image"]
+    assert indexer["image"] == web["image"] == app, "the portal runs the PilotChain image"
+    assert indexer["command"] == ["pilotchain-portal-indexer"]
+    assert web["command"][0] == "gunicorn" and web["command"][-1] == "portal.web:create_app()"
+    assert "0.0.0.0:9200" in web["command"]
+    assert web["ports"] == ["127.0.0.1:9200:9200"]
+    # Both read the same index: by default a SQLite file on a named volume, not in the image
+    # or the (read-only) project directory; the session secret lives beside it.
+    url = environment_of(indexer)["PORTAL_DATABASE_URL"]
+    assert url == environment_of(web)["PORTAL_DATABASE_URL"]
+    assert url.startswith("sqlite:////var/lib/pilotchain/portal/"), url
+    for service in (indexer, web):
+        assert "portal-data:/var/lib/pilotchain/portal" in service["volumes"]
+        assert ".:/pilotchain:ro" in service["volumes"]
+        assert environment_of(service)["DEPLOYMENT_FILE"] == (
+            environment_of(services["bridge"])["DEPLOYMENT_FILE"])
+    assert "portal-data" in compose["volumes"]
+    assert environment_of(web)["PORTAL_SECRET_FILE"].startswith("/var/lib/pilotchain/portal/")
+    # Trade links open the explorer's proxy; sign-in messages name what the browser shows.
+    env = environment_of(web)
+    assert env["EXPLORER_URL"] == "http://localhost:80"
+    assert services["blockscout-proxy"]["ports"] == ["127.0.0.1:80:80"]
+    assert env["PORTAL_DOMAIN"] == "localhost:9200"
+    assert env["PORTAL_SECURE_COOKIES"] == "true"
+    # The indexer starts on a deployed contract; the pages once the index exists.
+    assert indexer["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
+    assert web["depends_on"]["portal-indexer"]["condition"] == "service_healthy"
+    assert indexer["healthcheck"]["test"] == ["CMD", "pilotchain-portal-indexer", "--check"]
+    assert "http://127.0.0.1:9200/health" in " ".join(web["healthcheck"]["test"])
+
+
+def test_the_image_serves_the_pinned_uplot_from_its_node_modules() -> None:
+    """npm ci of the committed lock file in PILOTCHAIN_HOME, where the portal looks when it
+    runs from site-packages: no CDN, nothing fetched at run time."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "PILOTCHAIN_HOME=/opt/pilotchain" in dockerfile
+    assert re.search(r'cp -r [^\n]*package\.json package-lock\.json "\$PILOTCHAIN_HOME/"',
+                     dockerfile), "the image must copy package.json and its lock file"
+    assert 'cd "$PILOTCHAIN_HOME" && npm ci' in dockerfile
+    assert "uplot" in json.loads((ROOT / "package.json").read_text())["dependencies"]
+    assert "node_modules/uplot" in json.loads((ROOT / "package-lock.json").read_text())[
+        "packages"]
