@@ -2,7 +2,8 @@
 recording replayed and indexed: sign-in with a wallet's real signature, every sign-in
 refusal as a sentence with nobody signed in, CSRF, the session cookie's flags, sign-out,
 each participant's own bill (equal to ``billOf``), trades (equal to the recording's), slots,
-statements and CSV exports, 403 for another participant's data, and the operator's view."""
+statements and CSV exports, 403 for another participant's data, and the operator's view;
+each on a SQLite index and on a PostgreSQL one (a real server, runner/postgres.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from decimal import Decimal
 
 import pytest
 from eth_account import Account
+from portal_fixtures import ENGINES
 from portal_web_fixtures import CONTACT, EXPLORER, PortalClient, PortalWorld, sign
 
 from pilotchain.errors import ConfigError
@@ -21,6 +23,14 @@ from pilotchain.trades import uuid_to_bytes32
 from portal.siwe import parse_message
 from portal.web import STALE
 from portal.web.config import WebSettings
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def portal_engine(request: pytest.FixtureRequest) -> str:
+    """Every test of a signed-in portal on a SQLite index and on a PostgreSQL one: the chain
+    (deployment, trades, meters) is made once, only the index and the web app differ."""
+    engine: str = request.param
+    return engine
 
 
 def signed_in(world: PortalWorld, account: object) -> PortalClient:
