@@ -514,3 +514,31 @@ def test_the_image_serves_the_pinned_uplot_from_its_node_modules() -> None:
     assert "uplot" in json.loads((ROOT / "package.json").read_text())["dependencies"]
     assert "node_modules/uplot" in json.loads((ROOT / "package-lock.json").read_text())[
         "packages"]
+
+
+def test_the_documented_postgresql_override_merges(tmp_path: Path) -> None:
+    """docs/compose.md's docker-compose.override.yml for a portal database of its own, merged
+    by the real Compose CLI: both portal services get the PostgreSQL URL, and the indexer
+    waits for that server as well as for the deployment."""
+    command = compose_command()
+    if command is None:
+        pytest.fail(f"neither 'docker compose' nor 'docker-compose' is installed; {INSTALL_HINT}")
+    docs = (ROOT / "docs" / "compose.md").read_text()
+    section = docs[docs.index("#### The portal's database"):]
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    url = "postgresql://portal:secret@portal-db:5432/portal"
+    keep = ("PATH", "HOME", "DOCKER_CONFIG")
+    env = {key: os.environ[key] for key in keep if key in os.environ}
+    env.update(PORTAL_DB_PASSWORD="secret", PORTAL_DATABASE_URL=url)
+    result = subprocess.run(
+        [*command, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "-f",
+         str(override), "config", "--format", "json"],
+        capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, f"the documented override does not merge:\n{result.stderr}"
+    merged = json.loads(result.stdout)["services"]
+    for name in ("portal-indexer", "portal"):
+        assert merged[name]["environment"]["PORTAL_DATABASE_URL"] == url, name
+    assert set(merged["portal-indexer"]["depends_on"]) == {"deploy", "rpc-node", "portal-db"}
+    assert merged["portal-db"]["networks"].keys() == {"chain"}
+    assert merged["portal-db"]["healthcheck"]["test"]
