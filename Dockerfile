@@ -1,11 +1,13 @@
 # PilotChain's Python image: the `pilotchain` console script (Compose's one-shot `init` and
-# `deploy` steps), the bridge and the faucet.
+# `deploy` steps), the bridge, the faucet, the meter ingest, the closer and the participant
+# portal (its indexer and its web app, which serves uPlot from the node_modules below).
 #
 #   docker compose build init            # or: docker build -t pilotchain/app:local .
 #
 # The build context is limited by .dockerignore to what the image needs; keys, chain data, .env
 # and the virtualenv never enter it. The Settlement contract is compiled here, at build time,
-# with the npm solc-js the project pins, so the running containers need no compiler.
+# with the npm solc-js the project pins, so the running containers need no compiler; the same
+# `npm ci` installs uPlot, which the portal serves from $PILOTCHAIN_HOME/node_modules (no CDN).
 #
 # PYTHON_IMAGE swaps the base for a local build of the same Python on the same Debian, for
 # machines that reach no image registry (scripts/lib/build-local-images.sh makes one).
@@ -18,7 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PILOTCHAIN_HOME=/opt/pilotchain
 
-# Node.js runs solc-js (the compiler pinned in package.json).
+# Node.js runs solc-js (the compiler pinned in package.json); npm installs it and uPlot.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends nodejs npm \
     && rm -rf /var/lib/apt/lists/*
@@ -32,9 +34,12 @@ RUN pip install . \
     && cd "$PILOTCHAIN_HOME" && npm ci --omit=dev --no-audit --no-fund \
     && python -c "from pilotchain.contract import compile_settlement; compile_settlement()" \
     && rm -rf /src \
+    && mkdir -p /var/lib/pilotchain \
     && useradd --uid 1000 --user-group --home-dir /home/pilot --create-home --shell /usr/sbin/nologin pilot
 COPY docker/app/entrypoint.sh /usr/local/bin/pilotchain-entrypoint
 
+# /var/lib/pilotchain holds named volumes (the portal's SQLite index); the entry point hands
+# it to the user the containers run as.
 # Compose mounts the project directory here; `pilotchain init` writes genesis.json and keys/ into
 # it. The entry point starts as root and runs the command as the owner of this directory (pilot,
 # when nothing is mounted).

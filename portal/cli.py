@@ -15,9 +15,11 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from pilotchain.config import masked_url
 from pilotchain.errors import PilotChainError
 from pilotchain.settings import load_environment
 from portal.config import PortalSettings
+from portal.db import started_cursor
 from portal.indexer import Indexer
 
 PROG = "pilotchain-portal-indexer"
@@ -29,17 +31,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="Settings come from the environment and .env; see docs/settings.md.")
     parser.add_argument("--once", action="store_true",
                         help="index up to the confirmed head, then exit")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 0 if the index has started (a health check), else 1")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = PortalSettings.from_env(load_environment())
-        return run(settings, once=args.once)
+        return check(settings) if args.check else run(settings, once=args.once)
     except PilotChainError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def check(settings: PortalSettings) -> int:
+    """0 once an indexer has recorded its cursor in the database (Compose's health check);
+    1 with a sentence while the database is unreachable or not started."""
+    cursor = started_cursor(settings.database_url)
+    if cursor is None:
+        print(f"{PROG}: no indexer has started the index {masked_url(settings.database_url)} "
+              "yet.", file=sys.stderr)
+        return 1
+    print(f"{PROG}: the index holds {cursor.contract} up to block "
+          f"{cursor.block_number}.")
+    return 0
 
 
 def run(settings: PortalSettings, *, once: bool = False) -> int:

@@ -290,3 +290,15 @@ def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
+
+
+def started_cursor(url: str) -> Cursor | None:
+    """The cursor of the index at ``url``, or None while no indexer has started it (the
+    readiness of ``pilotchain-portal-indexer``); DatabaseError if it cannot be opened."""
+    db = Database(url)
+    try:
+        return db.cursor()
+    except DatabaseError:
+        return None  # not migrated yet
+    finally:
+        db.close()

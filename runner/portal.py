@@ -12,7 +12,7 @@ from bridge.config import BridgeSettings
 from closer.config import CloserSettings
 from ingest.config import IngestSettings
 from portal.config import PortalSettings
-from portal.db import Database
+from portal.db import started_cursor
 from portal.errors import PortalError
 from portal.web.config import WebSettings
 from runner.services import BackgroundService, GunicornService, gthread
@@ -34,16 +34,10 @@ class PortalIndexerService(BackgroundService):
 
     def probe(self) -> bool:
         try:
-            db = Database(self.settings.database_url)
+            return started_cursor(self.settings.database_url) is not None
         except PortalError as error:
             self.last_answer = str(error)
             return False
-        try:
-            return db.cursor() is not None
-        except PortalError:
-            return False  # not migrated yet
-        finally:
-            db.close()
 
     def status(self) -> dict[str, Any]:
         return {}

@@ -35,7 +35,7 @@ LOOPBACK = "127.0.0.1"
 # Every published port of docker-compose.yml, by the variable that chooses it.
 PORT_VARIABLES = (
     "RPC_HTTP_PORT", "RPC_WS_PORT", "BRIDGE_METRICS_PORT", "FAUCET_PORT", "EXPLORER_PORT",
-    "MQTT_PORT", "INGEST_HTTP_PORT")
+    "MQTT_PORT", "INGEST_HTTP_PORT", "PORTAL_PORT")
 # What docker compose needs from the caller's environment; nothing else (no .env, no CHAIN_ID ...)
 # may change the defaults the tests check.
 KEPT_VARIABLES = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG", "TMPDIR")
@@ -178,8 +178,10 @@ class ComposeProject:
         env.update(self.settings)
         return env
 
-    def url(self, variable: str, scheme: str = "http") -> str:
-        return f"{scheme}://{LOOPBACK}:{self.ports[variable]}"
+    def url(self, variable: str, scheme: str = "http", host: str = LOOPBACK) -> str:
+        """The published port of ``variable``; ``host="localhost"`` where a page must be
+        opened by that name (the portal: its sign-in domain and Secure cookie)."""
+        return f"{scheme}://{host}:{self.ports[variable]}"
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True,
                 ) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,9 @@
 """Fixtures of the portal web app's tests: one Settlement on the session's chain with a real
 gsy-e recording replayed, two participants' wallets registered, one metered participant with
-closed slots and a closed billing period, all indexed; the portal under real gunicorn; and a
-client that signs in the way a wallet does (EIP-4361, personal_sign with a real key).
+closed slots and a closed billing period (``portal_chain``, once per module), all indexed into
+a SQLite file or, where a module parametrises ``portal_engine``, a PostgreSQL database too;
+the portal under real gunicorn on each (``portal_world``); and a client that signs in the way
+a wallet does (EIP-4361, personal_sign with a real key).
 
 Loaded as a pytest plug-in by conftest.py; test modules import only helpers from here.
 """
@@ -46,10 +48,12 @@ from portal.web.config import WebSettings
 from runner.localnet import LocalNetwork
 from runner.portal import PortalWebService
 from runner.ports import free_port
+from runner.postgres import PostgresServer
 from runner.redis import RedisService
 
-__all__ = ["CONTACT", "EXPLORER", "Operations", "PortalClient", "PortalServices", "PortalWorld",
-           "portal_env", "portal_services", "portal_world", "sign"]
+__all__ = ["CONTACT", "EXPLORER", "Operations", "PortalChain", "PortalClient", "PortalServices",
+           "PortalWorld", "portal_chain", "portal_engine", "portal_env", "portal_services",
+           "portal_world", "sign"]
 
 EXPLORER = "http://explorer.test"
 CONTACT = "the grid operator (ops@pilot.test)"
@@ -219,15 +223,25 @@ def meter_participant(target: Deployed, operator: LocalAccount, a: uuid.UUID
     return trades
 
 
+@dataclass(frozen=True)
+class PortalChain:
+    """The chain half of the world: shared by every index database a module tries."""
+
+    target: Deployed
+    records: list[TradeRecord]
+    metered: list[TradeRecord]
+    alice: LocalAccount
+    bob: LocalAccount
+    operator: LocalAccount
+    a: uuid.UUID
+    b: uuid.UUID
+
+
 @pytest.fixture(scope="module")
-def portal_world(chain: LocalNetwork, redis_server: RedisService,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[PortalWorld]:
-    """The world above, with the portal (2 gunicorn workers) serving it."""
-    home = tmp_path_factory.mktemp("portal")
-    # Streams of this module's own: the bridge binds a stream to one contract.
-    prefix = f"portal-{uuid.uuid4().hex[:8]}"
-    ops = Operations(redis_server.url, f"{prefix}:trades", f"{prefix}:readings",
-                     {name: free_port() for name in ("bridge", "ingest", "closer")})
+def portal_chain(chain: LocalNetwork, tmp_path_factory: pytest.TempPathFactory) -> PortalChain:
+    """A Settlement with the recording's trades, a metered participant and two registered
+    wallets, on the session's chain; made once per module, whatever the index."""
+    home = tmp_path_factory.mktemp("portal-chain")
     w3 = connect(chain.rpc_url)
     operator = chain.keys.role("operator").unlock()
     deployment = deploy_settlement(w3, operator, chain.keys.role("bridge").address,
@@ -243,9 +257,36 @@ def portal_world(chain: LocalNetwork, redis_server: RedisService,
     admin, contract = Sender(w3, operator), settlement_contract(w3, target.deployment)
     send(w3, admin, contract, "registerParticipant", uuid_to_bytes32(a), alice.address)
     send(w3, admin, contract, "registerParticipant", uuid_to_bytes32(b), bob.address)
+    return PortalChain(target, records, metered, alice, bob, operator, a, b)
 
-    database_url = f"sqlite:///{home / 'portal.sqlite3'}"
-    chain_settings = replace(chain.settings, rpc_url_override=chain.rpc_url,
+
+@pytest.fixture(scope="module")
+def portal_engine() -> str:
+    """The index database under the portal: SQLite, unless a module parametrises this
+    (``@pytest.fixture(scope="module", params=ENGINES) def portal_engine``)."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="module")
+def portal_world(portal_chain: PortalChain, portal_engine: str, redis_server: RedisService,
+                 tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+                 ) -> Iterator[PortalWorld]:
+    """The world above, indexed into a database of ``portal_engine`` (a SQLite file, or a
+    fresh database on the session's PostgreSQL server), with the portal (2 gunicorn workers)
+    serving it."""
+    world, net = portal_chain, portal_chain.target.net
+    home = tmp_path_factory.mktemp(f"portal-{portal_engine}")
+    # Streams of this world's own: the bridge binds a stream to one contract.
+    prefix = f"portal-{uuid.uuid4().hex[:8]}"
+    ops = Operations(redis_server.url, f"{prefix}:trades", f"{prefix}:readings",
+                     {name: free_port() for name in ("bridge", "ingest", "closer")})
+    if portal_engine == "sqlite":
+        database_url = f"sqlite:///{home / 'portal.sqlite3'}"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        database_url = server.create_database(f"portal_web_{uuid.uuid4().hex[:12]}")
+    record = world.target.record
+    chain_settings = replace(net.settings, rpc_url_override=net.rpc_url,
                              deployment_file_override=record)
     indexer = Indexer(PortalSettings(chain=chain_settings, database_url_override=database_url,
                                      confirmations=0))
@@ -254,12 +295,13 @@ def portal_world(chain: LocalNetwork, redis_server: RedisService,
     finally:
         indexer.close()
 
-    env = portal_env(chain, record, database_url, home, **ops.env())
+    env = portal_env(net, record, database_url, home, **ops.env())
     service = PortalWebService(WebSettings.from_env(env), home / "pids", env)
     try:
-        assert service.start(chain)
-        yield PortalWorld(target, records, metered, alice, bob, operator, str(a), str(b),
-                          database_url, service, ops)
+        assert service.start(net)
+        yield PortalWorld(world.target, world.records, world.metered, world.alice, world.bob,
+                          world.operator, str(world.a), str(world.b), database_url, service,
+                          ops)
     finally:
         service.stop()
 

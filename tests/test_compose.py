@@ -12,7 +12,9 @@ No Docker engine and no network are needed. The file is checked three ways:
    project, images are pinned (geth exactly ``alltools-v1.13.15``, never ``latest``) and every one
    can be swapped through a variable whose default is the upstream pin, long-running
    services have healthchecks, geth gets time to shut down, the user-facing RPC exposes no
-   admin/personal/miner/debug, and the debug-enabled explorer node publishes nothing.
+   admin/personal/miner/debug, the debug-enabled explorer node publishes nothing, and the
+   portal keeps its index on a named volume, links trades to the explorer and serves uPlot
+   from the image's own node_modules.
 """
 
 from __future__ import annotations
@@ -398,7 +400,7 @@ def test_only_user_facing_services_publish_ports(
 ) -> None:
     publishing = {name for name, service in services.items() if service.get("ports")}
     assert publishing == {"rpc-node", "blockscout-proxy", "faucet", "bridge", "mosquitto",
-                          "ingest-http"}
+                          "ingest-http", "portal"}
     for name in sorted(publishing):
         for port in services[name]["ports"]:
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is not on loopback"
@@ -465,3 +467,78 @@ def test_the_image_build_context_holds_every_package() -> None:
     allowed = set((ROOT / ".dockerignore").read_text().split())
     top_level = {name.split(".")[0] for name in packages}
     assert {f"!{name}/" for name in top_level} <= allowed, top_level
+
+
+def test_the_portal_indexes_into_a_volume_and_links_to_the_explorer(
+        services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
+    indexer, web = services["portal-indexer"], services["portal"]
+    app = services["bridge"]["image"]
+    assert indexer["image"] == web["image"] == app, "the portal runs the PilotChain image"
+    assert indexer["command"] == ["pilotchain-portal-indexer"]
+    assert web["command"][0] == "gunicorn" and web["command"][-1] == "portal.web:create_app()"
+    assert "0.0.0.0:9200" in web["command"]
+    assert web["ports"] == ["127.0.0.1:9200:9200"]
+    # Both read the same index: by default a SQLite file on a named volume, not in the image
+    # or the (read-only) project directory; the session secret lives beside it.
+    url = environment_of(indexer)["PORTAL_DATABASE_URL"]
+    assert url == environment_of(web)["PORTAL_DATABASE_URL"]
+    assert url.startswith("sqlite:////var/lib/pilotchain/portal/"), url
+    for service in (indexer, web):
+        assert "portal-data:/var/lib/pilotchain/portal" in service["volumes"]
+        assert ".:/pilotchain:ro" in service["volumes"]
+        assert environment_of(service)["DEPLOYMENT_FILE"] == (
+            environment_of(services["bridge"])["DEPLOYMENT_FILE"])
+    assert "portal-data" in compose["volumes"]
+    assert environment_of(web)["PORTAL_SECRET_FILE"].startswith("/var/lib/pilotchain/portal/")
+    # Trade links open the explorer's proxy; sign-in messages name what the browser shows.
+    env = environment_of(web)
+    assert env["EXPLORER_URL"] == "http://localhost:80"
+    assert services["blockscout-proxy"]["ports"] == ["127.0.0.1:80:80"]
+    assert env["PORTAL_DOMAIN"] == "localhost:9200"
+    assert env["PORTAL_SECURE_COOKIES"] == "true"
+    # The indexer starts on a deployed contract; the pages once the index exists.
+    assert indexer["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
+    assert web["depends_on"]["portal-indexer"]["condition"] == "service_healthy"
+    assert indexer["healthcheck"]["test"] == ["CMD", "pilotchain-portal-indexer", "--check"]
+    assert "http://127.0.0.1:9200/health" in " ".join(web["healthcheck"]["test"])
+
+
+def test_the_image_serves_the_pinned_uplot_from_its_node_modules() -> None:
+    """npm ci of the committed lock file in PILOTCHAIN_HOME, where the portal looks when it
+    runs from site-packages: no CDN, nothing fetched at run time."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "PILOTCHAIN_HOME=/opt/pilotchain" in dockerfile
+    assert re.search(r'cp -r [^\n]*package\.json package-lock\.json "\$PILOTCHAIN_HOME/"',
+                     dockerfile), "the image must copy package.json and its lock file"
+    assert 'cd "$PILOTCHAIN_HOME" && npm ci' in dockerfile
+    assert "uplot" in json.loads((ROOT / "package.json").read_text())["dependencies"]
+    assert "node_modules/uplot" in json.loads((ROOT / "package-lock.json").read_text())[
+        "packages"]
+
+
+def test_the_documented_postgresql_override_merges(tmp_path: Path) -> None:
+    """docs/compose.md's docker-compose.override.yml for a portal database of its own, merged
+    by the real Compose CLI: both portal services get the PostgreSQL URL, and the indexer
+    waits for that server as well as for the deployment."""
+    command = compose_command()
+    if command is None:
+        pytest.fail(f"neither 'docker compose' nor 'docker-compose' is installed; {INSTALL_HINT}")
+    docs = (ROOT / "docs" / "compose.md").read_text()
+    section = docs[docs.index("#### The portal's database"):]
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    url = "postgresql://portal:secret@portal-db:5432/portal"
+    keep = ("PATH", "HOME", "DOCKER_CONFIG")
+    env = {key: os.environ[key] for key in keep if key in os.environ}
+    env.update(PORTAL_DB_PASSWORD="secret", PORTAL_DATABASE_URL=url)
+    result = subprocess.run(
+        [*command, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "-f",
+         str(override), "config", "--format", "json"],
+        capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, f"the documented override does not merge:\n{result.stderr}"
+    merged = json.loads(result.stdout)["services"]
+    for name in ("portal-indexer", "portal"):
+        assert merged[name]["environment"]["PORTAL_DATABASE_URL"] == url, name
+    assert set(merged["portal-indexer"]["depends_on"]) == {"deploy", "rpc-node", "portal-db"}
+    assert merged["portal-db"]["networks"].keys() == {"chain"}
+    assert merged["portal-db"]["healthcheck"]["test"]

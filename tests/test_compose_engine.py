@@ -1,15 +1,19 @@
 """docker-compose.yml on a real Docker engine, as a user runs it from a fresh clone.
 
 One stack for the module, the tests in order: (a) ``up -d`` of the chain, the bridge, the
-faucet and the meter ingest (mosquitto, its subscriber, the HTTP endpoint, the writer) on a
+faucet, the meter ingest (mosquitto, its subscriber, the HTTP endpoint, the writer) and the
+participant portal (its indexer, its web app with the SQLite index on its volume) on a
 clone owned by a uid that is neither the tester's nor 1000, every service healthy, keys owned
 by that uid, three signers sealing in turn, the Settlement deployed once, the faucet paying
 through its published port; (b) a recording replayed with the documented
 ``docker compose exec bridge pilotchain replay FILE`` settles exactly once, field by field;
-(c) a meter the operator registers has one reading published over MQTT (the meters' account,
-published port) and one uploaded over HTTP, each on chain exactly once, and the broker refuses
-an anonymous client; (d) ``stop`` + ``up -d`` keeps the chain and the contract and nothing
-rewinds, and ``down -v`` leaves nothing. Blockscout, its node and gsy-e are left out: their
+the portal's indexer has them all (the operator signs in with a real signature at
+http://localhost:<port> and reads them through the API, each linked to the explorer) and the
+portal serves uPlot from the image; (c) a meter the operator registers has one reading
+published over MQTT (the meters' account, published port) and one uploaded over HTTP, each on
+chain exactly once, and the broker refuses an anonymous client; (d) ``stop`` + ``up -d`` keeps
+the chain, the contract and the portal's index and nothing rewinds, and ``down -v`` leaves
+nothing. Blockscout, its node and gsy-e are left out: their
 images cannot be built without their registries. All traffic goes to the ports published on
 127.0.0.1.
 
@@ -33,6 +37,7 @@ from compose_fixtures import ComposeProject, Timings, clone_head, replay_into
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from paho.mqtt.enums import CallbackAPIVersion
+from portal_web_fixtures import PortalClient
 from web3 import Web3
 from web3.contract import Contract
 
@@ -51,6 +56,7 @@ from pilotchain.metering import (
     meter_id,
     sign_reading,
 )
+from pilotchain.settings import PROJECT_ROOT
 from pilotchain.trades import (
     TRADE_SETTLED_TOPIC,
     decode_trade_settled_logs,
@@ -64,7 +70,8 @@ OWNER_UID = 4321
 RECORDING = "tests/data/default_2a_one_sided.jsonl"
 ONE_SHOT = ("init", "deploy")
 LONG_RUNNING = ("bootnode", "validator1", "validator2", "validator3", "rpc-node", "redis",
-                "bridge", "faucet", "mosquitto", "ingest", "ingest-http", "ingest-mqtt", "closer")
+                "bridge", "faucet", "mosquitto", "ingest", "ingest-http", "ingest-mqtt", "closer",
+                "portal-indexer", "portal")
 SERVICES = (*ONE_SHOT, *LONG_RUNNING)
 SIGNERS = ("validator1", "validator2", "validator3")
 # A shorter block period than the default 5 s and a closer that looks every 2 s instead of every
@@ -185,6 +192,47 @@ def test_b_a_replayed_recording_settles_exactly_once(
     # What an auditor runs against the stack (docs/operations.md).
     audited = stack.compose("exec", "-T", "bridge", "pilotchain", "audit", timeout=120)
     assert f": {len(events)} trades in " in audited.stdout and "The books hold" in audited.stdout
+
+    with timings.measure("b: the portal's indexer has every settled trade"):
+        operator = portal_operator(stack)
+        wait_for(lambda: indexed_trades(operator) >= len(events), timeout=120,
+                 what=f"the portal's index to hold {len(events)} trades")
+    assert indexed_trades(operator) == len(events)
+    # One participant's trades through the API: the recording's, each linked to the explorer.
+    seller = str(parse_event(events[0]).seller)
+    reply = operator.get(f"/api/participants/{seller}/trades", params={"per_page": "500"})
+    assert reply.status_code == 200, reply.text
+    trades = reply.json()["trades"]
+    assert {t["trade_id"] for t in trades} == {
+        str(record.trade_id) for record in map(parse_event, events)
+        if seller in (str(record.seller), str(record.buyer))}
+    explorer = stack.url("EXPLORER_PORT", host="localhost")
+    assert all(t["explorer_url"] == f"{explorer}/tx/{t['tx_hash']}" for t in trades), trades[0]
+
+    # The chart library, from the image's node_modules: the file the lock file pins.
+    for name in ("uPlot.iife.min.js", "uPlot.min.css"):
+        served = requests.get(f"{stack.url('PORTAL_PORT')}/vendor/uplot/{name}", timeout=30)
+        assert served.status_code == 200, f"/vendor/uplot/{name}: {served.status_code}"
+        assert served.content == (PROJECT_ROOT / "node_modules" / "uplot" / "dist" / name
+                                  ).read_bytes(), f"/vendor/uplot/{name} is not uPlot 1.6.32's"
+
+
+def portal_operator(stack: ComposeProject) -> PortalClient:
+    """The grid operator (keys/operator, the contract's admin) signed in to the stack's portal
+    as a browser does, at http://localhost:<port> (the domain its sign-in messages name)."""
+    client = PortalClient(stack.url("PORTAL_PORT", host="localhost"))
+    reply = client.sign_in(KeyStore(stack.directory / "keys").role("operator").unlock())
+    assert reply.status_code == 200, reply.text
+    assert client.me()["role"] == "operator"
+    return client
+
+
+def indexed_trades(operator: PortalClient) -> int:
+    """How many trades the portal's index holds (the operator's overview)."""
+    reply = operator.get("/api/operator/overview")
+    assert reply.status_code == 200, reply.text
+    total: int = reply.json()["totals"]["trades"]
+    return total
 
 
 def register_meters(w3: Web3, contract: Contract, keys: KeyStore,
@@ -328,6 +376,10 @@ def test_d_stop_and_up_keep_the_chain_and_down_leaves_nothing(
     logs = stack.compose("logs", "--no-color", timeout=120).stdout
     rewinds = [line for line in logs.splitlines() if "Head state missing" in line]
     assert not rewinds, "geth rewound after the restart:\n" + "\n".join(rewinds)
+    # The index survived on its volume: the portal still has the replayed trades.
+    trades = [line for line in (stack.directory / RECORDING).read_text().splitlines()
+              if line.strip()]
+    assert indexed_trades(portal_operator(stack)) == len(trades)
 
     with timings.measure("d: down -v"):
         stack.down()

@@ -29,6 +29,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.config import masked_url
 from pilotchain.contract import settlement_contract
 from pilotchain.errors import ConfigError
 from pilotchain.metering import WH, Domain, MeterReading, meter_id, sign_reading
@@ -267,6 +268,31 @@ def test_a_database_of_another_deployment_is_refused(deployed: Deployed, tmp_pat
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("pilotchain-portal-indexer: ")
     assert "Traceback" not in result.stderr
+
+
+def test_check_answers_once_an_indexer_has_started_the_index(
+        deployed: Deployed, index_url: str, tmp_path: Path) -> None:
+    """``--check``, Compose's health check: 1 with a sentence on an index nobody started
+    (nothing written on the chain's behalf), 0 once an indexer has recorded its cursor."""
+    settings = portal_settings(deployed, index_url, confirmations=0)
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "portal", "--check"],
+                              env=IndexerProcess(settings, tmp_path / "log").env(),
+                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    before = check()
+    assert (before.returncode, before.stderr.strip()) == (1, (
+        "pilotchain-portal-indexer: no indexer has started the index "
+        f"{masked_url(index_url)} yet.")), before.stderr
+    cursor = indexed(settings).cursor
+    assert cursor is not None
+    after = check()
+    assert after.returncode == 0, after.stderr
+    assert after.stdout.strip() == (
+        f"pilotchain-portal-indexer: the index holds {deployed.deployment.address} up to "
+        f"block {cursor.block_number}.")
 
 
 KILLED_TRADES = 10_000

@@ -2,7 +2,8 @@
 recording replayed and indexed: sign-in with a wallet's real signature, every sign-in
 refusal as a sentence with nobody signed in, CSRF, the session cookie's flags, sign-out,
 each participant's own bill (equal to ``billOf``), trades (equal to the recording's), slots,
-statements and CSV exports, 403 for another participant's data, and the operator's view."""
+statements and CSV exports, 403 for another participant's data, and the operator's view;
+each on a SQLite index and on a PostgreSQL one (a real server, runner/postgres.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from portal_fixtures import ENGINES
 from portal_web_fixtures import (
     CONTACT,
     EXPLORER,
@@ -45,6 +47,14 @@ from runner.ports import free_port
 
 HOUSE = str(uuid.UUID(int=7))
 ADDRESS = "0x00000000000000000000000000000000000000aa"
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def portal_engine(request: pytest.FixtureRequest) -> str:
+    """Every test of a signed-in portal on a SQLite index and on a PostgreSQL one: the chain
+    (deployment, trades, meters) is made once, only the index and the web app differ."""
+    engine: str = request.param
+    return engine
 
 
 def signed_in(world: PortalWorld, account: object) -> PortalClient:

@@ -12,11 +12,19 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, jsonify, render_template, send_from_directory
 
 from pilotchain.pages import SECURITY_HEADERS
+from pilotchain.settings import PROJECT_ROOT
 from portal.web.http import services
 
-# Beside the code, where npm ci installed it (PROJECT_ROOT may point elsewhere: it locates
-# the settings, not the checkout).
-UPLOT_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "uplot" / "dist"
+
+def uplot_dir() -> Path:
+    """Where npm ci installed uPlot: beside the code in a checkout (PROJECT_ROOT may point
+    elsewhere there: it locates the settings), else under PROJECT_ROOT, which is
+    PILOTCHAIN_HOME in the Compose image (the package itself is in site-packages)."""
+    beside = Path(__file__).resolve().parents[2] / "node_modules" / "uplot" / "dist"
+    return beside if beside.is_dir() else PROJECT_ROOT / "node_modules" / "uplot" / "dist"
+
+
+UPLOT_DIR = uplot_dir()
 UPLOT_FILES = {"uPlot.iife.min.js", "uPlot.min.css"}
 # Pages carry personal data: no cache keeps a copy.
 HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
