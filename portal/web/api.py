@@ -13,7 +13,6 @@ import csv
 import io
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -45,9 +44,13 @@ def shown(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def units(value: int) -> str:
-    """A scaled integer in whole units (kWh or cents), exactly."""
-    text = format(Decimal(value).scaleb(-SCALE), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    """A scaled integer in whole units (kWh or cents), exactly (integer arithmetic: a CSV
+    of 10,000 trades converts 30,000 amounts)."""
+    whole, fraction = divmod(abs(value), 10**SCALE)
+    sign = "-" if value < 0 else ""
+    if not fraction:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{fraction:0{SCALE}d}".rstrip("0")
 
 
 def slot_time(slot: int) -> str:
@@ -106,8 +109,9 @@ def trades_page(participant: str, *, everything: bool = False) -> queries.TradeP
 
 
 def trade_rows(found: queries.TradePage) -> list[dict[str, Any]]:
+    explorer = explorer_tx("")
     return [{**row, "slot_time": slot_time(int(row["time_slot"])),
-             "explorer_url": explorer_tx(str(row["tx_hash"]))} for row in found.rows]
+             "explorer_url": explorer + str(row["tx_hash"])} for row in found.rows]
 
 
 def slot_rows(participant: str) -> list[dict[str, Any]]:
