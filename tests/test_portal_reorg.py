@@ -37,6 +37,7 @@ from pilotchain.contract import (
     save_deployment,
 )
 from pilotchain.trades import TradeRecord, parse_event
+from portal import queries
 from portal.db import Database
 from portal.errors import ReorgTooDeep
 from portal.indexer import Indexer
@@ -179,8 +180,11 @@ def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
         indexer.catch_up()
     assert "The chain replaced blocks" in caplog.text
     after = db.rows("trades")
+    totals = queries.totals(db)
     indexer.close()
     assert after == chain_trade_rows(target)
+    assert totals == {"trades": len(after), "energy": sum(row["energy"] for row in after),
+                      "price": sum(row["price"] for row in after)}
     ids = [row["trade_id"] for row in after]
     assert len(ids) == len(set(ids)) == 10 + len(y)
     assert {str(t.trade_id) for t in y} <= set(ids)
