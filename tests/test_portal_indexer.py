@@ -28,7 +28,7 @@ from recordings import RECORDINGS
 from web3 import Web3
 from web3.contract import Contract
 
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import NodeRefused, Sender, connect, wait_for, wait_for_receipt
 from pilotchain.contract import settlement_contract
 from pilotchain.errors import ConfigError
 from pilotchain.metering import WH, Domain, MeterReading, meter_id, sign_reading
@@ -42,7 +42,7 @@ from pilotchain.trades import (
 from portal import queries
 from portal.config import PortalSettings
 from portal.db import Block, Database
-from portal.errors import DatabaseError, WrongDatabase
+from portal.errors import BlockTooLarge, DatabaseError, WrongDatabase
 from portal.events import EVENTS, Row, id_text
 from portal.indexer import Indexer
 
@@ -260,6 +260,44 @@ def test_totals_add_up_block_sums_kept_with_the_trades_and_filled_on_upgrade(
         assert queries.totals(db) == expected(rows[:6])
     finally:
         db.close()
+
+
+def test_pages_the_node_refuses_as_too_large_are_read_in_fewer_blocks(
+        deployed: Deployed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """geth refuses a batch answer over 25 MB ("response too large"), which takes ~20,000
+    trades to produce for real; the refusal is injected for pages of more than two blocks.
+    The indexer halves its page until the answer fits, indexes everything once, and gives
+    up with a sentence only when a single block is refused."""
+    url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    receipts = record_trades(deployed, [parse_event(json.loads(line))
+                                        for line in synthesise(60, seed=9)], batch=10)
+    blocks = {receipt["blockNumber"] for receipt in receipts}
+    settings = portal_settings(deployed, url, confirmations=0, page_blocks=8)
+    wait_confirmed(deployed, max(max(blocks), deployed.deployment.block_number + 20), 0)
+    indexer = Indexer(settings)
+    real_page = indexer._page
+    spans: list[int] = []
+
+    def refusing(start: int, end: int) -> Any:
+        spans.append(end - start + 1)
+        if end - start + 1 > limit:
+            raise NodeRefused("Reading blocks failed: response too large.", "response too large")
+        return real_page(start, end)
+
+    monkeypatch.setattr(indexer, "_page", refusing)
+    limit = 2
+    try:
+        indexer.catch_up()
+        assert indexer.db is not None
+        assert indexer.db.rows("trades") == chain_trade_rows(deployed)
+        assert max(spans) == 8 and 4 in spans and max(spans[spans.index(4) + 1:]) <= 2
+        assert indexer.span == settings.page_blocks  # caught up: back to full pages
+        limit = 0
+        deployed.net.wait_for_block(indexer.cursor.block_number + 1)  # type: ignore[union-attr]
+        with pytest.raises(BlockTooLarge, match="alone holds more events than the node"):
+            indexer.catch_up()
+    finally:
+        indexer.close()
 
 
 def test_a_crash_between_rows_and_cursor_leaves_nothing_half_indexed(
