@@ -22,20 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_fixtures import Deployed, synthesise
+from bridge_fixtures import Deployed, deploy, synthesise
 from hexbytes import HexBytes
 from portal_fixtures import chain_trade_rows, portal_settings, record_trades
 from web3 import Web3
 from web3.types import RPCEndpoint
 
 from pilotchain.chain import Sender, connect, wait_for
-from pilotchain.contract import (
-    compile_settlement,
-    deploy_settlement,
-    load_deployment,
-    record_trades_calldata,
-    save_deployment,
-)
+from pilotchain.contract import record_trades_calldata
 from pilotchain.trades import TradeRecord, parse_event
 from portal import queries
 from portal.db import Database
@@ -116,12 +110,7 @@ def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
     net = make_network()
     nodes = Nodes(net)
     w3 = connect(net.rpc_url)
-    deployment = deploy_settlement(w3, net.keys.role("operator").unlock(),
-                                   net.keys.role("bridge").address,
-                                   compiled=compile_settlement())
-    record = tmp_path / "settlement.json"
-    save_deployment(deployment, record)
-    target = Deployed(net, record, load_deployment(record))
+    target = deploy(net, tmp_path)
     url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
     indexer = Indexer(portal_settings(target, url, confirmations=0))
     indexer.open()
