@@ -29,14 +29,14 @@ from eth_abi.abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.abi import function_signature_to_4byte_selector, get_abi_output_types
 from packaging.version import Version
 from solcx.exceptions import SolcError, SolcNotInstalled
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
-from pilotchain.chain import Sender, wait_for_receipt
+from pilotchain.chain import Sender, batch_call, wait_for_receipt
 from pilotchain.errors import ChainError, PilotChainError
 from pilotchain.settings import PROJECT_ROOT
 from pilotchain.trades import TradeRecord
@@ -402,6 +402,23 @@ def deploy_settlement(
 def settlement_contract(w3: Web3, deployment: Deployment) -> Contract:
     """A web3 contract object for a deployment."""
     return w3.eth.contract(address=deployment.address, abi=deployment.load_abi())
+
+
+def call_functions(contract: Contract, url: str, action: str,
+                   calls: Sequence[tuple[str, Sequence[Any]]]) -> list[tuple[Any, ...]]:
+    """The outputs of the view functions ``calls`` (name, arguments), asked in one JSON-RPC
+    batch (one round trip instead of one per call), each decoded by the ABI's output types
+    (a struct output is one tuple).
+    A revert in any of them raises NodeRefused, as batch_call does."""
+    requests_ = [("eth_call", [{"to": contract.address,
+                                "data": contract.encode_abi(name, args=list(args))}, "latest"])
+                 for name, args in calls]
+    answers = batch_call(contract.w3, url, action, requests_)
+    outputs = []
+    for (name, _), answer in zip(calls, answers, strict=True):
+        types = get_abi_output_types(contract.get_function_by_name(name).abi)
+        outputs.append(tuple(abi_decode(types, bytes.fromhex(str(answer)[2:]))))
+    return outputs
 
 
 def is_deployed(w3: Web3, deployment: Deployment) -> bool:

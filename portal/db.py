@@ -156,6 +156,9 @@ class Database:
                     "PORTAL_DATABASE_URL.")
             for statement in schema.statements(self.dialect, current):
                 cur.execute(statement)
+            if 0 < current < schema.TRADE_SUMS_VERSION:
+                cur.execute("SELECT block_number, energy, price FROM trades")
+                self._insert_trade_sums(cur, cur.fetchall())
             if not found:
                 cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"),
                             (schema.VERSION,))
@@ -213,6 +216,9 @@ class Database:
                 mine = [row for row in rows if row.table == table]
                 if mine:
                     self._insert_rows(cur, table, mine)
+            self._insert_trade_sums(cur, [
+                (row.block_number, row.values["energy"], row.values["price"])
+                for row in rows if row.table == "trades"])
         return new
 
     def rewind(self, expected: Cursor, ancestor: Block) -> Cursor:
@@ -220,7 +226,7 @@ class Database:
         new = Cursor(expected.chain_id, expected.contract, ancestor.number, ancestor.hash)
         with self._transaction() as cur:
             self._move_cursor(cur, expected, new)
-            for table in TABLES:
+            for table in (*TABLES, "trade_sums"):
                 cur.execute(self._sql(f"DELETE FROM {table} WHERE block_number > ?"),
                             (ancestor.number,))
             cur.execute(self._sql("DELETE FROM blocks WHERE number > ?"), (ancestor.number,))
@@ -240,6 +246,22 @@ class Database:
         cur.executemany(self._sql(
             "INSERT INTO blocks (number, hash, parent_hash) VALUES (?, ?, ?)"),
             [(b.number, b.hash, b.parent_hash) for b in blocks])
+
+    def _insert_trade_sums(self, cur: Any, trades: Sequence[tuple[Any, Any, Any]]) -> None:
+        """One trade_sums row per block of ``trades`` (block, energy, price)."""
+        sums: dict[int, list[int]] = {}
+        for block, energy, price in trades:
+            found = sums.setdefault(int(block), [0, 0, 0])
+            found[0] += 1
+            found[1] += int(energy)
+            found[2] += int(price)
+        if not sums:
+            return
+        text = str if self.dialect == "sqlite" else int
+        cur.executemany(self._sql(
+            "INSERT INTO trade_sums (block_number, trades, energy, price) VALUES (?, ?, ?, ?)"),
+            [(block, count, text(energy), text(price))
+             for block, (count, energy, price) in sorted(sums.items())])
 
     def _insert_rows(self, cur: Any, table: str, rows: Sequence[Row]) -> None:
         columns = COLUMNS[table]

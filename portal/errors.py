@@ -31,3 +31,7 @@ class ReorgTooDeep(PortalError):
 
 class ChainMoved(PortalError):
     """The chain changed between two reads of one page; the page is read again."""
+
+
+class BlockTooLarge(PortalError):
+    """One block holds more events than the node sends in one answer."""

@@ -8,6 +8,10 @@ log's block hash is its header's; otherwise the chain moved between the two read
 page is read again. Its rows, the newest block hashes and the cursor are then committed in
 one transaction, so a crash anywhere resumes at the cursor with nothing half-indexed.
 
+A page whose answer the node refuses as too large (geth sends at most 25 MB per batch,
+``--rpc.batch-response-max-size``: about 20,000 trades) is read again as half as many
+blocks, down to one; the smaller span stays until the indexer has caught up.
+
 A reorganisation shows up as a page whose first parent is not the cursor's block, or as a
 cursor block the chain no longer has. The newest block whose stored hash the chain still
 has is the common ancestor: every row above it is deleted with the cursor moved back to it
@@ -27,14 +31,17 @@ from typing import Any
 
 from web3 import Web3
 
-from pilotchain.chain import ChainUnreachable, batch_call, connect, read
+from pilotchain.chain import ChainUnreachable, NodeRefused, batch_call, connect, read
 from pilotchain.contract import ContractError, Deployment, load_deployment
 from portal.config import PortalSettings
 from portal.db import Block, Cursor, Database, DatabaseUnavailable
-from portal.errors import ChainMoved, PortalConfigError, ReorgTooDeep
+from portal.errors import BlockTooLarge, ChainMoved, PortalConfigError, ReorgTooDeep
 from portal.events import TOPICS, Row, decode
 
 log = logging.getLogger(__name__)
+
+# geth's refusal of a batch whose answer exceeds --rpc.batch-response-max-size.
+TOO_LARGE = "response too large"
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class Indexer:
         self.deployment = self._deployment()
         self.db: Database | None = None
         self.cursor: Cursor | None = None
+        # Blocks per page: PORTAL_PAGE_BLOCKS, fewer while pages of busy blocks are too large.
+        self.span = settings.page_blocks
 
     def _deployment(self) -> Deployment:
         record = self.settings.chain.deployment_file
@@ -134,14 +143,21 @@ class Indexer:
         head = read(self.url, "Reading the head", lambda: self.w3.eth.block_number)
         target = head - self.settings.confirmations
         if target <= cursor.block_number:
+            self.span = self.settings.page_blocks
             # Caught up: a reorganisation to a shorter (heavier) chain shows only here.
             current = self._headers([cursor.block_number])[0]
             if current is None or current.hash != cursor.block_hash:
                 self._rewind()
                 return True
             return False
-        end = min(cursor.block_number + self.settings.page_blocks, target)
-        page = self._page(cursor.block_number + 1, end)
+        end = min(cursor.block_number + self.span, target)
+        try:
+            page = self._page(cursor.block_number + 1, end)
+        except NodeRefused as error:
+            if TOO_LARGE not in error.reason:
+                raise
+            self._smaller_pages(cursor.block_number + 1, end)
+            return True
         if page.blocks[0].parent_hash != cursor.block_hash:
             self._rewind()
             return True
@@ -152,6 +168,16 @@ class Indexer:
         log.log(level, "Indexed blocks %d-%d: %d events (head %d).", page.blocks[0].number,
                 end, len(rows), head)
         return True
+
+    def _smaller_pages(self, start: int, end: int) -> None:
+        """The node refused blocks ``start``..``end`` as one answer: halve the span."""
+        if start == end:
+            raise BlockTooLarge(
+                f"Block {start} alone holds more events than the node at {self.url} sends in "
+                "one answer; raise its limit (geth: --rpc.batch-response-max-size).")
+        self.span = max(1, (end - start + 1) // 2)
+        log.info("The node refused blocks %d-%d as one answer too large; reading %d blocks a "
+                 "page until caught up.", start, end, self.span)
 
     # -- chain reads ----------------------------------------------------------------------
 

@@ -131,11 +131,12 @@ def meters(db: Database) -> list[dict[str, Any]]:
 
 
 def totals(db: Database) -> dict[str, int]:
-    """Trades recorded, energy and money traded, over everyone."""
-    count = 0
-    energy = price = 0
-    for e, p in db.fetch("SELECT energy, price FROM trades"):
-        count += 1
+    """Trades recorded, energy and money traded, over everyone: added up from the sums of
+    each block with trades, which the indexer keeps (reading all trades takes seconds at
+    200,000)."""
+    count = energy = price = 0
+    for n, e, p in db.fetch("SELECT trades, energy, price FROM trade_sums"):
+        count += int(n)
         energy += int(e)
         price += int(p)
     return {"trades": count, "energy": energy, "price": price}

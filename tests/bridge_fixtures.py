@@ -49,7 +49,7 @@ STREAM = "test:trades"
 __all__ = [
     "STREAM", "BridgeProcess", "BridgeThread", "Deployed", "ServiceProcess",
     "ServiceThread", "bridge_env",
-    "bridge_settings", "deployed", "duplicates", "publish_lines", "read_lines",
+    "bridge_settings", "deploy", "deployed", "duplicates", "publish_lines", "read_lines",
     "settled_on_chain", "synthesise",
 ]
 
@@ -63,16 +63,22 @@ class Deployed:
     deployment: Deployment
 
 
+def deploy(net: LocalNetwork, home: Path) -> Deployed:
+    """A fresh Settlement on ``net`` (operator admin, the bridge key as recorder), its
+    record written under ``home``."""
+    w3 = connect(net.rpc_url)
+    deployment = deploy_settlement(w3, net.keys.role("operator").unlock(),
+                                   net.keys.role("bridge").address,
+                                   compiled=compile_settlement())
+    record = home / "settlement.json"
+    save_deployment(deployment, record)
+    return Deployed(net, record, load_deployment(record))
+
+
 @pytest.fixture
 def deployed(chain: LocalNetwork, tmp_path: Path) -> Deployed:
-    """A fresh Settlement (operator admin, the bridge key as recorder) and its record."""
-    w3 = connect(chain.rpc_url)
-    deployment = deploy_settlement(w3, chain.keys.role("operator").unlock(),
-                                   chain.keys.role("bridge").address,
-                                   compiled=compile_settlement())
-    record = tmp_path / "settlement.json"
-    save_deployment(deployment, record)
-    return Deployed(chain, record, load_deployment(record))
+    """A fresh Settlement on the session's chain and its record."""
+    return deploy(chain, tmp_path)
 
 
 def bridge_settings(target: Deployed, redis_url: str, **overrides: Any) -> BridgeSettings:

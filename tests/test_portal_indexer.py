@@ -28,7 +28,7 @@ from recordings import RECORDINGS
 from web3 import Web3
 from web3.contract import Contract
 
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import NodeRefused, Sender, connect, wait_for, wait_for_receipt
 from pilotchain.config import masked_url
 from pilotchain.contract import settlement_contract
 from pilotchain.errors import ConfigError
@@ -40,10 +40,11 @@ from pilotchain.trades import (
     read_recording,
     uuid_to_bytes32,
 )
+from portal import queries
 from portal.config import PortalSettings
-from portal.db import Database
-from portal.errors import DatabaseError, WrongDatabase
-from portal.events import EVENTS, id_text
+from portal.db import Block, Database
+from portal.errors import BlockTooLarge, DatabaseError, WrongDatabase
+from portal.events import EVENTS, Row, id_text
 from portal.indexer import Indexer
 
 SLOT = 900
@@ -207,7 +208,8 @@ CRASH_BETWEEN_ROWS_AND_CURSOR = """
 import os
 from pilotchain.settings import load_environment
 from portal.config import PortalSettings
-from portal.db import Database
+from portal import queries
+from portal.db import Block, Database
 from portal.indexer import Indexer
 
 insert_rows = Database._insert_rows
@@ -220,6 +222,83 @@ def crash_after_the_rows(self, cur, table, rows):
 Database._insert_rows = crash_after_the_rows
 Indexer(PortalSettings.from_env(load_environment())).catch_up()
 """
+
+
+def test_totals_add_up_block_sums_kept_with_the_trades_and_filled_on_upgrade(
+        index_url: str) -> None:
+    """The operator's totals come from per-block sums the indexer writes with each page's
+    trades and deletes with them on a reorganisation; an index made before the sums
+    (schema version 2) gets them from its trades when migrated. Amounts beyond 64 bits."""
+    rng = random.Random(8)
+
+    def trade(block: int, index: int) -> Row:
+        ids = {c: str(uuid.UUID(int=rng.getrandbits(128), version=4)) for c in (
+            "trade_id", "market", "seller", "buyer", "seller_origin", "buyer_origin")}
+        return Row("trades", block, index, "0x" + "ab" * 32, {
+            **ids, "time_slot": 900 * block, "energy": rng.getrandbits(100),
+            "price": rng.getrandbits(120), "fee": 0})
+
+    def block(number: int) -> Block:
+        return Block(number, f"0x{number:064x}", f"0x{number - 1:064x}")
+
+    def expected(rows: list[Row]) -> dict[str, int]:
+        return {"trades": len(rows), "energy": sum(r.values["energy"] for r in rows),
+                "price": sum(r.values["price"] for r in rows)}
+
+    rows = [trade(number, index) for number in (1, 2, 4) for index in range(3)]
+    db = Database(index_url)
+    try:
+        db.migrate()
+        cursor = db.start(1, "0x" + "11" * 20, block(0))
+        cursor = db.commit_page(cursor, rows[:6], [block(1), block(2)], 10)
+        cursor = db.commit_page(cursor, rows[6:], [block(3), block(4)], 10)
+        assert queries.totals(db) == expected(rows)
+        db.rewind(cursor, block(2))
+        assert queries.totals(db) == expected(rows[:6])
+        db.execute("DROP TABLE trade_sums")
+        db.execute("UPDATE schema_version SET version = 2")
+        assert db.migrate() == 2
+        assert queries.totals(db) == expected(rows[:6])
+    finally:
+        db.close()
+
+
+def test_pages_the_node_refuses_as_too_large_are_read_in_fewer_blocks(
+        deployed: Deployed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """geth refuses a batch answer over 25 MB ("response too large"), which takes ~20,000
+    trades to produce for real; the refusal is injected for pages of more than two blocks.
+    The indexer halves its page until the answer fits, indexes everything once, and gives
+    up with a sentence only when a single block is refused."""
+    url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    receipts = record_trades(deployed, [parse_event(json.loads(line))
+                                        for line in synthesise(60, seed=9)], batch=10)
+    blocks = {receipt["blockNumber"] for receipt in receipts}
+    settings = portal_settings(deployed, url, confirmations=0, page_blocks=8)
+    wait_confirmed(deployed, max(max(blocks), deployed.deployment.block_number + 20), 0)
+    indexer = Indexer(settings)
+    real_page = indexer._page
+    spans: list[int] = []
+
+    def refusing(start: int, end: int) -> Any:
+        spans.append(end - start + 1)
+        if end - start + 1 > limit:
+            raise NodeRefused("Reading blocks failed: response too large.", "response too large")
+        return real_page(start, end)
+
+    monkeypatch.setattr(indexer, "_page", refusing)
+    limit = 2
+    try:
+        indexer.catch_up()
+        assert indexer.db is not None
+        assert indexer.db.rows("trades") == chain_trade_rows(deployed)
+        assert max(spans) == 8 and 4 in spans and max(spans[spans.index(4) + 1:]) <= 2
+        assert indexer.span == settings.page_blocks  # caught up: back to full pages
+        limit = 0
+        deployed.net.wait_for_block(indexer.cursor.block_number + 1)  # type: ignore[union-attr]
+        with pytest.raises(BlockTooLarge, match="alone holds more events than the node"):
+            indexer.catch_up()
+    finally:
+        indexer.close()
 
 
 def test_a_crash_between_rows_and_cursor_leaves_nothing_half_indexed(

@@ -1,31 +1,186 @@
-"""Reorganisations under the portal's indexer, on the chain's real blocks.
+"""Reorganisations under the portal's indexer.
 
-A real one could not be produced reliably here (a network split by stopping validators
-left a restarted one sealing a stale fork of its own), so the index is made to hold blocks
-the chain does not have, at the one place a reorganisation shows: the stored hashes. The
-indexer must go back to the common ancestor, drop what is above it and index again; and
-stop with a clear error when no kept hash matches (deeper than PORTAL_MAX_REORG_DEPTH).
+A real one first: a private three-signer network split in two (one signer with the RPC node
+the indexer follows, against the two other signers), each side recording trades the other
+never sees, then healed; the RPC node drops its side's block for the heavier chain, and the
+index must end with exactly the surviving chain's trades. Then the paths a real split does
+not reach on demand, with the index made to hold blocks the chain does not have at the one
+place a reorganisation shows, the stored hashes: the indexer goes back to the common
+ancestor, drops what is above it and indexes again; and stops with a clear error when no kept
+hash matches (deeper than PORTAL_MAX_REORG_DEPTH).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from bridge_fixtures import Deployed, synthesise
+from bridge_fixtures import Deployed, deploy, synthesise
+from hexbytes import HexBytes
 from portal_fixtures import chain_trade_rows, portal_settings, record_trades
+from web3 import Web3
+from web3.types import RPCEndpoint
 
+from pilotchain.chain import Sender, connect, wait_for
+from pilotchain.contract import record_trades_calldata
 from pilotchain.trades import TradeRecord, parse_event
+from portal import queries
 from portal.db import Database
 from portal.errors import ReorgTooDeep
 from portal.indexer import Indexer
+from runner.localnet import RPC_NODE, LocalNetwork
 
 
 def trades(seed: int, count: int = 20) -> list[TradeRecord]:
     return [parse_event(json.loads(line)) for line in synthesise(count, seed=seed)]
 
+
+# --- a real split of a real network ---------------------------------------------------------
+
+
+class Nodes:
+    """The nodes of one network over their IPC sockets, where geth serves every namespace
+    (admin, miner, clique): what the test uses to split and heal the network."""
+
+    def __init__(self, net: LocalNetwork) -> None:
+        self.net = net
+        self._w3: dict[str, Web3] = {}
+
+    def w3(self, name: str) -> Web3:
+        if name not in self._w3:
+            self._w3[name] = connect(str(self.net.ipc_path(name)))
+        return self._w3[name]
+
+    def call(self, name: str, method: str, *params: Any) -> Any:
+        reply = self.w3(name).provider.make_request(RPCEndpoint(method), list(params))
+        assert "error" not in reply, f"{method} on {name}: {reply['error']}"
+        return reply["result"]
+
+    def peers(self, name: str) -> set[str]:
+        return {peer["id"] for peer in self.call(name, "admin_peers")}
+
+    def signer(self, name: str, number: int) -> str:
+        block = self.w3(name).eth.get_block(number)
+        return str(self.call(name, "clique_getSigner", block["hash"].to_0x_hex())).lower()
+
+    def receipt(self, name: str, tx_hash: HexBytes) -> Any:
+        return self.call(name, "eth_getTransactionReceipt", tx_hash.to_0x_hex())
+
+    @contextmanager
+    def frozen(self, names: list[str]) -> Iterator[None]:
+        """SIGSTOP ``names`` (their sockets stay open, but they neither read nor answer, so
+        nobody completes a connection to them); SIGCONT at the end, also on failure."""
+        pids = [self.net.process(name).pid for name in names]
+        assert all(pids), f"not all of {names} are running"
+        try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)  # type: ignore[arg-type]
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)  # type: ignore[arg-type]
+
+
+def send_trades(w3: Web3, target: Deployed, records: list[TradeRecord]) -> HexBytes:
+    """One recordTrades from the bridge's key, its nonce read from ``w3``'s node."""
+    sender = Sender(w3, target.net.keys.role("bridge").unlock())
+    data = record_trades_calldata(target.deployment.load_abi(), records)
+    return sender.send({"to": target.deployment.address, "data": data})
+
+
+def wait(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    return wait_for(condition, timeout=timeout, what=what, interval=0.1)
+
+
+def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
+        make_network: Callable[..., LocalNetwork], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Signer A with the RPC node (side A) against signers B1 and B2 (side B). A seals one
+    block holding trades X; B, never having seen it, seals a longer, heavier chain holding
+    trades Y from the same key and nonce (so X can never come back). Healed, the RPC node
+    reorganises onto B's chain, and the indexer, which had indexed X with no confirmations,
+    ends with exactly the surviving chain's trades: Y once, nothing of X."""
+    net = make_network()
+    nodes = Nodes(net)
+    w3 = connect(net.rpc_url)
+    target = deploy(net, tmp_path)
+    url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    indexer = Indexer(portal_settings(target, url, confirmations=0))
+    indexer.open()
+    db = indexer.db
+    assert db is not None
+    record_trades(target, trades(seed=11, count=10))
+    a, *b = [role.name for role in net.keys.validators()]
+    enodes = {name: nodes.call(name, "admin_nodeInfo")["enode"] for name in b}
+    b_ids = {nodes.call(name, "admin_nodeInfo")["id"] for name in b}
+    x, y = trades(seed=12), trades(seed=13)
+    try:
+        # A stops sealing until the two newest blocks are B's: then A may seal the next one
+        # alone (a signer of three may not seal two blocks in a row), and nothing A sealed
+        # before is still on its way.
+        nodes.call(a, "miner_stop")
+        stopped = net.block_number()
+        wait(lambda: (head := net.block_number()) > stopped + 2 and all(
+            nodes.signer(RPC_NODE, n) != net.keys.role(a).address.lower()
+            for n in (head, head - 1)), "two blocks sealed by B1 and B2")
+        with nodes.frozen(b):
+            for name in (a, RPC_NODE):
+                for enode in enodes.values():
+                    nodes.call(name, "admin_removePeer", enode)
+            wait(lambda: not (nodes.peers(a) | nodes.peers(RPC_NODE)) & b_ids,
+                 "side A to drop its peers on side B")
+            fork = net.block_number()
+            x_hash = send_trades(w3, target, x)
+            x_tx = wait(lambda: nodes.call(a, "eth_getTransactionByHash", x_hash.to_0x_hex()),
+                        "trades X to reach signer A's pool")
+            nodes.call(a, "miner_start")
+            x_block = wait(lambda: (r := nodes.receipt(RPC_NODE, x_hash)) and r["blockHash"],
+                           "side A to seal trades X")
+            nodes.call(a, "miner_stop")
+            indexer.catch_up()
+            assert {str(t.trade_id) for t in x} <= {row["trade_id"] for row in db.rows("trades")}
+        with nodes.frozen([a, RPC_NODE]):
+            b_w3 = nodes.w3(b[0])
+            y_hash = send_trades(b_w3, target, y)
+            wait(lambda: nodes.receipt(b[0], y_hash), "side B to record trades Y")
+            # Side B never saw X: Y takes X's nonce, so X is invalid on B's chain for good.
+            assert nodes.call(b[0], "eth_getTransactionByHash", y_hash.to_0x_hex())["nonce"] \
+                == x_tx["nonce"]
+            wait(lambda: b_w3.eth.block_number >= fork + 3,
+                 "side B to outweigh side A (three blocks past the split)")
+        for name in (a, RPC_NODE):
+            for enode in enodes.values():
+                nodes.call(name, "admin_addPeer", enode)
+        y_receipt = wait(lambda: nodes.receipt(RPC_NODE, y_hash),
+                         "the RPC node to take side B's chain", timeout=40)
+    finally:
+        nodes.call(a, "miner_start")
+    assert w3.eth.get_block(int(y_receipt["blockNumber"], 16))["hash"].to_0x_hex() == \
+        y_receipt["blockHash"]
+    assert w3.eth.get_block(fork + 1)["hash"].to_0x_hex() != x_block
+    with caplog.at_level(logging.WARNING, logger="portal.indexer"):
+        indexer.catch_up()
+    assert "The chain replaced blocks" in caplog.text
+    after = db.rows("trades")
+    totals = queries.totals(db)
+    indexer.close()
+    assert after == chain_trade_rows(target)
+    assert totals == {"trades": len(after), "energy": sum(row["energy"] for row in after),
+                      "price": sum(row["price"] for row in after)}
+    ids = [row["trade_id"] for row in after]
+    assert len(ids) == len(set(ids)) == 10 + len(y)
+    assert {str(t.trade_id) for t in y} <= set(ids)
+    assert not {str(t.trade_id) for t in x} & set(ids)
+
+
+# --- reorganisations staged in the stored hashes ----------------------------------------------
 
 
 

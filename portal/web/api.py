@@ -13,7 +13,7 @@ import csv
 import io
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
@@ -61,12 +61,18 @@ def shown(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def units(value: int) -> str:
-    """A scaled integer in whole units (kWh or cents), exactly."""
-    text = format(Decimal(value).scaleb(-SCALE), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    """A scaled integer in whole units (kWh or cents), exactly: the decimal point moved in
+    its digits (a CSV of 10,000 trades converts 30,000 amounts)."""
+    digits = str(abs(value)).rjust(SCALE + 1, "0")
+    whole, fraction = digits[:-SCALE], digits[-SCALE:].rstrip("0")
+    sign = "-" if value < 0 else ""
+    return f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}"
 
 
+@lru_cache(maxsize=4096)
 def slot_time(slot: int) -> str:
+    """A slot's start as ISO 8601 UTC (cached: a participant's trades share few slots, and
+    strftime costs more than the rest of a CSV row)."""
     return datetime.fromtimestamp(slot, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -122,8 +128,9 @@ def trades_page(participant: str, *, everything: bool = False) -> queries.TradeP
 
 
 def trade_rows(found: queries.TradePage) -> list[dict[str, Any]]:
+    explorer = explorer_tx("")
     return [{**row, "slot_time": slot_time(int(row["time_slot"])),
-             "explorer_url": explorer_tx(str(row["tx_hash"]))} for row in found.rows]
+             "explorer_url": explorer + str(row["tx_hash"])} for row in found.rows]
 
 
 def slot_rows(participant: str) -> list[dict[str, Any]]:

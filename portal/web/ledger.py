@@ -15,7 +15,13 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
 from pilotchain.chain import connect, read
-from pilotchain.contract import ContractError, Deployment, load_deployment, settlement_contract
+from pilotchain.contract import (
+    ContractError,
+    Deployment,
+    call_functions,
+    load_deployment,
+    settlement_contract,
+)
 from pilotchain.errors import ChainError
 from pilotchain.operator import AdminCall, OperatorError, check_call
 from pilotchain.trades import uuid_to_bytes32
@@ -88,29 +94,39 @@ class Ledger:
         participant = None if not any(bytes(raw)) else id_text(bytes(raw))
         return Identity(participant, bool(admin))
 
+    def _calls(self, action: str, calls: list[tuple[str, tuple[Any, ...]]]
+               ) -> list[tuple[Any, ...]]:
+        """Several view calls in one round trip to the node."""
+        try:
+            return call_functions(self.contract, self.url, action, calls)
+        except ChainError:
+            raise LedgerUnavailable(f"{action} failed: the chain cannot be reached right "
+                                    "now; try again in a minute.") from None
+
     def bill(self, participant: str) -> dict[str, int]:
-        """The running bill of trades and of balancing, as ``billOf`` and ``balancingOf``."""
+        """The running bill of trades and of balancing, as ``billOf`` and ``balancingOf``
+        (asked together: one round trip)."""
         pid = id_bytes(participant)
-        sold, bought, receivable, payable = self._read(
-            "Reading the bill", lambda: self.contract.functions.billOf(pid).call())
-        charges, credits = self._read(
-            "Reading the balancing", lambda: self.contract.functions.balancingOf(pid).call())
+        (sold, bought, receivable, payable), (charges, credits) = self._calls(
+            "Reading the bill", [("billOf", (pid,)), ("balancingOf", (pid,))])
         return {"energy_sold": sold, "energy_bought": bought, "money_receivable": receivable,
                 "money_payable": payable, "balancing_charges": charges,
                 "balancing_credits": credits,
                 "net": receivable + credits - payable - charges}
 
     def statements(self, participant: str) -> list[dict[str, Any]]:
-        """Every closed period's statement of ``participant``, oldest first."""
+        """Every closed period's statement of ``participant``, oldest first: the number of
+        periods, then every period's end and statement in one round trip."""
         pid = id_bytes(participant)
         functions = self.contract.functions
         count = self._read("Reading the periods", lambda: functions.periodCount().call())
+        answers = self._calls("Reading the statements", [
+            call for period in range(1, count + 1)
+            for call in (("periodEnd", (period,)), ("statementOf", (period, pid)))])
         found = []
         for period in range(1, count + 1):
-            end = self._read("Reading a period", lambda p=period: functions.periodEnd(p).call())
-            (sold, bought, receivable, payable, charges, credits, net, paid) = self._read(
-                "Reading a statement",
-                lambda p=period: functions.statementOf(p, pid).call())
+            (end,), (statement,) = answers[2 * period - 2], answers[2 * period - 1]
+            sold, bought, receivable, payable, charges, credits, net, paid = statement
             found.append({"period": period, "end_slot": end, "energy_sold": sold,
                           "energy_bought": bought, "money_receivable": receivable,
                           "money_payable": payable, "balancing_charges": charges,
