@@ -263,6 +263,66 @@ def test_totals_add_up_block_sums_kept_with_the_trades_and_filled_on_upgrade(
         db.close()
 
 
+def test_a_participants_trades_come_from_the_covering_indexes_as_the_reference_says(
+        index_url: str) -> None:
+    """A participant's trades (sold and bought, a trade with oneself once) in recording
+    order, filtered by market and billing period, paged, against a reference computed from
+    the rows; on SQLite both halves of the query read only their index (the pages and the
+    CSV of 10,000 trades stay fast, benchmarks/portal_load.py)."""
+    rng = random.Random(11)
+    people = [f"0x{n:040x}" for n in range(1, 5)]
+    trades = []
+    for block in range(1, 31):
+        for index in range(rng.randrange(0, 4)):
+            seller, buyer = rng.choice(people), rng.choice(people)  # sometimes the same
+            trades.append(Row("trades", block, index, f"0x{block:064x}", {
+                "trade_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "market": rng.choice(("House 1", "Grid")), "seller": seller, "buyer": buyer,
+                "seller_origin": "PV", "buyer_origin": "Load", "time_slot": 900 * block,
+                "energy": rng.getrandbits(70), "price": rng.getrandbits(80), "fee": 0}))
+    closes = [Row("periods", 10, 9, f"0x{10:064x}", {"period": 1, "end_slot": 9000}),
+              Row("periods", 20, 9, f"0x{20:064x}", {"period": 2, "end_slot": 18000})]
+    blocks = [Block(n, f"0x{n:064x}", f"0x{n - 1:064x}") for n in range(1, 31)]
+
+    def reference(who: str, market: str | None, span: tuple[Any, Any]) -> list[str]:
+        return [r.values["trade_id"] for r in sorted(trades, key=lambda r: (
+            r.block_number, r.log_index)) if who in (r.values["seller"], r.values["buyer"])
+            and market in (None, r.values["market"])
+            and span[0] < (r.block_number, r.log_index) < span[1]]
+
+    statements: list[str] = []
+    db = Database(index_url)
+    try:
+        db.migrate()
+        cursor = db.start(1, "0x" + "11" * 20, Block(0, f"0x{0:064x}", f"0x{-1:064x}"))
+        db.commit_page(cursor, [*trades, *closes], blocks, 10)
+        fetch = db.fetch
+        db.fetch = lambda sql, params=(): statements.append(sql) or fetch(sql, params)  # type: ignore[method-assign]
+        first, second = (10, 9), (20, 9)  # where PeriodClosed(1) and (2) were logged
+        spans = {None: ((0, 0), (99, 0)), 1: ((0, 0), first), 2: (first, second),
+                 "open": (second, (99, 0))}
+        for who in people:
+            for market in (None, "House 1"):
+                for period, span in spans.items():
+                    expected = reference(who, market, span)
+                    pages = [queries.trades_of(
+                        db, who, market=market, period=period if period != "open" else None,
+                        open_period=period == "open", page=page, per_page=3)
+                        for page in range(1, len(expected) // 3 + 2)]
+                    assert {p.total for p in pages} == {len(expected)}
+                    assert [r["trade_id"] for p in pages for r in p.rows] == expected
+        assert any(r.values["seller"] == r.values["buyer"] for r in trades)
+        if db.dialect == "sqlite":
+            sql = next(s for s in statements if "UNION ALL" in s and "LIMIT" in s)
+            plan = " ".join(str(step[-1]) for step in fetch(
+                "EXPLAIN QUERY PLAN " + sql, [people[0], people[0], people[0], 1, 0]))
+            assert "COVERING INDEX trades_of_seller" in plan, plan
+            assert "COVERING INDEX trades_of_buyer" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+    finally:
+        db.close()
+
+
 def test_pages_the_node_refuses_as_too_large_are_read_in_fewer_blocks(
         deployed: Deployed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """geth refuses a batch answer over 25 MB ("response too large"), which takes ~20,000
