@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from web3 import Web3
 
 from pilotchain.chain import wait_for
 from pilotchain.settings import PROJECT_ROOT
@@ -278,3 +279,92 @@ def replay_into(project: ComposeProject, path: Path) -> None:
     stack's stream with the documented command, run in the bridge container."""
     inside = Path("/pilotchain") / path.relative_to(project.directory)
     project.compose("exec", "-T", "bridge", "pilotchain", "replay", str(inside), timeout=300)
+
+
+# --- what the fault tests read of the nodes -------------------------------------------------
+
+
+def docker(*args: str, timeout: float = 120) -> None:
+    run(["docker", *args], timeout=timeout)
+
+
+def container_of(stack: ComposeProject, service: str) -> str:
+    container = stack.compose("ps", "-a", "-q", service, timeout=60).stdout.strip()
+    assert container, f"no container for {service}"
+    return container
+
+
+def geth_js(stack: ComposeProject, service: str, expression: str) -> Any:
+    """Evaluate ``expression`` in the geth console of ``service`` (its IPC) as JSON."""
+    output = stack.compose("exec", "-T", service, "geth", "attach", "--exec",
+                           f"JSON.stringify({expression})", "/data/geth.ipc", timeout=60).stdout
+    # The console prints the string it got back as a quoted JavaScript string.
+    return json.loads(json.loads(output.strip().splitlines()[-1]))
+
+
+class Views:
+    """What every node says about block ``height``, kept for the timeout message."""
+
+    def __init__(self, stack: ComposeProject, nodes: Sequence[str]) -> None:
+        self.stack, self.nodes = stack, nodes
+        self.last: dict[str, Any] = {}
+
+    def read(self, height: int) -> dict[str, Any]:
+        for node in self.nodes:
+            try:
+                self.last[node] = geth_js(
+                    self.stack, node,
+                    f"{{head: eth.blockNumber, peers: admin.peers.length, "
+                    f"hash: (eth.getBlock({height}) || {{}}).hash || null}}")
+            except (ComposeFailure, ValueError, IndexError) as error:
+                self.last[node] = f"unreadable: {str(error).splitlines()[0]}"
+        return self.last
+
+    def peers(self, node: str) -> int | None:
+        view = self.read(0)[node]
+        return view["peers"] if isinstance(view, dict) else None
+
+    def one_chain_at(self, height: int) -> bool:
+        """Every node has block ``height`` and they agree on its hash."""
+        views = self.read(height)
+        hashes = {view["hash"] if isinstance(view, dict) else None for view in views.values()}
+        return len(hashes) == 1 and None not in hashes
+
+    def __str__(self) -> str:
+        return "; ".join(f"{node}: {view}" for node, view in self.last.items())
+
+
+def wait_for_one_chain(stack: ComposeProject, nodes: Sequence[str], height: int, *,
+                       timeout: float, what: str) -> None:
+    views = Views(stack, nodes)
+    try:
+        wait_for(lambda: views.one_chain_at(height), timeout=timeout, interval=1.0,
+                 what=f"{what}: one block {height} on {', '.join(nodes)}")
+    except Exception as error:
+        raise AssertionError(f"{error}\nLast seen: {views}") from None
+
+
+def signer_address(stack: ComposeProject, service: str) -> str:
+    return Web3.to_checksum_address(
+        (stack.directory / "keys" / service / "address").read_text().strip())
+
+
+def sealer_of(w3: Web3, number: int) -> str:
+    return Web3.to_checksum_address(
+        w3.provider.make_request("clique_getSigner", [hex(number)])["result"])
+
+
+def wait_until_sealed_by(w3: Web3, address: str, after: int, *, timeout: float,
+                         what: str) -> int:
+    """The first block above ``after`` that ``address`` sealed."""
+    checked = after
+
+    def sealed() -> int | None:
+        nonlocal checked
+        while checked < w3.eth.block_number:
+            checked += 1
+            if sealer_of(w3, checked) == address:
+                return checked
+        return None
+
+    return wait_for(sealed, timeout=timeout, what=what)

@@ -1,21 +1,27 @@
 """docker-compose.yml on a real Docker engine, as a user runs it from a fresh clone.
 
-One stack for the module, the tests in order: (a) ``up -d`` of the chain, the bridge, the
-faucet, the meter ingest (mosquitto, its subscriber, the HTTP endpoint, the writer) and the
-participant portal (its indexer, its web app with the SQLite index on its volume) on a
-clone owned by a uid that is neither the tester's nor 1000, every service healthy, keys owned
-by that uid, three signers sealing in turn, the Settlement deployed once, the faucet paying
-through its published port; (b) a recording replayed with the documented
+One stack for the module (one bring-up is minutes), the tests in order: (a) ``up -d`` of the
+chain, the bridge, the faucet, the meter ingest (mosquitto, its subscriber, the HTTP endpoint,
+the writer) and the participant portal (its indexer, its web app with the SQLite index on its
+volume) on a clone owned by a uid that is neither the tester's nor 1000, every service
+healthy, keys owned by that uid, three signers sealing in turn, the Settlement deployed once,
+the faucet paying through its published port; (b) a recording replayed with the documented
 ``docker compose exec bridge pilotchain replay FILE`` settles exactly once, field by field;
 the portal's indexer has them all (the operator signs in with a real signature at
 http://localhost:<port> and reads them through the API, each linked to the explorer) and the
 portal serves uPlot from the image; (c) a meter the operator registers has one reading
 published over MQTT (the meters' account, published port) and one uploaded over HTTP, each on
-chain exactly once, and the broker refuses an anonymous client; (d) ``stop`` + ``up -d`` keeps
-the chain, the contract and the portal's index and nothing rewinds, and ``down -v`` leaves
-nothing. Blockscout, its node and gsy-e are left out: their
-images cannot be built without their registries. All traffic goes to the ports published on
-127.0.0.1.
+chain exactly once, and the broker refuses an anonymous client. Then what the stack survives:
+(d) ``docker kill`` of one validator: the other two keep sealing, and started again it catches
+up with the RPC node; (e) a validator cut off its network for 60 s with ``docker network
+disconnect`` and reconnected: every node ends on one chain, the reconnected one has peers and
+seals again; (f) the bridge container SIGKILLed while it settles a replay of 2,000 trades and
+started again: every trade on chain exactly once. Last (g) ``stop`` + ``up -d`` keeps the
+chain, the contract and the portal's index (every trade on chain, none twice) and nothing
+rewinds, and ``down -v`` leaves nothing. Each node is read through its own IPC socket
+(``docker compose exec -T <node> geth attach``), the RPC node also through its published port.
+Blockscout, its node and gsy-e are left out: their images cannot be built without their
+registries. All traffic goes to the ports published on 127.0.0.1.
 
 Images are local stand-ins (scripts/lib/build-local-images.sh) given through the compose file's
 image variables; the first run builds them and the app image, later runs reuse them.
@@ -25,15 +31,30 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 import requests
-from compose_fixtures import ComposeProject, Timings, clone_head, replay_into
+from bridge_fixtures import synthesise
+from compose_fixtures import (
+    ComposeProject,
+    Timings,
+    Views,
+    clone_head,
+    container_of,
+    docker,
+    replay_into,
+    sealer_of,
+    signer_address,
+    wait_for_one_chain,
+    wait_until_sealed_by,
+)
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from paho.mqtt.enums import CallbackAPIVersion
@@ -74,12 +95,17 @@ LONG_RUNNING = ("bootnode", "validator1", "validator2", "validator3", "rpc-node"
                 "portal-indexer", "portal")
 SERVICES = (*ONE_SHOT, *LONG_RUNNING)
 SIGNERS = ("validator1", "validator2", "validator3")
+NODES = (*SIGNERS, "rpc-node")
 # A shorter block period than the default 5 s and a closer that looks every 2 s instead of every
 # minute keep the test quick; nothing else differs.
 SETTINGS = {"BLOCK_PERIOD": "2", "CLOSER_INTERVAL": "2"}
 # Test c's slots: short, so the closer's work shows within a minute (set before any meter).
 SLOT_SECONDS, CLOSE_DELAY = 30, 60
 UP_TIMEOUT = 900  # a cold run builds the app image (apt, pip, npm) inside `up`
+# Longer than geth's 30 s frame read timeout (p2p/rlpx), so every peer drops the cut-off node.
+PARTITION_SECONDS = 60
+REJOIN_TIMEOUT = 120
+TRADES = 2000  # test f's replay
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +128,6 @@ def w3(stack: ComposeProject) -> Web3:
 
 def deployment_of(stack: ComposeProject) -> Deployment:
     return load_deployment(stack.directory / "data" / "compose" / "settlement.json")
-
-
-def signer_of(w3: Web3, number: int) -> str:
-    return Web3.to_checksum_address(w3.provider.make_request("clique_getSigner", [hex(number)])
-                                    ["result"])
 
 
 def contract_creations(w3: Web3) -> list[str]:
@@ -138,7 +159,7 @@ def test_a_fresh_clone_comes_up_healthy_owned_by_its_user(
         start = w3.eth.block_number
         wait_for(lambda: w3.eth.block_number >= start + 6, timeout=120,
                  what="six more blocks sealed")
-        sealers = [signer_of(w3, number) for number in range(start + 1, start + 7)]
+        sealers = [sealer_of(w3, number) for number in range(start + 1, start + 7)]
         assert set(sealers) == expected, f"blocks {start + 1}..{start + 6} sealed by {sealers}"
         # With three signers Clique lets none seal two blocks in a row.
         assert all(a != b for a, b in itertools.pairwise(sealers)), sealers
@@ -357,14 +378,103 @@ def test_c_meter_readings_over_mqtt_and_http_settle_exactly_once(
             if e["args"]["slot"] == time - slot] == [(time - slot, 100 * WH)]
 
 
-def test_d_stop_and_up_keep_the_chain_and_down_leaves_nothing(
+def test_d_a_killed_validator_leaves_two_sealing_and_catches_up(
+        stack: ComposeProject, w3: Web3, timings: Timings) -> None:
+    victim = "validator2"
+    victim_address = signer_address(stack, victim)
+    with timings.measure("d: docker kill validator2, 6 blocks by the others"):
+        docker("kill", container_of(stack, victim))
+        killed_at = w3.eth.block_number
+        # The block being sealed at the kill may still be the victim's; the next six are not.
+        wait_for(lambda: w3.eth.block_number >= killed_at + 7, timeout=60,
+                 what=f"six blocks after {killed_at + 1} with {victim} killed")
+        sealers = {sealer_of(w3, number) for number in range(killed_at + 2, killed_at + 8)}
+        assert victim_address not in sealers, f"{victim} sealed while killed"
+        assert len(sealers) == 2, f"blocks after the kill sealed by {sealers}"
+    with timings.measure("d: validator2 started, catches up"):
+        stack.compose("start", victim, timeout=120)
+        target = w3.eth.block_number + 2
+        wait_for_one_chain(stack, (victim, "rpc-node"), target, timeout=120,
+                           what=f"{victim} to catch up after its restart")
+        wait_until_sealed_by(w3, victim_address, target, timeout=60,
+                             what=f"a block sealed by {victim} after its restart")
+
+
+def test_e_a_partitioned_validator_rejoins_one_chain(
+        stack: ComposeProject, w3: Web3, timings: Timings) -> None:
+    victim = "validator3"
+    container = container_of(stack, victim)
+    network = f"{stack.name}_chain"
+    views = Views(stack, (victim,))
+    with timings.measure("e: validator3 cut off for 60 s"):
+        docker("network", "disconnect", network, container)
+        cut_at = time.monotonic()
+        try:
+            cut_head = w3.eth.block_number
+            wait_for(lambda: views.peers(victim) == 0, timeout=PARTITION_SECONDS, interval=2.0,
+                     what=f"{victim} to lose its peers once cut off")
+            wait_for(lambda: w3.eth.block_number >= cut_head + 5, timeout=PARTITION_SECONDS,
+                     what="the two connected signers to go on sealing")
+            # The length of the fault, not a synchronisation: the partition lasts 60 s.
+            time.sleep(max(0.0, PARTITION_SECONDS - (time.monotonic() - cut_at)))
+        finally:
+            # As an operator would: by name, with the service's DNS alias, no fixed address.
+            docker("network", "connect", "--alias", victim, network, container)
+    with timings.measure("e: validator3 back on the one chain"):
+        target = w3.eth.block_number + 2
+        wait_for_one_chain(stack, NODES, target, timeout=REJOIN_TIMEOUT,
+                           what=f"{victim} to rejoin after {PARTITION_SECONDS} s cut off")
+        assert views.peers(victim), f"{victim} has no peers: {views}"
+        wait_until_sealed_by(w3, signer_address(stack, victim), target, timeout=60,
+                             what=f"a block sealed by {victim} after it rejoined")
+
+
+def test_f_the_bridge_killed_mid_replay_settles_every_trade_once(
+        stack: ComposeProject, w3: Web3, timings: Timings) -> None:
+    deployment = load_deployment(stack.directory / "data" / "compose" / "settlement.json")
+    lines = synthesise(TRADES, seed=11)
+    trade_ids = {json.loads(line)["trade"]["id"] for line in lines}
+    assert len(trade_ids) == TRADES
+    replay = stack.directory / "data" / "faults" / "trades.jsonl"
+    replay.parent.mkdir(parents=True, exist_ok=True)
+    replay.write_text("\n".join(lines) + "\n")
+    replay.chmod(0o644)
+    count: Callable[[], int] = lambda: len(settled(w3, deployment))  # noqa: E731
+    with timings.measure(f"f: replay {TRADES}, kill the bridge mid-way"):
+        replay_into(stack, replay)
+        settled_before_kill = wait_for(count, timeout=120, interval=0.1,
+                                       what="the bridge to settle its first trades")
+        docker("kill", container_of(stack, "bridge"))
+        at_kill = count()
+        assert at_kill < TRADES, (
+            f"all {TRADES} trades were settled before the kill ({settled_before_kill} seen at "
+            f"first): the kill tested nothing")
+    with timings.measure("f: bridge started again, every trade settled"):
+        stack.compose("start", "bridge", timeout=120)
+        wait_for(lambda: count() >= TRADES, timeout=300, interval=1.0,
+                 what=f"{TRADES} trades settled after the restart ({at_kill} before the kill)")
+    on_chain = Counter(str(record.trade_id) for record in settled(w3, deployment))
+    twice = {trade_id: n for trade_id, n in on_chain.items() if n > 1}
+    assert not twice, f"settled more than once: {twice}"
+    assert set(on_chain) == trade_ids, (
+        f"missing {len(trade_ids - set(on_chain))}, unknown {len(set(on_chain) - trade_ids)}")
+
+
+def test_g_stop_and_up_keep_the_chain_and_down_leaves_nothing(
         stack: ComposeProject, w3: Web3, timings: Timings) -> None:
     first_block = w3.eth.get_block(1)["hash"]
     deployment = deployment_of(stack)
+    operator = portal_operator(stack)
+    trades = len(settled(w3, deployment))
+    with timings.measure("g: the portal's index holds every settled trade"):
+        wait_for(lambda: indexed_trades(operator) >= trades, timeout=120,
+                 what=f"the portal's index to hold the {trades} trades on chain")
     head = w3.eth.block_number
-    with timings.measure("d: stop (geth's grace period)"):
+    # Test d's killed validator rewound when it started again; the restart here must not.
+    stopped_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with timings.measure("g: stop (geth's grace period)"):
         stack.compose("stop", timeout=600)
-    with timings.measure("d: up -d again until healthy"):
+    with timings.measure("g: up -d again until healthy"):
         stack.compose("up", "-d", *SERVICES, timeout=300)
         stack.wait_until_up(LONG_RUNNING, ONE_SHOT, timeout=300)
     wait_for(lambda: w3.eth.block_number > head, timeout=60,
@@ -373,13 +483,11 @@ def test_d_stop_and_up_keep_the_chain_and_down_leaves_nothing(
     assert deployment_of(stack) == deployment, "the Settlement record changed"
     assert w3.eth.get_code(deployment.address)
     assert len(contract_creations(w3)) == 1, "the restart deployed another Settlement"
-    logs = stack.compose("logs", "--no-color", timeout=120).stdout
+    logs = stack.compose("logs", "--no-color", "--since", stopped_at, timeout=120).stdout
     rewinds = [line for line in logs.splitlines() if "Head state missing" in line]
     assert not rewinds, "geth rewound after the restart:\n" + "\n".join(rewinds)
-    # The index survived on its volume: the portal still has the replayed trades.
-    trades = [line for line in (stack.directory / RECORDING).read_text().splitlines()
-              if line.strip()]
-    assert indexed_trades(portal_operator(stack)) == len(trades)
+    # The index survived on its volume: the portal still has every trade, none twice.
+    assert indexed_trades(portal_operator(stack)) == trades
 
-    with timings.measure("d: down -v"):
+    with timings.measure("g: down -v"):
         stack.down()
