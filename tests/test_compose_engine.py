@@ -230,6 +230,15 @@ def test_b_a_replayed_recording_settles_exactly_once(
     explorer = stack.url("EXPLORER_PORT", host="localhost")
     assert all(t["explorer_url"] == f"{explorer}/tx/{t['tx_hash']}" for t in trades), trades[0]
 
+    # The operator's health view reaches each service by its Compose name, and reads the
+    # dead-letter streams in the stack's Redis (with its generated password).
+    reply = operator.get("/api/operator/health")
+    assert reply.status_code == 200, reply.text
+    watched = {s["name"]: s for s in reply.json()["services"]}
+    assert all(s["up"] for s in watched.values()) and len(watched) == 3, watched
+    assert {d["stream"]: d["count"] for d in reply.json()["dead_letters"]["streams"]} == {
+        "pilotchain:trades:dead": 0, "pilotchain:readings:dead": 0}, reply.text
+
     # The chart library, from the image's node_modules: the file the lock file pins.
     for name in ("uPlot.iife.min.js", "uPlot.min.css"):
         served = requests.get(f"{stack.url('PORTAL_PORT')}/vendor/uplot/{name}", timeout=30)
