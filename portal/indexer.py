@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # geth's refusal of a batch whose answer exceeds --rpc.batch-response-max-size.
 TOO_LARGE = "response too large"
+# New rows after which the database's statistics are refreshed once the indexer has caught up.
+REFRESH_AFTER_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Indexer:
         self.cursor: Cursor | None = None
         # Blocks per page: PORTAL_PAGE_BLOCKS, fewer while pages of busy blocks are too large.
         self.span = settings.page_blocks
+        self.rows_since_refresh = 0
 
     def _deployment(self) -> Deployment:
         record = self.settings.chain.deployment_file
@@ -149,6 +153,12 @@ class Indexer:
             if current is None or current.hash != cursor.block_hash:
                 self._rewind()
                 return True
+            if self.rows_since_refresh >= REFRESH_AFTER_ROWS:
+                started = time.monotonic()
+                self.db.refresh_statistics()
+                log.info("Caught up after %d new events; statistics refreshed in %.1f s.",
+                         self.rows_since_refresh, time.monotonic() - started)
+                self.rows_since_refresh = 0
             return False
         end = min(cursor.block_number + self.span, target)
         try:
@@ -164,6 +174,7 @@ class Indexer:
         rows = decode_page(page.logs)
         keep = self.settings.max_reorg_depth + 1
         self.cursor = self.db.commit_page(cursor, rows, page.blocks[-keep:], keep)
+        self.rows_since_refresh += len(rows)
         level = logging.INFO if rows else logging.DEBUG
         log.log(level, "Indexed blocks %d-%d: %d events (head %d).", page.blocks[0].number,
                 end, len(rows), head)

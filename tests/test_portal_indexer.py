@@ -40,6 +40,7 @@ from pilotchain.trades import (
     read_recording,
     uuid_to_bytes32,
 )
+from portal import indexer as indexer_module
 from portal import queries
 from portal.config import PortalSettings
 from portal.db import Block, Database
@@ -93,11 +94,14 @@ def test_a_relative_sqlite_file_is_under_the_project() -> None:
 
 
 def test_recordings_are_indexed_exactly_as_the_chain_and_the_recording_say(
-        deployed: Deployed, index_url: str) -> None:
+        deployed: Deployed, index_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """... and, caught up after more new rows than the threshold (lowered here from 10,000),
+    the indexer has PostgreSQL refresh its statistics and visibility map."""
     records = [record for path in RECORDINGS for record in read_recording(path)]
     receipts = record_trades(deployed, records)
     settings = portal_settings(deployed, index_url)  # the default: two confirmations
     wait_confirmed(deployed, receipts[-1]["blockNumber"], settings.confirmations)
+    monkeypatch.setattr(indexer_module, "REFRESH_AFTER_ROWS", len(records) // 2)
     indexer = indexed(settings)
     head = deployed.net.block_number()
 
@@ -105,6 +109,11 @@ def test_recordings_are_indexed_exactly_as_the_chain_and_the_recording_say(
     try:
         rows = db.rows("trades")
         cursor = db.cursor()
+        if db.dialect == "postgresql":
+            assert db.fetch("SELECT last_vacuum IS NOT NULL, last_analyze IS NOT NULL "
+                            "FROM pg_stat_user_tables WHERE relname = 'trades'") == [
+                (True, True)]
+        assert indexer.rows_since_refresh == 0
     finally:
         db.close()
     assert rows == chain_trade_rows(deployed)
