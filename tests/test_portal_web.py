@@ -41,6 +41,7 @@ from pilotchain.operator import (
 from pilotchain.trades import uuid_to_bytes32
 from portal.siwe import parse_message
 from portal.web import STALE
+from portal.web.api import CSV_CHUNK_ROWS, SLOT_CSV, csv_response
 from portal.web.config import WebSettings
 from runner.portal import PortalWebService, with_health_urls
 from runner.ports import free_port
@@ -298,6 +299,30 @@ def test_csv_exports_equal_the_chain(portal_world: PortalWorld) -> None:
         expected(world.records + world.metered, world.a)
     slots = rows_of(client.get(f"/api/participants/{world.a}/slots.csv").text)
     assert len(slots) == 3
+
+
+def test_csv_of_an_unmetered_slot_leaves_its_amounts_empty() -> None:
+    """An unmetered slot has no readings and no charges: empty cells, also in the kWh and
+    cents columns, beside a balanced one's exact amounts; the file comes in chunks."""
+    balanced = {"slot": 900, "slot_time": "1970-01-01T00:15:00Z", "status": "balanced",
+                "meter": "0x" + "aa" * 32, "import_energy": 1_500_000_000_000_000_000,
+                "export_energy": 0, "sold": 0, "bought": 10**18, "shortfall_charge": 5,
+                "excess_charge": 0, "surplus_credit": 0, "tx_hash": "0x" + "bb" * 32}
+    unmetered = {**balanced, "slot": 1800, "slot_time": "1970-01-01T00:30:00Z",
+                 "status": "unmetered", **dict.fromkeys((
+                     "meter", "import_energy", "export_energy", "shortfall_charge",
+                     "excess_charge", "surplus_credit"))}
+    reply = csv_response("slots-x", SLOT_CSV,
+                                    [balanced, unmetered] * CSV_CHUNK_ROWS)
+    assert reply.is_streamed
+    rows = rows_of(reply.get_data(as_text=True))
+    assert len(rows) == 2 * CSV_CHUNK_ROWS
+    assert rows[0]["import_energy_kwh"] == "1.5" and rows[0]["shortfall_charge_cents"] == \
+        "0.000000000000000005"
+    assert {k: rows[1][k] for k in ("meter", "import_energy", "import_energy_kwh",
+                                    "shortfall_charge_cents", "sold_kwh")} == {
+        "meter": "", "import_energy": "", "import_energy_kwh": "",
+        "shortfall_charge_cents": "", "sold_kwh": "0"}
 
 
 # --- privacy -------------------------------------------------------------------------------

@@ -103,8 +103,9 @@ def csv_response(name: str, columns: Sequence[str], rows: list[dict[str, Any]]) 
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
         for start in range(0, max(len(rows), 1), CSV_CHUNK_ROWS):
-            writer.writerows([*("" if row[c] is None else row[c] for c in columns),
-                              *(units(int(row[c])) for c in amounts)]
+            # csv writes None as an empty cell; so do the unit columns (an unmetered slot's).
+            writer.writerows([row[c] for c in columns]
+                             + [None if row[c] is None else units(int(row[c])) for c in amounts]
                              for row in rows[start:start + CSV_CHUNK_ROWS])
             yield out.getvalue()
             out.seek(0)
