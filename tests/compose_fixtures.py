@@ -240,6 +240,16 @@ class ComposeProject:
                 found[kind] = listed
         return found
 
+    def exit_codes(self) -> dict[str, int]:
+        """Each stopped container's exit code, by service."""
+        containers = self.compose("ps", "-a", "-q", timeout=60).stdout.split()
+        if not containers:
+            return {}
+        lines = run(["docker", "inspect", "--format",
+                     '{{index .Config.Labels "com.docker.compose.service"}} {{.State.ExitCode}}',
+                     *containers], timeout=60).stdout.splitlines()
+        return {service: int(code) for service, code in (line.split() for line in lines)}
+
     def down(self) -> None:
         """``down -v --remove-orphans`` and fail if anything of the project is left."""
         self.compose("down", "-v", "--remove-orphans", "--timeout", "120", timeout=600)
