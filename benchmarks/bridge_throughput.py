@@ -223,6 +223,7 @@ def run_phase(name: str, client: redis.Redis, events: list[dict[str, Any]],
         "sustained_per_s": round(steady, 1),
         "latency_p50_s": round(_quantile(latencies, 0.50), 3),
         "latency_p95_s": round(_quantile(latencies, 0.95), 3),
+        "latency_p99_s": round(_quantile(latencies, 0.99), 3),
         "latency_max_s": round(latencies[-1], 3),
         "gas_per_trade": round(gas / len(ids)),
         "blocks": len(busy),
@@ -412,10 +413,10 @@ class BridgeStack:
 
 @contextmanager
 def bridge_stack(home: Path, gas_limit: int, gas_budget: float, *, stream: str = STREAM,
-                 log_copy: Path | None = None) -> Iterator[BridgeStack]:
+                 log_copy: Path | None = None, **bridge: Any) -> Iterator[BridgeStack]:
     """Start a 1 s-period network, Redis, Settlement and the bridge on ``stream`` under
-    ``home``; stop every process on leaving, also on failure (the bridge's log is copied to
-    ``log_copy`` first)."""
+    ``home`` (``bridge``: other BridgeSettings fields than the defaults); stop every process
+    on leaving, also on failure (the bridge's log is copied to ``log_copy`` first)."""
     net = LocalNetwork(network_settings(home / "net", gas_limit),
                        ChainSettings().geth_bin_dir, Ports.free(), fast_keys=True)
     store = RedisService(private_connection(), home / "redis", home / "pids")
@@ -432,7 +433,7 @@ def bridge_stack(home: Path, gas_limit: int, gas_budget: float, *, stream: str =
         chain = dataclasses.replace(net.settings, rpc_url_override=net.rpc_url,
                                     deployment_file_override=home / "settlement.json")
         settings = BridgeSettings(chain=chain, streams=StreamSettings(store.url, stream),
-                                  metrics_port=free_port(), gas_budget=gas_budget)
+                                  metrics_port=free_port(), gas_budget=gas_budget, **bridge)
         service = BridgeService(settings, {**_base_env(), **settings.to_env()}, home / "pids")
         service.start()
         yield BridgeStack(home, net, store, w3, deployment, settings, service)

@@ -116,12 +116,18 @@ class StreamLoop(Generic[S, K, I]):
     # Why sending a previous run's items again does no harm, said when going on without them.
     resend_note: ClassVar[str]
 
+    def _small_batches(self) -> tuple[int, int]:
+        """Batch size while the queue is short, and the queue length from which batches
+        are full; (0, 0): always full."""
+        return 0, 0
+
     def __init__(self, settings: S, metrics: Metrics | None = None,
                  stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.stop = stop or threading.Event()
-        self.batcher: Batcher[I] = Batcher(settings.max_batch, settings.linger)
+        self.batcher: Batcher[I] = Batcher(settings.max_batch, settings.linger,
+                                           *self._small_batches())
         self._open: dict[K, I] = {}
         self._acks: list[str] = []
         self._dead: list[Rejected] = []

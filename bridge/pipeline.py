@@ -64,6 +64,9 @@ class Bridge(StreamLoop[BridgeSettings, uuid.UUID, Item]):
     redis_hint = " (set by REDIS_URL, or REDIS_HOST and REDIS_PORT)"
     resend_note = "the contract skips any trade recorded twice"
 
+    def _small_batches(self) -> tuple[int, int]:
+        return self.settings.small_batch, self.settings.heavy_queue
+
     def _codec(self, abi: Any) -> BatchCodec[Item]:
         return TradeCodec(abi)
 

@@ -51,6 +51,9 @@ EVM_VERSION = "london"  # the chain is Clique (geth 1.13): no PUSH0, so nothing 
 OPTIMIZER_RUNS = 10_000
 # geth's pool refuses larger transactions ("oversized data").
 MAX_TRANSACTION_BYTES = 128 * 1024
+# geth 1.13 (eth/handler.go txMaxBroadcastSize) sends a transaction up to this size whole to
+# its peers; a bigger one it only announces, and a peer asks for it 500 ms later at best.
+BROADCAST_TRANSACTION_BYTES = 4096
 # recordTrades calldata: selector and array head, then ten 32-byte words per trade.
 _CALLDATA_HEAD_BYTES = 4 + 32 + 32
 CALLDATA_BYTES_PER_TRADE = 10 * 32
@@ -432,6 +435,12 @@ def max_batch_size(transaction_limit: int = MAX_TRANSACTION_BYTES) -> int:
     """How many trades one recordTrades transaction can carry under geth's size limit."""
     room = transaction_limit - _TRANSACTION_ENVELOPE_BYTES - _CALLDATA_HEAD_BYTES
     return max(room // CALLDATA_BYTES_PER_TRADE, 0)
+
+
+def broadcast_batch_size() -> int:
+    """How many trades one signed recordTrades transaction can carry and still be sent
+    whole to the signers rather than announced (11)."""
+    return max_batch_size(BROADCAST_TRANSACTION_BYTES)
 
 
 def record_trades_calldata(abi: list[dict[str, Any]], records: Sequence[TradeRecord]) -> bytes:

@@ -74,6 +74,66 @@ def test_the_queue_batches_in_order_and_puts_failed_batches_back_in_front() -> N
     assert [i.entry_ids[0] for i in batcher.take(5)] == ["0-0", "1-0", "2-0"]
 
 
+def test_batches_are_small_while_the_queue_is_short_and_full_when_it_is_long() -> None:
+    batcher: Batcher[Item] = Batcher(max_batch=100, linger=0.5, small_batch=4, heavy_queue=10)
+    for index in range(3):
+        batcher.add(item(index, queued_at=100.0))
+    assert not batcher.ready(now=100.1)  # three young trades: wait for a fourth
+    batcher.add(item(3, queued_at=100.0))
+    assert batcher.ready(now=100.1)  # a small batch is full: send it now
+    assert len(batcher.take(100)) == 4
+    for index in range(4, 13):
+        batcher.add(item(index, queued_at=100.0))
+    assert (batcher.batch_size(), len(batcher.take(100))) == (4, 4)  # 9 queued: short
+    for index in range(13, 30):
+        batcher.add(item(index, queued_at=100.0))
+    assert batcher.batch_size() == 100  # 22 queued: long, so one full-size batch
+    assert not batcher.ready(now=100.1)  # ...waiting for fuller up to the linger time
+    assert len(batcher.take(100)) == 22
+    assert len(batcher.take(100)) == 0
+    off: Batcher[Item] = Batcher(max_batch=100, linger=0.5, small_batch=0, heavy_queue=10)
+    for index in range(5):
+        off.add(item(index, queued_at=100.0))
+    assert (off.batch_size(), off.ready(now=100.1), len(off.take(100))) == (100, False, 5)
+    with pytest.raises(BridgeConfigError, match="BRIDGE_SMALL_BATCH must be between 0"):
+        BridgeSettings.from_env({"BRIDGE_MAX_BATCH": "10", "BRIDGE_SMALL_BATCH": "11"})
+
+
+def test_a_small_batch_of_the_largest_trades_is_sent_whole_by_geth() -> None:
+    """geth sends a transaction of at most 4 KiB to its peers and only announces a bigger
+    one. A small batch of the largest trades, signed with the largest nonce, gas and fees it
+    could carry, stays within; every trade adds exactly its 320 bytes of calldata."""
+    from pilotchain.contract import (
+        BROADCAST_TRANSACTION_BYTES,
+        broadcast_batch_size,
+        record_trades_calldata,
+    )
+    from pilotchain.trades import MAX_AMOUNT
+
+    abi = compile_settlement().abi
+    widest = uuid.UUID(int=2**128 - 1)
+    template = read_recording(DATA / "default_3_one_sided.jsonl")[0]
+    largest = dataclasses.replace(template, trade_id=widest, market=widest,
+                                  time_slot=2**63 - 1, seller=widest, buyer=widest,
+                                  seller_origin=widest, buyer_origin=widest,
+                                  energy=MAX_AMOUNT, price=MAX_AMOUNT, fee=MAX_AMOUNT)
+    signer = Account.from_key(bytes(range(1, 33)))
+
+    def signed_size(trades: int) -> int:
+        data = record_trades_calldata(abi, [largest] * trades)
+        tx = {"to": signer.address, "data": data, "value": 0, "gas": 2**63 - 1,
+              "nonce": 2**64 - 2, "chainId": 2**32 - 1, "maxFeePerGas": 2**128 - 1,
+              "maxPriorityFeePerGas": 2**128 - 1, "type": 2}
+        return len(signer.sign_transaction(tx).raw_transaction)
+
+    small = broadcast_batch_size()
+    assert small == BridgeSettings().small_batch >= 10
+    assert signed_size(small) <= BROADCAST_TRANSACTION_BYTES
+    assert signed_size(small + 1) - signed_size(small) == CALLDATA_BYTES_PER_TRADE
+    # One more trade would leave no room for a real envelope: the count is not too timid.
+    assert signed_size(small + 2) > BROADCAST_TRANSACTION_BYTES
+
+
 def test_the_metrics_endpoint_serves_json_and_health() -> None:
     metrics = Metrics()
     server = HealthServer(metrics, "127.0.0.1", 0)
