@@ -325,8 +325,10 @@ def plot_ladder(result: dict[str, Any], path: Path) -> None:
     ax.legend()
     ax = axes[2]
     bottom = [0.0] * len(steps)
-    for name, label in (("geth_cores", "geth nodes"), ("bridge", "bridge"), ("redis", "redis")):
-        values = [s[name] if name == "geth_cores" else s["cores"].get(name, 0) for s in steps]
+    for name, label in (("geth_cores", "geth nodes"), ("bridge", "bridge"), ("redis", "redis"),
+                        ("other_cores", "other work on the machine")):
+        values = [s[name] if name.endswith("_cores") else s["cores"].get(name, 0)
+                  for s in steps]
         ax.bar(limits, values, width=[8] * len(steps), bottom=bottom, label=label)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.plot(limits, [s["cores"]["machine_busy"] for s in steps], "ko-", label="machine")
