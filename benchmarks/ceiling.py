@@ -42,6 +42,7 @@ import itertools
 import json
 import math
 import random
+import resource
 import sys
 import tempfile
 import threading
@@ -139,6 +140,13 @@ def bridge_options(gas_limit: int, period: int) -> dict[str, Any]:
     return {"max_in_flight": max(BridgeSettings().max_in_flight, BLOCKS_IN_FLIGHT * per_block)}
 
 
+def _own_cpu() -> float:
+    """CPU seconds of this process (its watcher threads poll the RPC node and the bridge);
+    not a child of anything measured, so counted apart from the stack."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 # --- one run ----------------------------------------------------------------------------------
 
 
@@ -162,10 +170,11 @@ def measure(home: Path, gas_limit: int, period: int, trades: int, options: dict[
             cpu = TreeCpuMeter({**pids, "bridge": stack.service.process.pid,
                                 "redis": stack.store.process.pid})
             events = make_events(trades, rng)
-            cpu_before = cpu.sample()
+            cpu_before, self_before = cpu.sample(), _own_cpu()
             phase, latencies = run_phase(f"{gas_limit / 1e6:.0f}M", client, events, None,
                                          watch, 300 + trades * period / 50, cpu)
-            cpu_after = cpu.sample()
+            cpu_after = {**cpu.sample(), "benchmark": _own_cpu()}
+            cpu_before["benchmark"] = self_before
         finally:
             watch.stop.set()
             samples.stop.set()
@@ -195,7 +204,9 @@ def figures(gas_limit: int, period: int, options: dict[str, Any], phase: dict[st
     cores = phase["cores_in_use"]
     geth_cores = round(sum(v for k, v in cores.items()
                            if k not in ("machine_busy", "bridge", "redis")), 2)
-    # The machine is shared: what our processes did not use went to someone else.
+    # The machine is shared: what the stack and this benchmark did not use went to others.
+    seconds = window[1] - window[0]
+    watcher = round(cpu_seconds.get("benchmark", 0.0) / seconds, 2) if seconds > 0 else 0.0
     ours = round(sum(v for k, v in cores.items() if k != "machine_busy"), 2)
     step = {
         "gas_limit": gas_limit, "period_s": period, "bridge_options": options,
@@ -219,7 +230,8 @@ def figures(gas_limit: int, period: int, options: dict[str, Any], phase: dict[st
         "bridge_in_flight_mean": round(sum(in_flight) / len(in_flight), 1) if in_flight else 0,
         "bridge_rss_max_mb": round(max(rss, default=0) / 1e6, 1),
         "cores": cores, "geth_cores": geth_cores, "our_cores": ours,
-        "other_cores": round(cores["machine_busy"] - ours, 2), "cpu_seconds": cpu_seconds,
+        "benchmark_cores": watcher,
+        "other_cores": round(cores["machine_busy"] - ours - watcher, 2), "cpu_seconds": cpu_seconds,
         "load_before": load_before, "load_after": load_average(),
         "block_series": [{k: b[k] for k in ("number", "seen", "time", "gas_used", "base_fee",
                                              "trades")} for b in blocks],
@@ -326,8 +338,9 @@ def plot_ladder(result: dict[str, Any], path: Path) -> None:
     ax = axes[2]
     bottom = [0.0] * len(steps)
     for name, label in (("geth_cores", "geth nodes"), ("bridge", "bridge"), ("redis", "redis"),
+                        ("benchmark_cores", "this benchmark's watchers"),
                         ("other_cores", "other work on the machine")):
-        values = [s[name] if name.endswith("_cores") else s["cores"].get(name, 0)
+        values = [s.get(name, 0) if name.endswith("_cores") else s["cores"].get(name, 0)
                   for s in steps]
         ax.bar(limits, values, width=[8] * len(steps), bottom=bottom, label=label)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
