@@ -257,7 +257,7 @@ def what_limits(step: dict[str, Any]) -> list[str]:
     if step["fraction_of_bound"] >= 0.85:
         found.append(f"the gas target ({step['fraction_of_bound']:.0%} of its bound)")
     if not found:
-        cap = step["bridge_options"]["max_in_flight"]
+        cap = step["bridge_options"].get("max_in_flight", BridgeSettings().max_in_flight)
         found.append(f"the bridge's pipeline: {step['bridge_in_flight_mean']} of {cap} "
                      f"transactions in flight on average, {busy} cores busy")
     return found
@@ -356,10 +356,12 @@ def plot_ladder(result: dict[str, Any], path: Path) -> None:
 
 
 def slot_burst(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {}  # the bridge's defaults, as ./scripts/up runs it
+    # The bridge's defaults, as ./scripts/up runs it, unless --max-in-flight says otherwise.
+    options: dict[str, Any] = {"max_in_flight": args.max_in_flight} if args.max_in_flight \
+        else {}
     with tempfile.TemporaryDirectory(prefix="slot-burst-") as tmp:
         step = measure(Path(tmp), args.gas_limit, args.period, args.burst, options,
-                       random.Random(SEED), args.out / "slot_burst.bridge.log")
+                       random.Random(SEED), args.out / f"{args.name}.bridge.log")
     rss = [r["rss"] for r in step["samples"] if "rss" in r]
     return {"mode": "burst", **step, "bridge_rss_first_mb": round(rss[0] / 1e6, 1)
             if rss else None, "max_queued": BridgeSettings().max_queued}
@@ -431,16 +433,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="block period for --burst (default: the pilot's)")
     parser.add_argument("--gas-limit", type=int, default=ChainSettings().gas_limit,
                         help="gas limit for --burst (default: the pilot's)")
+    parser.add_argument("--max-in-flight", type=int, default=0,
+                        help="BRIDGE_MAX_IN_FLIGHT for --burst (default: the bridge's)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     if args.burst:
+        default = (args.gas_limit, args.period, args.max_in_flight) == (
+            ChainSettings().gas_limit, ChainSettings().block_period, 0)
+        name = args.name = "slot_burst" if default else \
+            f"slot_burst.{args.gas_limit // 1_000_000}M.{args.period}s.{args.max_in_flight}"
         result = slot_burst(args)
-        default = (args.gas_limit, args.period) == (ChainSettings().gas_limit,
-                                                    ChainSettings().block_period)
-        name = "slot_burst" if default else \
-            f"slot_burst.{args.gas_limit // 1_000_000}M.{args.period}s"
         plot_burst(result, args.out / f"{name}.png")
         print_burst(result)
     else:
