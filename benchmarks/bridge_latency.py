@@ -67,7 +67,8 @@ def measure(name: str, overrides: dict[str, Any], args: argparse.Namespace,
     result: dict[str, Any] = {"settings": overrides, "loads": {}}
     with tempfile.TemporaryDirectory(prefix=f"bridge-latency-{name}-") as tmp, \
             bridge_stack(Path(tmp), args.gas_limit, BridgeSettings().gas_budget,
-                         log_copy=args.out / f"bridge_latency.{name}.log", **overrides) as stack:
+                         log_copy=args.out / f"bridge_latency.{name}.log",
+                         bridge_options=overrides) as stack:
         watcher = threading.Thread(target=watch_chain, daemon=True, args=(
             connect(stack.net.rpc_url), stack.deployment.address, watch,
             f"{stack.settings.metrics_url}/metrics"))

@@ -392,8 +392,8 @@ def plot(result: dict[str, Any], watch: Watch, latencies: list[float], path: Pat
 # --- main ---------------------------------------------------------------------------------
 
 
-def network_settings(home: Path, gas_limit: int) -> ChainSettings:
-    return dataclasses.replace(ChainSettings(), block_period=1, gas_limit=gas_limit,
+def network_settings(home: Path, gas_limit: int, period: int = 1) -> ChainSettings:
+    return dataclasses.replace(ChainSettings(), block_period=period, gas_limit=gas_limit,
                                keys_dir=home / "keys", genesis_file=home / "genesis.json",
                                data_dir=home / "data")
 
@@ -413,11 +413,13 @@ class BridgeStack:
 
 @contextmanager
 def bridge_stack(home: Path, gas_limit: int, gas_budget: float, *, stream: str = STREAM,
-                 log_copy: Path | None = None, **bridge: Any) -> Iterator[BridgeStack]:
-    """Start a 1 s-period network, Redis, Settlement and the bridge on ``stream`` under
-    ``home`` (``bridge``: other BridgeSettings fields than the defaults); stop every process
-    on leaving, also on failure (the bridge's log is copied to ``log_copy`` first)."""
-    net = LocalNetwork(network_settings(home / "net", gas_limit),
+                 log_copy: Path | None = None, period: int = 1,
+                 bridge_options: dict[str, Any] | None = None) -> Iterator[BridgeStack]:
+    """Start a ``period``-second network, Redis, Settlement and the bridge on ``stream``
+    under ``home`` (``bridge_options``: BridgeSettings fields other than the defaults); stop
+    every process on leaving, also on failure (the bridge's log is copied to ``log_copy``
+    first)."""
+    net = LocalNetwork(network_settings(home / "net", gas_limit, period),
                        ChainSettings().geth_bin_dir, Ports.free(), fast_keys=True)
     store = RedisService(private_connection(), home / "redis", home / "pids")
     service: BridgeService | None = None
@@ -433,7 +435,8 @@ def bridge_stack(home: Path, gas_limit: int, gas_budget: float, *, stream: str =
         chain = dataclasses.replace(net.settings, rpc_url_override=net.rpc_url,
                                     deployment_file_override=home / "settlement.json")
         settings = BridgeSettings(chain=chain, streams=StreamSettings(store.url, stream),
-                                  metrics_port=free_port(), gas_budget=gas_budget, **bridge)
+                                  metrics_port=free_port(), gas_budget=gas_budget,
+                                  **(bridge_options or {}))
         service = BridgeService(settings, {**_base_env(), **settings.to_env()}, home / "pids")
         service.start()
         yield BridgeStack(home, net, store, w3, deployment, settings, service)
