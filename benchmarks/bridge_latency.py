@@ -113,7 +113,9 @@ def compare(result: dict[str, Any], loads: Sequence[str]) -> dict[str, Any]:
         "loads": rows,
         "saturation_new_per_s": saturation,
         "saturation_old_per_s": old["burst"]["sustained_per_s"],
-        "saturation_new_over_old": round(saturation / old["burst"]["sustained_per_s"], 3),
+        # A burst too small to span two blocks has no sustained rate (0): no ratio then.
+        "saturation_new_over_old": (round(saturation / old["burst"]["sustained_per_s"], 3)
+                                    if old["burst"]["sustained_per_s"] else None),
         "bound_per_s": new["burst"]["bound_per_s"],
         "fraction_of_bound": new["burst"]["fraction_of_bound"],
         "bound_target_met": new["burst"]["fraction_of_bound"] >= BOUND_TARGET,
