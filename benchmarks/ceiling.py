@@ -291,7 +291,7 @@ def ladder(args: argparse.Namespace) -> dict[str, Any]:
     done = [s for s in steps if "failed" not in s]
     base = done[0]
     for s in done:
-        s["ratio_to_baseline"] = round(s["sustained_per_s"] / base["sustained_per_s"], 2)
+        s["ratio_to_baseline"] = ratio(s["sustained_per_s"], base["sustained_per_s"])
     best = max(done, key=lambda s: s["sustained_per_s"])
     return {"mode": "ladder", "trades_per_step": args.trades, "baseline_gas_limit":
             base["gas_limit"], "steps": steps, "best": {
@@ -300,10 +300,16 @@ def ladder(args: argparse.Namespace) -> dict[str, Any]:
             "target_per_s": 1500, "target_met": best["sustained_per_s"] >= 1500}
 
 
+def ratio(value: float, baseline: float) -> float | None:
+    """``value`` over the baseline; None when a step too small to span two blocks has no
+    sustained rate."""
+    return round(value / baseline, 2) if baseline else None
+
+
 def print_step(step: dict[str, Any], base: dict[str, Any]) -> None:
     fee = step["base_fee_gwei"]
     print(f"{step['gas_limit'] / 1e6:>5.0f}M {step['sustained_per_s']:>8.0f}/s "
-          f"(x{step['sustained_per_s'] / base['sustained_per_s']:.2f} vs "
+          f"(x{ratio(step['sustained_per_s'], base['sustained_per_s'])} vs "
           f"{base['gas_limit'] / 1e6:.0f}M) bound {step['bound_per_s']:.0f}/s "
           f"({step['fraction_of_bound']:.0%}) base fee {fee['first']:.3g}->{fee['max']:.3g}->"
           f"{fee['last']:.3g} gwei, cores {step['cores']['machine_busy']} "
