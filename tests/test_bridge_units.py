@@ -20,9 +20,16 @@ from bridge.events import Rejected, decode_entry
 from bridge.gas import gas_limit_for, max_trades_for_gas
 from bridge.health import HealthServer
 from bridge.metrics import Metrics
-from pilotchain.contract import CALLDATA_BYTES_PER_TRADE, compile_settlement, max_batch_size
+from pilotchain.contract import (
+    BROADCAST_TRANSACTION_BYTES,
+    CALLDATA_BYTES_PER_TRADE,
+    broadcast_batch_size,
+    compile_settlement,
+    max_batch_size,
+    record_trades_calldata,
+)
 from pilotchain.errors import ConfigError
-from pilotchain.trades import read_recording
+from pilotchain.trades import MAX_AMOUNT, read_recording
 
 
 def test_settings_are_read_from_the_environment_with_defaults() -> None:
@@ -103,13 +110,6 @@ def test_a_small_batch_of_the_largest_trades_is_sent_whole_by_geth() -> None:
     """geth sends a transaction of at most 4 KiB to its peers and only announces a bigger
     one. A small batch of the largest trades, signed with the largest nonce, gas and fees it
     could carry, stays within; every trade adds exactly its 320 bytes of calldata."""
-    from pilotchain.contract import (
-        BROADCAST_TRANSACTION_BYTES,
-        broadcast_batch_size,
-        record_trades_calldata,
-    )
-    from pilotchain.trades import MAX_AMOUNT
-
     abi = compile_settlement().abi
     widest = uuid.UUID(int=2**128 - 1)
     template = read_recording(DATA / "default_3_one_sided.jsonl")[0]

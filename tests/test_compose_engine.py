@@ -440,7 +440,7 @@ def test_e_a_partitioned_validator_rejoins_one_chain(
 
 def test_f_the_bridge_killed_mid_replay_settles_every_trade_once(
         stack: ComposeProject, w3: Web3, timings: Timings) -> None:
-    deployment = load_deployment(stack.directory / "data" / "compose" / "settlement.json")
+    deployment = deployment_of(stack)
     lines = synthesise(TRADES, seed=11)
     trade_ids = {json.loads(line)["trade"]["id"] for line in lines}
     assert len(trade_ids) == TRADES
