@@ -16,6 +16,9 @@ CACHE_DIR="${PILOTCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pilotchain}"
 COMPOSE_BIN="$CACHE_DIR/compose-$COMPOSE_VERSION/docker-compose"
 PLUGIN_DIR="${DOCKER_CLI_PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}"
 
+# Another apt (a second test run, unattended upgrades) may hold the lock: wait for it.
+APT_WAIT=(-o DPkg::Lock::Timeout=600)
+
 say() { echo "install-docker: $*" >&2; }
 die() { say "$*"; exit 1; }
 
@@ -23,10 +26,10 @@ apt_install() {
     command -v apt-get >/dev/null 2>&1 || die "no apt-get on this machine; install $* yourself."
     [ "$(id -u)" -eq 0 ] || die "installing $* needs root; run this script as root (or with sudo)."
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q --no-install-recommends "$@" >&2; then
+    if ! apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "$@" >&2; then
         say "refreshing the package lists and trying again"
-        apt-get update -q >&2 || die "apt-get update failed; is Debian's mirror reachable?"
-        apt-get install -y -q --no-install-recommends "$@" >&2 || die "apt-get could not install $*."
+        apt-get "${APT_WAIT[@]}" update -q >&2 || die "apt-get update failed; is Debian's mirror reachable?"
+        apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "$@" >&2 || die "apt-get could not install $*."
     fi
 }
 

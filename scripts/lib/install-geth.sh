@@ -17,9 +17,11 @@ if [ -x "$BIN_DIR/geth" ] && [ -x "$BIN_DIR/bootnode" ] \
     exit 0
 fi
 
+# Another apt (a second test run, unattended upgrades) may hold the lock: wait for it.
+APT_WAIT=(-o DPkg::Lock::Timeout=600)
 if ! command -v go >/dev/null 2>&1; then
     say "Go is not installed; installing Debian's golang-go (needs root)."
-    apt-get update -qq >&2 && apt-get install -y -qq golang-go >&2
+    apt-get "${APT_WAIT[@]}" update -qq >&2 && apt-get "${APT_WAIT[@]}" install -y -qq golang-go >&2
 fi
 go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
 if [ "$go_minor" -lt 21 ]; then
