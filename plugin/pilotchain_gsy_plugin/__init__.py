@@ -19,6 +19,16 @@ deliver what is left and writes the rest to the overflow file.
 A reply lost after Redis has applied an XADD makes the publisher send that event again: the
 bridge and the contract settle a trade id once however often it arrives.
 
+Every leg, also those gsy-e does not pass to the hook: in two-sided markets (spot, settlement,
+future, forward), a bid that an inter-area agent forwarded and that matched in another market
+comes back to its source market as ``TwoSidedMarket.accept_bid(..., offer=None)``, a "chain
+trade" that gsy-e appends to the market's ``trades`` and exports but never hands to
+``track_trade_event`` (gsy-e ab358e7, ``models/market/two_sided.py``; docs/bridge.md has the
+report for Grid Singularity). The first interface gsy-e builds wraps ``accept_bid`` of every
+two-sided market class it has (:func:`report_chain_legs`, again for classes defined later) so
+that each such trade goes to the same market's interface, once: a trade id already handed to
+the hook recently (say, by a gsy-e that reports these legs itself) is not handed again.
+
 Only the standard library and redis-py here: this package is installed into gsy-e's
 environment (``scripts/install-plugin``), apart from the bridge, so it shares no code with it.
 The constants both sides must agree on are copied; a test holds them equal.
@@ -27,6 +37,8 @@ The constants both sides must agree on are copied; a test holds them equal.
 from __future__ import annotations
 
 import atexit
+import functools
+import inspect
 import json
 import logging
 import os
@@ -34,7 +46,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +63,9 @@ DEFAULT_STREAM = "pilotchain:trades"
 DELIVERY_CHUNK = 500
 DELIVERY_LINGER = 0.05
 EXIT_GRACE_SECONDS = 5.0
+# Trade ids the hook took recently: enough to span one accept_bid and whatever gsy-e reports
+# inside it, so a leg is handed to the stream once however many wrappers see it.
+RECENT_TRADE_IDS = 4096
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,29 @@ def plugin_settings(environ: Mapping[str, str] | None = None) -> PluginSettings:
     )
 
 
+class RecentIds:
+    """The last ``size`` trade ids the hook took, to hand each one to the stream once."""
+
+    def __init__(self, size: int = RECENT_TRADE_IDS) -> None:
+        self._order: deque[Any] = deque()
+        self._seen: set[Any] = set()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def first_time(self, trade_id: Any) -> bool:
+        """True unless ``trade_id`` was taken recently; a trade without an id always is."""
+        if trade_id is None:
+            return True
+        with self._lock:
+            if trade_id in self._seen:
+                return False
+            self._seen.add(trade_id)
+            self._order.append(trade_id)
+            if len(self._order) > self._size:
+                self._seen.discard(self._order.popleft())
+            return True
+
+
 class TradePublisher:
     """An ordered, bounded buffer of events and the thread that appends them to Redis."""
 
@@ -103,6 +141,7 @@ class TradePublisher:
         self._overflowed = 0
         self._closing = False
         self._idle = False
+        self.recent = RecentIds()  # the trade ids the hook handed over lately
 
     # -- gsy-e's thread ----------------------------------------------------------------
 
@@ -249,6 +288,7 @@ class SubstrateBlockchainInterface:
         self.market_id = market_id
         self.simulation_id = simulation_id
         self._publisher = shared_publisher()
+        _hook_gsy_e()
 
     def create_new_offer(self, energy: Any, price: Any, seller: Any) -> str:
         return str(uuid.uuid4())
@@ -266,6 +306,8 @@ class SubstrateBlockchainInterface:
     def track_trade_event(self, time_slot: Any, trade: Any) -> None:
         """Queue the trade for the stream; never raises into gsy-e."""
         try:
+            if not self._publisher.recent.first_time(getattr(trade, "id", None)):
+                return
             self._publisher.publish({
                 "market_id": _text(self.market_id),
                 "simulation_id": _text(self.simulation_id),
@@ -278,6 +320,112 @@ class SubstrateBlockchainInterface:
 
     def bc_listener(self) -> None:
         pass
+
+
+# --- the legs gsy-e does not report ------------------------------------------------------
+
+_WRAPPED = "__pilotchain_reports_chain_legs__"
+_hook_lock = threading.Lock()
+_not_gsy_e = False  # gsy-e is not importable here: do not look again for every interface
+
+
+def report_chain_legs(two_sided_market: type) -> list[str]:
+    """Wrap ``accept_bid`` of ``two_sided_market`` and of each subclass that defines its own,
+    so that the chain legs it makes (no offer) reach the market's ledger interface; returns
+    the names of the classes wrapped now (none the second time)."""
+    wrapped = []
+    with _hook_lock:
+        for cls in _with_subclasses(two_sided_market):
+            own = cls.__dict__.get("accept_bid")
+            if own is None or getattr(own, _WRAPPED, False):
+                continue
+            cls.accept_bid = _reporting(own)  # type: ignore[attr-defined]
+            wrapped.append(cls.__qualname__)
+    return wrapped
+
+
+def _with_subclasses(cls: type) -> Iterator[type]:
+    yield cls
+    for sub in cls.__subclasses__():
+        yield from _with_subclasses(sub)
+
+
+def _reporting(accept_bid: Callable[..., Any]) -> Callable[..., Any]:
+    offer_of = _offer_argument(accept_bid)
+
+    @functools.wraps(accept_bid)
+    def accept_bid_and_report_leg(market: Any, *args: Any, **kwargs: Any) -> Any:
+        trade = accept_bid(market, *args, **kwargs)
+        # gsy-e's own test (two_sided.py, ``if not offer``): a bid accepted without an offer
+        # is a chain leg; with one, accept_offer reported the match's offer trade.
+        if not offer_of(args, kwargs, trade):
+            try:
+                bc = getattr(market, "bc_interface", None)
+                if isinstance(bc, SubstrateBlockchainInterface):
+                    bc.track_trade_event(market.time_slot, trade)
+            except Exception:  # never into gsy-e: its trade stands whatever the ledger does
+                log.exception("Could not report the chain leg %s of market %s to PilotChain.",
+                              getattr(trade, "id", "?"), getattr(market, "name", "?"))
+        return trade
+
+    setattr(accept_bid_and_report_leg, _WRAPPED, True)
+    return accept_bid_and_report_leg
+
+
+def _offer_argument(accept_bid: Callable[..., Any]
+                    ) -> Callable[[tuple[Any, ...], dict[str, Any], Any], Any]:
+    """Where a call of ``accept_bid(self, bid, ..., offer=...)`` carries its offer: found once
+    in the signature (through gsy-e's lock decorator, which keeps ``__wrapped__``) and read
+    per call without binding every argument. An override taking ``*args, **kwargs`` names no
+    offer: then the trade's own record of it (gsy-framework's ``match_details``) says."""
+    parameters = list(inspect.signature(accept_bid).parameters.values())
+    names = [parameter.name for parameter in parameters]
+    if "offer" not in names:
+        def offer_in_trade(args: tuple[Any, ...], kwargs: dict[str, Any], trade: Any) -> Any:
+            if "offer" in kwargs:
+                return kwargs["offer"]
+            return (getattr(trade, "match_details", None) or {}).get("offer")
+        return offer_in_trade
+    position = names.index("offer") - 1  # args come without self
+    default = parameters[position + 1].default
+    default = None if default is inspect.Parameter.empty else default
+
+    def offer_argument(args: tuple[Any, ...], kwargs: dict[str, Any], trade: Any) -> Any:
+        if "offer" in kwargs:
+            return kwargs["offer"]
+        return args[position] if len(args) > position else default
+
+    return offer_argument
+
+
+def _hook_gsy_e() -> None:
+    """Report gsy-e's chain legs, if this is gsy-e: a cheap no-op after the first time for
+    each class (gsy-e builds an interface per market, and every market class it uses is
+    defined before its first market)."""
+    global _not_gsy_e
+    if _not_gsy_e:
+        return
+    try:
+        from gsy_e.models.market.two_sided import TwoSidedMarket
+    except ImportError:
+        _not_gsy_e = True
+        return
+    # gsy-e builds the interfaces when the areas activate, maybe before its other market
+    # kinds are imported: import them now, so a subclass with its own accept_bid is seen.
+    for kind in ("settlement", "future", "forward"):
+        try:
+            __import__(f"gsy_e.models.market.{kind}")
+        except Exception:  # a gsy-e without that market kind
+            pass
+    try:
+        wrapped = report_chain_legs(TwoSidedMarket)
+    except Exception:
+        log.exception("Could not hook gsy-e's two-sided markets; forwarded bids' chain legs "
+                      "will be missing from PilotChain.")
+        return
+    if wrapped:
+        log.info("PilotChain reports the chain legs of forwarded bids in %s (gsy-e does not "
+                 "pass them to its ledger hook).", ", ".join(wrapped))
 
 
 def _text(value: Any) -> str | None:
