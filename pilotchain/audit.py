@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from eth_abi.abi import decode as abi_decode
 from eth_utils.abi import function_signature_to_4byte_selector
 from web3 import Web3
-from web3.types import FilterParams, LogReceipt
 
-from pilotchain.chain import batch_call, read
+from pilotchain.chain import batch_call, contract_logs, read
 from pilotchain.contract import Deployment
 from pilotchain.events import BATCH_RECORDED, TRADE_SETTLED, decode_as, event_of
 from pilotchain.metering import OPERATOR, BalancingTotals, balancing_totals
@@ -54,8 +53,7 @@ _BALANCING_OF = function_signature_to_4byte_selector("balancingOf(bytes32)")
 _STATEMENT_OF = function_signature_to_4byte_selector("statementOf(uint256,bytes32)")
 _RECORDED_IN = function_signature_to_4byte_selector("recordedIn(bytes32)")
 _STATEMENT_TYPES = ["uint256"] * 6 + ["int256", "bool"]
-# Blocks per eth_getLogs request and eth_calls per JSON-RPC batch: small enough for any node.
-LOG_PAGE_BLOCKS = 5_000
+# eth_calls per JSON-RPC batch: small enough for any node.
 CALLS_PER_BATCH = 500
 
 
@@ -92,7 +90,7 @@ def audit(w3: Web3, url: str, deployment: Deployment, *, to_block: int | None = 
     trades: list[tuple[TradeRecord, int]] = []
     replay = BalancingReplay()
     recorded_by_batches = 0
-    for logs in _logs(w3, url, deployment.address, deployment.block_number, head):
+    for logs in contract_logs(w3, url, deployment.address, deployment.block_number, head):
         for log in logs:
             kind = event_of(log)
             if kind is TRADE_SETTLED:
@@ -124,22 +122,6 @@ def audit(w3: Web3, url: str, deployment: Deployment, *, to_block: int | None = 
     _check_balance(bills, balancing, report)
     _check_statements(w3, url, deployment.address, replay, head, report)
     return report
-
-
-def _logs(w3: Web3, url: str, address: str, first: int, last: int
-          ) -> Iterator[Sequence[LogReceipt]]:
-    """The contract's logs, page by page of LOG_PAGE_BLOCKS blocks."""
-    start = first
-    while start <= last:
-        end = min(start + LOG_PAGE_BLOCKS - 1, last)
-        query: FilterParams = {"address": Web3.to_checksum_address(address),
-                               "fromBlock": start, "toBlock": end}
-        yield _get_logs(w3, url, query, f"Reading the logs of blocks {start}-{end}")
-        start = end + 1
-
-
-def _get_logs(w3: Web3, url: str, query: FilterParams, action: str) -> Sequence[LogReceipt]:
-    return read(url, action, lambda: w3.eth.get_logs(query))
 
 
 def _check_once(trades: Sequence[tuple[TradeRecord, int]], report: AuditReport) -> None:

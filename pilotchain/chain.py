@@ -13,9 +13,10 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, TypeVar, cast
 
 import requests
@@ -34,7 +35,7 @@ from web3.exceptions import (
 )
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers.base import JSONBaseProvider
-from web3.types import RPCEndpoint, RPCResponse, TxParams, TxReceipt
+from web3.types import FilterParams, LogReceipt, RPCEndpoint, RPCResponse, TxParams, TxReceipt
 
 from pilotchain.errors import ChainError
 
@@ -128,6 +129,28 @@ def read(url: str, action: str, fn: Callable[[], T]) -> T:
         raise ChainUnreachable(
             f"{action} failed: unexpected answer from the node at {describe(url)}: {error}"
         ) from None
+
+
+# Blocks per eth_getLogs request: small enough for any node's limits.
+LOG_PAGE_BLOCKS = 5_000
+
+
+def contract_logs(w3: Web3, url: str, address: str, first: int, last: int, *,
+                  topics: Sequence[bytes] | None = None,
+                  page_blocks: int = LOG_PAGE_BLOCKS) -> Iterator[Sequence[LogReceipt]]:
+    """The logs of the contract at ``address`` in blocks ``first`` to ``last``, in chain
+    order, one page of ``page_blocks`` blocks at a time; with ``topics``, only the logs whose
+    first topic is one of them."""
+    start = first
+    while start <= last:
+        end = min(start + page_blocks - 1, last)
+        query: FilterParams = {"address": Web3.to_checksum_address(address),
+                               "fromBlock": start, "toBlock": end}
+        if topics is not None:
+            query["topics"] = [[HexBytes(topic) for topic in topics]]
+        yield read(url, f"Reading the logs of blocks {start}-{end}",
+                   partial(w3.eth.get_logs, query))
+        start = end + 1
 
 
 def batch_call(w3: Web3, url: str, action: str,

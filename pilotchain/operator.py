@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from functools import partial
 from typing import Any, cast
 
 from eth_abi.abi import decode as abi_decode
@@ -28,9 +27,9 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
-from web3.types import FilterParams, LogReceipt, TxParams, TxReceipt
+from web3.types import LogReceipt, TxParams, TxReceipt
 
-from pilotchain.chain import Sender, batch_call, call, connect, wait_for_receipt
+from pilotchain.chain import Sender, batch_call, call, connect, contract_logs, wait_for_receipt
 from pilotchain.config import ChainSettings
 from pilotchain.contract import (
     Deployment,
@@ -257,15 +256,10 @@ class SettlementClient:
     def logs(self, topics: Sequence[bytes], from_block: int, to_block: int) -> list[LogReceipt]:
         """The contract's logs with any of ``topics`` first, in chain order."""
         found: list[LogReceipt] = []
-        start = max(from_block, self.deployment.block_number)
-        while start <= to_block:
-            end = min(to_block, start + LOG_CHUNK - 1)
-            query: FilterParams = {"address": self.contract.address, "fromBlock": start,
-                                   "toBlock": end,
-                                   "topics": [[HexBytes(topic) for topic in topics]]}
-            found += call(self.url, "Reading the contract's events",
-                          partial(self.w3.eth.get_logs, query))
-            start = end + 1
+        for page in contract_logs(self.w3, self.url, self.contract.address,
+                                  max(from_block, self.deployment.block_number), to_block,
+                                  topics=topics, page_blocks=LOG_CHUNK):
+            found += page
         return found
 
     def read_many(self, name: str, output: str, argument_lists: Sequence[Sequence[Any]]
