@@ -10,6 +10,7 @@ sentence, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import sys
@@ -29,7 +30,9 @@ from pilotchain.config import ChainSettings
 from pilotchain.contract import load_deployment
 from pilotchain.deployment import ensure_deployed
 from pilotchain.errors import PilotChainError
+from pilotchain.gsy_export import read_export
 from pilotchain.metering import Rates
+from pilotchain.reconcile import Reconciliation, chain_trades, reconcile
 from pilotchain.settings import load_environment
 
 Handler = Callable[[ChainSettings, Mapping[str, str], argparse.Namespace], int]
@@ -107,6 +110,17 @@ def add_core_commands(sub: Commands) -> dict[str, Commands]:
     audit_cmd.add_argument("--to-block", type=int, metavar="N",
                            help="audit up to block N (default: the head)")
     audit_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+    reconcile_cmd = command(sub, "reconcile", cmd_reconcile,
+                            "Compare a gsy-e run's own export (gsy-e run --export-path DIR) "
+                            "with the chain, market by market: trades missing, extra or "
+                            "different; exit 1 on any difference.")
+    reconcile_cmd.add_argument("export", type=Path, metavar="EXPORT_DIR",
+                               help="the run's export: the --export-path directory, or the "
+                                    "run's directory inside it")
+    reconcile_cmd.add_argument("--csv", type=Path, metavar="FILE",
+                               help="write every difference to FILE as CSV ('-': stdout)")
+    reconcile_cmd.add_argument("--to-block", type=int, metavar="N",
+                               help="read the chain up to block N (default: the head)")
     for cmd in (signers, propose, discard):
         cmd.add_argument("--ipc", action="append", metavar="PATH",
                          help="a validator's geth.ipc (repeat; default: the native validators)")
@@ -374,6 +388,61 @@ def cmd_audit(settings: ChainSettings, env: Mapping[str, str], args: argparse.Na
               "statement as the events say, receivable = payable." if report.ok
               else f"{len(report.findings)} difference(s) found.")
     return 0 if report.ok else 1
+
+
+def cmd_reconcile(settings: ChainSettings, env: Mapping[str, str],
+                  args: argparse.Namespace) -> int:
+    export = read_export(args.export)
+    url = settings.rpc_url
+    deployment = load_deployment(settings.deployment_file, chain_id=settings.chain_id)
+    chain = chain_trades(connect(url), url, deployment, to_block=args.to_block,
+                         progress=lambda step: print(f"reconcile: {step}", file=sys.stderr,
+                                                     flush=True))
+    result = reconcile(export, chain)
+    if args.csv is not None:
+        write_differences(result, args.csv)
+    if str(args.csv) != "-":
+        print_reconciliation(result, deployment.address)
+    return 0 if result.ok else 1
+
+
+def print_reconciliation(result: Reconciliation, contract: str) -> None:
+    columns = ("exported", "on_chain", "matched", "missing", "extra", "different",
+               "not_exported")
+    headers = ("market", "gsy-e", "chain", "matched", "missing", "extra", "different",
+               "not exported")
+    rows = [(tally.name, *(str(getattr(tally, c)) for c in columns)) for tally in result.markets]
+    rows.append(("all markets", *(str(result.total(c)) for c in columns)))
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    print(f"gsy-e run {result.run} against Settlement {contract}:")
+    for row in [headers, *rows]:
+        print("  " + "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
+                               for i, cell in enumerate(row)))
+    for difference in result.differences[:20]:
+        where = difference.exported or f"trade {difference.trade_id}"
+        print(f"  {difference.kind.upper()} {difference.market}, slot {difference.time_slot} "
+              f"({where}): {difference.detail}")
+    if len(result.differences) > 20:
+        print(f"  ... and {len(result.differences) - 20} more (--csv FILE lists every one)")
+    if result.total("not_exported"):
+        print(f"{result.total('not_exported')} trade(s) on chain are of slots gsy-e's export "
+              "does not cover (a settlement market still open when the run ended); not "
+              "counted as differences.")
+    print("The chain holds exactly gsy-e's books for this run." if result.ok
+          else f"{len(result.differences)} difference(s) between gsy-e's books and the chain.")
+
+
+def write_differences(result: Reconciliation, path: Path) -> None:
+    fields = ("kind", "market", "time_slot", "detail", "exported", "trade_id")
+    try:
+        with (contextlib.nullcontext(sys.stdout) if str(path) == "-"
+              else path.open("w", newline="", encoding="utf-8")) as out:
+            writer = csv.writer(out)
+            writer.writerow(fields)
+            for difference in result.differences:
+                writer.writerow([getattr(difference, name) for name in fields])
+    except OSError as error:
+        raise PilotChainError(f"Cannot write {path}: {error.strerror}.") from None
 
 
 def cmd_deploy(settings: ChainSettings, env: Mapping[str, str], args: argparse.Namespace) -> int:

@@ -84,9 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay_cmd.add_argument("args", nargs=argparse.REMAINDER,
                             help="FILE [--rate N] [--redis-url URL] [--stream NAME]")
     simulate = command(groups["meters"], "simulate", cmd_meters_simulate,
-                       "Register throwaway meters for a recording's boundary participants and "
+                       "Register throwaway meters for a gsy-e run's boundary participants and "
                        "publish their signed minute readings (slot energy = traded x deviation).")
-    simulate.add_argument("recording", type=Path, help="a gsy-e recording (JSON lines)")
+    simulate.add_argument("recording", type=Path, metavar="SOURCE",
+                          help="a recording of the plug-in's events (JSON lines), or gsy-e's "
+                               "own export of the run (the --export-path directory): every "
+                               "trade gsy-e booked")
     simulate.add_argument("--deviation", action="append", default=[],
                           metavar="PARTICIPANT=FACTOR",
                           help="measured energy = traded x FACTOR for this participant "

@@ -1,7 +1,10 @@
-"""Simulated meters for a gsy-e recording (``pilotchain meters simulate``): the demo of
-metering and the ingest's end-to-end test driver.
+"""Simulated meters for a gsy-e run (``pilotchain meters simulate``): the demo of metering and
+the ingest's end-to-end test driver.
 
-For each boundary participant of the recording (a house: a participant that is also a
+The run's trades come from a recording of the plug-in's events, or from gsy-e's own export of
+the run (``gsy-e run --export-path DIR``), which holds every trade gsy-e booked whether or not
+it reached the ledger: meters simulated from the export measure what physically crossed each
+house's connection. For each boundary participant (a house: a participant that is also a
 market, trading outside it) the simulator generates a throwaway meter key, registers a meter
 for it and publishes one signed reading per minute, whose registers make each slot's energy
 the traded energy times a deviation factor (1 unless given). Boundary readings carry the
@@ -33,6 +36,7 @@ from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
 from pilotchain.config import ChainSettings, MqttConnection
 from pilotchain.contract import load_deployment, settlement_contract
 from pilotchain.errors import ChainError, PilotChainError
+from pilotchain.gsy_export import read_export
 from pilotchain.keys import KeyStore
 from pilotchain.metering import (
     DEFAULT_SLOT_SECONDS,
@@ -126,25 +130,21 @@ def meter_readings(meter: bytes, key: LocalAccount, boundaries: Mapping[int, tup
     return readings
 
 
-def simulate(recording: Path, settings: ChainSettings, *, rpc_url: str,
+def simulate(source: Path, settings: ChainSettings, *, rpc_url: str,
              deviations: Mapping[uuid.UUID, float], publish: Callable[[
                  Sequence[tuple[SimulatedMeter, SignedReading]]], None],
              realtime: bool = False, keys_file: Path | None = None,
              progress: Callable[[str], None] = lambda _: None) -> Simulation:
     """Register a meter for each boundary participant and publish its readings."""
-    try:
-        records = read_recording(recording)
-    except OSError as error:
-        raise SimulationError(f"Cannot read the recording {recording}: "
-                              f"{error.strerror}.") from None
+    records = source_trades(source)
     participants = boundary_participants(records)
     if not participants:
-        raise SimulationError(f"The recording {recording} has no participant trading across "
+        raise SimulationError(f"The run in {source} has no participant trading across "
                               "its own area (no gsy-e house with outside trades).")
     unknown = sorted(str(p) for p in set(deviations) - set(participants))
     if unknown:
         raise SimulationError(f"--deviation names {', '.join(unknown)}, not a boundary "
-                              f"participant of {recording.name}; they are: "
+                              f"participant of {source.name}; they are: "
                               f"{', '.join(str(p) for p in participants)}.")
     w3 = connect(rpc_url)
     deployment = load_deployment(settings.deployment_file)
@@ -171,6 +171,16 @@ def simulate(recording: Path, settings: ChainSettings, *, rpc_url: str,
     progress(f"published {len(ordered)} readings")
     boundary = sum(1 for _, r in ordered if r.reading.time % slot_seconds == 0)
     return Simulation(meters, len(ordered), boundary, slots, registers, keys_file)
+
+
+def source_trades(source: Path) -> list[TradeRecord]:
+    """The trades of a recording (JSON lines), or of a gsy-e export (a directory)."""
+    if source.is_dir():
+        return read_export(source).records()
+    try:
+        return read_recording(source)
+    except OSError as error:
+        raise SimulationError(f"Cannot read the recording {source}: {error.strerror}.") from None
 
 
 def _paced(ordered: Sequence[tuple[SimulatedMeter, SignedReading]], realtime: bool

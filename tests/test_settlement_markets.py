@@ -1,7 +1,8 @@
 """A real gsy-e run with settlement markets (data/settlement_default_2a_two_sided.jsonl) on
-the real chain: the houses metered first (``runner.meters.simulate``, readings through the
-ingest), then every trade through the bridge. Each trade lands once, and every closed slot
-counts the settlement-market trades of that slot in the house's boundary energy."""
+the real chain: the houses metered first (``runner.meters.simulate`` from gsy-e's own export
+of the run, so the meters read what gsy-e booked across each house's connection, readings
+through the ingest), then every trade through the bridge. Each trade lands once, and every
+closed slot counts the settlement-market trades of that slot in the house's boundary energy."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from ingest_fixtures import (
     publish_readings,
     recorded_on_chain,
 )
-from recordings import SETTLEMENT_RECORDING, market_kind
+from recordings import DATA, SETTLEMENT_RECORDING, market_kind
 from web3.logs import DISCARD
 
 from pilotchain.chain import Sender, wait_for, wait_for_receipt
@@ -65,16 +66,16 @@ def test_settlement_market_trades_count_for_the_slot_they_settle(
     participants = boundary_participants(records)
     homes = {p: p for p in participants}
 
-    # What the recording holds: settlement-market trades, a quarter of them across a meter.
-    assert Counter(kind.values()) == Counter(spot=186, settlement=70, future=75)
+    # What the recording holds: settlement-market trades, 40 of them across a meter.
+    assert Counter(kind.values()) == Counter(spot=315, settlement=99, future=83)
     settlement = [r for r in records if kind[r.trade_id] == "settlement"]
     crossing = [r for r in settlement if crosses_a_meter(r, homes)]
-    assert len(participants) == 2 and len(crossing) == 25
+    assert len(participants) == 2 and len(crossing) == 40
     expected = boundary_energy(records, homes)
     from_settlement = boundary_energy(settlement, homes)
     from_others = boundary_energy([r for r in records if kind[r.trade_id] != "settlement"],
                                   homes)
-    assert len(from_settlement) == 30  # (house, slot) pairs; a trade between houses counts twice
+    assert len(from_settlement) == 38  # (house, slot) pairs; a trade between houses counts twice
 
     keys = metered.net.keys
     admin = Sender(metered.w3, keys.role("operator").unlock())
@@ -92,7 +93,7 @@ def test_settlement_market_trades_count_for_the_slot_they_settle(
                              deployment_file_override=metered.record)
     writer = ingest_settings(metered, redis_url)
     with IngestThread(writer):
-        simulation = simulate(SETTLEMENT_RECORDING, chain_settings,
+        simulation = simulate(DATA / "exports" / SETTLEMENT_RECORDING.stem, chain_settings,
                               rpc_url=metered.net.rpc_url, deviations={}, publish=publish,
                               keys_file=tmp_path / "meters.json")
         wait_for(lambda: (sum(recorded_on_chain(metered).values())
@@ -143,3 +144,10 @@ def test_settlement_market_trades_count_for_the_slot_they_settle(
     without = compute_balancing([r for r in records if kind[r.trade_id] != "settlement"],
                                 homes, simulation.registers, [RATES], pairs)
     assert sum(1 for b in without if b.charges or b.surplus_credit) > 0
+    # Nor had the chain legs of forwarded bids been missing, as gsy-e's hook alone left them
+    # (trades without an offer): 95 house-slots charged or credited with honest meters.
+    reported = [r for r, e in zip(records, events, strict=True)
+                if e["trade"].get("offer") is not None]
+    assert len(records) - len(reported) == 166
+    without_legs = compute_balancing(reported, homes, simulation.registers, [RATES], pairs)
+    assert sum(1 for b in without_legs if b.charges or b.surplus_credit) == 95
