@@ -13,6 +13,12 @@ recordings of ``tests/data`` under fresh trade ids, in three phases of ``--trade
 2. **Redis up**: the plug-in (``pilotchain_gsy_plugin``), its publisher thread delivering;
 3. **Redis down**: the plug-in after redis-server was stopped (the events wait in memory).
 
+Then what the hook on gsy-e's chain legs adds to ``TwoSidedMarket.accept_bid``, on a stand-in
+market with gsy-e's shape (its ``accept_bid`` behind a lock decorator, making a trade): the
+method alone (**accept_bid**), wrapped by the plug-in (``report_chain_legs``) for a bid trade
+of a match, which is not reported (**+hook, paired**), and for a chain leg, which is
+(**+hook, leg**, Redis up); their extra microseconds per call over the method alone.
+
 Prints each phase's wall time per call (mean, median, p99, max) and the calling thread's CPU
 time, the ratio of the plug-in's means to the baseline's (machines here are noisy, so the
 ratio is the number to compare between runs), and the earlier target (mean under 1 ms per call
@@ -32,6 +38,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import deque
@@ -52,6 +59,7 @@ from pilotchain_gsy_plugin import (
     PluginSettings,
     SubstrateBlockchainInterface,
     TradePublisher,
+    report_chain_legs,
 )
 
 DATA = PROJECT_ROOT / "tests" / "data"
@@ -119,6 +127,33 @@ def paced_calls(track: Track, events: list[dict[str, Any]], rate: float,
             "cpu_mean_us": statistics.mean(cpu) * 1e6}
 
 
+class StandInMarket:
+    """gsy-e's TwoSidedMarket as far as the hook sees it (models/market/two_sided.py)."""
+
+    def __init__(self, bc: Any) -> None:
+        self.bc_interface = bc
+        self.time_slot = None
+        self.trades: list[Any] = []
+        self._lock = threading.RLock()
+        self.pending: list[dict[str, Any]] = []
+
+    def accept_bid(self, bid: Any, energy: Any = None, seller: Any = None, buyer: Any = None,
+                   trade_offer_info: Any = None, offer: Any = None) -> Any:
+        with self._lock:  # gsy-e's lock_market_action
+            trade = FakeTrade(self.pending.pop()["trade"])
+            self.trades.append(trade)
+            return trade
+
+
+def leg_calls(accept_bid: Callable[..., Any], market: StandInMarket,
+              events: list[dict[str, Any]], offer: Any, rate: float,
+              deadline: float) -> dict[str, float]:
+    """``accept_bid`` of ``market`` once per event, paced like paced_calls."""
+    market.pending = list(reversed(events))
+    return paced_calls(lambda _slot, _trade: accept_bid(market, "bid", 1.0, offer=offer),
+                       events, rate, deadline)
+
+
 def delivered_ids(url: str) -> list[str]:
     client = redis.Redis.from_url(url)
     try:
@@ -150,6 +185,18 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
                                              deadline)
             if not publisher.flush(timeout=max(1.0, deadline - time.monotonic())):
                 raise PilotChainError("Redis did not take the first phase's trades in time")
+            market = StandInMarket(plugin)
+            plain = StandInMarket.accept_bid
+            hooked = type("TwoSidedMarket", (StandInMarket,), {"accept_bid": plain})
+            report_chain_legs(hooked)
+            legs = make_events(args.trades)
+            result["accept_bid"] = leg_calls(plain, market, legs, None, args.rate, deadline)
+            result["hook_paired"] = leg_calls(hooked.accept_bid, market,  # type: ignore[attr-defined]
+                                              legs, "offer", args.rate, deadline)
+            result["hook_leg"] = leg_calls(hooked.accept_bid, market,  # type: ignore[attr-defined]
+                                           legs, None, args.rate, deadline)
+            if not publisher.flush(timeout=max(1.0, deadline - time.monotonic())):
+                raise PilotChainError("Redis did not take the chain legs in time")
             store.stop()
             result["redis_down"] = paced_calls(plugin.track_trade_event,
                                                events[2 * args.trades:], args.rate, deadline)
@@ -158,7 +205,10 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
             gc.unfreeze()
         store.start()
         flushed = publisher.flush(timeout=max(1.0, deadline - time.monotonic()))
-        expected = [event["trade"]["id"] for event in events[args.trades:]]
+        # The plug-in's trades in order: Redis up, the chain legs (reported once; the paired
+        # bid trades not at all), Redis down.
+        expected = [event["trade"]["id"] for event in
+                    [*events[args.trades:2 * args.trades], *legs, *events[2 * args.trades:]]]
         result["outcome"] = {
             "waiting_while_down": waiting,
             "all_delivered_once_in_order": flushed and delivered_ids(store.url)
@@ -205,6 +255,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{phase:<11} {row['wall_mean_us']:>8.1f} {row['wall_median_us']:>8.1f} "
               f"{row['wall_p99_us']:>8.0f} {row['wall_max_us']:>8.0f} "
               f"{row['cpu_mean_us']:>8.1f} {ratio:>10.1f}x")
+    plain = result["accept_bid"]
+    print(f"{'accept_bid':<17} {'mean us':>8} {'median':>8} {'p99':>8} {'CPU us':>8} "
+          f"{'extra us':>9}")
+    for phase, label in (("accept_bid", "alone"), ("hook_paired", "+hook, paired"),
+                         ("hook_leg", "+hook, leg")):
+        row = result[phase]
+        print(f"{label:<17} {row['wall_mean_us']:>8.1f} {row['wall_median_us']:>8.1f} "
+              f"{row['wall_p99_us']:>8.0f} {row['cpu_mean_us']:>8.1f} "
+              f"{row['wall_mean_us'] - plain['wall_mean_us']:>9.1f}")
     worst = max(result[p]["wall_mean_us"] for p in ("redis_up", "redis_down")) / 1e6
     print(f"target: mean under {TARGET_SECONDS * 1e3:.0f} ms per call: "
           f"{'met' if worst < TARGET_SECONDS else 'MISSED'}")
