@@ -32,7 +32,7 @@ import re
 import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -89,7 +89,7 @@ class ExportedTrade:
     seller_origin: uuid.UUID
     buyer: uuid.UUID
     buyer_origin: uuid.UUID
-    source: str  # file:line of its first occurrence
+    source: str  # file:line of its first occurrence, the file relative to the run
 
     def as_record(self, occurrence: int = 0) -> TradeRecord:
         """As a trade record: a made-up id, stable for this row (gsy-e's export has no ids),
@@ -188,7 +188,7 @@ def read_export(path: Path) -> GsyExport:
                 continue
             rows, rewritten = _rows_once(trades_file)
             export.rewritten_rows += rewritten
-            export.trades += [_trade(row, line, trades_file, market, kind, by_name)
+            export.trades += [_trade(row, line, trades_file, run, market, kind, by_name)
                               for line, row in rows]
     return export
 
@@ -306,7 +306,7 @@ def _once(rows: Sequence[tuple[int, tuple[str, ...]]]) -> list[tuple[int, tuple[
     return [(line, row) for row, count in most.items() for line in where[row][:count]]
 
 
-def _trade(row: tuple[str, ...], line: int, path: Path, market: Area, kind: str,
+def _trade(row: tuple[str, ...], line: int, path: Path, run: Path, market: Area, kind: str,
            by_name: dict[str, Area]) -> ExportedTrade:
     slot, creation, rate, energy, seller, seller_origin, buyer, buyer_origin = row
 
@@ -328,7 +328,7 @@ def _trade(row: tuple[str, ...], line: int, path: Path, market: Area, kind: str,
         creation_time=creation, rate=rate_value, energy=energy_value,
         seller=party(seller, "seller"), seller_origin=party(seller_origin, "seller origin"),
         buyer=party(buyer, "buyer"), buyer_origin=party(buyer_origin, "buyer origin"),
-        source=f"{path.name}:{line}")
+        source=f"{path.relative_to(run)}:{line}")
 
 
 def _slot(text: str, path: Path, line: int) -> int:
@@ -336,9 +336,3 @@ def _slot(text: str, path: Path, line: int) -> int:
         return parse_time_slot(text)
     except ValueError:
         raise ExportError(f"{path}, line {line}: {text!r} is not a time slot.") from None
-
-
-def trades_of(export: GsyExport, markets: Iterable[uuid.UUID]) -> list[ExportedTrade]:
-    """The export's trades of ``markets``."""
-    wanted = set(markets)
-    return [trade for trade in export.trades if trade.market in wanted]
