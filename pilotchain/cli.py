@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from pilotchain import governance
+from pilotchain import explorer, governance
 from pilotchain import operator as op
 from pilotchain.audit import audit
 from pilotchain.chain import connect
@@ -110,6 +110,15 @@ def add_core_commands(sub: Commands) -> dict[str, Commands]:
     audit_cmd.add_argument("--to-block", type=int, metavar="N",
                            help="audit up to block N (default: the head)")
     audit_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+    explorer = group(sub, "explorer", "The block explorer (Blockscout).")
+    verify_cmd = command(explorer, "verify", cmd_explorer_verify,
+                         "Verify the deployed Settlement's source in Blockscout (standard JSON "
+                         "input), unless it is verified already.")
+    verify_cmd.add_argument("--explorer-url", metavar="URL",
+                            help="where Blockscout's API answers (default: EXPLORER_URL)")
+    verify_cmd.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+                            help="give up after this long (900: a first start indexes for "
+                                 "minutes)")
     reconcile_cmd = command(sub, "reconcile", cmd_reconcile,
                             "Compare a gsy-e run's own export (gsy-e run --export-path DIR) "
                             "with the chain, market by market: trades missing, extra or "
@@ -388,6 +397,21 @@ def cmd_audit(settings: ChainSettings, env: Mapping[str, str], args: argparse.Na
               "statement as the events say, receivable = payable." if report.ok
               else f"{len(report.findings)} difference(s) found.")
     return 0 if report.ok else 1
+
+
+def cmd_explorer_verify(settings: ChainSettings, env: Mapping[str, str],
+                        args: argparse.Namespace) -> int:
+    url = settings.rpc_url
+    deployment = load_deployment(settings.deployment_file, chain_id=settings.chain_id)
+    build_dir = deployment.abi_path.parent
+    api_url = args.explorer_url or settings.explorer_url
+    request = explorer.verification_request(
+        api_url, deployment.address, build_dir,
+        explorer.constructor_args(connect(url), url, deployment, build_dir))
+    print(explorer.verify(api_url, request, deployment.address, timeout=args.timeout,
+                          progress=lambda step: print(f"explorer: {step}", file=sys.stderr,
+                                                      flush=True)))
+    return 0
 
 
 def cmd_reconcile(settings: ChainSettings, env: Mapping[str, str],

@@ -23,8 +23,8 @@ from runner.redis import RedisService, private_connection
 
 # Fixtures shared by several test modules of one component, loaded one way: as plug-ins.
 pytest_plugins = [
-    "bridge_fixtures", "compose_fixtures", "evm_fixtures", "faucet_fixtures", "ingest_fixtures",
-    "portal_fixtures", "portal_web_fixtures"]
+    "bridge_fixtures", "compose_fixtures", "evm_fixtures", "faucet_fixtures", "gsy_e_fixtures",
+    "ingest_fixtures", "portal_fixtures", "portal_web_fixtures"]
 
 GETH_BIN_DIR = Path(
     os.environ.get("GETH_BIN_DIR", Path.home() / ".cache/pilotchain/geth-v1.13.15/bin")

@@ -50,12 +50,18 @@ UPSTREAM_IMAGES = {
     "blockscout-backend": "ghcr.io/blockscout/blockscout:9.0.2",
     "blockscout-frontend": "ghcr.io/blockscout/frontend:v2.3.0",
     "blockscout-proxy": "nginx:1.28-alpine",
+    "blockscout-verifier": "ghcr.io/blockscout/smart-contract-verifier:v1.10.3",
 }
 # The base image of each Dockerfile, swapped by its PYTHON_IMAGE build argument.
 UPSTREAM_BASES = {"Dockerfile": "python:3.11-slim-bookworm",
                   "docker/gsy-e/Dockerfile": "python:3.11-bookworm"}
 # Blockscout's last GPL-3.0 releases: backend 10.x and frontend 2.7.x (later ones are not free).
 GPL_BLOCKSCOUT = {"blockscout-backend": (11, 0), "blockscout-frontend": (2, 8)}
+# blockscout-rs (the smart-contract verifier) was MIT up to v1.10.3; later releases are not free.
+LAST_FREE_VERIFIER = (1, 10, 3)
+# Settings Blockscout 9.0.2 reads only when its image is built (or never): inert in an env file.
+INERT_BLOCKSCOUT_SETTINGS = {"API_V1_READ_METHODS_DISABLED", "API_V1_WRITE_METHODS_DISABLED",
+                             "HEART_BEAT_TIMEOUT"}
 GETH_NODES = {"validator1", "validator2", "validator3", "rpc-node", "explorer-node"}
 NODE_SCRIPTS = {"/pilotchain/validator.sh": "validator.sh", "/pilotchain/node.sh": "node.sh"}
 FORBIDDEN_USER_APIS = {"admin", "personal", "miner", "debug"}
@@ -337,6 +343,13 @@ def test_blockscout_stays_on_its_gpl_releases(services: dict[str, dict[str, Any]
         assert version < first_non_free, f"{name} {tag} is not a GPL-3.0 release of Blockscout"
 
 
+def test_the_verifier_stays_on_its_last_free_release(
+        services: dict[str, dict[str, Any]]) -> None:
+    tag = services["blockscout-verifier"]["image"].rpartition(":")[2]
+    version = tuple(int(part) for part in tag.lstrip("v").split("."))
+    assert version <= LAST_FREE_VERIFIER, f"blockscout-verifier {tag} is not an MIT release"
+
+
 def test_every_image_is_pinned_and_never_latest(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
         image = service.get("image")
@@ -416,7 +429,6 @@ def test_blockscout_reads_the_chain_from_explorer_node(
     assert env["ETHEREUM_JSONRPC_TRACE_URL"].startswith("http://explorer-node:")
     assert env["ETHEREUM_JSONRPC_WS_URL"].startswith("ws://explorer-node:")
     assert env["CHAIN_ID"] == "8765"
-    assert env["MICROSERVICE_SC_VERIFIER_ENABLED"] == "false"
     for path in [COMPOSE_FILE, *sorted((ROOT / "envs").glob("*.env"))]:
         text = path.read_text()
         assert "host.docker.internal" not in text, f"{path.name} uses host.docker.internal"
@@ -542,3 +554,80 @@ def test_the_documented_postgresql_override_merges(tmp_path: Path) -> None:
     assert set(merged["portal-indexer"]["depends_on"]) == {"deploy", "rpc-node", "portal-db"}
     assert merged["portal-db"]["networks"].keys() == {"chain"}
     assert merged["portal-db"]["healthcheck"]["test"]
+
+
+# --- The simulation and the explorer (issue 23) ------------------------------------------------
+
+
+def compose_services(*profiles: str) -> set[str]:
+    """The services ``docker compose config --services`` lists with ``profiles`` active."""
+    command = compose_command()
+    assert command is not None, INSTALL_HINT
+    keep = ("PATH", "HOME", "DOCKER_CONFIG")
+    result = subprocess.run(
+        [*command, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE),
+         *(arg for profile in profiles for arg in ("--profile", profile)),
+         "config", "--services"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={key: os.environ[key] for key in keep if key in os.environ})
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_the_simulation_runs_only_when_asked(services: dict[str, dict[str, Any]]) -> None:
+    """gsy-e is in the `simulation` profile: no plain `up` starts it (a pilot that bills from
+    this Settlement must never get a synthetic day it did not ask for), and the file is valid
+    with every profile on."""
+    profiles = {profile for service in services.values()
+                for profile in service.get("profiles", [])}
+    assert services["gsy-e"].get("profiles") == ["simulation"] and profiles == {"simulation"}
+    plain, everything = compose_services(), compose_services(*sorted(profiles))
+    assert "gsy-e" not in plain and everything == plain | {"gsy-e"}
+    for name in plain:
+        assert "gsy-e" not in services[name].get("depends_on", {}), name
+
+
+def test_gsy_e_runs_as_its_user_and_keeps_its_export_and_overflow_on_volumes(
+        services: dict[str, dict[str, Any]]) -> None:
+    gsy_e, bridge = services["gsy-e"], services["bridge"]
+    assert gsy_e["entrypoint"] == ["sh", "/pilotchain/docker/gsy-e/start.sh"]
+    env = environment_of(gsy_e)
+    mounts = {volume.partition(":")[2].partition(":")[0]: volume.partition(":")[0]
+              for volume in gsy_e["volumes"]}
+    assert env["GSY_E_EXPORT_DIR"].startswith("/var/lib/gsy-e/")
+    assert mounts["/var/lib/gsy-e"] == "gsy-e-exports"
+    overflow_dir = str(Path(env["BRIDGE_PLUGIN_OVERFLOW_FILE"]).parent)
+    assert mounts[overflow_dir] == "trade-overflow"
+    assert f"trade-overflow:{overflow_dir}:ro" in bridge["volumes"]
+    assert "gsy-e-exports:/var/lib/gsy-e:ro" in bridge["volumes"]
+    host, _, port = env["KAFKA_URL"].partition(":")
+    assert host == "127.0.0.1" and port == "1", "gsy-e must not look for Kafka anywhere real"
+    script = (ROOT / "docker" / "gsy-e" / "start.sh").read_text()
+    assert 'HOME="$home"' in script, "gsy-e must get its own user's HOME, not root's"
+
+
+def test_blockscout_verifies_through_its_own_verifier_and_has_no_inert_settings(
+        services: dict[str, dict[str, Any]]) -> None:
+    backend = environment_of(services["blockscout-backend"])
+    assert not INERT_BLOCKSCOUT_SETTINGS & set(backend), "inert settings in the backend's env"
+    assert backend["MICROSERVICE_SC_VERIFIER_ENABLED"] == "true"
+    assert backend["MICROSERVICE_SC_VERIFIER_TYPE"] == "sc_verifier"
+    assert backend["MICROSERVICE_SC_VERIFIER_URL"] == "http://blockscout-verifier:8050/"
+    verify = services["verify-contract"]
+    assert verify["command"] == ["pilotchain", "explorer", "verify"]
+    assert one_shot(verify)
+    assert verify["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
+    assert verify["depends_on"]["blockscout-backend"]["condition"] == "service_healthy"
+    assert environment_of(verify)["EXPLORER_URL"] == "http://blockscout-backend:4000"
+    assert {"chain", "explorer"} <= set(verify["networks"])
+
+
+def test_the_explorer_api_is_limited_per_client_at_the_proxy(
+        services: dict[str, dict[str, Any]]) -> None:
+    """Blockscout's own per-address limit would count every browser as the proxy."""
+    assert environment_of(services["blockscout-backend"])["API_RATE_LIMIT_DISABLED"] == "true"
+    proxy = (ROOT / "docker" / "blockscout" / "proxy" / "default.conf").read_text()
+    assert re.search(r"limit_req_zone \$binary_remote_addr zone=explorer_api:\S+ rate=\d+r/s;",
+                     proxy)
+    assert "limit_req          zone=explorer_api" in proxy and "limit_req_status   429;" in proxy
+    assert "$proxy_add_x_forwarded_for" not in proxy, "a client could pick its own address"

@@ -16,10 +16,12 @@ chain exactly once, and the broker refuses an anonymous client. Then what the st
 up with the RPC node; (e) a validator cut off its network for 60 s with ``docker network
 disconnect`` and reconnected: every node ends on one chain, the reconnected one has peers and
 seals again; (f) the bridge container SIGKILLed while it settles a replay of 2,000 trades and
-started again: every trade on chain exactly once. Last (g) ``stop`` + ``up -d`` keeps the
-chain, the contract and the portal's index (every trade on chain, none twice) and nothing
-rewinds, and ``down -v`` leaves nothing. Each node is read through its own IPC socket
-(``docker compose exec -T <node> geth attach``), the RPC node also through its published port.
+started again: every trade on chain exactly once; (f2) the engine's plan of a plain ``up -d``,
+twice, starts no gsy-e (only ``--profile simulation`` would) and no trade is added. Last (g)
+``stop`` + ``up -d`` keeps the chain, the contract and the portal's index (every trade on
+chain, none twice) and nothing rewinds, and ``down -v`` leaves nothing. Each node is read
+through its own IPC socket (``docker compose exec -T <node> geth attach``), the RPC node also
+through its published port.
 Blockscout, its node and gsy-e are left out: their images cannot be built without their
 registries. All traffic goes to the ports published on 127.0.0.1.
 
@@ -470,6 +472,39 @@ def test_f_the_bridge_killed_mid_replay_settles_every_trade_once(
     assert not twice, f"settled more than once: {twice}"
     assert set(on_chain) == trade_ids, (
         f"missing {len(trade_ids - set(on_chain))}, unknown {len(set(on_chain) - trade_ids)}")
+
+
+# Images that stand in for Blockscout's, nginx's and Postgres's in the dry runs below: a plan
+# needs every image present, never runs any, and ours reach no registry.
+def stand_in_images(stack: ComposeProject) -> dict[str, str]:
+    debian = stack.images["PYTHON_IMAGE"]
+    repository, _, tag = debian.rpartition(":")
+    return {"BLOCKSCOUT_BACKEND_REPOSITORY": repository, "BLOCKSCOUT_BACKEND_TAG": tag,
+            "BLOCKSCOUT_FRONTEND_REPOSITORY": repository, "BLOCKSCOUT_FRONTEND_TAG": tag,
+            "BLOCKSCOUT_VERIFIER_IMAGE": debian, "POSTGRES_IMAGE": debian,
+            "BLOCKSCOUT_REDIS_IMAGE": stack.images["REDIS_IMAGE"], "NGINX_IMAGE": debian}
+
+
+def test_f2_a_plain_up_never_starts_the_simulation(stack: ComposeProject, w3: Web3) -> None:
+    """A plain `docker compose up -d` (twice, as after a reboot) would not create or start a
+    gsy-e container; only `--profile simulation` would. The engine's own plan, without pulling
+    (Blockscout's images cannot be had here, so a real plain `up` cannot run)."""
+    before = len(settled(w3, deployment_of(stack)))
+    project = ComposeProject(stack.directory, {**stack.images, **stand_in_images(stack)},
+                             stack.settings, stack.name)
+    # The same project as it runs (a new one would take new ports and a new subnet).
+    project.ports, project.chain_subnet_prefix = stack.ports, stack.chain_subnet_prefix
+    container = f"Container {stack.name}-gsy-e-1"
+    for _ in range(2):
+        plan = project.compose("up", "-d", "--dry-run", "--pull", "never", timeout=300)
+        output = plan.stdout + plan.stderr
+        assert f"Container {stack.name}-bridge-1" in output, output[-2000:]
+        assert container not in output, "a plain up would start the simulation"
+    with_profile = project.compose("--profile", "simulation", "up", "-d", "--dry-run", "--pull",
+                                   "never", timeout=300)
+    assert f"{container}  Created" in with_profile.stdout + with_profile.stderr
+    assert not [row for row in stack.ps() if row.get("Service") == "gsy-e"]
+    assert len(settled(w3, deployment_of(stack))) == before
 
 
 def test_g_stop_and_up_keep_the_chain_and_down_leaves_nothing(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -46,19 +45,6 @@ SETUPS: dict[str, tuple[list[str], bool | None]] = {
     "three_levels": (["--setup", "json_file", "-m", "2"], True),
     "one_sided": (["--setup", "default_2a", "-m", "1"], False),
 }
-
-
-@pytest.fixture(scope="module")
-def gsy_e_python() -> str:
-    """The interpreter of an environment with gsy-e, or skip."""
-    candidate = os.environ.get("GSY_E_PYTHON") or sys.executable
-    probe = subprocess.run([candidate, "-c", "import gsy_e, gsy_framework"],
-                           capture_output=True, timeout=120, check=False)
-    if probe.returncode != 0:
-        pytest.skip("gsy-e is not installed here (it is not on the package registries); set "
-                    "GSY_E_PYTHON to the interpreter of an environment with gsy-e to run "
-                    "these.")
-    return candidate
 
 
 def run_gsy_e(python: str, setup: list[str], redis_url: str, tmp_path: Path
