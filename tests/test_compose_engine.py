@@ -3,27 +3,26 @@
 One stack for the module (one bring-up is minutes), the tests in order: (a) ``up -d`` of the
 chain, the bridge, the faucet, the meter ingest (mosquitto, its subscriber, the HTTP endpoint,
 the writer) and the participant portal (its indexer, its web app with the SQLite index on its
-volume) on a clone owned by a uid that is neither the tester's nor 1000, every service
-healthy, keys owned by that uid, three signers sealing in turn, the Settlement deployed once,
-the faucet paying through its published port; (b) a recording replayed with the documented
-``docker compose exec bridge pilotchain replay FILE`` settles exactly once, field by field;
-the portal's indexer has them all (the operator signs in with a real signature at
-http://localhost:<port> and reads them through the API, each linked to the explorer) and the
-portal serves uPlot from the image; (c) a meter the operator registers has one reading
-published over MQTT (the meters' account, published port) and one uploaded over HTTP, each on
-chain exactly once, and the broker refuses an anonymous client. Then what the stack survives:
-(d) ``docker kill`` of one validator: the other two keep sealing, and started again it catches
-up with the RPC node; (e) a validator cut off its network for 60 s with ``docker network
-disconnect`` and reconnected: every node ends on one chain, the reconnected one has peers and
-seals again; (f) the bridge container SIGKILLed while it settles a replay of 2,000 trades and
-started again: every trade on chain exactly once; (f2) the engine's plan of a plain ``up -d``,
-twice, starts no gsy-e (only ``--profile simulation`` would) and no trade is added. Last (g)
-``stop`` + ``up -d`` keeps the chain, the contract and the portal's index (every trade on
-chain, none twice) and nothing rewinds, and ``down -v`` leaves nothing. Each node is read
-through its own IPC socket (``docker compose exec -T <node> geth attach``), the RPC node also
-through its published port.
-Blockscout, its node and gsy-e are left out: their images cannot be built without their
-registries. All traffic goes to the ports published on 127.0.0.1.
+volume) on a clone owned by a uid that is neither the tester's nor 1000, every service healthy,
+keys owned by that uid, three signers sealing in turn, the Settlement deployed once, the faucet
+paying through its published port; (b) a recording replayed with the documented ``docker
+compose exec bridge pilotchain replay FILE`` settles exactly once, field by field; the portal's
+indexer has them all (the operator signs in with a real signature at http://localhost:<port>
+and reads them through the API, each linked to the explorer) and the portal serves uPlot from
+the image; (c) a meter the operator registers has one reading published over MQTT (the meters'
+account, published port) and one uploaded over HTTP, each on chain exactly once, and the broker
+refuses an anonymous client. Then what the stack survives: (d) ``docker kill`` of one
+validator: the other two keep sealing, and started again it catches up with the RPC node; (e) a
+validator cut off its network for 60 s with ``docker network disconnect`` and reconnected:
+every node ends on one chain, the reconnected one has peers and seals again; (f) the bridge
+container SIGKILLed while it settles a replay of 2,000 trades and started again: every trade on
+chain exactly once; (f2) the engine's plan of a plain ``up -d`` (``create --dry-run``), twice,
+creates no gsy-e (only ``--profile simulation`` would) and no trade is added. Last (g) ``stop``
++ ``up -d`` keeps the chain, the contract and the portal's index (every trade on chain, none
+twice) and nothing rewinds, and ``down -v`` leaves nothing. Each node is read through its own
+IPC socket (``docker compose exec -T <node> geth attach``), the RPC node also through its
+published port. Blockscout, its node and gsy-e are left out: their images cannot be built
+without their registries. All traffic goes to the ports published on 127.0.0.1.
 
 Images are local stand-ins (scripts/lib/build-local-images.sh) given through the compose file's
 image variables; the first run builds them and the app image, later runs reuse them.
@@ -486,23 +485,25 @@ def stand_in_images(stack: ComposeProject) -> dict[str, str]:
 
 
 def test_f2_a_plain_up_never_starts_the_simulation(stack: ComposeProject, w3: Web3) -> None:
-    """A plain `docker compose up -d` (twice, as after a reboot) would not create or start a
-    gsy-e container; only `--profile simulation` would. The engine's own plan, without pulling
-    (Blockscout's images cannot be had here, so a real plain `up` cannot run)."""
+    """A plain `docker compose up -d` (twice, as after a reboot) would not create a gsy-e
+    container; only `--profile simulation` would. The engine's own plan of the containers `up`
+    creates (`create --dry-run`, the same services and profiles), without pulling: Blockscout's
+    images cannot be had here, so a real plain `up` cannot run. The plan is for this checkout
+    under a project name of its own (a dry run creates nothing, checked), and the running stack
+    has no gsy-e and no new trade."""
     before = len(settled(w3, deployment_of(stack)))
-    project = ComposeProject(stack.directory, {**stack.images, **stand_in_images(stack)},
-                             stack.settings, stack.name)
-    # The same project as it runs (a new one would take new ports and a new subnet).
-    project.ports, project.chain_subnet_prefix = stack.ports, stack.chain_subnet_prefix
-    container = f"Container {stack.name}-gsy-e-1"
+    plan = ComposeProject(stack.directory, {**stack.images, **stand_in_images(stack)},
+                          stack.settings, f"{stack.name}-plan")
+    container = f"Container {plan.name}-gsy-e-1"
     for _ in range(2):
-        plan = project.compose("up", "-d", "--dry-run", "--pull", "never", timeout=300)
-        output = plan.stdout + plan.stderr
-        assert f"Container {stack.name}-bridge-1" in output, output[-2000:]
+        planned = plan.compose("create", "--dry-run", "--pull", "never", timeout=300)
+        output = planned.stdout + planned.stderr
+        assert f"Container {plan.name}-bridge-1  Created" in output, output[-2000:]
         assert container not in output, "a plain up would start the simulation"
-    with_profile = project.compose("--profile", "simulation", "up", "-d", "--dry-run", "--pull",
-                                   "never", timeout=300)
+    with_profile = plan.compose("--profile", "simulation", "create", "--dry-run", "--pull",
+                                "never", timeout=300)
     assert f"{container}  Created" in with_profile.stdout + with_profile.stderr
+    assert not plan.leftovers(), "a dry run left something behind"
     assert not [row for row in stack.ps() if row.get("Service") == "gsy-e"]
     assert len(settled(w3, deployment_of(stack))) == before
 
