@@ -31,6 +31,7 @@ from faucet.keys import load_account
 from faucet.limits import ClaimLimits
 from faucet.page import page
 from faucet.wallet import FaucetWallet
+from pilotchain.pages import hide_server_banner, secure_headers
 from pilotchain.settings import load_environment
 
 LIMITS_PREFIX = "pilotchain-faucet"
@@ -58,14 +59,18 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         WTF_CSRF_CHECK_DEFAULT=False,
     )
     if settings.trusted_proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,  # type: ignore[method-assign]
+                                x_proto=settings.trusted_proxies)
     use_gunicorn_logging(app)
+    hide_server_banner()
     app.extensions[EXTENSION] = build_services(app, settings, account)
     for prefix in settings.prefixes:
         suffix = "_prefixed" if prefix else ""
         app.register_blueprint(page, url_prefix=prefix or None, name=f"page{suffix}")
         app.register_blueprint(api, url_prefix=prefix or None, name=f"api{suffix}")
     register_error_handlers(app)
+    # On every answer, the API's and errors included (pilotchain.pages).
+    app.after_request(lambda response: secure_headers(request, response))
     return app
 
 

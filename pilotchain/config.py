@@ -43,7 +43,8 @@ class ChainSettings:
     bootnode_port: int = 30301
     p2p_base_port: int = 30303
     authrpc_base_port: int = 8551
-    explorer_url: str = "http://localhost"
+    # None natively (the native stack runs no explorer): no page links to one then.
+    explorer_url: str = ""
     rpc_url_override: str | None = None
     geth_bin_dir: Path = DEFAULT_GETH_BIN_DIR
     deployment_file_override: Path | None = None
@@ -120,7 +121,8 @@ CHAIN_SETTINGS = SettingsGroup(
                 "where `pilotchain deploy` and the services reach the chain",
                 default_text="http://<RPC_HOST>:<RPC_HTTP_PORT>"),
         Setting("EXPLORER_URL", "explorer_url", "str", _D.explorer_url,
-                "block explorer link shown to users"),
+                "the block explorer users are linked to (Compose sets its Blockscout's); "
+                "unset, pages show transaction hashes without links", default_text="(none)"),
         Setting("GETH_BIN_DIR", "geth_bin_dir", "path", _D.geth_bin_dir,
                 "where geth and bootnode 1.13.15 are (`./scripts/up` builds them there)",
                 default_text="~/.cache/pilotchain/geth-v1.13.15/bin"),
