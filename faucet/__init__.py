@@ -1,7 +1,8 @@
 """PilotChain's faucet: test funds for any wallet from a web page and a JSON API.
 
 Served by gunicorn: ``gunicorn 'faucet:create_app()'`` (``faucet.service`` runs it for
-``./scripts/up``). Settings: ``faucet.config``; the shared service layer: ``faucet.claims``.
+``./scripts/up``). Settings: ``faucet.config``; the shared service layer: ``faucet.claims``;
+the OpenAPI description (served at ``/openapi.json``): ``faucet.openapi``.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
-from flask import Flask, Response, request
+from flask import Flask, Response, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from faucet import openapi
 from faucet.api import api
 from faucet.claims import ClaimService
 from faucet.config import FaucetSettings
@@ -68,6 +70,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         suffix = "_prefixed" if prefix else ""
         app.register_blueprint(page, url_prefix=prefix or None, name=f"page{suffix}")
         app.register_blueprint(api, url_prefix=prefix or None, name=f"api{suffix}")
+    described = openapi.description(settings)
+    app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(described))
     register_error_handlers(app)
     # On every answer, the API's and errors included (pilotchain.pages).
     app.after_request(lambda response: secure_headers(request, response))

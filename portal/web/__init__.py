@@ -3,7 +3,8 @@ trades, slots and statements, and the grid operator's overview.
 
 Served by gunicorn: ``gunicorn 'portal.web:create_app()'`` (``runner.portal`` runs it for
 ``./scripts/up``). Settings: ``portal.web.config``. Pages read the indexer's tables
-(``portal.queries``) and the live bill from the contract (``portal.web.ledger``).
+(``portal.queries``) and the live bill from the contract (``portal.web.ledger``). The OpenAPI
+description, served at ``/openapi.json``: ``portal.web.openapi``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, Response, request
+from flask import Flask, Response, jsonify, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -23,6 +24,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from pilotchain.pages import hide_server_banner, secure_headers
 from pilotchain.settings import load_environment
 from portal.errors import PortalConfigError, PortalError
+from portal.web import openapi
 from portal.web.api import api
 from portal.web.auth import auth
 from portal.web.config import WebSettings
@@ -74,6 +76,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     CSRFProtect(app)
     for blueprint in (auth, api, pages):
         app.register_blueprint(blueprint)
+    described = openapi.description(settings)
+    app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(described))
     register_error_handlers(app)
     app.after_request(headers)
     return app
