@@ -399,8 +399,10 @@ def test_rpc_node_lets_in_only_the_stacks_pages_and_names(
     assert all(url.startswith("http://rpc-node:") for url in (
         environment_of(services[name])["RPC_URL"] for name in ("deploy", "bridge", "faucet",
                                                                "portal", "closer", "ingest")))
-    assert environment_of(services["explorer-node"])["VHOSTS"] == "explorer-node,localhost"
-    assert "CORS_DOMAINS" not in environment_of(services["explorer-node"])
+    explorer_node = environment_of(services["explorer-node"])
+    assert explorer_node["VHOSTS"] == "explorer-node,localhost"
+    assert "CORS_DOMAINS" not in explorer_node  # no browser page; it publishes no port
+    assert not services["explorer-node"].get("ports")
 
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     custom = interpolate_tree(raw, {"PUBLIC_HOST": "pilot.lan", "PORTAL_PORT": "9300",
