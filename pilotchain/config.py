@@ -6,6 +6,7 @@ module and reads them once at its entry point; nothing deeper reads ``os.environ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,11 @@ class ChainSettings:
     bootnode_port: int = 30301
     p2p_base_port: int = 30303
     authrpc_base_port: int = 8551
-    explorer_url: str = "http://localhost"
+    # None natively (the native stack runs no explorer): no page links to one then.
+    explorer_url: str = ""
     rpc_url_override: str | None = None
+    rpc_cors_origins: tuple[str, ...] = ()
+    rpc_vhosts: tuple[str, ...] = ()
     geth_bin_dir: Path = DEFAULT_GETH_BIN_DIR
     deployment_file_override: Path | None = None
 
@@ -71,6 +75,29 @@ class ChainSettings:
     def from_env(cls, env: Mapping[str, str]) -> ChainSettings:
         """Typed settings from an environment snapshot; errors name the setting."""
         return cls(**CHAIN_SETTINGS.read(env))
+
+
+def check_origins(origins: tuple[str, ...], env: Mapping[str, str]) -> tuple[str, ...]:
+    """Web origins as browsers send them: scheme://host[:port], nothing after; or ``*``."""
+    del env
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc
+                              or parts.path not in ("", "/") or parts.query):
+            raise ConfigError(f"RPC_CORS_ORIGINS must list web origins such as "
+                              f"https://app.example.org or http://localhost:3000 (or *), "
+                              f"not {origin!r}.")
+    return tuple(origin.rstrip("/") for origin in origins)
+
+
+def check_vhosts(hosts: tuple[str, ...], env: Mapping[str, str]) -> tuple[str, ...]:
+    """Host names without scheme or port (geth compares the Host header's name alone)."""
+    del env
+    for host in hosts:
+        if host != "*" and not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+            raise ConfigError(f"RPC_VHOSTS must list host names such as rpc.example.org "
+                              f"(no scheme, no port), or *, not {host!r}.")
+    return tuple(host.lower() for host in hosts)
 
 
 _D = ChainSettings()
@@ -116,11 +143,21 @@ CHAIN_SETTINGS = SettingsGroup(
                 "base of geth's engine API ports (loopback, JWT), numbered like "
                 "`P2P_BASE_PORT`: validator1 takes the base + 1, ..., the RPC node + 4",
                 minimum=1),
+        Setting("RPC_CORS_ORIGINS", "rpc_cors_origins", "list", (),
+                "origins of further web pages (`https://app.example.org`) that may use the "
+                "RPC node from a visitor's browser, besides the stack's own (the faucet's, "
+                "the portal's and the explorer's); `*`: any page. Wallets such as MetaMask "
+                "need none", check=check_origins),
+        Setting("RPC_VHOSTS", "rpc_vhosts", "list", (),
+                "further host names the RPC node answers HTTP under, besides `localhost` "
+                "(and `RPC_HOST`; IP addresses always); `*`: any name",
+                check=check_vhosts),
         Setting("RPC_URL", "rpc_url_override", "optional", None,
                 "where `pilotchain deploy` and the services reach the chain",
                 default_text="http://<RPC_HOST>:<RPC_HTTP_PORT>"),
         Setting("EXPLORER_URL", "explorer_url", "str", _D.explorer_url,
-                "block explorer link shown to users"),
+                "the block explorer users are linked to (Compose sets its Blockscout's); "
+                "unset, pages show transaction hashes without links", default_text="(none)"),
         Setting("GETH_BIN_DIR", "geth_bin_dir", "path", _D.geth_bin_dir,
                 "where geth and bootnode 1.13.15 are (`./scripts/up` builds them there)",
                 default_text="~/.cache/pilotchain/geth-v1.13.15/bin"),

@@ -6,9 +6,10 @@ It runs the very same ``validator.sh`` and ``node.sh`` that Compose runs, with t
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,24 @@ RPC_NODE = "rpc"
 BOOTNODE = "bootnode"
 
 
+def is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class LocalNetwork:
     """Bootnode, validators and the RPC node of one network, as background processes."""
 
     def __init__(self, settings: ChainSettings, bin_dir: Path, ports: Ports | None = None,
-                 *, fast_keys: bool = False, verbosity: int = 3) -> None:
+                 *, fast_keys: bool = False, verbosity: int = 3,
+                 page_origins: Sequence[str] = ()) -> None:
         self.settings = settings
+        # The origins of the stack's own pages (runner.stack fills them in once it knows its
+        # services); with RPC_CORS_ORIGINS, the only pages a browser may use the RPC node from.
+        self.page_origins = tuple(page_origins)
         self.bin_dir = bin_dir
         self.keys = KeyStore(settings.keys_dir)
         self.home = settings.data_dir
@@ -144,13 +157,30 @@ class LocalNetwork:
             return argv, env
         if name == RPC_NODE:
             env.update(HTTP_ADDR=self.settings.host, HTTP_PORT=str(self.ports.http),
-                       WS_PORT=str(self.ports.ws), STATIC_PEERS=self._static_peers(name))
+                       WS_PORT=str(self.ports.ws), STATIC_PEERS=self._static_peers(name),
+                       CORS_DOMAINS=",".join(self.cors_origins),
+                       VHOSTS=",".join(self.vhosts))
             return ["bash", str(PROJECT_ROOT / "node.sh")], env
         role = self.keys.role(name)
         env.update(SIGNER_ADDRESS=role.address, KEYSTORE_FILE=str(role.keystore),
                    PASSWORD_FILE=str(role.password_file), GAS_LIMIT=str(self.settings.gas_limit),
                    NODEKEY_FILE=str(role.nodekey_file), STATIC_PEERS=self._static_peers(name))
         return ["bash", str(PROJECT_ROOT / "validator.sh")], env
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """The web origins whose pages may use the RPC node from a browser: the stack's own
+        and RPC_CORS_ORIGINS."""
+        return tuple(dict.fromkeys((*self.page_origins, *self.settings.rpc_cors_origins)))
+
+    @property
+    def vhosts(self) -> tuple[str, ...]:
+        """The host names the RPC node answers HTTP under: localhost, RPC_HOST if it is a
+        name, and RPC_VHOSTS (geth answers IP addresses whatever this says)."""
+        own = ["localhost"]
+        if not is_ip_address(self.settings.host):
+            own.append(self.settings.host.lower())
+        return tuple(dict.fromkeys((*own, *self.settings.rpc_vhosts)))
 
     def _static_peers(self, name: str) -> str:
         """The validators' enodes but ``name``'s: signers must meet before they seal, and the

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from bridge.config import BridgeSettings
 from closer.config import CloserSettings
@@ -88,6 +89,7 @@ def up(settings: ChainSettings, build: Callable[[], Sequence[Service]] = lambda:
     if created:
         progress(f"created {', '.join(created)}")
     services = build()
+    net.page_origins = page_origins(settings, services)
     to_start = [name for name in net.node_names() if not net.is_running(name)]
     _check_ports_free(net, to_start)
     started = net.start(progress)
@@ -106,6 +108,27 @@ def up(settings: ChainSettings, build: Callable[[], Sequence[Service]] = lambda:
             started.append(service.name)
     now = time.monotonic()
     return UpResult(services, started, created, sealed - began, now - began)
+
+
+def page_origins(settings: ChainSettings, services: Sequence[Service]) -> tuple[str, ...]:
+    """The origins of the web pages this stack serves, which the RPC node lets use it from a
+    browser: the faucet's and the portal's (a page on a loopback address is reached both as
+    localhost and as 127.0.0.1) and the explorer's, if EXPLORER_URL names one."""
+    origins: list[str] = []
+    for service in services:
+        if isinstance(service, FaucetService | PortalWebService):
+            host, port = service.settings.host, service.settings.port
+            names = (["localhost", "127.0.0.1"] if host in LOOPBACK_OR_ANY
+                     else [host if ":" not in host else f"[{host}]"])
+            origins += [f"http://{name}:{port}" for name in names]
+    explorer = urlsplit(settings.explorer_url)
+    if explorer.scheme and explorer.netloc:
+        origins.append(f"{explorer.scheme}://{explorer.netloc}")
+    return tuple(dict.fromkeys(origins))
+
+
+# Hosts a service binds to that browsers on this machine reach as localhost or 127.0.0.1.
+LOOPBACK_OR_ANY = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "::", "::1", ""})
 
 
 def down(settings: ChainSettings, services: Sequence[Service] = (), *,
@@ -140,7 +163,7 @@ def status(settings: ChainSettings, services: Sequence[Service] = ()) -> dict[st
         "chain_id": settings.chain_id,
         "network_name": settings.network_name,
         "currency_symbol": settings.currency_symbol,
-        "explorer_url": settings.explorer_url,
+        "explorer_url": settings.explorer_url or None,
         "block_number": head,
         "genesis_file": str(settings.genesis_file),
         "keys_dir": str(settings.keys_dir),

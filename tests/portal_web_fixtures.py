@@ -10,7 +10,9 @@ Loaded as a pytest plug-in by conftest.py; test modules import only helpers from
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -111,6 +113,11 @@ class PortalWorld:
     def contract(self) -> Any:
         return settlement_contract(self.w3, self.target.deployment)
 
+    @property
+    def domain(self) -> str:
+        """The domain sign-in messages name: this portal's, localhost and its port."""
+        return self.url.removeprefix("http://")
+
     def client(self) -> PortalClient:
         return PortalClient(self.url)
 
@@ -121,18 +128,27 @@ def sign(account: LocalAccount, text: str) -> str:
     return "0x" + bytes(signed.signature).hex()
 
 
+def client_address() -> str:
+    """A network address of its own for one client (the portal trusts one proxy's
+    X-Forwarded-For), so per-client limits count each test's clients apart."""
+    return str(ipaddress.IPv4Address(0x0A000000 + secrets.randbelow(2**24)))
+
+
 @dataclass
 class PortalClient:
     """A browser-like client: keeps the session cookie (sent over plain HTTP on loopback
-    although it is marked Secure) and the CSRF token, and signs in as a wallet does."""
+    although it is marked Secure) and the CSRF token, and signs in as a wallet does; it
+    comes from an address of its own (``address``, as a proxy's X-Forwarded-For)."""
 
     url: str
     cookies: dict[str, str] = field(default_factory=dict)
     csrf: str = ""
     last: requests.Response | None = None
+    address: str = field(default_factory=client_address)
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = kwargs.pop("headers", {})
+        headers.setdefault("X-Forwarded-For", self.address)
         if method == "POST" and self.csrf:
             headers.setdefault("X-CSRFToken", self.csrf)
         response = requests.request(method, self.url + path, cookies=self.cookies,
@@ -323,6 +339,8 @@ def portal_env(chain: LocalNetwork, record: Path, database_url: str, home: Path,
         "PORTAL_WORKERS": "2",
         "PORTAL_SECRET_FILE": str(home / "portal-secret"),
         "PORTAL_OPERATOR_CONTACT": CONTACT,
+        # Clients name their address in X-Forwarded-For (PortalClient), as behind a proxy.
+        "PORTAL_TRUSTED_PROXIES": "1",
     }
     env.update(overrides)
     return env

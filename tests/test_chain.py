@@ -10,6 +10,8 @@ import pytest
 import requests
 from eth_account import Account
 from web3 import Web3
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from pilotchain import governance
 from pilotchain.chain import (
@@ -147,6 +149,81 @@ def test_rpc_node_refuses_privileged_namespaces(chain: LocalNetwork, method: str
                                                 "params": []}, timeout=10).json()
     assert "result" not in answer
     assert "does not exist/is not available" in answer["error"]["message"]
+
+
+# --- what web pages may do with the RPC node (issue 19) ----------------------------------
+
+CHAIN_ID_CALL = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+
+
+def preflight(url: str, origin: str) -> requests.Response:
+    """What a browser asks before a page's cross-origin JSON POST."""
+    return requests.options(url, timeout=10, headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+
+
+def websocket_status(url: str, origin: str | None) -> int:
+    """The HTTP status of a WebSocket handshake from a page of ``origin`` (101: open)."""
+    try:
+        with ws_connect(url, origin=origin, open_timeout=10) as socket:  # type: ignore[arg-type]
+            socket.send('{"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}')
+            assert '"result"' in str(socket.recv(timeout=10))
+            return 101
+    except InvalidStatus as refused:
+        return int(refused.response.status_code)
+
+
+def test_rpc_node_serves_no_web_page_and_no_foreign_host_name(chain: LocalNetwork) -> None:
+    """A page a participant happens to open cannot use the node through their browser: no
+    CORS answer for its origin, its WebSocket refused, and a name of its own pointed at the
+    node (DNS rebinding) answered 403. Wallets, tools and services send no Origin and use
+    localhost or the address: they are served."""
+    evil = "https://evil.example"
+    assert "Access-Control-Allow-Origin" not in preflight(chain.rpc_url, evil).headers
+    sent = requests.post(chain.rpc_url, json=CHAIN_ID_CALL, headers={"Origin": evil},
+                         timeout=10)
+    assert "Access-Control-Allow-Origin" not in sent.headers
+    assert websocket_status(chain.ws_url, evil) == 403
+    # geth's default for no origins would let every page on localhost in.
+    assert websocket_status(chain.ws_url, "http://localhost:3000") == 403
+    assert websocket_status(chain.ws_url, None) == 101
+
+    rebound = requests.post(chain.rpc_url, json=CHAIN_ID_CALL, timeout=10,
+                            headers={"Host": f"evil.example:{chain.ports.http}"})
+    assert (rebound.status_code, rebound.text.strip()) == (403, "invalid host specified")
+    for host in (f"localhost:{chain.ports.http}", f"127.0.0.1:{chain.ports.http}"):
+        answer = requests.post(chain.rpc_url, json=CHAIN_ID_CALL, timeout=10,
+                               headers={"Host": host})
+        assert answer.json()["result"] == hex(chain.settings.chain_id), host
+
+
+def test_rpc_node_serves_the_origins_and_names_configured(make_network) -> None:
+    """The stack's own pages (runner.stack.page_origins) and RPC_CORS_ORIGINS are let in,
+    exactly: same scheme, host and port; RPC_VHOSTS adds host names."""
+    page = "http://localhost:9200"
+    net = make_network(rpc_cors_origins=("https://app.pilot.test",),
+                       rpc_vhosts=("rpc.pilot.test",))
+    net.stop_node(RPC_NODE)
+    net.page_origins = (page,)
+    net.start_node(RPC_NODE)
+    net.wait_for_block(net.block_number(), timeout=90)
+    for origin in (page, "https://app.pilot.test"):
+        answer = preflight(net.rpc_url, origin)
+        assert answer.headers.get("Access-Control-Allow-Origin") == origin
+        sent = requests.post(net.rpc_url, json=CHAIN_ID_CALL, headers={"Origin": origin},
+                             timeout=10)
+        assert sent.headers.get("Access-Control-Allow-Origin") == origin
+        assert websocket_status(net.ws_url, origin) == 101
+    for other in ("http://localhost:9201", "https://localhost:9200", "http://app.pilot.test",
+                  "https://evil.example"):
+        assert "Access-Control-Allow-Origin" not in preflight(net.rpc_url, other).headers
+        assert websocket_status(net.ws_url, other) == 403, other
+    named = requests.post(net.rpc_url, json=CHAIN_ID_CALL, timeout=10,
+                          headers={"Host": f"rpc.pilot.test:{net.ports.http}"})
+    assert named.json()["result"] == hex(net.settings.chain_id)
+    assert requests.post(net.rpc_url, json=CHAIN_ID_CALL, timeout=10,
+                         headers={"Host": "evil.example"}).status_code == 403
 
 
 def listening_ports(pid: int) -> set[int]:

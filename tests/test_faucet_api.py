@@ -38,11 +38,14 @@ from faucet.api import (
     NO_PUBLIC_KEY,
     NOT_JSON,
     NOT_OBJECT,
+    TOO_DEEP,
 )
 from faucet.limits import STORE_DOWN, address_refusal, ip_refusal
 from faucet.page import STALE_FORM
 from faucet.wallet import UNREACHABLE, empty_sentence
 from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.config import ChainSettings
+from pilotchain.pages import HSTS, SECURITY_HEADERS
 from runner.localnet import LocalNetwork
 from runner.ports import free_port
 
@@ -411,6 +414,61 @@ def test_cors_is_open_only_to_configured_origins_and_only_on_the_api(make_app: M
     assert "Access-Control-Allow-Origin" not in client.get("/", headers=allowed).headers
     closed = make_app().test_client().get("/api/info", headers=allowed)
     assert "Access-Control-Allow-Origin" not in closed.headers
+
+
+# -- headers and links (issue 19) --------------------------------------------------------
+
+ANSWERS = (("GET", "/", None), ("GET", "/faucet", None), ("GET", "/api/info", None),
+           ("GET", "/faucet/api/info", None), ("POST", "/api/claim", {"address": "0x12"}),
+           ("GET", "/api/nothing", None), ("GET", "/api/claim", None), ("GET", "/nothing", None),
+           ("GET", "/static/faucet.js", None))
+
+
+def test_every_answer_carries_the_security_headers(client: FlaskClient) -> None:
+    """The page's, the API's (JSON, errors) and the static files': none can be framed or
+    sniffed; HSTS only over HTTPS."""
+    for method, path, body in ANSWERS:
+        answer = client.open(path, method=method, json=body)
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers.get(name) == value, (method, path, name)
+        assert "Strict-Transport-Security" not in answer.headers, path
+
+
+def test_hsts_only_over_https(make_app: MakeApp) -> None:
+    direct = make_app().test_client()
+    assert direct.get("/api/info", base_url="https://faucet.example"
+                      ).headers["Strict-Transport-Security"] == HSTS
+    # Behind a trusted TLS-terminating proxy that says so; a client's own claim is ignored.
+    proxied = make_app(FAUCET_TRUSTED_PROXIES="1").test_client()
+    assert proxied.get("/api/info", headers={"X-Forwarded-Proto": "https"}
+                       ).headers["Strict-Transport-Security"] == HSTS
+    assert "Strict-Transport-Security" not in direct.get(
+        "/api/info", headers={"X-Forwarded-Proto": "https"}).headers
+
+
+def test_without_an_explorer_nothing_links_to_one(make_app: MakeApp, w3: Web3) -> None:
+    """The native stack runs no explorer: EXPLORER_URL is unset by default, and then no
+    answer or page carries a link that leads nowhere."""
+    assert ChainSettings().explorer_url == ""
+    client = make_app(EXPLORER_URL="").test_client()
+    info = client.get("/api/info").get_json()
+    assert info["explorer_url"] is None
+    assert "blockExplorerUrls" not in info["add_network_params"]
+    address = new_address()
+    claim = client.post("/api/claim", json={"address": address}).get_json()
+    assert claim["tx_url"] is None and claim["tx_hash"].startswith("0x")
+    page = client.get("/").get_data(as_text=True)
+    assert "Block explorer" not in page and "/tx/" not in page
+    wait_for_balance(w3, address, UNIT)
+
+
+def test_a_deeply_nested_body_is_a_400(client: FlaskClient) -> None:
+    """As deep as FAUCET_MAX_BODY_BYTES allows: a 400 with a sentence, whatever the parser's
+    recursion limit."""
+    deep = "[" * 2_000 + "]" * 2_000
+    answer = client.post("/api/claim", data=deep, content_type="application/json")
+    assert answer.status_code == 400
+    assert answer.get_json()["error"] in (NOT_OBJECT, TOO_DEEP)
 
 
 # -- the page without JavaScript ---------------------------------------------------------

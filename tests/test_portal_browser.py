@@ -20,6 +20,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,15 @@ from browser import DevTools, chromium
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
-from portal_web_fixtures import CONTACT, PortalServices, PortalWorld
+from portal_web_fixtures import CONTACT, PortalServices, PortalWorld, portal_env
 
 from pilotchain.chain import Sender, wait_for, wait_for_receipt
 from pilotchain.chain import connect as connect_chain
 from pilotchain.metering import meter_id
 from pilotchain.operator import ACTIVE
 from pilotchain.trades import uuid_to_bytes32
+from portal.web.config import WebSettings
+from runner.portal import PortalWebService
 
 pytestmark = [pytest.mark.chain, pytest.mark.browser]
 
@@ -207,6 +210,30 @@ def test_an_unregistered_wallet_gets_the_sentence(
         f"The wallet {wallet.account.address} is not registered to a participant of "
         f"{portal_world.target.net.settings.network_name}; ask {CONTACT} to register it.")
     assert page.evaluate("document.getElementById('participant').hidden") is True
+
+
+def test_a_page_opened_at_another_address_asks_no_signature(
+        page: DevTools, portal_world: PortalWorld, tmp_path: Path) -> None:
+    """A portal whose PORTAL_DOMAIN is not the address the page was opened at (a copy of the
+    page elsewhere, or a misconfiguration): the page says where to sign in and never asks the
+    wallet to sign a message naming another site."""
+    world = portal_world
+    env = portal_env(world.target.net, world.target.record, world.database_url, tmp_path,
+                     PORTAL_SECRET_FILE=str(tmp_path / "secret"),
+                     PORTAL_DOMAIN="portal.pilot.test")
+    service = PortalWebService(WebSettings.from_env(env), tmp_path / "pids", env)
+    try:
+        assert service.start(world.target.net)
+        wallet = Wallet(page, world.target.net.rpc_url)
+        wallet.account = world.alice
+        sign_in(page, wallet, replace(world, service=service))
+        assert text(page, "signin-error") == (
+            "This portal signs you in at portal.pilot.test; open "
+            "http://portal.pilot.test/ and sign in there.")
+        assert wallet.requests == ["eth_requestAccounts"]
+        assert page.evaluate("document.getElementById('signin').hidden") is False
+    finally:
+        service.stop()
 
 
 def test_the_operator_registers_a_wallet_from_the_page(

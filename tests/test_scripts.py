@@ -124,6 +124,19 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     assert report["portal_url"] == f"http://localhost:{env['PORTAL_PORT']}"
     me = requests.get(f"{report['portal_url']}/api/me", timeout=10).json()
     assert me["signed_in"] is False  # its index migrated, the contract found
+    # The RPC node lets the stack's own pages in from a browser, and no other page; there is
+    # no explorer natively, so nothing links to one.
+    assert report["explorer_url"] is None
+    for page, allowed in ((report["portal_url"], True), (report["faucet_url"], True),
+                          (f"http://localhost:{env['FAUCET_PORT']}", True),
+                          ("https://evil.example", False)):
+        answer = requests.options(report["rpc_url"], timeout=10, headers={
+            "Origin": page, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"})
+        assert answer.headers.get("Access-Control-Allow-Origin") == (page if allowed else None)
+    rebound = requests.post(report["rpc_url"], headers={"Host": "evil.example"}, timeout=10,
+                            json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
+    assert rebound.status_code == 403
     pids_before = sorted(processes_tagged(home))
     assert pids_before
 
