@@ -22,6 +22,10 @@ from bridge.events import Rejected
 from pilotchain.metering import MAX_REGISTER, MeteringError, MeterReading, SignedReading, meter_id
 
 READING_FIELD = "reading"
+# The longest number a reading can hold: 2**64 - 1 has 20 digits. Anything longer is refused
+# while parsing, before Python converts it (a 5,000-digit integer raised ValueError inside
+# json.loads, past every check, and came out of the door as a 500).
+MAX_DIGITS = 20
 FIELDS = ("meter", "time", "import_wh", "export_wh", "minutes_anchor", "signature")
 # secp256k1's order / 2: the contract refuses a signature with s above it (malleable).
 HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
@@ -40,13 +44,54 @@ class ValidReading:
     payload: str
 
 
+def load_json(text: str | bytes, what: str = "The reading") -> object:
+    """Parse JSON with every number bounded; ReadingFormatError says what is wrong.
+
+    Integers longer than any field allows, NaN and Infinity (not JSON, though Python takes
+    them) and nesting too deep for the parser are refused with a sentence like any other
+    malformed input, so nothing a client sends can raise past the callers' checks.
+    """
+    try:
+        return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float,
+                          parse_constant=_no_constant)
+    except json.JSONDecodeError as error:
+        raise ReadingFormatError(f"{what} is not JSON: {error.msg} at character "
+                                 f"{error.pos}.") from None
+    except UnicodeDecodeError:
+        raise ReadingFormatError(f"{what} is not UTF-8 text; send JSON.") from None
+    except RecursionError:
+        raise ReadingFormatError(f"{what} nests arrays or objects too deeply to be "
+                                 "JSON the ingest reads.") from None
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_DIGITS:
+        raise ReadingFormatError(f"A number has {digits} digits; no field of a reading takes "
+                                 f"more than {MAX_DIGITS} (registers and times lie in "
+                                 "[0, 2**64)).")
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    if len(text) > 2 * MAX_DIGITS:
+        raise ReadingFormatError(f"A number is written with {len(text)} characters; no field "
+                                 "of a reading takes a fraction, let alone one that long.")
+    return float(text)
+
+
+def _no_constant(text: str) -> float:
+    raise ReadingFormatError(f"{text} is not a JSON number; the fields of a reading are "
+                             "whole numbers and text.")
+
+
 def parse_reading(value: object) -> SignedReading:
     """A signed reading from its JSON object; ReadingFormatError says what is wrong."""
     if not isinstance(value, dict):
         raise ReadingFormatError(f"A reading must be a JSON object, not {_json_type(value)}.")
     unknown = sorted(set(value) - set(FIELDS))
     if unknown:
-        raise ReadingFormatError(f"Unknown field {unknown[0]!r}; a reading has exactly "
+        raise ReadingFormatError(f"Unknown field {_shown(unknown[0])}; a reading has exactly "
                                  f"{', '.join(FIELDS)}.")
     if value.get("signature") in (None, "", "0x"):
         raise ReadingFormatError("The reading is not signed: field 'signature' is missing or "
@@ -99,12 +144,7 @@ def decode_entry(entry_id: str, fields: Mapping[str, str] | None) -> ValidReadin
         return Rejected(entry_id, f"The entry has no '{READING_FIELD}' field (fields: "
                                   f"{names}).", json.dumps(dict(fields)))
     try:
-        value = json.loads(payload)
-    except json.JSONDecodeError as error:
-        return Rejected(entry_id, f"The reading is not JSON: {error.msg} at character "
-                                  f"{error.pos}.", payload)
-    try:
-        signed = parse_reading(value)
+        signed = parse_reading(load_json(payload))
     except MeteringError as error:
         return Rejected(entry_id, str(error), payload)
     return ValidReading(entry_id, signed, payload)
@@ -155,7 +195,11 @@ def _hex(value: Mapping[str, object], name: str, size: int) -> bytes:
 
 
 def _shown(value: object) -> str:
-    text = json.dumps(value)
+    """A value as JSON for a message, cut to 80 characters (an item may be megabytes)."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        text = type(value).__name__
     return text if len(text) <= 80 else text[:77] + "..."
 
 
