@@ -416,7 +416,8 @@ def test_with_redis_and_the_services_away_the_view_says_so(
     """A second portal on the same index, whose Redis and services answer nowhere: the
     health view is still a 200, each part a sentence."""
     world = portal_world
-    dead_redis, dead = free_port(), {name: free_port() for name in ("bridge", "ingest", "closer")}
+    dead_redis, dead = free_port(), {name: free_port() for name in ("bridge", "ingest",
+                                                                    "ingest_mqtt", "closer")}
     env = portal_env(world.target.net, world.target.record, world.database_url,
                      tmp_path, PORTAL_SECRET_FILE=str(tmp_path / "secret"),
                      REDIS_URL=f"redis://127.0.0.1:{dead_redis}/0",
@@ -433,7 +434,7 @@ def test_with_redis_and_the_services_away_the_view_says_so(
     finally:
         service.stop()
     assert [(s["name"], s["up"]) for s in view["services"]] == \
-        [("bridge", False), ("ingest", False), ("closer", False)]
+        [("bridge", False), ("ingest", False), ("MQTT subscriber", False), ("closer", False)]
     assert view["services"][1]["sentence"] == (
         f"The ingest cannot be reached at http://127.0.0.1:{dead['ingest']}/health; it is not "
         "running, or PORTAL_INGEST_HEALTH_URL names the wrong address.")
