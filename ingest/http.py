@@ -55,6 +55,8 @@ SECURITY_HEADERS = {
 # must answer while Redis, which keeps the counts, does not.
 UNLIMITED = {"/health", "/openapi.json"}
 REALM = f'{SCHEME} realm="pilotchain-ingest"'
+# Brackets and quotes of a reading in an upload: 14, and room for spaces in hex strings.
+MARKS_PER_READING = 16
 
 log = logging.getLogger("ingest.http")
 
@@ -153,7 +155,8 @@ def _upload(settings: HttpSettings, queue: ReadingQueue,
     if used >= settings.uploader_limit:
         return _over_quota(uploader, used, settings)
     try:
-        items = load_json(request.get_data(cache=False), what="The body")
+        items = load_json(request.get_data(cache=False), what="The body",
+                          max_marks=MARKS_PER_READING * settings.max_readings + 64)
     except ReadingFormatError as error:
         return _error(f"{error} Send a JSON array of readings.", 400)
     if not isinstance(items, list):

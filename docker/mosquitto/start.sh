@@ -4,7 +4,8 @@
 # each meter has its own account (keys/mqtt/meters.passwd, hashed, written by `pilotchain meters
 # register` and `meters mqtt-password`) that may publish on its own topic only; every client id
 # is replaced by its account name, so nobody can take over the ingest's session. Persistence on,
-# so the messages queued for the subscriber's session survive a restart.
+# so the messages queued for the subscriber's session survive a restart. Messages past 64 KiB
+# are dropped (a reading is about 350 bytes).
 #
 # No password is ever on a command line: the service accounts' passwords (keys/mqtt/<user>.password,
 # written by `pilotchain init`) are first written as plain user:password lines and then hashed in
@@ -73,6 +74,7 @@ persistence true
 persistence_location $data/
 autosave_interval 1
 max_queued_messages 1000000
+message_size_limit 65536
 log_dest stderr
 user mosquitto
 EOF
