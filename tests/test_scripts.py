@@ -120,7 +120,8 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     metrics = requests.get(report["bridge_metrics_url"], timeout=10).json()
     assert metrics["dead_lettered"] == 0
     assert report["ingest_url"] == f"http://127.0.0.1:{env['INGEST_HTTP_PORT']}/api/readings"
-    assert requests.post(report["ingest_url"], json=[], timeout=10).status_code == 400
+    # Up and refusing outsiders: no uploader credential, no upload.
+    assert requests.post(report["ingest_url"], json=[], timeout=10).status_code == 401
     ingest = requests.get(report["ingest_metrics_url"], timeout=10).json()
     assert ingest["state"] == "running"  # funded, holding READER_ROLE
     assert report["mqtt_url"] == f"mqtt://127.0.0.1:{env['MQTT_PORT']}"
