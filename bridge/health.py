@@ -1,4 +1,5 @@
-"""The bridge's HTTP endpoint: ``/metrics`` (JSON progress) and ``/health`` (up or not).
+"""The bridge's HTTP endpoint: ``/metrics`` (JSON progress) and ``/health`` (up or not, and
+degraded with a sentence while it works but lags).
 
 stdlib ``http.server`` in a daemon thread: two read-only routes do not need a framework,
 and the bridge's loop never waits for a client.

@@ -213,11 +213,13 @@ def _health(settings: HttpSettings, queue: ReadingQueue) -> tuple[Response, int]
                             "backlog": length,
                             "oldest_unsettled_s": None if age is None else round(age, 1)}
     if length >= http_room(settings.max_backlog):
-        body.update(status="unavailable", problem=(
+        # Still a 200: the door is alive and answers (a restart would not help, and
+        # ./scripts/up and Compose judge liveness by the code); uploads get the 503.
+        body.update(status="degraded", problem=(
             f"The reading queue is full for uploads ({length} unsettled readings; they may "
             f"fill {http_room(settings.max_backlog)}, four fifths of INGEST_MAX_BACKLOG): "
             "uploads are refused with 503 until the writer settles some."))
-        return jsonify(body), 503
+        return jsonify(body), 200
     lag = backlog_problem(length, age, settings.health_max_backlog, settings.health_max_age,
                           "INGEST")
     if lag is not None:

@@ -117,9 +117,9 @@ def description(settings: HttpSettings) -> dict[str, Any]:
                 "summary": "Whether the door can queue, and the backlog behind it",
                 "security": [],
                 "responses": {
-                    "200": _json(HEALTH, "it can queue (`degraded`, with a sentence, when the "
-                                         "backlog is long)"),
-                    "503": _json(HEALTH, "it cannot queue: the queue is full or unreachable"),
+                    "200": _json(HEALTH, "it answers: `ok`, or `degraded` with a sentence "
+                                         "when the backlog is long or the queue full"),
+                    "503": _json(HEALTH, "it cannot queue: Redis is unreachable"),
                 },
             }},
             "/openapi.json": {"get": {

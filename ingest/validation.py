@@ -24,6 +24,11 @@ from pilotchain.events import METER_REGISTERED, decode_as
 from pilotchain.metering import FUTURE_TOLERANCE, Domain, Refusal, SignedReading
 
 ZERO_ADDRESS = "0x" + "00" * 20
+# Blocks of registrations read again each time (Clique reorganises a few blocks at most).
+REORG_MARGIN = 64
+# Blocks per eth_getLogs: the topic filter keeps the answer small (a year of 5 s blocks is
+# about 130 requests, once, on the first unknown meter after a start).
+LOG_PAGE = 50_000
 # Meters remembered as unregistered (each for INGEST_UNKNOWN_METER_TTL) before expired ones
 # are dropped.
 MAX_UNKNOWN = 100_000
@@ -121,6 +126,7 @@ class Registrations:
         self.w3 = w3
         self.url = url
         self.contract = contract
+        self.first_block = from_block
         self.next_block = from_block
 
     def new(self) -> dict[bytes, str]:
@@ -129,8 +135,11 @@ class Registrations:
         found: dict[bytes, str] = {}
         if head < self.next_block:
             return found
-        for page in contract_logs(self.w3, self.url, self.contract, self.next_block, head,
-                                  topics=[METER_REGISTERED.topic]):
+        # Looked at again: a registration a short reorganisation moved into a block already
+        # read would otherwise be missed for good (seen twice, it is the same registration).
+        first = max(self.first_block, self.next_block - REORG_MARGIN)
+        for page in contract_logs(self.w3, self.url, self.contract, first, head,
+                                  topics=[METER_REGISTERED.topic], page_blocks=LOG_PAGE):
             for log in page:
                 values = decode_as(METER_REGISTERED, log).values
                 found[bytes(values["meter"])] = Web3.to_checksum_address(values["signer"])
