@@ -267,8 +267,10 @@ MQTT_SUBSCRIBER_SETTINGS = SettingsGroup(
     "the reason); see [docs/metering.md](metering.md#mqtt).",
     (
         Setting("INGEST_MQTT_CLIENT_ID", "client_id", "str", _M.client_id,
-                "its MQTT client id: the broker keeps this persistent session's messages "
-                "while the subscriber is away"),
+                "its MQTT client id, under which the broker keeps its persistent session's "
+                "messages while it is away; the stack's broker replaces every client id with "
+                "the account's name (here `MQTT_USERNAME`), so only a broker of your own uses "
+                "this"),
         Setting("INGEST_MQTT_METRICS_HOST", "metrics_host", "str", _M.metrics_host,
                 "metrics endpoint address (`0.0.0.0` in a container)"),
         Setting("INGEST_MQTT_METRICS_PORT", "metrics_port", "int", _M.metrics_port,
