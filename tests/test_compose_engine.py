@@ -237,7 +237,8 @@ def test_b_a_replayed_recording_settles_exactly_once(
     reply = operator.get("/api/operator/health")
     assert reply.status_code == 200, reply.text
     watched = {s["name"]: s for s in reply.json()["services"]}
-    assert all(s["up"] for s in watched.values()) and len(watched) == 3, watched
+    assert set(watched) == {"bridge", "ingest", "MQTT subscriber", "closer"}, watched
+    assert all(s["up"] and s["status"] == "ok" for s in watched.values()), watched
     assert {d["stream"]: d["count"] for d in reply.json()["dead_letters"]["streams"]} == {
         "pilotchain:trades:dead": 0, "pilotchain:readings:dead": 0}, reply.text
 
