@@ -30,7 +30,7 @@ from portal_web_fixtures import (
 
 from bridge.config import BridgeSettings
 from closer.config import CloserSettings
-from ingest.config import IngestSettings
+from ingest.config import IngestSettings, MqttSettings
 from pilotchain.errors import ConfigError
 from pilotchain.operator import (
     deactivate_meter_call,
@@ -553,14 +553,14 @@ def test_the_health_urls_default_to_the_native_stacks_metrics_ports() -> None:
 
 def test_the_stack_points_the_portal_at_the_ports_configured() -> None:
     env = {"BRIDGE_METRICS_PORT": "9208", "INGEST_METRICS_HOST": "0.0.0.0",
-           "CLOSER_METRICS_PORT": "9312", "BRIDGE_STREAM": "gsy:trades",
-           "INGEST_DEAD_LETTER_STREAM": "refused"}
+           "INGEST_MQTT_METRICS_PORT": "9411", "CLOSER_METRICS_PORT": "9312",
+           "BRIDGE_STREAM": "gsy:trades", "INGEST_DEAD_LETTER_STREAM": "refused"}
     portal = WebSettings.from_env(with_health_urls(
         env, BridgeSettings.from_env(env), IngestSettings.from_env(env),
-        CloserSettings.from_env(env)))
+        CloserSettings.from_env(env), MqttSettings.from_env(env)))
     assert [w.url for w in portal.watched] == [
         "http://127.0.0.1:9208/health", "http://127.0.0.1:9110/health",
-        "http://127.0.0.1:9312/health"]
+        "http://127.0.0.1:9411/health", "http://127.0.0.1:9312/health"]
     assert (portal.dead_letters.trades, portal.dead_letters.readings) == \
         ("gsy:trades:dead", "refused")
     explicit = {**env, "PORTAL_BRIDGE_HEALTH_URL": "http://bridge:9108/health"}
