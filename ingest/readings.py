@@ -14,6 +14,7 @@ the chain (the meter's key, its slot length) is checked by :mod:`ingest.validati
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,15 @@ from bridge.events import Rejected
 from pilotchain.metering import MAX_REGISTER, MeteringError, MeterReading, SignedReading, meter_id
 
 READING_FIELD = "reading"
+# The longest number a reading can hold: 2**64 - 1 has 20 digits. Anything longer is refused
+# while parsing, before Python converts it (a 5,000-digit integer raised ValueError inside
+# json.loads, past every check, and came out of the door as a 500).
+MAX_DIGITS = 20
+# Nesting json.loads may see: an upload is an array of flat objects (depth 2).
+MAX_DEPTH = 16
+# Brackets, quotes and backslashes one reading may hold (it has 14), generously.
+MAX_MARKS = 4096
+_MARKS = re.compile(rb'[\[\]{}"\\]')
 FIELDS = ("meter", "time", "import_wh", "export_wh", "minutes_anchor", "signature")
 # secp256k1's order / 2: the contract refuses a signature with s above it (malleable).
 HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
@@ -40,13 +50,96 @@ class ValidReading:
     payload: str
 
 
+def load_json(text: str | bytes, what: str = "The reading",
+              max_marks: int = MAX_MARKS) -> object:
+    """Parse JSON with every number bounded; ReadingFormatError says what is wrong.
+
+    Integers longer than any field allows, NaN and Infinity (not JSON, though Python takes
+    them) and nesting deeper than MAX_DEPTH are refused with a sentence like any other
+    malformed input, so nothing a client sends can raise past the callers' checks or crash
+    them. ``max_marks`` bounds the brackets, quotes and backslashes the nesting check walks
+    (an upload of many readings needs more than one reading).
+    """
+    data = text.encode("utf-8", errors="surrogateescape") if isinstance(text, str) else text
+    problem = _nesting_problem(data, max_marks)
+    if problem is not None:
+        raise ReadingFormatError(f"{what} {problem}")
+    try:
+        return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float,
+                          parse_constant=_no_constant)
+    except json.JSONDecodeError as error:
+        raise ReadingFormatError(f"{what} is not JSON: {error.msg} at character "
+                                 f"{error.pos}.") from None
+    except UnicodeDecodeError:
+        raise ReadingFormatError(f"{what} is not UTF-8 text; send JSON.") from None
+    except RecursionError:
+        raise ReadingFormatError(f"{what} nests arrays or objects too deeply to be "
+                                 "JSON the ingest reads.") from None
+
+
+def _nesting_problem(data: bytes, max_marks: int) -> str | None:
+    """Why ``data`` nests too deeply for json.loads to be safe, None if it does not.
+
+    py_ecc (under eth-account) raises the interpreter's recursion limit to 100,000 when
+    imported, so a body of 100,000 nested arrays no longer ends in a RecursionError: it
+    overflows the C stack and kills the process (a gunicorn worker died of SIGSEGV). The
+    depth is counted first, outside strings, walking only the marks that matter.
+    """
+    marks = sum(map(data.count, (b"[", b"]", b"{", b"}", b'"', b"\\")))
+    if marks > max_marks:
+        return (f"holds {marks} brackets, quotes and backslashes, more than {max_marks}; "
+                "that is not an upload of readings.")
+    depth, in_string, escaped = 0, False, -1
+    for match in _MARKS.finditer(data):
+        at = match.start()
+        if at == escaped:
+            continue  # the character a backslash escapes
+        mark = data[at]
+        if in_string:
+            if mark == 0x5C:  # backslash
+                escaped = at + 1
+            elif mark == 0x22:  # quote
+                in_string = False
+        elif mark == 0x22:
+            in_string = True
+        elif mark in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_DEPTH:
+                return (f"nests arrays or objects more than {MAX_DEPTH} deep; readings are "
+                        "flat objects in one array.")
+        elif mark in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return None
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_DIGITS:
+        raise ReadingFormatError(f"A number has {digits} digits; no field of a reading takes "
+                                 f"more than {MAX_DIGITS} (registers and times lie in "
+                                 "[0, 2**64)).")
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    if len(text) > 2 * MAX_DIGITS:
+        raise ReadingFormatError(f"A number is written with {len(text)} characters; no field "
+                                 "of a reading takes a fraction, let alone one that long.")
+    return float(text)
+
+
+def _no_constant(text: str) -> float:
+    raise ReadingFormatError(f"{text} is not a JSON number; the fields of a reading are "
+                             "whole numbers and text.")
+
+
 def parse_reading(value: object) -> SignedReading:
     """A signed reading from its JSON object; ReadingFormatError says what is wrong."""
     if not isinstance(value, dict):
         raise ReadingFormatError(f"A reading must be a JSON object, not {_json_type(value)}.")
     unknown = sorted(set(value) - set(FIELDS))
     if unknown:
-        raise ReadingFormatError(f"Unknown field {unknown[0]!r}; a reading has exactly "
+        raise ReadingFormatError(f"Unknown field {_shown(unknown[0])}; a reading has exactly "
                                  f"{', '.join(FIELDS)}.")
     if value.get("signature") in (None, "", "0x"):
         raise ReadingFormatError("The reading is not signed: field 'signature' is missing or "
@@ -99,12 +192,7 @@ def decode_entry(entry_id: str, fields: Mapping[str, str] | None) -> ValidReadin
         return Rejected(entry_id, f"The entry has no '{READING_FIELD}' field (fields: "
                                   f"{names}).", json.dumps(dict(fields)))
     try:
-        value = json.loads(payload)
-    except json.JSONDecodeError as error:
-        return Rejected(entry_id, f"The reading is not JSON: {error.msg} at character "
-                                  f"{error.pos}.", payload)
-    try:
-        signed = parse_reading(value)
+        signed = parse_reading(load_json(payload))
     except MeteringError as error:
         return Rejected(entry_id, str(error), payload)
     return ValidReading(entry_id, signed, payload)
@@ -155,7 +243,11 @@ def _hex(value: Mapping[str, object], name: str, size: int) -> bytes:
 
 
 def _shown(value: object) -> str:
-    text = json.dumps(value)
+    """A value as JSON for a message, cut to 80 characters (an item may be megabytes)."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        text = type(value).__name__
     return text if len(text) <= 80 else text[:77] + "..."
 
 

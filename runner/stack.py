@@ -58,8 +58,8 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
     # environment, so they reach the stack's Redis without its password on a command line.
     state_dir = settings.data_dir / "pids"
     bridge, ingest = BridgeSettings.from_env(env), IngestSettings.from_env(env)
-    closer = CloserSettings.from_env(env)
-    portal_env = with_health_urls(env, bridge, ingest, closer)
+    closer, subscriber = CloserSettings.from_env(env), MqttSettings.from_env(env)
+    portal_env = with_health_urls(env, bridge, ingest, closer, subscriber)
     return [
         SettlementService(settings),
         RedisService(RedisConnection.from_env(env), settings.data_dir / "redis", state_dir),
@@ -68,7 +68,7 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
         MqttService(MqttConnection.from_env(env), settings.data_dir / "mosquitto", state_dir),
         IngestService(ingest, env, state_dir),
         IngestHttpService(HttpSettings.from_env(env), state_dir, env),
-        IngestMqttService(MqttSettings.from_env(env), env, state_dir),
+        IngestMqttService(subscriber, env, state_dir),
         CloserService(closer, env, state_dir),
         PortalIndexerService(PortalSettings.from_env(env), state_dir, env),
         PortalWebService(WebSettings.from_env(portal_env), state_dir, portal_env),

@@ -67,8 +67,9 @@ CT = 10**18
 @dataclass(frozen=True)
 class Operations:
     """What the operator's view watches: the session's Redis with this module's own trade
-    and reading streams, and the ports where the bridge's, the ingest's and the slot
-    closer's ``/health`` are expected (see ``portal_services``; the closer never runs)."""
+    and reading streams, and the ports where the bridge's, the ingest's, its MQTT
+    subscriber's and the slot closer's ``/health`` are expected (see ``portal_services``; the
+    subscriber and the closer never run)."""
 
     redis_url: str
     trades: str
@@ -295,7 +296,8 @@ def portal_world(portal_chain: PortalChain, portal_engine: str, redis_server: Re
     # Streams of this world's own: the bridge binds a stream to one contract.
     prefix = f"portal-{uuid.uuid4().hex[:8]}"
     ops = Operations(redis_server.url, f"{prefix}:trades", f"{prefix}:readings",
-                     {name: free_port() for name in ("bridge", "ingest", "closer")})
+                     {name: free_port() for name in ("bridge", "ingest", "ingest_mqtt",
+                                                     "closer")})
     if portal_engine == "sqlite":
         database_url = f"sqlite:///{home / 'portal.sqlite3'}"
     else:

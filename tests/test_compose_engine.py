@@ -9,20 +9,22 @@ paying through its published port; (b) a recording replayed with the documented 
 compose exec bridge pilotchain replay FILE`` settles exactly once, field by field; the portal's
 indexer has them all (the operator signs in with a real signature at http://localhost:<port>
 and reads them through the API, each linked to the explorer) and the portal serves uPlot from
-the image; (c) a meter the operator registers has one reading published over MQTT (the meters'
-account, published port) and one uploaded over HTTP, each on chain exactly once, and the broker
-refuses an anonymous client. Then what the stack survives: (d) ``docker kill`` of one
-validator: the other two keep sealing, and started again it catches up with the RPC node; (e) a
-validator cut off its network for 60 s with ``docker network disconnect`` and reconnected:
-every node ends on one chain, the reconnected one has peers and seals again; (f) the bridge
-container SIGKILLed while it settles a replay of 2,000 trades and started again: every trade on
-chain exactly once; (f2) the engine's plan of a plain ``up -d`` (``create --dry-run``), twice,
-creates no gsy-e (only ``--profile simulation`` would) and no trade is added. Last (g) ``stop``
-+ ``up -d`` keeps the chain, the contract and the portal's index (every trade on chain, none
-twice) and nothing rewinds, and ``down -v`` leaves nothing. Each node is read through its own
-IPC socket (``docker compose exec -T <node> geth attach``), the RPC node also through its
-published port. Blockscout, its node and gsy-e are left out: their images cannot be built
-without their registries. All traffic goes to the ports published on 127.0.0.1.
+the image; (c) a meter the operator registers has one reading published over MQTT (its own
+account, issued with `docker compose run --rm init pilotchain meters mqtt-password`, published
+port) and one uploaded over HTTP (an uploader credential issued the same way; none: 401), each
+on chain exactly once, and the broker refuses an anonymous client, a wrong password and the
+retired shared account. Then what the stack survives: (d) ``docker kill`` of one validator: the
+other two keep sealing, and started again it catches up with the RPC node; (e) a validator cut
+off its network for 60 s with ``docker network disconnect`` and reconnected: every node ends on
+one chain, the reconnected one has peers and seals again; (f) the bridge container SIGKILLed
+while it settles a replay of 2,000 trades and started again: every trade on chain exactly once;
+(f2) the engine's plan of a plain ``up -d`` (``create --dry-run``), twice, creates no gsy-e
+(only ``--profile simulation`` would) and no trade is added. Last (g) ``stop`` + ``up -d``
+keeps the chain, the contract and the portal's index (every trade on chain, none twice) and
+nothing rewinds, and ``down -v`` leaves nothing. Each node is read through its own IPC socket
+(``docker compose exec -T <node> geth attach``), the RPC node also through its published port.
+Blockscout, its node and gsy-e are left out: their images cannot be built without their
+registries. All traffic goes to the ports published on 127.0.0.1.
 
 Images are local stand-ins (scripts/lib/build-local-images.sh) given through the compose file's
 image variables; the first run builds them and the app image, later runs reuse them.
@@ -236,7 +238,8 @@ def test_b_a_replayed_recording_settles_exactly_once(
     reply = operator.get("/api/operator/health")
     assert reply.status_code == 200, reply.text
     watched = {s["name"]: s for s in reply.json()["services"]}
-    assert all(s["up"] for s in watched.values()) and len(watched) == 3, watched
+    assert set(watched) == {"bridge", "ingest", "MQTT subscriber", "closer"}, watched
+    assert all(s["up"] and s["status"] == "ok" for s in watched.values()), watched
     assert {d["stream"]: d["count"] for d in reply.json()["dead_letters"]["streams"]} == {
         "pilotchain:trades:dead": 0, "pilotchain:readings:dead": 0}, reply.text
 
@@ -314,11 +317,12 @@ def connack(connection: MqttConnection, username: str | None, password: str | No
         client.disconnect()
 
 
-def publish_over_mqtt(connection: MqttConnection, signed: SignedReading) -> None:
-    """Publish one reading as a meter does (the meters' account, its topic, QoS 1), returning
+def publish_over_mqtt(connection: MqttConnection, signed: SignedReading, password: str) -> None:
+    """Publish one reading as a meter does (its own account, its topic, QoS 1), returning
     once the broker has taken it."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="compose-test-meter")
-    client.username_pw_set(connection.meter_username, connection.meter_password)
+    account = "0x" + signed.reading.meter.hex()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=account)
+    client.username_pw_set(account, password)
     client.connect(connection.host, connection.port, keepalive=10)
     client.loop_start()
     try:
@@ -347,17 +351,31 @@ def test_c_meter_readings_over_mqtt_and_http_settle_exactly_once(
     before = sign_reading(MeterReading(by_http, time - slot, 4400, 0), http_key, domain)
     over_http = sign_reading(MeterReading(by_http, time, 4500, 0), http_key, domain)
 
-    broker = MqttConnection(port=stack.ports["MQTT_PORT"],
-                            password=keys.mqtt_password_file("ingest").read_text().strip(),
-                            meter_password=keys.mqtt_password_file("meter").read_text().strip())
+    # The operator's documented way in Compose: the one-shot init service (the project
+    # mounted writable, run as its owner) issues the meter's MQTT account and an uploader's
+    # credential; the broker notices the accounts file changed.
+    with timings.measure("c: the meter's MQTT account and an uploader's credential"):
+        account = "0x" + by_mqtt.hex()
+        issued = stack.compose("run", "--rm", "init", "pilotchain", "meters", "mqtt-password",
+                               account, timeout=300).stdout
+        password = issued.split(f"MQTT account {account}, password ", 1)[1].split(" ", 1)[0]
+        issued = stack.compose("run", "--rm", "init", "pilotchain", "uploaders", "issue",
+                               "compose-test", timeout=300).stdout
+        credential = issued.split("Bearer ", 1)[1].split("'", 1)[0]
+    broker = MqttConnection(port=stack.ports["MQTT_PORT"])
     assert connack(broker, None, None) == "Not authorized", "the broker took an anonymous client"
-    assert connack(broker, broker.meter_username, "wrong") == "Not authorized"
+    assert connack(broker, account, "wrong") == "Not authorized"
+    assert connack(broker, "meter", "any") == "Not authorized"  # no shared meters' account
+    wait_for(lambda: connack(broker, account, password) == "Success" or None, timeout=60,
+             what="the broker to take the meter's new account")
 
     with timings.measure("c: one reading over MQTT, one over HTTP, on chain"):
-        publish_over_mqtt(broker, over_mqtt)
-        answer = requests.post(f"{stack.url('INGEST_HTTP_PORT')}/api/readings",
-                               json=[reading_json(before), reading_json(over_http)],
-                               timeout=60)
+        publish_over_mqtt(broker, over_mqtt, password)
+        upload = [reading_json(before), reading_json(over_http)]
+        url = f"{stack.url('INGEST_HTTP_PORT')}/api/readings"
+        assert requests.post(url, json=upload, timeout=60).status_code == 401
+        answer = requests.post(url, json=upload, timeout=60,
+                               headers={"Authorization": f"Bearer {credential}"})
         assert answer.status_code == 202, answer.text
         assert (answer.json()["queued"], answer.json()["refused"]) == (2, 0), answer.text
         expected = {(by_mqtt, time), (by_http, time - slot), (by_http, time)}

@@ -5,7 +5,6 @@ good ones of the same upload are still queued, every invalid request gets a clea
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,44 +14,33 @@ import requests
 from ingest_fixtures import (
     READINGS_STREAM,
     SLOT,
+    Door,
     IngestThread,
     MeteredChain,
     dead_letter_reasons,
+    door_env,
     ingest_settings,
     pending_count,
     reading_cases,
     recorded_on_chain,
     register_meters,
+    serving,
     unmatched,
 )
 
-from ingest.config import HttpSettings
 from ingest.readings import reading_json
 from pilotchain.chain import wait_for
 from pilotchain.metering import SignedReading
-from runner.ingest import IngestHttpService
-from runner.ports import free_port
 
 MAX_READINGS = 50
 MAX_BODY = 40_000
 
 
 @pytest.fixture
-def endpoint(redis_url: str, tmp_path: Path) -> Iterator[str]:
-    """gunicorn (2 workers) serving ingest.http:create_app(), with a complete environment so
-    no developer's .env leaks in."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           "HOME": os.environ.get("HOME", "/tmp"), "PILOTCHAIN_HOME": str(tmp_path),
-           "REDIS_URL": redis_url, "INGEST_STREAM": READINGS_STREAM,
-           "INGEST_HTTP_PORT": str(free_port()), "INGEST_HTTP_MAX_READINGS": str(MAX_READINGS),
-           "INGEST_HTTP_MAX_BODY_BYTES": str(MAX_BODY)}
-    service = IngestHttpService(HttpSettings.from_env(env), tmp_path / "pids", env)
-    assert service.start()
-    try:
-        assert service.status() == {"ingest_url": f"{service.url}/api/readings"}
-        yield service.url
-    finally:
-        assert service.stop()
+def endpoint(redis_url: str, tmp_path: Path) -> Iterator[Door]:
+    with serving(door_env(redis_url, tmp_path, INGEST_HTTP_MAX_READINGS=str(MAX_READINGS),
+                          INGEST_HTTP_MAX_BODY_BYTES=str(MAX_BODY)), tmp_path) as door:
+        yield door
 
 
 def stream_length(redis_url: str) -> int:
@@ -64,7 +52,7 @@ def stream_length(redis_url: str) -> int:
 
 
 def test_an_upload_queues_the_good_readings_refuses_the_bad_by_index_and_they_settle(
-        endpoint: str, metered: MeteredChain, redis_url: str) -> None:
+        endpoint: Door, metered: MeteredChain, redis_url: str) -> None:
     (meter,) = register_meters(metered, 1)
     head = metered.w3.eth.get_block("latest")["timestamp"]
     s0 = head // SLOT * SLOT - 5 * SLOT
@@ -73,7 +61,8 @@ def test_an_upload_queues_the_good_readings_refuses_the_bad_by_index_and_they_se
     unsigned = dict(good[1])
     del unsigned["signature"]
     upload = [good[0], {**good[0], "meter": "nope"}, good[1], unsigned, good[2]]
-    answer = requests.post(f"{endpoint}/api/readings", json=upload, timeout=10)
+    answer = requests.post(f"{endpoint.url}/api/readings", json=upload, headers=endpoint.auth,
+                           timeout=10)
     assert answer.status_code == 202, answer.text
     body = answer.json()
     assert (body["queued"], body["refused"]) == (3, 2)
@@ -92,8 +81,8 @@ def test_an_upload_queues_the_good_readings_refuses_the_bad_by_index_and_they_se
 
 
 def test_invalid_uploads_get_a_clear_error_and_queue_nothing(
-        endpoint: str, redis_url: str) -> None:
-    url = f"{endpoint}/api/readings"
+        endpoint: Door, redis_url: str) -> None:
+    url = f"{endpoint.url}/api/readings"
     cases = [
         (b"{not json", 400, "not JSON"),
         (json.dumps({"meter": "x"}).encode(), 400, "JSON array"),
@@ -104,24 +93,26 @@ def test_invalid_uploads_get_a_clear_error_and_queue_nothing(
     ]
     for data, status, words in cases:
         answer = requests.post(url, data=data, timeout=10,
-                               headers={"Content-Type": "application/json"})
+                               headers={"Content-Type": "application/json", **endpoint.auth})
         assert (answer.status_code, words in answer.json()["error"]) == (status, True), \
             (data[:40], answer.text)
-    all_bad = requests.post(url, json=[{"time": 1}, 5], timeout=10).json()
+    all_bad = requests.post(url, json=[{"time": 1}, 5], headers=endpoint.auth,
+                            timeout=10).json()
     assert [error["index"] for error in all_bad["errors"]] == [0, 1]
     assert requests.get(url, timeout=10).status_code == 405
-    assert requests.get(f"{endpoint}/nowhere", timeout=10).status_code == 404
-    health = requests.get(f"{endpoint}/health", timeout=10)
+    assert requests.get(f"{endpoint.url}/nowhere", timeout=10).status_code == 404
+    health = requests.get(f"{endpoint.url}/health", timeout=10)
     assert (health.status_code, health.json()["status"]) == (200, "ok")
     assert stream_length(redis_url) == 0
 
 
 def test_every_bad_kind_uploaded_is_refused_at_the_door_or_dead_lettered_with_its_reason(
-        endpoint: str, metered: MeteredChain, redis_url: str) -> None:
+        endpoint: Door, metered: MeteredChain, redis_url: str) -> None:
     cases = reading_cases(metered)
     items = [reading_json(entry) if isinstance(entry, SignedReading) else entry
              for entry in cases.entries.values()]
-    answer = requests.post(f"{endpoint}/api/readings", json=items, timeout=10)
+    answer = requests.post(f"{endpoint.url}/api/readings", json=items, headers=endpoint.auth,
+                           timeout=10)
     assert answer.status_code == 202, answer.text
     names = list(cases.entries)
     door = {names[error["index"]]: error["error"] for error in answer.json()["errors"]}

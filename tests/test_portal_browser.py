@@ -292,10 +292,11 @@ def test_the_operator_sees_health_and_dead_letters_and_signs_meters_and_periods(
     wallet.account = world.operator
     sign_in(page, wallet, world)
 
-    # The services' own health: the bridge and the ingest run, the closer does not.
+    # The services' own health: the bridge and the ingest run, the subscriber and the closer
+    # do not.
     health = json.loads(page.evaluate("document.getElementById('health').dataset.raw"))
     assert [(s["name"], s["up"]) for s in health] == \
-        [("bridge", True), ("ingest", True), ("closer", False)]
+        [("bridge", True), ("ingest", True), ("MQTT subscriber", False), ("closer", False)]
     rows = page.evaluate("[...document.querySelectorAll('#health tbody tr')]"
                          ".map(r => r.textContent)")
     assert any("closer" in row and "cannot be reached" in row for row in rows)

@@ -31,7 +31,7 @@ from portal_web_fixtures import (
 
 from bridge.config import BridgeSettings
 from closer.config import CloserSettings
-from ingest.config import IngestSettings
+from ingest.config import IngestSettings, MqttSettings
 from pilotchain.errors import ConfigError
 from pilotchain.operator import (
     deactivate_meter_call,
@@ -608,7 +608,8 @@ def test_with_redis_and_the_services_away_the_view_says_so(
     """A second portal on the same index, whose Redis and services answer nowhere: the
     health view is still a 200, each part a sentence."""
     world = portal_world
-    dead_redis, dead = free_port(), {name: free_port() for name in ("bridge", "ingest", "closer")}
+    dead_redis, dead = free_port(), {name: free_port() for name in ("bridge", "ingest",
+                                                                    "ingest_mqtt", "closer")}
     env = portal_env(world.target.net, world.target.record, world.database_url,
                      tmp_path, PORTAL_SECRET_FILE=str(tmp_path / "secret"),
                      REDIS_URL=f"redis://127.0.0.1:{dead_redis}/0",
@@ -625,7 +626,7 @@ def test_with_redis_and_the_services_away_the_view_says_so(
     finally:
         service.stop()
     assert [(s["name"], s["up"]) for s in view["services"]] == \
-        [("bridge", False), ("ingest", False), ("closer", False)]
+        [("bridge", False), ("ingest", False), ("MQTT subscriber", False), ("closer", False)]
     assert view["services"][1]["sentence"] == (
         f"The ingest cannot be reached at http://127.0.0.1:{dead['ingest']}/health; it is not "
         "running, or PORTAL_INGEST_HEALTH_URL names the wrong address.")
@@ -794,14 +795,14 @@ def test_the_health_urls_default_to_the_native_stacks_metrics_ports() -> None:
 
 def test_the_stack_points_the_portal_at_the_ports_configured() -> None:
     env = {"BRIDGE_METRICS_PORT": "9208", "INGEST_METRICS_HOST": "0.0.0.0",
-           "CLOSER_METRICS_PORT": "9312", "BRIDGE_STREAM": "gsy:trades",
-           "INGEST_DEAD_LETTER_STREAM": "refused"}
+           "INGEST_MQTT_METRICS_PORT": "9411", "CLOSER_METRICS_PORT": "9312",
+           "BRIDGE_STREAM": "gsy:trades", "INGEST_DEAD_LETTER_STREAM": "refused"}
     portal = WebSettings.from_env(with_health_urls(
         env, BridgeSettings.from_env(env), IngestSettings.from_env(env),
-        CloserSettings.from_env(env)))
+        CloserSettings.from_env(env), MqttSettings.from_env(env)))
     assert [w.url for w in portal.watched] == [
         "http://127.0.0.1:9208/health", "http://127.0.0.1:9110/health",
-        "http://127.0.0.1:9312/health"]
+        "http://127.0.0.1:9411/health", "http://127.0.0.1:9312/health"]
     assert (portal.dead_letters.trades, portal.dead_letters.readings) == \
         ("gsy:trades:dead", "refused")
     explicit = {**env, "PORTAL_BRIDGE_HEALTH_URL": "http://bridge:9108/health"}

@@ -27,6 +27,7 @@ MAX_DEAD_LETTERS_SHOWN = 500
 # runner.stack hands the portal the ports actually configured.
 DEFAULT_HEALTH_URLS = {"bridge": "http://127.0.0.1:9108/health",
                        "ingest": "http://127.0.0.1:9110/health",
+                       "ingest-mqtt": "http://127.0.0.1:9111/health",
                        "closer": "http://127.0.0.1:9112/health"}
 
 
@@ -52,6 +53,7 @@ class WebSettings:
     dead_letters: DeadLetterStreams = field(default_factory=DeadLetterStreams)
     bridge_health_url: str = DEFAULT_HEALTH_URLS["bridge"]
     ingest_health_url: str = DEFAULT_HEALTH_URLS["ingest"]
+    ingest_mqtt_health_url: str = DEFAULT_HEALTH_URLS["ingest-mqtt"]
     closer_health_url: str = DEFAULT_HEALTH_URLS["closer"]
     health_timeout: float = 2.0
     dead_letters_shown: int = 50
@@ -73,6 +75,8 @@ class WebSettings:
         """The services whose health the operator sees."""
         return (Watched("bridge", self.bridge_health_url, "PORTAL_BRIDGE_HEALTH_URL"),
                 Watched("ingest", self.ingest_health_url, "PORTAL_INGEST_HEALTH_URL"),
+                Watched("MQTT subscriber", self.ingest_mqtt_health_url,
+                        "PORTAL_INGEST_MQTT_HEALTH_URL"),
                 Watched("closer", self.closer_health_url, "PORTAL_CLOSER_HEALTH_URL"))
 
     @property
@@ -216,6 +220,11 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
         Setting("PORTAL_INGEST_HEALTH_URL", "ingest_health_url", "str", _D.ingest_health_url,
                 "the ingest writer's `/health` (`./scripts/up` passes INGEST_METRICS_PORT's)",
                 check=health_url_check("PORTAL_INGEST_HEALTH_URL")),
+        Setting("PORTAL_INGEST_MQTT_HEALTH_URL", "ingest_mqtt_health_url", "str",
+                _D.ingest_mqtt_health_url,
+                "the ingest's MQTT subscriber's `/health` (`./scripts/up` passes "
+                "INGEST_MQTT_METRICS_PORT's)",
+                check=health_url_check("PORTAL_INGEST_MQTT_HEALTH_URL")),
         Setting("PORTAL_CLOSER_HEALTH_URL", "closer_health_url", "str", _D.closer_health_url,
                 "the slot closer's `/health` (`./scripts/up` passes CLOSER_METRICS_PORT's)",
                 check=health_url_check("PORTAL_CLOSER_HEALTH_URL")),

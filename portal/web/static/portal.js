@@ -194,7 +194,8 @@ function onSubmit(formId, path, body) {
 
 async function loadHealth() {
   const view = await api("/api/operator/health");
-  fill("health", view.services.map((s) => [s.name, s.up ? "up" : "down", s.sentence]));
+  const state = (s) => (s.up ? (s.status === "degraded" ? "degraded" : "up") : "down");
+  fill("health", view.services.map((s) => [s.name, state(s), s.sentence]));
   $("health").dataset.raw = JSON.stringify(view.services);
   const dead = view.dead_letters;
   $("dead-error").textContent = dead.error || "";
