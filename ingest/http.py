@@ -17,10 +17,9 @@ the API; every answer carries security headers and no server banner.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -36,6 +35,7 @@ from ingest.readings import ReadingFormatError, load_json, parse_reading, readin
 from ingest.uploaders import SCHEME, UploaderError, Uploaders, bearer
 from pilotchain.config import masked_url
 from pilotchain.metering import MeteringError
+from pilotchain.pages import hide_server_banner
 from pilotchain.settings import load_environment
 
 EXTENSION = "pilotchain-ingest"
@@ -257,25 +257,3 @@ def _shown_method() -> str:
     """The request's method as a message may show it (a client may send any token)."""
     method = request.method
     return method if len(method) <= 16 and method.isalpha() else "This method"
-
-
-def hide_server_banner() -> None:
-    """Make gunicorn, if it serves this process, send no ``Server`` header.
-
-    gunicorn writes ``Server: gunicorn`` into every answer and has no setting to leave it
-    out; its version helps nobody but someone looking for a known hole. Its response class is
-    patched once in the worker, where the app factory runs.
-    """
-    try:
-        wsgi: Any = importlib.import_module("gunicorn.http.wsgi")  # it ships no type hints
-    except ImportError:
-        return
-    original: Callable[[Any], list[str]] = wsgi.Response.default_headers
-    if getattr(original, "_no_banner", False):
-        return
-
-    def default_headers(self: Any) -> list[str]:
-        return [line for line in original(self) if not line.startswith("Server:")]
-
-    default_headers._no_banner = True  # type: ignore[attr-defined]
-    wsgi.Response.default_headers = default_headers
