@@ -14,13 +14,13 @@ the chain (the meter's key, its slot length) is checked by :mod:`ingest.validati
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bridge.events import Rejected
 from pilotchain.metering import MAX_REGISTER, MeteringError, MeterReading, SignedReading, meter_id
+from pilotchain.safejson import JsonBounds, UnsafeJson, load_bounded
 
 READING_FIELD = "reading"
 # The longest number a reading can hold: 2**64 - 1 has 20 digits. Anything longer is refused
@@ -31,7 +31,15 @@ MAX_DIGITS = 20
 MAX_DEPTH = 16
 # Brackets, quotes and backslashes one reading may hold (it has 14), generously.
 MAX_MARKS = 4096
-_MARKS = re.compile(rb'[\[\]{}"\\]')
+READING_BOUNDS = JsonBounds(
+    max_digits=MAX_DIGITS, max_depth=MAX_DEPTH, max_marks=MAX_MARKS,
+    digits_reason=(f"no field of a reading takes more than {MAX_DIGITS} (registers and times "
+                   "lie in [0, 2**64))."),
+    fraction_reason="no field of a reading takes a fraction, let alone one that long.",
+    constant_reason="the fields of a reading are whole numbers and text.",
+    depth_reason="readings are flat objects in one array.",
+    marks_reason="that is not an upload of readings.",
+    reader="the ingest")
 FIELDS = ("meter", "time", "import_wh", "export_wh", "minutes_anchor", "signature")
 # secp256k1's order / 2: the contract refuses a signature with s above it (malleable).
 HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
@@ -52,85 +60,17 @@ class ValidReading:
 
 def load_json(text: str | bytes, what: str = "The reading",
               max_marks: int = MAX_MARKS) -> object:
-    """Parse JSON with every number bounded; ReadingFormatError says what is wrong.
-
-    Integers longer than any field allows, NaN and Infinity (not JSON, though Python takes
-    them) and nesting deeper than MAX_DEPTH are refused with a sentence like any other
-    malformed input, so nothing a client sends can raise past the callers' checks or crash
-    them. ``max_marks`` bounds the brackets, quotes and backslashes the nesting check walks
-    (an upload of many readings needs more than one reading).
-    """
-    data = text.encode("utf-8", errors="surrogateescape") if isinstance(text, str) else text
-    problem = _nesting_problem(data, max_marks)
-    if problem is not None:
-        raise ReadingFormatError(f"{what} {problem}")
+    """Parse JSON with every number and the nesting bounded (pilotchain.safejson);
+    ReadingFormatError says what is wrong. Integers longer than any field allows, NaN and
+    Infinity and nesting deeper than MAX_DEPTH are refused with a sentence like any other
+    malformed input. ``max_marks`` bounds the brackets, quotes and backslashes the nesting
+    check walks (an upload of many readings needs more than one reading)."""
+    bounds = READING_BOUNDS if max_marks == MAX_MARKS else replace(READING_BOUNDS,
+                                                                   max_marks=max_marks)
     try:
-        return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float,
-                          parse_constant=_no_constant)
-    except json.JSONDecodeError as error:
-        raise ReadingFormatError(f"{what} is not JSON: {error.msg} at character "
-                                 f"{error.pos}.") from None
-    except UnicodeDecodeError:
-        raise ReadingFormatError(f"{what} is not UTF-8 text; send JSON.") from None
-    except RecursionError:
-        raise ReadingFormatError(f"{what} nests arrays or objects too deeply to be "
-                                 "JSON the ingest reads.") from None
-
-
-def _nesting_problem(data: bytes, max_marks: int) -> str | None:
-    """Why ``data`` nests too deeply for json.loads to be safe, None if it does not.
-
-    py_ecc (under eth-account) raises the interpreter's recursion limit to 100,000 when
-    imported, so a body of 100,000 nested arrays no longer ends in a RecursionError: it
-    overflows the C stack and kills the process (a gunicorn worker died of SIGSEGV). The
-    depth is counted first, outside strings, walking only the marks that matter.
-    """
-    marks = sum(map(data.count, (b"[", b"]", b"{", b"}", b'"', b"\\")))
-    if marks > max_marks:
-        return (f"holds {marks} brackets, quotes and backslashes, more than {max_marks}; "
-                "that is not an upload of readings.")
-    depth, in_string, escaped = 0, False, -1
-    for match in _MARKS.finditer(data):
-        at = match.start()
-        if at == escaped:
-            continue  # the character a backslash escapes
-        mark = data[at]
-        if in_string:
-            if mark == 0x5C:  # backslash
-                escaped = at + 1
-            elif mark == 0x22:  # quote
-                in_string = False
-        elif mark == 0x22:
-            in_string = True
-        elif mark in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > MAX_DEPTH:
-                return (f"nests arrays or objects more than {MAX_DEPTH} deep; readings are "
-                        "flat objects in one array.")
-        elif mark in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return None
-
-
-def _bounded_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > MAX_DIGITS:
-        raise ReadingFormatError(f"A number has {digits} digits; no field of a reading takes "
-                                 f"more than {MAX_DIGITS} (registers and times lie in "
-                                 "[0, 2**64)).")
-    return int(text)
-
-
-def _bounded_float(text: str) -> float:
-    if len(text) > 2 * MAX_DIGITS:
-        raise ReadingFormatError(f"A number is written with {len(text)} characters; no field "
-                                 "of a reading takes a fraction, let alone one that long.")
-    return float(text)
-
-
-def _no_constant(text: str) -> float:
-    raise ReadingFormatError(f"{text} is not a JSON number; the fields of a reading are "
-                             "whole numbers and text.")
+        return load_bounded(text, bounds, what)
+    except UnsafeJson as error:
+        raise ReadingFormatError(str(error)) from None
 
 
 def parse_reading(value: object) -> SignedReading:
