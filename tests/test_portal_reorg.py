@@ -52,6 +52,7 @@ class Nodes:
     def __init__(self, net: LocalNetwork) -> None:
         self.net = net
         self._w3: dict[str, Web3] = {}
+        self._frozen: dict[str, int] = {}
 
     def w3(self, name: str) -> Web3:
         if name not in self._w3:
@@ -73,19 +74,33 @@ class Nodes:
     def receipt(self, name: str, tx_hash: HexBytes) -> Any:
         return self.call(name, "eth_getTransactionReceipt", tx_hash.to_0x_hex())
 
+    def total_difficulty(self, name: str, block: str = "latest") -> int:
+        """The weight of ``name``'s chain up to ``block``: Clique picks the heavier chain."""
+        return int(self.call(name, "eth_getBlockByNumber", block, False)["totalDifficulty"], 16)
+
+    def freeze(self, names: list[str]) -> None:
+        """SIGSTOP ``names``: their sockets stay open, but they neither read nor answer, so
+        nobody completes a connection to them (a peer's dial times out in its handshake)."""
+        for name in names:
+            pid = self.net.process(name).pid
+            assert pid, f"{name} is not running"
+            os.kill(pid, signal.SIGSTOP)
+            self._frozen[name] = pid
+
+    def thaw(self, names: list[str]) -> None:
+        for name in names:
+            pid = self._frozen.pop(name, None)
+            if pid is not None:
+                os.kill(pid, signal.SIGCONT)
+
     @contextmanager
-    def frozen(self, names: list[str]) -> Iterator[None]:
-        """SIGSTOP ``names`` (their sockets stay open, but they neither read nor answer, so
-        nobody completes a connection to them); SIGCONT at the end, also on failure."""
-        pids = [self.net.process(name).pid for name in names]
-        assert all(pids), f"not all of {names} are running"
+    def freezing(self) -> Iterator[Nodes]:
+        """``freeze`` and ``thaw`` at will inside; everything frozen is thawed at the end,
+        also on failure."""
         try:
-            for pid in pids:
-                os.kill(pid, signal.SIGSTOP)  # type: ignore[arg-type]
-            yield
+            yield self
         finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)  # type: ignore[arg-type]
+            self.thaw(list(self._frozen))
 
 
 def send_trades(w3: Web3, target: Deployed, records: list[TradeRecord]) -> HexBytes:
@@ -95,8 +110,17 @@ def send_trades(w3: Web3, target: Deployed, records: list[TradeRecord]) -> HexBy
     return sender.send({"to": target.deployment.address, "data": data})
 
 
-def wait(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+def wait(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """A wait on a node's own answer (its pool, its peers): not chain progress."""
     return wait_for(condition, timeout=timeout, what=what, interval=0.1)
+
+
+# geth dials a node again only 35 s after it last dialed it (p2p's dialHistoryExpiration), and
+# the split makes every node dial the other side in vain: healed, the RPC node may reach side
+# B's chain only then, as many blocks of side B later, and imports it within a few more.
+HEAL_BLOCKS = 35 + 25
+HEAL_WHY = ("geth redials a node 35 s after its last dial (p2p dialHistoryExpiration), 35 "
+            "blocks of 1 s; then it imports side B's few blocks")
 
 
 def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
@@ -118,20 +142,25 @@ def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
     assert db is not None
     record_trades(target, trades(seed=11, count=10))
     a, *b = [role.name for role in net.keys.validators()]
+    side_a = [a, RPC_NODE]
     enodes = {name: nodes.call(name, "admin_nodeInfo")["enode"] for name in b}
     b_ids = {nodes.call(name, "admin_nodeInfo")["id"] for name in b}
     x, y = trades(seed=12), trades(seed=13)
+    signer_a = net.keys.role(a).address.lower()
     try:
-        # A stops sealing until the two newest blocks are B's: then A may seal the next one
-        # alone (a signer of three may not seal two blocks in a row), and nothing A sealed
-        # before is still on its way.
-        nodes.call(a, "miner_stop")
-        stopped = net.block_number()
-        wait(lambda: (head := net.block_number()) > stopped + 2 and all(
-            nodes.signer(RPC_NODE, n) != net.keys.role(a).address.lower()
-            for n in (head, head - 1)), "two blocks sealed by B1 and B2")
-        with nodes.frozen(b):
-            for name in (a, RPC_NODE):
+        with nodes.freezing():
+            # A stops sealing until the two newest blocks are B's: then A may seal the next
+            # one alone (a signer of three may not seal two blocks in a row), and nothing A
+            # sealed before is still on its way.
+            nodes.call(a, "miner_stop")
+            stopped = net.block_number()
+            net.wait_for_blocks(
+                lambda: (head := net.block_number()) > stopped + 2 and all(
+                    nodes.signer(RPC_NODE, n) != signer_a for n in (head, head - 1)),
+                blocks=10, what="two blocks sealed by B1 and B2",
+                why="B1 and B2 take turns; A's last block is two behind within a few")
+            nodes.freeze(b)
+            for name in side_a:
                 for enode in enodes.values():
                     nodes.call(name, "admin_removePeer", enode)
             wait(lambda: not (nodes.peers(a) | nodes.peers(RPC_NODE)) & b_ids,
@@ -141,25 +170,40 @@ def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
             x_tx = wait(lambda: nodes.call(a, "eth_getTransactionByHash", x_hash.to_0x_hex()),
                         "trades X to reach signer A's pool")
             nodes.call(a, "miner_start")
-            x_block = wait(lambda: (r := nodes.receipt(RPC_NODE, x_hash)) and r["blockHash"],
-                           "side A to seal trades X")
+            # A alone seals exactly one block, with X in it (X is in its pool), then halts.
+            x_block = net.wait_for_blocks(
+                lambda: (r := nodes.receipt(RPC_NODE, x_hash)) and r["blockHash"],
+                blocks=1, what="side A to seal trades X",
+                why="X waits in signer A's pool, so A's one block holds it")
             nodes.call(a, "miner_stop")
+            weight_a = nodes.total_difficulty(RPC_NODE)
             indexer.catch_up()
             assert {str(t.trade_id) for t in x} <= {row["trade_id"] for row in db.rows("trades")}
-        with nodes.frozen([a, RPC_NODE]):
+            # Side A frozen before side B wakes: otherwise, in between, B redials A at once (a
+            # static peer), learns X and A's head, and starts a sync from a peer that is then
+            # frozen, which stops a fresh signer's sealing ("Mining aborted due to sync").
+            nodes.freeze(side_a)
+            nodes.thaw(b)
             b_w3 = nodes.w3(b[0])
             y_hash = send_trades(b_w3, target, y)
-            wait(lambda: nodes.receipt(b[0], y_hash), "side B to record trades Y")
+            net.wait_for_blocks(lambda: nodes.receipt(b[0], y_hash), name=b[0], blocks=5,
+                                what="side B to record trades Y",
+                                why="Y waits in B1's pool, so one of B's next blocks holds it")
             # Side B never saw X: Y takes X's nonce, so X is invalid on B's chain for good.
             assert nodes.call(b[0], "eth_getTransactionByHash", y_hash.to_0x_hex())["nonce"] \
                 == x_tx["nonce"]
-            wait(lambda: b_w3.eth.block_number >= fork + 3,
-                 "side B to outweigh side A (three blocks past the split)")
-        for name in (a, RPC_NODE):
+            # Each block adds 1 or 2 to the weight and A's one block past the split at most 2,
+            # so three blocks of B's past the split outweigh it whatever the turns.
+            net.wait_for_blocks(lambda: nodes.total_difficulty(b[0]) > weight_a, name=b[0],
+                                blocks=3, what="side B to outweigh side A",
+                                why="each of B's blocks adds at least 1, A's one block at most 2")
+            nodes.thaw(side_a)
+        for name in side_a:
             for enode in enodes.values():
                 nodes.call(name, "admin_addPeer", enode)
-        y_receipt = wait(lambda: nodes.receipt(RPC_NODE, y_hash),
-                         "the RPC node to take side B's chain", timeout=40)
+        y_receipt = net.wait_for_blocks(lambda: nodes.receipt(RPC_NODE, y_hash), name=b[0],
+                                        blocks=HEAL_BLOCKS, what="the RPC node to take side B's "
+                                        "chain", why=HEAL_WHY)
     finally:
         nodes.call(a, "miner_start")
     assert w3.eth.get_block(int(y_receipt["blockNumber"], 16))["hash"].to_0x_hex() == \
