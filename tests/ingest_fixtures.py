@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from bridge_fixtures import ServiceProcess, ServiceThread
+from bridge_fixtures import START_SECONDS, ServiceProcess, ServiceThread, mined
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -30,7 +30,7 @@ from ingest.config import IngestSettings, MqttSettings
 from ingest.mqtt import Subscriber
 from ingest.pipeline import Ingest
 from ingest.readings import READING_FIELD, reading_json
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import Sender, connect, wait_for
 from pilotchain.contract import (
     Deployment,
     compile_settlement,
@@ -43,7 +43,7 @@ from pilotchain.deployment import ensure_reader
 from pilotchain.events import READING_RECORDED
 from pilotchain.metering import Domain, MeterReading, SignedReading, meter_id, sign_reading
 from pilotchain.settings import PROJECT_ROOT
-from runner.localnet import LocalNetwork
+from runner.localnet import MINED_WITHIN, LocalNetwork
 from runner.mqtt import MqttService, private_mqtt
 from runner.ports import free_port
 
@@ -203,8 +203,8 @@ def register_meters(target: MeteredChain, count: int) -> list[Meter]:
         hashes.append(sender.send({"to": target.contract.address, "data": data,
                                    "gas": 300_000}))
         meters.append(meter)
-    for tx_hash in hashes:
-        assert wait_for_receipt(target.w3, tx_hash, timeout=60)["status"] == 1
+    for tx_hash in hashes:  # all sent at once: a block may not take them all
+        assert mined(target.w3, tx_hash, blocks=MINED_WITHIN + len(hashes))["status"] == 1
     return meters
 
 
@@ -309,11 +309,11 @@ class SubscriberThread:
 
     def __enter__(self) -> Metrics:
         self.thread.start()
-        wait_for(lambda: self.metrics.get("state") == "running" or None, timeout=30,
-                 what="the subscriber connected to the broker")
+        wait_for(lambda: self.metrics.get("state") == "running" or None,
+                 timeout=START_SECONDS, what="the subscriber connected to the broker")
         return self.metrics
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=START_SECONDS)
         assert not self.thread.is_alive()

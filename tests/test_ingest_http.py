@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from bridge_fixtures import wait_for_work, work_progress
 from ingest_fixtures import (
     READINGS_STREAM,
     SLOT,
@@ -28,7 +29,6 @@ from ingest_fixtures import (
 
 from ingest.config import HttpSettings
 from ingest.readings import reading_json
-from pilotchain.chain import wait_for
 from pilotchain.metering import SignedReading
 from runner.ingest import IngestHttpService
 from runner.ports import free_port
@@ -73,7 +73,7 @@ def test_an_upload_queues_the_good_readings_refuses_the_bad_by_index_and_they_se
     unsigned = dict(good[1])
     del unsigned["signature"]
     upload = [good[0], {**good[0], "meter": "nope"}, good[1], unsigned, good[2]]
-    answer = requests.post(f"{endpoint}/api/readings", json=upload, timeout=10)
+    answer = requests.post(f"{endpoint}/api/readings", json=upload, timeout=30)
     assert answer.status_code == 202, answer.text
     body = answer.json()
     assert (body["queued"], body["refused"]) == (3, 2)
@@ -84,10 +84,11 @@ def test_an_upload_queues_the_good_readings_refuses_the_bad_by_index_and_they_se
     assert stream_length(redis_url) == 3
 
     settings = ingest_settings(metered, redis_url)
-    with IngestThread(settings):
-        wait_for(lambda: (sum(recorded_on_chain(metered).values()) == 3
-                          and pending_count(redis_url, settings.group) == 0) or None,
-                 timeout=60, what="the 3 uploaded readings on chain and acknowledged")
+    with IngestThread(settings) as metrics:
+        wait_for_work(metered.net, lambda: (sum(recorded_on_chain(metered).values()) == 3
+                                            and pending_count(redis_url, settings.group) == 0)
+                      or None, progress=work_progress(metrics),
+                      what="the 3 uploaded readings on chain and acknowledged")
     assert recorded_on_chain(metered) == {(meter.id, s0 + i * SLOT): 1 for i in range(3)}
 
 
@@ -103,15 +104,15 @@ def test_invalid_uploads_get_a_clear_error_and_queue_nothing(
         (b"[" + b" " * MAX_BODY + b"]", 413, "INGEST_HTTP_MAX_BODY_BYTES"),
     ]
     for data, status, words in cases:
-        answer = requests.post(url, data=data, timeout=10,
+        answer = requests.post(url, data=data, timeout=30,
                                headers={"Content-Type": "application/json"})
         assert (answer.status_code, words in answer.json()["error"]) == (status, True), \
             (data[:40], answer.text)
-    all_bad = requests.post(url, json=[{"time": 1}, 5], timeout=10).json()
+    all_bad = requests.post(url, json=[{"time": 1}, 5], timeout=30).json()
     assert [error["index"] for error in all_bad["errors"]] == [0, 1]
-    assert requests.get(url, timeout=10).status_code == 405
-    assert requests.get(f"{endpoint}/nowhere", timeout=10).status_code == 404
-    health = requests.get(f"{endpoint}/health", timeout=10)
+    assert requests.get(url, timeout=30).status_code == 405
+    assert requests.get(f"{endpoint}/nowhere", timeout=30).status_code == 404
+    health = requests.get(f"{endpoint}/health", timeout=30)
     assert (health.status_code, health.json()["status"]) == (200, "ok")
     assert stream_length(redis_url) == 0
 
@@ -121,7 +122,7 @@ def test_every_bad_kind_uploaded_is_refused_at_the_door_or_dead_lettered_with_it
     cases = reading_cases(metered)
     items = [reading_json(entry) if isinstance(entry, SignedReading) else entry
              for entry in cases.entries.values()]
-    answer = requests.post(f"{endpoint}/api/readings", json=items, timeout=10)
+    answer = requests.post(f"{endpoint}/api/readings", json=items, timeout=30)
     assert answer.status_code == 202, answer.text
     names = list(cases.entries)
     door = {names[error["index"]]: error["error"] for error in answer.json()["errors"]}
@@ -130,10 +131,11 @@ def test_every_bad_kind_uploaded_is_refused_at_the_door_or_dead_lettered_with_it
     assert "not a string" in door["malformed JSON"] and "not signed" in door["unsigned"]
     later = {name: words for name, words in cases.expected.items() if name not in door}
     settings = ingest_settings(metered, redis_url)
-    with IngestThread(settings):
-        wait_for(lambda: (len(dead_letter_reasons(redis_url)) >= len(later)
-                          and pending_count(redis_url, settings.group) == 0) or None,
-                 timeout=90, what="every queued reading acknowledged or dead-lettered")
+    with IngestThread(settings) as metrics:
+        wait_for_work(metered.net, lambda: (len(dead_letter_reasons(redis_url)) >= len(later)
+                                            and pending_count(redis_url, settings.group) == 0)
+                      or None, progress=work_progress(metrics),
+                      what="every queued reading acknowledged or dead-lettered")
     reasons = dead_letter_reasons(redis_url)
     assert len(reasons) == len(later)
     assert unmatched(reasons, list(later.values())) == []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import redis
+from bridge_fixtures import START_SECONDS, wait_for_work, work_progress
 from ingest_fixtures import (
     READINGS_STREAM,
     SLOT,
@@ -67,23 +68,24 @@ def test_readings_over_mqtt_settle_and_malformed_messages_are_dead_lettered(
     good = [json.dumps(reading_json(meter.sign(s0 + i * SLOT, 7 * i, i, domain=metered.domain)))
             for i in range(3)]
     writer = ingest_settings(metered, redis_url)
-    with SubscriberThread(settings), IngestThread(writer):
+    with SubscriberThread(settings), IngestThread(writer) as metrics:
         client = publisher(connection)
         try:
-            client.publish(topic, good[0], qos=1).wait_for_publish(10)
-            client.publish(topic, b"\xff\xfe", qos=1).wait_for_publish(10)
-            client.publish(topic, '{"meter": 1', qos=1).wait_for_publish(10)
+            client.publish(topic, good[0], qos=1).wait_for_publish(30)
+            client.publish(topic, b"\xff\xfe", qos=1).wait_for_publish(30)
+            client.publish(topic, '{"meter": 1', qos=1).wait_for_publish(30)
             client.publish(connection.topic_for("0x" + "11" * 32), good[1],
-                           qos=1).wait_for_publish(10)
+                           qos=1).wait_for_publish(30)
             for payload in good[1:]:
-                client.publish(topic, payload, qos=1).wait_for_publish(10)
+                client.publish(topic, payload, qos=1).wait_for_publish(30)
         finally:
             client.loop_stop()
             client.disconnect()
-        wait_for(lambda: (sum(recorded_on_chain(metered).values()) == 3
-                          and len(dead_letter_reasons(redis_url)) == 3
-                          and pending_count(redis_url, writer.group) == 0) or None,
-                 timeout=60, what="3 readings on chain and 3 messages dead-lettered")
+        wait_for_work(metered.net, lambda: (sum(recorded_on_chain(metered).values()) == 3
+                                            and len(dead_letter_reasons(redis_url)) == 3
+                                            and pending_count(redis_url, writer.group) == 0)
+                      or None, progress=work_progress(metrics),
+                      what="3 readings on chain and 3 messages dead-lettered")
     reasons = dead_letter_reasons(redis_url)
     assert len(reasons) == 3
     assert any("not UTF-8" in reason for reason in reasons)
@@ -130,28 +132,31 @@ def test_mosquitto_and_redis_restarted_mid_stream_lose_nothing(
                 # A message published while the broker was away is kept and sent on
                 # reconnection (paho's MessageInfo then reports "not connected" for good).
                 wait_for(lambda: acknowledged.issuperset(mids) or None,
-                         timeout=120, what="the broker's acknowledgement of every reading")
+                         timeout=2 * START_SECONDS,
+                         what="the broker's acknowledgement of every reading")
             finally:
                 client.loop_stop()
                 client.disconnect()
                 done.set()
 
-        with SubscriberThread(settings), IngestThread(writer):
+        with SubscriberThread(settings), IngestThread(writer) as metrics:
             thread = threading.Thread(target=publish_all, name="meters")
             thread.start()
-            wait_for(lambda: stream_length(own_redis.url) >= 30 or None, timeout=60,
+            wait_for(lambda: stream_length(own_redis.url) >= 30 or None, timeout=START_SECONDS,
                      what="30 readings on the stream before restarting mosquitto")
             assert broker.stop()
             assert broker.start()
-            wait_for(lambda: stream_length(own_redis.url) >= 90 or None, timeout=60,
+            wait_for(lambda: stream_length(own_redis.url) >= 90 or None, timeout=START_SECONDS,
                      what="90 readings on the stream before restarting Redis")
             assert own_redis.stop()
             assert own_redis.start()
-            thread.join(timeout=180)
+            thread.join(timeout=3 * START_SECONDS)
             assert done.is_set()
-            wait_for(lambda: (sum(recorded_on_chain(metered).values()) >= len(messages)
-                              and pending_count(own_redis.url, writer.group) == 0) or None,
-                     timeout=120, what="all 160 readings on chain and acknowledged")
+            wait_for_work(metered.net,
+                          lambda: (sum(recorded_on_chain(metered).values()) >= len(messages)
+                                   and pending_count(own_redis.url, writer.group) == 0) or None,
+                          progress=work_progress(metrics),
+                          what="all 160 readings on chain and acknowledged")
         recorded = recorded_on_chain(metered)
         assert len(recorded) == len(messages) and set(recorded.values()) == {1}
         assert dead_letter_reasons(own_redis.url) == []
@@ -173,17 +178,19 @@ def test_every_bad_kind_published_is_dead_lettered_with_its_reason_while_the_goo
             messages.append((good_topic, entry if isinstance(entry, str) else json.dumps(entry)))
     settings = MqttSettings(mqtt=connection, redis_url=redis_url, stream=READINGS_STREAM)
     writer = ingest_settings(metered, redis_url)
-    with SubscriberThread(settings), IngestThread(writer):
+    with SubscriberThread(settings), IngestThread(writer) as metrics:
         client = publisher(connection)
         try:
             for topic, payload in messages:
-                client.publish(topic, payload, qos=1).wait_for_publish(10)
+                client.publish(topic, payload, qos=1).wait_for_publish(30)
         finally:
             client.loop_stop()
             client.disconnect()
-        wait_for(lambda: (len(dead_letter_reasons(redis_url)) >= len(cases.expected)
-                          and pending_count(redis_url, writer.group) == 0) or None,
-                 timeout=90, what="every message settled or dead-lettered")
+        wait_for_work(metered.net,
+                      lambda: (len(dead_letter_reasons(redis_url)) >= len(cases.expected)
+                               and pending_count(redis_url, writer.group) == 0) or None,
+                      progress=work_progress(metrics),
+                      what="every message settled or dead-lettered")
     reasons = dead_letter_reasons(redis_url)
     assert len(reasons) == len(cases.expected)
     assert unmatched(reasons, list(cases.expected.values())) == []
