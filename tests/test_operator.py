@@ -28,14 +28,14 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from bridge_fixtures import ServiceProcess
+from bridge_fixtures import NOTICE_SECONDS, START_SECONDS, ServiceProcess, mined
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 
 from closer.config import CloserSettings
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import Sender, connect, wait_for
 from pilotchain.closing import SlotCloser
 from pilotchain.contract import (
     Deployment,
@@ -71,8 +71,8 @@ class Pilot:
 
     def send(self, name: str, *args: Any, sender: Sender | None = None) -> Any:
         data = self.contract.encode_abi(name, args=list(args))
-        receipt = wait_for_receipt(self.w3, (sender or self.admin).send(
-            {"to": self.contract.address, "data": data}), timeout=60)
+        receipt = mined(self.w3, (sender or self.admin).send(
+            {"to": self.contract.address, "data": data}))
         assert receipt["status"] == 1, name
         return receipt
 
@@ -314,6 +314,12 @@ class CloserProcess(ServiceProcess):
                 "HOME": os.environ.get("HOME", "/tmp"), **self.settings.to_env()}
 
 
+# A running closer passes every second here (CLOSER_INTERVAL); a pass that finds due slots
+# sends one transaction, mined in the next block or so.
+CLOSE_BLOCKS = 30
+CLOSE_WHY = "the slots are due; the closer looks every second and its transaction takes a block"
+
+
 def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
                                                                     tmp_path: Path) -> None:
     slot = 10  # shorter than the module's: the test waits for slots to become due
@@ -335,13 +341,20 @@ def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
     def closed_through(newest: int) -> bool:
         return all(pilot.status(pid, slot) != 0 for slot in range(s0, newest + 1, slot))
 
+    def running() -> None:
+        wait_for(lambda: (process.metrics() or {}).get("state") == "running" or None,
+                 timeout=START_SECONDS, what=f"the closer to run; log:\n{process.log_tail()}")
+
+    def closes(newest: int, what: str) -> None:
+        """Slots through ``newest``, all due, closed by the running closer."""
+        pilot.net.wait_for_blocks(lambda: closed_through(newest) or None, blocks=CLOSE_BLOCKS,
+                                  what=what, why=CLOSE_WHY)
+
     process.start()
     try:
-        wait_for(lambda: (process.metrics() or {}).get("state") == "running" or None,
-                 timeout=60, what=f"the closer to run; log:\n{process.log_tail()}")
+        running()
         first_due = pilot.head_time() // slot * slot - slot
-        wait_for(lambda: closed_through(first_due - slot) or None, timeout=60,
-                 what="the closer to close every due slot")
+        closes(first_due - slot, "the closer to close every due slot")
         assert pilot.status(pid, s0) == 1  # readings at both ends: balanced
         assert pilot.status(pid, s0 + slot) == 2  # none at its end: unmetered
         process.stop()
@@ -349,11 +362,13 @@ def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
         # Readings arrive while it is down; after a restart it goes on where the chain is.
         later = pilot.head_time() // slot * slot
         pilot.readings(meter, key, {later: (5, 5), later + slot: (6, 7)})
-        wait_for(lambda: pilot.head_time() >= later + 2 * slot or None, timeout=3 * slot,
-                 what=f"slot {later} to become due")
+        # Due once the chain's clock passed its end (no close delay here): a block a second.
+        pilot.net.wait_for_blocks(lambda: pilot.head_time() >= later + 2 * slot or None,
+                                  blocks=2 * slot + 10, what=f"slot {later} to become due",
+                                  why=f"the head's time goes 1 s a block, {2 * slot} s to go")
         process.start()
-        wait_for(lambda: closed_through(later) or None, timeout=60,
-                 what="the restarted closer to close the slots due meanwhile")
+        running()
+        closes(later, "the restarted closer to close the slots due meanwhile")
         assert pilot.status(pid, later) == 1
         assert set(pilot.closings().values()) == {1}  # no slot closed twice
 
@@ -363,7 +378,7 @@ def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
         def passes_after(count: int) -> int:
             start = int((process.metrics() or {}).get("passes") or 0)
             wait_for(lambda: int((process.metrics() or {}).get("passes") or 0) >= start + count
-                     or None, timeout=30, what=f"{count} more passes of the closer")
+                     or None, timeout=NOTICE_SECONDS, what=f"{count} more passes of the closer")
             return start
 
         passes_after(2)  # the pass under way may have seen the old delay: let it finish
