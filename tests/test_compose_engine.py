@@ -75,6 +75,7 @@ from pilotchain.chain import (
 )
 from pilotchain.config import MqttConnection
 from pilotchain.contract import Deployment, compile_settlement, load_deployment
+from pilotchain.errors import ChainError
 from pilotchain.events import READING_RECORDED
 from pilotchain.keys import KeyStore
 from pilotchain.metering import (
@@ -428,14 +429,18 @@ def test_c_meter_readings_over_mqtt_and_http_settle_exactly_once(
     # are due once the chain's clock passes the later one's end and the close delay.
     due = time + slot + CLOSE_DELAY
     with timings.measure("c: the closer closes both slots"):
-        wait_until_chain_time(
-            lambda: (contract.functions.slotOf(http_party, time - slot).call()[0] != 0
-                     and contract.functions.slotOf(mqtt_party, time).call()[0] != 0) or None,
-            w3=w3, period=PERIOD, until=due + CLOSE_MARGIN, interval=1.0,
-            what="the closer to close both meters' slots",
-            why=f"slot {time} ends at {time + slot} and is due {CLOSE_DELAY} s later, at {due}; "
-                f"then {CLOSE_MARGIN} s of chain time, ten passes of the closer every "
-                f"{CLOSER_INTERVAL:g} s and twenty blocks of {PERIOD} s")
+        try:
+            wait_until_chain_time(
+                lambda: (contract.functions.slotOf(http_party, time - slot).call()[0] != 0
+                         and contract.functions.slotOf(mqtt_party, time).call()[0] != 0)
+                or None, w3=w3, period=PERIOD, until=due + CLOSE_MARGIN, interval=1.0,
+                what="the closer to close both meters' slots",
+                why=f"slot {time} ends at {time + slot} and is due {CLOSE_DELAY} s later, at "
+                    f"{due}; then {CLOSE_MARGIN} s of chain time, ten passes of the closer "
+                    f"every {CLOSER_INTERVAL:g} s and twenty blocks of {PERIOD} s")
+        except ChainError as error:
+            logs = stack.compose("logs", "--no-color", "--tail", "40", "closer", check=False)
+            raise AssertionError(f"{error}\nThe closer's log:\n{logs.stdout[-6000:]}") from None
     assert contract.functions.slotOf(http_party, time - slot).call()[0] == SlotStatus.BALANCED
     assert contract.functions.slotOf(mqtt_party, time).call()[0] == SlotStatus.UNMETERED
     balanced = contract.events.SlotBalanced().get_logs(
