@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from bridge_fixtures import Deployed, deploy, synthesise
 from hexbytes import HexBytes
 from portal_fixtures import chain_trade_rows, portal_settings, record_trades
+from split import HEAL_BLOCKS, HEAL_WHY, Nodes, wait
 from web3 import Web3
-from web3.types import RPCEndpoint
 
-from pilotchain.chain import Sender, connect, wait_for
+from pilotchain.chain import Sender, connect
 from pilotchain.contract import record_trades_calldata
 from pilotchain.trades import TradeRecord, parse_event
 from portal import queries
@@ -45,82 +41,11 @@ def trades(seed: int, count: int = 20) -> list[TradeRecord]:
 # --- a real split of a real network ---------------------------------------------------------
 
 
-class Nodes:
-    """The nodes of one network over their IPC sockets, where geth serves every namespace
-    (admin, miner, clique): what the test uses to split and heal the network."""
-
-    def __init__(self, net: LocalNetwork) -> None:
-        self.net = net
-        self._w3: dict[str, Web3] = {}
-        self._frozen: dict[str, int] = {}
-
-    def w3(self, name: str) -> Web3:
-        if name not in self._w3:
-            self._w3[name] = connect(str(self.net.ipc_path(name)))
-        return self._w3[name]
-
-    def call(self, name: str, method: str, *params: Any) -> Any:
-        reply = self.w3(name).provider.make_request(RPCEndpoint(method), list(params))
-        assert "error" not in reply, f"{method} on {name}: {reply['error']}"
-        return reply["result"]
-
-    def peers(self, name: str) -> set[str]:
-        return {peer["id"] for peer in self.call(name, "admin_peers")}
-
-    def signer(self, name: str, number: int) -> str:
-        block = self.w3(name).eth.get_block(number)
-        return str(self.call(name, "clique_getSigner", block["hash"].to_0x_hex())).lower()
-
-    def receipt(self, name: str, tx_hash: HexBytes) -> Any:
-        return self.call(name, "eth_getTransactionReceipt", tx_hash.to_0x_hex())
-
-    def total_difficulty(self, name: str, block: str = "latest") -> int:
-        """The weight of ``name``'s chain up to ``block``: Clique picks the heavier chain."""
-        return int(self.call(name, "eth_getBlockByNumber", block, False)["totalDifficulty"], 16)
-
-    def freeze(self, names: list[str]) -> None:
-        """SIGSTOP ``names``: their sockets stay open, but they neither read nor answer, so
-        nobody completes a connection to them (a peer's dial times out in its handshake)."""
-        for name in names:
-            pid = self.net.process(name).pid
-            assert pid, f"{name} is not running"
-            os.kill(pid, signal.SIGSTOP)
-            self._frozen[name] = pid
-
-    def thaw(self, names: list[str]) -> None:
-        for name in names:
-            pid = self._frozen.pop(name, None)
-            if pid is not None:
-                os.kill(pid, signal.SIGCONT)
-
-    @contextmanager
-    def freezing(self) -> Iterator[Nodes]:
-        """``freeze`` and ``thaw`` at will inside; everything frozen is thawed at the end,
-        also on failure."""
-        try:
-            yield self
-        finally:
-            self.thaw(list(self._frozen))
-
-
 def send_trades(w3: Web3, target: Deployed, records: list[TradeRecord]) -> HexBytes:
     """One recordTrades from the bridge's key, its nonce read from ``w3``'s node."""
     sender = Sender(w3, target.net.keys.role("bridge").unlock())
     data = record_trades_calldata(target.deployment.load_abi(), records)
     return sender.send({"to": target.deployment.address, "data": data})
-
-
-def wait(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    """A wait on a node's own answer (its pool, its peers): not chain progress."""
-    return wait_for(condition, timeout=timeout, what=what, interval=0.1)
-
-
-# geth dials a node again only 35 s after it last dialed it (p2p's dialHistoryExpiration), and
-# the split makes every node dial the other side in vain: healed, the RPC node may reach side
-# B's chain only then, as many blocks of side B later, and imports it within a few more.
-HEAL_BLOCKS = 35 + 25
-HEAL_WHY = ("geth redials a node 35 s after its last dial (p2p dialHistoryExpiration), 35 "
-            "blocks of 1 s; then it imports side B's few blocks")
 
 
 def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
