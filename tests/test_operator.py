@@ -21,6 +21,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +32,7 @@ import pytest
 from bridge_fixtures import NOTICE_SECONDS, START_SECONDS, ServiceProcess, mined
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from split import HEAL_BLOCKS, HEAL_WHY, Nodes, wait
 from web3 import Web3
 from web3.contract import Contract
 
@@ -49,7 +51,7 @@ from pilotchain.metering import OPERATOR, WH, Domain, MeterReading, meter_id, si
 from pilotchain.operator import SettlementClient, format_time
 from pilotchain.trades import TradeRecord, uuid_to_bytes32
 from runner import cli as runner_cli
-from runner.localnet import LocalNetwork
+from runner.localnet import RPC_NODE, LocalNetwork
 from runner.ports import free_port
 
 SLOT = 30
@@ -436,3 +438,105 @@ def test_the_closer_follows_a_slot_length_set_after_it_started(pilot: Pilot) -> 
     pilot.readings(meter, key, {s0: (0, 0), s0 + length: (1, 1)})
     closer.close_all(until=s0 + length)
     assert pilot.status(pid, s0) == 1  # balanced, on the new grid
+
+
+def test_the_closer_learns_of_a_meter_a_reorganisation_moved_into_a_block_it_had_read(
+        make_network: Callable[..., LocalNetwork], tmp_path: Path) -> None:
+    """A real reorganisation under a running closer: signer A (with the RPC node the closer
+    reads) seals block n alone and the closer reads it; signers B1 and B2, split off, seal a
+    heavier chain whose block n registers a meter. Healed, the RPC node takes B's chain, and
+    the closer must still learn of the meter, though its event is in a block it had read, and
+    close the meter's due slot. (The same happens without a split on a busy machine: an
+    out-of-turn block without a transaction, replaced by the in-turn one with it.)"""
+    net = make_network()
+    nodes = Nodes(net)
+    w3 = connect(net.rpc_url)
+    operator = net.keys.role("operator").unlock()
+    deployment = deploy_settlement(w3, operator, operator.address, reader=operator.address,
+                                   compiled=compile_settlement())
+    record = tmp_path / "settlement.json"
+    save_deployment(deployment, record)
+    pilot = Pilot(net, w3, settlement_contract(w3, deployment), deployment, record, tmp_path,
+                  operator, Sender(w3, operator))
+    slot = 10
+    pilot.send("setSlotSeconds", slot)
+    pilot.send("setCloseDelay", 0)
+    client = SettlementClient.open(replace(net.settings, rpc_url_override=net.rpc_url,
+                                           deployment_file_override=record))
+    closer = SlotCloser(client, client.sender)
+    a, *b = [role.name for role in net.keys.validators()]
+    side_a = [a, RPC_NODE]
+    enodes = [nodes.call(name, "admin_nodeInfo")["enode"] for name in b]
+    b_ids = {nodes.call(name, "admin_nodeInfo")["id"] for name in b}
+    signer_a = net.keys.role(a).address.lower()
+    pid = uuid_to_bytes32(uuid.uuid4())
+    key, meter = Account.create(), meter_id(uuid.uuid4())
+    registration = pilot.contract.encode_abi("registerMeter", args=[meter, key.address, pid, pid])
+    try:
+        with nodes.freezing():
+            # Sealing stops with the newest two blocks B's, so that A may seal the next alone.
+            nodes.call(a, "miner_stop")
+            stopped = net.block_number()
+            net.wait_for_blocks(
+                lambda: (head := net.block_number()) > stopped + 2 and all(
+                    nodes.signer(RPC_NODE, n) != signer_a for n in (head, head - 1)),
+                blocks=10, what="two blocks sealed by B1 and B2",
+                why="B1 and B2 take turns; A's last block is two behind within a few")
+            for name in b:
+                nodes.call(name, "miner_stop")
+            fork = wait(lambda: len(heads := {nodes.w3(name).eth.block_number
+                                              for name in [*side_a, *b]}) == 1 and heads.pop(),
+                        "every node at the same head once sealing stopped")
+            nodes.freeze(b)
+            for name in side_a:
+                for enode in enodes:
+                    nodes.call(name, "admin_removePeer", enode)
+            wait(lambda: not (nodes.peers(a) | nodes.peers(RPC_NODE)) & b_ids,
+                 "side A to drop its peers on side B")
+            nodes.call(a, "miner_start")
+            net.wait_for_blocks(lambda: net.block_number() > fork, blocks=1,
+                                what="signer A to seal a block alone",
+                                why="a signer of three may seal one block alone")
+            nodes.call(a, "miner_stop")
+            weight_a = nodes.total_difficulty(RPC_NODE)
+            closer.close_due()
+            assert closer.cursor == fork + 1, "the closer did not read side A's block"
+            nodes.freeze(side_a)  # before side B wakes: no connection forms in between
+            nodes.thaw(b)
+            tx_hash = Sender(nodes.w3(b[0]), operator).send(
+                {"to": pilot.contract.address, "data": registration, "gas": 300_000})
+            nonce = int(nodes.call(b[0], "eth_getTransactionByHash",
+                                   tx_hash.to_0x_hex())["nonce"], 16)
+            # Pending (what a signer seals from), not just known: the pool promotes a new
+            # transaction a moment after taking it.
+            wait(lambda: all(nodes.w3(name).eth.get_transaction_count(operator.address,
+                                                                       "pending") > nonce
+                             for name in b),
+                 "the registration to be pending with both of side B's signers")
+            for name in b:
+                nodes.call(name, "miner_start")
+            receipt = net.wait_for_blocks(
+                lambda: nodes.receipt(b[0], tx_hash), name=b[0], blocks=1,
+                what="side B to register the meter",
+                why="both of B's signers hold it when they start sealing")
+            assert int(receipt["blockNumber"], 16) == fork + 1, receipt
+            net.wait_for_blocks(lambda: nodes.total_difficulty(b[0]) > weight_a, name=b[0],
+                                blocks=3, what="side B to outweigh side A",
+                                why="each of B's blocks adds at least 1, A's one block at most 2")
+            nodes.thaw(side_a)
+        for name in side_a:
+            for enode in enodes:
+                nodes.call(name, "admin_addPeer", enode)
+        net.wait_for_blocks(lambda: nodes.receipt(RPC_NODE, tx_hash), name=b[0],
+                            blocks=HEAL_BLOCKS, what="the RPC node to take side B's chain",
+                            why=HEAL_WHY)
+    finally:
+        for name in [a, *b]:
+            nodes.call(name, "miner_start")
+    registered = w3.eth.get_block(fork + 1)["timestamp"]
+    first = registered // slot * slot
+    net.wait_for_blocks(lambda: pilot.head_time() >= first + slot, blocks=3 * slot,
+                        what=f"the meter's first slot {first} to be due",
+                        why=f"the head's time goes about 1 s a block, {slot} s to go")
+    closer.close_due()
+    assert pilot.status(pid, first) == 2, "the closer never closed the meter's first slot"
