@@ -19,6 +19,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -484,9 +485,20 @@ def test_the_closer_learns_of_a_meter_a_reorganisation_moved_into_a_block_it_had
                 why="B1 and B2 take turns; A's last block is two behind within a few")
             for name in b:
                 nodes.call(name, "miner_stop")
-            fork = wait(lambda: len(heads := {nodes.w3(name).eth.block_number
-                                              for name in [*side_a, *b]}) == 1 and heads.pop(),
-                        "every node at the same head once sealing stopped")
+
+            def quiet() -> int | None:
+                """The common head once no sealed block can still be on its way: a signer
+                releases one at its parent's time plus the period, plus up to a second of
+                Clique's out-of-turn wiggle, even after miner_stop (and one frozen before
+                that would release it the moment it is thawed)."""
+                heads = {nodes.w3(name).eth.block_number for name in [*side_a, *b]}
+                if len(heads) != 1:
+                    return None
+                head = heads.pop()
+                sealed_at = w3.eth.get_block(head)["timestamp"]
+                return head if time.time() >= sealed_at + net.settings.block_period + 4 else None
+
+            fork = wait(quiet, "every node at the same head, no block on its way")
             nodes.freeze(b)
             for name in side_a:
                 for enode in enodes:
