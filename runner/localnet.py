@@ -11,11 +11,20 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from hexbytes import HexBytes
 from web3 import Web3
+from web3.types import TxReceipt
 
-from pilotchain.chain import call, connect, wait_for
+from pilotchain.chain import (
+    call,
+    connect,
+    receipt_within,
+    wait_for,
+    wait_for_blocks,
+    wait_on_chain,
+)
 from pilotchain.chainfiles import create_chain_files
 from pilotchain.config import ChainSettings
 from pilotchain.errors import NetworkError
@@ -26,6 +35,10 @@ from runner.ports import Ports
 
 RPC_NODE = "rpc"
 BOOTNODE = "bootnode"
+# A sent transaction goes into the next block, or one soon after when the pool is busy; ten
+# blocks is what a test allows before calling it lost.
+MINED_WITHIN = 10
+T = TypeVar("T")
 
 
 def is_ip_address(host: str) -> bool:
@@ -217,11 +230,45 @@ class LocalNetwork:
         url = self._connections[name][0]
         return call(url, f"Reading the head of {name}", lambda: w3.eth.block_number)
 
-    def wait_for_block(self, number: int, *, name: str = RPC_NODE, timeout: float = 60.0) -> int:
-        """Wait until ``name`` has block ``number`` or later; return its head."""
+    def wait_for_block(self, number: int, *, name: str = RPC_NODE,
+                       timeout: float | None = None) -> int:
+        """Wait until ``name`` has block ``number`` or later; return its head.
+
+        Without ``timeout`` the wait lasts as long as the node's chain moves: it fails only
+        once ``name`` has taken no new block for :func:`~pilotchain.chain.halt_after` the
+        period, however busy the machine. A ``timeout`` (seconds) is for a network that is
+        starting, where no block has come yet.
+        """
         self._check_alive(name)
-        return wait_for(lambda: (head := self.block_number(name)) >= number and head,
-                        timeout=timeout, what=f"{name} to reach block {number}")
+        what = f"{name} to reach block {number}"
+        if timeout is not None:
+            return wait_for(lambda: (head := self.block_number(name)) >= number and head,
+                            timeout=timeout, what=what)
+        return wait_on_chain(
+            lambda: (head := self._check_alive_head(name)) >= number and head,
+            w3=self.web3(name), period=self.settings.block_period, what=what,
+            past=lambda _start, _head: None)
+
+    def wait_for_blocks(self, condition: Callable[[], T | None], *, blocks: int, what: str,
+                        why: str, name: str = RPC_NODE, interval: float = 0.2,
+                        progress: Callable[[], object] | None = None) -> T:
+        """:func:`~pilotchain.chain.wait_for_blocks` on ``name``'s chain: fail once it went
+        ``blocks`` blocks on without ``condition`` holding (without ``progress`` moving, if
+        given), or halted."""
+        return wait_for_blocks(condition, w3=self.web3(name), blocks=blocks,
+                               period=self.settings.block_period, what=what, why=why,
+                               interval=interval, progress=progress)
+
+    def receipt(self, tx_hash: HexBytes, *, blocks: int = MINED_WITHIN,
+                name: str = RPC_NODE) -> TxReceipt:
+        """The receipt of ``tx_hash`` from ``name``, within ``blocks`` blocks."""
+        return receipt_within(self.web3(name), tx_hash, blocks=blocks,
+                              period=self.settings.block_period)
+
+    def _check_alive_head(self, name: str) -> int:
+        """``name``'s head; raise with the end of its log if it has exited."""
+        self._check_alive(name)
+        return self.block_number(name)
 
     def _check_alive(self, name: str) -> bool:
         """Raise with the end of its log if ``name`` has exited; False (not ready) otherwise,

@@ -21,7 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 import redis
-from bridge_fixtures import ServiceProcess, ServiceThread
+from bridge_fixtures import START_SECONDS, ServiceProcess, ServiceThread, mined
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from paho.mqtt.enums import CallbackAPIVersion
@@ -34,7 +34,7 @@ from ingest.mqtt import Subscriber
 from ingest.pipeline import Ingest
 from ingest.readings import READING_FIELD, reading_json
 from ingest.uploaders import Uploaders
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import Sender, connect, wait_for
 from pilotchain.config import MqttConnection
 from pilotchain.contract import (
     Deployment,
@@ -50,7 +50,7 @@ from pilotchain.meter_accounts import MeterAccounts, account_name
 from pilotchain.metering import Domain, MeterReading, SignedReading, meter_id, sign_reading
 from pilotchain.settings import PROJECT_ROOT
 from runner.ingest import IngestHttpService
-from runner.localnet import LocalNetwork
+from runner.localnet import MINED_WITHIN, LocalNetwork
 from runner.mqtt import MqttService, connect_check, private_mqtt
 from runner.ports import free_port
 
@@ -215,8 +215,8 @@ def register_meters(target: MeteredChain, count: int) -> list[Meter]:
         hashes.append(sender.send({"to": target.contract.address, "data": data,
                                    "gas": 300_000}))
         meters.append(meter)
-    for tx_hash in hashes:
-        assert wait_for_receipt(target.w3, tx_hash, timeout=60)["status"] == 1
+    for tx_hash in hashes:  # all sent at once: a block may not take them all
+        assert mined(target.w3, tx_hash, blocks=MINED_WITHIN + len(hashes))["status"] == 1
     return meters
 
 
@@ -360,7 +360,8 @@ def meter_accounts(broker: MqttService, meters: Sequence[bytes]) -> dict[bytes, 
     for meter, password in passwords.items():
         wait_for(lambda m=meter, p=password: connect_check(broker.connection, account_name(m),
                                                            p) == 0 or None,
-                 timeout=30, what=f"the broker to take meter {account_name(meter)}'s account")
+                 timeout=START_SECONDS,
+                 what=f"the broker to take meter {account_name(meter)}'s account")
     return passwords
 
 
@@ -410,11 +411,11 @@ class SubscriberThread:
 
     def __enter__(self) -> Metrics:
         self.thread.start()
-        wait_for(lambda: self.metrics.get("state") == "running" or None, timeout=30,
-                 what="the subscriber connected to the broker")
+        wait_for(lambda: self.metrics.get("state") == "running" or None,
+                 timeout=START_SECONDS, what="the subscriber connected to the broker")
         return self.metrics
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=START_SECONDS)
         assert not self.thread.is_alive()

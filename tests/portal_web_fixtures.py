@@ -23,7 +23,15 @@ from typing import Any
 import pytest
 import redis
 import requests
-from bridge_fixtures import BridgeProcess, Deployed, bridge_settings, publish_lines
+from bridge_fixtures import (
+    NOTICE_SECONDS,
+    START_SECONDS,
+    BridgeProcess,
+    Deployed,
+    bridge_settings,
+    mined,
+    publish_lines,
+)
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
@@ -33,7 +41,7 @@ from recordings import DATA
 
 from bridge.config import StreamSettings
 from ingest.config import IngestSettings
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import Sender, connect, wait_for
 from pilotchain.contract import (
     compile_settlement,
     deploy_settlement,
@@ -190,8 +198,7 @@ class PortalClient:
 
 def send(w3: Any, sender: Sender, contract: Any, name: str, *args: Any) -> dict[str, Any]:
     data = contract.encode_abi(name, args=list(args))
-    receipt = wait_for_receipt(w3, sender.send({"to": contract.address, "data": data}),
-                               timeout=60)
+    receipt = mined(w3, sender.send({"to": contract.address, "data": data}))
     assert receipt["status"] == 1, name
     return dict(receipt)
 
@@ -394,7 +401,8 @@ def portal_services(portal_world: PortalWorld, tmp_path_factory: pytest.TempPath
             process.start()
         for process in (bridge, ingest):
             wait_for(lambda p=process: (p.metrics() or {}).get("state") == "running",
-                     timeout=90, what=f"{process.module} to run (its log: {process.log_file})")
+                     timeout=START_SECONDS,
+                     what=f"{process.module} to run (its log: {process.log_file})")
         [bad_trade] = publish_lines(ops.redis_url, ["this is not a trade event"], ops.trades)
         [bad_reading] = publish_readings(ops.redis_url, [{"meter": "no such meter"}],
                                          ops.readings)
@@ -402,7 +410,8 @@ def portal_services(portal_world: PortalWorld, tmp_path_factory: pytest.TempPath
         for service, stream, entry in (("bridge", ops.trades, bad_trade),
                                        ("ingest", ops.readings, bad_reading)):
             reasons[service] = wait_for(
-                lambda s=stream, e=entry: dead_letter_reason(ops.redis_url, s, e), timeout=60,
+                lambda s=stream, e=entry: dead_letter_reason(ops.redis_url, s, e),
+                timeout=NOTICE_SECONDS,
                 what=f"the {service} to dead-letter entry {entry} of {stream}")
         yield PortalServices(bad_trade, bad_reading, reasons)
     finally:

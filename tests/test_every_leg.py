@@ -24,8 +24,11 @@ from bridge_fixtures import (
     BridgeThread,
     Deployed,
     bridge_settings,
+    mined,
     publish_lines,
     settled_on_chain,
+    wait_for_work,
+    work_progress,
 )
 from ingest_fixtures import (
     SLOT,
@@ -39,7 +42,7 @@ from ingest_fixtures import (
 from recordings import DATA
 from web3.logs import DISCARD
 
-from pilotchain.chain import Sender, wait_for, wait_for_receipt
+from pilotchain.chain import Sender
 from pilotchain.gsy_export import read_export
 from pilotchain.metering import Rates, SignedReading, balancing_totals, compute_balancing
 from pilotchain.trades import parse_event, uuid_to_bytes32
@@ -55,8 +58,7 @@ WRONGLY_CHARGED = {"default_2a_two_sided": 109, "pay_as_clear_default_2a_two_sid
 
 
 def send(target: MeteredChain, sender: Sender, data: Any) -> Any:
-    receipt = wait_for_receipt(target.w3, sender.send({"to": target.contract.address,
-                                                       "data": data}), timeout=60)
+    receipt = mined(target.w3, sender.send({"to": target.contract.address, "data": data}))
     assert receipt["status"] == 1
     return receipt
 
@@ -78,21 +80,23 @@ def settle_metered_run(target: MeteredChain, redis_url: str, tmp_path: Path, run
     chain_settings = replace(target.net.settings, rpc_url_override=target.net.rpc_url,
                              deployment_file_override=target.record)
     writer = ingest_settings(target, redis_url)
-    with IngestThread(writer):
+    with IngestThread(writer) as ingest:
         simulation = simulate(DATA / "exports" / run, chain_settings,
                               rpc_url=target.net.rpc_url, deviations=deviations,
                               publish=publish, keys_file=tmp_path / "meters.json")
-        wait_for(lambda: (sum(recorded_on_chain(target).values())
-                          == simulation.boundary_readings
-                          and pending_count(redis_url, writer.group) == 0) or None,
-                 timeout=300, what=f"{simulation.boundary_readings} boundary readings on chain")
+        wait_for_work(target.net, lambda: (sum(recorded_on_chain(target).values())
+                                      == simulation.boundary_readings
+                                      and pending_count(redis_url, writer.group) == 0) or None,
+                      progress=work_progress(ingest),
+                      what=f"{simulation.boundary_readings} boundary readings on chain")
 
     lines = (DATA / f"{run}.jsonl").read_text().splitlines()
     deployed = Deployed(target.net, target.record, target.deployment)
     publish_lines(redis_url, lines)
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_for(lambda: metrics.get("settled") == len(lines), timeout=180,
-                 what=f"the bridge to settle all {len(lines)} trades of {run}")
+        wait_for_work(deployed.net, lambda: metrics.get("settled") == len(lines),
+                      progress=work_progress(metrics),
+                      what=f"the bridge to settle all {len(lines)} trades of {run}")
     assert len(settled_on_chain(deployed)) == len(lines)
 
     participants = sorted({meter.participant for meter in simulation.meters}, key=str)

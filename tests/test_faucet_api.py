@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from bridge_fixtures import PERIOD, mined
 from eth_account import Account
 from faucet_fixtures import EXPLORER, UNIT, assert_no_key, faucet_env, nonce
 from flask import Flask, Response
@@ -43,10 +44,10 @@ from faucet.api import (
 from faucet.limits import STORE_DOWN, address_refusal, ip_refusal
 from faucet.page import STALE_FORM
 from faucet.wallet import UNREACHABLE, empty_sentence
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import Sender, connect, wait_for_blocks
 from pilotchain.config import ChainSettings
 from pilotchain.pages import HSTS, SECURITY_HEADERS
-from runner.localnet import LocalNetwork
+from runner.localnet import MINED_WITHIN, LocalNetwork
 from runner.ports import free_port
 
 pytestmark = pytest.mark.chain
@@ -117,8 +118,10 @@ def flip_case(address: str) -> str:
 
 
 def wait_for_balance(w3: Web3, address: str, amount: int) -> int:
-    return wait_for(lambda: w3.eth.get_balance(address) == amount, timeout=30,
-                    what=f"{address} to hold {amount} wei")
+    return wait_for_blocks(lambda: w3.eth.get_balance(address) == amount, w3=w3,
+                           blocks=MINED_WITHIN, period=PERIOD,
+                           what=f"{address} to hold {amount} wei",
+                           why="the faucet's transfer goes into one of the next blocks")
 
 
 # -- information -------------------------------------------------------------------------
@@ -163,7 +166,7 @@ def test_a_claim_answers_once_the_node_accepted_it_and_funds_the_address(
     tx = w3.eth.get_transaction(tx_hash)
     assert tx["to"] == address and tx["value"] == UNIT and tx["type"] == 2
     assert tx["maxFeePerGas"] > tx["maxPriorityFeePerGas"] > 0
-    assert wait_for_receipt(w3, tx_hash, timeout=30)["status"] == 1
+    assert mined(w3, tx_hash)["status"] == 1
     assert w3.eth.get_balance(address) == UNIT
 
 
@@ -347,8 +350,8 @@ def test_an_empty_faucet_answers_503_and_the_claim_can_be_retried_at_once(
     assert nonce(w3, empty.address) == 0
 
     top_up = Sender(w3, chain.keys.role("operator").unlock(), url=chain.rpc_url)
-    receipt = wait_for_receipt(w3, top_up.send({"to": empty.address, "value": UNIT,
-                                                "gas": 21_000}), timeout=30)
+    receipt = mined(w3, top_up.send({"to": empty.address, "value": UNIT,
+                                                "gas": 21_000}))
     assert receipt["status"] == 1
     answer = client.post("/api/claim", json={"address": address})
     assert answer.status_code == 200, answer.get_json()
@@ -497,7 +500,7 @@ def test_the_form_works_as_a_plain_post(client: FlaskClient, w3: Web3, path: str
     tx_hash = re.search(r'id="tx-hash">(0x[0-9a-f]{64})<', result).group(1)
     assert f'href="{EXPLORER}/tx/{tx_hash}"' in result
     assert f"Sent 1 PILOT to {address}." in result
-    assert wait_for_receipt(w3, tx_hash, timeout=30)["status"] == 1
+    assert mined(w3, tx_hash)["status"] == 1
 
     again = client.post(path, data={"csrf_token": csrf_token(result), "address": address})
     assert again.status_code == 429 and int(again.headers["Retry-After"]) > 86_000
@@ -532,7 +535,7 @@ def deploy_runtime(chain: LocalNetwork, w3: Web3, runtime: str) -> str:
     """Deploy a one-byte contract: ``00`` (STOP) accepts any transfer, ``fe`` refuses all."""
     init_code = f"0x60{runtime}60005360016000f3"  # MSTORE8 the byte, RETURN it
     sender = Sender(w3, chain.keys.role("operator").unlock(), url=chain.rpc_url)
-    receipt = wait_for_receipt(w3, sender.send({"data": init_code, "gas": 100_000}), timeout=30)
+    receipt = mined(w3, sender.send({"data": init_code, "gas": 100_000}))
     assert receipt["status"] == 1
     return receipt["contractAddress"]
 
@@ -543,7 +546,7 @@ def test_contract_recipients_get_estimated_gas_or_a_sentence(client: FlaskClient
     accepting = deploy_runtime(chain, w3, "00")
     answer = client.post("/api/claim", json={"address": accepting})
     assert answer.status_code == 200
-    assert wait_for_receipt(w3, answer.get_json()["tx_hash"], timeout=30)["status"] == 1
+    assert mined(w3, answer.get_json()["tx_hash"])["status"] == 1
     assert w3.eth.get_balance(accepting) == UNIT
 
     refusing = deploy_runtime(chain, w3, "fe")

@@ -9,6 +9,7 @@ import json
 import threading
 from pathlib import Path
 
+from bridge_fixtures import START_SECONDS, wait_for_work, work_progress
 from ingest_fixtures import (
     READINGS_STREAM,
     SLOT,
@@ -46,22 +47,23 @@ def test_readings_over_mqtt_settle_and_malformed_messages_are_dead_lettered(
     good = [json.dumps(reading_json(meter.sign(s0 + i * SLOT, 7 * i, i, domain=metered.domain)))
             for i in range(3)]
     writer = ingest_settings(metered, redis_url)
-    with SubscriberThread(settings) as metrics, IngestThread(writer), \
+    with SubscriberThread(settings) as received, IngestThread(writer) as metrics, \
             MeterClients(connection, passwords) as meters:
-        meters.publish(meter.id, good[0]).wait_for_publish(10)
-        meters.publish(meter.id, b"\xff\xfe").wait_for_publish(10)
-        meters.publish(meter.id, '{"meter": 1').wait_for_publish(10)
+        meters.publish(meter.id, good[0]).wait_for_publish(30)
+        meters.publish(meter.id, b"\xff\xfe").wait_for_publish(30)
+        meters.publish(meter.id, '{"meter": 1').wait_for_publish(30)
         # On another meter's topic: its access list lets a meter publish on its own only, so
         # the broker drops it (the subscriber would dead-letter it if it came through).
-        meters.publish(meter.id, good[1], topic_of=b"\x11" * 32).wait_for_publish(10)
+        meters.publish(meter.id, good[1], topic_of=b"\x11" * 32).wait_for_publish(30)
         for payload in good[1:]:
-            meters.publish(meter.id, payload).wait_for_publish(10)
-        wait_for(lambda: (sum(recorded_on_chain(metered).values()) == 3
-                          and len(dead_letter_reasons(redis_url)) == 2
-                          and pending_count(redis_url, writer.group) == 0) or None,
-                 timeout=60, what="3 readings on chain and 2 messages dead-lettered")
+            meters.publish(meter.id, payload).wait_for_publish(30)
+        wait_for_work(metered.net, lambda: (sum(recorded_on_chain(metered).values()) == 3
+                                            and len(dead_letter_reasons(redis_url)) == 2
+                                            and pending_count(redis_url, writer.group) == 0)
+                      or None, progress=work_progress(metrics),
+                      what="3 readings on chain and 2 messages dead-lettered")
         # Messages of one client arrive in order: the last good one came, the foreign one not.
-        assert metrics.get("received") == 5
+        assert received.get("received") == 5
     reasons = dead_letter_reasons(redis_url)
     assert len(reasons) == 2
     assert any("not UTF-8" in reason for reason in reasons)
@@ -113,7 +115,8 @@ def test_mosquitto_and_redis_restarted_mid_stream_lose_nothing(
                     # order are refused by the contract (OutOfOrder). A message published
                     # while the broker was away is kept and sent on reconnection (paho's
                     # MessageInfo then reports "not connected" for good: hence on_publish).
-                    wait_for(lambda s=sent: s in clients.acknowledged or None, timeout=120,
+                    wait_for(lambda s=sent: s in clients.acknowledged or None,
+                             timeout=START_SECONDS,
                              what=f"the broker's acknowledgement of reading {number}")
                     done.wait(0.02)  # a meter fleet's pace, not synchronisation
             finally:
@@ -121,22 +124,24 @@ def test_mosquitto_and_redis_restarted_mid_stream_lose_nothing(
                 done.set()
 
         # The writer trims what it settled: progress is what the subscriber handed on.
-        with SubscriberThread(settings) as subscriber, IngestThread(writer):
+        with SubscriberThread(settings) as subscriber, IngestThread(writer) as metrics:
             thread = threading.Thread(target=publish_all, name="meters")
             thread.start()
-            wait_for(lambda: subscriber.get("settled") >= 30 or None, timeout=60,
+            wait_for(lambda: subscriber.get("settled") >= 30 or None, timeout=START_SECONDS,
                      what="30 readings on the stream before restarting mosquitto")
             assert broker.stop()
             assert broker.start()
-            wait_for(lambda: subscriber.get("settled") >= 90 or None, timeout=60,
+            wait_for(lambda: subscriber.get("settled") >= 90 or None, timeout=START_SECONDS,
                      what="90 readings on the stream before restarting Redis")
             assert own_redis.stop()
             assert own_redis.start()
-            thread.join(timeout=180)
+            thread.join(timeout=3 * START_SECONDS)
             assert done.is_set()
-            wait_for(lambda: (sum(recorded_on_chain(metered).values()) >= len(messages)
-                              and pending_count(own_redis.url, writer.group) == 0) or None,
-                     timeout=120, what="all 160 readings on chain and acknowledged")
+            wait_for_work(metered.net,
+                          lambda: (sum(recorded_on_chain(metered).values()) >= len(messages)
+                                   and pending_count(own_redis.url, writer.group) == 0) or None,
+                          progress=work_progress(metrics),
+                          what="all 160 readings on chain and acknowledged")
         recorded = recorded_on_chain(metered)
         assert len(recorded) == len(messages) and set(recorded.values()) == {1}
         assert dead_letter_reasons(own_redis.url) == []
@@ -160,13 +165,15 @@ def test_every_bad_kind_published_is_dead_lettered_with_its_reason_while_the_goo
     passwords = meter_accounts(broker, list(dict.fromkeys(meter for meter, _ in messages)))
     settings = MqttSettings(mqtt=connection, redis_url=redis_url, stream=READINGS_STREAM)
     writer = ingest_settings(metered, redis_url)
-    with SubscriberThread(settings), IngestThread(writer):
+    with SubscriberThread(settings), IngestThread(writer) as metrics:
         with MeterClients(connection, passwords) as clients:
             for meter_id, payload in messages:
-                clients.publish(meter_id, payload).wait_for_publish(10)
-        wait_for(lambda: (len(dead_letter_reasons(redis_url)) >= len(cases.expected)
-                          and pending_count(redis_url, writer.group) == 0) or None,
-                 timeout=90, what="every message settled or dead-lettered")
+                clients.publish(meter_id, payload).wait_for_publish(30)
+        wait_for_work(metered.net,
+                      lambda: (len(dead_letter_reasons(redis_url)) >= len(cases.expected)
+                               and pending_count(redis_url, writer.group) == 0) or None,
+                      progress=work_progress(metrics),
+                      what="every message settled or dead-lettered")
     reasons = dead_letter_reasons(redis_url)
     assert len(reasons) == len(cases.expected)
     assert unmatched(reasons, list(cases.expected.values())) == []

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bridge_fixtures import mined, wait_for_work, work_progress
 from ingest_fixtures import (
     SLOT,
     IngestThread,
@@ -26,7 +27,7 @@ from recordings import RECORDINGS
 from web3.logs import DISCARD
 
 from ingest.config import MqttSettings
-from pilotchain.chain import Sender, wait_for, wait_for_receipt
+from pilotchain.chain import Sender
 from pilotchain.contract import record_trades_calldata
 from pilotchain.metering import (
     Rates,
@@ -45,8 +46,7 @@ CT = 10**18
 
 
 def send(target: MeteredChain, sender: Sender, data: bytes) -> Any:
-    receipt = wait_for_receipt(target.w3, sender.send({"to": target.contract.address,
-                                                       "data": data}), timeout=60)
+    receipt = mined(target.w3, sender.send({"to": target.contract.address, "data": data}))
     assert receipt["status"] == 1
     return receipt
 
@@ -86,15 +86,16 @@ def test_simulated_meters_balance_like_the_reference(
     writer = ingest_settings(metered, redis_url)
     slots = sorted({r.time_slot for r in records})
     every_slot = list(range(slots[0], slots[-1] + SLOT, SLOT))
-    with SubscriberThread(settings), IngestThread(writer):
+    with SubscriberThread(settings), IngestThread(writer) as metrics:
         result = subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=600, check=False)
         assert result.returncode == 0, result.stderr
         assert "Simulated 2 meters over 67 slots" in result.stdout
         boundaries = len(participants) * (len(every_slot) + 1)
-        wait_for(lambda: (sum(recorded_on_chain(metered).values()) == boundaries
-                          and pending_count(redis_url, writer.group) == 0) or None,
-                 timeout=300, what=f"{boundaries} boundary readings on chain")
+        wait_for_work(metered.net, lambda: (sum(recorded_on_chain(metered).values()) == boundaries
+                                            and pending_count(redis_url, writer.group) == 0)
+                      or None, progress=work_progress(metrics),
+                      what=f"{boundaries} boundary readings on chain")
     # The trades after the meters: the contract counts a participant's boundary energy from
     # the trades recorded once it is metered (as in a pilot, where meters come first).
     for start in range(0, len(records), 200):

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import DevTools, chromium
+from bridge_fixtures import mined
+from browser import BROWSER_SECONDS, DevTools, chromium
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from portal_web_fixtures import CONTACT, PortalServices, PortalWorld, portal_env
 
-from pilotchain.chain import Sender, wait_for, wait_for_receipt
+from pilotchain.chain import Sender, wait_for
 from pilotchain.chain import connect as connect_chain
 from pilotchain.metering import meter_id
 from pilotchain.operator import ACTIVE
@@ -89,8 +90,10 @@ class Wallet:
             return tx_hash.to_0x_hex()
         raise AssertionError(f"the page asked the wallet for {method}")
 
-    def serve(self, until: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
-        """Answer wallet requests until ``until()`` is truthy."""
+    def serve(self, until: Callable[[], Any], timeout: float = 2 * BROWSER_SECONDS,
+              what: str = "") -> Any:
+        """Answer wallet requests until ``until()`` is truthy (a page's work with the portal:
+        seconds, but Chromium beside other work on two cores is slow)."""
         deadline = time.monotonic() + timeout
         while True:
             calls = [e for e in self.browser.events if e.get("method") == "Runtime.bindingCalled"]
@@ -107,7 +110,8 @@ class Wallet:
             done = until()
             if done:
                 return done
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            assert time.monotonic() < deadline, \
+                f"timed out after {timeout:.0f} s waiting for {what}"
             try:
                 self.browser.events.append(json.loads(self.browser.socket.recv(timeout=0.2)))
             except TimeoutError:
@@ -135,7 +139,8 @@ def open_portal(page: DevTools, world: PortalWorld) -> None:
 
 def sign_in(page: DevTools, wallet: Wallet, world: PortalWorld) -> None:
     open_portal(page, world)
-    wait_for(lambda: page.evaluate("document.body.dataset.loaded === 'true'"), timeout=30,
+    wait_for(lambda: page.evaluate("document.body.dataset.loaded === 'true'"),
+             timeout=BROWSER_SECONDS,
              what="the page to load who is signed in")
     page.evaluate("document.getElementById('sign-in').click()")
     wallet.serve(lambda: page.evaluate("document.body.dataset.ready === 'true' || "
@@ -254,7 +259,7 @@ def test_the_operator_registers_a_wallet_from_the_page(
                               "document.getElementById('op-error').textContent"),
         what="the operator's transaction to be sent")
     assert text(page, "op-error") == ""
-    receipt = wait_for_receipt(world.w3, bytes.fromhex(tx_hash[2:]), timeout=60)
+    receipt = mined(world.w3, bytes.fromhex(tx_hash[2:]))
     assert receipt["status"] == 1
     assert receipt["from"] == world.operator.address
     assert world.contract().functions.participantOf(newcomer.address).call() == \
@@ -271,7 +276,7 @@ def operator_sends(page: DevTools, wallet: Wallet, world: PortalWorld, action: s
                               "document.getElementById('op-error').textContent"),
         what=f"the operator's transaction of {action}")
     assert text(page, "op-error") == ""
-    receipt = wait_for_receipt(world.w3, bytes.fromhex(tx_hash[2:]), timeout=60)
+    receipt = mined(world.w3, bytes.fromhex(tx_hash[2:]))
     assert (receipt["status"], receipt["from"]) == (1, world.operator.address)
     return receipt
 

@@ -18,9 +18,12 @@ from bridge_fixtures import (
     Deployed,
     bridge_settings,
     duplicates,
+    mined,
     publish_lines,
     read_lines,
     settled_on_chain,
+    wait_for_work,
+    work_progress,
 )
 from ingest_fixtures import (
     SLOT,
@@ -34,7 +37,7 @@ from ingest_fixtures import (
 from recordings import DATA, SETTLEMENT_RECORDING, market_kind
 from web3.logs import DISCARD
 
-from pilotchain.chain import Sender, wait_for, wait_for_receipt
+from pilotchain.chain import Sender
 from pilotchain.metering import Rates, SignedReading, boundary_energy, compute_balancing
 from pilotchain.trades import TradeRecord, parse_event, uuid_to_bytes32
 from runner.meters import SimulatedMeter, boundary_participants, simulate
@@ -44,8 +47,7 @@ RATES = Rates(0, 40 * CT, 30 * CT, 8 * CT)
 
 
 def send(target: MeteredChain, sender: Sender, data: Any) -> Any:
-    receipt = wait_for_receipt(target.w3, sender.send({"to": target.contract.address,
-                                                       "data": data}), timeout=60)
+    receipt = mined(target.w3, sender.send({"to": target.contract.address, "data": data}))
     assert receipt["status"] == 1
     return receipt
 
@@ -92,20 +94,22 @@ def test_settlement_market_trades_count_for_the_slot_they_settle(
     chain_settings = replace(metered.net.settings, rpc_url_override=metered.net.rpc_url,
                              deployment_file_override=metered.record)
     writer = ingest_settings(metered, redis_url)
-    with IngestThread(writer):
+    with IngestThread(writer) as ingest:
         simulation = simulate(DATA / "exports" / SETTLEMENT_RECORDING.stem, chain_settings,
                               rpc_url=metered.net.rpc_url, deviations={}, publish=publish,
                               keys_file=tmp_path / "meters.json")
-        wait_for(lambda: (sum(recorded_on_chain(metered).values())
-                          == simulation.boundary_readings
-                          and pending_count(redis_url, writer.group) == 0) or None,
-                 timeout=300, what=f"{simulation.boundary_readings} boundary readings on chain")
+        wait_for_work(metered.net, lambda: (sum(recorded_on_chain(metered).values())
+                                      == simulation.boundary_readings
+                                      and pending_count(redis_url, writer.group) == 0) or None,
+                      progress=work_progress(ingest),
+                      what=f"{simulation.boundary_readings} boundary readings on chain")
 
     deployed = Deployed(metered.net, metered.record, metered.deployment)
     publish_lines(redis_url, lines)
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_for(lambda: metrics.get("settled") == len(lines), timeout=120,
-                 what=f"the bridge to settle all {len(lines)} trades of the settlement run")
+        wait_for_work(deployed.net, lambda: metrics.get("settled") == len(lines),
+                      progress=work_progress(metrics),
+                      what=f"the bridge to settle all {len(lines)} trades of the settlement run")
         assert metrics.get("dead_lettered") == 0
     on_chain = settled_on_chain(deployed)
     assert duplicates(on_chain) == {}
