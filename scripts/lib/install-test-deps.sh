@@ -22,3 +22,6 @@ fi
 # Chromium: tests/test_faucet_browser.py drives the faucet page headless over the DevTools protocol.
 ensure_debian_package chromium chromium
 
+# Prometheus and promtool: tests/test_metrics.py checks every /metrics with promtool's parser
+# and the alerting rules with `promtool test rules`, and runs a real Prometheus against a stack.
+ensure_debian_package promtool prometheus
