@@ -46,12 +46,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for marker, fixtures in MARKER_FIXTURES.items():
             if used & fixtures:
                 item.add_marker(marker)
-        # Parallel workers (pytest-xdist, --dist loadgroup): a module's tests stay together,
-        # so its module-scoped network starts once and its tests keep their order; the
-        # tests of the Docker engine share one worker, as they share the engine.
-        module = item.nodeid.split("::")[0]
-        group = "docker-engine" if item.get_closest_marker("compose") else module
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def network_settings(home: Path, **overrides: object) -> ChainSettings:
