@@ -1,15 +1,18 @@
 """Fixtures of the Compose tests on a real Docker engine (tests/test_compose_engine.py).
 
 ``docker_engine`` installs Docker and Compose v2 (scripts/lib/install-docker.sh) and, when no
-engine answers, starts ``dockerd`` itself and stops it at the end of the session (never one it did
-not start). ``local_images`` builds or finds the local stand-ins of the upstream images
-(scripts/lib/build-local-images.sh), since no image registry is reachable here. ``ComposeProject``
-runs ``docker compose`` on a fresh clone with a unique project name, every published port free and
-on 127.0.0.1, and ``down`` checks that nothing of the project is left.
+engine answers, starts ``dockerd`` itself; the last test session using an engine a test
+session started stops it (never one no test started), so two test runs on one machine share it
+instead of one stopping it under the other. ``local_images`` builds or finds the local
+stand-ins of the upstream images (scripts/lib/build-local-images.sh), since no image registry
+is reachable here. ``ComposeProject`` runs ``docker compose`` on a fresh clone with a unique
+project name, every published port free and on 127.0.0.1, and ``down`` checks that nothing of
+the project is left.
 """
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
@@ -17,6 +20,7 @@ import random
 import secrets
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +31,7 @@ import pytest
 from web3 import Web3
 
 from pilotchain.chain import wait_for, wait_for_blocks
+from pilotchain.errors import ChainError
 from pilotchain.settings import PROJECT_ROOT
 from runner.ports import free_port
 
@@ -37,6 +42,10 @@ LOOPBACK = "127.0.0.1"
 PORT_VARIABLES = (
     "RPC_HTTP_PORT", "RPC_WS_PORT", "BRIDGE_METRICS_PORT", "FAUCET_PORT", "EXPLORER_PORT",
     "MQTT_PORT", "INGEST_HTTP_PORT", "PORTAL_PORT")
+# Every test session using the engine holds this file locked shared; starting or stopping a
+# dockerd takes it exclusively. The pid file names a dockerd a test session started.
+ENGINE_LOCK = Path(tempfile.gettempdir()) / "pilotchain-test-dockerd.lock"
+ENGINE_STARTED = Path(tempfile.gettempdir()) / "pilotchain-test-dockerd.pid"
 # What docker compose needs from the caller's environment; nothing else (no .env, no CHAIN_ID ...)
 # may change the defaults the tests check.
 KEPT_VARIABLES = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG", "TMPDIR")
@@ -107,40 +116,75 @@ def timings(request: pytest.FixtureRequest) -> Iterator[Timings]:
 
 @pytest.fixture(scope="session")
 def docker_engine(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[None]:
-    """A Docker engine with Compose v2; started here (and stopped at the end) if none answers."""
+    """A Docker engine with Compose v2, shared with any other test session on the machine;
+    started here if none answers, stopped by the last session using it."""
     with timings.measure("install docker + compose"):
         run([str(INSTALL_DOCKER)], timeout=1800)
-    process: subprocess.Popen[bytes] | None = None
-    if not engine_answers():
-        log_path = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-        with timings.measure("start dockerd"), log_path.open("wb") as log:
-            # Its own process group: a Ctrl-C of pytest must not kill it before the teardown
-            # below has removed the containers.
-            process = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+    with ENGINE_LOCK.open("a") as lock:
+        # Shared: using the engine beside any other session (waits only while another
+        # session starts or stops a dockerd).
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        if not engine_answers():
+            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                wait_for(lambda: process.poll() is None and engine_answers(), timeout=300,
-                         what=f"dockerd to answer (its log: {log_path})", interval=0.5)
-            except BaseException:
-                _stop_dockerd(process)
-                raise
+                if not engine_answers():  # another session may have started one meanwhile
+                    with timings.measure("start dockerd"):
+                        _start_dockerd(tmp_path_factory.mktemp("dockerd") / "dockerd.log")
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            # The last user stops a dockerd a test session started; with others still using
+            # it, the exclusive lock is not free and it stays for them.
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            else:
+                _stop_started_dockerd()
+
+
+def _start_dockerd(log_path: Path) -> None:
+    """dockerd in a session of its own (a Ctrl-C of pytest must not kill it before the
+    teardown has removed the containers, nor may this session's end stop it under another's),
+    its pid written for whichever session stops it."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    ENGINE_STARTED.write_text(str(process.pid))
     try:
-        yield
-    finally:
-        if process is not None:
-            _stop_dockerd(process)
+        wait_for(lambda: process.poll() is None and engine_answers(), timeout=300,
+                 what=f"dockerd to answer (its log: {log_path})", interval=0.5)
+    except BaseException:
+        _stop_started_dockerd()
+        raise
 
 
-def _stop_dockerd(process: subprocess.Popen[bytes]) -> None:
-    """Stop the dockerd this session started: SIGTERM, and SIGKILL if it hangs."""
-    if process.poll() is not None:
+def _stop_started_dockerd() -> None:
+    """Stop the dockerd a test session started, if it still runs: SIGTERM, SIGKILL if it
+    hangs (it removes its containers' state first, which can take a while)."""
+    try:
+        pid = int(ENGINE_STARTED.read_text())
+    except (OSError, ValueError):
+        return  # no test session started the engine that answers: never stop it
+    ENGINE_STARTED.unlink(missing_ok=True)
+    if not _is_dockerd(pid):
         return
-    process.send_signal(signal.SIGTERM)
+    os.kill(pid, signal.SIGTERM)
     try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=30)
+        wait_for(lambda: not _is_dockerd(pid) or None, timeout=60, interval=0.5,
+                 what=f"dockerd (pid {pid}) to stop")
+    except ChainError:
+        os.kill(pid, signal.SIGKILL)
+
+
+def _is_dockerd(pid: int) -> bool:
+    """Whether ``pid`` is still a dockerd (not a pid the kernel gave to another process)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")
