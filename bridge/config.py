@@ -74,6 +74,17 @@ def loop_rows(prefix: str, defaults: Any) -> dict[str, Setting]:
         Setting(f"{prefix}_BACKOFF_MAX", "backoff_max", "float", d.backoff_max,
                 "ceiling of the retry delay, in seconds, when Redis or the RPC node is away",
                 minimum=0.1),
+        Setting(f"{prefix}_DEAD_LETTER_MAXLEN", "dead_letter_maxlen", "int",
+                d.dead_letter_maxlen,
+                "dead letters kept; beyond, the oldest are dropped (each is final, and a flood "
+                "of bad entries must not fill Redis)", minimum=1),
+        Setting(f"{prefix}_HEALTH_MAX_AGE", "health_max_age", "float", d.health_max_age,
+                "`/health` says `degraded` while the oldest unsettled entry of the stream is "
+                "older than this many seconds", minimum=1.0),
+        Setting(f"{prefix}_HEALTH_MAX_BACKLOG", "health_max_backlog", "int",
+                d.health_max_backlog,
+                "`/health` says `degraded` while the stream holds more unsettled entries than "
+                "this", minimum=1),
     )
     return {row.field: row for row in rows}
 
@@ -126,6 +137,11 @@ class BridgeSettings:
     metrics_port: int = DEFAULT_METRICS_PORT
     log_interval: float = 10.0
     backoff_max: float = 10.0
+    dead_letter_maxlen: int = 100_000
+    # A 100,000-trade slot settles in 9.5 minutes on the default chain (docs/performance.md):
+    # that is a normal burst, not a fault.
+    health_max_age: float = 900.0
+    health_max_backlog: int = 200_000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dead_letter_stream",
@@ -212,6 +228,9 @@ BRIDGE_SETTINGS = SettingsGroup(
         _ROWS["metrics_port"],
         _ROWS["log_interval"],
         _ROWS["backoff_max"],
+        _ROWS["dead_letter_maxlen"],
+        _ROWS["health_max_age"],
+        _ROWS["health_max_backlog"],
     ),
 )
 

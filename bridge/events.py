@@ -15,9 +15,23 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pilotchain.safejson import JsonBounds, UnsafeJson, load_bounded
 from pilotchain.trades import InvalidTrade, TradeRecord, parse_event
 
 EVENT_FIELD = "event"
+# What a gsy-e trade event may hold (the plug-in writes one trade.serializable_dict(): objects
+# a few levels deep, ids as text, amounts as floats of at most 17 significant digits, times
+# as text), generously: a stream entry beyond these is dead-lettered with the sentence, never
+# raised (a 5,000-digit integer raised ValueError out of json.loads and stopped the bridge's
+# loop on that entry).
+EVENT_BOUNDS = JsonBounds(
+    max_digits=40, max_depth=32, max_marks=100_000,
+    digits_reason="no field of a trade takes more than 40 (amounts fit 96 bits).",
+    fraction_reason="no amount of a trade is written that long.",
+    constant_reason="amounts of a trade are finite numbers.",
+    depth_reason="a gsy-e trade event is a few objects deep.",
+    marks_reason="that is not one gsy-e trade event.",
+    reader="the bridge")
 TRADE_TYPE = "Trade"
 NIL_UUID = uuid.UUID(int=0)
 
@@ -55,13 +69,12 @@ def decode_entry(entry_id: str, fields: Mapping[str, str] | None) -> ValidTrade 
         return Rejected(entry_id, f"The entry has no '{EVENT_FIELD}' field (fields: {names}).",
                         json.dumps(dict(fields)))
     try:
-        event = json.loads(payload)
-    except json.JSONDecodeError as error:
-        return Rejected(entry_id, f"The event is not JSON: {error.msg} at character "
-                                  f"{error.pos}.", payload)
+        event = load_bounded(payload, EVENT_BOUNDS, "The event")
+    except UnsafeJson as error:
+        return Rejected(entry_id, str(error), payload)
     problem = _type_problem(event)
-    if problem is not None:
-        return Rejected(entry_id, problem, payload)
+    if problem is not None or not isinstance(event, dict):  # the latter for the type checker
+        return Rejected(entry_id, problem or "The event must be a JSON object.", payload)
     try:
         record = parse_event(event)
     except InvalidTrade as error:

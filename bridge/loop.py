@@ -21,8 +21,16 @@ from eth_account.signers.local import LocalAccount
 
 from bridge.batching import Batchable, Batcher
 from bridge.events import Rejected
+from bridge.health import backlog_problem
 from bridge.metrics import Metrics
-from bridge.stream import TRANSIENT, Entry, StreamConsumer, WriterLock, connect_redis
+from bridge.stream import (
+    TRANSIENT,
+    Entry,
+    StreamConsumer,
+    WriterLock,
+    connect_redis,
+    out_of_memory,
+)
 from bridge.writer import BatchCodec, ChainWriter, Outcome, Queued, WriterSettings
 from pilotchain.chain import GWEI, ChainUnreachable, Sender, connect
 from pilotchain.config import ChainSettings, masked_url
@@ -39,6 +47,8 @@ READ_COUNT = 1000
 READ_BLOCK_MS = 50
 # How often the loop compares its own pending count in Redis with what it holds.
 DELIVERY_CHECK_INTERVAL = 5.0
+# How often settled entries are trimmed from the stream and the backlog measured for /health.
+TRIM_INTERVAL = 2.0
 
 
 class LoopItem(Batchable, Queued, Protocol):
@@ -75,6 +85,12 @@ class LoopSettings(WriterSettings, Protocol):
     def log_interval(self) -> float: ...
     @property
     def backoff_max(self) -> float: ...
+    @property
+    def dead_letter_maxlen(self) -> int: ...
+    @property
+    def health_max_age(self) -> float: ...
+    @property
+    def health_max_backlog(self) -> int: ...
 
 
 class StopRequested(Exception):
@@ -139,6 +155,8 @@ class StreamLoop(Generic[S, K, I]):
         self._chain_problem: str | None = None
         self._next_report = 0.0
         self._next_delivery_check = 0.0
+        self._next_trim = 0.0
+        self._backlog_problem: str | None = None
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -182,7 +200,9 @@ class StreamLoop(Generic[S, K, I]):
         while True:
             try:
                 return step()
-            except (*TRANSIENT, ChainUnreachable) as error:
+            except (*TRANSIENT, ChainUnreachable, redis.ResponseError) as error:
+                if isinstance(error, redis.ResponseError) and not out_of_memory(error):
+                    raise
                 delay = backoff.next()
                 self.log.warning("Waiting for %s: %s (retrying in %.1f s)", what,
                                  _sentence(error), delay)
@@ -204,10 +224,13 @@ class StreamLoop(Generic[S, K, I]):
     def _open_redis(self) -> StreamConsumer:
         s = self.settings
         stream = StreamConsumer(connect_redis(s.redis_url), s.stream, s.group, s.consumer,
-                                s.dead_letter_stream, service=self.service)
+                                s.dead_letter_stream, service=self.service,
+                                dead_letter_maxlen=s.dead_letter_maxlen)
         try:
             stream.ensure_group()
         except (redis.AuthenticationError, redis.ResponseError) as error:
+            if out_of_memory(error):
+                raise  # waited out by _until_ready: trimming settled entries frees memory
             # A wrong or missing password, or a Redis that only takes local clients: waiting
             # will not change it.
             raise self.config_error(
@@ -373,6 +396,7 @@ class StreamLoop(Generic[S, K, I]):
                 self.metrics.add("received", len(entries))
                 self._take_new(entries)
                 self._flush_redis()
+            self._trim(now)
         except TRANSIENT as error:
             self._redis_down(error)
             return
@@ -382,6 +406,19 @@ class StreamLoop(Generic[S, K, I]):
         self._redis_backoff.reset()
         self.metrics.set(redis="ok")
 
+    def _trim(self, now: float) -> None:
+        """Every few seconds: drop what is settled (so the stream holds only what waits,
+        and stays bounded however much passes) and say whether the backlog is too long."""
+        if now < self._next_trim:
+            return
+        self._next_trim = now + TRIM_INTERVAL
+        length, age = self.stream.trim_settled()
+        s = self.settings
+        self._backlog_problem = backlog_problem(length, age, s.health_max_backlog,
+                                                s.health_max_age, self.service.upper())
+        self.metrics.set(backlog=length,
+                         oldest_unsettled_s=None if age is None else round(age, 1))
+
     def _keep_lock(self, now: float) -> None:
         if now < self._redis_retry_at or now - self.lock.renewed_at < self.lock.ttl_ms / 3000:
             return
@@ -389,6 +426,10 @@ class StreamLoop(Generic[S, K, I]):
             self.lock.renew()
         except TRANSIENT as error:
             self._redis_down(error)
+        except redis.ResponseError as error:
+            if not out_of_memory(error):
+                raise
+            self._redis_down(error)  # renewing after expiry needs a SET, refused when full
 
     def _send_ready(self) -> None:
         """Send batches while items wait, the block's budget lasts and the lock is ours."""
@@ -459,7 +500,8 @@ class StreamLoop(Generic[S, K, I]):
         in_flight = self.writer.in_flight
         self.metrics.set(queued=len(self.batcher), pending=len(self._open),
                          nonce=max(in_flight) + 1 if in_flight else None,
-                         state="degraded" if problem else "running", problem=problem)
+                         state="degraded" if problem else "running", problem=problem,
+                         warning=self._backlog_problem)
         if now >= self._next_report:
             self._next_report = now + self.settings.log_interval
             self.log.info("%s", self.metrics.summary())

@@ -30,6 +30,8 @@ class Metrics:
             "pending": 0, "queued": 0, "in_flight_trades": 0, "in_flight_transactions": 0,
             "last_block": None, "base_fee_gwei": None, "gas_per_trade": None, "nonce": None,
             "redis": "connecting", "chain": "connecting", "state": "starting", "problem": None,
+            # Set while the service works but needs a look (a backlog, a lost session).
+            "warning": None, "backlog": None, "oldest_unsettled_s": None,
         }
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
 

@@ -31,10 +31,15 @@ Entry = tuple[str, dict[str, str] | None]
 
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
          "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+# The ack comes first: Redis lets a script that has written go on writing when it is at
+# maxmemory (noeviction), so a dead letter is never refused half done, and a stream full of
+# bad entries can still be drained. MAXLEN ~ bounds the dead letters (ARGV[6]).
 _DEAD_LETTER = "if redis.call('xack', KEYS[1], ARGV[1], ARGV[2]) == 1 then " \
-               "redis.call('xadd', KEYS[2], '*', 'reason', ARGV[3], 'entry_id', ARGV[2], " \
-               "'stream', KEYS[1], 'event', ARGV[4], 'rejected_at', ARGV[5]) return 1 end " \
-               "return 0"
+               "redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'reason', ARGV[3], " \
+               "'entry_id', ARGV[2], 'stream', KEYS[1], 'event', ARGV[4], 'rejected_at', " \
+               "ARGV[5]) return 1 end return 0"
+# Without a bound: effectively none (Redis takes any count).
+UNBOUNDED = 2**62
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
            "return redis.call('del', KEYS[1]) else return 0 end"
 
@@ -55,13 +60,15 @@ class StreamConsumer:
     writer in keys and messages (``bridge``, ``ingest``)."""
 
     def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str,
-                 dead_letter_stream: str, service: str = "bridge") -> None:
+                 dead_letter_stream: str, service: str = "bridge",
+                 dead_letter_maxlen: int = UNBOUNDED) -> None:
         self.client = client
         self.service = service
         self.stream = stream
         self.group = group
         self.consumer = consumer
         self.dead_letter_stream = dead_letter_stream
+        self.dead_letter_maxlen = dead_letter_maxlen
 
     def ensure_group(self) -> None:
         """Create the group at the stream's start (earlier entries count too) if missing."""
@@ -129,18 +136,56 @@ class StreamConsumer:
             pipe.xack(self.stream, self.group, *entry_ids[start:start + 1000])
         pipe.execute()
 
-    def dead_letter(self, rejected: Sequence[Rejected], to: str | None = None) -> None:
-        """Move entries to the dead-letter stream (or ``to``) with their reason, each in one
-        script with its ack: a crash can neither lose a moved entry nor leave it to be read
-        again, and a retry after a lost reply adds no second copy (only a pending entry
-        moves)."""
+    def dead_letter(self, rejected: Sequence[Rejected], to: str | None = None,
+                    maxlen: int | None = None) -> None:
+        """Move entries to the dead-letter stream (or ``to``, keeping about ``maxlen``) with
+        their reason, each in one script with its ack: a crash can neither lose a moved entry
+        nor leave it to be read again, and a retry after a lost reply adds no second copy
+        (only a pending entry moves)."""
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         target = to or self.dead_letter_stream
+        keep = maxlen if maxlen is not None else self.dead_letter_maxlen
         pipe = self.client.pipeline(transaction=False)
         for item in rejected:
             pipe.eval(_DEAD_LETTER, 2, self.stream, target, self.group,
-                      item.entry_id, item.reason, item.payload, now)
+                      item.entry_id, item.reason, item.payload, now, keep)
         pipe.execute()
+
+    def trim_settled(self) -> tuple[int, float | None]:
+        """Drop every entry all the stream's groups have settled; then the backlog: how many
+        entries remain and the age in seconds of the oldest (None: the stream is empty).
+
+        The rule: of each group, its oldest pending entry, or (nothing pending) the one after
+        the last it was delivered; entries before the earliest of these were delivered to
+        every group and acknowledged, and only those go (XTRIM MINID, exact, so what remains
+        first is the oldest unsettled entry). An entry not yet delivered, read but not final,
+        or of a group that fell behind is never trimmed.
+        """
+        try:
+            groups = self.client.xinfo_groups(self.stream)
+        except redis.ResponseError as error:
+            if "no such key" not in str(error):
+                raise
+            return 0, None  # a Redis that lost its data: the group is made again on reading
+        floor: tuple[int, int] | None = None
+        for group in groups:
+            if int(group["pending"]):
+                summary = self.client.xpending(self.stream, _text(group["name"]))
+                candidate = _entry_id(summary["min"])
+            else:
+                ms, seq = _entry_id(group["last-delivered-id"])
+                candidate = (ms, seq + 1)
+            floor = candidate if floor is None else min(floor, candidate)
+        if floor is not None and floor > (0, 0):
+            self.client.xtrim(self.stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xlen(self.stream)
+        pipe.xrange(self.stream, count=1)
+        length, first = pipe.execute()
+        if not first:
+            return int(length), None
+        oldest_ms = _entry_id(first[0][0])[0]
+        return int(length), max(0.0, time.time() - oldest_ms / 1000)
 
     def check_target(self, chain_id: int, contract: str) -> None:
         """Refuse to settle a stream into another chain or contract than it was before."""
@@ -257,6 +302,20 @@ def _decode(entries: RawEntries
             yield _text(entry_id), None
             continue
         yield _text(entry_id), {_text(k): _text(v) for k, v in fields.items()}
+
+
+def out_of_memory(error: Exception) -> bool:
+    """Whether Redis refused a write because it reached ``maxmemory`` (noeviction): it
+    passes once entries are settled and trimmed, so it is waited out, not fatal."""
+    # redis-py turns the "OOM" reply into its own class (without the prefix); a script's
+    # refusal may come as a plain error naming maxmemory.
+    return isinstance(error, redis.exceptions.OutOfMemoryError) or (
+        isinstance(error, redis.ResponseError) and "maxmemory" in str(error))
+
+
+def _entry_id(value: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(value).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value: bytes | str) -> str:

@@ -1,7 +1,8 @@
 """PilotChain's faucet: test funds for any wallet from a web page and a JSON API.
 
 Served by gunicorn: ``gunicorn 'faucet:create_app()'`` (``faucet.service`` runs it for
-``./scripts/up``). Settings: ``faucet.config``; the shared service layer: ``faucet.claims``.
+``./scripts/up``). Settings: ``faucet.config``; the shared service layer: ``faucet.claims``;
+the OpenAPI description (served at ``/openapi.json``): ``faucet.openapi``.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
-from flask import Flask, Response, request
+from flask import Flask, Response, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from faucet import openapi
 from faucet.api import api
 from faucet.claims import ClaimService
 from faucet.config import FaucetSettings
@@ -31,6 +33,7 @@ from faucet.keys import load_account
 from faucet.limits import ClaimLimits
 from faucet.page import page
 from faucet.wallet import FaucetWallet
+from pilotchain.pages import hide_server_banner, secure_headers
 from pilotchain.settings import load_environment
 
 LIMITS_PREFIX = "pilotchain-faucet"
@@ -58,14 +61,20 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         WTF_CSRF_CHECK_DEFAULT=False,
     )
     if settings.trusted_proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,  # type: ignore[method-assign]
+                                x_proto=settings.trusted_proxies)
     use_gunicorn_logging(app)
+    hide_server_banner()
     app.extensions[EXTENSION] = build_services(app, settings, account)
     for prefix in settings.prefixes:
         suffix = "_prefixed" if prefix else ""
         app.register_blueprint(page, url_prefix=prefix or None, name=f"page{suffix}")
         app.register_blueprint(api, url_prefix=prefix or None, name=f"api{suffix}")
+    described = openapi.description(settings)
+    app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(described))
     register_error_handlers(app)
+    # On every answer, the API's and errors included (pilotchain.pages).
+    app.after_request(lambda response: secure_headers(request, response))
     return app
 
 

@@ -158,7 +158,8 @@ FAUCET_SETTINGS = SettingsGroup(
         Setting("FAUCET_IP_LIMIT", "ip_limit", "str", _D.ip_limit, "claims per client IP",
                 check=lambda raw, _: check_limit("FAUCET_IP_LIMIT", raw)),
         Setting("FAUCET_TRUSTED_PROXIES", "trusted_proxies", "int", _D.trusted_proxies,
-                "reverse proxies in front of the faucet whose `X-Forwarded-For` is believed",
+                "reverse proxies in front of the faucet whose `X-Forwarded-For` and "
+                "`X-Forwarded-Proto` are believed",
                 minimum=0),
         Setting("FAUCET_CORS_ORIGINS", "cors_origins", "list", (),
                 "comma-separated origins allowed to call the JSON API from a browser "

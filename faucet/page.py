@@ -13,7 +13,6 @@ from faucet.claims import Claim, FaucetInfo
 from faucet.config import WEI_PER_UNIT
 from faucet.errors import FaucetError
 from faucet.http import add_network_params, client_ip, retry_headers, services, status_for
-from pilotchain.pages import SECURITY_HEADERS
 
 STALE_FORM = ("The form had expired or did not come from this page, so nothing was sent; "
               "please submit it again.")
@@ -51,13 +50,6 @@ def units_filter(wei: int) -> str:
     rounded = (Decimal(wei) / WEI_PER_UNIT).quantize(Decimal("0.0001"), rounding=ROUND_DOWN)
     text = f"{rounded:,.4f}".rstrip("0").rstrip(".")
     return text
-
-
-@page.after_request
-def security_headers(response: Response) -> Response:
-    """A strict Content-Security-Policy and friends on every page answer."""
-    response.headers.update(SECURITY_HEADERS)
-    return response
 
 
 def faucet_info() -> tuple[FaucetInfo, str | None]:

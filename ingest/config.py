@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bridge.config import check_writer_settings, loop_rows, metrics_url
 from ingest.errors import IngestConfigError
 from pilotchain.config import (
     CHAIN_SETTINGS,
+    CHAIN_SETTINGS_BY_NAME,
     DEFAULT_READING_STREAM,
     DEFAULT_REDIS_URL,
     INGEST_DEAD_LETTER_STREAM,
@@ -28,6 +30,9 @@ DEFAULT_STREAM = DEFAULT_READING_STREAM
 DEFAULT_METRICS_PORT = 9110
 # Readings per submitReadings under geth's 128 KiB transaction limit: 352 bytes each.
 MAX_BATCH = 300
+# Unsettled readings the stream may hold (about 0.5 KB each in Redis): two minutes of 10,000
+# meters' minute and boundary readings, five times over.
+DEFAULT_MAX_BACKLOG = 100_000
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,13 @@ class IngestSettings:
     metrics_port: int = DEFAULT_METRICS_PORT
     log_interval: float = 10.0
     backoff_max: float = 10.0
+    max_backlog: int = DEFAULT_MAX_BACKLOG
+    dead_letter_maxlen: int = 100_000
+    minutes_maxlen: int = 200_000
+    # 10,000 meters' boundary readings take about four minutes at the default gas budget
+    # (docs/metering.md, at pilot scale): degraded means behind that, not busy.
+    health_max_age: float = 600.0
+    health_max_backlog: int = DEFAULT_MAX_BACKLOG // 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dead_letter_stream",
@@ -129,8 +141,19 @@ INGEST_SETTINGS = SettingsGroup(
         _ROWS["metrics_port"],
         _ROWS["log_interval"],
         _ROWS["backoff_max"],
+        Setting("INGEST_MAX_BACKLOG", "max_backlog", "int", _D.max_backlog,
+                "unsettled readings the stream may hold: beyond, the HTTP endpoint answers 503 "
+                "and the MQTT subscriber takes no more messages (the broker keeps them) until "
+                "the writer has settled some", minimum=1),
+        _ROWS["dead_letter_maxlen"],
+        Setting("INGEST_MINUTES_MAXLEN", "minutes_maxlen", "int", _D.minutes_maxlen,
+                "checked minute readings kept in `<INGEST_STREAM>:minutes` (off chain; the "
+                "oldest are dropped beyond)", minimum=1),
+        _ROWS["health_max_age"],
+        _ROWS["health_max_backlog"],
     ),
 )
+_INGEST_ROWS = {setting.field: setting for setting in INGEST_SETTINGS.settings}
 
 
 @dataclass(frozen=True)
@@ -144,16 +167,32 @@ class HttpSettings:
     workers: int = 2
     max_body_bytes: int = 8 * 1024 * 1024
     max_readings: int = 20_000
+    uploaders_file_override: Path | None = None
+    keys_dir: Path = field(default_factory=lambda: ChainSettings().keys_dir)
+    address_limit: int = 120
+    uploader_limit: int = 60_000
+    max_backlog: int = DEFAULT_MAX_BACKLOG
+    health_max_age: float = IngestSettings.health_max_age
+    health_max_backlog: int = IngestSettings.health_max_backlog
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def uploaders_file(self) -> Path:
+        """Where the operator's uploader credentials are kept (hashed)."""
+        return self.uploaders_file_override or self.keys_dir / "ingest-http" / "uploaders.json"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
+        shared = {name: _INGEST_ROWS[name].read(env)
+                  for name in ("max_backlog", "health_max_age", "health_max_backlog")}
         return cls(redis_url=RedisConnection.from_env(env).url,
-                   stream=INGEST_STREAM.read(env), **HTTP_SETTINGS.read(env))
+                   stream=INGEST_STREAM.read(env),
+                   keys_dir=CHAIN_SETTINGS_BY_NAME["KEYS_DIR"].read(env),
+                   **shared, **HTTP_SETTINGS.read(env))
 
 
 _H = HttpSettings()
@@ -172,6 +211,16 @@ HTTP_SETTINGS = SettingsGroup(
                 "largest upload accepted (413 above)", minimum=1),
         Setting("INGEST_HTTP_MAX_READINGS", "max_readings", "int", _H.max_readings,
                 "most readings in one upload (413 above)", minimum=1),
+        Setting("INGEST_HTTP_UPLOADERS_FILE", "uploaders_file_override", "optional_path", None,
+                "the uploader credentials the operator issued (`pilotchain uploaders issue "
+                "NAME`), stored hashed; read again whenever it changes",
+                default_text="<KEYS_DIR>/ingest-http/uploaders.json"),
+        Setting("INGEST_HTTP_ADDRESS_LIMIT", "address_limit", "int", _H.address_limit,
+                "requests per minute from one client address (429 above, with Retry-After)",
+                minimum=1),
+        Setting("INGEST_HTTP_UPLOADER_LIMIT", "uploader_limit", "int", _H.uploader_limit,
+                "readings per minute one uploader may queue (429 above, with Retry-After)",
+                minimum=1),
     ),
 )
 
@@ -188,6 +237,8 @@ class MqttSettings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9111
     backoff_max: float = 10.0
+    max_backlog: int = DEFAULT_MAX_BACKLOG
+    dead_letter_maxlen: int = IngestSettings.dead_letter_maxlen
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dead_letter_stream",
@@ -199,13 +250,13 @@ class MqttSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MqttSettings:
-        rows = {setting.name: setting for setting in INGEST_SETTINGS.settings}
+        shared = {name: _INGEST_ROWS[name].read(env)
+                  for name in ("backoff_max", "max_backlog", "dead_letter_maxlen")}
         return cls(mqtt=MqttConnection.from_env(env),
                    redis_url=RedisConnection.from_env(env).url,
                    stream=INGEST_STREAM.read(env),
                    dead_letter_stream=INGEST_DEAD_LETTER_STREAM.read(env),
-                   backoff_max=rows["INGEST_BACKOFF_MAX"].read(env),
-                   **MQTT_SUBSCRIBER_SETTINGS.read(env))
+                   **shared, **MQTT_SUBSCRIBER_SETTINGS.read(env))
 
 
 _M = MqttSettings()
@@ -216,8 +267,10 @@ MQTT_SUBSCRIBER_SETTINGS = SettingsGroup(
     "the reason); see [docs/metering.md](metering.md#mqtt).",
     (
         Setting("INGEST_MQTT_CLIENT_ID", "client_id", "str", _M.client_id,
-                "its MQTT client id: the broker keeps this persistent session's messages "
-                "while the subscriber is away"),
+                "its MQTT client id, under which the broker keeps its persistent session's "
+                "messages while it is away; the stack's broker replaces every client id with "
+                "the account's name (here `MQTT_USERNAME`), so only a broker of your own uses "
+                "this"),
         Setting("INGEST_MQTT_METRICS_HOST", "metrics_host", "str", _M.metrics_host,
                 "metrics endpoint address (`0.0.0.0` in a container)"),
         Setting("INGEST_MQTT_METRICS_PORT", "metrics_port", "int", _M.metrics_port,

@@ -14,40 +14,62 @@ import hashlib
 import json
 import logging
 import queue
+import secrets
 import threading
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import redis
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.loop import Backoff
 from bridge.metrics import Metrics
-from bridge.stream import TRANSIENT, connect_redis
+from bridge.stream import TRANSIENT, connect_redis, out_of_memory
 from ingest.config import MqttSettings
-from ingest.readings import READING_FIELD, meter_bytes, parse_reading, reading_json
+from ingest.readings import READING_FIELD, load_json, meter_bytes, parse_reading, reading_json
 from pilotchain.config import masked_url
 from pilotchain.metering import MeteringError
 
 log = logging.getLogger("ingest.mqtt")
 # Payload digests of recently appended messages, to recognise a redelivered one.
 RECENT = 100_000
+# How long /health says "degraded" after the subscriber lost its broker session: a session
+# lost now and then (a broker restart) heals by itself; lost again and again, someone else
+# holds the ingest's account, and each time the broker may have dropped messages.
+SESSION_WARNING_WINDOW = 300.0
+# KEYS: the stream, the subscriber's last-append key. ARGV: the backlog limit, the reading,
+# its source, the append's token. 1 appended, 2 appended already, 0 no room.
+# The token makes a retry idempotent: when Redis goes away after running the script but
+# before its reply arrives, the retry finds its own token and appends nothing twice. One
+# key suffices: the subscriber appends one message at a time, and only one subscriber can
+# hold the ingest's account (its client id is the account).
+_APPEND = f"""
+if redis.call('GET', KEYS[2]) == ARGV[4] then return 2 end
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[1], '*', '{READING_FIELD}', ARGV[2], 'source', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[4])
+return 1
+"""
+
+
+class QueueFull(Exception):
+    """The stream holds INGEST_MAX_BACKLOG unsettled readings: wait, the broker keeps the
+    message meanwhile (it is not acknowledged)."""
 
 
 def message_entry(pattern: str, topic: str, payload: bytes) -> tuple[str | None, str | None]:
     """(the stream's reading JSON, None) for a good message, (None, reason) for a bad one."""
     try:
         text = payload.decode("utf-8")
-        value = json.loads(text)
     except UnicodeDecodeError:
         return None, "The message is not UTF-8 text; a reading is a JSON object."
-    except json.JSONDecodeError as error:
-        return None, f"The reading is not JSON: {error.msg} at character {error.pos}."
     try:
-        signed = parse_reading(value)
+        signed = parse_reading(load_json(text))
     except MeteringError as error:
         return None, str(error)
     parts, names = pattern.split("/"), topic.split("/")
@@ -74,7 +96,11 @@ class Subscriber:
         self.stop = stop or threading.Event()
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.redis = connect_redis(settings.redis_url)
+        self._append_script = self.redis.register_script(_APPEND)
         self._recent: OrderedDict[bytes, None] = OrderedDict()
+        self._connected_once = False
+        self._losses: list[tuple[float, str]] = []  # (monotonic time, what happened)
+        self._lock = threading.Lock()  # paho's thread records losses, the loop reads them
 
     def run(self) -> None:
         s = self.settings
@@ -91,6 +117,7 @@ class Subscriber:
                  s.mqtt.url, s.stream, masked_url(s.redis_url))
         try:
             while not self.stop.is_set():
+                self.metrics.set(warning=self._session_warning())
                 try:
                     message = self.messages.get(timeout=0.2)
                 except queue.Empty:
@@ -101,15 +128,22 @@ class Subscriber:
             client.loop_stop()
             client.disconnect()
 
-    def _on_connect(self, client: mqtt.Client, _data: Any, _flags: Any, reason: ReasonCode,
+    def _on_connect(self, client: mqtt.Client, _data: Any, flags: Any, reason: ReasonCode,
                     _properties: Properties | None) -> None:
         if reason.is_failure:
             problem = f"The broker at {self.settings.mqtt.url} refused the ingest: {reason}."
             log.warning("%s Check MQTT_USERNAME and MQTT_PASSWORD_FILE.", problem)
             self.metrics.set(state="degraded", problem=problem, chain="n/a")
             return
+        if self._connected_once and not getattr(flags, "session_present", True):
+            # The broker had no session for us: it was discarded (another client connected
+            # with a clean session under our id, or the broker lost its store), and with it
+            # any readings it held for us.
+            self._lost("the broker had discarded its session, with any readings it held")
+        self._connected_once = True
         client.subscribe(self.settings.mqtt.topic, qos=1)
-        self.metrics.set(state="running", problem=None, chain="n/a")
+        self.metrics.set(state="running", problem=None, chain="n/a",
+                         warning=self._session_warning())
         log.info("Connected to the broker at %s.", self.settings.mqtt.url)
 
     def _on_disconnect(self, _client: mqtt.Client, _data: Any, _flags: Any,
@@ -117,7 +151,27 @@ class Subscriber:
         if not self.stop.is_set():
             problem = f"The broker at {self.settings.mqtt.url} went away ({reason}); reconnecting."
             log.warning("%s", problem)
+            self._lost(f"the connection ended ({reason})")
             self.metrics.set(state="degraded", problem=problem)
+
+    def _lost(self, what: str) -> None:
+        with self._lock:
+            self._losses.append((time.monotonic(), what))
+
+    def _session_warning(self) -> str | None:
+        """A sentence while the broker session was lost within SESSION_WARNING_WINDOW."""
+        now = time.monotonic()
+        with self._lock:
+            self._losses = [(at, what) for at, what in self._losses
+                            if now - at < SESSION_WARNING_WINDOW]
+            if not self._losses:
+                return None
+            count, (at, what) = len(self._losses), self._losses[-1]
+        times = "once" if count == 1 else f"{count} times"
+        return (f"The subscriber lost its broker session {times} in the last "
+                f"{SESSION_WARNING_WINDOW / 60:.0f} minutes, last {now - at:.0f} s ago: {what}. "
+                "Readings the broker held for it may be lost; if this repeats, another client "
+                f"is connecting as the ingest's account ({self.settings.mqtt.username}).")
 
     def _store(self, message: mqtt.MQTTMessage) -> bool:
         """Append the message's reading (or its dead letter); retry while Redis is away.
@@ -130,15 +184,27 @@ class Subscriber:
             return True
         reading, reason = message_entry(self.settings.mqtt.topic, message.topic, payload)
         backoff = Backoff(self.settings.backoff_max)
+        token = secrets.token_hex(8)  # the same on every retry of this message
         while True:
             try:
-                self._append(message, reading, reason)
+                self._append(message, reading, reason, token)
                 break
             except TRANSIENT as error:
                 self.metrics.set(redis="unreachable", state="degraded",
                                  problem=f"Redis is unreachable ({error}).")
-                if self.stop.wait(backoff.next()):
-                    return False
+            except QueueFull:
+                self.metrics.set(state="degraded", problem=(
+                    f"The reading stream holds {self.settings.max_backlog} unsettled readings "
+                    "(INGEST_MAX_BACKLOG); the subscriber waits for the writer, and the broker "
+                    "keeps the meters' messages meanwhile."))
+            except redis.ResponseError as error:
+                if not out_of_memory(error):
+                    raise
+                self.metrics.set(state="degraded", problem=(
+                    "Redis is out of memory (maxmemory) and refuses new readings; the "
+                    "subscriber waits, and the broker keeps the meters' messages meanwhile."))
+            if self.stop.wait(backoff.next()):
+                return False
         self.metrics.set(redis="ok", state="running", problem=None)
         self._recent[digest] = None
         if len(self._recent) > RECENT:
@@ -146,11 +212,13 @@ class Subscriber:
         return True
 
     def _append(self, message: mqtt.MQTTMessage, reading: str | None,
-                reason: str | None) -> None:
+                reason: str | None, token: str) -> None:
         s = self.settings
         source = f"mqtt {message.topic}"
         if reading is not None:
-            self.redis.xadd(s.stream, {READING_FIELD: reading, "source": source})
+            if not self._append_script(keys=[s.stream, f"{s.stream}:mqtt:last-append"],
+                                       args=[s.max_backlog, reading, source, token]):
+                raise QueueFull
             self.metrics.add("settled")  # handed on to the writer
             return
         assert reason is not None
@@ -158,5 +226,6 @@ class Subscriber:
         self.redis.xadd(s.dead_letter_stream, {
             "reason": reason, "entry_id": "", "stream": s.stream, "source": source,
             "event": message.payload.decode("utf-8", errors="replace"),
-            "rejected_at": datetime.now(UTC).isoformat(timespec="milliseconds")})
+            "rejected_at": datetime.now(UTC).isoformat(timespec="milliseconds")},
+            maxlen=s.dead_letter_maxlen, approximate=True)
         self.metrics.add("dead_lettered")

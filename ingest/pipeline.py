@@ -36,7 +36,14 @@ from ingest.batches import ReadingCodec, ReadingItem, fates
 from ingest.config import IngestSettings
 from ingest.errors import IngestConfigError, ReaderRoleMissing
 from ingest.readings import ValidReading, decode_entry
-from ingest.validation import MeterRegistry, contract_lookup, off_chain_problem, refusal_sentence
+from ingest.validation import (
+    MeterRegistry,
+    Registrations,
+    contract_lookup,
+    off_chain_problem,
+    refusal_sentence,
+)
+from pilotchain.contract import load_deployment
 from pilotchain.errors import ChainError
 from pilotchain.metering import Domain
 
@@ -75,9 +82,12 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
                                             lambda: functions.slotSeconds().call()))
         self.domain = Domain(chain_id, contract.address)
         lookup = contract_lookup(contract)
+        deployment = load_deployment(self.settings.chain.deployment_file)
+        registrations = Registrations(writer.w3, writer.url, contract.address,
+                                      deployment.block_number)
         self.registry = MeterRegistry(
             lambda meter: writer.read("Looking up a meter", lambda: lookup(meter)),
-            self.settings.unknown_meter_ttl)
+            self.settings.unknown_meter_ttl, registrations.new)
 
     def _read_slot_length(self) -> int:
         call = self._slot_seconds_call
@@ -126,10 +136,20 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
 
     def _accept(self, entries: Sequence[Entry], *, retried: bool) -> None:
         """Check entries' shape, then (with the chain) their meter, time and signature."""
-        for entry_id, fields in entries:
-            if entry_id in self._open:
-                continue  # a retried recovery claims entries it already holds
-            decoded = decode_entry(entry_id, fields)
+        # A retried recovery claims entries it already holds: those are skipped.
+        decoded_entries = [decode_entry(entry_id, fields) for entry_id, fields in entries
+                           if entry_id not in self._open]
+        if self._chain_problem is None and not self._unchecked:
+            try:
+                first_meter = not self.registry.knows_a_meter()
+                self.registry.prefetch(d.signed.reading.meter for d in decoded_entries
+                                       if not isinstance(d, Rejected))
+                if first_meter and self.registry.knows_a_meter():
+                    # As in _check: the slot length is final once a meter is registered.
+                    self.slot_seconds = self._read_slot_length()
+            except ChainError as error:
+                self._chain_down(error)
+        for decoded in decoded_entries:
             if isinstance(decoded, Rejected):
                 self._reject(decoded)
             elif self._chain_problem is not None or self._unchecked:
@@ -142,11 +162,13 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
                     self._chain_down(error)
 
     def _check(self, valid: ValidReading, retried: bool) -> None:
-        if not self.registry.knows_a_meter():
-            # The operator may still change the slot length (until the first meter or rates
-            # are set), so it is read again until a registered meter has been seen; after
-            # that it is fixed for good.
-            self.registry.signer(valid.signed.reading.meter)
+        if not self.registry.knows_a_meter() and \
+                self.registry.signer(valid.signed.reading.meter) is not None:
+            # The operator may still change the slot length until the first meter or rates
+            # are set, so it is read again when the first registered meter is seen; after
+            # that it is fixed for good. (Read per reading while none was seen, a flood of
+            # unknown meters cost a chain call each: 100 readings a second.) A reading of an
+            # unknown meter is refused before its time matters.
             self.slot_seconds = self._read_slot_length()
         problem = off_chain_problem(valid.signed, self.registry, self.domain,
                                     self.slot_seconds, time.time())
@@ -220,7 +242,8 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
 
     def _flush_redis(self) -> None:
         if self._minutes:
-            self.stream.dead_letter(self._minutes, to=self.settings.minutes_stream)
+            self.stream.dead_letter(self._minutes, to=self.settings.minutes_stream,
+                                    maxlen=self.settings.minutes_maxlen)
             self.metrics.add("minute_readings", len(self._minutes))
             self._minutes = []
         super()._flush_redis()

@@ -16,12 +16,30 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bridge.events import Rejected
 from pilotchain.metering import MAX_REGISTER, MeteringError, MeterReading, SignedReading, meter_id
+from pilotchain.safejson import JsonBounds, UnsafeJson, load_bounded
 
 READING_FIELD = "reading"
+# The longest number a reading can hold: 2**64 - 1 has 20 digits. Anything longer is refused
+# while parsing, before Python converts it (a 5,000-digit integer raised ValueError inside
+# json.loads, past every check, and came out of the door as a 500).
+MAX_DIGITS = 20
+# Nesting json.loads may see: an upload is an array of flat objects (depth 2).
+MAX_DEPTH = 16
+# Brackets, quotes and backslashes one reading may hold (it has 14), generously.
+MAX_MARKS = 4096
+READING_BOUNDS = JsonBounds(
+    max_digits=MAX_DIGITS, max_depth=MAX_DEPTH, max_marks=MAX_MARKS,
+    digits_reason=(f"no field of a reading takes more than {MAX_DIGITS} (registers and times "
+                   "lie in [0, 2**64))."),
+    fraction_reason="no field of a reading takes a fraction, let alone one that long.",
+    constant_reason="the fields of a reading are whole numbers and text.",
+    depth_reason="readings are flat objects in one array.",
+    marks_reason="that is not an upload of readings.",
+    reader="the ingest")
 FIELDS = ("meter", "time", "import_wh", "export_wh", "minutes_anchor", "signature")
 # secp256k1's order / 2: the contract refuses a signature with s above it (malleable).
 HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
@@ -40,13 +58,28 @@ class ValidReading:
     payload: str
 
 
+def load_json(text: str | bytes, what: str = "The reading",
+              max_marks: int = MAX_MARKS) -> object:
+    """Parse JSON with every number and the nesting bounded (pilotchain.safejson);
+    ReadingFormatError says what is wrong. Integers longer than any field allows, NaN and
+    Infinity and nesting deeper than MAX_DEPTH are refused with a sentence like any other
+    malformed input. ``max_marks`` bounds the brackets, quotes and backslashes the nesting
+    check walks (an upload of many readings needs more than one reading)."""
+    bounds = READING_BOUNDS if max_marks == MAX_MARKS else replace(READING_BOUNDS,
+                                                                   max_marks=max_marks)
+    try:
+        return load_bounded(text, bounds, what)
+    except UnsafeJson as error:
+        raise ReadingFormatError(str(error)) from None
+
+
 def parse_reading(value: object) -> SignedReading:
     """A signed reading from its JSON object; ReadingFormatError says what is wrong."""
     if not isinstance(value, dict):
         raise ReadingFormatError(f"A reading must be a JSON object, not {_json_type(value)}.")
     unknown = sorted(set(value) - set(FIELDS))
     if unknown:
-        raise ReadingFormatError(f"Unknown field {unknown[0]!r}; a reading has exactly "
+        raise ReadingFormatError(f"Unknown field {_shown(unknown[0])}; a reading has exactly "
                                  f"{', '.join(FIELDS)}.")
     if value.get("signature") in (None, "", "0x"):
         raise ReadingFormatError("The reading is not signed: field 'signature' is missing or "
@@ -99,12 +132,7 @@ def decode_entry(entry_id: str, fields: Mapping[str, str] | None) -> ValidReadin
         return Rejected(entry_id, f"The entry has no '{READING_FIELD}' field (fields: "
                                   f"{names}).", json.dumps(dict(fields)))
     try:
-        value = json.loads(payload)
-    except json.JSONDecodeError as error:
-        return Rejected(entry_id, f"The reading is not JSON: {error.msg} at character "
-                                  f"{error.pos}.", payload)
-    try:
-        signed = parse_reading(value)
+        signed = parse_reading(load_json(payload))
     except MeteringError as error:
         return Rejected(entry_id, str(error), payload)
     return ValidReading(entry_id, signed, payload)
@@ -155,7 +183,11 @@ def _hex(value: Mapping[str, object], name: str, size: int) -> bytes:
 
 
 def _shown(value: object) -> str:
-    text = json.dumps(value)
+    """A value as JSON for a message, cut to 80 characters (an item may be megabytes)."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        text = type(value).__name__
     return text if len(text) <= 80 else text[:77] + "..."
 
 

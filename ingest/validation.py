@@ -14,12 +14,24 @@ against a state that the readings in flight are about to change.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from web3 import Web3
+
+from pilotchain.chain import contract_logs, read
+from pilotchain.events import METER_REGISTERED, decode_as
 from pilotchain.metering import FUTURE_TOLERANCE, Domain, Refusal, SignedReading
 
 ZERO_ADDRESS = "0x" + "00" * 20
+# Blocks of registrations read again each time (Clique reorganises a few blocks at most).
+REORG_MARGIN = 64
+# Blocks per eth_getLogs: the topic filter keeps the answer small (a year of 5 s blocks is
+# about 130 requests, once, on the first unknown meter after a start).
+LOG_PAGE = 50_000
+# Meters remembered as unregistered (each for INGEST_UNKNOWN_METER_TTL) before expired ones
+# are dropped.
+MAX_UNKNOWN = 100_000
 
 
 class MeterRegistry:
@@ -30,8 +42,10 @@ class MeterRegistry:
     registered meanwhile is accepted soon.
     """
 
-    def __init__(self, lookup: Callable[[bytes], str], unknown_ttl: float) -> None:
+    def __init__(self, lookup: Callable[[bytes], str], unknown_ttl: float,
+                 registrations: Callable[[], dict[bytes, str]] | None = None) -> None:
         self.lookup = lookup
+        self.registrations = registrations
         self.unknown_ttl = unknown_ttl
         self._known: dict[bytes, str] = {}
         self._unknown: dict[bytes, float] = {}
@@ -41,16 +55,55 @@ class MeterRegistry:
         known = self._known.get(meter)
         if known is not None:
             return known
-        asked = self._unknown.get(meter)
-        if asked is not None and time.monotonic() - asked < self.unknown_ttl:
+        if self._recently_unknown(meter, time.monotonic()):
             return None
-        signer = self.lookup(meter)
+        return self._remember(meter, self.lookup(meter))
+
+    def prefetch(self, meters: Iterable[bytes]) -> None:
+        """Settle at once whether each meter of ``meters`` not cached is registered: the
+        registrations since the last look come in one request, and a meter still not among
+        them is unknown (asked again after the TTL).
+
+        A page of readings for meters nobody registered (a flood, or a misconfigured
+        database) then costs one request to the node instead of one per reading (which held
+        the writer to about 100 readings a second), so it is dead-lettered in a moment
+        instead of holding up the good readings behind it.
+        """
+        if self.registrations is None:
+            return
+        now = time.monotonic()
+        wanted = [meter for meter in dict.fromkeys(meters)
+                  if meter not in self._known and not self._recently_unknown(meter, now)]
+        if not wanted:
+            return
+        for meter, signer in self.registrations().items():
+            self._remember(meter, signer)
+        for meter in wanted:
+            if meter not in self._known:
+                self._remember(meter, ZERO_ADDRESS)
+
+    def _recently_unknown(self, meter: bytes, now: float) -> bool:
+        asked = self._unknown.get(meter)
+        return asked is not None and now - asked < self.unknown_ttl
+
+    def _remember(self, meter: bytes, signer: str) -> str | None:
         if signer.lower() == ZERO_ADDRESS:
             self._unknown[meter] = time.monotonic()
+            if len(self._unknown) > MAX_UNKNOWN:
+                self._forget_expired()
             return None
         self._unknown.pop(meter, None)
         self._known[meter] = signer
         return signer
+
+    def _forget_expired(self) -> None:
+        """Unknown meters are remembered only for the TTL: a flood of made-up ids must not
+        grow the writer's memory without bound."""
+        now = time.monotonic()
+        self._unknown = {meter: asked for meter, asked in self._unknown.items()
+                         if now - asked < self.unknown_ttl}
+        while len(self._unknown) > MAX_UNKNOWN:  # all fresh: drop the oldest
+            del self._unknown[next(iter(self._unknown))]
 
     def knows_a_meter(self) -> bool:
         """Whether any registered meter has been seen (from then on the slot length is fixed)."""
@@ -62,6 +115,36 @@ def contract_lookup(contract: Any) -> Callable[[bytes], str]:
     def lookup(meter: bytes) -> str:
         return str(contract.functions.meterOf(meter).call()[0])
     return lookup
+
+
+class Registrations:
+    """The Settlement's ``MeterRegistered`` events, followed block by block: every
+    registration since the last look, in one ``eth_getLogs`` (pages of blocks) however many
+    meters are asked about."""
+
+    def __init__(self, w3: Web3, url: str, contract: str, from_block: int) -> None:
+        self.w3 = w3
+        self.url = url
+        self.contract = contract
+        self.first_block = from_block
+        self.next_block = from_block
+
+    def new(self) -> dict[bytes, str]:
+        """Meter id -> signer of each registration since the last call."""
+        head = int(read(self.url, "Reading the block number", lambda: self.w3.eth.block_number))
+        found: dict[bytes, str] = {}
+        if head < self.next_block:
+            return found
+        # Looked at again: a registration a short reorganisation moved into a block already
+        # read would otherwise be missed for good (seen twice, it is the same registration).
+        first = max(self.first_block, self.next_block - REORG_MARGIN)
+        for page in contract_logs(self.w3, self.url, self.contract, first, head,
+                                  topics=[METER_REGISTERED.topic], page_blocks=LOG_PAGE):
+            for log in page:
+                values = decode_as(METER_REGISTERED, log).values
+                found[bytes(values["meter"])] = Web3.to_checksum_address(values["signer"])
+        self.next_block = head + 1
+        return found
 
 
 def off_chain_problem(signed: SignedReading, registry: MeterRegistry, domain: Domain,

@@ -205,9 +205,16 @@ def rpc_message(error: Web3RPCError) -> str:
     return str(error.message if hasattr(error, "message") else error)
 
 
+WAIT_ERRORS = (ChainError, OSError, requests.RequestException, Web3RPCError)
+
+
 def wait_for(condition: Callable[[], T | None], *, timeout: float, what: str,
              interval: float = 0.2) -> T:
-    """Poll ``condition`` until it returns something truthy, or fail naming ``what``."""
+    """Poll ``condition`` until it returns something truthy, or fail naming ``what``.
+
+    For waits on something other than the chain (a process starting, a port opening). A wait
+    for the chain to get somewhere counts blocks instead: :func:`wait_for_blocks`.
+    """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -215,12 +222,149 @@ def wait_for(condition: Callable[[], T | None], *, timeout: float, what: str,
             result = condition()
             if result:
                 return result
-        except (ChainError, OSError, requests.RequestException, Web3RPCError) as error:
+        except WAIT_ERRORS as error:
             last_error = error
         if time.monotonic() >= deadline:
             hint = f" (last error: {last_error})" if last_error else ""
             raise ChainError(f"Timed out after {timeout:.0f} s waiting for {what}{hint}.")
         time.sleep(interval)
+
+
+# A chain that seals no block for this many periods (and at least HALT_FLOOR seconds) has
+# halted. A loaded two-core machine delays a block by seconds, never by half a minute.
+HALT_PERIODS = 30
+HALT_FLOOR = 60.0
+
+
+def halt_after(period: float) -> float:
+    """Seconds without a new block after which a wait on the chain takes it to have halted."""
+    return max(HALT_FLOOR, HALT_PERIODS * period)
+
+
+@dataclass(frozen=True)
+class Head:
+    """A node's newest block: how far its chain got, in blocks and in chain time."""
+
+    number: int
+    timestamp: int
+
+
+def head_of(w3: Web3) -> Head:
+    block = w3.eth.get_block("latest")
+    return Head(int(block["number"]), int(block["timestamp"]))
+
+
+def wait_on_chain(condition: Callable[[], T | None], *, w3: Web3, period: float, what: str,
+                  past: Callable[[Head, Head], str | None], interval: float = 0.2,
+                  progress: Callable[[], object] | None = None) -> T:
+    """Poll ``condition`` until it returns something truthy, measuring the wait by the chain
+    of ``w3``'s node rather than by the clock: fail once ``past(start, head)`` says why the
+    deadline has passed (it returns None until then), or once the chain has halted (no new
+    block for :func:`halt_after` ``period``).
+
+    With ``progress`` (a reading of how far the awaited work got, such as a count of
+    settled trades), ``start`` is the head when that reading last changed: the deadline is
+    then for the work standing still, however long it takes while it moves.
+
+    The head is read before the condition, so a condition that holds by the time the head
+    reaches the deadline is always seen. Only the halt is timed by the clock.
+    """
+    halt = halt_after(period)
+    start: Head | None = None
+    seen: Head | None = None
+    moved = time.monotonic()
+    last_error: Exception | None = None
+    unread = object()
+    reached: object = unread
+    while True:
+        head: Head | None = None
+        try:
+            head = head_of(w3)
+        except WAIT_ERRORS as error:
+            last_error = error
+        if head is not None:
+            if seen is None or head.number > seen.number:
+                seen, moved = head, time.monotonic()
+            start = start or head
+            if progress is not None:
+                try:
+                    now = progress()
+                except WAIT_ERRORS as error:
+                    last_error = error
+                else:
+                    if now != reached:
+                        reached, start = now, head
+        try:
+            result = condition()
+            if result:
+                return result
+        except WAIT_ERRORS as error:
+            last_error = error
+        hint = f" (last error: {last_error})" if last_error else ""
+        reason = past(start, head) if start is not None and head is not None else None
+        if reason:
+            raise ChainError(f"Timed out waiting for {what}: {reason}{hint}.")
+        if time.monotonic() - moved >= halt:
+            where = (f"stayed at block {seen.number} ({seen.number - start.number} blocks "
+                     f"after the wait began)" if seen and start else "answered no head")
+            raise ChainError(
+                f"Timed out waiting for {what}: the chain {where} for {halt:.0f} s, "
+                f"{halt / period:.0f} periods of {period:g} s, so it has halted{hint}.")
+        time.sleep(interval)
+
+
+def wait_for_blocks(condition: Callable[[], T | None], *, w3: Web3, blocks: int,
+                    period: float, what: str, why: str, interval: float = 0.2,
+                    progress: Callable[[], object] | None = None) -> T:
+    """Poll ``condition`` until it returns something truthy; fail once ``w3``'s node is
+    ``blocks`` blocks past its head at the start without it, naming ``what`` was awaited and
+    ``why`` that many blocks are enough (or once the chain has halted: see
+    :func:`wait_on_chain`). With ``progress``, the blocks count from the last change of its
+    reading: the deadline is for the awaited work standing still."""
+
+    def past(start: Head, head: Head) -> str | None:
+        went = head.number - start.number
+        if went < blocks:
+            return None
+        still = "" if progress is None else ", nothing having moved since"
+        return (f"the chain went {went} blocks past block {start.number}{still} without it "
+                f"({blocks} allowed: {why})")
+
+    return wait_on_chain(condition, w3=w3, period=period, what=what, past=past,
+                         interval=interval, progress=progress)
+
+
+def wait_until_chain_time(condition: Callable[[], T | None], *, w3: Web3, until: int,
+                          period: float, what: str, why: str, interval: float = 0.2) -> T:
+    """Poll ``condition`` until it returns something truthy; fail once the head of ``w3``'s
+    node is timed ``until`` (Unix seconds, chain time) or later without it, naming ``what``
+    and ``why`` that deadline (or once the chain has halted: see :func:`wait_on_chain`).
+    For what the chain's clock decides, such as a metered slot falling due."""
+
+    def past(start: Head, head: Head) -> str | None:
+        if head.timestamp < until:
+            return None
+        return (f"the chain's head reached time {until} (block {head.number}, "
+                f"{head.number - start.number} blocks after the wait began) without it "
+                f"(the deadline: {why})")
+
+    return wait_on_chain(condition, w3=w3, period=period, what=what, past=past,
+                         interval=interval)
+
+
+def receipt_within(w3: Web3, tx_hash: HexBytes, *, blocks: int, period: float,
+                   why: str = "a sent transaction goes into one of the next blocks") -> TxReceipt:
+    """The receipt of ``tx_hash``, or a ChainError once ``w3``'s node went ``blocks`` blocks
+    on without it (see :func:`wait_for_blocks`)."""
+
+    def receipt() -> TxReceipt | None:
+        try:
+            return w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
+
+    return wait_for_blocks(receipt, w3=w3, blocks=blocks, period=period, why=why,
+                           what=f"transaction {tx_hash.to_0x_hex()} to be mined")
 
 
 @dataclass(frozen=True)

@@ -407,6 +407,9 @@ def cmd_explorer_verify(settings: ChainSettings, env: Mapping[str, str],
     deployment = load_deployment(settings.deployment_file, chain_id=settings.chain_id)
     build_dir = deployment.abi_path.parent
     api_url = args.explorer_url or settings.explorer_url
+    if not api_url:
+        raise PilotChainError("No explorer to verify in: set EXPLORER_URL (where Blockscout's "
+                              "API answers) or give --explorer-url.")
     request = explorer.verification_request(
         api_url, deployment.address, build_dir,
         explorer.constructor_args(connect(url), url, deployment, build_dir))

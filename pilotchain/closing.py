@@ -14,6 +14,10 @@ earliest reading, its earliest trade across the meter; up to the newest due slot
 end of its last meter once it has none active. Slots ``slotOf`` reports closed are skipped;
 the rest are closed in batches that fit half a block's gas. Closing is idempotent on chain,
 so a closer that restarts, or runs beside another, closes no slot twice.
+
+A reorganisation can put an event into a block the closer has read already (an out-of-turn
+block without a transaction, replaced by the in-turn one with it): every pass reads the last
+``REREAD_BLOCKS`` blocks again and learns the events it has not seen in that very block.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ GAS_PER_SLOT = 120_000
 MAX_SLOTS_PER_TRANSACTION = 1_500
 # Slots looked at per pass, so a participant with a long history is caught up over passes.
 MAX_CANDIDATES = 20_000
+# Blocks read again at every pass, for events a reorganisation moved into them (Clique's are
+# a block or two deep; the portal keeps 64 hashes for deeper ones).
+REREAD_BLOCKS = 16
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +126,8 @@ class SlotCloser:
         self.participants: dict[bytes, Participant] = {}
         self.meters: dict[bytes, bytes] = {}  # meter -> participant
         self.cursor = client.deployment.block_number - 1  # the newest block read
+        # The events of the last REREAD_BLOCKS blocks learnt: (block hash, log index) -> block.
+        self._seen: dict[tuple[bytes, int], int] = {}
 
     def close_all(self, until: int | None = None) -> PassResult:
         """Passes until no due slot is left open."""
@@ -137,7 +146,9 @@ class SlotCloser:
             # length; from then on the contract keeps it.
             client.forget_slot_seconds()
         slot_seconds = client.slot_seconds()
-        self._learn(client.logs(TOPICS, self.cursor + 1, head["number"]), slot_seconds)
+        since = max(self.cursor + 1 - REREAD_BLOCKS, 0)
+        self._learn(self._unseen(client.logs(TOPICS, since, head["number"]), since),
+                    slot_seconds)
         self.cursor = head["number"]
         delay = int(client.view("closeDelay"))
         newest = head["timestamp"] - slot_seconds - delay  # the newest due slot starts by then
@@ -155,6 +166,18 @@ class SlotCloser:
                 self.participants[participant].mark_closed(slot, slot_seconds)
         result = self._close(due, head["gasLimit"], slot_seconds)
         return PassResult(result.balanced, result.unmetered, result.transactions, remaining)
+
+    def _unseen(self, logs: Iterable[LogReceipt], since: int) -> list[LogReceipt]:
+        """The logs not learnt before in the block that holds them now, in chain order; what
+        was learnt of blocks before ``since`` is forgotten."""
+        self._seen = {key: block for key, block in self._seen.items() if block >= since}
+        unseen = []
+        for entry in logs:
+            key = (bytes(entry["blockHash"]), int(entry["logIndex"]))
+            if key not in self._seen:
+                self._seen[key] = int(entry["blockNumber"])
+                unseen.append(entry)
+        return unseen
 
     def _learn(self, logs: Iterable[LogReceipt], slot_seconds: int) -> None:
         """Update what is known from new events, in chain order."""

@@ -6,6 +6,7 @@ module and reads them once at its entry point; nothing deeper reads ``os.environ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,11 @@ class ChainSettings:
     bootnode_port: int = 30301
     p2p_base_port: int = 30303
     authrpc_base_port: int = 8551
-    explorer_url: str = "http://localhost"
+    # None natively (the native stack runs no explorer): no page links to one then.
+    explorer_url: str = ""
     rpc_url_override: str | None = None
+    rpc_cors_origins: tuple[str, ...] = ()
+    rpc_vhosts: tuple[str, ...] = ()
     geth_bin_dir: Path = DEFAULT_GETH_BIN_DIR
     deployment_file_override: Path | None = None
     manifest_file: Path = PROJECT_ROOT / "network.json"
@@ -99,6 +103,29 @@ def _tls_key(value: Path | None, env: Mapping[str, str]) -> Path | None:
     return value
 
 
+def check_origins(origins: tuple[str, ...], env: Mapping[str, str]) -> tuple[str, ...]:
+    """Web origins as browsers send them: scheme://host[:port], nothing after; or ``*``."""
+    del env
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc
+                              or parts.path not in ("", "/") or parts.query):
+            raise ConfigError(f"RPC_CORS_ORIGINS must list web origins such as "
+                              f"https://app.example.org or http://localhost:3000 (or *), "
+                              f"not {origin!r}.")
+    return tuple(origin.rstrip("/") for origin in origins)
+
+
+def check_vhosts(hosts: tuple[str, ...], env: Mapping[str, str]) -> tuple[str, ...]:
+    """Host names without scheme or port (geth compares the Host header's name alone)."""
+    del env
+    for host in hosts:
+        if host != "*" and not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+            raise ConfigError(f"RPC_VHOSTS must list host names such as rpc.example.org "
+                              f"(no scheme, no port), or *, not {host!r}.")
+    return tuple(host.lower() for host in hosts)
+
+
 _D = ChainSettings()
 CHAIN_SETTINGS = SettingsGroup(
     "Chain and native runner", "chain",
@@ -142,11 +169,21 @@ CHAIN_SETTINGS = SettingsGroup(
                 "base of geth's engine API ports (loopback, JWT), numbered like "
                 "`P2P_BASE_PORT`: validator1 takes the base + 1, ..., the RPC node + 4",
                 minimum=1),
+        Setting("RPC_CORS_ORIGINS", "rpc_cors_origins", "list", (),
+                "origins of further web pages (`https://app.example.org`) that may use the "
+                "RPC node from a visitor's browser, besides the stack's own (the faucet's, "
+                "the portal's and the explorer's); `*`: any page. Wallets such as MetaMask "
+                "need none", check=check_origins),
+        Setting("RPC_VHOSTS", "rpc_vhosts", "list", (),
+                "further host names the RPC node answers HTTP under, besides `localhost` "
+                "(and `RPC_HOST`; IP addresses always); `*`: any name",
+                check=check_vhosts),
         Setting("RPC_URL", "rpc_url_override", "optional", None,
                 "where `pilotchain deploy` and the services reach the chain",
                 default_text="http://<RPC_HOST>:<RPC_HTTP_PORT>"),
         Setting("EXPLORER_URL", "explorer_url", "str", _D.explorer_url,
-                "block explorer link shown to users"),
+                "the block explorer users are linked to (Compose sets its Blockscout's); "
+                "unset, pages show transaction hashes without links", default_text="(none)"),
         Setting("GETH_BIN_DIR", "geth_bin_dir", "path", _D.geth_bin_dir,
                 "where geth and bootnode 1.13.15 are (`./scripts/up` builds them there)",
                 default_text="~/.cache/pilotchain/geth-v1.13.15/bin"),
@@ -191,6 +228,8 @@ class RedisConnection:
     port: int = 6379
     password: str | None = field(default=None, repr=False)
     url_override: str | None = field(default=None, repr=False)
+    # The stack's own Redis only (REDIS_URL's is configured by whoever runs it).
+    maxmemory: str = "1gb"
 
     @property
     def external(self) -> bool:
@@ -229,7 +268,18 @@ class RedisConnection:
             raise ConfigError(f"The Redis password file {password_file} cannot be read "
                               f"({error.strerror}).") from None
         return cls(host=values["host"], port=values["port"], password=password,
-                   url_override=values["url_override"])
+                   url_override=values["url_override"], maxmemory=values["maxmemory"])
+
+
+def check_memory(value: str, env: Mapping[str, str]) -> str:
+    """A Redis memory size: a whole number with kb, mb or gb (not 0: that is no limit)."""
+    del env
+    text = value.strip().lower()
+    number, unit = text.rstrip("kmgb"), text[len(text.rstrip("kmgb")):]
+    if not number.isdigit() or int(number) == 0 or unit not in ("", "kb", "mb", "gb"):
+        raise ConfigError(f"REDIS_MAXMEMORY must be a size like 512mb or 2gb (not 0, which "
+                          f"would mean no limit), not {value!r}.")
+    return text
 
 
 # The Redis of the trade stream and the faucet's limits: declared once, read by every service.
@@ -253,6 +303,10 @@ REDIS_SETTINGS = SettingsGroup(
                 "the file holding its password (generated by `pilotchain init`, never "
                 "committed)", default_text="<KEYS_DIR>/redis/password"),
         REDIS_URL,
+        Setting("REDIS_MAXMEMORY", "maxmemory", "str", "1gb",
+                "the most memory the stack's Redis uses; at the limit it refuses new writes "
+                "(`noeviction`: the ingest's endpoint answers 503, the subscriber waits) and "
+                "never evicts a stream entry", check=check_memory),
     ),
 )
 
@@ -299,24 +353,35 @@ class DeadLetterStreams:
 CHAIN_SETTINGS_BY_NAME = {setting.name: setting for setting in CHAIN_SETTINGS.settings}
 
 
+# The broker's health-check account: it may connect and nothing else. Probes connect with it,
+# never with the ingest's, whose client id (its account name) they would take over.
+MONITOR_USERNAME = "monitor"
+
+
 @dataclass(frozen=True)
 class MqttConnection:
-    """The meters' MQTT broker: where it listens, the topic, and two accounts with the
-    passwords ``pilotchain init`` generated: the ingest's (reads every meter's topic) and the
-    meters' (publishes readings)."""
+    """The meters' MQTT broker: where it listens, the topic, the ingest's account (reads
+    every meter's topic), the monitor's (connects, for health checks) with the passwords
+    ``pilotchain init`` generated, and the file of the meters' own accounts (one each,
+    issued when a meter is registered)."""
 
     host: str = "127.0.0.1"
     port: int = 1883
     topic: str = "pilotchain/meters/+/readings"
     username: str = "ingest"
     password: str | None = field(default=None, repr=False)
-    meter_username: str = "meter"
-    meter_password: str | None = field(default=None, repr=False)
+    monitor_password: str | None = field(default=None, repr=False)
+    meter_accounts: Path | None = None
 
     @property
     def url(self) -> str:
         """The broker's address (no credentials: they are never in a URL we print)."""
         return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def meters_pattern(self) -> str:
+        """The access-list pattern of a meter's own topic: its account name for ``+``."""
+        return self.topic.replace("+", "%u", 1)
 
     def topic_for(self, meter: str) -> str:
         """The topic a meter publishes on: the pattern with ``+`` replaced by its id."""
@@ -328,9 +393,9 @@ class MqttConnection:
         values = MQTT_SETTINGS.read(env)
         keys_dir = CHAIN_SETTINGS_BY_NAME["KEYS_DIR"].read(env)
         passwords = []
-        for setting, name in (("password_file", values["username"]),
-                              ("meter_password_file", values["meter_username"])):
-            path = values[setting] or keys_dir / "mqtt" / f"{name}.password"
+        ingest_file = (values["password_file"]
+                       or keys_dir / "mqtt" / f"{values['username']}.password")
+        for path in (ingest_file, keys_dir / "mqtt" / f"{MONITOR_USERNAME}.password"):
             try:
                 passwords.append(path.read_text().strip() or None)
             except FileNotFoundError:
@@ -340,28 +405,44 @@ class MqttConnection:
                                   f"({error.strerror}).") from None
         return cls(host=values["host"], port=values["port"], topic=values["topic"],
                    username=values["username"], password=passwords[0],
-                   meter_username=values["meter_username"], meter_password=passwords[1])
+                   monitor_password=passwords[1],
+                   meter_accounts=values["meter_accounts"] or
+                   keys_dir / "mqtt" / "meters.passwd")
+
+
+def check_topic(value: str, env: Mapping[str, str]) -> str:
+    """A topic pattern with exactly one ``+`` standing for the meter (its access list binds
+    that level to the meter's account)."""
+    del env
+    levels = value.split("/")
+    if levels.count("+") != 1 or "#" in value or any("+" in level and level != "+"
+                                                     for level in levels):
+        raise ConfigError(f"MQTT_TOPIC must hold exactly one '+' level, standing for the meter "
+                          f"(like pilotchain/meters/+/readings), and no '#', not {value!r}.")
+    return value
 
 
 MQTT_SETTINGS = SettingsGroup(
     "MQTT", "mqtt",
     "The broker the meters publish their signed readings to. `./scripts/up` runs Debian's "
-    "mosquitto there (no anonymous access; the password file is made with `mosquitto_passwd` "
-    "from the passwords `pilotchain init` generates, never committed).",
+    "mosquitto there: no anonymous access; each meter has its own account, issued when it is "
+    "registered (`pilotchain meters register`, `pilotchain meters mqtt-password`), that may "
+    "publish on its own topic only; every client id is bound to its account. The ingest's "
+    "and the monitor's passwords are generated by `pilotchain init`, never committed.",
     (
         Setting("MQTT_HOST", "host", "str", "127.0.0.1", "where the broker listens"),
         Setting("MQTT_PORT", "port", "int", 1883, "its port", minimum=1),
         Setting("MQTT_TOPIC", "topic", "str", "pilotchain/meters/+/readings",
-                "the readings' topic; `+` stands for the meter id (uuid or 0x bytes32)"),
+                "the readings' topic; `+` stands for the meter's account, its id as 0x and "
+                "64 hex digits", check=check_topic),
         Setting("MQTT_USERNAME", "username", "str", "ingest",
                 "the ingest's account (reads every meter's topic)"),
         Setting("MQTT_PASSWORD_FILE", "password_file", "optional_path", None,
                 "its password (generated by `pilotchain init`)",
                 default_text="<KEYS_DIR>/mqtt/<MQTT_USERNAME>.password"),
-        Setting("MQTT_METER_USERNAME", "meter_username", "str", "meter",
-                "the meters' account (publishes on the readings' topic only)"),
-        Setting("MQTT_METER_PASSWORD_FILE", "meter_password_file", "optional_path", None,
-                "its password (generated by `pilotchain init`; give it to the meters)",
-                default_text="<KEYS_DIR>/mqtt/<MQTT_METER_USERNAME>.password"),
+        Setting("MQTT_METER_ACCOUNTS_FILE", "meter_accounts", "optional_path", None,
+                "the meters' own accounts, hashed in mosquitto's format (written when a "
+                "meter is registered or given a new password)",
+                default_text="<KEYS_DIR>/mqtt/meters.passwd"),
     ),
 )

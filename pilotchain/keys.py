@@ -148,9 +148,13 @@ class KeyStore:
         committed)."""
         return self.directory / "mqtt" / f"{user}.password"
 
-    def ensure_mqtt_passwords(self, users: tuple[str, ...] = ("ingest", "meter")) -> list[str]:
-        """Create the broker accounts' passwords that are missing; return what was created.
-        Like the Redis password, they need no new genesis."""
+    def ensure_mqtt_passwords(self, users: tuple[str, ...] = ("ingest", "monitor")
+                              ) -> list[str]:
+        """Create the broker's service accounts' passwords that are missing (the ingest's,
+        the health checks'); return what was created. Like the Redis password, they need no
+        new genesis. Meters get accounts of their own when registered
+        (:mod:`pilotchain.meter_accounts`); a stack from before them keeps an unused
+        ``meter.password``, which the broker no longer takes."""
         created = []
         for user in users:
             path = self.mqtt_password_file(user)

@@ -13,6 +13,7 @@ cents as exact decimals: the contract's integers are those values times 10**18.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -65,19 +66,23 @@ class InvalidInput(OperatorError, ValueError):
     """A command-line value has the wrong form (an id, an address, a time, a rate)."""
 
 
+_HEX_64 = re.compile(r"[0-9a-fA-F]{64}")
+# ASCII digits only: str.isdigit also takes "²" (which int() refuses) and other scripts'.
+_DIGITS = re.compile(r"[0-9]{1,40}")
+# 9999-12-31T23:59:59Z, the last second ISO-8601 times here can name.
+MAX_TIME = 253_402_300_799
+
+
 # --- reading and writing values ---------------------------------------------------------
 
 
 def parse_id(text: str, what: str = "id") -> bytes:
-    """A bytes32 id from a uuid or ``0x`` + 64 hex digits."""
+    """A bytes32 id from a uuid or ``0x`` + 64 hex digits (exactly: ``bytes.fromhex`` alone
+    would also take spaces between the digits and give fewer than 32 bytes)."""
     value = text.strip()
     if value.lower().startswith("0x"):
-        digits = value[2:]
-        if len(digits) == 64:
-            try:
-                return bytes.fromhex(digits)
-            except ValueError:
-                pass
+        if _HEX_64.fullmatch(value[2:]):
+            return bytes.fromhex(value[2:])
     else:
         try:
             return bytes(16) + uuid.UUID(value).bytes
@@ -126,19 +131,25 @@ def parse_time(text: str) -> int:
     """Unix seconds from ``1782000900`` or ISO-8601 (``2026-06-21T00:15:00Z``; UTC unless an
     offset is given)."""
     value = text.strip()
-    if value.isdigit():
-        return int(value)
-    try:
-        moment = datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
-        raise InvalidInput(f"The time {text!r} is neither unix seconds nor ISO-8601 such as "
-                           "2026-06-21T00:15:00Z.") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    seconds = moment.timestamp()
-    if seconds < 0 or seconds != int(seconds):
-        raise InvalidInput(f"The time {text!r} must be whole seconds after 1970.")
-    return int(seconds)
+    if _DIGITS.fullmatch(value):
+        seconds = int(value)
+    else:
+        try:
+            moment = datetime.fromisoformat(value.replace("z", "Z"))
+        except ValueError:
+            raise InvalidInput(f"The time {text[:60]!r} is neither unix seconds nor ISO-8601 "
+                               "such as 2026-06-21T00:15:00Z.") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        exact = moment.timestamp()
+        if exact != int(exact):
+            raise InvalidInput(f"The time {text!r} must be whole seconds after 1970.")
+        seconds = int(exact)
+    # The contract keeps times as uint64; within the calendar's years is far inside that.
+    if not 0 <= seconds <= MAX_TIME:
+        raise InvalidInput(f"The time {text[:60]!r} must be whole seconds after 1970 and "
+                           "before the year 10000.")
+    return seconds
 
 
 def format_time(seconds: int) -> str:

@@ -60,6 +60,29 @@ class Block:
     parent_hash: str
 
 
+class Statements:
+    """Statements (written with ``?``) inside one transaction of :meth:`Database.writing`."""
+
+    def __init__(self, db: Database, cur: Any) -> None:
+        self._db = db
+        self._cur = cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._cur.execute(self._db._sql(sql), tuple(params))
+        return int(self._cur.rowcount)
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._cur.execute(self._db._sql(sql), tuple(params))
+        return list(self._cur.fetchall())
+
+    def lock(self, key: int) -> None:
+        """Hold ``key``'s lock until the transaction ends, so that a count and the insert it
+        allows are not interleaved with another writer's (PostgreSQL; SQLite's BEGIN
+        IMMEDIATE already admits one writer at a time)."""
+        if self._db.dialect == "postgresql":
+            self._cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+
 class Database:
     """One connection to the index; not shared between threads."""
 
@@ -290,6 +313,14 @@ class Database:
         with self._transaction() as cur:
             cur.execute(self._sql(sql), tuple(params))
             return int(cur.rowcount)
+
+    @contextmanager
+    def writing(self) -> Iterator[Statements]:
+        """Several statements in one write transaction, all or none (an exception rolls it
+        back). On SQLite writers queue at its start; on PostgreSQL, :meth:`Statements.lock`
+        serialises the writers of one kind."""
+        with self._transaction() as cur:
+            yield Statements(self, cur)
 
     def refresh_statistics(self) -> None:
         """After many new rows, let PostgreSQL plan with them: ANALYZE for the row counts, and

@@ -175,7 +175,26 @@ _VERSION_4 = (
     f"ON trades (buyer, {_TRADE_INDEX_COLUMNS}, seller)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
+# Sign-in nonces bound to the exact message issued (its SHA-256: a signed message that differs
+# from it in any character is refused) and to the client that asked (how many messages one
+# client may have waiting is limited). Nonces live minutes, so the table is made anew: a
+# sign-in under way while the portal is upgraded is asked to start again.
+_VERSION_5 = (
+    "DROP TABLE web_nonces",
+    """CREATE TABLE web_nonces (
+    nonce TEXT PRIMARY KEY,
+    wallet TEXT NOT NULL,
+    client TEXT NOT NULL,
+    message_sha256 TEXT NOT NULL,
+    issued_ns BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+)""",
+    "CREATE INDEX web_nonces_wallet ON web_nonces (wallet, issued_ns)",
+    "CREATE INDEX web_nonces_client ON web_nonces (client, expires_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4,
+                                           _VERSION_5)
 VERSION = len(MIGRATIONS)
 
 

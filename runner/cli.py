@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +25,11 @@ from ingest.config import (
     MQTT_SUBSCRIBER_SETTINGS,
     HttpSettings,
 )
-from pilotchain.cli import add_core_commands, command, new_parser, run
+from ingest.uploaders import Uploaders
+from pilotchain import operator as op
+from pilotchain.cli import Handler, add_core_commands, command, new_parser, run
+from pilotchain.cli import group as core_group
+from pilotchain.cli import value as core_value
 from pilotchain.config import (
     CHAIN_SETTINGS,
     MQTT_SETTINGS,
@@ -32,10 +37,11 @@ from pilotchain.config import (
     ChainSettings,
     MqttConnection,
 )
+from pilotchain.meter_accounts import account_name
 from pilotchain.settings import SettingsGroup, effective, env_example, markdown
 from portal.config import PORTAL_SETTINGS
 from portal.web.config import PORTAL_WEB_SETTINGS
-from runner import meters, stack
+from runner import credentials, meters, stack
 from runner.hostnet import NODE_ROLES, ROLES, HostNetwork
 
 # Every setting of every service, in the order docs/settings.md lists them.
@@ -108,16 +114,144 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulate.add_argument("--keys-file", type=Path, default=None,
                           help="where to write the throwaway meter keys "
                                "(default <NATIVE_DATA_DIR>/meters/simulated-<time>.json)")
+    add_credential_commands(sub, groups["meters"])
     return run(parser, argv)
+
+
+def add_credential_commands(sub: Any, meters_group: Any) -> None:
+    """Each meter's MQTT account, issued with its registration, and the HTTP endpoint's
+    uploader credentials."""
+    # Registering or replacing a meter also gives the (new) meter its MQTT account.
+    for name in ("register", "replace"):
+        meters_group.choices[name].set_defaults(handler=with_mqtt_account(
+            meters_group.choices[name].get_default("handler"), name))
+    password = command(meters_group, "mqtt-password", cmd_meters_mqtt_password,
+                       "Give a meter's MQTT account a new password (the old one stops working), "
+                       "or give every registered meter without an account one (--registered).")
+    which = password.add_mutually_exclusive_group(required=True)
+    which.add_argument("meter", nargs="?", type=core_value(op.parse_meter), metavar="METER_ID")
+    which.add_argument("--registered", action="store_true",
+                       help="every meter registered in Settlement that has no MQTT account yet "
+                            "(moving a pilot off the shared `meter` account)")
+    password.add_argument("--out", type=Path, metavar="FILE",
+                          help="write account, password and topic as CSV to FILE (private) "
+                               "instead of printing them")
+    revoke = command(meters_group, "mqtt-revoke", cmd_meters_mqtt_revoke,
+                     "Remove a meter's MQTT account: it can no longer connect.")
+    revoke.add_argument("meter", type=core_value(op.parse_meter), metavar="METER_ID")
+
+    uploaders = core_group(sub, "uploaders",
+                           "Credentials of meter databases uploading over HTTP.")
+    issue = command(uploaders, "issue", cmd_uploaders_issue,
+                    "Issue an uploader credential (shown once; only its hash is kept).")
+    issue.add_argument("name", help="1 to 40 lowercase letters, digits and dashes")
+    issue.add_argument("--replace", action="store_true",
+                       help="replace the uploader's current credential")
+    withdraw = command(uploaders, "revoke", cmd_uploaders_revoke,
+                       "Revoke an uploader credential: its next upload is refused.")
+    withdraw.add_argument("name")
+    command(uploaders, "list", cmd_uploaders_list, "List the uploaders holding a credential.")
+
+
+def with_mqtt_account(handler: Handler, name: str) -> Handler:
+    """``handler`` (the core's meters register/replace), then the new meter's MQTT account."""
+
+    def run_and_issue(settings: ChainSettings, env: Mapping[str, str],
+                      args: argparse.Namespace) -> int:
+        status = handler(settings, env, args)
+        meter = args.meter if name == "register" else args.new
+        issued = {meter: credentials.meter_accounts(env).issue(meter)}
+        told = credentials.reload_broker(settings, env)
+        print_mqtt_accounts(issued, env, told)
+        return status
+
+    return run_and_issue
+
+
+def print_mqtt_accounts(issued: Mapping[bytes, str], env: Mapping[str, str], told: bool,
+                        out: Path | None = None) -> None:
+    connection = MqttConnection.from_env(env)
+    if out is not None:
+        credentials.write_private(out, credentials.handover(issued, connection))
+        print(f"Wrote {len(issued)} MQTT accounts (account, password, topic) to {out}.")
+    else:
+        for meter, password in issued.items():
+            account = account_name(meter)
+            print(f"MQTT account {account}, password {password} (shown once), topic "
+                  f"{connection.topic_for(account)}.")
+    print("The broker took them." if told else
+          "The broker takes them within seconds (Compose), or at its next start.")
+
+
+def cmd_meters_mqtt_password(settings: ChainSettings, env: Mapping[str, str],
+                             args: argparse.Namespace) -> int:
+    accounts = credentials.meter_accounts(env)
+    if args.registered:
+        have = accounts.names()
+        meters = [m for m in credentials.registered_meters(settings)
+                  if account_name(m) not in have]
+        if not meters:
+            print("Every registered meter has its MQTT account already.")
+            return 0
+    else:
+        meters = [args.meter]
+    issued = {meter: accounts.issue(meter) for meter in meters}
+    print_mqtt_accounts(issued, env, credentials.reload_broker(settings, env), args.out)
+    return 0
+
+
+def cmd_meters_mqtt_revoke(settings: ChainSettings, env: Mapping[str, str],
+                           args: argparse.Namespace) -> int:
+    if not credentials.meter_accounts(env).revoke(args.meter):
+        raise op.OperatorError(f"Meter {account_name(args.meter)} has no MQTT account.")
+    told = credentials.reload_broker(settings, env)
+    print(f"Removed the MQTT account of meter {account_name(args.meter)}; "
+          + ("the broker refuses it from now on." if told else
+             "the broker refuses it within seconds (Compose), or at its next start.")
+          + " A connection it holds lasts until it ends.")
+    return 0
+
+
+def cmd_uploaders_issue(settings: ChainSettings, env: Mapping[str, str],
+                        args: argparse.Namespace) -> int:
+    store = Uploaders(HttpSettings.from_env(env).uploaders_file)
+    credential = store.issue(args.name, replace=args.replace)
+    print(f"Uploader {args.name}: send 'Authorization: Bearer {credential}' with each upload "
+          "(shown once; only its hash is kept).")
+    return 0
+
+
+def cmd_uploaders_revoke(settings: ChainSettings, env: Mapping[str, str],
+                         args: argparse.Namespace) -> int:
+    Uploaders(HttpSettings.from_env(env).uploaders_file).revoke(args.name)
+    print(f"Revoked uploader {args.name}: its next upload is refused.")
+    return 0
+
+
+def cmd_uploaders_list(settings: ChainSettings, env: Mapping[str, str],
+                       args: argparse.Namespace) -> int:
+    found = Uploaders(HttpSettings.from_env(env).uploaders_file).list()
+    for uploader in found:
+        print(f"{uploader.name}  issued {uploader.issued_at}")
+    if not found:
+        print("No uploader holds a credential; issue one with `pilotchain uploaders issue "
+              "NAME`.")
+    return 0
 
 
 def cmd_meters_simulate(settings: ChainSettings, env: Mapping[str, str],
                         args: argparse.Namespace) -> int:
     publisher: meters.MqttPublisher | meters.HttpPublisher
+    uploaders: Uploaders | None = None
+    uploader = f"simulator-{secrets.token_hex(4)}"
     if args.http:
-        publisher = meters.HttpPublisher(f"{HttpSettings.from_env(env).url}/api/readings")
+        http = HttpSettings.from_env(env)
+        # A throwaway credential of its own, revoked when the simulation ends.
+        uploaders = Uploaders(http.uploaders_file)
+        publisher = meters.HttpPublisher(f"{http.url}/api/readings", uploaders.issue(uploader))
     else:
-        publisher = meters.MqttPublisher(MqttConnection.from_env(env))
+        publisher = meters.MqttPublisher(MqttConnection.from_env(env),
+                                         lambda: credentials.reload_broker(settings, env))
     try:
         result = meters.simulate(
             args.recording, settings, rpc_url=settings.rpc_url,
@@ -127,6 +261,8 @@ def cmd_meters_simulate(settings: ChainSettings, env: Mapping[str, str],
     finally:
         if isinstance(publisher, meters.MqttPublisher):
             publisher.close()
+        if uploaders is not None:
+            uploaders.revoke(uploader)
     print(f"Simulated {len(result.meters)} meters over {len(result.slots)} slots: "
           f"{result.readings} readings published ({result.boundary_readings} at slot "
           f"boundaries, for the chain). Throwaway keys: {result.keys_file}")

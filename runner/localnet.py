@@ -6,15 +6,25 @@ It runs the very same ``validator.sh`` and ``node.sh`` that Compose runs, with t
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from hexbytes import HexBytes
 from web3 import Web3
+from web3.types import TxReceipt
 
-from pilotchain.chain import call, connect, wait_for
+from pilotchain.chain import (
+    call,
+    connect,
+    receipt_within,
+    wait_for,
+    wait_for_blocks,
+    wait_on_chain,
+)
 from pilotchain.chainfiles import create_chain_files
 from pilotchain.config import ChainSettings
 from pilotchain.errors import NetworkError
@@ -25,14 +35,30 @@ from runner.ports import Ports
 
 RPC_NODE = "rpc"
 BOOTNODE = "bootnode"
+# A sent transaction goes into the next block, or one soon after when the pool is busy; ten
+# blocks is what a test allows before calling it lost.
+MINED_WITHIN = 10
+T = TypeVar("T")
+
+
+def is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class LocalNetwork:
     """Bootnode, validators and the RPC node of one network, as background processes."""
 
     def __init__(self, settings: ChainSettings, bin_dir: Path, ports: Ports | None = None,
-                 *, fast_keys: bool = False, verbosity: int = 3) -> None:
+                 *, fast_keys: bool = False, verbosity: int = 3,
+                 page_origins: Sequence[str] = ()) -> None:
         self.settings = settings
+        # The origins of the stack's own pages (runner.stack fills them in once it knows its
+        # services); with RPC_CORS_ORIGINS, the only pages a browser may use the RPC node from.
+        self.page_origins = tuple(page_origins)
         self.bin_dir = bin_dir
         self.keys = KeyStore(settings.keys_dir)
         self.home = settings.data_dir
@@ -152,13 +178,30 @@ class LocalNetwork:
             return argv, env
         if name == RPC_NODE:
             env.update(HTTP_ADDR=self.settings.host, HTTP_PORT=str(self.ports.http),
-                       WS_PORT=str(self.ports.ws), STATIC_PEERS=self._static_peers(name))
+                       WS_PORT=str(self.ports.ws), STATIC_PEERS=self._static_peers(name),
+                       CORS_DOMAINS=",".join(self.cors_origins),
+                       VHOSTS=",".join(self.vhosts))
             return ["bash", str(PROJECT_ROOT / "node.sh")], env
         role = self.keys.role(name)
         env.update(SIGNER_ADDRESS=role.address, KEYSTORE_FILE=str(role.keystore),
                    PASSWORD_FILE=str(role.password_file), GAS_LIMIT=str(self.settings.gas_limit),
                    NODEKEY_FILE=str(role.nodekey_file), STATIC_PEERS=self._static_peers(name))
         return ["bash", str(PROJECT_ROOT / "validator.sh")], env
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """The web origins whose pages may use the RPC node from a browser: the stack's own
+        and RPC_CORS_ORIGINS."""
+        return tuple(dict.fromkeys((*self.page_origins, *self.settings.rpc_cors_origins)))
+
+    @property
+    def vhosts(self) -> tuple[str, ...]:
+        """The host names the RPC node answers HTTP under: localhost, RPC_HOST if it is a
+        name, and RPC_VHOSTS (geth answers IP addresses whatever this says)."""
+        own = ["localhost"]
+        if not is_ip_address(self.settings.host):
+            own.append(self.settings.host.lower())
+        return tuple(dict.fromkeys((*own, *self.settings.rpc_vhosts)))
 
     def _static_peers(self, name: str) -> str:
         """The validators' enodes but ``name``'s: signers must meet before they seal, and the
@@ -195,11 +238,45 @@ class LocalNetwork:
         url = self._connections[name][0]
         return call(url, f"Reading the head of {name}", lambda: w3.eth.block_number)
 
-    def wait_for_block(self, number: int, *, name: str = RPC_NODE, timeout: float = 60.0) -> int:
-        """Wait until ``name`` has block ``number`` or later; return its head."""
+    def wait_for_block(self, number: int, *, name: str = RPC_NODE,
+                       timeout: float | None = None) -> int:
+        """Wait until ``name`` has block ``number`` or later; return its head.
+
+        Without ``timeout`` the wait lasts as long as the node's chain moves: it fails only
+        once ``name`` has taken no new block for :func:`~pilotchain.chain.halt_after` the
+        period, however busy the machine. A ``timeout`` (seconds) is for a network that is
+        starting, where no block has come yet.
+        """
         self._check_alive(name)
-        return wait_for(lambda: (head := self.block_number(name)) >= number and head,
-                        timeout=timeout, what=f"{name} to reach block {number}")
+        what = f"{name} to reach block {number}"
+        if timeout is not None:
+            return wait_for(lambda: (head := self.block_number(name)) >= number and head,
+                            timeout=timeout, what=what)
+        return wait_on_chain(
+            lambda: (head := self._check_alive_head(name)) >= number and head,
+            w3=self.web3(name), period=self.settings.block_period, what=what,
+            past=lambda _start, _head: None)
+
+    def wait_for_blocks(self, condition: Callable[[], T | None], *, blocks: int, what: str,
+                        why: str, name: str = RPC_NODE, interval: float = 0.2,
+                        progress: Callable[[], object] | None = None) -> T:
+        """:func:`~pilotchain.chain.wait_for_blocks` on ``name``'s chain: fail once it went
+        ``blocks`` blocks on without ``condition`` holding (without ``progress`` moving, if
+        given), or halted."""
+        return wait_for_blocks(condition, w3=self.web3(name), blocks=blocks,
+                               period=self.settings.block_period, what=what, why=why,
+                               interval=interval, progress=progress)
+
+    def receipt(self, tx_hash: HexBytes, *, blocks: int = MINED_WITHIN,
+                name: str = RPC_NODE) -> TxReceipt:
+        """The receipt of ``tx_hash`` from ``name``, within ``blocks`` blocks."""
+        return receipt_within(self.web3(name), tx_hash, blocks=blocks,
+                              period=self.settings.block_period)
+
+    def _check_alive_head(self, name: str) -> int:
+        """``name``'s head; raise with the end of its log if it has exited."""
+        self._check_alive(name)
+        return self.block_number(name)
 
     def _check_alive(self, name: str) -> bool:
         """Raise with the end of its log if ``name`` has exited; False (not ready) otherwise,

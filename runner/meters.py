@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 import requests
@@ -28,6 +30,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 from web3 import Web3
 from web3.contract import Contract
 
@@ -38,6 +41,7 @@ from pilotchain.contract import load_deployment, settlement_contract
 from pilotchain.errors import ChainError, PilotChainError
 from pilotchain.gsy_export import read_export
 from pilotchain.keys import KeyStore
+from pilotchain.meter_accounts import MeterAccounts, account_name
 from pilotchain.metering import (
     DEFAULT_SLOT_SECONDS,
     Domain,
@@ -130,9 +134,18 @@ def meter_readings(meter: bytes, key: LocalAccount, boundaries: Mapping[int, tup
     return readings
 
 
+class Publisher(Protocol):
+    """Where the simulated meters' readings go (MQTT or the HTTP endpoint)."""
+
+    def admit(self, meters: Sequence[SimulatedMeter]) -> dict[bytes, str]:
+        """Give the registered meters what they need to publish; their MQTT passwords."""
+        ...
+
+    def __call__(self, batch: Sequence[tuple[SimulatedMeter, SignedReading]]) -> None: ...
+
+
 def simulate(source: Path, settings: ChainSettings, *, rpc_url: str,
-             deviations: Mapping[uuid.UUID, float], publish: Callable[[
-                 Sequence[tuple[SimulatedMeter, SignedReading]]], None],
+             deviations: Mapping[uuid.UUID, float], publish: Publisher,
              realtime: bool = False, keys_file: Path | None = None,
              progress: Callable[[str], None] = lambda _: None) -> Simulation:
     """Register a meter for each boundary participant and publish its readings."""
@@ -161,6 +174,10 @@ def simulate(source: Path, settings: ChainSettings, *, rpc_url: str,
     progress(f"throwaway meter keys in {keys_file}")
     register_meters(w3, rpc_url, contract, KeyStore(settings.keys_dir), meters)
     progress(f"registered {len(meters)} meters")
+    passwords = publish.admit(meters)
+    if passwords:
+        save_throwaway_keys(meters, keys_file, deployment.address, passwords)
+        progress(f"gave each meter its own MQTT account (passwords in {keys_file})")
     domain = Domain(deployment.chain_id, deployment.address)
     per_meter = [[(m, r) for r in meter_readings(m.meter, m.key, registers[m.participant],
                                                   domain, slot_seconds)] for m in meters]
@@ -203,15 +220,21 @@ def _paced(ordered: Sequence[tuple[SimulatedMeter, SignedReading]], realtime: bo
         yield group
 
 
-def save_throwaway_keys(meters: Sequence[SimulatedMeter], path: Path, contract: str) -> None:
-    """Write the simulated meters' keys (private file): marked throwaway, never for a meter."""
+def save_throwaway_keys(meters: Sequence[SimulatedMeter], path: Path, contract: str,
+                        mqtt_passwords: Mapping[bytes, str] | None = None) -> None:
+    """Write the simulated meters' keys and MQTT passwords (private file): marked throwaway,
+    never for a meter."""
+    passwords = mqtt_passwords or {}
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"throwaway": True,
             "warning": "Keys of simulated meters made by `pilotchain meters simulate`; never "
                        "use them for a real meter.",
             "settlement": contract,
             "meters": [{"participant": str(m.participant), "meter": "0x" + m.meter.hex(),
-                        "address": m.key.address, "key": m.key.key.hex(), "factor": m.factor}
+                        "address": m.key.address, "key": m.key.key.hex(), "factor": m.factor,
+                        **({"mqtt_account": account_name(m.meter),
+                            "mqtt_password": passwords[m.meter]} if m.meter in passwords
+                           else {})}
                        for m in meters]}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -246,53 +269,115 @@ def register_meters(w3: Web3, rpc_url: str, contract: Contract, keys: KeyStore,
 
 
 class MqttPublisher:
-    """Publishes readings as the meters do: the meters' account, each on its meter's topic,
-    QoS 1; returns once the broker has acknowledged every message."""
+    """Publishes readings as meters do: each meter with its own account (issued by
+    :meth:`admit`), on its own topic, QoS 1; a batch returns once the broker has acknowledged
+    every message of it."""
 
-    def __init__(self, connection: MqttConnection, timeout: float = 300.0) -> None:
+    def __init__(self, connection: MqttConnection, reload: Callable[[], bool],
+                 timeout: float = 300.0) -> None:
         self.connection = connection
+        self.reload = reload
         self.timeout = timeout
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"pilotchain-simulator-{uuid.uuid4().hex[:8]}")
-        self.client.username_pw_set(connection.meter_username, connection.meter_password)
-        self.client.max_queued_messages_set(0)
-        self.acknowledged: set[int] = set()
-        self.client.on_publish = lambda _c, _u, mid, _r, _p: self.acknowledged.add(mid)
+        self.clients: dict[bytes, mqtt.Client] = {}
+        self.acknowledged: set[tuple[bytes, int]] = set()
+        self._lock = threading.Lock()
+
+    def admit(self, meters: Sequence[SimulatedMeter]) -> dict[bytes, str]:
+        """Issue each meter its own account, have the broker take them, and connect each."""
+        if self.connection.meter_accounts is None:
+            raise SimulationError("No file for the meters' MQTT accounts (MQTT_METER_ACCOUNTS_"
+                                  "FILE); the simulator cannot give its meters accounts.")
+        accounts = MeterAccounts(self.connection.meter_accounts)
+        passwords = {m.meter: accounts.issue(m.meter) for m in meters}
+        # Natively the runner signals the broker; in Compose the broker's start script
+        # notices the file changed. Either way: wait until each account gets in.
+        self.reload()
+        for meter, password in passwords.items():
+            self.clients[meter] = self._connect(meter, password)
+        return passwords
+
+    def _connect(self, meter: bytes, password: str) -> mqtt.Client:
+        """The meter's client, connected with its account (retried while the broker has
+        not taken the new account yet)."""
+        deadline = time.monotonic() + 60
+        while True:
+            client, reason = self._attempt(meter, password)
+            if not reason.is_failure:
+                return client
+            client.loop_stop()
+            client.disconnect()
+            if time.monotonic() > deadline:
+                raise SimulationError(f"The broker at {self.connection.url} refuses meter "
+                                      f"{account_name(meter)}'s new account ({reason}); does "
+                                      f"it read {self.connection.meter_accounts}?")
+            time.sleep(1)  # the broker takes new accounts when told to (or notices, in Compose)
+
+    def _attempt(self, meter: bytes, password: str) -> tuple[mqtt.Client, ReasonCode]:
+        name = account_name(meter)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name)
+        client.username_pw_set(name, password)
+        client.max_queued_messages_set(0)
+        answers: list[ReasonCode] = []
+        client.on_connect = lambda _c, _u, _f, reason, _p: answers.append(reason)
+        client.on_publish = lambda _c, _u, mid, _r, _p: self._acked(meter, mid)
         try:
-            self.client.connect(connection.host, connection.port, keepalive=30)
+            client.connect(self.connection.host, self.connection.port, keepalive=30)
         except OSError as error:
-            raise SimulationError(f"Cannot reach the MQTT broker at {connection.url} "
+            raise SimulationError(f"Cannot reach the MQTT broker at {self.connection.url} "
                                   f"({error}); is the stack up?") from None
-        self.client.loop_start()
+        client.loop_start()
+        try:
+            wait_for(lambda: answers or None, timeout=30,
+                     what=f"the broker at {self.connection.url} to answer meter {name}")
+        except ChainError as error:
+            client.loop_stop()
+            raise SimulationError(str(error)) from None
+        return client, answers[0]
+
+    def _acked(self, meter: bytes, mid: int) -> None:
+        with self._lock:
+            self.acknowledged.add((meter, mid))
 
     def __call__(self, batch: Sequence[tuple[SimulatedMeter, SignedReading]]) -> None:
-        mids = []
+        sent = []
         for meter, signed in batch:
-            topic = self.connection.topic_for("0x" + meter.meter.hex())
-            mids.append(self.client.publish(topic, json.dumps(reading_json(signed)),
-                                            qos=1).mid)
+            topic = self.connection.topic_for(account_name(meter.meter))
+            client = self.clients[meter.meter]
+            sent.append((meter.meter, client.publish(topic, json.dumps(reading_json(signed)),
+                                                     qos=1).mid))
+
+        def all_acknowledged() -> bool | None:
+            with self._lock:
+                return self.acknowledged.issuperset(sent) or None
+
         try:
-            wait_for(lambda: self.acknowledged.issuperset(mids) or None, timeout=self.timeout,
+            wait_for(all_acknowledged, timeout=self.timeout,
                      what=f"the broker at {self.connection.url} to take the readings")
         except ChainError as error:
             raise SimulationError(str(error)) from None
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        for client in self.clients.values():
+            client.loop_stop()
+            client.disconnect()
 
 
 class HttpPublisher:
     """Uploads readings to the ingest's ``POST /api/readings`` in chunks."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credential: str | None) -> None:
         self.url = url
+        self.headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+
+    def admit(self, meters: Sequence[SimulatedMeter]) -> dict[bytes, str]:
+        """Nothing to do: the upload's credential stands for every meter."""
+        return {}
 
     def __call__(self, batch: Sequence[tuple[SimulatedMeter, SignedReading]]) -> None:
         for start in range(0, len(batch), HTTP_CHUNK):
             chunk = [reading_json(signed) for _, signed in batch[start:start + HTTP_CHUNK]]
             try:
-                answer = requests.post(self.url, json=chunk, timeout=60)
+                answer = requests.post(self.url, json=chunk, headers=self.headers, timeout=60)
             except requests.RequestException as error:
                 raise SimulationError(f"Cannot reach the ingest at {self.url} ({error}); is "
                                       "the stack up?") from None

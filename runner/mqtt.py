@@ -1,10 +1,14 @@
 """The meters' MQTT broker for the native stack and the tests: Debian's mosquitto,
 authenticated, durable.
 
-No anonymous access: two accounts (the ingest reads every meter's topic, the meters publish
-on it) whose passwords ``pilotchain init`` generated; the password file is made from them with
-``mosquitto_passwd`` at each start, in the broker's data directory, never in git. Messages
-queued for the ingest's persistent session survive a broker restart (persistence on).
+No anonymous access. The ingest's account reads every meter's topic, the monitor's only
+connects (health checks), and each meter has an account of its own, named by its id, that may
+publish on its own topic only (``pattern write`` with ``%u``). Every client id is replaced by
+the client's account name (``use_username_as_clientid``), so nobody can take over the
+ingest's persistent session, or a meter's, by choosing its client id. The password file is
+written at each start (and on :meth:`MqttService.reload`) from the passwords ``pilotchain
+init`` generated and the meters' hashed accounts, in the broker's data directory, never in
+git. Messages queued for the ingest's session survive a broker restart (persistence on).
 """
 
 from __future__ import annotations
@@ -13,23 +17,24 @@ import getpass
 import os
 import secrets
 import shutil
-import subprocess
+import signal
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pilotchain.config import MqttConnection
+from pilotchain.config import MONITOR_USERNAME, MqttConnection
+from pilotchain.meter_accounts import MeterAccounts, mosquitto_hash
 from runner.localnet import LocalNetwork
 from runner.ports import free_port
 from runner.services import BackgroundService, ServiceError
 
 
-def private_mqtt() -> MqttConnection:
+def private_mqtt(meter_accounts: Path | None = None) -> MqttConnection:
     """A broker of its own for a test or a benchmark: a free port and fresh passwords."""
     return MqttConnection(port=free_port(), password=secrets.token_hex(16),
-                          meter_password=secrets.token_hex(16))
+                          monitor_password=secrets.token_hex(16), meter_accounts=meter_accounts)
 
 
 def _binary(name: str) -> str:
@@ -59,38 +64,62 @@ class MqttService(BackgroundService):
 
     def _write_config(self) -> Path:
         c = self.connection
-        if not c.password or not c.meter_password:
+        if not c.password or not c.monitor_password:
             raise ServiceError("The MQTT passwords are missing; run 'pilotchain init' (or "
                                "./scripts/up) to generate them.")
-        passwords = self.data_dir / "passwd"
-        passwords.unlink(missing_ok=True)
-        for user, password in ((c.username, c.password), (c.meter_username, c.meter_password)):
-            # -b takes the password as an argument: only for the moment the file is written.
-            subprocess.run([_binary("mosquitto_passwd"), "-b", *(["-c"] if not
-                            passwords.exists() else []), str(passwords), user, password],
-                           check=True, capture_output=True, timeout=30)
-        os.chmod(passwords, 0o600)
-        acl = self.data_dir / "acl"
-        pattern = c.topic
-        reads = pattern.split("+", 1)[0] + "#" if "+" in pattern else pattern
-        acl.write_text(f"user {c.username}\ntopic read {reads}\n\n"
-                       f"user {c.meter_username}\ntopic write {pattern}\n")
+        self._write_accounts()
         config = self.data_dir / "mosquitto.conf"
         (self.data_dir / "db").mkdir(exist_ok=True)
         config.write_text(
             f"listener {c.port} {c.host}\n"
             "allow_anonymous false\n"
-            f"password_file {passwords}\n"
-            f"acl_file {acl}\n"
+            # The client id is the account: nobody takes over the ingest's session (and the
+            # readings the broker holds for it) or a meter's by choosing its client id.
+            "use_username_as_clientid true\n"
+            f"password_file {self.data_dir / 'passwd'}\n"
+            f"acl_file {self.data_dir / 'acl'}\n"
             "persistence true\n"
             f"persistence_location {self.data_dir / 'db'}/\n"
             "autosave_interval 1\n"
             "max_queued_messages 1000000\n"
+            # A reading is about 350 bytes; the broker drops anything past 64 KiB instead of
+            # handing it on (QoS 1 still completes), so no meter makes the subscriber parse
+            # megabytes.
+            "message_size_limit 65536\n"
             "log_dest stdout\n"
             # mosquitto started as root drops to the user 'mosquitto', who cannot read our
             # private files; stay the user who started it.
             f"user {getpass.getuser()}\n")
         return config
+
+    def _write_accounts(self) -> None:
+        """The password file (service accounts hashed here, the meters' as issued) and the
+        access list, each written beside and renamed over (a reload never reads half)."""
+        c = self.connection
+        lines = [f"{user}:{mosquitto_hash(password)}\n" for user, password in
+                 ((c.username, c.password), (MONITOR_USERNAME, c.monitor_password)) if password]
+        meters = MeterAccounts(c.meter_accounts).text() if c.meter_accounts else ""
+        reads = c.topic.split("+", 1)[0] + "#"
+        acl = (f"user {c.username}\ntopic read {reads}\n\n"
+               # The monitor reads a topic nobody writes; each meter writes its own topic.
+               f"user {MONITOR_USERNAME}\ntopic read pilotchain/health\n\n"
+               f"pattern write {c.meters_pattern}\n")
+        for name, text in (("passwd", "".join(lines) + meters), ("acl", acl)):
+            partial = self.data_dir / f"{name}.partial"
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.replace(partial, self.data_dir / name)
+
+    def reload(self) -> bool:
+        """Take the meters' accounts as they are now (issued or revoked since the start):
+        rewrite the password file and signal the broker to read it. False if not running."""
+        pid = self.process.pid
+        if not self.process.is_running() or pid is None:
+            return False
+        self._write_accounts()
+        os.kill(pid, signal.SIGHUP)
+        return True
 
     def process_env(self, net: LocalNetwork | None) -> dict[str, str]:
         return dict(self.env)
@@ -101,17 +130,21 @@ class MqttService(BackgroundService):
         return super().start(net)
 
     def probe(self) -> bool:
-        """Ready once the ingest's account can connect."""
+        """Ready once the monitor's account can connect."""
         return connect_check(self.connection) == 0
 
     def status(self) -> dict[str, Any]:
         return {"mqtt_url": self.connection.url}
 
 
-def connect_check(connection: MqttConnection) -> int | None:
-    """The broker's CONNACK code for the ingest's account (0 accepted), None if unreachable."""
+def connect_check(connection: MqttConnection, username: str = MONITOR_USERNAME,
+                  password: str | None = None) -> int | None:
+    """The broker's CONNACK code for an account (0 accepted; by default the monitor's),
+    None if unreachable. Never the ingest's account: its client id is the subscriber's."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
-    client.username_pw_set(connection.username, connection.password)
+    if password is None and username == MONITOR_USERNAME:
+        password = connection.monitor_password
+    client.username_pw_set(username, password)
     try:
         client.connect(connection.host, connection.port, keepalive=5)
     except OSError:

@@ -10,7 +10,7 @@ from typing import Any
 
 from bridge.config import BridgeSettings
 from closer.config import CloserSettings
-from ingest.config import IngestSettings
+from ingest.config import IngestSettings, MqttSettings
 from portal.config import PortalSettings
 from portal.db import started_cursor
 from portal.errors import PortalError
@@ -56,10 +56,14 @@ class PortalWebService(GunicornService[WebSettings]):
 
 
 def with_health_urls(env: Mapping[str, str], bridge: BridgeSettings, ingest: IngestSettings,
-                     closer: CloserSettings) -> dict[str, str]:
-    """``env`` for the portal, naming the ``/health`` of the bridge, the ingest and the slot
-    closer where this stack runs them (their configured metrics ports), unless ``env`` names
-    them itself."""
-    return {"PORTAL_BRIDGE_HEALTH_URL": f"{bridge.metrics_url}/health",
+                     closer: CloserSettings, subscriber: MqttSettings | None = None
+                     ) -> dict[str, str]:
+    """``env`` for the portal, naming the ``/health`` of the bridge, the ingest (and its MQTT
+    subscriber) and the slot closer where this stack runs them (their configured metrics
+    ports), unless ``env`` names them itself."""
+    urls = {"PORTAL_BRIDGE_HEALTH_URL": f"{bridge.metrics_url}/health",
             "PORTAL_INGEST_HEALTH_URL": f"{ingest.metrics_url}/health",
-            "PORTAL_CLOSER_HEALTH_URL": f"{closer.metrics_url}/health", **env}
+            "PORTAL_CLOSER_HEALTH_URL": f"{closer.metrics_url}/health"}
+    if subscriber is not None:
+        urls["PORTAL_INGEST_MQTT_HEALTH_URL"] = f"{subscriber.metrics_url}/health"
+    return {**urls, **env}

@@ -1,5 +1,6 @@
-"""A Redis server for the native stack and the tests: Debian's redis-server, durable, with
-the password ``pilotchain init`` generated.
+"""A Redis server for the native stack and the tests: Debian's redis-server, durable, bounded
+(``REDIS_MAXMEMORY``, refusing writes rather than evicting when full), with the password
+``pilotchain init`` generated.
 
 The bridge acknowledges a trade only after it is on chain, so the stream must survive a
 Redis restart: append-only file, fsync every second, in a data directory of its own.
@@ -69,6 +70,11 @@ class RedisService(BackgroundService):
         with os.fdopen(fd, "w") as conf:
             if self.connection.password:
                 conf.write(f"requirepass {self.connection.password}\n")
+            # Bounded, and full means "refuse writes", never "evict": an evicted stream entry
+            # would be a reading or a trade lost. The services turn a refusal into a 503 or a
+            # wait; their streams are trimmed to what is unsettled, so room comes back.
+            conf.write(f"maxmemory {self.connection.maxmemory}\n"
+                       "maxmemory-policy noeviction\n")
         return path
 
     def process_env(self, net: LocalNetwork | None) -> dict[str, str]:

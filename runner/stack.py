@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from bridge.config import BridgeSettings
 from closer.config import CloserSettings
@@ -72,8 +73,8 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
     # environment, so they reach the stack's Redis without its password on a command line.
     state_dir = settings.data_dir / "pids"
     bridge, ingest = BridgeSettings.from_env(env), IngestSettings.from_env(env)
-    closer = CloserSettings.from_env(env)
-    portal_env = with_health_urls(env, bridge, ingest, closer)
+    closer, subscriber = CloserSettings.from_env(env), MqttSettings.from_env(env)
+    portal_env = with_health_urls(env, bridge, ingest, closer, subscriber)
     proxy: list[Service] = []
     if settings.tls_cert_file is not None:
         proxy.append(TlsProxyService(settings, settings.data_dir / "rpc-proxy", state_dir))
@@ -86,7 +87,7 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
         MqttService(MqttConnection.from_env(env), settings.data_dir / "mosquitto", state_dir),
         IngestService(ingest, env, state_dir),
         IngestHttpService(HttpSettings.from_env(env), state_dir, env),
-        IngestMqttService(MqttSettings.from_env(env), env, state_dir),
+        IngestMqttService(subscriber, env, state_dir),
         CloserService(closer, env, state_dir),
         PortalIndexerService(PortalSettings.from_env(env), state_dir, env),
         PortalWebService(WebSettings.from_env(portal_env), state_dir, portal_env),
@@ -112,6 +113,7 @@ def up(settings: ChainSettings, build: Callable[[], Sequence[Service]] = lambda:
     if created:
         progress(f"created {', '.join(created)}")
     services = build()
+    net.page_origins = page_origins(settings, services)
     to_start = [name for name in net.node_names() if not net.is_running(name)]
     _check_ports_free(net, to_start)
     started = net.start(progress)
@@ -177,6 +179,27 @@ def _wait_for_chain(settings: ChainSettings, genesis: str) -> None:
                            "RPC node of this network.")
 
 
+def page_origins(settings: ChainSettings, services: Sequence[Service]) -> tuple[str, ...]:
+    """The origins of the web pages this stack serves, which the RPC node lets use it from a
+    browser: the faucet's and the portal's (a page on a loopback address is reached both as
+    localhost and as 127.0.0.1) and the explorer's, if EXPLORER_URL names one."""
+    origins: list[str] = []
+    for service in services:
+        if isinstance(service, FaucetService | PortalWebService):
+            host, port = service.settings.host, service.settings.port
+            names = (["localhost", "127.0.0.1"] if host in LOOPBACK_OR_ANY
+                     else [host if ":" not in host else f"[{host}]"])
+            origins += [f"http://{name}:{port}" for name in names]
+    explorer = urlsplit(settings.explorer_url)
+    if explorer.scheme and explorer.netloc:
+        origins.append(f"{explorer.scheme}://{explorer.netloc}")
+    return tuple(dict.fromkeys(origins))
+
+
+# Hosts a service binds to that browsers on this machine reach as localhost or 127.0.0.1.
+LOOPBACK_OR_ANY = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "::", "::1", ""})
+
+
 def down(settings: ChainSettings, services: Sequence[Service] = (), *,
          wipe: bool = False) -> list[str]:
     """Stop everything the runner started, services first; return what had to be killed."""
@@ -209,7 +232,7 @@ def status(settings: ChainSettings, services: Sequence[Service] = ()) -> dict[st
         "chain_id": settings.chain_id,
         "network_name": settings.network_name,
         "currency_symbol": settings.currency_symbol,
-        "explorer_url": settings.explorer_url,
+        "explorer_url": settings.explorer_url or None,
         "block_number": head,
         "genesis_file": str(settings.genesis_file),
         "keys_dir": str(settings.keys_dir),

@@ -19,18 +19,21 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
 import requests
+from hexbytes import HexBytes
 from recordings import RECORDINGS
+from web3 import Web3
+from web3.types import TxReceipt
 
 from bridge.config import BridgeSettings, StreamSettings
 from bridge.events import EVENT_FIELD
 from bridge.metrics import Metrics
 from bridge.pipeline import Bridge
-from pilotchain.chain import connect
+from pilotchain.chain import connect, receipt_within
 from pilotchain.contract import (
     Deployment,
     compile_settlement,
@@ -40,17 +43,35 @@ from pilotchain.contract import (
 )
 from pilotchain.settings import PROJECT_ROOT
 from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord, decode_trade_settled_logs
-from runner.localnet import LocalNetwork
+from runner.localnet import MINED_WITHIN, LocalNetwork
 from runner.ports import free_port
 from runner.processes import log_tail
 
 STREAM = "test:trades"
+# Every test network seals a block a second (conftest.network_settings).
+PERIOD = 1
+# Waits on a service's work that goes on chain count the blocks in which it got no further
+# (tests/README.md): a batch takes a block, and a restarted bridge first waits up to its
+# recovery_timeout (30 s here) for the receipts of what it had in flight. Sixty 1 s blocks
+# of standing still is stuck, on a loaded machine too.
+STALL_BLOCKS = 60
+STALL_WHY = ("a batch takes a block, and a restarted bridge waits up to its 30 s "
+             "recovery_timeout for what it had in flight before it sends again")
+# Seconds for a Python service (or geth) to start and answer on a loaded two-core machine:
+# imports and connections take a few seconds on a quiet one.
+START_SECONDS = 120
+# Seconds for a service to notice something that is not the chain (Redis gone or back, a
+# reply lost): it retries every second or two; a loaded machine stretches that a little.
+NOTICE_SECONDS = 60
+
+T = TypeVar("T")
 
 __all__ = [
-    "STREAM", "BridgeProcess", "BridgeThread", "Deployed", "ServiceProcess",
-    "ServiceThread", "bridge_env",
-    "bridge_settings", "deploy", "deployed", "duplicates", "publish_lines", "read_lines",
-    "settled_on_chain", "synthesise",
+    "NOTICE_SECONDS", "PERIOD", "STALL_BLOCKS", "STALL_WHY", "START_SECONDS", "STREAM",
+    "BridgeProcess", "BridgeThread", "Deployed", "ServiceProcess", "ServiceThread",
+    "bridge_env", "bridge_settings", "deploy", "deployed", "duplicates", "mined",
+    "publish_lines", "read_lines", "settled_on_chain", "synthesise", "wait_for_work",
+    "work_progress",
 ]
 
 
@@ -122,8 +143,9 @@ class ServiceThread:
 
     def __exit__(self, kind: object, value: BaseException | None, tb: object) -> None:
         self.stop.set()
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), f"the {self.name} thread did not stop within 30 s"
+        self.thread.join(timeout=START_SECONDS)
+        assert not self.thread.is_alive(), \
+            f"the {self.name} thread did not stop within {START_SECONDS} s"
         if self.error is None:
             return
         if value is not None:  # the test failed, maybe because the service died: say so
@@ -161,7 +183,7 @@ class ServiceProcess:
 
     def metrics(self) -> dict[str, Any] | None:
         try:
-            return requests.get(f"{self.settings.metrics_url}/metrics", timeout=2).json()
+            return requests.get(f"{self.settings.metrics_url}/metrics", timeout=10).json()
         except requests.RequestException:
             return None
 
@@ -169,15 +191,16 @@ class ServiceProcess:
         """SIGKILL, as a crash would: no clean-up of any kind."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=60)
 
     def stop(self) -> None:
-        """SIGTERM and wait; SIGKILL if it does not stop in 20 s."""
+        """SIGTERM and wait; SIGKILL if it does not stop in a minute (it takes a second or
+        two on a quiet machine)."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
         try:
-            self.process.wait(timeout=20)
+            self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.kill()
 
@@ -230,6 +253,39 @@ def settled_on_chain(target: Deployed) -> list[TradeRecord]:
                             "fromBlock": target.deployment.block_number, "toBlock": "latest",
                             "topics": [TRADE_SETTLED_TOPIC]})
     return decode_trade_settled_logs(logs)
+
+
+def mined(w3: Web3, tx_hash: HexBytes | bytes, *, blocks: int = MINED_WITHIN) -> TxReceipt:
+    """The receipt of ``tx_hash`` from ``w3``, a test network's node, within ``blocks`` blocks
+    (a sent transaction goes into the next block, or one soon after when the pool is busy)."""
+    return receipt_within(w3, HexBytes(tx_hash), blocks=blocks, period=PERIOD)
+
+
+def wait_for_work(net: LocalNetwork, condition: Callable[[], T | None], *,
+                  progress: Callable[[], object], what: str, blocks: int = STALL_BLOCKS,
+                  why: str = STALL_WHY) -> T:
+    """Wait for ``condition`` while a service's work moves the chain on: fail once ``net``'s
+    chain went ``blocks`` blocks without ``progress`` (a reading of that work) changing, or
+    halted."""
+    return net.wait_for_blocks(condition, blocks=blocks, what=what, why=why, progress=progress)
+
+
+def work_progress(metrics: Metrics | Callable[[], dict[str, Any] | None],
+                    *extra: Callable[[], object]) -> Callable[[], object]:
+    """How far a bridge or an ingest got, from its metrics (a thread's, or a process's
+    endpoint): what it received, settled and dead-lettered, and ``extra`` readings (such as
+    the stream's pending count)."""
+    names = ("received", "settled", "dead_lettered", "already_recorded")
+
+    def read() -> object:
+        if isinstance(metrics, Metrics):
+            counts = tuple(metrics.get(name) for name in names)
+        else:
+            reply = metrics() or {}
+            counts = tuple(reply.get(name) for name in names)
+        return counts + tuple(reading() for reading in extra)
+
+    return read
 
 
 def duplicates(records: Sequence[TradeRecord]) -> dict[uuid.UUID, int]:

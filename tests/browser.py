@@ -19,9 +19,12 @@ from websockets.sync.client import ClientConnection, connect
 
 from pilotchain.chain import wait_for
 
-__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "DevTools", "chromium"]
+__all__ = ["BROWSER_SECONDS", "CHROMIUM", "CHROMIUM_FLAGS", "DevTools", "chromium"]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Seconds Chromium may take to start, answer a command or load a page: a second or two on a
+# quiet machine, much more beside other work on two cores.
+BROWSER_SECONDS = 90
 # As the machine notes say: without the background-networking flags Chromium keeps dialling
 # Google's hosts, which a closed network refuses.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -41,13 +44,13 @@ class DevTools:
         ident = next(self.ids)
         self.socket.send(json.dumps({"id": ident, "method": method, "params": params}))
         while True:
-            message = json.loads(self.socket.recv(timeout=30))
+            message = json.loads(self.socket.recv(timeout=BROWSER_SECONDS))
             if message.get("id") == ident:
                 assert "error" not in message, message["error"]
                 return message.get("result", {})
             self.events.append(message)
 
-    def wait_event(self, method: str, timeout: float = 30) -> dict[str, Any]:
+    def wait_event(self, method: str, timeout: float = BROWSER_SECONDS) -> dict[str, Any]:
         """The next ``method`` event (kept or arriving within ``timeout`` seconds)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -82,10 +85,11 @@ def chromium(profile: Path) -> Iterator[DevTools]:
                                stderr=subprocess.DEVNULL)
     try:
         port_file = profile / "DevToolsActivePort"
-        wait_for(lambda: port_file.is_file() and port_file.read_text().strip(), timeout=30,
-                 what="Chromium to open its DevTools port")
+        wait_for(lambda: port_file.is_file() and port_file.read_text().strip(),
+                 timeout=BROWSER_SECONDS, what="Chromium to open its DevTools port")
         port = port_file.read_text().split()[0]
-        targets = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        targets = requests.get(f"http://127.0.0.1:{port}/json/list",
+                               timeout=BROWSER_SECONDS).json()
         target = next(t for t in targets if t["type"] == "page")
         with connect(target["webSocketDebuggerUrl"], max_size=None) as socket:
             tools = DevTools(socket)
@@ -94,7 +98,7 @@ def chromium(profile: Path) -> Iterator[DevTools]:
     finally:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

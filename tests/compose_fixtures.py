@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from web3 import Web3
 
-from pilotchain.chain import wait_for
+from pilotchain.chain import wait_for, wait_for_blocks
 from pilotchain.settings import PROJECT_ROOT
 from runner.ports import free_port
 
@@ -61,7 +61,10 @@ def run(command: Sequence[str], *, timeout: float, env: dict[str, str] | None = 
 
 
 def engine_answers() -> bool:
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:  # a starting engine on a busy machine: ask again
+        return False
 
 
 @dataclass
@@ -116,7 +119,7 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory, timings: Timings) ->
             process = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
             try:
-                wait_for(lambda: process.poll() is None and engine_answers(), timeout=90,
+                wait_for(lambda: process.poll() is None and engine_answers(), timeout=300,
                          what=f"dockerd to answer (its log: {log_path})", interval=0.5)
             except BaseException:
                 _stop_dockerd(process)
@@ -345,11 +348,14 @@ class Views:
 
 
 def wait_for_one_chain(stack: ComposeProject, nodes: Sequence[str], height: int, *,
-                       timeout: float, what: str) -> None:
+                       w3: Web3, period: float, blocks: int, what: str, why: str) -> None:
+    """Every one of ``nodes`` has the same block ``height``; fail once ``w3``'s node (one
+    that kept sealing) went ``blocks`` blocks on without it."""
     views = Views(stack, nodes)
     try:
-        wait_for(lambda: views.one_chain_at(height), timeout=timeout, interval=1.0,
-                 what=f"{what}: one block {height} on {', '.join(nodes)}")
+        wait_for_blocks(lambda: views.one_chain_at(height), w3=w3, period=period, blocks=blocks,
+                        interval=1.0, what=f"{what}: one block {height} on {', '.join(nodes)}",
+                        why=why)
     except Exception as error:
         raise AssertionError(f"{error}\nLast seen: {views}") from None
 
@@ -364,9 +370,14 @@ def sealer_of(w3: Web3, number: int) -> str:
         w3.provider.make_request("clique_getSigner", [hex(number)])["result"])
 
 
-def wait_until_sealed_by(w3: Web3, address: str, after: int, *, timeout: float,
+# A signer of three seals at least one block in every few; twenty without one of its blocks
+# means it does not seal.
+TURN_BLOCKS = 20
+
+
+def wait_until_sealed_by(w3: Web3, address: str, after: int, *, period: float,
                          what: str) -> int:
-    """The first block above ``after`` that ``address`` sealed."""
+    """The first block above ``after`` that ``address`` sealed, within TURN_BLOCKS blocks."""
     checked = after
 
     def sealed() -> int | None:
@@ -377,4 +388,6 @@ def wait_until_sealed_by(w3: Web3, address: str, after: int, *, timeout: float,
                 return checked
         return None
 
-    return wait_for(sealed, timeout=timeout, what=what)
+    return wait_for_blocks(sealed, w3=w3, period=period, blocks=TURN_BLOCKS, what=what,
+                           why="Clique lets each signer of three seal at least once in a few "
+                               "blocks")

@@ -49,7 +49,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def network_settings(home: Path, **overrides: object) -> ChainSettings:
-    """Settings for a throwaway network under ``home``: 1 s blocks, its own files."""
+    """Settings for a throwaway network under ``home``: 1 s blocks (``bridge_fixtures.PERIOD``,
+    which the tests' waits measured in blocks assume), its own files."""
     base = ChainSettings(
         block_period=1,
         keys_dir=home / "keys",
@@ -81,7 +82,8 @@ def _factory(tmp_path_factory: pytest.TempPathFactory, geth_bin_dir: Path
         networks.append(net)
         net.init()
         net.start()
-        net.wait_for_block(1, timeout=90)
+        # Starting: geth processes opening, peering and sealing the first block.
+        net.wait_for_block(1, timeout=180)
         return net
 
     yield make

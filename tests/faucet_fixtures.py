@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 import requests
+from bridge_fixtures import PERIOD, STALL_BLOCKS
 from web3 import Web3
 
 from faucet.config import FaucetSettings
-from pilotchain.chain import connect, wait_for
+from pilotchain.chain import connect, wait_for_blocks
 from runner.faucet import FaucetService
 from runner.localnet import LocalNetwork
 from runner.ports import free_port
@@ -73,9 +74,16 @@ def pool_is_empty(w3: Web3) -> bool:
     return int(status["pending"], 16) == 0 and int(status["queued"], 16) == 0
 
 
-def wait_for_empty_pool(w3: Web3, timeout: float = 60) -> None:
-    wait_for(lambda: pool_is_empty(w3), timeout=timeout,
-             what="the transaction pool to drain (txpool_status pending and queued 0)")
+def wait_for_empty_pool(w3: Web3) -> None:
+    """The RPC node's pool drained: each block takes hundreds of the faucet's transfers, so
+    a few blocks do it (counted while the pool shrinks no further)."""
+    def left() -> object:
+        status = w3.manager.request_blocking("txpool_status", [])
+        return status["pending"], status["queued"]
+
+    wait_for_blocks(lambda: pool_is_empty(w3), w3=w3, blocks=STALL_BLOCKS // 3, period=PERIOD,
+                    progress=left, why="a block takes hundreds of transfers",
+                    what="the transaction pool to drain (txpool_status pending and queued 0)")
 
 
 @dataclass

@@ -13,24 +13,29 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 import redis
-from bridge_fixtures import ServiceProcess, ServiceThread
+from bridge_fixtures import START_SECONDS, ServiceProcess, ServiceThread, mined
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from paho.mqtt.enums import CallbackAPIVersion
 from web3 import Web3
 from web3.contract import Contract
 
 from bridge.metrics import Metrics
-from ingest.config import IngestSettings, MqttSettings
+from ingest.config import HttpSettings, IngestSettings, MqttSettings
 from ingest.mqtt import Subscriber
 from ingest.pipeline import Ingest
 from ingest.readings import READING_FIELD, reading_json
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from ingest.uploaders import Uploaders
+from pilotchain.chain import Sender, connect, wait_for
+from pilotchain.config import MqttConnection
 from pilotchain.contract import (
     Deployment,
     compile_settlement,
@@ -41,10 +46,12 @@ from pilotchain.contract import (
 )
 from pilotchain.deployment import ensure_reader
 from pilotchain.events import READING_RECORDED
+from pilotchain.meter_accounts import MeterAccounts, account_name
 from pilotchain.metering import Domain, MeterReading, SignedReading, meter_id, sign_reading
 from pilotchain.settings import PROJECT_ROOT
-from runner.localnet import LocalNetwork
-from runner.mqtt import MqttService, private_mqtt
+from runner.ingest import IngestHttpService
+from runner.localnet import MINED_WITHIN, LocalNetwork
+from runner.mqtt import MqttService, connect_check, private_mqtt
 from runner.ports import free_port
 
 READINGS_STREAM = "test:readings"
@@ -53,22 +60,27 @@ SLOT = 900
 __all__ = [
     "READINGS_STREAM",
     "SLOT",
+    "Door",
     "IngestProcess",
     "IngestThread",
     "Meter",
+    "MeterClients",
     "MeteredChain",
     "ReadingCases",
     "SubscriberThread",
     "broker",
     "dead_letter_reasons",
     "dead_letters",
+    "door_env",
     "ingest_settings",
+    "meter_accounts",
     "metered",
     "pending_count",
     "publish_readings",
     "reading_cases",
     "recorded_on_chain",
     "register_meters",
+    "serving",
     "unmatched",
 ]
 
@@ -203,8 +215,8 @@ def register_meters(target: MeteredChain, count: int) -> list[Meter]:
         hashes.append(sender.send({"to": target.contract.address, "data": data,
                                    "gas": 300_000}))
         meters.append(meter)
-    for tx_hash in hashes:
-        assert wait_for_receipt(target.w3, tx_hash, timeout=60)["status"] == 1
+    for tx_hash in hashes:  # all sent at once: a block may not take them all
+        assert mined(target.w3, tx_hash, blocks=MINED_WITHIN + len(hashes))["status"] == 1
     return meters
 
 
@@ -290,14 +302,104 @@ class IngestProcess(ServiceProcess):
                 **self.settings.to_env()}
 
 
+@dataclass(frozen=True)
+class Door:
+    """The endpoint under test and the headers of an uploader the operator issued."""
+
+    url: str
+    auth: dict[str, str]
+
+
+def door_env(redis_url: str, tmp_path: Path, **settings: str) -> dict[str, str]:
+    """A complete environment for gunicorn, so no developer's .env leaks in."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"), "PILOTCHAIN_HOME": str(tmp_path),
+            "KEYS_DIR": str(tmp_path / "keys"), "REDIS_URL": redis_url,
+            "INGEST_STREAM": READINGS_STREAM, "INGEST_HTTP_PORT": str(free_port()),
+            **settings}
+
+
+@contextmanager
+def serving(env: dict[str, str], tmp_path: Path, uploader: str = "meter-db"
+            ) -> Iterator[Door]:
+    """gunicorn (2 workers) serving ingest.http:create_app() with ``env``, and a credential
+    issued to ``uploader``."""
+    settings = HttpSettings.from_env(env)
+    credential = Uploaders(settings.uploaders_file).issue(uploader)
+    service = IngestHttpService(settings, tmp_path / "pids", env)
+    assert service.start()
+    try:
+        assert service.status() == {"ingest_url": f"{service.url}/api/readings"}
+        yield Door(service.url, {"Authorization": f"Bearer {credential}"})
+    finally:
+        assert service.stop()
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[MqttService]:
-    service = MqttService(private_mqtt(), tmp_path / "mosquitto", tmp_path / "pids")
+    """A broker of the test's own, laid out as the native stack's under
+    ``tmp_path/data`` (so a ``pilotchain`` command with NATIVE_DATA_DIR there reloads it),
+    its meters' accounts in ``tmp_path/meters.passwd``."""
+    data = tmp_path / "data"
+    service = MqttService(private_mqtt(tmp_path / "meters.passwd"), data / "mosquitto",
+                          data / "pids")
     assert service.start()
     try:
         yield service
     finally:
         service.stop()
+
+
+def meter_accounts(broker: MqttService, meters: Sequence[bytes]) -> dict[bytes, str]:
+    """Issue each meter its own MQTT account (as registering it does) and have the broker
+    take them; the passwords."""
+    assert broker.connection.meter_accounts is not None
+    accounts = MeterAccounts(broker.connection.meter_accounts)
+    passwords = {meter: accounts.issue(meter) for meter in meters}
+    assert broker.reload()
+    for meter, password in passwords.items():
+        wait_for(lambda m=meter, p=password: connect_check(broker.connection, account_name(m),
+                                                           p) == 0 or None,
+                 timeout=START_SECONDS,
+                 what=f"the broker to take meter {account_name(meter)}'s account")
+    return passwords
+
+
+class MeterClients:
+    """One connected MQTT client per meter, each with its own account (its client id is
+    its account: the broker replaces any other); publishes on the meter's topic, QoS 1."""
+
+    def __init__(self, connection: MqttConnection, passwords: dict[bytes, str]) -> None:
+        self.connection = connection
+        self.clients: dict[bytes, mqtt.Client] = {}
+        self.acknowledged: set[tuple[bytes, int]] = set()
+        for meter, password in passwords.items():
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=account_name(meter))
+            client.username_pw_set(account_name(meter), password)
+            client.reconnect_delay_set(1, 1)
+            client.on_publish = (lambda _c, _u, mid, _r, _p, m=meter:
+                                 self.acknowledged.add((m, mid)))
+            client.connect(connection.host, connection.port, keepalive=10)
+            client.loop_start()
+            self.clients[meter] = client
+
+    def publish(self, meter: bytes, payload: str | bytes, *, topic_of: bytes | None = None,
+                ) -> mqtt.MQTTMessageInfo:
+        """Publish as ``meter`` on its own topic (or, to show the broker refuses it, on the
+        topic of ``topic_of``)."""
+        topic = self.connection.topic_for(account_name(topic_of or meter))
+        return self.clients[meter].publish(topic, payload, qos=1)
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.loop_stop()
+            client.disconnect()
+
+    def __enter__(self) -> MeterClients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class SubscriberThread:
@@ -309,11 +411,11 @@ class SubscriberThread:
 
     def __enter__(self) -> Metrics:
         self.thread.start()
-        wait_for(lambda: self.metrics.get("state") == "running" or None, timeout=30,
-                 what="the subscriber connected to the broker")
+        wait_for(lambda: self.metrics.get("state") == "running" or None,
+                 timeout=START_SECONDS, what="the subscriber connected to the broker")
         return self.metrics
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=START_SECONDS)
         assert not self.thread.is_alive()

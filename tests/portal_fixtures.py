@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_fixtures import Deployed, ServiceProcess, settled_on_chain
+from bridge_fixtures import Deployed, ServiceProcess, mined, settled_on_chain
 
-from pilotchain.chain import Sender, connect, fees_for, wait_for_receipt
+from pilotchain.chain import Sender, connect, fees_for
 from pilotchain.contract import record_trades_calldata
 from pilotchain.settings import PROJECT_ROOT
 from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord
 from portal.config import PortalSettings
+from runner.localnet import MINED_WITHIN
 from runner.postgres import PostgresServer
 
 __all__ = ["ENGINES", "IndexerProcess", "chain_trade_rows", "index_url", "portal_settings",
@@ -73,7 +74,8 @@ def record_trades(target: Deployed, records: Sequence[TradeRecord], *, batch: in
                            "data": record_trades_calldata(abi, records[start:start + batch])},
                           fees=fees)
               for start in range(0, len(records), batch)]
-    receipts = [dict(wait_for_receipt(w3, tx_hash, timeout=120)) for tx_hash in hashes]
+    # All sent at once, a few to a block: the last may wait one block per batch before it.
+    receipts = [dict(mined(w3, tx_hash, blocks=MINED_WITHIN + len(hashes))) for tx_hash in hashes]
     assert all(receipt["status"] == 1 for receipt in receipts)
     return receipts
 

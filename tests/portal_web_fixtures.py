@@ -10,7 +10,9 @@ Loaded as a pytest plug-in by conftest.py; test modules import only helpers from
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +23,15 @@ from typing import Any
 import pytest
 import redis
 import requests
-from bridge_fixtures import BridgeProcess, Deployed, bridge_settings, publish_lines
+from bridge_fixtures import (
+    NOTICE_SECONDS,
+    START_SECONDS,
+    BridgeProcess,
+    Deployed,
+    bridge_settings,
+    mined,
+    publish_lines,
+)
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
@@ -31,7 +41,7 @@ from recordings import DATA
 
 from bridge.config import StreamSettings
 from ingest.config import IngestSettings
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import Sender, connect, wait_for
 from pilotchain.contract import (
     compile_settlement,
     deploy_settlement,
@@ -65,8 +75,9 @@ CT = 10**18
 @dataclass(frozen=True)
 class Operations:
     """What the operator's view watches: the session's Redis with this module's own trade
-    and reading streams, and the ports where the bridge's, the ingest's and the slot
-    closer's ``/health`` are expected (see ``portal_services``; the closer never runs)."""
+    and reading streams, and the ports where the bridge's, the ingest's, its MQTT
+    subscriber's and the slot closer's ``/health`` are expected (see ``portal_services``; the
+    subscriber and the closer never run)."""
 
     redis_url: str
     trades: str
@@ -111,6 +122,11 @@ class PortalWorld:
     def contract(self) -> Any:
         return settlement_contract(self.w3, self.target.deployment)
 
+    @property
+    def domain(self) -> str:
+        """The domain sign-in messages name: this portal's, localhost and its port."""
+        return self.url.removeprefix("http://")
+
     def client(self) -> PortalClient:
         return PortalClient(self.url)
 
@@ -121,18 +137,27 @@ def sign(account: LocalAccount, text: str) -> str:
     return "0x" + bytes(signed.signature).hex()
 
 
+def client_address() -> str:
+    """A network address of its own for one client (the portal trusts one proxy's
+    X-Forwarded-For), so per-client limits count each test's clients apart."""
+    return str(ipaddress.IPv4Address(0x0A000000 + secrets.randbelow(2**24)))
+
+
 @dataclass
 class PortalClient:
     """A browser-like client: keeps the session cookie (sent over plain HTTP on loopback
-    although it is marked Secure) and the CSRF token, and signs in as a wallet does."""
+    although it is marked Secure) and the CSRF token, and signs in as a wallet does; it
+    comes from an address of its own (``address``, as a proxy's X-Forwarded-For)."""
 
     url: str
     cookies: dict[str, str] = field(default_factory=dict)
     csrf: str = ""
     last: requests.Response | None = None
+    address: str = field(default_factory=client_address)
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = kwargs.pop("headers", {})
+        headers.setdefault("X-Forwarded-For", self.address)
         if method == "POST" and self.csrf:
             headers.setdefault("X-CSRFToken", self.csrf)
         response = requests.request(method, self.url + path, cookies=self.cookies,
@@ -173,8 +198,7 @@ class PortalClient:
 
 def send(w3: Any, sender: Sender, contract: Any, name: str, *args: Any) -> dict[str, Any]:
     data = contract.encode_abi(name, args=list(args))
-    receipt = wait_for_receipt(w3, sender.send({"to": contract.address, "data": data}),
-                               timeout=60)
+    receipt = mined(w3, sender.send({"to": contract.address, "data": data}))
     assert receipt["status"] == 1, name
     return dict(receipt)
 
@@ -279,7 +303,8 @@ def portal_world(portal_chain: PortalChain, portal_engine: str, redis_server: Re
     # Streams of this world's own: the bridge binds a stream to one contract.
     prefix = f"portal-{uuid.uuid4().hex[:8]}"
     ops = Operations(redis_server.url, f"{prefix}:trades", f"{prefix}:readings",
-                     {name: free_port() for name in ("bridge", "ingest", "closer")})
+                     {name: free_port() for name in ("bridge", "ingest", "ingest_mqtt",
+                                                     "closer")})
     if portal_engine == "sqlite":
         database_url = f"sqlite:///{home / 'portal.sqlite3'}"
     else:
@@ -323,6 +348,8 @@ def portal_env(chain: LocalNetwork, record: Path, database_url: str, home: Path,
         "PORTAL_WORKERS": "2",
         "PORTAL_SECRET_FILE": str(home / "portal-secret"),
         "PORTAL_OPERATOR_CONTACT": CONTACT,
+        # Clients name their address in X-Forwarded-For (PortalClient), as behind a proxy.
+        "PORTAL_TRUSTED_PROXIES": "1",
     }
     env.update(overrides)
     return env
@@ -374,7 +401,8 @@ def portal_services(portal_world: PortalWorld, tmp_path_factory: pytest.TempPath
             process.start()
         for process in (bridge, ingest):
             wait_for(lambda p=process: (p.metrics() or {}).get("state") == "running",
-                     timeout=90, what=f"{process.module} to run (its log: {process.log_file})")
+                     timeout=START_SECONDS,
+                     what=f"{process.module} to run (its log: {process.log_file})")
         [bad_trade] = publish_lines(ops.redis_url, ["this is not a trade event"], ops.trades)
         [bad_reading] = publish_readings(ops.redis_url, [{"meter": "no such meter"}],
                                          ops.readings)
@@ -382,7 +410,8 @@ def portal_services(portal_world: PortalWorld, tmp_path_factory: pytest.TempPath
         for service, stream, entry in (("bridge", ops.trades, bad_trade),
                                        ("ingest", ops.readings, bad_reading)):
             reasons[service] = wait_for(
-                lambda s=stream, e=entry: dead_letter_reason(ops.redis_url, s, e), timeout=60,
+                lambda s=stream, e=entry: dead_letter_reason(ops.redis_url, s, e),
+                timeout=NOTICE_SECONDS,
                 what=f"the {service} to dead-letter entry {entry} of {stream}")
         yield PortalServices(bad_trade, bad_reading, reasons)
     finally:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge_fixtures import Deployed
+from bridge_fixtures import Deployed, mined
 from eth_account import Account
 from ingest_fixtures import MeteredChain
 from recordings import DATA
@@ -22,7 +22,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from pilotchain.audit import audit
-from pilotchain.chain import Sender, connect, wait_for_receipt
+from pilotchain.chain import Sender, connect
 from pilotchain.contract import (
     compile_settlement,
     deploy_settlement,
@@ -54,7 +54,7 @@ def record(net: LocalNetwork, contract: str, abi: list[dict[str, object]],
     w3 = connect(net.rpc_url)
     sender = Sender(w3, net.keys.role("bridge").unlock())
     tx_hash = sender.send({"to": contract, "data": record_trades_calldata(abi, records)})
-    assert wait_for_receipt(w3, tx_hash, timeout=60)["status"] == 1
+    assert mined(w3, tx_hash)["status"] == 1
 
 
 def run_audit(net: LocalNetwork, record_file: Path) -> subprocess.CompletedProcess[str]:
@@ -69,8 +69,7 @@ def run_audit(net: LocalNetwork, record_file: Path) -> subprocess.CompletedProce
 def send(w3: Web3, sender: Sender, contract: Contract, name: str, *args: Any) -> Any:
     """One contract call, mined and successful; its receipt."""
     data = contract.encode_abi(name, args=list(args))
-    receipt = wait_for_receipt(w3, sender.send({"to": contract.address, "data": data}),
-                               timeout=60)
+    receipt = mined(w3, sender.send({"to": contract.address, "data": data}))
     assert receipt["status"] == 1, name
     return receipt
 

@@ -16,6 +16,8 @@ import pytest
 import redis
 import requests
 from bridge_fixtures import (
+    NOTICE_SECONDS,
+    START_SECONDS,
     STREAM,
     BridgeProcess,
     BridgeThread,
@@ -24,6 +26,8 @@ from bridge_fixtures import (
     duplicates,
     settled_on_chain,
     synthesise,
+    wait_for_work,
+    work_progress,
 )
 from eth_abi import decode as abi_decode
 
@@ -86,22 +90,28 @@ def test_sigkilled_at_random_moments_the_bridge_neither_loses_nor_repeats(
             if round_ % 2:
                 # The dangerous window: batches sent, receipts not yet acknowledged.
                 wait_for(lambda: (m := bridge.metrics()) and m["in_flight_transactions"] > 0,
-                           timeout=60, what="the restarted bridge to have a batch in flight")
+                         timeout=START_SECONDS,
+                         what="the restarted bridge to have a batch in flight")
             else:
                 # Fault injection at a random moment once the process is up (connecting,
                 # recovering or settling); the pause is deliberate, not synchronisation.
-                wait_for(bridge.metrics, timeout=30, what="the bridge's metrics endpoint")
+                wait_for(bridge.metrics, timeout=START_SECONDS,
+                         what="the bridge's metrics endpoint")
                 time.sleep(rng.uniform(0.0, 3.0))
             kills.append(bridge.metrics())
             bridge.kill()
         bridge.start()
-        wait_for(lambda: replay.poll() is not None, timeout=60, what="the replay to finish")
+        # 1,200 lines at 100 a second, started before the kills: done long before this.
+        wait_for(lambda: replay.poll() is not None, timeout=START_SECONDS,
+                 what="the replay to finish")
         assert replay.returncode == 0, replay.stderr.read() if replay.stderr else ""
-        wait_for(lambda: (m := bridge.metrics()) and m["pending"] == 0
-                   and group_pending(redis_url) == 0
-                   and len(settled_on_chain(deployed)) >= len(lines),
-                   timeout=180, what="every trade settled and acknowledged after the kills")
-        health = requests.get(f"{settings.metrics_url}/health", timeout=2)
+        wait_for_work(deployed.net,
+                      lambda: (m := bridge.metrics()) and m["pending"] == 0
+                      and group_pending(redis_url) == 0
+                      and len(settled_on_chain(deployed)) >= len(lines),
+                      progress=work_progress(bridge.metrics, lambda: group_pending(redis_url)),
+                      what="every trade settled and acknowledged after the kills")
+        health = requests.get(f"{settings.metrics_url}/health", timeout=30)
         assert health.status_code == 200, health.text
     except BaseException:
         print(bridge.log_tail(80))
@@ -147,7 +157,7 @@ class Producer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.thread.join(timeout=60)
+        self.thread.join(timeout=START_SECONDS)
         self.publisher.close(timeout=1.0)
 
 
@@ -157,32 +167,36 @@ def test_redis_and_rpc_node_restarts_during_a_replay_lose_nothing(
     lines = synthesise(700, seed=12)
     settings = bridge_settings(deployed, redis_url)
     with BridgeThread(settings) as metrics, Producer(redis_url, lines, rate=100) as producer:
-        wait_for(lambda: metrics.get("settled") >= 100, timeout=60,
-                   what="100 trades settled before Redis goes down")
+        progress = work_progress(metrics, lambda: group_pending(redis_url))
+        wait_for_work(chain, lambda: metrics.get("settled") >= 100, progress=progress,
+                      what="100 trades settled before Redis goes down")
         redis_server.stop()
-        wait_for(lambda: metrics.get("redis") == "unreachable", timeout=30,
-                   what="the bridge to notice Redis is gone")
-        wait_for(lambda: producer.publisher.pending() > 0, timeout=30,
-                   what="the plug-in to buffer trades while Redis is gone")
+        wait_for(lambda: metrics.get("redis") == "unreachable", timeout=NOTICE_SECONDS,
+                 what="the bridge to notice Redis is gone")
+        wait_for(lambda: producer.publisher.pending() > 0, timeout=NOTICE_SECONDS,
+                 what="the plug-in to buffer trades while Redis is gone")
         redis_server.start()
-        wait_for(lambda: metrics.get("redis") == "ok", timeout=30,
-                   what="the bridge to reconnect to Redis")
+        wait_for(lambda: metrics.get("redis") == "ok", timeout=START_SECONDS,
+                 what="the bridge to reconnect to Redis")
         settled_before = metrics.get("settled")
-        wait_for(lambda: metrics.get("settled") >= settled_before + 100, timeout=60,
-                   what="100 more trades settled before the RPC node goes down")
+        wait_for_work(chain, lambda: metrics.get("settled") >= settled_before + 100,
+                      progress=progress,
+                      what="100 more trades settled before the RPC node goes down")
         chain.stop_node(RPC_NODE)
-        wait_for(lambda: metrics.get("chain") == "unreachable", timeout=30,
-                   what="the bridge to notice the RPC node is gone")
+        wait_for(lambda: metrics.get("chain") == "unreachable", timeout=NOTICE_SECONDS,
+                 what="the bridge to notice the RPC node is gone")
         chain.start_node(RPC_NODE)
-        wait_for(lambda: metrics.get("chain") == "ok", timeout=60,
-                   what="the bridge to reconnect to the restarted RPC node")
-        wait_for(producer.done.is_set, timeout=60, what="the producer to publish everything")
-        wait_for(lambda: producer.publisher.pending() == 0, timeout=30,
-                   what="the plug-in to deliver its buffer")
+        wait_for(lambda: metrics.get("chain") == "ok", timeout=START_SECONDS,
+                 what="the bridge to reconnect to the restarted RPC node")
+        # 700 trades at 100 a second, buffered while Redis was down.
+        wait_for(producer.done.is_set, timeout=START_SECONDS,
+                 what="the producer to publish everything")
+        wait_for(lambda: producer.publisher.pending() == 0, timeout=NOTICE_SECONDS,
+                 what="the plug-in to deliver its buffer")
         try:
-            wait_for(lambda: metrics.get("settled") >= len(lines)
-                       and group_pending(redis_url) == 0, timeout=120,
-                       what=f"all {len(lines)} trades settled and acknowledged")
+            wait_for_work(chain, lambda: metrics.get("settled") >= len(lines)
+                          and group_pending(redis_url) == 0, progress=progress,
+                          what=f"all {len(lines)} trades settled and acknowledged")
         except ChainError as error:
             heads = {name: chain.block_number(name) for name in ("validator1", RPC_NODE)}
             raise AssertionError(f"{error} Heads: {heads}. Bridge: {metrics.snapshot()}"
@@ -204,18 +218,19 @@ def test_entries_whose_delivery_reply_was_lost_are_still_settled(
     client = redis.Redis.from_url(redis_url)
     try:
         with BridgeThread(settings) as metrics:
-            wait_for(lambda: metrics.get("state") == "running", timeout=60,
-                       what="the bridge to be running")
+            wait_for(lambda: metrics.get("state") == "running", timeout=START_SECONDS,
+                     what="the bridge to be running")
             pipe = client.pipeline(transaction=True)
             for line in lines:
                 pipe.xadd(STREAM, {"event": line})
             pipe.xreadgroup(settings.group, settings.consumer, {STREAM: ">"}, count=len(lines))
             delivered = pipe.execute()[-1]
             assert len(delivered[0][1]) == len(lines)
-            wait_for(lambda: metrics.get("settled") >= len(lines)
-                       and group_pending(redis_url) == 0, timeout=60,
-                       what=f"the {len(lines)} entries delivered elsewhere to be settled and "
-                            "acknowledged")
+            wait_for_work(deployed.net, lambda: metrics.get("settled") >= len(lines)
+                          and group_pending(redis_url) == 0,
+                          progress=work_progress(metrics, lambda: group_pending(redis_url)),
+                          what=f"the {len(lines)} entries delivered elsewhere to be settled and "
+                               "acknowledged")
             assert metrics.get("received") == len(lines)
     finally:
         client.close()

@@ -12,6 +12,8 @@ import pytest
 import redis
 import requests
 from bridge_fixtures import (
+    NOTICE_SECONDS,
+    STALL_BLOCKS,
     STREAM,
     BridgeThread,
     Deployed,
@@ -22,12 +24,14 @@ from bridge_fixtures import (
     read_lines,
     settled_on_chain,
     synthesise,
+    wait_for_work,
+    work_progress,
 )
 from recordings import RECORDINGS, kept_on_chain
 
 from bridge.errors import RecorderRoleMissing
 from bridge.events import EVENT_FIELD
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import Sender, connect, wait_for
 from pilotchain.contract import settlement_contract
 from pilotchain.trades import compute_bills, parse_event, uuid_to_bytes32
 from runner.bridge import BridgeService
@@ -50,10 +54,10 @@ def test_every_recording_is_settled_once_field_by_field_with_bills(
     events = [json.loads(line) for line in lines]
     publish_lines(redis_url, lines)
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_for(lambda: metrics.get("settled") == len(lines), timeout=90,
-                   what=f"the bridge to settle all {len(lines)} recorded trades")
-        wait_for(lambda: group_pending(redis_url) == 0, timeout=10,
-                   what="every stream entry to be acknowledged")
+        wait_for_work(deployed.net, lambda: metrics.get("settled") == len(lines),
+                      progress=work_progress(metrics),
+                      what=f"the bridge to settle all {len(lines)} recorded trades")
+        acknowledged(redis_url)
         assert metrics.get("dead_lettered") == 0
         assert metrics.get("recorded") == len(lines)
 
@@ -82,6 +86,13 @@ def test_every_recording_is_settled_once_field_by_field_with_bills(
     for participant, bill in compute_bills(parse_event(e) for e in events).items():
         assert contract.functions.billOf(uuid_to_bytes32(participant)).call() == \
             list(bill.as_tuple()), f"bill of {participant}"
+
+
+def acknowledged(redis_url: str) -> None:
+    """Every stream entry acknowledged: the bridge does it right after the receipts, a Redis
+    call, so this wait is in seconds."""
+    wait_for(lambda: group_pending(redis_url) == 0, timeout=NOTICE_SECONDS,
+             what="every stream entry to be acknowledged")
 
 
 def malformed_events() -> dict[str, tuple[dict[str, str] | dict[str, bytes], str]]:
@@ -138,11 +149,11 @@ def test_malformed_events_are_dead_lettered_with_a_reason_and_good_ones_settle(
         expected[ids[4 * index + 3]] = (name, phrase)
 
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_for(lambda: metrics.get("settled") == len(good)
-                   and metrics.get("dead_lettered") == len(bad), timeout=60,
-                   what=f"{len(good)} good trades settled and {len(bad)} dead-lettered")
-        wait_for(lambda: group_pending(redis_url) == 0, timeout=10,
-                   what="every stream entry to be acknowledged")
+        wait_for_work(deployed.net, lambda: metrics.get("settled") == len(good)
+                      and metrics.get("dead_lettered") == len(bad),
+                      progress=work_progress(metrics),
+                      what=f"{len(good)} good trades settled and {len(bad)} dead-lettered")
+        acknowledged(redis_url)
 
     dead = client.xrange(f"{STREAM}:dead")
     client.close()
@@ -161,11 +172,13 @@ def test_a_trade_delivered_twice_is_settled_once(deployed: Deployed, redis_url: 
     # Copies while the first is queued, and later ones after it is already on chain.
     publish_lines(redis_url, lines + lines[:10])
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_for(lambda: metrics.get("settled") == 40, timeout=60,
-                   what="40 distinct trades settled")
+        wait_for_work(deployed.net, lambda: metrics.get("settled") == 40,
+                      progress=work_progress(metrics), what="40 distinct trades settled")
         publish_lines(redis_url, lines[:5])
-        wait_for(lambda: metrics.get("settled") == 45 and group_pending(redis_url) == 0,
-                   timeout=60, what="the 5 late copies to be sent, skipped and acknowledged")
+        wait_for_work(deployed.net,
+                      lambda: metrics.get("settled") == 45 and group_pending(redis_url) == 0,
+                      progress=work_progress(metrics, lambda: group_pending(redis_url)),
+                      what="the 5 late copies to be sent, skipped and acknowledged")
         assert metrics.get("duplicates") == 10
         assert metrics.get("already_recorded") == 5
     on_chain = settled_on_chain(deployed)
@@ -183,8 +196,9 @@ def test_the_service_runs_the_bridge_process_until_stopped(
         url = service.status()["bridge_metrics_url"]
         assert url == f"{settings.metrics_url}/metrics"
         publish_lines(redis_url, synthesise(20, seed=5))
-        wait_for(lambda: requests.get(url, timeout=2).json()["settled"] == 20, timeout=60,
-                   what="the service's bridge to settle 20 trades")
+        wait_for_work(deployed.net, lambda: requests.get(url, timeout=10).json()["settled"] == 20,
+                      progress=work_progress(lambda: requests.get(url, timeout=10).json()),
+                      what="the service's bridge to settle 20 trades")
     finally:
         assert service.stop() is True  # SIGTERM was enough
     assert not service.process.is_running()
@@ -201,7 +215,7 @@ def test_a_revoked_recorder_stops_the_bridge_without_acknowledging(
 
     def as_operator(function: Any) -> None:
         tx = function.build_transaction({"from": operator.address})
-        receipt = wait_for_receipt(w3, Sender(w3, operator).send(
+        receipt = deployed.net.receipt(Sender(w3, operator).send(
             {"to": tx["to"], "data": tx["data"]}))
         assert receipt["status"] == 1
 
@@ -209,11 +223,14 @@ def test_a_revoked_recorder_stops_the_bridge_without_acknowledging(
     publish_lines(redis_url, lines[:10])
     runner = BridgeThread(bridge_settings(deployed, redis_url))
     with runner as metrics:
-        wait_for(lambda: metrics.get("settled") == 10, timeout=60, what="10 trades settled")
+        wait_for_work(deployed.net, lambda: metrics.get("settled") == 10,
+                      progress=work_progress(metrics), what="10 trades settled")
         as_operator(contract.functions.revokeRole(role, bridge_address))
         publish_lines(redis_url, lines[10:])
-        wait_for(lambda: not runner.thread.is_alive(), timeout=60,
-                   what="the bridge to stop on the reverted batch")
+        deployed.net.wait_for_blocks(
+            lambda: not runner.thread.is_alive(), blocks=STALL_BLOCKS,
+            what="the bridge to stop on the reverted batch",
+            why="the batch reverts in the next block, and its receipt stops the bridge")
         runner.error, error = None, runner.error
     assert isinstance(error, RecorderRoleMissing), error
     assert "refuses the bridge account" in str(error) and "RECORDER_ROLE" in str(error)
@@ -222,7 +239,9 @@ def test_a_revoked_recorder_stops_the_bridge_without_acknowledging(
 
     as_operator(contract.functions.grantRole(role, bridge_address))
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_for(lambda: metrics.get("settled") == 20 and group_pending(redis_url) == 0,
-                   timeout=60, what="the 20 trades settled after the role is back")
+        wait_for_work(deployed.net,
+                      lambda: metrics.get("settled") == 20 and group_pending(redis_url) == 0,
+                      progress=work_progress(metrics, lambda: group_pending(redis_url)),
+                      what="the 20 trades settled after the role is back")
     assert {r.trade_id for r in settled_on_chain(deployed)} == \
         {uuid.UUID(json.loads(line)["trade"]["id"]) for line in lines}

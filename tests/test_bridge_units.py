@@ -219,3 +219,31 @@ def test_an_entry_deleted_from_the_stream_is_rejected_with_a_reason() -> None:
     rejected = decode_entry("1700000000000-0", None)
     assert isinstance(rejected, Rejected)
     assert "deleted from the stream" in rejected.reason
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    ('{"market_id": "m", "trade": {"energy": ' + "9" * 5000 + "}}",
+     "A number has 5000 digits; no field of a trade takes more than 40 (amounts fit 96 bits)."),
+    ("[" * 100_000 + "]" * 100_000,
+     "The event holds 200000 brackets, quotes and backslashes, more than 100000; that is not "
+     "one gsy-e trade event."),
+    ("[" * 40 + "]" * 40,
+     "The event nests arrays or objects more than 32 deep; a gsy-e trade event is a few "
+     "objects deep."),
+    ('{"trade": {"energy": NaN}}', "NaN is not a JSON number; amounts of a trade are finite "
+                                   "numbers."),
+    ('{"trade": {"energy": 1e999}}',
+     "The number 1e999 is too large; amounts of a trade are finite numbers."),
+    ('{"trade": {"energy": 0.' + "1" * 90 + "}}",
+     "A number is written with 92 characters; no amount of a trade is written that long."),
+    ("{nope", "The event is not JSON: Expecting property name enclosed in double quotes at "
+              "character 1."),
+])
+def test_an_entry_beyond_the_event_bounds_is_rejected_with_a_sentence_never_raised(
+        payload: str, reason: str) -> None:
+    """json.loads alone raised ValueError on the 5,000-digit integer (past the bridge's
+    JSONDecodeError), took NaN, and with py_ecc's recursion limit would crash the process on
+    the deep nesting: a stream entry could stop the bridge."""
+    rejected = decode_entry("1700000000000-0", {"event": payload})
+    assert isinstance(rejected, Rejected)
+    assert rejected.reason == reason

@@ -10,6 +10,8 @@ import pytest
 import requests
 from eth_account import Account
 from web3 import Web3
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from pilotchain import governance
 from pilotchain.chain import (
@@ -18,8 +20,6 @@ from pilotchain.chain import (
     Sender,
     batch_call,
     connect,
-    wait_for,
-    wait_for_receipt,
 )
 from pilotchain.errors import ChainError
 from pilotchain.genesis import read_genesis
@@ -27,6 +27,16 @@ from runner.localnet import RPC_NODE, LocalNetwork
 from runner.ports import free_port
 
 pytestmark = pytest.mark.chain
+
+# A proposal counts once its signer seals a block, which each signer does at least once in
+# every few blocks; a majority of votes takes a handful. Twenty leaves room for a busy machine's
+# out-of-turn races without waiting long on a vote that never lands.
+VOTE_BLOCKS = 20
+VOTE_WHY = "a vote rides on its signer's next block; a majority of signers seals within a few"
+# A signer of three or four may seal once every two or three blocks; twenty blocks without one
+# means it has stopped sealing.
+TURN_BLOCKS = 20
+TURN_WHY = "Clique lets every signer of four or fewer seal at least once in every few blocks"
 
 
 def signer_of(w3: Web3, number: int) -> str:
@@ -69,7 +79,7 @@ def no_rewinds(net: LocalNetwork) -> None:
 
 def test_three_signers_seal_in_turn_and_rpc_follows(chain: LocalNetwork) -> None:
     w3 = connect(chain.rpc_url)
-    head = chain.wait_for_block(33, timeout=120)
+    head = chain.wait_for_block(33)
     sealers = [signer_of(w3, n) for n in range(head - 32, head + 1)]
     assert set(sealers) == validator_addresses(chain)
     # In turn: with three signers nobody seals twice within two consecutive blocks.
@@ -90,7 +100,7 @@ def test_eip1559_transfer_is_mined_and_chain_id_matches_genesis(chain: LocalNetw
     recipient = Account.create().address
     sender = Sender(w3, faucet, url=chain.rpc_url)
     tx_hash = sender.send({"to": recipient, "value": 12345, "gas": 21000})
-    receipt = wait_for_receipt(w3, tx_hash, timeout=30)
+    receipt = chain.receipt(tx_hash)
     assert receipt["status"] == 1
     assert w3.eth.get_transaction(tx_hash)["type"] == 2
     assert w3.eth.get_balance(recipient) == 12345
@@ -104,17 +114,17 @@ def test_nonce_is_recovered_after_another_client_used_it(
     target = Account.create().address
     # Each transfer is mined before the next send, so every sender reads a settled node.
     hashes = [first.send({"to": target, "value": 1, "gas": 21000})]
-    wait_for_receipt(w3, hashes[-1], timeout=30)
+    chain.receipt(hashes[-1])
     # `second` reads the account's nonce from the node: the one `first` holds for its next.
     hashes.append(second.send({"to": target, "value": 2, "gas": 21000}))
-    wait_for_receipt(w3, hashes[-1], timeout=30)
+    chain.receipt(hashes[-1])
     # `first` still believes that nonce is free: the node says "nonce too low" and the
     # sender re-reads the pending nonce instead of failing.
     with caplog.at_level(logging.WARNING, logger="pilotchain.chain"):
         hashes.append(first.send({"to": target, "value": 3, "gas": 21000}))
     assert "nonce too low" in caplog.text
     for tx_hash in hashes:
-        assert wait_for_receipt(w3, tx_hash, timeout=30)["status"] == 1
+        assert chain.receipt(tx_hash)["status"] == 1
     nonces = [w3.eth.get_transaction(tx_hash)["nonce"] for tx_hash in hashes]
     assert nonces == list(range(nonces[0], nonces[0] + 3))
     assert w3.eth.get_balance(target) == 6
@@ -147,6 +157,81 @@ def test_rpc_node_refuses_privileged_namespaces(chain: LocalNetwork, method: str
                                                 "params": []}, timeout=10).json()
     assert "result" not in answer
     assert "does not exist/is not available" in answer["error"]["message"]
+
+
+# --- what web pages may do with the RPC node (issue 19) ----------------------------------
+
+CHAIN_ID_CALL = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+
+
+def preflight(url: str, origin: str) -> requests.Response:
+    """What a browser asks before a page's cross-origin JSON POST."""
+    return requests.options(url, timeout=10, headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+
+
+def websocket_status(url: str, origin: str | None) -> int:
+    """The HTTP status of a WebSocket handshake from a page of ``origin`` (101: open)."""
+    try:
+        with ws_connect(url, origin=origin, open_timeout=10) as socket:  # type: ignore[arg-type]
+            socket.send('{"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}')
+            assert '"result"' in str(socket.recv(timeout=10))
+            return 101
+    except InvalidStatus as refused:
+        return int(refused.response.status_code)
+
+
+def test_rpc_node_serves_no_web_page_and_no_foreign_host_name(chain: LocalNetwork) -> None:
+    """A page a participant happens to open cannot use the node through their browser: no
+    CORS answer for its origin, its WebSocket refused, and a name of its own pointed at the
+    node (DNS rebinding) answered 403. Wallets, tools and services send no Origin and use
+    localhost or the address: they are served."""
+    evil = "https://evil.example"
+    assert "Access-Control-Allow-Origin" not in preflight(chain.rpc_url, evil).headers
+    sent = requests.post(chain.rpc_url, json=CHAIN_ID_CALL, headers={"Origin": evil},
+                         timeout=10)
+    assert "Access-Control-Allow-Origin" not in sent.headers
+    assert websocket_status(chain.ws_url, evil) == 403
+    # geth's default for no origins would let every page on localhost in.
+    assert websocket_status(chain.ws_url, "http://localhost:3000") == 403
+    assert websocket_status(chain.ws_url, None) == 101
+
+    rebound = requests.post(chain.rpc_url, json=CHAIN_ID_CALL, timeout=10,
+                            headers={"Host": f"evil.example:{chain.ports.http}"})
+    assert (rebound.status_code, rebound.text.strip()) == (403, "invalid host specified")
+    for host in (f"localhost:{chain.ports.http}", f"127.0.0.1:{chain.ports.http}"):
+        answer = requests.post(chain.rpc_url, json=CHAIN_ID_CALL, timeout=10,
+                               headers={"Host": host})
+        assert answer.json()["result"] == hex(chain.settings.chain_id), host
+
+
+def test_rpc_node_serves_the_origins_and_names_configured(make_network) -> None:
+    """The stack's own pages (runner.stack.page_origins) and RPC_CORS_ORIGINS are let in,
+    exactly: same scheme, host and port; RPC_VHOSTS adds host names."""
+    page = "http://localhost:9200"
+    net = make_network(rpc_cors_origins=("https://app.pilot.test",),
+                       rpc_vhosts=("rpc.pilot.test",))
+    net.stop_node(RPC_NODE)
+    net.page_origins = (page,)
+    net.start_node(RPC_NODE)
+    net.wait_for_block(net.block_number(), timeout=90)
+    for origin in (page, "https://app.pilot.test"):
+        answer = preflight(net.rpc_url, origin)
+        assert answer.headers.get("Access-Control-Allow-Origin") == origin
+        sent = requests.post(net.rpc_url, json=CHAIN_ID_CALL, headers={"Origin": origin},
+                             timeout=10)
+        assert sent.headers.get("Access-Control-Allow-Origin") == origin
+        assert websocket_status(net.ws_url, origin) == 101
+    for other in ("http://localhost:9201", "https://localhost:9200", "http://app.pilot.test",
+                  "https://evil.example"):
+        assert "Access-Control-Allow-Origin" not in preflight(net.rpc_url, other).headers
+        assert websocket_status(net.ws_url, other) == 403, other
+    named = requests.post(net.rpc_url, json=CHAIN_ID_CALL, timeout=10,
+                          headers={"Host": f"rpc.pilot.test:{net.ports.http}"})
+    assert named.json()["result"] == hex(net.settings.chain_id)
+    assert requests.post(net.rpc_url, json=CHAIN_ID_CALL, timeout=10,
+                         headers={"Host": "evil.example"}).status_code == 403
 
 
 def listening_ports(pid: int) -> set[int]:
@@ -187,17 +272,17 @@ def test_validators_serve_no_open_json_rpc(chain: LocalNetwork) -> None:
 
 def test_sealing_survives_one_validator_down_halts_with_two_and_resumes(make_network) -> None:
     net = make_network()
-    net.wait_for_block(3, timeout=60)
+    net.wait_for_block(3)
     assert net.stop_node("validator3")
     head = net.block_number()
-    net.wait_for_block(head + 4, timeout=30)
+    net.wait_for_block(head + 4)
     assert net.stop_node("validator2")
     halted_at = assert_sealing_halts(net)
     net.start_node("validator2")
     net.start_node("validator3")
-    net.wait_for_block(halted_at + 4, timeout=60)
+    net.wait_for_block(halted_at + 4)
     for name in ("validator1", "validator2", "validator3"):
-        net.wait_for_block(halted_at + 3, name=name, timeout=30)
+        net.wait_for_block(halted_at + 3, name=name)
     no_rewinds(net)
 
 
@@ -210,16 +295,17 @@ def test_governance_votes_a_fourth_signer_in_and_out(make_network) -> None:
                                                             "validator3")}
     governance.propose(endpoints, newcomer.address, True)
     assert all(s.proposals == {newcomer.address: True} for s in governance.vote_state(endpoints))
-    wait_for(lambda: newcomer.address in signers(w3), timeout=60, what="validator4 voted in")
+    net.wait_for_blocks(lambda: newcomer.address in signers(w3), blocks=VOTE_BLOCKS,
+                        what="validator4 voted in", why=VOTE_WHY)
     voted_in = w3.eth.block_number
-    wait_for(lambda: any(signer_of(w3, n) == newcomer.address
-                         for n in range(voted_in, w3.eth.block_number + 1)),
-             timeout=60, what="validator4 to seal a block")
+    net.wait_for_blocks(lambda: any(signer_of(w3, n) == newcomer.address
+                                    for n in range(voted_in, w3.eth.block_number + 1)),
+                        blocks=TURN_BLOCKS, what="validator4 to seal a block", why=TURN_WHY)
 
     endpoints["validator4"] = str(net.ipc_path("validator4"))
     governance.propose(endpoints, newcomer.address, False)
-    wait_for(lambda: newcomer.address not in signers(w3), timeout=60,
-             what="validator4 voted out")
+    net.wait_for_blocks(lambda: newcomer.address not in signers(w3), blocks=VOTE_BLOCKS,
+                        what="validator4 voted out", why=VOTE_WHY)
     governance.discard(endpoints, newcomer.address)
     assert all(not s.proposals for s in governance.vote_state(endpoints))
     remaining = validator_addresses(net) - {newcomer.address}
@@ -231,8 +317,9 @@ def test_governance_votes_a_fourth_signer_in_and_out(make_network) -> None:
                           if newcomer.address not in signers(w3, n))
         return [signer_of(w3, n) for n in range(removed_at + 1, head + 1)]
 
-    net.wait_for_block(w3.eth.block_number + 8, timeout=60)
-    wait_for(lambda: remaining <= set(sealed_since_removal()), timeout=60,
-             what="each of the three remaining signers to seal after validator4 left")
+    net.wait_for_block(w3.eth.block_number + 8)
+    net.wait_for_blocks(lambda: remaining <= set(sealed_since_removal()), blocks=TURN_BLOCKS,
+                        what="each of the three remaining signers to seal after validator4 left",
+                        why=TURN_WHY)
     assert newcomer.address not in sealed_since_removal()
     assert RPC_NODE in net.running()

@@ -396,6 +396,41 @@ def test_rpc_node_exposes_only_user_apis(services: dict[str, dict[str, Any]]) ->
     assert not apis & FORBIDDEN_USER_APIS, f"rpc-node exposes {sorted(apis & FORBIDDEN_USER_APIS)}"
 
 
+def test_rpc_node_lets_in_only_the_stacks_pages_and_names(
+        services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
+    """node.sh lets no page in and answers only localhost unless told otherwise; Compose tells
+    it the stack's own pages (faucet, portal, explorer: over WebSocket not the explorer, whose
+    port-80 origin geth would let in on every port) and names (the services reach it as
+    rpc-node), plus RPC_CORS_ORIGINS and RPC_VHOSTS; explorer-node answers only Blockscout."""
+    node_sh = (ROOT / "node.sh").read_text()
+    assert ': "${CORS_DOMAINS:=}"' in node_sh and ': "${VHOSTS:=localhost}"' in node_sh
+    env = environment_of(services["rpc-node"])
+    assert env["CORS_DOMAINS"].split(",") == [
+        "http://localhost:9000", "http://localhost:9200", "http://localhost:80"]
+    assert env["WS_ORIGINS"].split(",") == ["http://localhost:9000", "http://localhost:9200"]
+    assert env["VHOSTS"].split(",") == ["localhost", "rpc-node", "localhost"]
+    assert all(url.startswith("http://rpc-node:") for url in (
+        environment_of(services[name])["RPC_URL"] for name in ("deploy", "bridge", "faucet",
+                                                               "portal", "closer", "ingest")))
+    explorer_node = environment_of(services["explorer-node"])
+    assert explorer_node["VHOSTS"] == "explorer-node,localhost"
+    assert "CORS_DOMAINS" not in explorer_node  # no browser page; it publishes no port
+    assert not services["explorer-node"].get("ports")
+
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    custom = interpolate_tree(raw, {"PUBLIC_HOST": "pilot.lan", "PORTAL_PORT": "9300",
+                                    "RPC_CORS_ORIGINS": "https://app.pilot.test",
+                                    "RPC_VHOSTS": "rpc.pilot.test"})["services"]
+    env = environment_of(custom["rpc-node"])
+    assert env["CORS_DOMAINS"].split(",") == [
+        "http://pilot.lan:9000", "http://pilot.lan:9300", "http://pilot.lan:80",
+        "https://app.pilot.test"]
+    assert env["WS_ORIGINS"].split(",") == [
+        "http://pilot.lan:9000", "http://pilot.lan:9300", "https://app.pilot.test"]
+    assert env["VHOSTS"].split(",") == ["localhost", "rpc-node", "pilot.lan", "rpc.pilot.test"]
+    assert environment_of(custom["portal"])["PORTAL_DOMAIN"] == "pilot.lan:9300"
+
+
 def test_explorer_node_is_unreachable_from_outside(
     services: dict[str, dict[str, Any]], compose: dict[str, Any]
 ) -> None:
@@ -507,6 +542,8 @@ def test_the_portal_indexes_into_a_volume_and_links_to_the_explorer(
     assert env["EXPLORER_URL"] == "http://localhost:80"
     assert services["blockscout-proxy"]["ports"] == ["127.0.0.1:80:80"]
     assert env["PORTAL_DOMAIN"] == "localhost:9200"
+    # It listens on every interface, where the portal requires PORTAL_DOMAIN.
+    assert env["PORTAL_HOST"] == "0.0.0.0"
     assert env["PORTAL_SECURE_COOKIES"] == "true"
     # The indexer starts on a deployed contract; the pages once the index exists.
     assert indexer["depends_on"]["deploy"]["condition"] == "service_completed_successfully"

@@ -9,20 +9,22 @@ paying through its published port; (b) a recording replayed with the documented 
 compose exec bridge pilotchain replay FILE`` settles exactly once, field by field; the portal's
 indexer has them all (the operator signs in with a real signature at http://localhost:<port>
 and reads them through the API, each linked to the explorer) and the portal serves uPlot from
-the image; (c) a meter the operator registers has one reading published over MQTT (the meters'
-account, published port) and one uploaded over HTTP, each on chain exactly once, and the broker
-refuses an anonymous client. Then what the stack survives: (d) ``docker kill`` of one
-validator: the other two keep sealing, and started again it catches up with the RPC node; (e) a
-validator cut off its network for 60 s with ``docker network disconnect`` and reconnected:
-every node ends on one chain, the reconnected one has peers and seals again; (f) the bridge
-container SIGKILLed while it settles a replay of 2,000 trades and started again: every trade on
-chain exactly once; (f2) the engine's plan of a plain ``up -d`` (``create --dry-run``), twice,
-creates no gsy-e (only ``--profile simulation`` would) and no trade is added. Last (g) ``stop``
-+ ``up -d`` keeps the chain, the contract and the portal's index (every trade on chain, none
-twice) and nothing rewinds, and ``down -v`` leaves nothing. Each node is read through its own
-IPC socket (``docker compose exec -T <node> geth attach``), the RPC node also through its
-published port. Blockscout, its node and gsy-e are left out: their images cannot be built
-without their registries. All traffic goes to the ports published on 127.0.0.1.
+the image; (c) a meter the operator registers has one reading published over MQTT (its own
+account, issued with `docker compose run --rm init pilotchain meters mqtt-password`, published
+port) and one uploaded over HTTP (an uploader credential issued the same way; none: 401), each
+on chain exactly once, and the broker refuses an anonymous client, a wrong password and the
+retired shared account. Then what the stack survives: (d) ``docker kill`` of one validator: the
+other two keep sealing, and started again it catches up with the RPC node; (e) a validator cut
+off its network for 60 s with ``docker network disconnect`` and reconnected: every node ends on
+one chain, the reconnected one has peers and seals again; (f) the bridge container SIGKILLed
+while it settles a replay of 2,000 trades and started again: every trade on chain exactly once;
+(f2) the engine's plan of a plain ``up -d`` (``create --dry-run``), twice, creates no gsy-e
+(only ``--profile simulation`` would) and no trade is added. Last (g) ``stop`` + ``up -d``
+keeps the chain, the contract and the portal's index (every trade on chain, none twice) and
+nothing rewinds, and ``down -v`` leaves nothing. Each node is read through its own IPC socket
+(``docker compose exec -T <node> geth attach``), the RPC node also through its published port.
+Blockscout, its node and gsy-e are left out: their images cannot be built without their
+registries. All traffic goes to the ports published on 127.0.0.1.
 
 Images are local stand-ins (scripts/lib/build-local-images.sh) given through the compose file's
 image variables; the first run builds them and the app image, later runs reuse them.
@@ -58,15 +60,25 @@ from compose_fixtures import (
 )
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
 from paho.mqtt.enums import CallbackAPIVersion
 from portal_web_fixtures import PortalClient
 from web3 import Web3
 from web3.contract import Contract
 
 from ingest.readings import reading_json
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import (
+    Sender,
+    connect,
+    receipt_within,
+    wait_for,
+    wait_for_blocks,
+    wait_on_chain,
+    wait_until_chain_time,
+)
 from pilotchain.config import MqttConnection
 from pilotchain.contract import Deployment, compile_settlement, load_deployment
+from pilotchain.errors import ChainError
 from pilotchain.events import READING_RECORDED
 from pilotchain.keys import KeyStore
 from pilotchain.metering import (
@@ -100,12 +112,33 @@ NODES = (*SIGNERS, "rpc-node")
 # A shorter block period than the default 5 s and a closer that looks every 2 s instead of every
 # minute keep the test quick; nothing else differs.
 SETTINGS = {"BLOCK_PERIOD": "2", "CLOSER_INTERVAL": "2"}
+PERIOD = int(SETTINGS["BLOCK_PERIOD"])
+CLOSER_INTERVAL = float(SETTINGS["CLOSER_INTERVAL"])
 # Test c's slots: short, so the closer's work shows within a minute (set before any meter).
 SLOT_SECONDS, CLOSE_DELAY = 30, 60
+# Once a slot is due by the chain's clock, the closer sees it at its next pass and its
+# closeSlots goes into a block soon after: ten passes and twenty blocks of chain time leave a
+# loaded machine's closer, starved of CPU in its container, room to spare.
+CLOSE_MARGIN = int(10 * CLOSER_INTERVAL + 20 * PERIOD)
 UP_TIMEOUT = 900  # a cold run builds the app image (apt, pip, npm) inside `up`
+# Fifteen containers starting and passing their health checks on two busy cores.
+HEALTHY_TIMEOUT = 600
 # Longer than geth's 30 s frame read timeout (p2p/rlpx), so every peer drops the cut-off node.
 PARTITION_SECONDS = 60
-REJOIN_TIMEOUT = 120
+# A node dials a peer again only 35 s after its last dial (geth's p2p dialHistoryExpiration),
+# and the cut-off one dialled in vain all along; then it syncs the blocks it missed.
+REJOIN_BLOCKS = 35 // PERIOD + 45
+REJOIN_WHY = ("geth redials a peer 35 s after its last dial (dialHistoryExpiration), then "
+              "imports what it missed")
+# A container started again: Docker, then geth opening its database and peering, on a busy
+# machine; then the blocks it missed.
+RESTART_BLOCKS = 90
+RESTART_WHY = "a container and geth starting on a busy machine take a minute or two"
+# Waits on a service's work in the stack (the bridge settling, the ingest recording, the
+# portal indexing) count the blocks in which that work got no further: a replay settles within
+# a few blocks, and a service container starved of CPU still moves every few seconds.
+STALL_BLOCKS = 45
+STALL_WHY = "a service in the stack moves within seconds of its input"
 TRADES = 2000  # test f's replay
 
 
@@ -138,13 +171,30 @@ def contract_creations(w3: Web3) -> list[str]:
             if tx["to"] is None]
 
 
+def reach(w3: Web3, number: int, what: str) -> int:
+    """Wait until the RPC node has block ``number``: as long as the chain keeps sealing."""
+    return wait_on_chain(lambda: (head := w3.eth.block_number) >= number and head, w3=w3,
+                         period=PERIOD, what=what, past=lambda _start, _head: None)
+
+
+def mined(w3: Web3, tx_hash: bytes, blocks: int = 10) -> Any:
+    return receipt_within(w3, HexBytes(tx_hash), blocks=blocks, period=PERIOD)
+
+
+def while_moving(w3: Web3, condition: Callable[[], Any], progress: Callable[[], object],
+                 what: str) -> Any:
+    """``condition``, awaited while a service's work moves the chain on (STALL_BLOCKS)."""
+    return wait_for_blocks(condition, w3=w3, period=PERIOD, blocks=STALL_BLOCKS, what=what,
+                           why=STALL_WHY, progress=progress, interval=1.0)
+
+
 def test_a_fresh_clone_comes_up_healthy_owned_by_its_user(
         stack: ComposeProject, w3: Web3, timings: Timings) -> None:
     with timings.measure("a: up -d (build app image on a cold run)"):
         # --build: an image pilotchain/app:local from another checkout must not be reused.
         stack.compose("up", "-d", "--build", *SERVICES, timeout=UP_TIMEOUT)
     with timings.measure("a: every service healthy"):
-        stack.wait_until_up(LONG_RUNNING, ONE_SHOT, timeout=300)
+        stack.wait_until_up(LONG_RUNNING, ONE_SHOT, timeout=HEALTHY_TIMEOUT)
 
     # Written by `init` inside the container, owned by the clone's owner, with no uid setting.
     created = [stack.directory / "genesis.json", *(stack.directory / "keys").rglob("*")]
@@ -158,8 +208,7 @@ def test_a_fresh_clone_comes_up_healthy_owned_by_its_user(
         assert set(w3.provider.make_request("clique_getSigners", ["latest"])["result"]) == {
             address.lower() for address in expected}
         start = w3.eth.block_number
-        wait_for(lambda: w3.eth.block_number >= start + 6, timeout=120,
-                 what="six more blocks sealed")
+        reach(w3, start + 6, "six more blocks sealed")
         sealers = [sealer_of(w3, number) for number in range(start + 1, start + 7)]
         assert set(sealers) == expected, f"blocks {start + 1}..{start + 6} sealed by {sealers}"
         # With three signers Clique lets none seal two blocks in a row.
@@ -181,8 +230,9 @@ def test_a_fresh_clone_comes_up_healthy_owned_by_its_user(
         response = requests.post(f"{stack.url('FAUCET_PORT')}/faucet/api/add_key",
                                  json={"public_key": address}, timeout=60)
         assert response.status_code == 200, response.text
-        wait_for(lambda: w3.eth.get_balance(address) > 0, timeout=60,
-                 what=f"the faucet's payment to {address}")
+        wait_for_blocks(lambda: w3.eth.get_balance(address) > 0, w3=w3, period=PERIOD,
+                        blocks=10, what=f"the faucet's payment to {address}",
+                        why="the faucet sent it; it goes into one of the next blocks")
 
 
 def settled(w3: Web3, deployment: Deployment) -> list[Any]:
@@ -201,8 +251,8 @@ def test_b_a_replayed_recording_settles_exactly_once(
     with timings.measure("b: replay + settle one recording"):
         # The documented command (docs/compose.md).
         replay_into(stack, stack.directory / RECORDING)
-        wait_for(lambda: len(settled(w3, deployment)) >= len(events), timeout=180,
-                 what=f"{len(events)} TradeSettled logs")
+        while_moving(w3, lambda: len(settled(w3, deployment)) >= len(events),
+                     lambda: len(settled(w3, deployment)), f"{len(events)} TradeSettled logs")
     on_chain = settled(w3, deployment)
     ids = [record.trade_id for record in on_chain]
     assert len(ids) == len(set(ids)) == len(events), "a trade was settled twice or not at all"
@@ -212,13 +262,14 @@ def test_b_a_replayed_recording_settles_exactly_once(
         assert by_id[trade_id] == parse_event(event)
         assert contract.functions.isRecorded(uuid_to_bytes32(trade_id)).call()
     # What an auditor runs against the stack (docs/operations.md).
-    audited = stack.compose("exec", "-T", "bridge", "pilotchain", "audit", timeout=120)
+    audited = stack.compose("exec", "-T", "bridge", "pilotchain", "audit", timeout=300)
     assert f": {len(events)} trades in " in audited.stdout and "The books hold" in audited.stdout
 
     with timings.measure("b: the portal's indexer has every settled trade"):
         operator = portal_operator(stack)
-        wait_for(lambda: indexed_trades(operator) >= len(events), timeout=120,
-                 what=f"the portal's index to hold {len(events)} trades")
+        while_moving(w3, lambda: indexed_trades(operator) >= len(events),
+                     lambda: indexed_trades(operator),
+                     f"the portal's index to hold {len(events)} trades")
     assert indexed_trades(operator) == len(events)
     # One participant's trades through the API: the recording's, each linked to the explorer.
     seller = str(parse_event(events[0]).seller)
@@ -236,7 +287,8 @@ def test_b_a_replayed_recording_settles_exactly_once(
     reply = operator.get("/api/operator/health")
     assert reply.status_code == 200, reply.text
     watched = {s["name"]: s for s in reply.json()["services"]}
-    assert all(s["up"] for s in watched.values()) and len(watched) == 3, watched
+    assert set(watched) == {"bridge", "ingest", "MQTT subscriber", "closer"}, watched
+    assert all(s["up"] and s["status"] == "ok" for s in watched.values()), watched
     assert {d["stream"]: d["count"] for d in reply.json()["dead_letters"]["streams"]} == {
         "pilotchain:trades:dead": 0, "pilotchain:readings:dead": 0}, reply.text
 
@@ -284,8 +336,9 @@ def register_meters(w3: Web3, contract: Contract, keys: KeyStore,
                                    args=[meter, key.address, participant, participant])
         hashes.append(sender.send({"to": contract.address, "data": data, "gas": 300_000}))
         meters.append((meter, key, participant))
-    for tx_hash in hashes:
-        assert wait_for_receipt(w3, tx_hash)["status"] == 1, "registerMeter reverted"
+    for tx_hash in hashes:  # all sent at once: a block may not take them all
+        assert mined(w3, tx_hash, blocks=10 + len(hashes))["status"] == 1, \
+            "registerMeter reverted"
     return meters
 
 
@@ -307,23 +360,24 @@ def connack(connection: MqttConnection, username: str | None, password: str | No
     client.connect(connection.host, connection.port, keepalive=10)
     client.loop_start()
     try:
-        return wait_for(lambda: answers[0] if answers else None, timeout=30,
+        return wait_for(lambda: answers[0] if answers else None, timeout=60,
                         what=f"the broker at {connection.url} to answer a connect")
     finally:
         client.loop_stop()
         client.disconnect()
 
 
-def publish_over_mqtt(connection: MqttConnection, signed: SignedReading) -> None:
-    """Publish one reading as a meter does (the meters' account, its topic, QoS 1), returning
+def publish_over_mqtt(connection: MqttConnection, signed: SignedReading, password: str) -> None:
+    """Publish one reading as a meter does (its own account, its topic, QoS 1), returning
     once the broker has taken it."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="compose-test-meter")
-    client.username_pw_set(connection.meter_username, connection.meter_password)
+    account = "0x" + signed.reading.meter.hex()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=account)
+    client.username_pw_set(account, password)
     client.connect(connection.host, connection.port, keepalive=10)
     client.loop_start()
     try:
         topic = connection.topic_for("0x" + signed.reading.meter.hex())
-        client.publish(topic, json.dumps(reading_json(signed)), qos=1).wait_for_publish(30)
+        client.publish(topic, json.dumps(reading_json(signed)), qos=1).wait_for_publish(60)
     finally:
         client.loop_stop()
         client.disconnect()
@@ -347,22 +401,37 @@ def test_c_meter_readings_over_mqtt_and_http_settle_exactly_once(
     before = sign_reading(MeterReading(by_http, time - slot, 4400, 0), http_key, domain)
     over_http = sign_reading(MeterReading(by_http, time, 4500, 0), http_key, domain)
 
-    broker = MqttConnection(port=stack.ports["MQTT_PORT"],
-                            password=keys.mqtt_password_file("ingest").read_text().strip(),
-                            meter_password=keys.mqtt_password_file("meter").read_text().strip())
+    # The operator's documented way in Compose: the one-shot init service (the project
+    # mounted writable, run as its owner) issues the meter's MQTT account and an uploader's
+    # credential; the broker notices the accounts file changed.
+    with timings.measure("c: the meter's MQTT account and an uploader's credential"):
+        account = "0x" + by_mqtt.hex()
+        issued = stack.compose("run", "--rm", "init", "pilotchain", "meters", "mqtt-password",
+                               account, timeout=300).stdout
+        password = issued.split(f"MQTT account {account}, password ", 1)[1].split(" ", 1)[0]
+        issued = stack.compose("run", "--rm", "init", "pilotchain", "uploaders", "issue",
+                               "compose-test", timeout=300).stdout
+        credential = issued.split("Bearer ", 1)[1].split("'", 1)[0]
+    broker = MqttConnection(port=stack.ports["MQTT_PORT"])
     assert connack(broker, None, None) == "Not authorized", "the broker took an anonymous client"
-    assert connack(broker, broker.meter_username, "wrong") == "Not authorized"
+    assert connack(broker, account, "wrong") == "Not authorized"
+    assert connack(broker, "meter", "any") == "Not authorized"  # no shared meters' account
+    wait_for(lambda: connack(broker, account, password) == "Success" or None, timeout=60,
+             what="the broker to take the meter's new account")
 
     with timings.measure("c: one reading over MQTT, one over HTTP, on chain"):
-        publish_over_mqtt(broker, over_mqtt)
-        answer = requests.post(f"{stack.url('INGEST_HTTP_PORT')}/api/readings",
-                               json=[reading_json(before), reading_json(over_http)],
-                               timeout=60)
+        publish_over_mqtt(broker, over_mqtt, password)
+        upload = [reading_json(before), reading_json(over_http)]
+        url = f"{stack.url('INGEST_HTTP_PORT')}/api/readings"
+        assert requests.post(url, json=upload, timeout=60).status_code == 401
+        answer = requests.post(url, json=upload, timeout=60,
+                               headers={"Authorization": f"Bearer {credential}"})
         assert answer.status_code == 202, answer.text
         assert (answer.json()["queued"], answer.json()["refused"]) == (2, 0), answer.text
         expected = {(by_mqtt, time), (by_http, time - slot), (by_http, time)}
-        wait_for(lambda: expected <= set(recorded_readings(w3, deployment)) or None,
-                 timeout=120, what="the MQTT and the HTTP reading on chain")
+        while_moving(w3, lambda: expected <= set(recorded_readings(w3, deployment)) or None,
+                     lambda: recorded_readings(w3, deployment),
+                     "the MQTT and the HTTP reading on chain")
     for signed in (over_mqtt, before, over_http):
         r = signed.reading
         present, import_wh, export_wh, _ = contract.functions.readingOf(r.meter, r.time).call()
@@ -371,15 +440,26 @@ def test_c_meter_readings_over_mqtt_and_http_settle_exactly_once(
     assert {key: recorded[key] for key in expected} == dict.fromkeys(expected, 1), recorded
     dead = stack.compose("exec", "-T", "redis", "sh", "-c",
                          'redis-cli -a "$(cat /pilotchain/keys/redis/password)" '
-                         "--no-auth-warning XLEN pilotchain:readings:dead", timeout=60)
+                         "--no-auth-warning XLEN pilotchain:readings:dead", timeout=120)
     assert dead.stdout.strip() == "0", f"readings were dead-lettered: {dead.stdout!r}"
 
     # The closer service: the HTTP meter's slot with both readings balances (100 Wh imported,
-    # nothing bought); the MQTT meter's slot lacks its end reading and closes unmetered.
+    # nothing bought); the MQTT meter's slot lacks its end reading and closes unmetered. Both
+    # are due once the chain's clock passes the later one's end and the close delay.
+    due = time + slot + CLOSE_DELAY
     with timings.measure("c: the closer closes both slots"):
-        wait_for(lambda: (contract.functions.slotOf(http_party, time - slot).call()[0] != 0
-                 and contract.functions.slotOf(mqtt_party, time).call()[0] != 0) or None,
-                 timeout=180, interval=1.0, what="the closer to close both meters' slots")
+        try:
+            wait_until_chain_time(
+                lambda: (contract.functions.slotOf(http_party, time - slot).call()[0] != 0
+                         and contract.functions.slotOf(mqtt_party, time).call()[0] != 0)
+                or None, w3=w3, period=PERIOD, until=due + CLOSE_MARGIN, interval=1.0,
+                what="the closer to close both meters' slots",
+                why=f"slot {time} ends at {time + slot} and is due {CLOSE_DELAY} s later, at "
+                    f"{due}; then {CLOSE_MARGIN} s of chain time, ten passes of the closer "
+                    f"every {CLOSER_INTERVAL:g} s and twenty blocks of {PERIOD} s")
+        except ChainError as error:
+            logs = stack.compose("logs", "--no-color", "--tail", "40", "closer", check=False)
+            raise AssertionError(f"{error}\nThe closer's log:\n{logs.stdout[-6000:]}") from None
     assert contract.functions.slotOf(http_party, time - slot).call()[0] == SlotStatus.BALANCED
     assert contract.functions.slotOf(mqtt_party, time).call()[0] == SlotStatus.UNMETERED
     balanced = contract.events.SlotBalanced().get_logs(
@@ -396,17 +476,17 @@ def test_d_a_killed_validator_leaves_two_sealing_and_catches_up(
         docker("kill", container_of(stack, victim))
         killed_at = w3.eth.block_number
         # The block being sealed at the kill may still be the victim's; the next six are not.
-        wait_for(lambda: w3.eth.block_number >= killed_at + 7, timeout=60,
-                 what=f"six blocks after {killed_at + 1} with {victim} killed")
+        reach(w3, killed_at + 7, f"six blocks after {killed_at + 1} with {victim} killed")
         sealers = {sealer_of(w3, number) for number in range(killed_at + 2, killed_at + 8)}
         assert victim_address not in sealers, f"{victim} sealed while killed"
         assert len(sealers) == 2, f"blocks after the kill sealed by {sealers}"
     with timings.measure("d: validator2 started, catches up"):
-        stack.compose("start", victim, timeout=120)
+        stack.compose("start", victim, timeout=300)
         target = w3.eth.block_number + 2
-        wait_for_one_chain(stack, (victim, "rpc-node"), target, timeout=120,
+        wait_for_one_chain(stack, (victim, "rpc-node"), target, w3=w3, period=PERIOD,
+                           blocks=RESTART_BLOCKS, why=RESTART_WHY,
                            what=f"{victim} to catch up after its restart")
-        wait_until_sealed_by(w3, victim_address, target, timeout=60,
+        wait_until_sealed_by(w3, victim_address, target, period=PERIOD,
                              what=f"a block sealed by {victim} after its restart")
 
 
@@ -421,10 +501,10 @@ def test_e_a_partitioned_validator_rejoins_one_chain(
         cut_at = time.monotonic()
         try:
             cut_head = w3.eth.block_number
-            wait_for(lambda: views.peers(victim) == 0, timeout=PARTITION_SECONDS, interval=2.0,
-                     what=f"{victim} to lose its peers once cut off")
-            wait_for(lambda: w3.eth.block_number >= cut_head + 5, timeout=PARTITION_SECONDS,
-                     what="the two connected signers to go on sealing")
+            # geth's own clock: a peer that sends nothing for 30 s is dropped.
+            wait_for(lambda: views.peers(victim) == 0, timeout=2 * PARTITION_SECONDS,
+                     interval=2.0, what=f"{victim} to lose its peers once cut off")
+            reach(w3, cut_head + 5, "the two connected signers to go on sealing")
             # The length of the fault, not a synchronisation: the partition lasts 60 s.
             time.sleep(max(0.0, PARTITION_SECONDS - (time.monotonic() - cut_at)))
         finally:
@@ -432,10 +512,11 @@ def test_e_a_partitioned_validator_rejoins_one_chain(
             docker("network", "connect", "--alias", victim, network, container)
     with timings.measure("e: validator3 back on the one chain"):
         target = w3.eth.block_number + 2
-        wait_for_one_chain(stack, NODES, target, timeout=REJOIN_TIMEOUT,
+        wait_for_one_chain(stack, NODES, target, w3=w3, period=PERIOD, blocks=REJOIN_BLOCKS,
+                           why=REJOIN_WHY,
                            what=f"{victim} to rejoin after {PARTITION_SECONDS} s cut off")
         assert views.peers(victim), f"{victim} has no peers: {views}"
-        wait_until_sealed_by(w3, signer_address(stack, victim), target, timeout=60,
+        wait_until_sealed_by(w3, signer_address(stack, victim), target, period=PERIOD,
                              what=f"a block sealed by {victim} after it rejoined")
 
 
@@ -455,17 +536,23 @@ def test_f_the_bridge_killed_mid_replay_settles_every_trade_once(
         lambda: len(settled(w3, deployment)) - earlier.total())
     with timings.measure(f"f: replay {TRADES}, kill the bridge mid-way"):
         replay_into(stack, replay)
-        settled_before_kill = wait_for(count, timeout=120, interval=0.1,
-                                       what="the bridge to settle its first trades")
+        settled_before_kill = wait_for_blocks(
+            count, w3=w3, period=PERIOD, blocks=STALL_BLOCKS, interval=0.1, why=STALL_WHY,
+            what="the bridge to settle its first trades")
         docker("kill", container_of(stack, "bridge"))
         at_kill = count()
         assert at_kill < TRADES, (
             f"all {TRADES} trades were settled before the kill ({settled_before_kill} seen at "
             f"first): the kill tested nothing")
     with timings.measure("f: bridge started again, every trade settled"):
-        stack.compose("start", "bridge", timeout=120)
-        wait_for(lambda: count() >= TRADES, timeout=300, interval=1.0,
-                 what=f"{TRADES} trades settled after the restart ({at_kill} before the kill)")
+        stack.compose("start", "bridge", timeout=300)
+        # A restarted bridge first waits up to its recovery timeout (60 s) for the receipts of
+        # what it had in flight: that long without a new trade settled is expected.
+        wait_for_blocks(lambda: count() >= TRADES, w3=w3, period=PERIOD, interval=1.0,
+                        blocks=STALL_BLOCKS + 60 // PERIOD, progress=count,
+                        why=f"{STALL_WHY}, after the restarted bridge's 60 s recovery",
+                        what=f"{TRADES} trades settled after the restart ({at_kill} before "
+                             f"the kill)")
     on_chain = Counter(str(record.trade_id) for record in settled(w3, deployment)) - earlier
     twice = {trade_id: n for trade_id, n in on_chain.items() if n > 1}
     assert not twice, f"settled more than once: {twice}"
@@ -515,18 +602,18 @@ def test_g_stop_and_up_keep_the_chain_and_down_leaves_nothing(
     operator = portal_operator(stack)
     trades = len(settled(w3, deployment))
     with timings.measure("g: the portal's index holds every settled trade"):
-        wait_for(lambda: indexed_trades(operator) >= trades, timeout=120,
-                 what=f"the portal's index to hold the {trades} trades on chain")
+        while_moving(w3, lambda: indexed_trades(operator) >= trades,
+                     lambda: indexed_trades(operator),
+                     f"the portal's index to hold the {trades} trades on chain")
     head = w3.eth.block_number
     # Test d's killed validator rewound when it started again; the restart here must not.
     stopped_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with timings.measure("g: stop (geth's grace period)"):
         stack.compose("stop", timeout=600)
     with timings.measure("g: up -d again until healthy"):
-        stack.compose("up", "-d", *SERVICES, timeout=300)
-        stack.wait_until_up(LONG_RUNNING, ONE_SHOT, timeout=300)
-    wait_for(lambda: w3.eth.block_number > head, timeout=60,
-             what=f"blocks after the restart (head was {head})")
+        stack.compose("up", "-d", *SERVICES, timeout=600)
+        stack.wait_until_up(LONG_RUNNING, ONE_SHOT, timeout=HEALTHY_TIMEOUT)
+    reach(w3, head + 1, f"blocks after the restart (head was {head})")
     assert w3.eth.get_block(1)["hash"] == first_block, "block 1 changed: the chain was rebuilt"
     assert deployment_of(stack) == deployment, "the Settlement record changed"
     assert w3.eth.get_code(deployment.address)

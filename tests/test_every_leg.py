@@ -15,38 +15,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
-from bridge_fixtures import (
-    BridgeThread,
-    Deployed,
-    bridge_settings,
-    publish_lines,
-    settled_on_chain,
-)
-from ingest_fixtures import (
-    SLOT,
-    IngestThread,
-    MeteredChain,
-    ingest_settings,
-    pending_count,
-    publish_readings,
-    recorded_on_chain,
-)
+from ingest_fixtures import MeteredChain
+from metered_runs import RATES, SettledRun, settle_metered_run
 from recordings import DATA
-from web3.logs import DISCARD
 
-from pilotchain.chain import Sender, wait_for, wait_for_receipt
 from pilotchain.gsy_export import read_export
-from pilotchain.metering import Rates, SignedReading, balancing_totals, compute_balancing
+from pilotchain.metering import balancing_totals, compute_balancing
 from pilotchain.trades import parse_event, uuid_to_bytes32
-from runner.meters import SimulatedMeter, simulate
 
-CT = 10**18
-RATES = Rates(0, 40 * CT, 30 * CT, 8 * CT)
 # House-slots the hook alone (no chain legs) would have charged or credited with honest
 # meters, by the reference rules: what reporting every leg fixes.
 # (pay-as-clear's 7 legs all lie inside a house: device bills, not meters, were wrong.)
@@ -54,66 +33,18 @@ WRONGLY_CHARGED = {"default_2a_two_sided": 109, "pay_as_clear_default_2a_two_sid
                    "three_levels_two_sided": 120}
 
 
-def send(target: MeteredChain, sender: Sender, data: Any) -> Any:
-    receipt = wait_for_receipt(target.w3, sender.send({"to": target.contract.address,
-                                                       "data": data}), timeout=60)
-    assert receipt["status"] == 1
-    return receipt
-
-
-def settle_metered_run(target: MeteredChain, redis_url: str, tmp_path: Path, run: str,
-                       deviations: dict[uuid.UUID, float]) -> tuple[Any, dict[Any, Any]]:
-    """Meters from the run's export on chain, then the run's recording through the bridge,
-    then every slot closed; returns the simulation and each closed slot's SlotBalanced."""
-    keys = target.net.keys
-    admin = Sender(target.w3, keys.role("operator").unlock())
-    contract = target.contract
-    send(target, admin, contract.encode_abi("setCloseDelay", args=[0]))
-    send(target, admin, contract.encode_abi("setRates", args=[
-        RATES.from_slot, RATES.shortfall, RATES.grid_supply, RATES.feed_in]))
-
-    def publish(batch: list[tuple[SimulatedMeter, SignedReading]]) -> None:
-        publish_readings(redis_url, [signed for _, signed in batch])
-
-    chain_settings = replace(target.net.settings, rpc_url_override=target.net.rpc_url,
-                             deployment_file_override=target.record)
-    writer = ingest_settings(target, redis_url)
-    with IngestThread(writer):
-        simulation = simulate(DATA / "exports" / run, chain_settings,
-                              rpc_url=target.net.rpc_url, deviations=deviations,
-                              publish=publish, keys_file=tmp_path / "meters.json")
-        wait_for(lambda: (sum(recorded_on_chain(target).values())
-                          == simulation.boundary_readings
-                          and pending_count(redis_url, writer.group) == 0) or None,
-                 timeout=300, what=f"{simulation.boundary_readings} boundary readings on chain")
-
+def settle_run(target: MeteredChain, redis_url: str, tmp_path: Path, run: str,
+               deviations: dict[uuid.UUID, float]) -> SettledRun:
     lines = (DATA / f"{run}.jsonl").read_text().splitlines()
-    deployed = Deployed(target.net, target.record, target.deployment)
-    publish_lines(redis_url, lines)
-    with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_for(lambda: metrics.get("settled") == len(lines), timeout=180,
-                 what=f"the bridge to settle all {len(lines)} trades of {run}")
-    assert len(settled_on_chain(deployed)) == len(lines)
-
-    participants = sorted({meter.participant for meter in simulation.meters}, key=str)
-    every_slot = range(min(simulation.slots), max(simulation.slots) + SLOT, SLOT)
-    pairs = [(p, slot) for p in participants for slot in every_slot]
-    closed: dict[tuple[uuid.UUID, int], dict[str, Any]] = {}
-    for start in range(0, len(pairs), 60):
-        chunk = pairs[start:start + 60]
-        receipt = send(target, admin, contract.encode_abi("closeSlots", args=[
-            [uuid_to_bytes32(p) for p, _ in chunk], [slot for _, slot in chunk]]))
-        for event in contract.events.SlotBalanced().process_receipt(receipt, errors=DISCARD):
-            args = dict(event["args"])
-            closed[(uuid.UUID(bytes=bytes(args["participant"])[16:]), int(args["slot"]))] = args
-    assert set(closed) == set(pairs), "every slot of every house balanced, none unmetered"
-    return simulation, closed
+    return settle_metered_run(target, redis_url, tmp_path, DATA / "exports" / run, lines,
+                              deviations)
 
 
 @pytest.mark.parametrize("run", sorted(WRONGLY_CHARGED))
 def test_honest_meters_are_never_charged_when_every_leg_is_on_chain(
         run: str, metered: MeteredChain, redis_url: str, tmp_path: Path) -> None:
-    simulation, closed = settle_metered_run(metered, redis_url, tmp_path, run, {})
+    settled = settle_run(metered, redis_url, tmp_path, run, {})
+    simulation, closed = settled.simulation, settled.closed
     charged = {pair: (e["shortfallCharge"], e["excessCharge"], e["surplusCredit"])
                for pair, e in closed.items() if e["shortfallCharge"] or e["excessCharge"]
                or e["surplusCredit"]}
@@ -138,8 +69,8 @@ def test_one_chosen_deviation_is_charged_exactly(
     records = read_export(DATA / "exports" / run).records()
     house_1 = next(area.uuid for area in read_export(DATA / "exports" / run).areas.values()
                    if area.name == "House 1")
-    simulation, closed = settle_metered_run(metered, redis_url, tmp_path, run,
-                                            {house_1: 1.1})
+    settled = settle_run(metered, redis_url, tmp_path, run, {house_1: 1.1})
+    simulation, closed = settled.simulation, settled.closed
     homes = {meter.participant: meter.participant for meter in simulation.meters}
     reference = compute_balancing(records, homes, simulation.registers, [RATES], sorted(closed))
     assert [(closed[(b.participant, b.slot)]["shortfallCharge"],

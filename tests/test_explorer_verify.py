@@ -143,6 +143,10 @@ def test_a_refused_or_unfinished_verification_is_one_sentence(
     assert result.stderr.strip().splitlines()[-1].startswith(
         "pilotchain: Timed out waiting for the explorer to verify the Settlement at ")
     assert "Traceback" not in result.stderr
+    unset = run_verify(deployed, "", timeout=5)
+    assert unset.returncode == 1 and unset.stderr.strip() == (
+        "pilotchain: No explorer to verify in: set EXPLORER_URL (where Blockscout's API "
+        "answers) or give --explorer-url.")
     nowhere = run_verify(deployed, f"http://127.0.0.1:{free_port()}", timeout=5)
     assert nowhere.returncode == 1 and "Traceback" not in nowhere.stderr
     assert "could not be reached" in nowhere.stderr

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from bridge_fixtures import PERIOD, mined
 from eth_account import Account
 from faucet_fixtures import EXPLORER, UNIT, assert_no_key, faucet_env, nonce
 from flask import Flask, Response
@@ -38,12 +39,15 @@ from faucet.api import (
     NO_PUBLIC_KEY,
     NOT_JSON,
     NOT_OBJECT,
+    TOO_DEEP,
 )
 from faucet.limits import STORE_DOWN, address_refusal, ip_refusal
 from faucet.page import STALE_FORM
 from faucet.wallet import UNREACHABLE, empty_sentence
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
-from runner.localnet import LocalNetwork
+from pilotchain.chain import Sender, connect, wait_for_blocks
+from pilotchain.config import ChainSettings
+from pilotchain.pages import HSTS, SECURITY_HEADERS
+from runner.localnet import MINED_WITHIN, LocalNetwork
 from runner.ports import free_port
 
 pytestmark = pytest.mark.chain
@@ -114,8 +118,10 @@ def flip_case(address: str) -> str:
 
 
 def wait_for_balance(w3: Web3, address: str, amount: int) -> int:
-    return wait_for(lambda: w3.eth.get_balance(address) == amount, timeout=30,
-                    what=f"{address} to hold {amount} wei")
+    return wait_for_blocks(lambda: w3.eth.get_balance(address) == amount, w3=w3,
+                           blocks=MINED_WITHIN, period=PERIOD,
+                           what=f"{address} to hold {amount} wei",
+                           why="the faucet's transfer goes into one of the next blocks")
 
 
 # -- information -------------------------------------------------------------------------
@@ -160,7 +166,7 @@ def test_a_claim_answers_once_the_node_accepted_it_and_funds_the_address(
     tx = w3.eth.get_transaction(tx_hash)
     assert tx["to"] == address and tx["value"] == UNIT and tx["type"] == 2
     assert tx["maxFeePerGas"] > tx["maxPriorityFeePerGas"] > 0
-    assert wait_for_receipt(w3, tx_hash, timeout=30)["status"] == 1
+    assert mined(w3, tx_hash)["status"] == 1
     assert w3.eth.get_balance(address) == UNIT
 
 
@@ -344,8 +350,8 @@ def test_an_empty_faucet_answers_503_and_the_claim_can_be_retried_at_once(
     assert nonce(w3, empty.address) == 0
 
     top_up = Sender(w3, chain.keys.role("operator").unlock(), url=chain.rpc_url)
-    receipt = wait_for_receipt(w3, top_up.send({"to": empty.address, "value": UNIT,
-                                                "gas": 21_000}), timeout=30)
+    receipt = mined(w3, top_up.send({"to": empty.address, "value": UNIT,
+                                                "gas": 21_000}))
     assert receipt["status"] == 1
     answer = client.post("/api/claim", json={"address": address})
     assert answer.status_code == 200, answer.get_json()
@@ -413,6 +419,61 @@ def test_cors_is_open_only_to_configured_origins_and_only_on_the_api(make_app: M
     assert "Access-Control-Allow-Origin" not in closed.headers
 
 
+# -- headers and links (issue 19) --------------------------------------------------------
+
+ANSWERS = (("GET", "/", None), ("GET", "/faucet", None), ("GET", "/api/info", None),
+           ("GET", "/faucet/api/info", None), ("POST", "/api/claim", {"address": "0x12"}),
+           ("GET", "/api/nothing", None), ("GET", "/api/claim", None), ("GET", "/nothing", None),
+           ("GET", "/static/faucet.js", None))
+
+
+def test_every_answer_carries_the_security_headers(client: FlaskClient) -> None:
+    """The page's, the API's (JSON, errors) and the static files': none can be framed or
+    sniffed; HSTS only over HTTPS."""
+    for method, path, body in ANSWERS:
+        answer = client.open(path, method=method, json=body)
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers.get(name) == value, (method, path, name)
+        assert "Strict-Transport-Security" not in answer.headers, path
+
+
+def test_hsts_only_over_https(make_app: MakeApp) -> None:
+    direct = make_app().test_client()
+    assert direct.get("/api/info", base_url="https://faucet.example"
+                      ).headers["Strict-Transport-Security"] == HSTS
+    # Behind a trusted TLS-terminating proxy that says so; a client's own claim is ignored.
+    proxied = make_app(FAUCET_TRUSTED_PROXIES="1").test_client()
+    assert proxied.get("/api/info", headers={"X-Forwarded-Proto": "https"}
+                       ).headers["Strict-Transport-Security"] == HSTS
+    assert "Strict-Transport-Security" not in direct.get(
+        "/api/info", headers={"X-Forwarded-Proto": "https"}).headers
+
+
+def test_without_an_explorer_nothing_links_to_one(make_app: MakeApp, w3: Web3) -> None:
+    """The native stack runs no explorer: EXPLORER_URL is unset by default, and then no
+    answer or page carries a link that leads nowhere."""
+    assert ChainSettings().explorer_url == ""
+    client = make_app(EXPLORER_URL="").test_client()
+    info = client.get("/api/info").get_json()
+    assert info["explorer_url"] is None
+    assert "blockExplorerUrls" not in info["add_network_params"]
+    address = new_address()
+    claim = client.post("/api/claim", json={"address": address}).get_json()
+    assert claim["tx_url"] is None and claim["tx_hash"].startswith("0x")
+    page = client.get("/").get_data(as_text=True)
+    assert "Block explorer" not in page and "/tx/" not in page
+    wait_for_balance(w3, address, UNIT)
+
+
+def test_a_deeply_nested_body_is_a_400(client: FlaskClient) -> None:
+    """As deep as FAUCET_MAX_BODY_BYTES allows: a 400 with a sentence, whatever the parser's
+    recursion limit."""
+    deep = "[" * 2_000 + "]" * 2_000
+    answer = client.post("/api/claim", data=deep, content_type="application/json")
+    assert answer.status_code == 400
+    assert answer.get_json()["error"] in (NOT_OBJECT, TOO_DEEP)
+
+
 # -- the page without JavaScript ---------------------------------------------------------
 
 def csrf_token(html: str) -> str:
@@ -439,7 +500,7 @@ def test_the_form_works_as_a_plain_post(client: FlaskClient, w3: Web3, path: str
     tx_hash = re.search(r'id="tx-hash">(0x[0-9a-f]{64})<', result).group(1)
     assert f'href="{EXPLORER}/tx/{tx_hash}"' in result
     assert f"Sent 1 PILOT to {address}." in result
-    assert wait_for_receipt(w3, tx_hash, timeout=30)["status"] == 1
+    assert mined(w3, tx_hash)["status"] == 1
 
     again = client.post(path, data={"csrf_token": csrf_token(result), "address": address})
     assert again.status_code == 429 and int(again.headers["Retry-After"]) > 86_000
@@ -474,7 +535,7 @@ def deploy_runtime(chain: LocalNetwork, w3: Web3, runtime: str) -> str:
     """Deploy a one-byte contract: ``00`` (STOP) accepts any transfer, ``fe`` refuses all."""
     init_code = f"0x60{runtime}60005360016000f3"  # MSTORE8 the byte, RETURN it
     sender = Sender(w3, chain.keys.role("operator").unlock(), url=chain.rpc_url)
-    receipt = wait_for_receipt(w3, sender.send({"data": init_code, "gas": 100_000}), timeout=30)
+    receipt = mined(w3, sender.send({"data": init_code, "gas": 100_000}))
     assert receipt["status"] == 1
     return receipt["contractAddress"]
 
@@ -485,7 +546,7 @@ def test_contract_recipients_get_estimated_gas_or_a_sentence(client: FlaskClient
     accepting = deploy_runtime(chain, w3, "00")
     answer = client.post("/api/claim", json={"address": accepting})
     assert answer.status_code == 200
-    assert wait_for_receipt(w3, answer.get_json()["tx_hash"], timeout=30)["status"] == 1
+    assert mined(w3, answer.get_json()["tx_hash"])["status"] == 1
     assert w3.eth.get_balance(accepting) == UNIT
 
     refusing = deploy_runtime(chain, w3, "fe")

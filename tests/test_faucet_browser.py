@@ -75,7 +75,7 @@ def test_the_page_claims_shows_errors_and_adds_the_network(
     # The MetaMask button asks the wallet to add exactly this network.
     assert browser.evaluate("document.getElementById('add-network').hidden") is False
     browser.evaluate("document.getElementById('add-network').click()")
-    calls = wait_for(lambda: browser.evaluate("window.walletCalls"), timeout=10,
+    calls = wait_for(lambda: browser.evaluate("window.walletCalls"), timeout=60,
                      what="the page to call window.ethereum.request")
     chain = faucet.chain
     assert calls == [{"method": "wallet_addEthereumChain", "params": [{
@@ -86,7 +86,7 @@ def test_the_page_claims_shows_errors_and_adds_the_network(
         "blockExplorerUrls": [EXPLORER],
     }]}]
     wait_for(lambda: browser.evaluate("document.getElementById('wallet-status').textContent")
-             == "PilotChain is in your wallet.", timeout=10, what="the wallet status")
+             == "PilotChain is in your wallet.", timeout=60, what="the wallet status")
 
     # A bad address shows its error next to the form, and keeps what was typed.
     browser.load("document.getElementById('address').value = '0xnot-an-address';"

@@ -28,6 +28,7 @@ from faucet.api import BROKEN_JSON, NOT_JSON
 from faucet.config import FaucetSettings
 from faucet.limits import address_refusal, ip_refusal
 from pilotchain.errors import PilotChainError
+from pilotchain.pages import SECURITY_HEADERS
 from runner.faucet import FaucetService
 from runner.ports import free_port
 
@@ -61,7 +62,7 @@ def claim_all_at_once(faucet: RunningFaucet, addresses: list[str]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=300)  # 200 claims on 4 workers of a loaded machine
     assert all(answer is not None for answer in answers), "a claim got no answer"
     return answers  # type: ignore[return-value]
 
@@ -161,6 +162,15 @@ def test_invalid_requests_over_http_get_400_or_413_and_send_nothing(
         assert oversized.status_code == 413
         assert oversized.json()["error"].startswith("The request body is larger than the 4096")
     assert nonce(faucet.w3, faucet.address) == before
+
+
+def test_answers_name_no_server_and_carry_the_security_headers(faucet: RunningFaucet) -> None:
+    """gunicorn announces itself in a Server header unless told not to (pilotchain.pages)."""
+    for answer in (faucet.get("/"), faucet.get("/api/info"), faucet.get("/api/nothing"),
+                   faucet.post("/api/claim", json={"address": "0x12"})):
+        assert "Server" not in answer.headers, answer.headers.get("Server")
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers.get(name) == value, (answer.url, name)
 
 
 def test_the_service_reports_why_the_faucet_did_not_start(chain, tmp_path) -> None:

@@ -24,10 +24,17 @@ from typing import Any
 
 import pytest
 import redis
-from bridge_fixtures import STREAM, BridgeThread, Deployed, bridge_settings
+from bridge_fixtures import (
+    STREAM,
+    BridgeThread,
+    Deployed,
+    bridge_settings,
+    wait_for_work,
+    work_progress,
+)
 
 from bridge.events import EVENT_FIELD
-from pilotchain.chain import connect, wait_for
+from pilotchain.chain import connect
 from pilotchain.gsy_export import read_export
 from pilotchain.reconcile import chain_trades, reconcile
 from pilotchain.settings import PROJECT_ROOT
@@ -86,8 +93,9 @@ def test_every_trade_gsy_e_books_reaches_the_chain_once_and_equals_its_export(
         assert (legs > 0) == has_legs
 
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_for(lambda: metrics.get("settled") == len(events), timeout=300,
-                 what=f"the bridge to settle the run's {len(events)} trades")
+        wait_for_work(deployed.net, lambda: metrics.get("settled") == len(events),
+                      progress=work_progress(metrics),
+                      what=f"the bridge to settle the run's {len(events)} trades")
     url = deployed.net.rpc_url
     result = reconcile(read_export(tmp_path / "export"),
                        chain_trades(connect(url), url, deployed.deployment))

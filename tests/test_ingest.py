@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import redis
+from bridge_fixtures import START_SECONDS, mined, wait_for_work, work_progress
 from ingest_fixtures import (
     SLOT,
     IngestProcess,
@@ -21,7 +22,7 @@ from ingest_fixtures import (
     register_meters,
 )
 
-from pilotchain.chain import Sender, wait_for, wait_for_receipt
+from pilotchain.chain import Sender, wait_for
 
 
 def test_good_readings_settle_once_and_each_bad_kind_is_dead_lettered_with_its_reason(
@@ -31,10 +32,11 @@ def test_good_readings_settle_once_and_each_bad_kind_is_dead_lettered_with_its_r
     good_meter, s0 = cases.good_meter, cases.s0
     ids = dict(zip(entries, publish_readings(redis_url, list(entries.values())), strict=True))
     settings = ingest_settings(metered, redis_url)
-    with IngestThread(settings):
-        wait_for(lambda: (len(dead_letters(redis_url)) >= len(expected)
-                          and pending_count(redis_url, settings.group) == 0) or None,
-                 timeout=90, what="every entry acknowledged or dead-lettered")
+    with IngestThread(settings) as metrics:
+        wait_for_work(metered.net, lambda: (len(dead_letters(redis_url)) >= len(expected)
+                                            and pending_count(redis_url, settings.group) == 0)
+                      or None, progress=work_progress(metrics),
+                      what="every entry acknowledged or dead-lettered")
     reasons = dead_letters(redis_url)
     assert set(reasons) == {ids[name] for name in expected}, reasons
     wrong = {name: reasons[ids[name]] for name, words in expected.items()
@@ -66,17 +68,20 @@ def test_kill_9_during_5000_readings_settles_each_exactly_once(
         metrics = process.metrics()
         return True if metrics and metrics["settled"] >= at_least else None
 
+    # Counted while the ingest gets no further (a restarted one starts from nothing).
+    progress = work_progress(process.metrics, lambda: pending_count(redis_url, settings.group))
     try:
         for kill_after in (700, 1200):
             process.start()
-            wait_for(lambda at=kill_after: settled(at), timeout=120,  # type: ignore[misc]
-                     what=f"{kill_after} readings settled before the kill")
+            wait_for_work(metered.net, lambda at=kill_after: settled(at),  # type: ignore[misc]
+                          progress=progress,
+                          what=f"{kill_after} readings settled before the kill")
             process.kill()
         process.start()
-        wait_for(lambda: (sum(recorded_on_chain(metered).values()) >= len(readings)
-                          and pending_count(redis_url, settings.group) == 0) or None,
-                 timeout=240,
-                 what="all 5,000 readings on chain and acknowledged")
+        wait_for_work(metered.net,
+                      lambda: (sum(recorded_on_chain(metered).values()) >= len(readings)
+                               and pending_count(redis_url, settings.group) == 0) or None,
+                      progress=progress, what="all 5,000 readings on chain and acknowledged")
     except BaseException as error:
         error.add_note(process.log_tail())
         raise
@@ -95,12 +100,12 @@ def test_a_slot_length_set_after_the_ingest_started_decides_what_goes_on_chain(
     slot = 120
     settings = ingest_settings(metered, redis_url)
     with IngestThread(settings) as metrics:
-        wait_for(lambda: metrics.get("state") == "running" or None, timeout=60,
+        wait_for(lambda: metrics.get("state") == "running" or None, timeout=START_SECONDS,
                  what="the ingest to run")
         sender = Sender(metered.w3, metered.net.keys.role("operator").unlock())
         data = metered.contract.encode_abi("setSlotSeconds", args=[slot])
         tx_hash = sender.send({"to": metered.contract.address, "data": data})
-        assert wait_for_receipt(metered.w3, tx_hash, timeout=60)["status"] == 1
+        assert mined(metered.w3, tx_hash)["status"] == 1
         meter = register_meters(metered, 1)[0]
         head = metered.w3.eth.get_block("latest")["timestamp"]
         # Boundaries of the new length that are not boundaries of the old one: the ingest
@@ -109,6 +114,6 @@ def test_a_slot_length_set_after_the_ingest_started_decides_what_goes_on_chain(
         publish_readings(redis_url, [meter.sign(t, 5 * i, i, domain=metered.domain)
                                      for i, t in enumerate(times)])
         expected = {(meter.id, t): 1 for t in times}
-        wait_for(lambda: dict(recorded_on_chain(metered)) == expected or None, timeout=90,
-                 what="both readings on chain")
+        wait_for_work(metered.net, lambda: dict(recorded_on_chain(metered)) == expected or None,
+                      progress=work_progress(metrics), what="both readings on chain")
     assert dead_letters(redis_url) == {}

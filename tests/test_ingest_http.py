@@ -5,54 +5,42 @@ good ones of the same upload are still queued, every invalid request gets a clea
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 import requests
+from bridge_fixtures import wait_for_work, work_progress
 from ingest_fixtures import (
     READINGS_STREAM,
     SLOT,
+    Door,
     IngestThread,
     MeteredChain,
     dead_letter_reasons,
+    door_env,
     ingest_settings,
     pending_count,
     reading_cases,
     recorded_on_chain,
     register_meters,
+    serving,
     unmatched,
 )
 
-from ingest.config import HttpSettings
 from ingest.readings import reading_json
-from pilotchain.chain import wait_for
 from pilotchain.metering import SignedReading
-from runner.ingest import IngestHttpService
-from runner.ports import free_port
 
 MAX_READINGS = 50
 MAX_BODY = 40_000
 
 
 @pytest.fixture
-def endpoint(redis_url: str, tmp_path: Path) -> Iterator[str]:
-    """gunicorn (2 workers) serving ingest.http:create_app(), with a complete environment so
-    no developer's .env leaks in."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           "HOME": os.environ.get("HOME", "/tmp"), "PILOTCHAIN_HOME": str(tmp_path),
-           "REDIS_URL": redis_url, "INGEST_STREAM": READINGS_STREAM,
-           "INGEST_HTTP_PORT": str(free_port()), "INGEST_HTTP_MAX_READINGS": str(MAX_READINGS),
-           "INGEST_HTTP_MAX_BODY_BYTES": str(MAX_BODY)}
-    service = IngestHttpService(HttpSettings.from_env(env), tmp_path / "pids", env)
-    assert service.start()
-    try:
-        assert service.status() == {"ingest_url": f"{service.url}/api/readings"}
-        yield service.url
-    finally:
-        assert service.stop()
+def endpoint(redis_url: str, tmp_path: Path) -> Iterator[Door]:
+    with serving(door_env(redis_url, tmp_path, INGEST_HTTP_MAX_READINGS=str(MAX_READINGS),
+                          INGEST_HTTP_MAX_BODY_BYTES=str(MAX_BODY)), tmp_path) as door:
+        yield door
 
 
 def stream_length(redis_url: str) -> int:
@@ -64,7 +52,7 @@ def stream_length(redis_url: str) -> int:
 
 
 def test_an_upload_queues_the_good_readings_refuses_the_bad_by_index_and_they_settle(
-        endpoint: str, metered: MeteredChain, redis_url: str) -> None:
+        endpoint: Door, metered: MeteredChain, redis_url: str) -> None:
     (meter,) = register_meters(metered, 1)
     head = metered.w3.eth.get_block("latest")["timestamp"]
     s0 = head // SLOT * SLOT - 5 * SLOT
@@ -73,7 +61,8 @@ def test_an_upload_queues_the_good_readings_refuses_the_bad_by_index_and_they_se
     unsigned = dict(good[1])
     del unsigned["signature"]
     upload = [good[0], {**good[0], "meter": "nope"}, good[1], unsigned, good[2]]
-    answer = requests.post(f"{endpoint}/api/readings", json=upload, timeout=10)
+    answer = requests.post(f"{endpoint.url}/api/readings", json=upload, headers=endpoint.auth,
+                           timeout=30)
     assert answer.status_code == 202, answer.text
     body = answer.json()
     assert (body["queued"], body["refused"]) == (3, 2)
@@ -84,16 +73,17 @@ def test_an_upload_queues_the_good_readings_refuses_the_bad_by_index_and_they_se
     assert stream_length(redis_url) == 3
 
     settings = ingest_settings(metered, redis_url)
-    with IngestThread(settings):
-        wait_for(lambda: (sum(recorded_on_chain(metered).values()) == 3
-                          and pending_count(redis_url, settings.group) == 0) or None,
-                 timeout=60, what="the 3 uploaded readings on chain and acknowledged")
+    with IngestThread(settings) as metrics:
+        wait_for_work(metered.net, lambda: (sum(recorded_on_chain(metered).values()) == 3
+                                            and pending_count(redis_url, settings.group) == 0)
+                      or None, progress=work_progress(metrics),
+                      what="the 3 uploaded readings on chain and acknowledged")
     assert recorded_on_chain(metered) == {(meter.id, s0 + i * SLOT): 1 for i in range(3)}
 
 
 def test_invalid_uploads_get_a_clear_error_and_queue_nothing(
-        endpoint: str, redis_url: str) -> None:
-    url = f"{endpoint}/api/readings"
+        endpoint: Door, redis_url: str) -> None:
+    url = f"{endpoint.url}/api/readings"
     cases = [
         (b"{not json", 400, "not JSON"),
         (json.dumps({"meter": "x"}).encode(), 400, "JSON array"),
@@ -103,25 +93,27 @@ def test_invalid_uploads_get_a_clear_error_and_queue_nothing(
         (b"[" + b" " * MAX_BODY + b"]", 413, "INGEST_HTTP_MAX_BODY_BYTES"),
     ]
     for data, status, words in cases:
-        answer = requests.post(url, data=data, timeout=10,
-                               headers={"Content-Type": "application/json"})
+        answer = requests.post(url, data=data, timeout=30,
+                               headers={"Content-Type": "application/json", **endpoint.auth})
         assert (answer.status_code, words in answer.json()["error"]) == (status, True), \
             (data[:40], answer.text)
-    all_bad = requests.post(url, json=[{"time": 1}, 5], timeout=10).json()
+    all_bad = requests.post(url, json=[{"time": 1}, 5], headers=endpoint.auth,
+                            timeout=30).json()
     assert [error["index"] for error in all_bad["errors"]] == [0, 1]
-    assert requests.get(url, timeout=10).status_code == 405
-    assert requests.get(f"{endpoint}/nowhere", timeout=10).status_code == 404
-    health = requests.get(f"{endpoint}/health", timeout=10)
+    assert requests.get(url, timeout=30).status_code == 405
+    assert requests.get(f"{endpoint.url}/nowhere", timeout=30).status_code == 404
+    health = requests.get(f"{endpoint.url}/health", timeout=30)
     assert (health.status_code, health.json()["status"]) == (200, "ok")
     assert stream_length(redis_url) == 0
 
 
 def test_every_bad_kind_uploaded_is_refused_at_the_door_or_dead_lettered_with_its_reason(
-        endpoint: str, metered: MeteredChain, redis_url: str) -> None:
+        endpoint: Door, metered: MeteredChain, redis_url: str) -> None:
     cases = reading_cases(metered)
     items = [reading_json(entry) if isinstance(entry, SignedReading) else entry
              for entry in cases.entries.values()]
-    answer = requests.post(f"{endpoint}/api/readings", json=items, timeout=10)
+    answer = requests.post(f"{endpoint.url}/api/readings", json=items, headers=endpoint.auth,
+                           timeout=30)
     assert answer.status_code == 202, answer.text
     names = list(cases.entries)
     door = {names[error["index"]]: error["error"] for error in answer.json()["errors"]}
@@ -130,10 +122,11 @@ def test_every_bad_kind_uploaded_is_refused_at_the_door_or_dead_lettered_with_it
     assert "not a string" in door["malformed JSON"] and "not signed" in door["unsigned"]
     later = {name: words for name, words in cases.expected.items() if name not in door}
     settings = ingest_settings(metered, redis_url)
-    with IngestThread(settings):
-        wait_for(lambda: (len(dead_letter_reasons(redis_url)) >= len(later)
-                          and pending_count(redis_url, settings.group) == 0) or None,
-                 timeout=90, what="every queued reading acknowledged or dead-lettered")
+    with IngestThread(settings) as metrics:
+        wait_for_work(metered.net, lambda: (len(dead_letter_reasons(redis_url)) >= len(later)
+                                            and pending_count(redis_url, settings.group) == 0)
+                      or None, progress=work_progress(metrics),
+                      what="every queued reading acknowledged or dead-lettered")
     reasons = dead_letter_reasons(redis_url)
     assert len(reasons) == len(later)
     assert unmatched(reasons, list(later.values())) == []

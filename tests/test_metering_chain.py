@@ -6,12 +6,13 @@ import uuid
 from typing import Any
 
 import pytest
+from bridge_fixtures import mined
 from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
-from pilotchain.chain import Sender, connect, wait_for_receipt
+from pilotchain.chain import Sender, connect
 from pilotchain.contract import compile_settlement, deploy_settlement, settlement_contract
 from pilotchain.metering import WH, Domain, MeterReading, Refusal, meter_id, sign_reading
 from pilotchain.trades import TradeRecord, uuid_to_bytes32
@@ -26,8 +27,7 @@ CT = 10**18
 def send(w3: Web3, sender: Sender, contract: Contract, name: str, *args: Any) -> Any:
     """Send one contract call through the RPC node and return its mined, successful receipt."""
     data = contract.encode_abi(name, args=list(args))
-    receipt = wait_for_receipt(w3, sender.send({"to": contract.address, "data": data}),
-                               timeout=60)
+    receipt = mined(w3, sender.send({"to": contract.address, "data": data}))
     assert receipt["status"] == 1, name
     return receipt
 

@@ -4,6 +4,7 @@ gives zero charges without deviations and the reference's charges with them."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bridge_fixtures import mined, wait_for_work, work_progress
 from ingest_fixtures import (
     SLOT,
     IngestThread,
@@ -25,7 +27,7 @@ from recordings import RECORDINGS
 from web3.logs import DISCARD
 
 from ingest.config import MqttSettings
-from pilotchain.chain import Sender, wait_for, wait_for_receipt
+from pilotchain.chain import Sender
 from pilotchain.contract import record_trades_calldata
 from pilotchain.metering import (
     Rates,
@@ -44,8 +46,7 @@ CT = 10**18
 
 
 def send(target: MeteredChain, sender: Sender, data: bytes) -> Any:
-    receipt = wait_for_receipt(target.w3, sender.send({"to": target.contract.address,
-                                                       "data": data}), timeout=60)
+    receipt = mined(target.w3, sender.send({"to": target.contract.address, "data": data}))
     assert receipt["status"] == 1
     return receipt
 
@@ -67,17 +68,16 @@ def test_simulated_meters_balance_like_the_reference(
     send(metered, admin, contract.encode_abi("setRates", args=[0, 40 * CT, 30 * CT, 8 * CT]))
 
     connection = broker.connection
-    password_files = {}
-    for name, secret in (("ingest", connection.password), ("meter", connection.meter_password)):
-        path = tmp_path / f"{name}.password"
-        path.write_text(f"{secret}\n")
-        password_files[name] = str(path)
+    ingest_password = tmp_path / "ingest.password"
+    ingest_password.write_text(f"{connection.password}\n")
+    # The simulator gives each meter its own account in the broker's accounts file and
+    # signals the broker, found as the native stack's under NATIVE_DATA_DIR (the fixture's).
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
            "PILOTCHAIN_HOME": str(tmp_path), "KEYS_DIR": str(metered.net.settings.keys_dir),
            "RPC_URL": metered.net.rpc_url, "DEPLOYMENT_FILE": str(metered.record),
            "NATIVE_DATA_DIR": str(tmp_path / "data"), "MQTT_PORT": str(connection.port),
-           "MQTT_PASSWORD_FILE": password_files["ingest"],
-           "MQTT_METER_PASSWORD_FILE": password_files["meter"]}
+           "MQTT_PASSWORD_FILE": str(ingest_password),
+           "MQTT_METER_ACCOUNTS_FILE": str(connection.meter_accounts)}
     argv = [sys.executable, "-m", "runner.cli", "meters", "simulate", str(RECORDING),
             "--keys-file", str(tmp_path / "meters.json")]
     argv += [f"--deviation={p}={f}" for p, f in factors.items()]
@@ -86,21 +86,26 @@ def test_simulated_meters_balance_like_the_reference(
     writer = ingest_settings(metered, redis_url)
     slots = sorted({r.time_slot for r in records})
     every_slot = list(range(slots[0], slots[-1] + SLOT, SLOT))
-    with SubscriberThread(settings), IngestThread(writer):
+    with SubscriberThread(settings), IngestThread(writer) as metrics:
         result = subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=600, check=False)
         assert result.returncode == 0, result.stderr
         assert "Simulated 2 meters over 67 slots" in result.stdout
         boundaries = len(participants) * (len(every_slot) + 1)
-        wait_for(lambda: (sum(recorded_on_chain(metered).values()) == boundaries
-                          and pending_count(redis_url, writer.group) == 0) or None,
-                 timeout=300, what=f"{boundaries} boundary readings on chain")
+        wait_for_work(metered.net, lambda: (sum(recorded_on_chain(metered).values()) == boundaries
+                                            and pending_count(redis_url, writer.group) == 0)
+                      or None, progress=work_progress(metrics),
+                      what=f"{boundaries} boundary readings on chain")
     # The trades after the meters: the contract counts a participant's boundary energy from
     # the trades recorded once it is metered (as in a pilot, where meters come first).
     for start in range(0, len(records), 200):
         send(metered, recorder, record_trades_calldata(contract.abi, records[start:start + 200]))
     assert dead_letter_reasons(redis_url) == []
-    assert "throwaway" in (tmp_path / "meters.json").read_text()
+    keys = json.loads((tmp_path / "meters.json").read_text())
+    assert keys["throwaway"] is True
+    # Each meter published with an account of its own, named by its id.
+    assert {m["mqtt_account"] for m in keys["meters"]} == {m["meter"] for m in keys["meters"]}
+    assert len({m["mqtt_password"] for m in keys["meters"]}) == len(keys["meters"])
 
     # The registers on chain are the reference's: slot energy = traded x factor.
     registers = matching_registers(boundary_energy(records, homes), slots, factors)

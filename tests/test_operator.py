@@ -19,8 +19,10 @@ import io
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -28,14 +30,15 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from bridge_fixtures import ServiceProcess
+from bridge_fixtures import NOTICE_SECONDS, START_SECONDS, ServiceProcess, mined
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from split import HEAL_BLOCKS, HEAL_WHY, Nodes, wait
 from web3 import Web3
 from web3.contract import Contract
 
 from closer.config import CloserSettings
-from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import Sender, connect, wait_for
 from pilotchain.closing import SlotCloser
 from pilotchain.contract import (
     Deployment,
@@ -49,7 +52,7 @@ from pilotchain.metering import OPERATOR, WH, Domain, MeterReading, meter_id, si
 from pilotchain.operator import SettlementClient, format_time
 from pilotchain.trades import TradeRecord, uuid_to_bytes32
 from runner import cli as runner_cli
-from runner.localnet import LocalNetwork
+from runner.localnet import RPC_NODE, LocalNetwork
 from runner.ports import free_port
 
 SLOT = 30
@@ -71,8 +74,8 @@ class Pilot:
 
     def send(self, name: str, *args: Any, sender: Sender | None = None) -> Any:
         data = self.contract.encode_abi(name, args=list(args))
-        receipt = wait_for_receipt(self.w3, (sender or self.admin).send(
-            {"to": self.contract.address, "data": data}), timeout=60)
+        receipt = mined(self.w3, (sender or self.admin).send(
+            {"to": self.contract.address, "data": data}))
         assert receipt["status"] == 1, name
         return receipt
 
@@ -314,6 +317,12 @@ class CloserProcess(ServiceProcess):
                 "HOME": os.environ.get("HOME", "/tmp"), **self.settings.to_env()}
 
 
+# A running closer passes every second here (CLOSER_INTERVAL); a pass that finds due slots
+# sends one transaction, mined in the next block or so.
+CLOSE_BLOCKS = 30
+CLOSE_WHY = "the slots are due; the closer looks every second and its transaction takes a block"
+
+
 def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
                                                                     tmp_path: Path) -> None:
     slot = 10  # shorter than the module's: the test waits for slots to become due
@@ -335,13 +344,20 @@ def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
     def closed_through(newest: int) -> bool:
         return all(pilot.status(pid, slot) != 0 for slot in range(s0, newest + 1, slot))
 
+    def running() -> None:
+        wait_for(lambda: (process.metrics() or {}).get("state") == "running" or None,
+                 timeout=START_SECONDS, what=f"the closer to run; log:\n{process.log_tail()}")
+
+    def closes(newest: int, what: str) -> None:
+        """Slots through ``newest``, all due, closed by the running closer."""
+        pilot.net.wait_for_blocks(lambda: closed_through(newest) or None, blocks=CLOSE_BLOCKS,
+                                  what=what, why=CLOSE_WHY)
+
     process.start()
     try:
-        wait_for(lambda: (process.metrics() or {}).get("state") == "running" or None,
-                 timeout=60, what=f"the closer to run; log:\n{process.log_tail()}")
+        running()
         first_due = pilot.head_time() // slot * slot - slot
-        wait_for(lambda: closed_through(first_due - slot) or None, timeout=60,
-                 what="the closer to close every due slot")
+        closes(first_due - slot, "the closer to close every due slot")
         assert pilot.status(pid, s0) == 1  # readings at both ends: balanced
         assert pilot.status(pid, s0 + slot) == 2  # none at its end: unmetered
         process.stop()
@@ -349,11 +365,13 @@ def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
         # Readings arrive while it is down; after a restart it goes on where the chain is.
         later = pilot.head_time() // slot * slot
         pilot.readings(meter, key, {later: (5, 5), later + slot: (6, 7)})
-        wait_for(lambda: pilot.head_time() >= later + 2 * slot or None, timeout=3 * slot,
-                 what=f"slot {later} to become due")
+        # Due once the chain's clock passed its end (no close delay here): a block a second.
+        pilot.net.wait_for_blocks(lambda: pilot.head_time() >= later + 2 * slot or None,
+                                  blocks=2 * slot + 10, what=f"slot {later} to become due",
+                                  why=f"the head's time goes 1 s a block, {2 * slot} s to go")
         process.start()
-        wait_for(lambda: closed_through(later) or None, timeout=60,
-                 what="the restarted closer to close the slots due meanwhile")
+        running()
+        closes(later, "the restarted closer to close the slots due meanwhile")
         assert pilot.status(pid, later) == 1
         assert set(pilot.closings().values()) == {1}  # no slot closed twice
 
@@ -363,7 +381,7 @@ def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
         def passes_after(count: int) -> int:
             start = int((process.metrics() or {}).get("passes") or 0)
             wait_for(lambda: int((process.metrics() or {}).get("passes") or 0) >= start + count
-                     or None, timeout=30, what=f"{count} more passes of the closer")
+                     or None, timeout=NOTICE_SECONDS, what=f"{count} more passes of the closer")
             return start
 
         passes_after(2)  # the pass under way may have seen the old delay: let it finish
@@ -421,3 +439,116 @@ def test_the_closer_follows_a_slot_length_set_after_it_started(pilot: Pilot) -> 
     pilot.readings(meter, key, {s0: (0, 0), s0 + length: (1, 1)})
     closer.close_all(until=s0 + length)
     assert pilot.status(pid, s0) == 1  # balanced, on the new grid
+
+
+def test_the_closer_learns_of_a_meter_a_reorganisation_moved_into_a_block_it_had_read(
+        make_network: Callable[..., LocalNetwork], tmp_path: Path) -> None:
+    """A real reorganisation under a running closer: signer A (with the RPC node the closer
+    reads) seals block n alone and the closer reads it; signers B1 and B2, split off, seal a
+    heavier chain whose block n registers a meter. Healed, the RPC node takes B's chain, and
+    the closer must still learn of the meter, though its event is in a block it had read, and
+    close the meter's due slot. (The same happens without a split on a busy machine: an
+    out-of-turn block without a transaction, replaced by the in-turn one with it.)"""
+    net = make_network()
+    nodes = Nodes(net)
+    w3 = connect(net.rpc_url)
+    operator = net.keys.role("operator").unlock()
+    deployment = deploy_settlement(w3, operator, operator.address, reader=operator.address,
+                                   compiled=compile_settlement())
+    record = tmp_path / "settlement.json"
+    save_deployment(deployment, record)
+    pilot = Pilot(net, w3, settlement_contract(w3, deployment), deployment, record, tmp_path,
+                  operator, Sender(w3, operator))
+    slot = 10
+    pilot.send("setSlotSeconds", slot)
+    pilot.send("setCloseDelay", 0)
+    client = SettlementClient.open(replace(net.settings, rpc_url_override=net.rpc_url,
+                                           deployment_file_override=record))
+    closer = SlotCloser(client, client.sender)
+    a, *b = [role.name for role in net.keys.validators()]
+    side_a = [a, RPC_NODE]
+    enodes = [nodes.call(name, "admin_nodeInfo")["enode"] for name in b]
+    b_ids = {nodes.call(name, "admin_nodeInfo")["id"] for name in b}
+    signer_a = net.keys.role(a).address.lower()
+    pid = uuid_to_bytes32(uuid.uuid4())
+    key, meter = Account.create(), meter_id(uuid.uuid4())
+    registration = pilot.contract.encode_abi("registerMeter", args=[meter, key.address, pid, pid])
+    try:
+        with nodes.freezing():
+            # Sealing stops with the newest two blocks B's, so that A may seal the next alone.
+            nodes.call(a, "miner_stop")
+            stopped = net.block_number()
+            net.wait_for_blocks(
+                lambda: (head := net.block_number()) > stopped + 2 and all(
+                    nodes.signer(RPC_NODE, n) != signer_a for n in (head, head - 1)),
+                blocks=10, what="two blocks sealed by B1 and B2",
+                why="B1 and B2 take turns; A's last block is two behind within a few")
+            for name in b:
+                nodes.call(name, "miner_stop")
+
+            def quiet() -> int | None:
+                """The common head once no sealed block can still be on its way: a signer
+                releases one at its parent's time plus the period, plus up to a second of
+                Clique's out-of-turn wiggle, even after miner_stop (and one frozen before
+                that would release it the moment it is thawed)."""
+                heads = {nodes.w3(name).eth.block_number for name in [*side_a, *b]}
+                if len(heads) != 1:
+                    return None
+                head = heads.pop()
+                sealed_at = w3.eth.get_block(head)["timestamp"]
+                return head if time.time() >= sealed_at + net.settings.block_period + 4 else None
+
+            fork = wait(quiet, "every node at the same head, no block on its way")
+            nodes.freeze(b)
+            for name in side_a:
+                for enode in enodes:
+                    nodes.call(name, "admin_removePeer", enode)
+            wait(lambda: not (nodes.peers(a) | nodes.peers(RPC_NODE)) & b_ids,
+                 "side A to drop its peers on side B")
+            nodes.call(a, "miner_start")
+            net.wait_for_blocks(lambda: net.block_number() > fork, blocks=1,
+                                what="signer A to seal a block alone",
+                                why="a signer of three may seal one block alone")
+            nodes.call(a, "miner_stop")
+            weight_a = nodes.total_difficulty(RPC_NODE)
+            closer.close_due()
+            assert closer.cursor == fork + 1, "the closer did not read side A's block"
+            nodes.freeze(side_a)  # before side B wakes: no connection forms in between
+            nodes.thaw(b)
+            tx_hash = Sender(nodes.w3(b[0]), operator).send(
+                {"to": pilot.contract.address, "data": registration, "gas": 300_000})
+            nonce = int(nodes.call(b[0], "eth_getTransactionByHash",
+                                   tx_hash.to_0x_hex())["nonce"], 16)
+            # Pending (what a signer seals from), not just known: the pool promotes a new
+            # transaction a moment after taking it.
+            wait(lambda: all(nodes.w3(name).eth.get_transaction_count(operator.address,
+                                                                       "pending") > nonce
+                             for name in b),
+                 "the registration to be pending with both of side B's signers")
+            for name in b:
+                nodes.call(name, "miner_start")
+            receipt = net.wait_for_blocks(
+                lambda: nodes.receipt(b[0], tx_hash), name=b[0], blocks=1,
+                what="side B to register the meter",
+                why="both of B's signers hold it when they start sealing")
+            assert int(receipt["blockNumber"], 16) == fork + 1, receipt
+            net.wait_for_blocks(lambda: nodes.total_difficulty(b[0]) > weight_a, name=b[0],
+                                blocks=3, what="side B to outweigh side A",
+                                why="each of B's blocks adds at least 1, A's one block at most 2")
+            nodes.thaw(side_a)
+        for name in side_a:
+            for enode in enodes:
+                nodes.call(name, "admin_addPeer", enode)
+        net.wait_for_blocks(lambda: nodes.receipt(RPC_NODE, tx_hash), name=b[0],
+                            blocks=HEAL_BLOCKS, what="the RPC node to take side B's chain",
+                            why=HEAL_WHY)
+    finally:
+        for name in [a, *b]:
+            nodes.call(name, "miner_start")
+    registered = w3.eth.get_block(fork + 1)["timestamp"]
+    first = registered // slot * slot
+    net.wait_for_blocks(lambda: pilot.head_time() >= first + slot, blocks=3 * slot,
+                        what=f"the meter's first slot {first} to be due",
+                        why=f"the head's time goes about 1 s a block, {slot} s to go")
+    closer.close_due()
+    assert pilot.status(pid, first) == 2, "the closer never closed the meter's first slot"

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import redis
+from bridge_fixtures import START_SECONDS
 
 from bridge.events import EVENT_FIELD
 from pilotchain.chain import wait_for
@@ -55,7 +56,7 @@ def consumer(redis_url: str, database_url: str, log: Path) -> Iterator[subproces
     finally:
         if process.poll() is None:
             process.kill()
-        process.wait(timeout=10)
+        process.wait(timeout=60)
 
 
 def count_trades(database_url: str) -> int:
@@ -91,18 +92,18 @@ def test_each_trade_once_with_reference_bills_through_kills(
     for kill_after in (len(events) // 4, len(events) // 2):
         with consumer(redis_url, database, log) as process:
             wait_for(lambda n=kill_after: table_exists(database) and count_trades(database) >= n,
-                     timeout=30, interval=0.01,
+                     timeout=START_SECONDS, interval=0.01,
                      what=f"the consumer to settle {kill_after} trades before the kill")
             process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
+            process.wait(timeout=60)
         assert count_trades(database) < len(events), "killed only after it had finished"
 
     with consumer(redis_url, database, log) as process:
         wait_for(lambda: not client.xpending(STREAM, GROUP)["pending"]
                  and client.xinfo_groups(STREAM)[0]["entries-read"] == len(published) + 2,
-                 timeout=30, what="every stream entry read and acknowledged")
+                 timeout=START_SECONDS, what="every stream entry read and acknowledged")
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
+        assert process.wait(timeout=60) == 0
 
     records = [parse_event(event) for event in events]
     with psycopg.connect(database) as conn:

@@ -20,21 +20,25 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import DevTools, chromium
+from bridge_fixtures import mined
+from browser import BROWSER_SECONDS, DevTools, chromium
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
-from portal_web_fixtures import CONTACT, PortalServices, PortalWorld
+from portal_web_fixtures import CONTACT, PortalServices, PortalWorld, portal_env
 
-from pilotchain.chain import Sender, wait_for, wait_for_receipt
+from pilotchain.chain import Sender, wait_for
 from pilotchain.chain import connect as connect_chain
 from pilotchain.metering import meter_id
 from pilotchain.operator import ACTIVE
 from pilotchain.trades import uuid_to_bytes32
+from portal.web.config import WebSettings
+from runner.portal import PortalWebService
 
 pytestmark = [pytest.mark.chain, pytest.mark.browser]
 
@@ -86,8 +90,10 @@ class Wallet:
             return tx_hash.to_0x_hex()
         raise AssertionError(f"the page asked the wallet for {method}")
 
-    def serve(self, until: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
-        """Answer wallet requests until ``until()`` is truthy."""
+    def serve(self, until: Callable[[], Any], timeout: float = 2 * BROWSER_SECONDS,
+              what: str = "") -> Any:
+        """Answer wallet requests until ``until()`` is truthy (a page's work with the portal:
+        seconds, but Chromium beside other work on two cores is slow)."""
         deadline = time.monotonic() + timeout
         while True:
             calls = [e for e in self.browser.events if e.get("method") == "Runtime.bindingCalled"]
@@ -104,7 +110,8 @@ class Wallet:
             done = until()
             if done:
                 return done
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            assert time.monotonic() < deadline, \
+                f"timed out after {timeout:.0f} s waiting for {what}"
             try:
                 self.browser.events.append(json.loads(self.browser.socket.recv(timeout=0.2)))
             except TimeoutError:
@@ -132,7 +139,8 @@ def open_portal(page: DevTools, world: PortalWorld) -> None:
 
 def sign_in(page: DevTools, wallet: Wallet, world: PortalWorld) -> None:
     open_portal(page, world)
-    wait_for(lambda: page.evaluate("document.body.dataset.loaded === 'true'"), timeout=30,
+    wait_for(lambda: page.evaluate("document.body.dataset.loaded === 'true'"),
+             timeout=BROWSER_SECONDS,
              what="the page to load who is signed in")
     page.evaluate("document.getElementById('sign-in').click()")
     wallet.serve(lambda: page.evaluate("document.body.dataset.ready === 'true' || "
@@ -209,6 +217,30 @@ def test_an_unregistered_wallet_gets_the_sentence(
     assert page.evaluate("document.getElementById('participant').hidden") is True
 
 
+def test_a_page_opened_at_another_address_asks_no_signature(
+        page: DevTools, portal_world: PortalWorld, tmp_path: Path) -> None:
+    """A portal whose PORTAL_DOMAIN is not the address the page was opened at (a copy of the
+    page elsewhere, or a misconfiguration): the page says where to sign in and never asks the
+    wallet to sign a message naming another site."""
+    world = portal_world
+    env = portal_env(world.target.net, world.target.record, world.database_url, tmp_path,
+                     PORTAL_SECRET_FILE=str(tmp_path / "secret"),
+                     PORTAL_DOMAIN="portal.pilot.test")
+    service = PortalWebService(WebSettings.from_env(env), tmp_path / "pids", env)
+    try:
+        assert service.start(world.target.net)
+        wallet = Wallet(page, world.target.net.rpc_url)
+        wallet.account = world.alice
+        sign_in(page, wallet, replace(world, service=service))
+        assert text(page, "signin-error") == (
+            "This portal signs you in at portal.pilot.test; open "
+            "http://portal.pilot.test/ and sign in there.")
+        assert wallet.requests == ["eth_requestAccounts"]
+        assert page.evaluate("document.getElementById('signin').hidden") is False
+    finally:
+        service.stop()
+
+
 def test_the_operator_registers_a_wallet_from_the_page(
         page: DevTools, portal_world: PortalWorld, tmp_path: Path) -> None:
     world = portal_world
@@ -227,7 +259,7 @@ def test_the_operator_registers_a_wallet_from_the_page(
                               "document.getElementById('op-error').textContent"),
         what="the operator's transaction to be sent")
     assert text(page, "op-error") == ""
-    receipt = wait_for_receipt(world.w3, bytes.fromhex(tx_hash[2:]), timeout=60)
+    receipt = mined(world.w3, bytes.fromhex(tx_hash[2:]))
     assert receipt["status"] == 1
     assert receipt["from"] == world.operator.address
     assert world.contract().functions.participantOf(newcomer.address).call() == \
@@ -244,7 +276,7 @@ def operator_sends(page: DevTools, wallet: Wallet, world: PortalWorld, action: s
                               "document.getElementById('op-error').textContent"),
         what=f"the operator's transaction of {action}")
     assert text(page, "op-error") == ""
-    receipt = wait_for_receipt(world.w3, bytes.fromhex(tx_hash[2:]), timeout=60)
+    receipt = mined(world.w3, bytes.fromhex(tx_hash[2:]))
     assert (receipt["status"], receipt["from"]) == (1, world.operator.address)
     return receipt
 
@@ -265,10 +297,11 @@ def test_the_operator_sees_health_and_dead_letters_and_signs_meters_and_periods(
     wallet.account = world.operator
     sign_in(page, wallet, world)
 
-    # The services' own health: the bridge and the ingest run, the closer does not.
+    # The services' own health: the bridge and the ingest run, the subscriber and the closer
+    # do not.
     health = json.loads(page.evaluate("document.getElementById('health').dataset.raw"))
     assert [(s["name"], s["up"]) for s in health] == \
-        [("bridge", True), ("ingest", True), ("closer", False)]
+        [("bridge", True), ("ingest", True), ("MQTT subscriber", False), ("closer", False)]
     rows = page.evaluate("[...document.querySelectorAll('#health tbody tr')]"
                          ".map(r => r.textContent)")
     assert any("closer" in row and "cannot be reached" in row for row in rows)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_fixtures import Deployed, synthesise
+from bridge_fixtures import START_SECONDS, Deployed, mined, synthesise, wait_for_work
 from eth_account import Account
 from portal_fixtures import (
     IndexerProcess,
@@ -28,7 +28,7 @@ from recordings import RECORDINGS
 from web3 import Web3
 from web3.contract import Contract
 
-from pilotchain.chain import NodeRefused, Sender, connect, wait_for, wait_for_receipt
+from pilotchain.chain import NodeRefused, Sender, connect, wait_for
 from pilotchain.config import masked_url
 from pilotchain.contract import settlement_contract
 from pilotchain.errors import ConfigError
@@ -54,7 +54,7 @@ CT = 10**18
 
 def wait_confirmed(target: Deployed, block: int, confirmations: int) -> None:
     net = target.net
-    net.wait_for_block(block + confirmations, timeout=60)
+    net.wait_for_block(block + confirmations)
 
 
 def indexed(settings: PortalSettings) -> Indexer:
@@ -128,8 +128,7 @@ def test_recordings_are_indexed_exactly_as_the_chain_and_the_recording_say(
 def send(w3: Web3, sender: Sender, contract: Contract, name: str, *args: Any) -> dict[str, Any]:
     """One contract call through the RPC node; its mined, successful receipt."""
     data = contract.encode_abi(name, args=list(args))
-    receipt = wait_for_receipt(w3, sender.send({"to": contract.address, "data": data}),
-                               timeout=60)
+    receipt = mined(w3, sender.send({"to": contract.address, "data": data}))
     assert receipt["status"] == 1, name
     return dict(receipt)
 
@@ -465,21 +464,24 @@ def test_kill_9_during_10000_trades_indexes_each_exactly_once(
         kill hits a running indexer, not one still starting."""
         process.start()
         wait_for(lambda: process.log_tail(100_000).count(" from block ") > starts or None,
-                 timeout=60, what=f"the indexer's start number {starts + 1}\n"
-                                  f"{process.log_tail()}")
+                 timeout=START_SECONDS, what=f"the indexer's start number {starts + 1}\n"
+                                             f"{process.log_tail()}")
 
     try:
         start(0)
         recorder.start()
         for number, threshold in enumerate(kills, start=1):
-            wait_for(lambda: _indexed_trades(db) >= threshold, timeout=120,  # noqa: B023
-                     what=f"{threshold} trades indexed\n{process.log_tail()}")
+            wait_for_work(deployed.net, lambda: _indexed_trades(db) >= threshold,  # noqa: B023
+                          progress=lambda: _indexed_trades(db),
+                          what=f"{threshold} trades indexed\n{process.log_tail()}")
             process.kill()
             start(number)
-        recorder.join(timeout=300)
+        # Its receipts are awaited in blocks; this bound is only against a hung connection.
+        recorder.join(timeout=900)
         assert receipts, "recording the trades failed"
-        wait_for(lambda: _indexed_trades(db) == KILLED_TRADES, timeout=120,
-                 what=f"all {KILLED_TRADES} trades indexed\n{process.log_tail()}")
+        wait_for_work(deployed.net, lambda: _indexed_trades(db) == KILLED_TRADES,
+                      progress=lambda: _indexed_trades(db),
+                      what=f"all {KILLED_TRADES} trades indexed\n{process.log_tail()}")
         rows = db.rows("trades")
     finally:
         process.stop()

@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from bridge_fixtures import Deployed, deploy, synthesise
 from hexbytes import HexBytes
 from portal_fixtures import chain_trade_rows, portal_settings, record_trades
+from split import HEAL_BLOCKS, HEAL_WHY, Nodes, wait
 from web3 import Web3
-from web3.types import RPCEndpoint
 
-from pilotchain.chain import Sender, connect, wait_for
+from pilotchain.chain import Sender, connect
 from pilotchain.contract import record_trades_calldata
 from pilotchain.trades import TradeRecord, parse_event
 from portal import queries
@@ -45,58 +41,11 @@ def trades(seed: int, count: int = 20) -> list[TradeRecord]:
 # --- a real split of a real network ---------------------------------------------------------
 
 
-class Nodes:
-    """The nodes of one network over their IPC sockets, where geth serves every namespace
-    (admin, miner, clique): what the test uses to split and heal the network."""
-
-    def __init__(self, net: LocalNetwork) -> None:
-        self.net = net
-        self._w3: dict[str, Web3] = {}
-
-    def w3(self, name: str) -> Web3:
-        if name not in self._w3:
-            self._w3[name] = connect(str(self.net.ipc_path(name)))
-        return self._w3[name]
-
-    def call(self, name: str, method: str, *params: Any) -> Any:
-        reply = self.w3(name).provider.make_request(RPCEndpoint(method), list(params))
-        assert "error" not in reply, f"{method} on {name}: {reply['error']}"
-        return reply["result"]
-
-    def peers(self, name: str) -> set[str]:
-        return {peer["id"] for peer in self.call(name, "admin_peers")}
-
-    def signer(self, name: str, number: int) -> str:
-        block = self.w3(name).eth.get_block(number)
-        return str(self.call(name, "clique_getSigner", block["hash"].to_0x_hex())).lower()
-
-    def receipt(self, name: str, tx_hash: HexBytes) -> Any:
-        return self.call(name, "eth_getTransactionReceipt", tx_hash.to_0x_hex())
-
-    @contextmanager
-    def frozen(self, names: list[str]) -> Iterator[None]:
-        """SIGSTOP ``names`` (their sockets stay open, but they neither read nor answer, so
-        nobody completes a connection to them); SIGCONT at the end, also on failure."""
-        pids = [self.net.process(name).pid for name in names]
-        assert all(pids), f"not all of {names} are running"
-        try:
-            for pid in pids:
-                os.kill(pid, signal.SIGSTOP)  # type: ignore[arg-type]
-            yield
-        finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)  # type: ignore[arg-type]
-
-
 def send_trades(w3: Web3, target: Deployed, records: list[TradeRecord]) -> HexBytes:
     """One recordTrades from the bridge's key, its nonce read from ``w3``'s node."""
     sender = Sender(w3, target.net.keys.role("bridge").unlock())
     data = record_trades_calldata(target.deployment.load_abi(), records)
     return sender.send({"to": target.deployment.address, "data": data})
-
-
-def wait(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    return wait_for(condition, timeout=timeout, what=what, interval=0.1)
 
 
 def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
@@ -118,20 +67,25 @@ def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
     assert db is not None
     record_trades(target, trades(seed=11, count=10))
     a, *b = [role.name for role in net.keys.validators()]
+    side_a = [a, RPC_NODE]
     enodes = {name: nodes.call(name, "admin_nodeInfo")["enode"] for name in b}
     b_ids = {nodes.call(name, "admin_nodeInfo")["id"] for name in b}
     x, y = trades(seed=12), trades(seed=13)
+    signer_a = net.keys.role(a).address.lower()
     try:
-        # A stops sealing until the two newest blocks are B's: then A may seal the next one
-        # alone (a signer of three may not seal two blocks in a row), and nothing A sealed
-        # before is still on its way.
-        nodes.call(a, "miner_stop")
-        stopped = net.block_number()
-        wait(lambda: (head := net.block_number()) > stopped + 2 and all(
-            nodes.signer(RPC_NODE, n) != net.keys.role(a).address.lower()
-            for n in (head, head - 1)), "two blocks sealed by B1 and B2")
-        with nodes.frozen(b):
-            for name in (a, RPC_NODE):
+        with nodes.freezing():
+            # A stops sealing until the two newest blocks are B's: then A may seal the next
+            # one alone (a signer of three may not seal two blocks in a row), and nothing A
+            # sealed before is still on its way.
+            nodes.call(a, "miner_stop")
+            stopped = net.block_number()
+            net.wait_for_blocks(
+                lambda: (head := net.block_number()) > stopped + 2 and all(
+                    nodes.signer(RPC_NODE, n) != signer_a for n in (head, head - 1)),
+                blocks=10, what="two blocks sealed by B1 and B2",
+                why="B1 and B2 take turns; A's last block is two behind within a few")
+            nodes.freeze(b)
+            for name in side_a:
                 for enode in enodes.values():
                     nodes.call(name, "admin_removePeer", enode)
             wait(lambda: not (nodes.peers(a) | nodes.peers(RPC_NODE)) & b_ids,
@@ -141,25 +95,40 @@ def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
             x_tx = wait(lambda: nodes.call(a, "eth_getTransactionByHash", x_hash.to_0x_hex()),
                         "trades X to reach signer A's pool")
             nodes.call(a, "miner_start")
-            x_block = wait(lambda: (r := nodes.receipt(RPC_NODE, x_hash)) and r["blockHash"],
-                           "side A to seal trades X")
+            # A alone seals exactly one block, with X in it (X is in its pool), then halts.
+            x_block = net.wait_for_blocks(
+                lambda: (r := nodes.receipt(RPC_NODE, x_hash)) and r["blockHash"],
+                blocks=1, what="side A to seal trades X",
+                why="X waits in signer A's pool, so A's one block holds it")
             nodes.call(a, "miner_stop")
+            weight_a = nodes.total_difficulty(RPC_NODE)
             indexer.catch_up()
             assert {str(t.trade_id) for t in x} <= {row["trade_id"] for row in db.rows("trades")}
-        with nodes.frozen([a, RPC_NODE]):
+            # Side A frozen before side B wakes: otherwise, in between, B redials A at once (a
+            # static peer), learns X and A's head, and starts a sync from a peer that is then
+            # frozen, which stops a fresh signer's sealing ("Mining aborted due to sync").
+            nodes.freeze(side_a)
+            nodes.thaw(b)
             b_w3 = nodes.w3(b[0])
             y_hash = send_trades(b_w3, target, y)
-            wait(lambda: nodes.receipt(b[0], y_hash), "side B to record trades Y")
+            net.wait_for_blocks(lambda: nodes.receipt(b[0], y_hash), name=b[0], blocks=5,
+                                what="side B to record trades Y",
+                                why="Y waits in B1's pool, so one of B's next blocks holds it")
             # Side B never saw X: Y takes X's nonce, so X is invalid on B's chain for good.
             assert nodes.call(b[0], "eth_getTransactionByHash", y_hash.to_0x_hex())["nonce"] \
                 == x_tx["nonce"]
-            wait(lambda: b_w3.eth.block_number >= fork + 3,
-                 "side B to outweigh side A (three blocks past the split)")
-        for name in (a, RPC_NODE):
+            # Each block adds 1 or 2 to the weight and A's one block past the split at most 2,
+            # so three blocks of B's past the split outweigh it whatever the turns.
+            net.wait_for_blocks(lambda: nodes.total_difficulty(b[0]) > weight_a, name=b[0],
+                                blocks=3, what="side B to outweigh side A",
+                                why="each of B's blocks adds at least 1, A's one block at most 2")
+            nodes.thaw(side_a)
+        for name in side_a:
             for enode in enodes.values():
                 nodes.call(name, "admin_addPeer", enode)
-        y_receipt = wait(lambda: nodes.receipt(RPC_NODE, y_hash),
-                         "the RPC node to take side B's chain", timeout=40)
+        y_receipt = net.wait_for_blocks(lambda: nodes.receipt(RPC_NODE, y_hash), name=b[0],
+                                        blocks=HEAL_BLOCKS, what="the RPC node to take side B's "
+                                        "chain", why=HEAL_WHY)
     finally:
         nodes.call(a, "miner_start")
     assert w3.eth.get_block(int(y_receipt["blockNumber"], 16))["hash"].to_0x_hex() == \

@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import requests
 from eth_account import Account
 from portal_fixtures import ENGINES
 from portal_web_fixtures import (
@@ -30,7 +31,7 @@ from portal_web_fixtures import (
 
 from bridge.config import BridgeSettings
 from closer.config import CloserSettings
-from ingest.config import IngestSettings
+from ingest.config import IngestSettings, MqttSettings
 from pilotchain.errors import ConfigError
 from pilotchain.operator import (
     deactivate_meter_call,
@@ -38,7 +39,9 @@ from pilotchain.operator import (
     parse_meter,
     register_meter_call,
 )
+from pilotchain.pages import SECURITY_HEADERS
 from pilotchain.trades import uuid_to_bytes32
+from portal.db import Database
 from portal.siwe import parse_message
 from portal.web import STALE
 from portal.web.api import CSV_CHUNK_ROWS, SLOT_CSV, csv_response
@@ -136,10 +139,15 @@ def refused_cases(world: PortalWorld, client: PortalClient) -> dict[str, tuple[s
     }
 
 
+# A message changed after it was issued is refused as such, whatever the change: the
+# portal compares it with the one it issued before reading its fields (what each field's
+# own check says is shown on messages built to pass the comparison, in test_portal_siwe.py).
+NOT_ISSUED = ("This sign-in message is not the one the portal issued: it was changed after "
+              "it was issued, so nothing was signed in; sign in again.")
 SENTENCES = {
-    "expired": "The sign-in message has expired; sign in again.",
-    "wrong domain": "The message asks to sign in to evil.example, not to",
-    "wrong chain id": "The message is for chain 1, but this portal serves chain",
+    "expired": NOT_ISSUED,
+    "wrong domain": NOT_ISSUED,
+    "wrong chain id": NOT_ISSUED,
     "another key": "The signature was made by 0x",
     "malformed": "The sign-in message is not a valid EIP-4361 message: Version must be 1",
 }
@@ -192,6 +200,190 @@ def test_posts_without_the_csrf_token_are_refused(portal_world: PortalWorld) -> 
     reply = signed.post("/api/auth/signout", headers={"X-CSRFToken": ""})
     assert reply.status_code == 400
     assert signed.me()["signed_in"] is True
+
+
+# --- sign-in: no relay, no edits, no flood (issue 19) -----------------------------------------
+
+
+def test_a_signature_made_for_another_domain_never_signs_in(portal_world: PortalWorld) -> None:
+    """A phishing page at evil.example asks the portal for a challenge with its own Host, has
+    the victim's wallet sign it there (for evil.example, so the wallet sees nothing odd) and
+    relays the signature: no session, and nothing of the participant's can be read."""
+    world = portal_world
+    phisher = world.client()
+    phisher.me()
+    evil = {"Host": "evil.example"}
+    reply = phisher.post("/api/auth/challenge", json={"address": world.alice.address},
+                         headers=evil)
+    assert reply.status_code == 200, reply.text
+    issued = reply.json()["message"]
+    fields = parse_message(issued)
+    # The portal's own domain, whatever Host the request named.
+    assert (fields.domain, fields.uri) == (world.domain, f"http://{world.domain}/")
+    assert reply.json()["domain"] == world.domain
+    assert "evil.example" not in issued
+    # The page shows the wallet a message for its own domain; the victim signs it.
+    relayed = issued.replace(world.domain, "evil.example")
+    assert parse_message(relayed).domain == "evil.example"
+    reply = phisher.post("/api/auth/verify", headers=evil,
+                         json={"message": relayed, "signature": sign(world.alice, relayed)})
+    assert reply.status_code == 401, reply.text
+    assert "Traceback" not in reply.text
+    assert_nobody(phisher)
+    for host in ({}, evil):
+        assert phisher.get(f"/api/participants/{world.a}/bill", headers=host).status_code == 401
+
+
+def test_only_the_message_the_portal_issued_signs_in(portal_world: PortalWorld) -> None:
+    """Same nonce, same fields, another text (the statement): the wallet was shown something
+    the portal never said, so it signs nobody in."""
+    client = portal_world.client()
+    issued = client.challenge(portal_world.alice)
+    edited = issued.replace("Sign in to the PilotChain participant portal.",
+                            "Sign in and approve the transfer of all your funds.")
+    assert edited != issued and parse_message(edited).nonce == parse_message(issued).nonce
+    reply = client.verify(edited, sign(portal_world.alice, edited))
+    assert (reply.status_code, reply.json()) == (401, {"error": NOT_ISSUED})
+    assert_nobody(client)
+    # Its nonce is used up too: the message as issued no longer signs in either.
+    reply = client.verify(issued, sign(portal_world.alice, issued))
+    assert reply.status_code == 401
+    assert_nobody(client)
+
+
+def waiting_nonces(world: PortalWorld, wallet: str) -> int:
+    db = Database(world.database_url)
+    try:
+        return int(db.fetch("SELECT COUNT(*) FROM web_nonces WHERE wallet = ?",
+                            (wallet.lower(),))[0][0])
+    finally:
+        db.close()
+
+
+def test_challenges_are_limited_per_wallet_and_per_client(portal_world: PortalWorld) -> None:
+    world = portal_world
+    per_wallet = WebSettings().challenges_per_wallet
+    per_client = WebSettings().challenges_per_client
+    # One wallet, asked for again and again: only the newest messages wait; the oldest is
+    # replaced, not the newest refused, so nobody can lock a wallet out this way.
+    asker = world.client()
+    messages = [asker.challenge(world.bob) for _ in range(per_wallet + 2)]
+    assert waiting_nonces(world, world.bob.address) == per_wallet
+    reply = asker.verify(messages[0], sign(world.bob, messages[0]))
+    assert reply.status_code == 401
+    assert "already used or was not issued" in reply.json()["error"]
+    assert asker.verify(messages[-1], sign(world.bob, messages[-1])).status_code == 200
+
+    # One client asking for many wallets: refused once per_client messages wait, with the
+    # time until the oldest expires; other clients are not affected.
+    flooder = world.client()
+    flooder.me()
+    answers = [flooder.post("/api/auth/challenge", json={"address": Account.create().address})
+               for _ in range(per_client + 1)]
+    assert [a.status_code for a in answers] == [200] * per_client + [429]
+    refused = answers[-1]
+    assert refused.json()["error"].startswith(
+        f"Too many sign-in messages were asked for from your network address ({per_client} "
+        "may wait for a signature at once); sign the last one, or try again in ")
+    nonce_minutes = WebSettings().nonce_minutes
+    assert 0 < int(refused.headers["Retry-After"]) <= 60 * nonce_minutes
+    assert signed_in(world, world.alice).me()["signed_in"] is True
+
+
+def test_own_data_by_the_0x_form_of_the_id(portal_world: PortalWorld) -> None:
+    """Participant ids are gsy-e uuids, or 0x and the 64 hex digits of their bytes32: both
+    name the same participant everywhere."""
+    world = portal_world
+    client = signed_in(world, world.alice)
+    hex_id = "0x" + uuid_to_bytes32(world.a).hex()
+    for route in OWN:
+        by_uuid = client.get(f"/api/participants/{world.a}/{route}")
+        for form in (hex_id, hex_id.upper().replace("0X", "0x"), world.a.upper()):
+            by_hex = client.get(f"/api/participants/{form}/{route}")
+            assert (by_hex.status_code, by_hex.content) == (200, by_uuid.content), (route, form)
+    other = "0x" + uuid_to_bytes32(world.b).hex()
+    assert client.get(f"/api/participants/{other}/bill").status_code == 403
+    bad = client.get("/api/participants/0x1234/bill")
+    assert (bad.status_code, bad.json()) == (400, {"error": (
+        "'0x1234' is not a participant id (a gsy-e uuid or 0x and 64 hexadecimal digits).")})
+    # Before signing in, nothing is said about ids.
+    assert world.client().get("/api/participants/0x1234/bill").status_code == 401
+
+
+BOUNDS = (
+    ("page=99999999999999999999", "page must be a whole number between 1 and 2000000, not "
+                                  "'99999999999999999999'."),
+    ("page=0", "page must be a whole number between 1 and 2000000, not '0'."),
+    ("page=%C2%B2", "page must be a whole number between 1 and 2000000, not '²'."),
+    ("page=-1", "page must be a whole number between 1 and 2000000, not '-1'."),
+    ("per_page=501", "per_page must be a whole number between 1 and 500, not '501'."),
+    ("per_page=1e3", "per_page must be a whole number between 1 and 500, not '1e3'."),
+    ("period=99999999999999999999", "period must be a whole number between 1 and 1000000000, "
+                                    "not '99999999999999999999'."),
+    ("market=%00", "market must be a market id (a gsy-e uuid, or 0x and 64 hexadecimal "
+                   "digits), not '\\x00'."),
+)
+
+
+@pytest.mark.parametrize("query, sentence", BOUNDS, ids=[q for q, _ in BOUNDS])
+def test_every_page_parameter_is_bounded_with_a_sentence(portal_world: PortalWorld,
+                                                         query: str, sentence: str) -> None:
+    client = signed_in(portal_world, portal_world.alice)
+    for route in ("trades", "trades.csv"):
+        reply = client.get(f"/api/participants/{portal_world.a}/{route}?{query}")
+        assert (reply.status_code, reply.json()) == (400, {"error": sentence}), route
+
+
+def test_a_deeply_nested_body_is_a_400(portal_world: PortalWorld) -> None:
+    """As deep as PORTAL_MAX_BODY_BYTES allows: a 400, whatever the parser's recursion
+    limit (portal.web.http.json_body)."""
+    deep = "[" * 8_000 + "]" * 8_000
+    client = portal_world.client()
+    client.me()
+    reply = client.post("/api/auth/challenge", data=deep,
+                        headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] in ("Send a JSON object as the request body.",
+                                     "The JSON body is nested too deeply; send a flat JSON "
+                                     "object.")
+    operator = signed_in(portal_world, portal_world.operator)
+    reply = operator.post("/api/operator/transactions/close-period", data=deep,
+                          headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400, reply.text
+
+
+@pytest.mark.parametrize("body, sentence", [
+    ({"end_slot": "99999999999999999999"}, "The time '99999999999999999999' must be whole "
+                                           "seconds after 1970 and before the year 10000."),
+    ({"end_slot": "\u00b2"}, "The time '²' is neither unix seconds nor ISO-8601"),
+    ({"end_slot": 10**30}, "The time '1000000000000000000000000000000' must be whole seconds"),
+])
+def test_operator_numbers_are_bounded_with_a_sentence(portal_world: PortalWorld,
+                                                      body: dict, sentence: str) -> None:
+    operator = signed_in(portal_world, portal_world.operator)
+    reply = operator.post("/api/operator/transactions/close-period", json=body)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"].startswith(sentence)
+
+
+def assert_secure_headers(reply: requests.Response) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        assert reply.headers.get(name) == value, (reply.url, name)
+    assert "Strict-Transport-Security" not in reply.headers  # plain HTTP here
+    assert "Server" not in reply.headers, reply.headers.get("Server")
+
+
+def test_every_answer_carries_the_security_headers_and_no_server_banner(
+        portal_world: PortalWorld) -> None:
+    client = signed_in(portal_world, portal_world.alice)
+    for path in ("/", "/health", "/api/me", f"/api/participants/{portal_world.a}/bill",
+                 f"/api/participants/{portal_world.a}/trades.csv", "/static/portal.js",
+                 "/vendor/uplot/uPlot.min.css", "/api/nothing", "/nothing",
+                 f"/api/participants/{portal_world.b}/bill", "/openapi.json"):
+        reply = client.get(path)
+        assert_secure_headers(reply)
+        assert reply.headers["Cache-Control"] == "no-store"
+    assert_secure_headers(client.post("/api/auth/challenge", json={}))
 
 
 # --- a participant's own data -------------------------------------------------------------
@@ -416,7 +608,8 @@ def test_with_redis_and_the_services_away_the_view_says_so(
     """A second portal on the same index, whose Redis and services answer nowhere: the
     health view is still a 200, each part a sentence."""
     world = portal_world
-    dead_redis, dead = free_port(), {name: free_port() for name in ("bridge", "ingest", "closer")}
+    dead_redis, dead = free_port(), {name: free_port() for name in ("bridge", "ingest",
+                                                                    "ingest_mqtt", "closer")}
     env = portal_env(world.target.net, world.target.record, world.database_url,
                      tmp_path, PORTAL_SECRET_FILE=str(tmp_path / "secret"),
                      REDIS_URL=f"redis://127.0.0.1:{dead_redis}/0",
@@ -433,13 +626,36 @@ def test_with_redis_and_the_services_away_the_view_says_so(
     finally:
         service.stop()
     assert [(s["name"], s["up"]) for s in view["services"]] == \
-        [("bridge", False), ("ingest", False), ("closer", False)]
+        [("bridge", False), ("ingest", False), ("MQTT subscriber", False), ("closer", False)]
     assert view["services"][1]["sentence"] == (
         f"The ingest cannot be reached at http://127.0.0.1:{dead['ingest']}/health; it is not "
         "running, or PORTAL_INGEST_HEALTH_URL names the wrong address.")
     assert view["dead_letters"] == {"streams": [], "error": (
         f"Redis at redis://127.0.0.1:{dead_redis}/0 cannot be reached, so the dead-lettered "
         "entries cannot be shown right now.")}
+
+
+def test_without_an_explorer_trades_link_to_none(portal_world: PortalWorld,
+                                                 tmp_path: Path) -> None:
+    """A second portal on the same index with EXPLORER_URL unset, as natively (there is no
+    explorer there): trades carry no link that would lead nowhere."""
+    world = portal_world
+    env = portal_env(world.target.net, world.target.record, world.database_url, tmp_path,
+                     PORTAL_SECRET_FILE=str(tmp_path / "secret"), EXPLORER_URL="")
+    service = PortalWebService(WebSettings.from_env(env), tmp_path / "pids", env)
+    try:
+        assert service.start(world.target.net)
+        client = PortalClient(service.url)
+        assert client.sign_in(world.bob).status_code == 200
+        reply = client.get(f"/api/participants/{world.b}/trades")
+        assert reply.status_code == 200, reply.text
+        trades = reply.json()["trades"]
+        rows = list(csv.DictReader(io.StringIO(
+            client.get(f"/api/participants/{world.b}/trades.csv").text)))
+    finally:
+        service.stop()
+    assert trades and all(t["explorer_url"] is None and t["tx_hash"] for t in trades)
+    assert rows and all(row["explorer_url"] == "" for row in rows)
 
 
 def test_meter_transactions_carry_the_commands_calldata(portal_world: PortalWorld) -> None:
@@ -529,6 +745,12 @@ def test_what_the_contract_refuses_is_refused_before_the_wallet_is_asked(
     ("PORTAL_HEALTH_TIMEOUT", "0", "PORTAL_HEALTH_TIMEOUT must be at least 0.1"),
     ("PORTAL_PAGE_SIZE", "0", "PORTAL_PAGE_SIZE must be at least 1, not 0."),
     ("PORTAL_DOMAIN", "https://portal.example/", "PORTAL_DOMAIN must be a host name"),
+    ("PORTAL_HOST", "0.0.0.0", "PORTAL_DOMAIN must be set when the portal listens on 0.0.0.0 "
+                               "(PORTAL_HOST): sign-in messages name the address people reach "
+                               "the portal at"),
+    ("PORTAL_HOST", "portal.lan", "PORTAL_DOMAIN must be set when the portal listens on "
+                                  "portal.lan"),
+    ("PORTAL_CHALLENGES_PER_CLIENT", "0", "PORTAL_CHALLENGES_PER_CLIENT must be at least 1"),
     ("PORTAL_SECURE_COOKIES", "maybe", "PORTAL_SECURE_COOKIES must be true or false"),
 ])
 def test_a_bad_web_setting_is_refused_by_name(name: str, raw: str, sentence: str) -> None:
@@ -539,7 +761,28 @@ def test_a_bad_web_setting_is_refused_by_name(name: str, raw: str, sentence: str
 
 def test_the_portal_is_shown_at_localhost_where_secure_cookies_work() -> None:
     assert WebSettings.from_env({"PORTAL_PORT": "9300"}).url == "http://localhost:9300"
-    assert WebSettings.from_env({"PORTAL_HOST": "portal.lan"}).url == "http://portal.lan:9200"
+    lan = WebSettings.from_env({"PORTAL_HOST": "portal.lan", "PORTAL_DOMAIN": "portal.lan:9200"})
+    assert lan.url == "http://portal.lan:9200"
+
+
+@pytest.mark.parametrize("env, domain, uri", [
+    # The native default: loopback, so localhost and the port; no setting needed.
+    ({}, "localhost:9200", "http://localhost:9200/"),
+    ({"PORTAL_HOST": "127.0.0.1", "PORTAL_PORT": "9300"}, "localhost:9300",
+     "http://localhost:9300/"),
+    # Compose: every interface, the domain set from PUBLIC_HOST.
+    ({"PORTAL_HOST": "0.0.0.0", "PORTAL_DOMAIN": "localhost:9200"}, "localhost:9200",
+     "http://localhost:9200/"),
+    # Behind HTTPS (Secure cookies off localhost need it), and plain HTTP on a LAN.
+    ({"PORTAL_HOST": "0.0.0.0", "PORTAL_DOMAIN": "Portal.Example.org"}, "portal.example.org",
+     "https://portal.example.org/"),
+    ({"PORTAL_HOST": "0.0.0.0", "PORTAL_DOMAIN": "pilot.lan:9200",
+      "PORTAL_SECURE_COOKIES": "false"}, "pilot.lan:9200", "http://pilot.lan:9200/"),
+])
+def test_the_sign_in_domain_comes_from_the_configuration(env: dict[str, str], domain: str,
+                                                         uri: str) -> None:
+    settings = WebSettings.from_env(env)
+    assert (settings.sign_in_domain, settings.sign_in_uri) == (domain, uri)
 
 
 def test_the_health_urls_default_to_the_native_stacks_metrics_ports() -> None:
@@ -552,14 +795,14 @@ def test_the_health_urls_default_to_the_native_stacks_metrics_ports() -> None:
 
 def test_the_stack_points_the_portal_at_the_ports_configured() -> None:
     env = {"BRIDGE_METRICS_PORT": "9208", "INGEST_METRICS_HOST": "0.0.0.0",
-           "CLOSER_METRICS_PORT": "9312", "BRIDGE_STREAM": "gsy:trades",
-           "INGEST_DEAD_LETTER_STREAM": "refused"}
+           "INGEST_MQTT_METRICS_PORT": "9411", "CLOSER_METRICS_PORT": "9312",
+           "BRIDGE_STREAM": "gsy:trades", "INGEST_DEAD_LETTER_STREAM": "refused"}
     portal = WebSettings.from_env(with_health_urls(
         env, BridgeSettings.from_env(env), IngestSettings.from_env(env),
-        CloserSettings.from_env(env)))
+        CloserSettings.from_env(env), MqttSettings.from_env(env)))
     assert [w.url for w in portal.watched] == [
         "http://127.0.0.1:9208/health", "http://127.0.0.1:9110/health",
-        "http://127.0.0.1:9312/health"]
+        "http://127.0.0.1:9411/health", "http://127.0.0.1:9312/health"]
     assert (portal.dead_letters.trades, portal.dead_letters.readings) == \
         ("gsy:trades:dead", "refused")
     explicit = {**env, "PORTAL_BRIDGE_HEALTH_URL": "http://bridge:9108/health"}

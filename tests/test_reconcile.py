@@ -26,10 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_fixtures import BridgeThread, Deployed, bridge_settings, publish_lines
+from bridge_fixtures import (
+    BridgeThread,
+    Deployed,
+    bridge_settings,
+    publish_lines,
+    wait_for_work,
+    work_progress,
+)
 from recordings import DATA
 
-from pilotchain.chain import wait_for
 from pilotchain.gsy_export import ExportError, find_run, read_export
 from pilotchain.reconcile import reconcile
 from pilotchain.settings import PROJECT_ROOT
@@ -155,8 +161,9 @@ def test_reconcile_passes_a_faithful_run_and_names_a_lost_and_an_altered_trade(
     publish_lines(redis_url, faithful + tampered)
     expected = len(faithful) + len(tampered)
     with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_for(lambda: metrics.get("settled") == expected, timeout=180,
-                 what=f"the bridge to settle the {expected} trades of both runs")
+        wait_for_work(deployed.net, lambda: metrics.get("settled") == expected,
+                      progress=work_progress(metrics),
+                      what=f"the bridge to settle the {expected} trades of both runs")
 
     good = run_reconcile(deployed, EXPORTS / "three_levels_two_sided")
     assert good.returncode == 0, good.stdout + good.stderr

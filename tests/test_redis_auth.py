@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from bridge_fixtures import START_SECONDS
 
 from pilotchain.chain import wait_for
 from pilotchain.settings import PROJECT_ROOT
@@ -47,7 +48,7 @@ def test_redis_refuses_a_client_without_the_password(redis_server: RedisService,
 def test_the_bridge_refused_by_redis_exits_with_one_sentence(redis_url: str,
                                                               tmp_path: Path) -> None:
     wrong = redis_url.replace("://:", "://:wrong", 1)
-    result = subprocess.run([sys.executable, "-m", "bridge"], cwd=PROJECT_ROOT, timeout=60,
+    result = subprocess.run([sys.executable, "-m", "bridge"], cwd=PROJECT_ROOT, timeout=180,
                             env=bridge_env(wrong, tmp_path), capture_output=True, text=True,
                             check=False)
     assert result.returncode == 1
@@ -66,11 +67,11 @@ def test_the_bridge_waits_for_an_unreachable_redis_naming_the_setting(tmp_path: 
                                   env=bridge_env(url, tmp_path), stdout=out,
                                   stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: "Waiting for Redis at" in log.read_text(), timeout=30,
+        wait_for(lambda: "Waiting for Redis at" in log.read_text(), timeout=START_SECONDS,
                  what="the bridge to say it waits for Redis")
     finally:
         bridge.send_signal(signal.SIGTERM)
-        bridge.wait(timeout=30)
+        bridge.wait(timeout=60)
     text = log.read_text()
     assert "Traceback" not in text and "secret" not in text
     waiting = next(line for line in text.splitlines() if "Waiting for Redis at" in line)

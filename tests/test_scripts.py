@@ -1,20 +1,29 @@
-"""./scripts/up, status and down as a user runs them, on their own ports and directories."""
+"""./scripts/up, status and down as a user runs them, on their own ports and directories; pilots
+from before (no ingest, the shared meters' MQTT account) upgraded by `up` without a new
+genesis."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import shutil
 import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 import requests
+from eth_account import Account
 
 from pilotchain.chain import connect
+from pilotchain.config import MqttConnection
 from pilotchain.deployment import READER_FUNDING
+from runner.mqtt import connect_check
 from runner.ports import free_port, free_port_block
 
 pytestmark = pytest.mark.chain
@@ -111,7 +120,8 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     metrics = requests.get(report["bridge_metrics_url"], timeout=10).json()
     assert metrics["dead_lettered"] == 0
     assert report["ingest_url"] == f"http://127.0.0.1:{env['INGEST_HTTP_PORT']}/api/readings"
-    assert requests.post(report["ingest_url"], json=[], timeout=10).status_code == 400
+    # Up and refusing outsiders: no uploader credential, no upload.
+    assert requests.post(report["ingest_url"], json=[], timeout=10).status_code == 401
     ingest = requests.get(report["ingest_metrics_url"], timeout=10).json()
     assert ingest["state"] == "running"  # funded, holding READER_ROLE
     assert report["mqtt_url"] == f"mqtt://127.0.0.1:{env['MQTT_PORT']}"
@@ -124,6 +134,19 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     assert report["portal_url"] == f"http://localhost:{env['PORTAL_PORT']}"
     me = requests.get(f"{report['portal_url']}/api/me", timeout=10).json()
     assert me["signed_in"] is False  # its index migrated, the contract found
+    # The RPC node lets the stack's own pages in from a browser, and no other page; there is
+    # no explorer natively, so nothing links to one.
+    assert report["explorer_url"] is None
+    for page, allowed in ((report["portal_url"], True), (report["faucet_url"], True),
+                          (f"http://localhost:{env['FAUCET_PORT']}", True),
+                          ("https://evil.example", False)):
+        answer = requests.options(report["rpc_url"], timeout=10, headers={
+            "Origin": page, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"})
+        assert answer.headers.get("Access-Control-Allow-Origin") == (page if allowed else None)
+    rebound = requests.post(report["rpc_url"], headers={"Host": "evil.example"}, timeout=10,
+                            json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
+    assert rebound.status_code == 403
     pids_before = sorted(processes_tagged(home))
     assert pids_before
 
@@ -176,3 +199,64 @@ def test_a_pilot_from_before_the_ingest_gets_a_working_reader_without_a_new_gene
     w3 = connect(status["rpc_url"])
     closer_address = (home / "keys" / "closer" / "address").read_text().strip()
     assert w3.eth.get_balance(closer_address) >= READER_FUNDING // 2  # funded by the operator
+
+
+def cli(env: dict[str, str], *args: str, core: bool = False) -> subprocess.CompletedProcess[str]:
+    """``pilotchain ARGS`` (``core``: the chain's commands alone, without the runner's)."""
+    module = "pilotchain.cli" if core else "runner.cli"
+    return subprocess.run([sys.executable, "-m", module, *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_a_pilot_with_the_shared_meter_account_moves_to_accounts_of_its_own(
+        stack: tuple[Path, dict[str, str]]) -> None:
+    """Keys as `pilotchain init` made them before per-meter accounts (the shared `meter`
+    password, no monitor): the next up keeps the chain and the services working, the broker
+    no longer takes the shared password, a meter registered now gets its own account at
+    once, and one registered before gets one with `meters mqtt-password --registered`."""
+    home, env = stack
+    if run("status", env).returncode != 0:  # run alone, not after the tests above
+        first = run("up", env)
+        assert first.returncode == 0, first.stderr + first.stdout
+    assert run("down", env).returncode == 0
+    genesis = (home / "genesis.json").read_bytes()
+    mqtt_keys = home / "keys" / "mqtt"
+    for newer in ("monitor.password", "meters.passwd"):
+        (mqtt_keys / newer).unlink(missing_ok=True)
+    shared = secrets.token_hex(24)
+    (mqtt_keys / "meter.password").write_text(shared + "\n")
+
+    again = run("up", env)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert (home / "genesis.json").read_bytes() == genesis
+    assert (mqtt_keys / "monitor.password").is_file()
+    status = json.loads(run("status", env, "--json").stdout)
+    subscriber = requests.get(status["ingest_mqtt_metrics_url"], timeout=10).json()
+    assert subscriber["state"] == "running"
+    connection = MqttConnection(port=int(env["MQTT_PORT"]))
+    assert connect_check(connection, "meter", shared) != 0  # the shared account is retired
+
+    # Registered now: its account comes with it, and the running broker takes it at once.
+    meter, participant = "0x" + secrets.token_hex(32), str(uuid.uuid4())
+    registered = cli(env, "meters", "register", meter, Account.create().address, participant)
+    assert registered.returncode == 0, registered.stderr
+    found = re.search(rf"MQTT account {meter}, password ([0-9a-f]+) \(shown once\)",
+                      registered.stdout)
+    assert found and "The broker took them." in registered.stdout, registered.stdout
+    assert connect_check(connection, meter, found.group(1)) == 0
+    assert found.group(1) not in (mqtt_keys / "meters.passwd").read_text()  # only its hash
+
+    # Registered before (the core command issues no account): --registered gives it one.
+    before = "0x" + secrets.token_hex(32)
+    old = cli(env, "meters", "register", before, Account.create().address,
+              str(uuid.uuid4()), core=True)
+    assert old.returncode == 0, old.stderr
+    handover = home / "handover.csv"
+    moved = cli(env, "meters", "mqtt-password", "--registered", "--out", str(handover))
+    assert moved.returncode == 0, moved.stderr
+    rows = handover.read_text().splitlines()
+    assert rows[0] == "account,password,topic" and len(rows) == 2  # the new meter only
+    account, password, topic = rows[1].split(",")
+    assert (account, topic) == (before, f"pilotchain/meters/{before}/readings")
+    assert connect_check(connection, before, password) == 0
+    assert oct(handover.stat().st_mode)[-3:] == "600"

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from bridge_fixtures import mined
 from recordings import DATA
 
-from pilotchain.chain import Sender, connect, wait_for_receipt
+from pilotchain.chain import Sender, connect
 from pilotchain.contract import load_deployment, settlement_contract
 from pilotchain.trades import compute_bills, decode_trade_settled_logs, read_recording
 from runner.localnet import LocalNetwork
@@ -62,7 +63,7 @@ def test_deploy_command_deploys_once_and_batch_decodes_to_gsy_trades(
     batch_data = contract.encode_abi("recordTrades", args=[trades])
     sender = Sender(w3, bridge)
     tx_hash = sender.send({"to": deployment.address, "data": batch_data})
-    receipt = wait_for_receipt(w3, tx_hash, timeout=60)
+    receipt = mined(w3, tx_hash)
     assert receipt["status"] == 1
 
     decoded = decode_trade_settled_logs(receipt["logs"])
@@ -82,7 +83,7 @@ def test_deploy_command_deploys_once_and_batch_decodes_to_gsy_trades(
 
     # The same trades again through the RPC node: every one skipped, bills unchanged.
     replay = sender.send({"to": deployment.address, "data": batch_data})
-    replay_receipt = wait_for_receipt(w3, replay, timeout=60)
+    replay_receipt = mined(w3, replay)
     assert decode_trade_settled_logs(replay_receipt["logs"]) == []
     batch = contract.events.BatchRecorded().process_receipt(replay_receipt)[0]["args"]
     assert (batch["recorded"], batch["skipped"]) == (0, len(records))

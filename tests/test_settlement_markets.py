@@ -9,45 +9,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from bridge_fixtures import (
-    BridgeThread,
-    Deployed,
-    bridge_settings,
-    duplicates,
-    publish_lines,
-    read_lines,
-    settled_on_chain,
-)
-from ingest_fixtures import (
-    SLOT,
-    IngestThread,
-    MeteredChain,
-    ingest_settings,
-    pending_count,
-    publish_readings,
-    recorded_on_chain,
-)
+from bridge_fixtures import Deployed, duplicates, read_lines, settled_on_chain
+from ingest_fixtures import MeteredChain
+from metered_runs import RATES, settle_metered_run
 from recordings import DATA, SETTLEMENT_RECORDING, market_kind
-from web3.logs import DISCARD
 
-from pilotchain.chain import Sender, wait_for, wait_for_receipt
-from pilotchain.metering import Rates, SignedReading, boundary_energy, compute_balancing
-from pilotchain.trades import TradeRecord, parse_event, uuid_to_bytes32
-from runner.meters import SimulatedMeter, boundary_participants, simulate
-
-CT = 10**18
-RATES = Rates(0, 40 * CT, 30 * CT, 8 * CT)
-
-
-def send(target: MeteredChain, sender: Sender, data: Any) -> Any:
-    receipt = wait_for_receipt(target.w3, sender.send({"to": target.contract.address,
-                                                       "data": data}), timeout=60)
-    assert receipt["status"] == 1
-    return receipt
+from pilotchain.metering import boundary_energy, compute_balancing
+from pilotchain.trades import TradeRecord, parse_event
+from runner.meters import boundary_participants
 
 
 def crosses_a_meter(record: TradeRecord, homes: dict[uuid.UUID, uuid.UUID]) -> bool:
@@ -77,53 +48,15 @@ def test_settlement_market_trades_count_for_the_slot_they_settle(
                                   homes)
     assert len(from_settlement) == 38  # (house, slot) pairs; a trade between houses counts twice
 
-    keys = metered.net.keys
-    admin = Sender(metered.w3, keys.role("operator").unlock())
-    contract = metered.contract
-    send(metered, admin, contract.encode_abi("setCloseDelay", args=[0]))
-    send(metered, admin, contract.encode_abi("setRates", args=[
-        RATES.from_slot, RATES.shortfall, RATES.grid_supply, RATES.feed_in]))
-
-    # Meters first: the contract counts boundary energy from trades recorded once metered.
-    # They read what crossed each house (spot, future and settlement trades alike).
-    def publish(batch: list[tuple[SimulatedMeter, SignedReading]]) -> None:
-        publish_readings(redis_url, [signed for _, signed in batch])
-
-    chain_settings = replace(metered.net.settings, rpc_url_override=metered.net.rpc_url,
-                             deployment_file_override=metered.record)
-    writer = ingest_settings(metered, redis_url)
-    with IngestThread(writer):
-        simulation = simulate(DATA / "exports" / SETTLEMENT_RECORDING.stem, chain_settings,
-                              rpc_url=metered.net.rpc_url, deviations={}, publish=publish,
-                              keys_file=tmp_path / "meters.json")
-        wait_for(lambda: (sum(recorded_on_chain(metered).values())
-                          == simulation.boundary_readings
-                          and pending_count(redis_url, writer.group) == 0) or None,
-                 timeout=300, what=f"{simulation.boundary_readings} boundary readings on chain")
-
+    # The meters read what crossed each house (spot, future and settlement trades alike).
+    settled = settle_metered_run(metered, redis_url, tmp_path,
+                                 DATA / "exports" / SETTLEMENT_RECORDING.stem, lines, {})
+    simulation, closed = settled.simulation, settled.closed
+    pairs = sorted(closed)
     deployed = Deployed(metered.net, metered.record, metered.deployment)
-    publish_lines(redis_url, lines)
-    with BridgeThread(bridge_settings(deployed, redis_url)) as metrics:
-        wait_for(lambda: metrics.get("settled") == len(lines), timeout=120,
-                 what=f"the bridge to settle all {len(lines)} trades of the settlement run")
-        assert metrics.get("dead_lettered") == 0
     on_chain = settled_on_chain(deployed)
     assert duplicates(on_chain) == {}
-    assert sorted(r.trade_id for r in on_chain) == sorted(r.trade_id for r in records)
     assert {r.trade_id: r for r in on_chain} == {r.trade_id: r for r in records}
-
-    every_slot = range(min(simulation.slots), max(simulation.slots) + SLOT, SLOT)
-    pairs = [(p, slot) for p in participants for slot in every_slot]
-    closed: dict[tuple[uuid.UUID, int], dict[str, Any]] = {}
-    for start in range(0, len(pairs), 60):
-        chunk = pairs[start:start + 60]
-        receipt = send(metered, admin, contract.encode_abi("closeSlots", args=[
-            [uuid_to_bytes32(p) for p, _ in chunk], [slot for _, slot in chunk]]))
-        for event in contract.events.SlotBalanced().process_receipt(receipt, errors=DISCARD):
-            args = dict(event["args"])
-            participant = uuid.UUID(bytes=bytes(args["participant"])[16:])
-            closed[(participant, int(args["slot"]))] = args
-    assert set(closed) == set(pairs)
 
     # Each slot's boundary energy on chain is the recording's, settlement trades included.
     counted = {pair: (e["sold"], e["bought"]) for pair, e in closed.items()}

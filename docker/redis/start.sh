@@ -14,6 +14,8 @@ conf=/tmp/pilotchain-redis.conf
 {
     printf 'requirepass %s\n' "$(cat "$password_file")"
     printf 'dir /data\nappendonly yes\nappendfsync everysec\nsave ""\n'
+    # Bounded; when full it refuses writes and never evicts a stream entry (runner/redis.py).
+    printf 'maxmemory %s\nmaxmemory-policy noeviction\n' "${REDIS_MAXMEMORY:-1gb}"
 } > "$conf"
 chown redis:redis "$conf" /data
 if command -v setpriv >/dev/null 2>&1; then

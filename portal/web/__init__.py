@@ -3,7 +3,8 @@ trades, slots and statements, and the grid operator's overview.
 
 Served by gunicorn: ``gunicorn 'portal.web:create_app()'`` (``runner.portal`` runs it for
 ``./scripts/up``). Settings: ``portal.web.config``. Pages read the indexer's tables
-(``portal.queries``) and the live bill from the contract (``portal.web.ledger``).
+(``portal.queries``) and the live bill from the contract (``portal.web.ledger``). The OpenAPI
+description, served at ``/openapi.json``: ``portal.web.openapi``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, Response, request
+from flask import Flask, Response, jsonify, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from pilotchain.pages import hide_server_banner, secure_headers
 from pilotchain.settings import load_environment
 from portal.errors import PortalConfigError, PortalError
+from portal.web import openapi
 from portal.web.api import api
 from portal.web.auth import auth
 from portal.web.config import WebSettings
@@ -53,9 +57,15 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,
         WTF_CSRF_HEADERS=["X-CSRFToken"],
     )
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,  # type: ignore[method-assign]
+                                x_proto=settings.trusted_proxies)
     use_gunicorn_logging(app)
+    hide_server_banner()
     store = SignInStore(settings.index.database_url, nonce_seconds=60 * settings.nonce_minutes,
-                        session_seconds=60 * settings.session_minutes)
+                        session_seconds=60 * settings.session_minutes,
+                        per_wallet=settings.challenges_per_wallet,
+                        per_client=settings.challenges_per_client)
     store.migrate()
     ledger = Ledger(settings.index.rpc_url, settings.index.chain.deployment_file,
                     timeout=settings.index.rpc_timeout_seconds)
@@ -66,8 +76,21 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     CSRFProtect(app)
     for blueprint in (auth, api, pages):
         app.register_blueprint(blueprint)
+    described = openapi.description(settings)
+    app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(described))
     register_error_handlers(app)
+    app.after_request(headers)
     return app
+
+
+# Every answer carries personal data or leads to it: no cache keeps a copy.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def headers(response: Response) -> Response:
+    """The security headers (pilotchain.pages) on every answer, errors and JSON included."""
+    response.headers.update(NO_STORE)
+    return secure_headers(request, response)
 
 
 def shared_secret(path: Path) -> str:
@@ -113,7 +136,7 @@ def register_error_handlers(app: Flask) -> None:
     """Every API error as ``{"error": sentence}`` with its status; never a traceback."""
 
     @app.errorhandler(PortalError)
-    def portal_error(error: PortalError) -> tuple[Response, int]:
+    def portal_error(error: PortalError) -> tuple[Response, int, dict[str, str]]:
         return error_json(error)
 
     @app.errorhandler(CSRFError)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -35,7 +36,8 @@ from pilotchain.operator import (
 from portal import queries
 from portal.db import Database
 from portal.web.config import MAX_PAGE_SIZE
-from portal.web.http import BadRequest, may_see, operator, services
+from portal.web.http import BadRequest, canonical_id, json_body, may_see, operator, services
+from portal.web.ledger import BadParticipantId
 from portal.web.operations import health
 
 T = TypeVar("T")
@@ -77,17 +79,32 @@ def slot_time(slot: int) -> str:
     return datetime.fromtimestamp(slot, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def explorer_tx(tx_hash: str) -> str:
-    return f"{services().settings.index.chain.explorer_url.rstrip('/')}/tx/{tx_hash}"
+def explorer_base() -> str | None:
+    """Where a transaction's page is, ``<EXPLORER_URL>/tx/``; None without an explorer (the
+    native stack has none), so that no page links to nothing."""
+    url = services().settings.index.chain.explorer_url.strip().rstrip("/")
+    return f"{url}/tx/" if url else None
 
 
-def int_arg(name: str, default: int | None, low: int, high: int | None = None) -> int | None:
+# Bounds of the query's numbers: far beyond any pilot (a billion trades a participant, a
+# billion periods), and far inside what the databases' 64-bit integers hold, so no number a
+# client sends reaches a query it overflows.
+MAX_PAGE = 10**9 // MAX_PAGE_SIZE
+MAX_PERIOD = 10**9
+_DIGITS = re.compile(r"[0-9]{1,10}")
+MAX_FILTER_CHARS = 80
+
+
+def int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
+    """The query parameter ``name`` as a whole number in [low, high], ``default`` if absent;
+    anything else a 400 with a sentence. ASCII digits only: ``str.isdigit`` also takes "²"
+    and "٣", which ``int`` then refuses or reads."""
     raw = request.args.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
-        limit = f" and {high}" if high is not None else " or more"
-        raise BadRequest(f"{name} must be a whole number between {low}{limit}, not {raw!r}.")
+    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be a whole number between {low} and {high}, not "
+                         f"{raw[:MAX_FILTER_CHARS]!r}.")
     return int(raw)
 
 
@@ -118,19 +135,32 @@ def csv_response(name: str, columns: Sequence[str], rows: list[dict[str, Any]]) 
 # --- one participant ----------------------------------------------------------------------
 
 
+def market_arg() -> str | None:
+    """The ``market`` filter: a market id (a gsy-e uuid, or 0x and 64 hex digits) in the
+    form the index keeps, or None."""
+    raw = request.args.get("market", "").strip()
+    if not raw:
+        return None
+    try:
+        return canonical_id(raw)
+    except BadParticipantId:
+        raise BadRequest(f"market must be a market id (a gsy-e uuid, or 0x and 64 "
+                         f"hexadecimal digits), not {raw[:MAX_FILTER_CHARS]!r}.") from None
+
+
 def trade_filters() -> dict[str, Any]:
     period_raw = request.args.get("period", "").strip()
-    filters: dict[str, Any] = {"market": request.args.get("market", "").strip() or None,
-                               "period": None, "open_period": period_raw == "open"}
+    filters: dict[str, Any] = {"market": market_arg(), "period": None,
+                               "open_period": period_raw == "open"}
     if period_raw and period_raw != "open":
-        filters["period"] = int_arg("period", None, 1)
+        filters["period"] = int_arg("period", None, 1, MAX_PERIOD)
     return filters
 
 
 def trades_page(participant: str, *, everything: bool = False) -> queries.TradePage:
     filters = trade_filters()
     per_page = int_arg("per_page", services().settings.page_size, 1, MAX_PAGE_SIZE) or 1
-    page = int_arg("page", 1, 1) or 1
+    page = int_arg("page", 1, 1, MAX_PAGE) or 1
     if everything:
         page, per_page = 1, 10**9
     try:
@@ -140,9 +170,10 @@ def trades_page(participant: str, *, everything: bool = False) -> queries.TradeP
 
 
 def trade_rows(found: queries.TradePage) -> list[dict[str, Any]]:
-    explorer = explorer_tx("")
+    explorer = explorer_base()
     return [{**row, "slot_time": slot_time(int(row["time_slot"])),
-             "explorer_url": explorer + str(row["tx_hash"])} for row in found.rows]
+             "explorer_url": None if explorer is None else explorer + str(row["tx_hash"])}
+            for row in found.rows]
 
 
 def slot_rows(participant: str) -> list[dict[str, Any]]:
@@ -169,8 +200,7 @@ BILL_CSV = ("participant", "energy_sold", "energy_bought", "money_receivable",
 @api.get("/api/participants/<participant>/bill")
 def bill(participant: str) -> Response:
     """The running bill, live from the contract."""
-    participant = participant.lower()
-    may_see(participant)
+    participant = may_see(participant)
     return jsonify(shown({"participant": participant,
                           **services().ledger.bill(participant)}))
 
@@ -179,8 +209,7 @@ def bill(participant: str) -> Response:
 def trades(participant: str) -> Response:
     """One page of the participant's trades (``page``, ``per_page``, ``market``,
     ``period``: a closed period's number or ``open``) and the markets it traded in."""
-    participant = participant.lower()
-    may_see(participant)
+    participant = may_see(participant)
     found = trades_page(participant)
     return jsonify({"trades": [shown(r) for r in trade_rows(found)], "total": found.total,
                     "page": found.page, "per_page": found.per_page,
@@ -191,16 +220,14 @@ def trades(participant: str) -> Response:
 @api.get("/api/participants/<participant>/slots")
 def slots(participant: str) -> Response:
     """Each closed slot: traded and measured energy, and the balancing charged."""
-    participant = participant.lower()
-    may_see(participant)
+    participant = may_see(participant)
     return jsonify({"slots": [shown(r) for r in slot_rows(participant)]})
 
 
 @api.get("/api/participants/<participant>/statements")
 def statements(participant: str) -> Response:
     """Every closed billing period's statement, live from the contract."""
-    participant = participant.lower()
-    may_see(participant)
+    participant = may_see(participant)
     return jsonify({"statements": [shown(s) for s in
                                    services().ledger.statements(participant)]})
 
@@ -217,10 +244,10 @@ CSV_EXPORTS: dict[str, tuple[tuple[str, ...], Callable[[str], list[dict[str, Any
 def export(participant: str, kind: str) -> Response:
     """``trades.csv`` (with the same filters as the page, every page), ``slots.csv``,
     ``statements.csv``, ``bill.csv``."""
-    participant = participant.lower()
-    may_see(participant)
+    participant = may_see(participant)
     if kind not in CSV_EXPORTS:
-        raise BadRequest(f"There is no {kind}.csv; try trades, slots, statements or bill.")
+        raise BadRequest(f"There is no {kind[:MAX_FILTER_CHARS]}.csv; try trades, slots, "
+                         "statements or bill.")
     columns, rows = CSV_EXPORTS[kind]
     return csv_response(f"{kind}-{participant}", columns, rows(participant))
 
@@ -305,9 +332,9 @@ def operator_transaction(action: str) -> Response:
     here with a sentence. The portal only prepares it; it holds no key."""
     who = operator()
     if action not in TRANSACTIONS:
-        raise BadRequest(f"There is no operator transaction {action[:40]!r}; try "
+        raise BadRequest(f"There is no operator transaction {action[:MAX_FILTER_CHARS]!r}; try "
                          f"{', '.join(TRANSACTIONS)}.")
-    admin_call = TRANSACTIONS[action](request.get_json(silent=True))
+    admin_call = TRANSACTIONS[action](json_body())
     return jsonify(services().ledger.prepare(admin_call, who.wallet))
 
 

@@ -1,11 +1,15 @@
 """Sign-in with the wallet (EIP-4361), who is signed in, and sign-out.
 
 1. ``POST /api/auth/challenge`` with ``{"address"}``: the server issues a single-use nonce
-   bound to that wallet and answers the message for the wallet to sign.
+   bound to that wallet, to the exact message and to the client, and answers the message for
+   the wallet to sign. The message names the domain and URI of the configuration
+   (PORTAL_DOMAIN), never the request's Host: a signature a phishing page obtained for its
+   own domain and relayed here is refused.
 2. ``POST /api/auth/verify`` with ``{"message", "signature"}``: the message is parsed
-   strictly and checked (domain, URI, chain id, times, signer), its nonce used up, and the
-   wallet looked up on the contract: a participant's wallet or the contract's admin (the grid
-   operator) gets a session; any failure leaves nobody signed in.
+   strictly, its nonce used up, the message compared with the one issued (character for
+   character), checked (domain, URI, chain id, times, signer), and the wallet looked up on
+   the contract: a participant's wallet or the contract's admin (the grid operator) gets a
+   session; any failure leaves nobody signed in.
 3. ``POST /api/auth/signout`` ends the session (server-side, so a copied cookie dies too).
 
 Every POST carries the CSRF token (``X-CSRFToken``) that ``GET /api/me`` hands out.
@@ -16,7 +20,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, session
+from flask import Blueprint, Response, jsonify, session
 from flask_wtf.csrf import generate_csrf
 from web3 import Web3
 
@@ -25,7 +29,9 @@ from portal.web.http import (
     SESSION_KEY,
     BadRequest,
     NotRegistered,
+    client_key,
     current_session,
+    json_body,
     services,
 )
 from portal.web.store import Role
@@ -35,13 +41,8 @@ STATEMENT = "Sign in to the PilotChain participant portal."
 auth = Blueprint("auth", __name__)
 
 
-def domain() -> str:
-    """The domain sign-in messages must name: PORTAL_DOMAIN, else the Host the browser used."""
-    return services().settings.domain or request.host.lower()
-
-
-def json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+def json_object() -> dict[str, Any]:
+    body = json_body()
     if not isinstance(body, dict):
         raise BadRequest("Send a JSON object as the request body.")
     return body
@@ -60,35 +61,40 @@ def me() -> Response:
 
 @auth.post("/api/auth/challenge")
 def challenge() -> Response:
-    """A fresh EIP-4361 message for ``address`` to sign."""
-    address = json_body().get("address")
+    """A fresh EIP-4361 message for ``address`` to sign, naming the configured domain (the
+    page compares it with its own address before asking the wallet)."""
+    address = json_object().get("address")
     if not isinstance(address, str) or not Web3.is_address(address):
         raise BadRequest("address must be the wallet's 0x address.")
     address = Web3.to_checksum_address(address)
-    settings = services().settings
+    settings, store = services().settings, services().store
     now = datetime.now(UTC).replace(microsecond=0)
-    message = SiweMessage(
-        domain=domain(), address=address, statement=STATEMENT,
-        uri=f"{request.scheme}://{domain()}/", version="1",
-        chain_id=settings.index.chain.chain_id, nonce=services().store.issue_nonce(address),
-        issued_at=now, expiration_time=now + timedelta(minutes=settings.nonce_minutes))
-    return jsonify({"message": message.text()})
+    nonce = store.new_nonce()
+    text = SiweMessage(
+        domain=settings.sign_in_domain, address=address, statement=STATEMENT,
+        uri=settings.sign_in_uri, version="1", chain_id=settings.index.chain.chain_id,
+        nonce=nonce, issued_at=now,
+        expiration_time=now + timedelta(minutes=settings.nonce_minutes)).text()
+    store.issue(nonce, address, client_key(), text)
+    return jsonify({"message": text, "domain": settings.sign_in_domain,
+                    "uri": settings.sign_in_uri})
 
 
 @auth.post("/api/auth/verify")
 def sign_in() -> Response:
     """Check the signed message and open a session for its wallet."""
-    body = json_body()
+    body = json_object()
     text, signature = body.get("message"), body.get("signature")
     if not isinstance(text, str) or not isinstance(signature, str):
         raise BadRequest("Send the signed message as message and the signature as signature.")
     settings = services().settings
     session.pop(SESSION_KEY, None)
     # The nonce is used up by any attempt that names it, even one refused below: a message
-    # is good for one try only.
+    # is good for one try only, and only exactly as it was issued.
     named = parse_message(text)
-    services().store.consume_nonce(named.nonce, named.address)
-    message = verify(text, signature, Expected(domain(), settings.index.chain.chain_id,
+    services().store.consume_nonce(named.nonce, named.address, text)
+    message = verify(text, signature, Expected(settings.sign_in_domain,
+                                               settings.index.chain.chain_id,
                                                datetime.now(UTC)))
     identity = services().ledger.identity(message.address)
     if identity.participant is None and not identity.is_operator:

@@ -9,6 +9,7 @@ Redis settings and the bridge's and the ingest's stream names, declared in
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ MAX_DEAD_LETTERS_SHOWN = 500
 # runner.stack hands the portal the ports actually configured.
 DEFAULT_HEALTH_URLS = {"bridge": "http://127.0.0.1:9108/health",
                        "ingest": "http://127.0.0.1:9110/health",
+                       "ingest-mqtt": "http://127.0.0.1:9111/health",
                        "closer": "http://127.0.0.1:9112/health"}
 
 
@@ -51,9 +53,13 @@ class WebSettings:
     dead_letters: DeadLetterStreams = field(default_factory=DeadLetterStreams)
     bridge_health_url: str = DEFAULT_HEALTH_URLS["bridge"]
     ingest_health_url: str = DEFAULT_HEALTH_URLS["ingest"]
+    ingest_mqtt_health_url: str = DEFAULT_HEALTH_URLS["ingest-mqtt"]
     closer_health_url: str = DEFAULT_HEALTH_URLS["closer"]
     health_timeout: float = 2.0
     dead_letters_shown: int = 50
+    challenges_per_wallet: int = 5
+    challenges_per_client: int = 20
+    trusted_proxies: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebSettings:
@@ -69,6 +75,8 @@ class WebSettings:
         """The services whose health the operator sees."""
         return (Watched("bridge", self.bridge_health_url, "PORTAL_BRIDGE_HEALTH_URL"),
                 Watched("ingest", self.ingest_health_url, "PORTAL_INGEST_HEALTH_URL"),
+                Watched("MQTT subscriber", self.ingest_mqtt_health_url,
+                        "PORTAL_INGEST_MQTT_HEALTH_URL"),
                 Watched("closer", self.closer_health_url, "PORTAL_CLOSER_HEALTH_URL"))
 
     @property
@@ -83,11 +91,50 @@ class WebSettings:
         host = "localhost" if self.host in {"0.0.0.0", "::", "", "127.0.0.1"} else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def sign_in_domain(self) -> str:
+        """The domain every sign-in message names and must name: PORTAL_DOMAIN, else (only
+        for a portal on loopback, where ``check_domain`` allows it unset) localhost and the
+        port. Never the request's Host: a phishing page that relays a signature made for its
+        own domain must not get a session here."""
+        return self.domain or f"localhost:{self.port}"
+
+    @property
+    def sign_in_uri(self) -> str:
+        """The message's URI: https where a Secure cookie can only have come over HTTPS (a
+        domain other than localhost), http on localhost or with Secure cookies switched off."""
+        secure = self.secure_cookies and not is_loopback(host_of(self.sign_in_domain))
+        return f"{'https' if secure else 'http'}://{self.sign_in_domain}/"
+
+
+def host_of(domain: str) -> str:
+    """The host of ``host[:port]`` (an IPv6 address in brackets without them)."""
+    if domain.startswith("["):
+        return domain[1:].partition("]")[0]
+    return domain.rpartition(":")[0] if domain.count(":") == 1 else domain
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 def check_domain(raw: str | None, env: Mapping[str, str]) -> str | None:
-    """A host name with an optional port, as a browser's address bar shows it."""
-    del env
+    """A host name with an optional port, as a browser's address bar shows it; required
+    unless the portal listens on loopback only (then it is localhost and PORTAL_PORT)."""
     if raw is None:
+        host = PORTAL_HOST.read(env)
+        if not is_loopback(host):
+            raise ConfigError(
+                f"PORTAL_DOMAIN must be set when the portal listens on {host} (PORTAL_HOST): "
+                "sign-in messages name the address people reach the portal at, such as "
+                "portal.example.org or pilot.lan:9200, and the portal never takes it from "
+                "the request.")
         return None
     domain = raw.strip().lower()
     if "/" in domain or " " in domain or not domain:
@@ -126,6 +173,8 @@ def check_page_size(value: int, env: Mapping[str, str]) -> int:
 
 
 _D = WebSettings()
+PORTAL_HOST = Setting("PORTAL_HOST", "host", "str", _D.host,
+                      "address gunicorn binds (`0.0.0.0` in a container)")
 PORTAL_WEB_SETTINGS = SettingsGroup(
     "Portal web app", "portal-web",
     "The participant portal (gunicorn serving `portal.web:create_app()`) reads the index "
@@ -134,8 +183,7 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
     "`BRIDGE_DEAD_LETTER_STREAM`, `INGEST_STREAM`, `INGEST_DEAD_LETTER_STREAM`); see "
     "[docs/portal.md](portal.md).",
     (
-        Setting("PORTAL_HOST", "host", "str", _D.host,
-                "address gunicorn binds (`0.0.0.0` in a container)"),
+        PORTAL_HOST,
         Setting("PORTAL_PORT", "port", "int", _D.port, "the port gunicorn listens on",
                 minimum=1),
         Setting("PORTAL_WORKERS", "workers", "int", _D.workers, "gunicorn worker processes",
@@ -149,8 +197,9 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
                 "where the generated session secret is kept",
                 default_text="<NATIVE_DATA_DIR>/portal-secret"),
         Setting("PORTAL_DOMAIN", "domain", "optional", None,
-                "the host (and port) users reach the portal at; sign-in messages must name it",
-                default_text="(the Host the browser used)", check=check_domain),
+                "the host (and port) users reach the portal at; sign-in messages must name "
+                "it. Required unless PORTAL_HOST is a loopback address",
+                default_text="localhost:<PORTAL_PORT>", check=check_domain),
         Setting("PORTAL_SECURE_COOKIES", "secure_cookies", "bool", _D.secure_cookies,
                 "send the session cookie over HTTPS only (browsers allow it on localhost too)"),
         Setting("PORTAL_SESSION_MINUTES", "session_minutes", "int", _D.session_minutes,
@@ -171,6 +220,11 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
         Setting("PORTAL_INGEST_HEALTH_URL", "ingest_health_url", "str", _D.ingest_health_url,
                 "the ingest writer's `/health` (`./scripts/up` passes INGEST_METRICS_PORT's)",
                 check=health_url_check("PORTAL_INGEST_HEALTH_URL")),
+        Setting("PORTAL_INGEST_MQTT_HEALTH_URL", "ingest_mqtt_health_url", "str",
+                _D.ingest_mqtt_health_url,
+                "the ingest's MQTT subscriber's `/health` (`./scripts/up` passes "
+                "INGEST_MQTT_METRICS_PORT's)",
+                check=health_url_check("PORTAL_INGEST_MQTT_HEALTH_URL")),
         Setting("PORTAL_CLOSER_HEALTH_URL", "closer_health_url", "str", _D.closer_health_url,
                 "the slot closer's `/health` (`./scripts/up` passes CLOSER_METRICS_PORT's)",
                 check=health_url_check("PORTAL_CLOSER_HEALTH_URL")),
@@ -181,5 +235,16 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
                 _D.dead_letters_shown,
                 "newest dead-lettered entries shown per stream (at most 500)", minimum=1,
                 check=check_dead_letters_shown),
+        Setting("PORTAL_CHALLENGES_PER_WALLET", "challenges_per_wallet", "int",
+                _D.challenges_per_wallet,
+                "sign-in messages kept waiting for one wallet's signature; a newer one "
+                "replaces the oldest", minimum=1),
+        Setting("PORTAL_CHALLENGES_PER_CLIENT", "challenges_per_client", "int",
+                _D.challenges_per_client,
+                "sign-in messages one client (an IPv4 address, an IPv6 /64) may have waiting; "
+                "more are refused (429) until the oldest expires", minimum=1),
+        Setting("PORTAL_TRUSTED_PROXIES", "trusted_proxies", "int", _D.trusted_proxies,
+                "reverse proxies in front of the portal whose `X-Forwarded-For` and "
+                "`X-Forwarded-Proto` are believed", minimum=0),
     ),
 )

@@ -1,6 +1,7 @@
 """What the operator's view shows of the services around the chain: the health the bridge,
-the ingest and the slot closer report on their own ``/health`` endpoints, and the entries the
-bridge and the ingest dead-lettered, waiting for attention.
+the ingest writer, its MQTT subscriber and the slot closer report on their own ``/health``
+endpoints (up, up but degraded with their sentence, or down), and the entries the bridge and
+the ingest dead-lettered, waiting for attention.
 
 Read-only and bounded: each look has a short timeout (PORTAL_HEALTH_TIMEOUT) and at most
 PORTAL_DEAD_LETTERS_SHOWN entries per stream are read. A service or Redis that does not answer
@@ -56,11 +57,13 @@ def health_of(service: Watched, timeout: float) -> dict[str, Any]:
         body = None
     body = body if isinstance(body, dict) else {}
     status = str(body.get("status") or ("ok" if reply.status_code == 200 else "down"))
-    if reply.status_code == 200:
-        return {"name": service.name, "url": service.url, "up": True, "status": status,
-                "sentence": f"The {service.name} is running.",
-                "last_block": body.get("last_block")}
     problem = str(body.get("problem") or "").strip()
+    if reply.status_code == 200:
+        # Up, but maybe "degraded": behind on its stream, or it lost its broker session.
+        sentence = (f"The {service.name} is running but degraded: {problem}"
+                    if status == "degraded" and problem else f"The {service.name} is running.")
+        return {"name": service.name, "url": service.url, "up": True, "status": status,
+                "sentence": sentence, "last_block": body.get("last_block")}
     said = f": {problem}" if problem else "."
     return down(f"The {service.name} answers {reply.status_code} ({status}){said}", status)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, jsonify, render_template, send_from_directory
 
-from pilotchain.pages import SECURITY_HEADERS
 from pilotchain.settings import PROJECT_ROOT
 from portal.web.http import services
 
@@ -26,8 +25,6 @@ def uplot_dir() -> Path:
 
 UPLOT_DIR = uplot_dir()
 UPLOT_FILES = {"uPlot.iife.min.js", "uPlot.min.css"}
-# Pages carry personal data: no cache keeps a copy.
-HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 
 pages = Blueprint("pages", __name__, static_folder="static", static_url_path="/static",
                   template_folder="templates")
@@ -52,9 +49,3 @@ def uplot(name: str) -> Response:
 @pages.get("/health")
 def health() -> Response:
     return jsonify({"status": "ok"})
-
-
-@pages.after_app_request
-def security_headers(response: Response) -> Response:
-    response.headers.update(HEADERS)
-    return response

@@ -23,6 +23,8 @@ async function api(path, options = {}) {
   return body;
 }
 
+function sameHost(host) { return host.toLowerCase().replace(/:(80|443)$/, ""); }
+
 function utf8Hex(text) {
   return "0x" + Array.from(new TextEncoder().encode(text), (b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -51,7 +53,14 @@ async function signIn() {
   try {
     const accounts = await window.ethereum.request({ method: "eth_requestAccounts" });
     const address = accounts[0];
-    const { message } = await api("/api/auth/challenge", { method: "POST", body: { address } });
+    const { message, domain } = await api("/api/auth/challenge", { method: "POST", body: { address } });
+    // The message names the portal's configured address (PORTAL_DOMAIN), never the one this
+    // page was opened at; if they differ the wallet would rightly warn of phishing, so say
+    // where to go instead of asking it to sign.
+    if (sameHost(domain) !== sameHost(window.location.host)) {
+      $("signin-error").textContent = `This portal signs you in at ${domain}; open ${window.location.protocol}//${domain}/ and sign in there.`;
+      return;
+    }
     const signature = await window.ethereum.request({ method: "personal_sign", params: [utf8Hex(message), address] });
     const me = await api("/api/auth/verify", { method: "POST", body: { message, signature } });
     state.csrf = me.csrf_token;
@@ -92,9 +101,11 @@ async function loadTrades() {
   const found = await api(`${base()}/trades?${params}`);
   const me = state.me.participant;
   fill("trades", found.trades.map((t) => {
-    const link = document.createElement("a");
-    link.href = t.explorer_url;
+    // A link only where an explorer is configured (EXPLORER_URL); the hash alone otherwise.
+    const link = document.createElement(t.explorer_url ? "a" : "span");
+    if (t.explorer_url) link.href = t.explorer_url;
     link.textContent = t.tx_hash.slice(0, 12) + "…";
+    link.title = t.tx_hash;
     link.className = "tx-link";
     return [t.slot_time, t.market, t.seller === me ? "sold" : "bought", kwh(t.energy), cents(t.price), link];
   }));
@@ -183,7 +194,8 @@ function onSubmit(formId, path, body) {
 
 async function loadHealth() {
   const view = await api("/api/operator/health");
-  fill("health", view.services.map((s) => [s.name, s.up ? "up" : "down", s.sentence]));
+  const state = (s) => (s.up ? (s.status === "degraded" ? "degraded" : "up") : "down");
+  fill("health", view.services.map((s) => [s.name, state(s), s.sentence]));
   $("health").dataset.raw = JSON.stringify(view.services);
   const dead = view.dead_letters;
   $("dead-error").textContent = dead.error || "";
