@@ -37,7 +37,7 @@ import pytest
 from hosts_fixtures import Host, Lan, in_parallel
 from web3 import Web3
 
-from pilotchain.chain import connect, wait_for
+from pilotchain.chain import connect, head_of, wait_for_blocks, wait_until_chain_time
 from pilotchain.contract import load_deployment
 from pilotchain.genesis import read_genesis, write_genesis
 from pilotchain.settings import PROJECT_ROOT
@@ -47,6 +47,14 @@ pytestmark = [pytest.mark.chain, pytest.mark.slow]
 
 RECORDING = PROJECT_ROOT / "tests" / "data" / "default_3_one_sided.jsonl"
 CUT_SECONDS = 60  # longer than geth's 30 s frame read timeout: every peer drops the host
+PERIOD = 1  # the network's block period (BLOCK_PERIOD at the coordinator)
+# Deadlines in blocks, each with why it is enough. A signer's turn comes once per N blocks;
+# with N signers it may seal at most once in floor(N/2)+1, so a vote, a new signer's first
+# block or a signer's last one show within a few rounds of four.
+ROUNDS = 12
+# A node coming back (a restart, a cut cable) dials its static peers again: geth's dialer
+# retries a static peer within about 30 s, then syncs the blocks it missed.
+REJOIN = 90
 # Which roles each host runs, its organisation and its address (10.201.<org>.0/24 per org).
 HOSTS = {
     "a-boot": ("uni-a", "10.201.1.5", ("bootnode",)),
@@ -93,7 +101,7 @@ def world(lan: Lan) -> Iterator[World]:
     hosts["a-svc"].env.update(RPC_TLS_CERT_FILE=str(lan.home / "tls" / "rpc.pem"),
                               RPC_TLS_KEY_FILE=str(lan.home / "tls" / "rpc.key"),
                               RPC_TLS_PORT=str(RPC_TLS_PORT))
-    coordinator.env["BLOCK_PERIOD"] = "1"
+    coordinator.env["BLOCK_PERIOD"] = str(PERIOD)
     for host in hosts.values():  # the organisations trust the test CA, as they would theirs
         host.env["REQUESTS_CA_BUNDLE"] = str(ca)
     yield World(lan, coordinator, client, hosts, ca)
@@ -199,15 +207,26 @@ def geth_pid(host: Host, role: str) -> int:
     return int(json.loads((host.home / "data" / "pids" / f"{role}.pid.json").read_text())["pid"])
 
 
-def one_chain(views: dict[str, Web3], above: int, timeout: float = 180) -> int:
+def within(w3: Web3, blocks: int, condition: Any, what: str, why: str,
+           progress: Any = None) -> Any:
+    """Wait for ``condition``, measured by ``w3``'s chain: fail once it went ``blocks`` on
+    without it (or halted), saying ``why`` that many are enough."""
+    return wait_for_blocks(condition, w3=w3, blocks=blocks, period=PERIOD, what=what, why=why,
+                           progress=progress)
+
+
+def one_chain(views: dict[str, Web3], above: int, *, blocks: int = REJOIN) -> int:
     """Wait until every view has the same block at a common height above ``above``; return
-    that height."""
+    that height. Measured by the first view's chain."""
     def agree() -> int | None:
         height = min(head(w3) for w3 in views.values()) - 1
         hashes = {w3.eth.get_block(height)["hash"] for w3 in views.values()}
         return height if height > above and len(hashes) == 1 else None
 
-    return int(wait_for(agree, timeout=timeout, what=f"{', '.join(views)} on one chain"))
+    return int(within(next(iter(views.values())), blocks, agree,
+                      f"{', '.join(views)} on one chain",
+                      "a node back on the network redials its static peers within about "
+                      "30 s and takes the heavier chain"))
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -278,7 +297,8 @@ def test_a_three_organisations_found_the_network_and_seal_in_turn(world: World) 
     assert d.pids() == [] and not (d.home / "data" / "nodes").exists()
 
     a = w3_of(hosts["a-val"])
-    wait_for(lambda: head(a) >= 10, timeout=120, what="ten blocks")
+    # Block 1 is sealed START_IN s after the founding (less than a halt, 60 s, from here).
+    within(a, 10, lambda: head(a) >= 10, "ten blocks", "three signers seal every block")
     top = head(a)
     sealers = [signer_of(a, n) for n in range(top - 8, top + 1)]
     assert set(sealers) == set(world.signers.values())
@@ -302,8 +322,10 @@ def test_b_the_apps_settle_a_recording_through_their_own_rpc_node(world: World) 
                                  "topics": [TRADE_SETTLED_TOPIC]})
         return decode_trade_settled_logs(logs)
 
-    records = wait_for(lambda: (found := settled()) and len(found) >= len(lines) and found,
-                       timeout=180, what=f"{len(lines)} trades settled")
+    records = within(rpc, 20, lambda: (found := settled()) and len(found) >= len(lines) and found,
+                     f"{len(lines)} trades settled",
+                     "the bridge sends a batch as soon as the last one is mined",
+                     progress=lambda: len(settled()))
     assert len({record.trade_id for record in records}) == len(records) == len(lines)
 
 
@@ -368,24 +390,29 @@ def test_d_a_fourth_organisation_joins_by_vote_of_two_of_three(world: World) -> 
     apply_all(world, world.running)  # its network joins --netrestrict: nodes restart
     apply(world, "d-val")
     a, dw = w3_of(hosts["a-val"]), w3_of(d)
-    wait_for(lambda: head(dw) >= head(a) - 2, timeout=120, what="uni-d's node to sync")
+    within(a, 30, lambda: head(dw) >= head(a) - 2, "uni-d's node to sync",
+           "a few hundred blocks sync in seconds between neighbours",
+           progress=lambda: head(dw))
     newcomer = world.signers["d-val"]
     assert newcomer not in signers(a)
 
     said = hosts["a-val"].pilotchain("propose", newcomer, "--add").stdout
     assert "passes when 2 of the 3 signers have voted" in said
     # uni-a's vote is on chain once its validator sealed a block: pending, 1 of 2.
-    wait_for(lambda: any(v["address"].lower() == newcomer.lower()
-                         for v in a.manager.request_blocking("clique_getSnapshot", [])["votes"]),
-             timeout=60, what="uni-a's vote in a sealed block")
+    within(a, ROUNDS, lambda: any(
+        v["address"].lower() == newcomer.lower()
+        for v in a.manager.request_blocking("clique_getSnapshot", [])["votes"]),
+        "uni-a's vote in a sealed block", "uni-a seals at least once in three blocks")
     pending = status(hosts["a-val"])
     assert [(v["name"], v["votes"], v["needed"]) for v in pending["votes"]] == [
         ("uni-d-validator", 1, 2)]
     assert pending["needed"] == 2 and pending["may_fail"] == 1
     before = head(a)
     hosts["b-val"].pilotchain("propose", newcomer, "--add")  # uni-c does not vote
-    wait_for(lambda: newcomer in signers(a), timeout=60, what="uni-d voted in")
-    wait_for(lambda: sealed_by(a, newcomer, before), timeout=60, what="uni-d to seal a block")
+    within(a, ROUNDS, lambda: newcomer in signers(a), "uni-d voted in",
+           "uni-b seals at least once in three blocks")
+    within(a, ROUNDS, lambda: sealed_by(a, newcomer, before), "uni-d to seal a block",
+           "a signer's turn comes every four blocks")
     report = status(hosts["a-val"])
     assert report["needed"] == 3 and report["may_fail"] == 1 and report["votes"] == []
     nodes = {node["name"]: node for node in report["nodes"]}
@@ -399,9 +426,10 @@ def test_e_one_organisation_is_voted_out_and_leaves(world: World) -> None:
     leaving = world.signers["c-val"]
     for name in ("a-val", "b-val", "d-val"):  # three of four
         hosts[name].pilotchain("propose", leaving, "--remove")
-    wait_for(lambda: leaving not in signers(a), timeout=60, what="uni-c voted out")
+    within(a, ROUNDS, lambda: leaving not in signers(a), "uni-c voted out",
+           "each voter seals at least once in three blocks")
     removed_at = head(a)
-    wait_for(lambda: head(a) >= removed_at + 9, timeout=60, what="nine more blocks")
+    within(a, 9, lambda: head(a) >= removed_at + 9, "nine more blocks", "a block per period")
     assert not sealed_by(a, leaving, removed_at)
     # Leaving is the reverse of joining: its node stops, the manifest drops it, and the
     # others close their firewalls to it without restarting a node.
@@ -414,7 +442,8 @@ def test_e_one_organisation_is_voted_out_and_leaves(world: World) -> None:
     assert {name: geth_pid(hosts[name], "validator") for name in pids} == pids
     assert hosts["c-val"].address not in (hosts["a-val"].home / "data" / "firewall.nft").read_text()
     left_at = head(a)
-    wait_for(lambda: head(a) >= left_at + 6, timeout=60, what="sealing without uni-c")
+    within(a, 6, lambda: head(a) >= left_at + 6, "sealing without uni-c",
+           "a block per period")
 
 
 def test_f_a_host_cut_off_for_60_s_rejoins_one_chain_with_its_data(world: World) -> None:
@@ -426,20 +455,24 @@ def test_f_a_host_cut_off_for_60_s_rejoins_one_chain_with_its_data(world: World)
     cut_at = head(views["a-val"])
     world.lan.unplug(b)
     try:
-        began = time.monotonic()
-        # An observation window, not a synchronisation: the two others seal all along.
-        wait_for(lambda: time.monotonic() - began >= CUT_SECONDS and head(views["a-val"]),
-                 timeout=CUT_SECONDS + 30, what="the end of the 60 s cut", interval=1)
+        # The cut lasts 60 s of chain time, by the others' chain, which seals all along.
+        until = head_of(views["a-val"]).timestamp + CUT_SECONDS
+        wait_until_chain_time(lambda: head_of(views["a-val"]).timestamp >= until,
+                              w3=views["a-val"], until=until + 10 * PERIOD, period=PERIOD,
+                              what="the end of the 60 s cut",
+                              why="the two others seal a block per period")
         assert head(views["a-val"]) >= cut_at + CUT_SECONDS // 3
         assert head(views["b-val"]) <= cut_at + 3  # alone it seals one block at most
     finally:
         world.lan.plug(b)
     height = one_chain(views, above=head(views["a-val"]))
-    wait_for(lambda: peers(views["b-val"]) >= 2, timeout=120, what="uni-b's peers back")
+    within(views["a-val"], REJOIN, lambda: peers(views["b-val"]) >= 2, "uni-b's peers back",
+           "geth redials a static peer within about 30 s")
     assert geth_pid(b, "validator") == pid  # the same process, never restarted
     assert views["b-val"].eth.get_block(1)["hash"] == first  # its data kept
-    wait_for(lambda: sealed_by(views["a-val"], world.signers["b-val"], height), timeout=60,
-             what="uni-b to seal again")
+    within(views["a-val"], ROUNDS, lambda: sealed_by(views["a-val"], world.signers["b-val"],
+                                                    height),
+           "uni-b to seal again", "a signer's turn comes every three blocks")
     assert "Rewinding blockchain" not in b.log("validator")
 
 
@@ -459,9 +492,10 @@ def test_g_a_validator_host_moves_and_rejoins_after_a_manifest_update(world: Wor
     assert "changed the peers of validator" in said["a-val"], said["a-val"]
     assert {name: geth_pid(hosts[name], "validator") for name in others} == others
     moved_at = head(a)
-    wait_for(lambda: peers(dw) >= 2, timeout=120, what="uni-d's node to find its partners")
-    wait_for(lambda: sealed_by(a, world.signers["d-val"], moved_at), timeout=120,
-             what="uni-d to seal from its new address")
+    within(a, REJOIN, lambda: peers(dw) >= 2, "uni-d's node to find its partners",
+           "its partners dial its new address at once (static peers changed live)")
+    within(a, ROUNDS, lambda: sealed_by(a, world.signers["d-val"], moved_at),
+           "uni-d to seal from its new address", "a signer's turn comes every three blocks")
     one_chain({"a-val": a, "d-val": dw}, above=moved_at)
 
 
@@ -472,16 +506,18 @@ def test_h_with_a_bootnode_host_down_the_network_seals_and_takes_back_a_node(
     world.lan.unplug(hosts["a-boot"])
     try:
         down_at = head(a)
-        wait_for(lambda: head(a) >= down_at + 5, timeout=60, what="five blocks without it")
+        within(a, 5, lambda: head(a) >= down_at + 5, "five blocks without it",
+               "a block per period")
         b = hosts["b-val"]
         b.pilotchain("down")
         b.pilotchain("up", "--role", "validator")
         bw = w3_of(b)
-        wait_for(lambda: peers(bw) >= 2 and head(bw) >= head(a) - 1, timeout=120,
-                 what="the restarted validator to rejoin")
+        within(a, REJOIN, lambda: peers(bw) >= 2 and head(bw) >= head(a) - 1,
+               "the restarted validator to rejoin",
+               "it dials its static peers at start, no bootnode needed")
         restarted_at = head(a)
-        wait_for(lambda: sealed_by(a, world.signers["b-val"], restarted_at), timeout=60,
-                 what="the restarted validator to seal")
+        within(a, ROUNDS, lambda: sealed_by(a, world.signers["b-val"], restarted_at),
+               "the restarted validator to seal", "a signer's turn comes every three blocks")
         report = status(hosts["a-val"])
         nodes = {node["name"]: node for node in report["nodes"]}
         assert nodes["uni-a-bootnode"]["reachable"] is False
