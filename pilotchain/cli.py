@@ -495,7 +495,8 @@ def cmd_propose(settings: ChainSettings, env: Mapping[str, str],
                 args: argparse.Namespace) -> int:
     endpoints = validator_endpoints(settings, args.ipc)
     governance.propose(endpoints, args.address, args.authorize)
-    signers = len(governance.vote_state(dict([next(iter(endpoints.items()))]))[0].signers)
+    first = dict(list(endpoints.items())[:1])  # one validator's view of the signers is enough
+    signers = len(governance.vote_state(first)[0].signers)
     print(f"Proposed on {len(endpoints)} validator(s) to {'add' if args.authorize else 'remove'} "
           f"{args.address}. A signer's vote counts once it seals a block carrying it; the vote "
           f"passes when {signers // 2 + 1} of the {signers} signers have voted ('pilotchain "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,15 +121,23 @@ class Lan:
         self.ns = f"{self.tag}-lan"
         self.home = home
         self.hosts: dict[str, Host] = {}
-        ip("netns", "add", self.ns)
+        self.namespaces: list[str] = []  # created so far: what close() removes
+
+    def start(self) -> None:
+        """The switch's namespace and bridge."""
+        self._netns(self.ns)
         ip("-n", self.ns, "link", "add", "br0", "type", "bridge")
         ip("-n", self.ns, "link", "set", "br0", "up")
+
+    def _netns(self, name: str) -> None:
+        ip("netns", "add", name)
+        self.namespaces.append(name)
 
     def add(self, name: str, address: str) -> Host:
         host = Host(name, f"{self.tag}-{name}", address, self.home / name, self)
         host.home.mkdir(parents=True, exist_ok=True)
         self.hosts[name] = host
-        ip("netns", "add", host.ns)
+        self._netns(host.ns)
         ip("-n", host.ns, "link", "set", "lo", "up")
         ip("link", "add", "eth0", "netns", host.ns, "type", "veth", "peer", "name", host.port,
            "netns", self.ns)
@@ -149,7 +158,7 @@ class Lan:
         run's), all at once with SIGTERM and a grace period, then remove every namespace; the
         veth pairs and nftables tables go with them."""
         _end([pid for host in self.hosts.values() for pid in host.pids()])
-        for ns in [*(host.ns for host in self.hosts.values()), self.ns]:
+        for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30,
                            check=False)
 
@@ -183,8 +192,15 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
     when a test failed."""
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root (CI runs the suite as root)")
+    if shutil.which("ip") is None or shutil.which("nft") is None:
+        pytest.skip("the hosts need iproute2 and nftables (scripts/lib/install-test-deps.sh "
+                    "installs them)")
     network = Lan(tmp_path_factory.mktemp("hosts"))
     try:
+        try:
+            network.start()
+        except CommandFailed as error:
+            pytest.skip(f"network namespaces cannot be made here ({error})")
         yield network
     finally:
         network.close()
