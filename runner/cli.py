@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -82,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "see docs/deployment.md)")
     down = command(sub, "down", cmd_down, "Stop every process ./scripts/up started.")
     down.add_argument("--wipe", action="store_true", help="also delete the chain data")
+    node_env = command(sub, "node-env", cmd_node_env,
+                       "Check the network manifest and write the settings of this host's node "
+                       "of ROLE for its container (docker-compose.hosts.yml).")
+    node_env.add_argument("--role", choices=NODE_ROLES, required=True)
+    node_env.add_argument("--out", type=Path, required=True, metavar="FILE",
+                          help="the file the node's container reads (shell assignments)")
     status = command(sub, "status", cmd_status, "Describe the running stack.")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     config = command(sub, "config", cmd_config,
@@ -288,6 +295,19 @@ def cmd_up(settings: ChainSettings, env: Mapping[str, str], args: argparse.Names
               f"{result.first_block_seconds:.1f} s, RPC node following after "
               f"{result.seconds:.1f} s.")
     print_endpoints(stack.status(settings, result.services))
+    return 0
+
+
+def cmd_node_env(settings: ChainSettings, env: Mapping[str, str],
+                 args: argparse.Namespace) -> int:
+    net = HostNetwork(settings)
+    values = net.container_env(args.role)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(f"{key}={shlex.quote(value)}\n"
+                                for key, value in sorted(values.items())))
+    me = net.entry(args.role)
+    print(f"{args.out}: {me.name} at {me.address} of network manifest version "
+          f"{net.manifest.version} (chain id {settings.chain_id}).")
     return 0
 
 

@@ -271,6 +271,20 @@ class HostNetwork(LocalNetwork):
             call(ipc, f"Changing {name}'s peer {enode} ({method})",
                  partial(w3.manager.request_blocking, RPCEndpoint(method), [enode]))
 
+    def container_env(self, role: str) -> dict[str, str]:
+        """What the ``role`` node's container runs (docker-compose.hosts.yml): the manifest
+        checked as before a native start, then the settings ``validator.sh``/``node.sh`` read,
+        or ``BOOTNODE_ARGS``. Paths are this host's, which the container mounts alike."""
+        self.check_keys([role])
+        argv, env = self._command(role, self.node_ports(role))
+        for own in ("PATH", "HOME", "PILOTCHAIN_GETH"):  # the image's, not ours
+            env.pop(own, None)
+        if role == BOOTNODE:
+            env = {"BOOTNODE_ARGS": " ".join(argv[1:])}
+        elif role == RPC_NODE:
+            env["HTTP_ADDR"] = "0.0.0.0"  # published on the host's loopback by Compose
+        return {"NODE_ROLE": role, **env}
+
     def check_keys(self, roles: Sequence[str]) -> None:
         """Every node role asked for has its key and its place in the manifest."""
         for role in roles:
