@@ -71,7 +71,7 @@ def measure(name: str, overrides: dict[str, Any], args: argparse.Namespace,
                          bridge_options=overrides) as stack:
         watcher = threading.Thread(target=watch_chain, daemon=True, args=(
             connect(stack.net.rpc_url), stack.deployment.address, watch,
-            f"{stack.settings.metrics_url}/metrics"))
+            f"{stack.settings.metrics_url}/status"))
         watcher.start()
         try:
             client = redis.Redis.from_url(stack.store.url)

@@ -471,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             net, w3, deployment, settings = stack.net, stack.w3, stack.deployment, stack.settings
             watcher = threading.Thread(target=watch_chain, daemon=True, args=(
                 connect(net.rpc_url), deployment.address, watch,
-                f"{settings.metrics_url}/metrics"))
+                f"{settings.metrics_url}/status"))
             watcher.start()
             client = redis.Redis.from_url(stack.store.url)
             pids = {name: net.process(name).pid for name in net.node_names()}
@@ -486,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["paced"], latencies = run_phase("paced", client,
                                                    make_events(args.trades, rng), rate,
                                                    watch, timeout, cpu)
-            result["bridge_metrics"] = requests.get(f"{settings.metrics_url}/metrics",
+            result["bridge_metrics"] = requests.get(f"{settings.metrics_url}/status",
                                                     timeout=5).json()
             result["baseline"] = run_baseline(w3, net, deployment,
                                               make_events(args.baseline, rng))

@@ -107,7 +107,7 @@ def sample_nodes(stack: BridgeStack, samples: Samples) -> None:
     signers = [n for n in net.node_names() if n not in (BOOTNODE, RPC_NODE)]
     nodes = {RPC_NODE: connect(net.rpc_url),
              **{name: connect(str(net.ipc_path(name))) for name in signers}}
-    metrics_url = f"{stack.settings.metrics_url}/metrics"
+    metrics_url = f"{stack.settings.metrics_url}/status"
     while not samples.stop.is_set():
         row: dict[str, Any] = {"t": time.time()}
         try:
@@ -160,7 +160,7 @@ def measure(home: Path, gas_limit: int, period: int, trades: int, options: dict[
         threads = [
             threading.Thread(target=watch_chain, daemon=True, args=(
                 connect(stack.net.rpc_url), stack.deployment.address, watch,
-                f"{stack.settings.metrics_url}/metrics")),
+                f"{stack.settings.metrics_url}/status")),
             threading.Thread(target=sample_nodes, daemon=True, args=(stack, samples))]
         try:
             for thread in threads:

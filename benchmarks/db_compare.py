@@ -302,7 +302,7 @@ def watching(stack: BridgeStack) -> Iterator[Watch]:
     watch = Watch()
     thread = threading.Thread(target=watch_chain, daemon=True, args=(
         connect(stack.net.rpc_url), stack.deployment.address, watch,
-        f"{stack.settings.metrics_url}/metrics"))
+        f"{stack.settings.metrics_url}/status"))
     thread.start()
     try:
         yield watch

@@ -684,9 +684,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "error": str(error),
                     "boundary_readings_on_chain": len(seen.reading_seen),
                     "trades_on_chain": len(seen.trades_seen),
-                    "bridge_metrics": requests.get(f"{bridge.metrics_url}/metrics",
+                    "bridge_metrics": requests.get(f"{bridge.metrics_url}/status",
                                                    timeout=5).json(),
-                    "ingest_metrics": requests.get(f"{ingest.metrics_url}/metrics",
+                    "ingest_metrics": requests.get(f"{ingest.metrics_url}/status",
                                                    timeout=5).json()}
                 result["blocks"] = sorted(seen.blocks.values(), key=lambda b: b["number"])
                 args.out.mkdir(parents=True, exist_ok=True)
@@ -706,8 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cores_in_use_load=load["cores_in_use_load"], load_seconds=load["load_seconds"],
                 dead_letters={"readings": _last(seen, "dead"),
                               "trades": _last(seen, "trades_dead")},
-                ingest_metrics=requests.get(f"{ingest.metrics_url}/metrics", timeout=5).json(),
-                bridge_metrics=requests.get(f"{bridge.metrics_url}/metrics", timeout=5).json())
+                ingest_metrics=requests.get(f"{ingest.metrics_url}/status", timeout=5).json(),
+                bridge_metrics=requests.get(f"{bridge.metrics_url}/status", timeout=5).json())
             result["figures"] = figures(args, load, seen, args.meters, len(events), period,
                                         gas_limit)
             result["blocks"] = sorted(seen.blocks.values(), key=lambda b: b["number"])

@@ -12,7 +12,7 @@ from types import FrameType
 
 import redis
 
-from bridge.health import HealthServer
+from bridge.endpoint import HealthServer
 from bridge.metrics import Metrics
 from pilotchain.errors import PilotChainError
 

@@ -1,48 +1,9 @@
-"""The bridge's HTTP endpoint: ``/metrics`` (JSON progress) and ``/health`` (up or not, and
-degraded with a sentence while it works but lags).
-
-stdlib ``http.server`` in a daemon thread: two read-only routes do not need a framework,
-and the bridge's loop never waits for a client.
-"""
+"""What a service's ``/health`` says: up or not, and degraded with a sentence while it
+works but lags (the endpoint serving it: bridge/endpoint.py)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-from bridge.errors import BridgeConfigError
-from bridge.metrics import Metrics
-
-
-class HealthServer:
-    """Serves one Metrics object; ``port`` 0 picks a free port (see ``.port``)."""
-
-    def __init__(self, metrics: Metrics, host: str, port: int,
-                 setting: str = "BRIDGE_METRICS_PORT") -> None:
-        handler = _handler_for(metrics)
-        try:
-            self._server = ThreadingHTTPServer((host, port), handler)
-        except OSError as error:
-            raise BridgeConfigError(
-                f"The metrics endpoint cannot listen on {host}:{port} ({error.strerror}); "
-                f"choose another {setting}."
-            ) from None
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="bridge-metrics", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def health_answer(snapshot: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -75,31 +36,3 @@ def backlog_problem(length: int, age: float | None, max_backlog: int, max_age: f
         return (f"The oldest unsettled entry has waited {age:.0f} s, longer than {max_age:g} s "
                 f"({prefix}_HEALTH_MAX_AGE).")
     return None
-
-
-def _handler_for(metrics: Metrics) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        """GET /metrics and /health; anything else is 404."""
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0].rstrip("/")
-            snapshot = metrics.snapshot()
-            if path in ("", "/metrics"):
-                self._reply(200, snapshot)
-            elif path == "/health":
-                self._reply(*health_answer(snapshot))
-            else:
-                self._reply(404, {"error": f"No such endpoint {path}; try /metrics or /health."})
-
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Polling clients would flood the bridge's log; stay quiet."""
-
-    return Handler

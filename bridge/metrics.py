@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 
 LATENCY_WINDOW = 4096
+# Upper bounds (seconds) of the latency histogram's buckets: a batch in the next block is
+# about one block period; minutes mean a backlog or an outage.
+LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -34,6 +38,9 @@ class Metrics:
             "warning": None, "backlog": None, "oldest_unsettled_s": None,
         }
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        # Since the start, for Prometheus: counts per bucket (the last for anything longer).
+        self._bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._latency_sum = 0.0
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -47,6 +54,19 @@ class Metrics:
         """One trade's time from stream entry to receipt."""
         with self._lock:
             self._latencies.append(seconds)
+            self._bucket_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self._latency_sum += seconds
+
+    def latency_histogram(self) -> tuple[list[int], float, int]:
+        """Per-bucket counts (not cumulative; the overflow bucket left out), sum and count
+        of every latency since the start."""
+        with self._lock:
+            counts = list(self._bucket_counts)
+            return counts[:-1], self._latency_sum, sum(counts)
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counters)
 
     def get(self, name: str) -> Any:
         with self._lock:

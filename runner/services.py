@@ -119,7 +119,7 @@ class BackgroundService:
 
 
 class MetricsSettings(Protocol):
-    """Where a service's metrics endpoint listens (``/metrics``, ``/health``)."""
+    """Where a service's metrics endpoint listens (``/metrics``, ``/status``, ``/health``)."""
 
     @property
     def metrics_host(self) -> str: ...
@@ -157,8 +157,10 @@ class MetricsService(BackgroundService):
         return False
 
     def status(self) -> dict[str, Any]:
+        """Where Prometheus scrapes it, and where its progress reads as JSON."""
         key = self.name.replace("-", "_")
-        return {f"{key}_metrics_url": f"{self.metrics_url}/metrics"}
+        return {f"{key}_metrics_url": f"{self.metrics_url}/metrics",
+                f"{key}_status_url": f"{self.metrics_url}/status"}
 
 
 class ServedSettings(Protocol):

@@ -183,7 +183,7 @@ class ServiceProcess:
 
     def metrics(self) -> dict[str, Any] | None:
         try:
-            return requests.get(f"{self.settings.metrics_url}/metrics", timeout=10).json()
+            return requests.get(f"{self.settings.metrics_url}/status", timeout=10).json()
         except requests.RequestException:
             return None
 

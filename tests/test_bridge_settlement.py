@@ -193,8 +193,9 @@ def test_the_service_runs_the_bridge_process_until_stopped(
     try:
         assert service.start() is True  # returns once /health answers 200
         assert service.start() is False  # already running
-        url = service.status()["bridge_metrics_url"]
-        assert url == f"{settings.metrics_url}/metrics"
+        assert service.status() == {"bridge_metrics_url": f"{settings.metrics_url}/metrics",
+                                    "bridge_status_url": f"{settings.metrics_url}/status"}
+        url = service.status()["bridge_status_url"]
         publish_lines(redis_url, synthesise(20, seed=5))
         wait_for_work(deployed.net, lambda: requests.get(url, timeout=10).json()["settled"] == 20,
                       progress=work_progress(lambda: requests.get(url, timeout=10).json()),

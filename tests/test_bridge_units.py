@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 import requests
 from eth_account import Account
+from prometheus_checks import assert_prometheus_text, promtool_problems
 from recordings import DATA
 
 from bridge.batching import Batcher, Item
 from bridge.config import BridgeSettings
+from bridge.endpoint import HealthServer
 from bridge.errors import BridgeConfigError
 from bridge.events import Rejected, decode_entry
 from bridge.gas import gas_limit_for, max_trades_for_gas
-from bridge.health import HealthServer
 from bridge.metrics import Metrics
 from pilotchain.contract import (
     BROADCAST_TRANSACTION_BYTES,
@@ -134,26 +135,59 @@ def test_a_small_batch_of_the_largest_trades_is_sent_whole_by_geth() -> None:
     assert signed_size(small + 2) > BROADCAST_TRANSACTION_BYTES
 
 
-def test_the_metrics_endpoint_serves_json_and_health() -> None:
+def test_the_endpoint_serves_prometheus_metrics_json_status_and_health() -> None:
     metrics = Metrics()
     server = HealthServer(metrics, "127.0.0.1", 0)
     server.start()
     try:
         base = f"http://127.0.0.1:{server.port}"
         assert requests.get(f"{base}/health", timeout=5).status_code == 503  # starting
+        starting = assert_prometheus_text(requests.get(f"{base}/metrics", timeout=5))
+        assert starting['pilotchain_service_state{state="starting"}'] == 1
+        assert starting["pilotchain_service_healthy"] == 0
+        assert starting["pilotchain_entry_latency_seconds_count"] == 0
         metrics.add("received", 3)
-        metrics.set(state="running", last_block=7)
-        metrics.latency(1.5)
-        body = requests.get(f"{base}/metrics", timeout=5).json()
+        metrics.add("dead_lettered")
+        metrics.set(state="running", last_block=7, redis="ok", chain="unreachable",
+                    backlog=12)
+        for seconds in (0.2, 1.5, 1.5, 700.0):
+            metrics.latency(seconds)
+        body = requests.get(f"{base}/status", timeout=5).json()
         for key in ("received", "settled", "pending", "dead_lettered", "last_block",
                     "latency_p95_s", "rss_bytes", "redis", "chain"):
             assert key in body
         assert (body["received"], body["last_block"], body["latency_p50_s"]) == (3, 7, 1.5)
+        found = assert_prometheus_text(requests.get(f"{base}/metrics", timeout=5))
+        assert (found["pilotchain_entries_received_total"],
+                found["pilotchain_entries_dead_lettered_total"],
+                found["pilotchain_chain_head_block"],
+                found["pilotchain_stream_backlog_entries"]) == (3, 1, 7, 12)
+        assert found['pilotchain_service_state{state="running"}'] == 1
+        assert found['pilotchain_service_state{state="starting"}'] == 0
+        assert (found["pilotchain_service_healthy"], found["pilotchain_redis_connected"],
+                found["pilotchain_chain_connected"]) == (1, 1, 0)
+        # Cumulative buckets: 0.2 under 0.5 s, the two 1.5 s under 2 s, 700 s only in +Inf.
+        assert [found[f'pilotchain_entry_latency_seconds_bucket{{le="{le}"}}']
+                for le in ("0.5", "1.0", "2.0", "600.0", "+Inf")] == [1, 1, 3, 3, 4]
+        assert found["pilotchain_entry_latency_seconds_sum"] == pytest.approx(703.2)
+        assert found["process_resident_memory_bytes"] > 0
         health = requests.get(f"{base}/health", timeout=5)
         assert health.status_code == 200 and health.json()["status"] == "ok"
+        metrics.set(warning="12 entries wait to be settled, more than 10.")
+        degraded = assert_prometheus_text(requests.get(f"{base}/metrics", timeout=5))
+        assert degraded["pilotchain_service_healthy"] == 0
         assert requests.get(f"{base}/nope", timeout=5).status_code == 404
     finally:
         server.stop()
+
+
+def test_promtool_finds_what_a_bad_exposition_gets_wrong() -> None:
+    """The checker the endpoint tests rely on is not blind: a counter without _total and a
+    family without HELP are problems to it."""
+    assert "counter metrics should have \"_total\" suffix" in promtool_problems(
+        "# HELP things Things.\n# TYPE things counter\nthings 1\n")
+    assert promtool_problems("# TYPE x_total counter\nx_total 1\n") != ""
+    assert promtool_problems("# HELP x_total X.\n# TYPE x_total counter\nx_total 1\n") == ""
 
 
 def test_the_gas_limit_covers_full_batches_of_new_parties_at_the_largest_amounts() -> None:

@@ -19,6 +19,7 @@ import pytest
 import redis
 import requests
 from eth_account import Account
+from prometheus_checks import assert_prometheus_text
 
 from pilotchain.chain import connect
 from pilotchain.config import MqttConnection
@@ -117,20 +118,25 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     assert info["chain_id"] == 8765
     assert report["bridge_metrics_url"] == \
         f"http://127.0.0.1:{env['BRIDGE_METRICS_PORT']}/metrics"
-    metrics = requests.get(report["bridge_metrics_url"], timeout=10).json()
+    metrics = requests.get(report["bridge_status_url"], timeout=10).json()
     assert metrics["dead_lettered"] == 0
+    assert_prometheus_text(requests.get(report["bridge_metrics_url"], timeout=10))
     assert report["ingest_url"] == f"http://127.0.0.1:{env['INGEST_HTTP_PORT']}/api/readings"
     # Up and refusing outsiders: no uploader credential, no upload.
     assert requests.post(report["ingest_url"], json=[], timeout=10).status_code == 401
-    ingest = requests.get(report["ingest_metrics_url"], timeout=10).json()
+    ingest = requests.get(report["ingest_status_url"], timeout=10).json()
     assert ingest["state"] == "running"  # funded, holding READER_ROLE
     assert report["mqtt_url"] == f"mqtt://127.0.0.1:{env['MQTT_PORT']}"
-    subscriber = requests.get(report["ingest_mqtt_metrics_url"], timeout=10).json()
+    subscriber = requests.get(report["ingest_mqtt_status_url"], timeout=10).json()
     assert subscriber["state"] == "running"  # authenticated with init's password
     assert report["closer_metrics_url"] == \
         f"http://127.0.0.1:{env['CLOSER_METRICS_PORT']}/metrics"
-    closer = requests.get(report["closer_metrics_url"], timeout=10).json()
+    closer = requests.get(report["closer_status_url"], timeout=10).json()
     assert closer["state"] == "running"  # funded, found the deployment
+    for service in ("ingest", "ingest_mqtt", "closer"):
+        found = assert_prometheus_text(requests.get(report[f"{service}_metrics_url"],
+                                                    timeout=10))
+        assert found['pilotchain_service_state{state="running"}'] == 1, service
     assert report["portal_url"] == f"http://localhost:{env['PORTAL_PORT']}"
     me = requests.get(f"{report['portal_url']}/api/me", timeout=10).json()
     assert me["signed_in"] is False  # its index migrated, the contract found
@@ -190,11 +196,11 @@ def test_a_pilot_from_before_the_ingest_gets_a_working_reader_without_a_new_gene
     assert (home / "keys" / "ingest" / "address").is_file()
     status = json.loads(run("status", env, "--json").stdout)
     assert status["settlement_address"] == report["settlement_address"]
-    ingest = requests.get(status["ingest_metrics_url"], timeout=10).json()
+    ingest = requests.get(status["ingest_status_url"], timeout=10).json()
     assert ingest["state"] == "running"  # the new account is funded and holds READER_ROLE
-    subscriber = requests.get(status["ingest_mqtt_metrics_url"], timeout=10).json()
+    subscriber = requests.get(status["ingest_mqtt_status_url"], timeout=10).json()
     assert subscriber["state"] == "running"  # the broker has the new passwords
-    closer = requests.get(status["closer_metrics_url"], timeout=10).json()
+    closer = requests.get(status["closer_status_url"], timeout=10).json()
     assert closer["state"] == "running"
     w3 = connect(status["rpc_url"])
     closer_address = (home / "keys" / "closer" / "address").read_text().strip()
@@ -231,7 +237,7 @@ def test_a_pilot_with_the_shared_meter_account_moves_to_accounts_of_its_own(
     assert (home / "genesis.json").read_bytes() == genesis
     assert (mqtt_keys / "monitor.password").is_file()
     status = json.loads(run("status", env, "--json").stdout)
-    subscriber = requests.get(status["ingest_mqtt_metrics_url"], timeout=10).json()
+    subscriber = requests.get(status["ingest_mqtt_status_url"], timeout=10).json()
     assert subscriber["state"] == "running"
     connection = MqttConnection(port=int(env["MQTT_PORT"]))
     assert connect_check(connection, "meter", shared) != 0  # the shared account is retired

@@ -29,3 +29,7 @@ ensure_debian_package ip iproute2
 ensure_debian_package nft nftables
 ensure_debian_package nginx nginx-light
 ensure_debian_package openssl openssl
+
+# Prometheus and promtool: tests/test_metrics.py checks every /metrics with promtool's parser
+# and the alerting rules with `promtool test rules`, and runs a real Prometheus against a stack.
+ensure_debian_package promtool prometheus
