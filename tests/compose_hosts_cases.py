@@ -1,10 +1,12 @@
-"""Several organisations' hosts in Compose (docker-compose.hosts.yml) on a real engine: each
+"""Several organisations' hosts in Compose (docker-compose.hosts.yml) on a real engine, run as
+the last tests of tests/test_compose_engine.py (which imports them): the Docker engine's tests
+are one module, so that parallel workers never run two of them side by side. Each
 organisation a Compose project of its own, with only its own directory (keys, genesis, the
 signed manifest), every node on a shared "wan" network at the fixed address its export gives.
 
-(a) Three organisations found the network: a tampered manifest stops a node's check service
+(hosts a) Three organisations found the network: a tampered manifest stops a node's check service
 with one sentence and no node; the bootnodes of two organisations and three validators start
-from the manifest and seal in turn. (b) A fourth joins: its keys, the manifest's next version,
+from the manifest and seal in turn. (hosts b) A fourth joins: its keys, the manifest's next version,
 the founders' validators recreated one at a time to take it (a new partner network for
 ``--netrestrict``), its node syncs, two of three vote it in over their own IPC, and it seals.
 """
@@ -29,8 +31,6 @@ from web3 import Web3
 
 from pilotchain.chain import connect, wait_for, wait_for_blocks
 from pilotchain.settings import PROJECT_ROOT
-
-pytestmark = [pytest.mark.compose, pytest.mark.slow]
 
 PILOTCHAIN = str(Path(sys.executable).parent / "pilotchain")
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.hosts.yml"
@@ -176,7 +176,7 @@ def within(w3: Web3, blocks: int, condition: Any, what: str, why: str,
                            progress=progress)
 
 
-def test_a_three_organisations_found_the_network_in_compose(net: Net) -> None:
+def test_hosts_a_three_organisations_found_the_network_in_compose(net: Net) -> None:
     coordinate(net, "keys", "new", "--role", "coordinator", "--org", "uni-a", "--out",
                str(net.coordinator / "coordinator.json"))
     signer = json.loads((net.coordinator / "coordinator.json").read_text())["address"]
@@ -221,7 +221,7 @@ def test_a_three_organisations_found_the_network_in_compose(net: Net) -> None:
     assert all(x != y for x, y in itertools.pairwise(sealers))
 
 
-def test_b_a_fourth_organisation_joins_by_vote_in_compose(net: Net) -> None:
+def test_hosts_b_a_fourth_organisation_joins_by_vote_in_compose(net: Net) -> None:
     a, b, d = net.orgs["uni-a"], net.orgs["uni-b"], net.orgs["uni-d"]
     coordinate(net, "network", "update", "--add", str(d.home / "validator.export.json"))
     distribute(net, [*FOUNDERS, "uni-d"])
