@@ -32,6 +32,7 @@ from pilotchain.deployment import ensure_deployed
 from pilotchain.errors import PilotChainError
 from pilotchain.gsy_export import read_export
 from pilotchain.metering import Rates
+from pilotchain.network_cli import add_network_commands
 from pilotchain.reconcile import Reconciliation, chain_trades, reconcile
 from pilotchain.settings import load_environment
 
@@ -133,6 +134,7 @@ def add_core_commands(sub: Commands) -> dict[str, Commands]:
     for cmd in (signers, propose, discard):
         cmd.add_argument("--ipc", action="append", metavar="PATH",
                          help="a validator's geth.ipc (repeat; default: the native validators)")
+    add_network_commands(sub, command, group)
     return add_operator_commands(sub)
 
 
@@ -493,8 +495,12 @@ def cmd_propose(settings: ChainSettings, env: Mapping[str, str],
                 args: argparse.Namespace) -> int:
     endpoints = validator_endpoints(settings, args.ipc)
     governance.propose(endpoints, args.address, args.authorize)
+    first = dict(list(endpoints.items())[:1])  # one validator's view of the signers is enough
+    signers = len(governance.vote_state(first)[0].signers)
     print(f"Proposed on {len(endpoints)} validator(s) to {'add' if args.authorize else 'remove'} "
-          f"{args.address}; it takes effect once a majority of signers have sealed the vote.")
+          f"{args.address}. A signer's vote counts once it seals a block carrying it; the vote "
+          f"passes when {signers // 2 + 1} of the {signers} signers have voted ('pilotchain "
+          "network status' shows the votes cast).")
     return 0
 
 

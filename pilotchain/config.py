@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from eth_utils.address import is_address, to_checksum_address
+
 from pilotchain.errors import ConfigError
 from pilotchain.settings import PROJECT_ROOT, Setting, SettingsGroup
 
@@ -51,6 +53,12 @@ class ChainSettings:
     rpc_vhosts: tuple[str, ...] = ()
     geth_bin_dir: Path = DEFAULT_GETH_BIN_DIR
     deployment_file_override: Path | None = None
+    manifest_file: Path = PROJECT_ROOT / "network.json"
+    manifest_signer: str | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_addr: str = "0.0.0.0"
+    tls_port: int = 8443
 
     @property
     def deployment_file(self) -> Path:
@@ -75,6 +83,24 @@ class ChainSettings:
     def from_env(cls, env: Mapping[str, str]) -> ChainSettings:
         """Typed settings from an environment snapshot; errors name the setting."""
         return cls(**CHAIN_SETTINGS.read(env))
+
+
+def _signer_address(value: str | None, env: Mapping[str, str]) -> str | None:
+    """MANIFEST_SIGNER as a checksummed address."""
+    if value is None:
+        return None
+    if not is_address(value):
+        raise ConfigError(f"MANIFEST_SIGNER must be an address (0x and 40 hex digits), not "
+                          f"{value!r}.")
+    return to_checksum_address(value)
+
+
+def _tls_key(value: Path | None, env: Mapping[str, str]) -> Path | None:
+    """The key goes with the certificate: one without the other is a mistake."""
+    if (value is None) != (env.get("RPC_TLS_CERT_FILE", "").strip() == ""):
+        raise ConfigError("RPC_TLS_CERT_FILE and RPC_TLS_KEY_FILE go together: set both (the "
+                          "RPC node's HTTPS proxy) or neither.")
+    return value
 
 
 def check_origins(origins: tuple[str, ...], env: Mapping[str, str]) -> tuple[str, ...]:
@@ -161,6 +187,22 @@ CHAIN_SETTINGS = SettingsGroup(
         Setting("GETH_BIN_DIR", "geth_bin_dir", "path", _D.geth_bin_dir,
                 "where geth and bootnode 1.13.15 are (`./scripts/up` builds them there)",
                 default_text="~/.cache/pilotchain/geth-v1.13.15/bin"),
+        Setting("NETWORK_MANIFEST", "manifest_file", "path", _D.manifest_file,
+                "the network manifest of a network of several organisations' hosts (written "
+                "and signed by the coordinator, checked by `./scripts/up --role` before a node "
+                "starts); see docs/deployment.md"),
+        Setting("MANIFEST_SIGNER", "manifest_signer", "optional", None,
+                "the coordinator's address: a manifest signed by any other key is refused "
+                "(required with `--role`)", check=_signer_address),
+        Setting("RPC_TLS_CERT_FILE", "tls_cert_file", "optional_path", None,
+                "certificate (PEM, with its chain) of the RPC node's HTTPS proxy (nginx); when "
+                "set, the RPC node is served to participants over HTTPS"),
+        Setting("RPC_TLS_KEY_FILE", "tls_key_file", "optional_path", None,
+                "the certificate's private key (PEM)", check=_tls_key),
+        Setting("RPC_TLS_ADDR", "tls_addr", "str", _D.tls_addr,
+                "address the HTTPS proxy listens on"),
+        Setting("RPC_TLS_PORT", "tls_port", "int", _D.tls_port,
+                "port of the HTTPS proxy (443 needs root or CAP_NET_BIND_SERVICE)", minimum=1),
     ),
 )
 

@@ -11,6 +11,15 @@ Layout under the keys directory (never committed; ``pilotchain init`` creates it
 
 Roles are ``validator1..validatorN`` plus the service accounts in :data:`SERVICE_ROLES`
 (funded in genesis) and :data:`LATE_ROLES` (created after genesis, funded by the operator).
+
+On one organisation's host of a network of several (``pilotchain keys new --role``, see
+docs/deployment.md) the same layout holds only that host's roles::
+
+    bootnode.key, bootnode.pub           the bootnode
+    validator/                           the signer: account and node key
+    rpc/nodekey, nodekey.pub             the RPC node's p2p identity
+    faucet/, bridge/, ... (APP_ACCOUNTS) the apps' accounts, Redis and MQTT passwords
+    coordinator/                         the account that signs the network manifest
 """
 
 from __future__ import annotations
@@ -33,6 +42,13 @@ SERVICE_ROLES = ("faucet", "bridge", "operator")
 LATE_ROLES = ("ingest", "closer")
 # geth's own "light" scrypt parameter: fine for throwaway test keys, never for a pilot.
 FAST_SCRYPT_N = 4096
+# What one organisation's host may run, each with its own keys (``keys new --role``).
+HOST_ROLES = ("bootnode", "validator", "rpc", "apps")
+# The accounts of the apps (bridge, faucet, ingest, closer, the operator's commands).
+APP_ACCOUNTS = (*SERVICE_ROLES, *LATE_ROLES)
+# Where a host role's node key lives, relative to the keys directory.
+NODE_KEY_FILES = {"bootnode": "bootnode.key", "validator": "validator/nodekey",
+                  "rpc": "rpc/nodekey"}
 
 
 class KeysError(PilotChainError):
@@ -200,6 +216,52 @@ class KeyStore:
                 created.append(name)
         self._write_json("accounts.json", self.accounts())
         return created
+
+    def has_role(self, role: str) -> bool:
+        """Whether this host's keys for ``role`` (of :data:`HOST_ROLES`, or the coordinator)
+        exist."""
+        if role in NODE_KEY_FILES:
+            return (self.directory / NODE_KEY_FILES[role]).is_file()
+        names = APP_ACCOUNTS if role == "apps" else (role,)
+        return all((self.directory / name / "address").is_file() for name in names)
+
+    def create_role(self, role: str, *, fast: bool = False) -> list[str]:
+        """Create the keys of one host role; return what was created. Refuses to replace a
+        key: a node with a new key is a stranger to the network manifest."""
+        if self.has_role(role):
+            raise KeysError(
+                f"This host already has its {role} keys in {self.directory}; 'pilotchain keys "
+                f"export --role {role}' prints their export again."
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        if role == "bootnode":
+            self._write_nodekey(self.bootnode_key_file, self.directory / "bootnode.pub")
+            return ["bootnode"]
+        if role == "rpc":
+            directory = self.directory / "rpc"
+            directory.mkdir(exist_ok=True)
+            os.chmod(directory, 0o700)
+            self._write_nodekey(directory / "nodekey", directory / "nodekey.pub")
+            return ["rpc"]
+        if role == "apps":
+            created = [self.create_account(name, fast=fast).name for name in APP_ACCOUNTS
+                       if not (self.directory / name / "address").is_file()]
+            self._write_json("accounts.json", self.accounts())
+            if self.ensure_redis_password():
+                created.append("redis/password")
+            return created + self.ensure_mqtt_passwords()
+        return [self.create_account(role, fast=fast).name]
+
+    def node_pubkey(self, role: str) -> str:
+        """The enode public key of this host's ``role`` node (bootnode, validator, rpc)."""
+        path = self.directory / NODE_KEY_FILES[role]
+        try:
+            return path.with_suffix(".pub").read_text().strip()
+        except FileNotFoundError:
+            raise KeysError(
+                f"This host has no {role} key ({path}); run 'pilotchain keys new --role {role}'."
+            ) from None
 
     def create_account(self, name: str, *, fast: bool = False) -> Role:
         """Write a new keystore, password and address for ``name`` (refuses to overwrite)."""

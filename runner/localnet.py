@@ -127,9 +127,13 @@ class LocalNetwork:
             wait_for(lambda: self.ipc_path(name).exists() or self._check_alive(name),
                      timeout=timeout, what=f"{name} to open its IPC socket")
 
-    def _spawn(self, name: str) -> None:
+    def node_ports(self, name: str) -> dict[str, int]:
+        """The p2p and authrpc ports of node ``name``."""
         index = self.node_names().index(name) if name in self.node_names() else 0
-        ports = self.ports.node(name, index)
+        return self.ports.node(name, index)
+
+    def _spawn(self, name: str) -> None:
+        ports = self.node_ports(name)
         self.datadir(name).mkdir(parents=True, exist_ok=True)
         argv, env = self._command(name, ports)
         marker = str(self.keys.bootnode_key_file if name == BOOTNODE else self.datadir(name))
@@ -150,20 +154,24 @@ class LocalNetwork:
                 unclean.append(name)
         return unclean
 
-    def _command(self, name: str, ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
-        env = {
+    def _base_env(self, name: str, ports: dict[str, int]) -> dict[str, str]:
+        """What validator.sh and node.sh need of every node (geth and bootnode inherit PATH
+        and HOME, nothing else of ours)."""
+        return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
             "PILOTCHAIN_GETH": str(self.bin_dir / "geth"),
             "DATA_DIR": str(self.datadir(name)),
             "GENESIS_FILE": str(self.settings.genesis_file),
             "NETWORK_ID": str(self.settings.chain_id),
-            "BOOTNODES": self.bootnode_enode(),
             "P2P_PORT": str(ports["p2p"]),
             "AUTHRPC_PORT": str(ports["authrpc"]),
-            "NAT": "extip:127.0.0.1",
             "VERBOSITY": str(self.verbosity),
         }
+
+    def _command(self, name: str, ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
+        env = {**self._base_env(name, ports), "BOOTNODES": self.bootnode_enode(),
+               "NAT": "extip:127.0.0.1"}
         if name == BOOTNODE:
             argv = [str(self.bin_dir / "bootnode"), "-nodekey", str(self.keys.bootnode_key_file),
                     "-addr", f"127.0.0.1:{self.ports.bootnode}", "-verbosity", "3"]

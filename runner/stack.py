@@ -18,6 +18,7 @@ from bridge.config import BridgeSettings
 from closer.config import CloserSettings
 from faucet.config import FaucetSettings
 from ingest.config import HttpSettings, IngestSettings, MqttSettings
+from pilotchain.chain import call, connect, wait_for
 from pilotchain.config import ChainSettings, MqttConnection, RedisConnection
 from pilotchain.errors import NetworkError, PilotChainError
 from portal.config import PortalSettings
@@ -25,6 +26,7 @@ from portal.web.config import WebSettings
 from runner.bridge import BridgeService
 from runner.closer import CloserService
 from runner.faucet import FaucetService
+from runner.hostnet import NODE_ROLES, Applied, HostNetwork
 from runner.ingest import IngestHttpService, IngestMqttService, IngestService
 from runner.localnet import BOOTNODE, RPC_NODE, LocalNetwork
 from runner.mqtt import MqttService
@@ -33,6 +35,7 @@ from runner.ports import check_port_free
 from runner.redis import RedisService
 from runner.services import Service
 from runner.settlement import SettlementService
+from runner.tlsproxy import TlsProxyService
 
 # How long ./scripts/up waits for the RPC node to see a sealed block.
 FIRST_BLOCK_TIMEOUT = 90.0
@@ -45,10 +48,22 @@ class UpResult:
     created: list[str]
     first_block_seconds: float
     seconds: float
+    host: Applied | None = None  # what ``up --role`` did to this host's nodes
 
 
 def network(settings: ChainSettings) -> LocalNetwork:
+    """The nodes this data directory runs: one organisation's roles (``up --role``) or the
+    whole single-host network."""
+    host = HostNetwork(settings)
+    if host.roles:
+        return host
     return LocalNetwork(settings, settings.geth_bin_dir)
+
+
+def role_of(service: Service) -> str:
+    """The host role a service belongs to: the HTTPS proxy is the RPC node's, the rest are
+    the apps."""
+    return RPC_NODE if isinstance(service, TlsProxyService) else "apps"
 
 
 def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Service]:
@@ -60,7 +75,11 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
     bridge, ingest = BridgeSettings.from_env(env), IngestSettings.from_env(env)
     closer, subscriber = CloserSettings.from_env(env), MqttSettings.from_env(env)
     portal_env = with_health_urls(env, bridge, ingest, closer, subscriber)
+    proxy: list[Service] = []
+    if settings.tls_cert_file is not None:
+        proxy.append(TlsProxyService(settings, settings.data_dir / "rpc-proxy", state_dir))
     return [
+        *proxy,
         SettlementService(settings),
         RedisService(RedisConnection.from_env(env), settings.data_dir / "redis", state_dir),
         BridgeService(bridge, env, state_dir),
@@ -84,6 +103,11 @@ def up(settings: ChainSettings, build: Callable[[], Sequence[Service]] = lambda:
     creates (the Redis password)."""
     began = time.monotonic()
     net = network(settings)
+    if isinstance(net, HostNetwork):
+        raise NetworkError(
+            f"{settings.data_dir} holds this host's roles ({', '.join(net.roles)}) of a network "
+            "of several organisations; start them with ./scripts/up --role ROLE."
+        )
     _check_binaries(net)
     created = net.init()
     if created:
@@ -108,6 +132,51 @@ def up(settings: ChainSettings, build: Callable[[], Sequence[Service]] = lambda:
             started.append(service.name)
     now = time.monotonic()
     return UpResult(services, started, created, sealed - began, now - began)
+
+
+def up_roles(settings: ChainSettings, roles: Sequence[str],
+             build: Callable[[], Sequence[Service]] = lambda: (),
+             progress: Callable[[str], None] = lambda _: None) -> UpResult:
+    """Start (or bring to the current network manifest) this host's ``roles``: its nodes
+    from the manifest, then the services of its roles (the RPC node's HTTPS proxy, the
+    apps), the apps on the organisation's own RPC node (RPC_URL)."""
+    began = time.monotonic()
+    if (settings.nodes_dir / "validator1").exists():
+        raise NetworkError(
+            f"{settings.data_dir} holds the single-host network; give this host's roles a data "
+            "directory of their own (NATIVE_DATA_DIR)."
+        )
+    net = HostNetwork(settings, roles)
+    if any(role in NODE_ROLES for role in roles):
+        _check_binaries(net)
+    net.check_keys(roles)
+    services = [service for service in build() if role_of(service) in roles]
+    _check_ports_free(net, [name for name in net.node_names()
+                            if name in roles and not net.is_running(name)])
+    applied = net.apply(roles, progress)
+    sealed = time.monotonic()
+    if "apps" in roles:
+        progress(f"waiting for this organisation's RPC node at {settings.rpc_url}")
+        _wait_for_chain(settings, net.manifest.genesis_hash)
+    started = [*applied.started, *applied.restarted]
+    for service in services:
+        progress(f"checking {service.name}")
+        if service.start(None):
+            started.append(service.name)
+    return UpResult(services, started, [], sealed - began, time.monotonic() - began, applied)
+
+
+def _wait_for_chain(settings: ChainSettings, genesis: str) -> None:
+    """The RPC node at RPC_URL serves this network and has sealed blocks."""
+    url = settings.rpc_url
+    w3 = connect(url)
+    wait_for(lambda: w3.eth.block_number >= 1, timeout=FIRST_BLOCK_TIMEOUT,
+             what=f"the RPC node at {url} to follow a sealing chain")
+    served = call(url, "Reading the RPC node's genesis", lambda: w3.eth.get_block(0))["hash"]
+    if served.to_0x_hex() != genesis:
+        raise NetworkError(f"The RPC node at {url} (RPC_URL) serves another chain (genesis "
+                           f"{served.to_0x_hex()[:14]}…); point RPC_URL at your organisation's "
+                           "RPC node of this network.")
 
 
 def page_origins(settings: ChainSettings, services: Sequence[Service]) -> tuple[str, ...]:
@@ -188,12 +257,15 @@ def _check_ports_free(net: LocalNetwork, names: list[str]) -> None:
     """Fail early, naming the setting, if another program holds a port a node needs."""
     wanted: list[tuple[str, int, int]] = []
     for name in names:
+        single_host = not isinstance(net, HostNetwork)  # else the manifest sets p2p ports
         if name == BOOTNODE:
-            wanted.append(("BOOTNODE_PORT", net.ports.bootnode, socket.SOCK_DGRAM))
+            if single_host:
+                wanted.append(("BOOTNODE_PORT", net.ports.bootnode, socket.SOCK_DGRAM))
             continue
-        ports = net.ports.node(name, net.node_names().index(name))
-        wanted.append(("P2P_BASE_PORT", ports["p2p"], socket.SOCK_STREAM))
-        wanted.append(("P2P_BASE_PORT", ports["p2p"], socket.SOCK_DGRAM))
+        ports = net.node_ports(name)
+        if single_host:
+            wanted.append(("P2P_BASE_PORT", ports["p2p"], socket.SOCK_STREAM))
+            wanted.append(("P2P_BASE_PORT", ports["p2p"], socket.SOCK_DGRAM))
         wanted.append(("AUTHRPC_BASE_PORT", ports["authrpc"], socket.SOCK_STREAM))
         if name == RPC_NODE:
             wanted.append(("RPC_HTTP_PORT", net.ports.http, socket.SOCK_STREAM))

@@ -24,7 +24,7 @@ from runner.redis import RedisService, private_connection
 # Fixtures shared by several test modules of one component, loaded one way: as plug-ins.
 pytest_plugins = [
     "bridge_fixtures", "compose_fixtures", "evm_fixtures", "faucet_fixtures", "gsy_e_fixtures",
-    "ingest_fixtures", "portal_fixtures", "portal_web_fixtures"]
+    "hosts_fixtures", "ingest_fixtures", "portal_fixtures", "portal_web_fixtures"]
 
 GETH_BIN_DIR = Path(
     os.environ.get("GETH_BIN_DIR", Path.home() / ".cache/pilotchain/geth-v1.13.15/bin")
@@ -34,7 +34,7 @@ GETH_BIN_DIR = Path(
 # Markers follow from the fixtures a test uses, so they cannot be forgotten: a test that asks
 # for a network needs geth, one that asks for Redis needs redis-server.
 MARKER_FIXTURES = {
-    "chain": {"chain", "make_network", "geth_bin_dir", "deployed"},
+    "chain": {"chain", "make_network", "geth_bin_dir", "deployed", "lan"},
     "redis": {"redis_server", "redis_url"},
     "browser": {"browser", "page"},
 }

@@ -632,3 +632,12 @@ def test_g_stop_and_up_keep_the_chain_and_down_leaves_nothing(
     assert not killed, f"ignored SIGTERM and were killed after 120 s: {killed}"
     with timings.measure("g: down -v"):
         stack.down()
+
+
+# Last, with this stack down: several organisations' hosts in Compose (docker-compose.hosts.yml),
+# here because the Docker engine's tests are one module, which one worker runs.
+from compose_hosts_cases import (  # noqa: E402
+    net,  # noqa: F401  (the fixture)
+    test_hosts_a_three_organisations_found_the_network_in_compose,  # noqa: F401
+    test_hosts_b_a_fourth_organisation_joins_by_vote_in_compose,  # noqa: F401
+)

@@ -56,6 +56,12 @@ if [ -n "${STATIC_PEERS:-}" ]; then
         > "$DATA_DIR/static-peers.toml"
     CONFIG_FLAGS="--config $DATA_DIR/static-peers.toml"
 fi
+# Partners' networks (comma-separated CIDRs): geth neither dials nor accepts nor relays in
+# discovery anyone outside them.
+NETRESTRICT_FLAGS=""
+if [ -n "${NETRESTRICT:-}" ]; then
+    NETRESTRICT_FLAGS="--netrestrict $NETRESTRICT"
+fi
 NODEKEY_FLAGS=""
 if [ -n "${NODEKEY_FILE:-}" ]; then
     [ -f "$NODEKEY_FILE" ] || die "node key $NODEKEY_FILE is missing; run 'pilotchain init'"
@@ -65,4 +71,4 @@ fi
 # Flags every node of the network shares.
 COMMON_FLAGS="--datadir $DATA_DIR --networkid $NETWORK_ID --port $P2P_PORT --bootnodes $BOOTNODES \
 --nat $NAT --authrpc.port $AUTHRPC_PORT --syncmode full --verbosity $VERBOSITY --nousb \
-$CONFIG_FLAGS $NODEKEY_FLAGS"
+$CONFIG_FLAGS $NODEKEY_FLAGS $NETRESTRICT_FLAGS"

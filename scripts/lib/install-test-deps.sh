@@ -22,6 +22,14 @@ fi
 # Chromium: tests/test_faucet_browser.py drives the faucet page headless over the DevTools protocol.
 ensure_debian_package chromium chromium
 
+# Several organisations' hosts (tests/test_hosts.py): network namespaces and veth pairs (iproute2),
+# each host's generated firewall (nftables), the RPC node's HTTPS proxy (nginx) and a test CA
+# (openssl).
+ensure_debian_package ip iproute2
+ensure_debian_package nft nftables
+ensure_debian_package nginx nginx-light
+ensure_debian_package openssl openssl
+
 # Prometheus and promtool: tests/test_metrics.py checks every /metrics with promtool's parser
 # and the alerting rules with `promtool test rules`, and runs a real Prometheus against a stack.
 ensure_debian_package promtool prometheus
