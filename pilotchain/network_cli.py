@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -39,8 +41,11 @@ from pilotchain.manifest import (
     write_manifest,
 )
 from pilotchain.netstatus import describe, network_status
+from pilotchain.sealing import serve_exporter
 
 Commands = Any  # argparse's private _SubParsersAction
+# The sealing exporter's default port, next to the services' metrics ports (9108-9112).
+EXPORTER_PORT = 9113
 KEY_ROLES = (*HOST_ROLES, "coordinator")
 
 
@@ -93,6 +98,14 @@ def add_network_commands(sub: Commands, command: Any, group: Any) -> None:
                         help="this host's node to ask (default: its validator's or RPC node's "
                              "geth.ipc, else RPC_URL)")
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    exporter = command(network, "exporter", cmd_network_exporter,
+                       "Serve who seals as Prometheus metrics (per signer sealing or not, its "
+                       "last block, signers needed, the head's age) until stopped.")
+    exporter.add_argument("--ipc", metavar="PATH",
+                          help="the node to read (default: this host's validator's or RPC "
+                               "node's geth.ipc; the clique namespace needs IPC)")
+    exporter.add_argument("--listen", default=f"127.0.0.1:{EXPORTER_PORT}", metavar="HOST:PORT",
+                          help=f"where /metrics answers (default 127.0.0.1:{EXPORTER_PORT})")
     firewall = command(network, "firewall", cmd_network_firewall,
                        "Print the nftables rules for this host's nodes: P2P open only to the "
                        "partners' hosts (load them with 'nft -f').")
@@ -228,6 +241,23 @@ def cmd_network_status(settings: ChainSettings, env: Mapping[str, str],
         print(json.dumps(status.to_json(), indent=2))
     else:
         print("\n".join(describe(status)))
+    return 0
+
+
+def cmd_network_exporter(settings: ChainSettings, env: Mapping[str, str],
+                         args: argparse.Namespace) -> int:
+    url, _ = _status_endpoint(settings, args.ipc)
+    host, _, port = str(args.listen).rpartition(":")
+    if not host or not port.isdigit():
+        raise ManifestError(f"--listen takes HOST:PORT, not {args.listen!r}.")
+    server, _thread = serve_exporter(url, host, int(port))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"Serving the sealing read through {url} at http://{host}:{port}/metrics.",
+          flush=True)
+    stop.wait()
+    server.shutdown()
     return 0
 
 

@@ -4,13 +4,27 @@ the client library's parser for the values."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import requests
+import yaml
+from bridge_fixtures import START_SECONDS
 from prometheus_client.parser import text_string_to_metric_families
 
+from pilotchain.chain import wait_for
+from pilotchain.settings import PROJECT_ROOT
+from runner.ports import free_port
+
+MONITORING = PROJECT_ROOT / "monitoring"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+SCRAPE_SECONDS = 1
+# The shipped rules' `for:` cut to this in the live tests (their timing is the unit tests').
+FOR_SECONDS = 3
 
 
 def promtool_problems(text: str) -> str:
@@ -39,3 +53,66 @@ def assert_prometheus_text(answer: requests.Response) -> dict[str, float]:
         answer.headers
     assert promtool_problems(answer.text) == ""
     return samples(answer.text)
+
+
+class Prometheus:
+    """Debian's prometheus on a free loopback port with its own data directory."""
+
+    def __init__(self, home: Path, scrape: dict[str, str]) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        rules = (MONITORING / "alerts.yml").read_text()
+        fast = re.sub(r"for: \d+m", f"for: {FOR_SECONDS}s", rules)
+        (home / "alerts.yml").write_text(fast)
+        config = {
+            "global": {"scrape_interval": f"{SCRAPE_SECONDS}s",
+                       "evaluation_interval": f"{SCRAPE_SECONDS}s"},
+            "rule_files": [str(home / "alerts.yml")],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}
+                               for job, target in scrape.items()],
+        }
+        (home / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.log = home / "prometheus.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [PROMETHEUS, f"--config.file={self.home / 'prometheus.yml'}",
+                 f"--storage.tsdb.path={self.home / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self.ready, timeout=START_SECONDS, what=f"Prometheus ready at {self.url} "
+                 f"(its log: {self.log})")
+
+    def ready(self) -> bool | None:
+        try:
+            return requests.get(f"{self.url}/-/ready", timeout=5).status_code == 200 or None
+        except requests.RequestException:
+            return None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=60)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        answer = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+        answer.raise_for_status()
+        result: list[dict[str, Any]] = answer.json()["data"]["result"]
+        return result
+
+    def value(self, expr: str) -> float | None:
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    def firing(self) -> set[str]:
+        answer = requests.get(f"{self.url}/api/v1/alerts", timeout=10)
+        answer.raise_for_status()
+        return {alert["labels"]["alertname"] for alert in answer.json()["data"]["alerts"]
+                if alert["state"] == "firing"}

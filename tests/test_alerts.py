@@ -1,25 +1,28 @@
 """The alerting rules (monitoring/alerts.yml) with Prometheus's own tools, and a real
-Prometheus scraping a real bridge.
+Prometheus alerting on real processes.
 
 - ``promtool check rules`` and ``promtool test rules`` (monitoring/alerts.test.yml): every
   alert fires on the series that should raise it, after its ``for:``, and not on a healthy
   one.
 - A real Prometheus (Debian's) scrapes a real bridge process settling trades on the real
   chain: its samples arrive; the bridge frozen (SIGSTOP: it holds its port and answers
-  nothing), ``PilotChainServiceDown`` fires; thawed, it resolves. The rules are the shipped
-  ones with each ``for:`` cut to seconds, so the test does not wait minutes (their timing is
-  what the unit tests check).
+  nothing), ``PilotChainServiceDown`` fires; thawed, it resolves.
+- It scrapes ``pilotchain network exporter`` reading a private three-signer network: a
+  validator stopped, ``PilotChainSignerNotSealing`` fires for its signer (and
+  ``PilotChainSignersAtMajority``: one more down halts the chain); started again, both resolve.
+
+The live tests load the shipped rules with each ``for:`` cut to seconds, so they do not wait
+minutes (their timing is what the unit tests check).
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -34,16 +37,20 @@ from bridge_fixtures import (
     wait_for_work,
     work_progress,
 )
+from conftest import NetworkFactory
+from eth_utils.address import to_checksum_address
+from prometheus_checks import (
+    FOR_SECONDS,
+    MONITORING,
+    PROMTOOL,
+    Prometheus,
+    assert_prometheus_text,
+)
 
 from pilotchain.chain import wait_for
 from pilotchain.settings import PROJECT_ROOT
+from runner.localnet import LocalNetwork
 from runner.ports import free_port
-
-MONITORING = PROJECT_ROOT / "monitoring"
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-SCRAPE_SECONDS = 1
-FOR_SECONDS = 3
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -79,69 +86,6 @@ def test_the_unit_tests_fail_when_a_rule_is_weakened(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=120, check=False,
                               cwd=tmp_path)
         assert done.returncode != 0, (old, new)
-
-
-class Prometheus:
-    """Debian's prometheus on a free loopback port with its own data directory."""
-
-    def __init__(self, home: Path, scrape: dict[str, str]) -> None:
-        self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        rules = (MONITORING / "alerts.yml").read_text()
-        fast = re.sub(r"for: \d+m", f"for: {FOR_SECONDS}s", rules)
-        (home / "alerts.yml").write_text(fast)
-        config = {
-            "global": {"scrape_interval": f"{SCRAPE_SECONDS}s",
-                       "evaluation_interval": f"{SCRAPE_SECONDS}s"},
-            "rule_files": [str(home / "alerts.yml")],
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}
-                               for job, target in scrape.items()],
-        }
-        (home / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log = home / "prometheus.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [PROMETHEUS, f"--config.file={self.home / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={self.home / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}"],
-                stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self.ready, timeout=START_SECONDS, what=f"Prometheus ready at {self.url} "
-                 f"(its log: {self.log})")
-
-    def ready(self) -> bool | None:
-        try:
-            return requests.get(f"{self.url}/-/ready", timeout=5).status_code == 200 or None
-        except requests.RequestException:
-            return None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=60)
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        answer = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
-        answer.raise_for_status()
-        result: list[dict[str, Any]] = answer.json()["data"]["result"]
-        return result
-
-    def value(self, expr: str) -> float | None:
-        result = self.query(expr)
-        return float(result[0]["value"][1]) if result else None
-
-    def firing(self) -> set[str]:
-        answer = requests.get(f"{self.url}/api/v1/alerts", timeout=10)
-        answer.raise_for_status()
-        return {alert["labels"]["alertname"] for alert in answer.json()["data"]["alerts"]
-                if alert["state"] == "firing"}
 
 
 @pytest.fixture
@@ -196,3 +140,62 @@ def test_a_real_prometheus_scrapes_the_bridge_and_alerts_when_it_stops_answering
              timeout=START_SECONDS, what="PilotChainServiceDown resolved once the bridge "
                                          "answers again")
     assert prometheus.value('up{job="bridge"}') == 1
+
+
+@pytest.fixture
+def exporter(make_network: NetworkFactory, tmp_path: Path
+             ) -> Iterator[tuple[LocalNetwork, int]]:
+    """A private three-signer network and ``pilotchain network exporter`` reading its RPC
+    node over IPC, as a real process."""
+    net = make_network()
+    port = free_port()
+    log = tmp_path / "exporter.log"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PILOTCHAIN_HOME": str(tmp_path),
+           "PYTHONPATH": str(PROJECT_ROOT)}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runner.cli", "network", "exporter",
+             "--ipc", str(net.ipc_path("rpc")), "--listen", f"127.0.0.1:{port}"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+    try:
+        wait_for(lambda: (process.poll() is None and "Serving" in log.read_text()) or None,
+                 timeout=START_SECONDS, what=f"the exporter to serve (its log: {log})")
+        yield net, port
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def test_a_real_prometheus_alerts_when_a_validator_stops_sealing_and_resolves_when_it_returns(
+        exporter: tuple[LocalNetwork, int], tmp_path: Path) -> None:
+    net, port = exporter
+    found = assert_prometheus_text(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30))
+    assert (found["pilotchain_node_reachable"], found["pilotchain_clique_signers"],
+            found["pilotchain_clique_signers_needed"]) == (1, 3, 2)
+    home = tmp_path / "prometheus"
+    home.mkdir()
+    prometheus = Prometheus(home, {"sealing": f"127.0.0.1:{port}"})
+    prometheus.start()
+    try:
+        wait_for(lambda: prometheus.value('pilotchain_clique_signers_sealing{job="sealing"}')
+                 == 3 or None, timeout=START_SECONDS,
+                 what="Prometheus to see three signers sealing")
+        assert prometheus.value("pilotchain_clique_signers_needed") == 2
+        assert prometheus.value("pilotchain_node_reachable") == 1
+        assert prometheus.firing() == set()
+        stopped = to_checksum_address(net.keys.role("validator1").address)
+        assert net.stop_node("validator1")
+        try:
+            # 2N+2 = 8 blocks without it (about 8 periods), then the cut `for:`.
+            wait_for(lambda: {"PilotChainSignerNotSealing", "PilotChainSignersAtMajority"}
+                     <= prometheus.firing() or None, timeout=START_SECONDS,
+                     what="the signer and margin alerts firing for the stopped validator")
+            silent = prometheus.query("pilotchain_clique_signer_sealing == 0")
+            assert [series["metric"]["signer"] for series in silent] == [stopped]
+        finally:
+            net.start_node("validator1")
+        wait_for(lambda: not prometheus.firing() & {"PilotChainSignerNotSealing",
+                                                     "PilotChainSignersAtMajority"} or None,
+                 timeout=START_SECONDS, what="both alerts resolved once validator1 seals again")
+    finally:
+        prometheus.stop()
