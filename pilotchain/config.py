@@ -59,6 +59,8 @@ class ChainSettings:
     tls_key_file: Path | None = None
     tls_addr: str = "0.0.0.0"
     tls_port: int = 8443
+    sealing_exporter_port: int = 9113
+    prometheus_port: int = 9090
 
     @property
     def deployment_file(self) -> Path:
@@ -203,6 +205,13 @@ CHAIN_SETTINGS = SettingsGroup(
                 "address the HTTPS proxy listens on"),
         Setting("RPC_TLS_PORT", "tls_port", "int", _D.tls_port,
                 "port of the HTTPS proxy (443 needs root or CAP_NET_BIND_SERVICE)", minimum=1),
+        Setting("SEALING_EXPORTER_PORT", "sealing_exporter_port", "int",
+                _D.sealing_exporter_port,
+                "loopback port of `pilotchain network exporter` (who seals, for Prometheus)",
+                minimum=1),
+        Setting("PROMETHEUS_PORT", "prometheus_port", "int", _D.prometheus_port,
+                "loopback port of the Prometheus `./scripts/up --monitoring` starts",
+                minimum=1),
     ),
 )
 

@@ -44,8 +44,6 @@ from pilotchain.netstatus import describe, network_status
 from pilotchain.sealing import serve_exporter
 
 Commands = Any  # argparse's private _SubParsersAction
-# The sealing exporter's default port, next to the services' metrics ports (9108-9112).
-EXPORTER_PORT = 9113
 KEY_ROLES = (*HOST_ROLES, "coordinator")
 
 
@@ -104,8 +102,9 @@ def add_network_commands(sub: Commands, command: Any, group: Any) -> None:
     exporter.add_argument("--ipc", metavar="PATH",
                           help="the node to read (default: this host's validator's or RPC "
                                "node's geth.ipc; the clique namespace needs IPC)")
-    exporter.add_argument("--listen", default=f"127.0.0.1:{EXPORTER_PORT}", metavar="HOST:PORT",
-                          help=f"where /metrics answers (default 127.0.0.1:{EXPORTER_PORT})")
+    exporter.add_argument("--listen", metavar="HOST:PORT",
+                          help="where /metrics answers (default 127.0.0.1:"
+                               "<SEALING_EXPORTER_PORT>)")
     firewall = command(network, "firewall", cmd_network_firewall,
                        "Print the nftables rules for this host's nodes: P2P open only to the "
                        "partners' hosts (load them with 'nft -f').")
@@ -247,9 +246,10 @@ def cmd_network_status(settings: ChainSettings, env: Mapping[str, str],
 def cmd_network_exporter(settings: ChainSettings, env: Mapping[str, str],
                          args: argparse.Namespace) -> int:
     url, _ = _status_endpoint(settings, args.ipc)
-    host, _, port = str(args.listen).rpartition(":")
+    listen = args.listen or f"127.0.0.1:{settings.sealing_exporter_port}"
+    host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
-        raise ManifestError(f"--listen takes HOST:PORT, not {args.listen!r}.")
+        raise ManifestError(f"--listen takes HOST:PORT, not {listen!r}.")
     server, _thread = serve_exporter(url, host, int(port))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -78,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = command(sub, "up", cmd_up,
                  "Start the native network and its services; print the endpoints. With --role, "
                  "start this host's roles of a network of several organisations instead.")
+    up.add_argument("--monitoring", action="store_true",
+                    help="also start the sealing exporter and Prometheus with the alerting "
+                         "rules (docs/monitoring.md)")
     up.add_argument("--role", action="append", choices=ROLES, default=[], dest="roles",
                     help="a role of this host, from the network manifest (repeat for several; "
                          "see docs/deployment.md)")
@@ -287,7 +290,9 @@ def cmd_up(settings: ChainSettings, env: Mapping[str, str], args: argparse.Names
                                 progress)
         print_host(settings, args.roles, result)
         return 0
-    result = stack.up(settings, lambda: stack.build_services(settings, env), progress=progress)
+    result = stack.up(settings, lambda: stack.build_services(settings, env,
+                                                             monitoring=args.monitoring),
+                      progress=progress)
     if not result.started:
         print("PilotChain is already up; nothing changed.")
     else:
@@ -312,7 +317,9 @@ def cmd_node_env(settings: ChainSettings, env: Mapping[str, str],
 
 
 def cmd_down(settings: ChainSettings, env: Mapping[str, str], args: argparse.Namespace) -> int:
-    unclean = stack.down(settings, stack.build_services(settings, env), wipe=args.wipe)
+    # With the monitoring services: stopped too, if an `up --monitoring` started them.
+    services = stack.build_services(settings, env, monitoring=True)
+    unclean = stack.down(settings, services, wipe=args.wipe)
     if unclean:
         print(f"Stopped; {', '.join(unclean)} had to be killed after not stopping in time.")
     else:
@@ -322,7 +329,7 @@ def cmd_down(settings: ChainSettings, env: Mapping[str, str], args: argparse.Nam
 
 def cmd_status(settings: ChainSettings, env: Mapping[str, str],
                args: argparse.Namespace) -> int:
-    report = stack.status(settings, stack.build_services(settings, env))
+    report = stack.status(settings, stack.build_services(settings, env, monitoring=True))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -29,11 +29,12 @@ from runner.faucet import FaucetService
 from runner.hostnet import NODE_ROLES, Applied, HostNetwork
 from runner.ingest import IngestHttpService, IngestMqttService, IngestService
 from runner.localnet import BOOTNODE, RPC_NODE, LocalNetwork
+from runner.monitoring import PrometheusService, SealingExporterService
 from runner.mqtt import MqttService
 from runner.portal import PortalIndexerService, PortalWebService, with_health_urls
 from runner.ports import check_port_free
 from runner.redis import RedisService
-from runner.services import Service
+from runner.services import MetricsSettings, Service
 from runner.settlement import SettlementService
 from runner.tlsproxy import TlsProxyService
 
@@ -66,9 +67,11 @@ def role_of(service: Service) -> str:
     return RPC_NODE if isinstance(service, TlsProxyService) else "apps"
 
 
-def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Service]:
+def build_services(settings: ChainSettings, env: Mapping[str, str], *,
+                   monitoring: bool = False) -> list[Service]:
     """What ./scripts/up runs on top of the chain, in start order, each configured here from
-    one environment snapshot (only ``up``, ``down`` and ``status`` need them)."""
+    one environment snapshot (only ``up``, ``down`` and ``status`` need them); with
+    ``monitoring``, the sealing exporter and Prometheus last."""
     # The services read the Redis settings (host, port, password file) from the same
     # environment, so they reach the stack's Redis without its password on a command line.
     state_dir = settings.data_dir / "pids"
@@ -78,6 +81,17 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
     proxy: list[Service] = []
     if settings.tls_cert_file is not None:
         proxy.append(TlsProxyService(settings, settings.data_dir / "rpc-proxy", state_dir))
+    watching: list[Service] = []
+    if monitoring:
+        targets: dict[str, MetricsSettings] = {"bridge": bridge, "ingest": ingest,
+                                               "ingest-mqtt": subscriber, "closer": closer}
+        watching = [
+            SealingExporterService(settings, env, state_dir),
+            PrometheusService(settings, {
+                **{job: f"{s.metrics_host}:{s.metrics_port}" for job, s in targets.items()},
+                "sealing": f"127.0.0.1:{settings.sealing_exporter_port}"},
+                settings.data_dir / "prometheus", state_dir),
+        ]
     return [
         *proxy,
         SettlementService(settings),
@@ -91,6 +105,7 @@ def build_services(settings: ChainSettings, env: Mapping[str, str]) -> list[Serv
         CloserService(closer, env, state_dir),
         PortalIndexerService(PortalSettings.from_env(env), state_dir, env),
         PortalWebService(WebSettings.from_env(portal_env), state_dir, portal_env),
+        *watching,
     ]
 
 

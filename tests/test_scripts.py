@@ -21,7 +21,7 @@ import requests
 from eth_account import Account
 from prometheus_checks import assert_prometheus_text
 
-from pilotchain.chain import connect
+from pilotchain.chain import connect, wait_for
 from pilotchain.config import MqttConnection
 from pilotchain.deployment import READER_FUNDING
 from runner.mqtt import connect_check
@@ -56,7 +56,8 @@ def extra_service_ports() -> dict[str, str]:
             "BRIDGE_METRICS_PORT": str(free_port()), "INGEST_METRICS_PORT": str(free_port()),
             "INGEST_HTTP_PORT": str(free_port()), "MQTT_PORT": str(free_port()),
             "INGEST_MQTT_METRICS_PORT": str(free_port()),
-            "CLOSER_METRICS_PORT": str(free_port()), "PORTAL_PORT": str(free_port())}
+            "CLOSER_METRICS_PORT": str(free_port()), "PORTAL_PORT": str(free_port()),
+            "SEALING_EXPORTER_PORT": str(free_port()), "PROMETHEUS_PORT": str(free_port())}
 
 
 def run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -162,6 +163,29 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     assert sorted(processes_tagged(home)) == pids_before
     assert json.loads(run("status", env, "--json").stdout)["settlement_address"] == \
         report["settlement_address"]
+
+    # --monitoring adds the sealing exporter and Prometheus to the running stack, which
+    # scrapes every service with metrics and alerts on nothing while all is well.
+    watched = run("up", env, "--monitoring")
+    assert watched.returncode == 0, watched.stderr + watched.stdout
+    assert "started sealing-exporter, prometheus" in watched.stdout
+    monitored = json.loads(run("status", env, "--json").stdout)
+    prometheus = monitored["prometheus_url"]
+    assert prometheus == f"http://127.0.0.1:{env['PROMETHEUS_PORT']}"
+    jobs = {"bridge", "ingest", "ingest-mqtt", "closer", "sealing"}
+
+    def targets_up() -> bool | None:
+        answer = requests.get(f"{prometheus}/api/v1/query", params={"query": "up == 1"},
+                              timeout=10).json()["data"]["result"]
+        return {series["metric"]["job"] for series in answer} == jobs or None
+
+    wait_for(targets_up, timeout=120,
+             what="Prometheus to scrape every service (its scrape interval is 15 s)")
+    sealing = assert_prometheus_text(requests.get(monitored["sealing_metrics_url"], timeout=10))
+    assert (sealing["pilotchain_node_reachable"], sealing["pilotchain_clique_signers"]) == (1, 3)
+    alerts = requests.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    assert len([rule for group in alerts for rule in group["rules"]]) >= 10  # the rules loaded
+    assert set(pids_before) < set(processes_tagged(home))
 
     down = run("down", env)
     assert down.returncode == 0, down.stderr
