@@ -213,12 +213,19 @@ def test_hosts_a_three_organisations_found_the_network_in_compose(net: Net) -> N
     a = net.orgs["uni-a"]
     wait_for(lambda: Path(a.ipc()).exists(), timeout=120, what="uni-a's validator to start")
     w3 = a.w3()
-    within(w3, 10, lambda: w3.eth.block_number >= 10, "ten blocks",
-           "three signers seal every block once block 1 is due")
-    top = w3.eth.block_number
-    sealers = [signer_of(w3, n) for n in range(top - 8, top + 1)]
-    assert set(sealers) == set(net.signers.values())
-    assert all(x != y for x, y in itertools.pairwise(sealers))
+    founders = set(net.signers.values())
+
+    def all_in_turn() -> list[str] | None:
+        top = w3.eth.block_number
+        sealers = [signer_of(w3, n) for n in range(max(1, top - 8), top + 1)]
+        return sealers if len(sealers) == 9 and set(sealers) == founders else None
+
+    # A validator whose container starts late on a busy host syncs first; the others seal
+    # out of turn meanwhile. Then each takes its turns: all three among any nine blocks.
+    sealers = within(w3, 6 * ROUNDS, all_in_turn, "each founder among the last nine sealers",
+                     f"a late validator syncs and takes its turn within {6 * ROUNDS} blocks "
+                     "of the first")
+    assert all(x != y for x, y in itertools.pairwise(sealers))  # Clique: never twice running
 
 
 def test_hosts_b_a_fourth_organisation_joins_by_vote_in_compose(net: Net) -> None:

@@ -298,11 +298,19 @@ def test_a_three_organisations_found_the_network_and_seal_in_turn(world: World) 
 
     a = w3_of(hosts["a-val"])
     # Block 1 is sealed START_IN s after the founding (less than a halt, 60 s, from here).
-    within(a, 10, lambda: head(a) >= 10, "ten blocks", "three signers seal every block")
-    top = head(a)
-    sealers = [signer_of(a, n) for n in range(top - 8, top + 1)]
-    assert set(sealers) == set(world.signers.values())
-    assert all(x != y for x, y in itertools.pairwise(sealers))  # in turn
+    founders = set(world.signers.values())
+
+    def all_in_turn() -> list[str] | None:
+        top = head(a)
+        sealers = [signer_of(a, n) for n in range(max(1, top - 8), top + 1)]
+        return sealers if len(sealers) == 9 and set(sealers) == founders else None
+
+    # A validator that starts late on a busy machine syncs first while the others seal out
+    # of turn; then each takes its turns: all three among any nine blocks.
+    sealers = within(a, 6 * ROUNDS, all_in_turn, "each founder among the last nine sealers",
+                     f"a late validator syncs and takes its turn within {6 * ROUNDS} blocks "
+                     "of the first")
+    assert all(x != y for x, y in itertools.pairwise(sealers))  # Clique: never twice running
     for name in ("a-val", "b-val", "c-val"):
         assert peers(w3_of(hosts[name])) >= 2, name
 
