@@ -95,9 +95,16 @@ def markets_of(db: Database, participant: str) -> list[str]:
         (participant, participant))]
 
 
-def balanced_slots(db: Database, participant: str | None) -> list[dict[str, Any]]:
-    """Each closed, metered slot: measured and traded energy and its balancing amounts."""
-    where, params = ("WHERE participant = ?", [participant]) if participant else ("", [])
+def balanced_slots(db: Database, participant: str | None, *, period: int | None = None,
+                   open_period: bool = False) -> list[dict[str, Any]]:
+    """Each closed, metered slot: measured and traded energy and its balancing amounts;
+    those balanced in billing period ``period`` (or the open one) if asked."""
+    where, params = ("WHERE participant = ?", [participant]) if participant else ("WHERE 1 = 1",
+                                                                                  [])
+    if period is not None or open_period:
+        sql, extra = _position(*period_bounds(db, period))
+        where += sql
+        params += extra
     found = db.fetch(f"SELECT {', '.join(SLOT_COLUMNS)} FROM slots_balanced {where} "
                      "ORDER BY slot, block_number, log_index", params)
     return _rows("slots_balanced", SLOT_COLUMNS, found)

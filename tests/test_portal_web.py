@@ -25,6 +25,8 @@ from portal_web_fixtures import (
     PortalClient,
     PortalServices,
     PortalWorld,
+    expected_month,
+    gsy_names,
     portal_env,
     sign,
 )
@@ -519,8 +521,8 @@ def test_csv_of_an_unmetered_slot_leaves_its_amounts_empty() -> None:
 
 # --- privacy -------------------------------------------------------------------------------
 
-OWN = ("bill", "trades", "slots", "statements", "bill.csv", "trades.csv", "slots.csv",
-       "statements.csv")
+OWN = ("bill", "trades", "summary", "slots", "statements", "bill.csv", "trades.csv",
+       "slots.csv", "statements.csv")
 
 
 @pytest.mark.parametrize("route", OWN)
@@ -553,6 +555,118 @@ def test_only_the_operator_sees_the_overview(portal_world: PortalWorld) -> None:
         bill_on_chain(world, world.b)
 
 
+# --- names and the period at a glance ------------------------------------------------------
+
+
+def names_shown(client: PortalClient, participant: str) -> dict[str, str]:
+    """Every name the participant's pages of trades hand out."""
+    found: dict[str, str] = {}
+    page = 1
+    while True:
+        body = client.get(f"/api/participants/{participant}/trades?page={page}&per_page=100"
+                          ).json()
+        found.update(body["names"])
+        if page * 100 >= body["total"]:
+            return found
+        page += 1
+
+
+def everything_seen(client: PortalClient, participant: str) -> str:
+    """The text of every answer a participant's pages can ask for about itself."""
+    texts = [client.get(f"/api/participants/{participant}/{route}").text for route in OWN]
+    texts += [client.get(f"/api/participants/{participant}/summary?period={p}").text
+              for p in ("open", "1")]
+    total = client.get(f"/api/participants/{participant}/trades").json()["total"]
+    texts += [client.get(f"/api/participants/{participant}/trades?page={page}&per_page=100"
+                         ).text for page in range(1, total // 100 + 2)]
+    return "\n".join(texts)
+
+
+def test_a_participant_sees_its_counterparties_by_name_and_nobody_elses(
+        portal_world: PortalWorld) -> None:
+    """gsy-e's names (read by the portal from the trade stream) for the participant itself,
+    the counterparties of its own trades and its markets; another participant's
+    counterparties' names appear in none of its answers (the privacy rule)."""
+    world, names = portal_world, gsy_names()
+    mine = [r for r in world.records + world.metered if world.a in (str(r.seller),
+                                                                     str(r.buyer))]
+    theirs = {world.a} | {str(r.market) for r in mine} | {
+        str(r.buyer if str(r.seller) == world.a else r.seller) for r in mine}
+    client = signed_in(world, world.alice)
+    expected_names = {i: names[i] for i in theirs if i in names}
+    assert names_shown(client, world.a) == expected_names
+    assert expected_names[world.a] == "House 1" and expected_names[world.b] == "House 2"
+    strangers = set(names.values()) - set(expected_names.values())
+    assert strangers == {"H2 PV", "H2 General Load"}  # House 2's devices: B's counterparties
+    seen = everything_seen(client, world.a)
+    assert [name for name in strangers if name in seen] == []
+    # B, signed in, does see them: they are its counterparties.
+    assert strangers <= set(names_shown(signed_in(world, world.bob), world.b).values())
+
+
+def test_the_operator_names_and_renames_participants_and_markets(
+        portal_world: PortalWorld) -> None:
+    world, names = portal_world, gsy_names()
+    operator = signed_in(world, world.operator)
+    alice = signed_in(world, world.alice)
+    unnamed = sorted({str(r.market) for r in world.records
+                      if world.a in (str(r.seller), str(r.buyer))} - set(names))
+    assert unnamed, "the top area's market: gsy-e names it nowhere"
+    reply = operator.post("/api/operator/names",
+                          json={"id": unnamed[0], "name": "  Community   market "})
+    assert reply.json() == {"id": unnamed[0], "name": "Community market", "gsy_name": None,
+                            "display_name": "Community market"}
+    try:
+        operator.post("/api/operator/names", json={"id": world.b, "name": "Nachbarn Müller"})
+        shown = names_shown(alice, world.a)
+        assert (shown[unnamed[0]], shown[world.b]) == ("Community market", "Nachbarn Müller")
+        view = operator.get("/api/operator/overview").json()["names"]
+        assert view[world.b] == {"name": "Nachbarn Müller", "gsy_name": "House 2",
+                                 "display_name": "Nachbarn Müller"}
+    finally:
+        for pid in (unnamed[0], world.b):
+            assert operator.post("/api/operator/names", json={"id": pid, "name": ""}
+                                 ).status_code == 200
+    shown = names_shown(alice, world.a)
+    assert unnamed[0] not in shown and shown[world.b] == "House 2"
+    for body, sentence in (({"id": world.b, "name": "x" * 81},
+                            "A name is 1 to 80 printable characters."),
+                           ({"id": "House 2", "name": "x"},
+                            "id must be a participant or market id (a gsy-e uuid, or 0x and "
+                            "64 hexadecimal digits).")):
+        reply = operator.post("/api/operator/names", json=body)
+        assert (reply.status_code, reply.json()) == (400, {"error": sentence})
+
+
+def test_the_period_at_a_glance_is_the_recordings_and_the_meters(
+        portal_world: PortalWorld) -> None:
+    """The summary of billing period 1 equals what the recording, the registers and the
+    rates give, computed here; its net equals the statement's on chain; the open period
+    (nothing recorded since) is empty."""
+    world = portal_world
+    client = signed_in(world, world.alice)
+    got = client.get(f"/api/participants/{world.a}/summary?period=1").json()
+    want = expected_month(world, world.a)
+    assert {k: int(got[k]) for k in want} == want
+    assert want["balancing_charges"] > 0 and want["from_grid"] > 0
+    assert [(line["kind"], line["deviation"], line["rate"], line["amount"])
+            for line in got["balancing"]] == [
+        ("shortfall", str(3 * 10**15), str(40 * 10**18), str(3 * 10**15 * 40)),
+        ("excess", str(6 * 10**15), str(30 * 10**18), str(6 * 10**15 * 30))]
+    statement = world.contract().functions.statementOf(1, uuid_to_bytes32(world.a)).call()
+    assert int(got["net"]) == statement[6]
+    assert got["name"] == "House 1"
+    empty = client.get(f"/api/participants/{world.a}/summary").json()
+    assert (empty["period"], empty["trades"], empty["net"], empty["balancing"]) == (
+        None, 0, "0", [])
+    bob = signed_in(world, world.bob)
+    got = bob.get(f"/api/participants/{world.b}/summary?period=1").json()
+    assert {k: int(got[k]) for k in want} == expected_month(world, world.b)
+    reply = client.get(f"/api/participants/{world.a}/summary?period=7")
+    assert (reply.status_code, reply.json()) == (
+        400, {"error": "There is no closed billing period 7."})
+
+
 # --- the operator's health view and transactions --------------------------------------------
 
 
@@ -561,7 +675,8 @@ OPERATOR_ROUTES = (("GET", "/api/operator/health", None),
                     {"meter": str(uuid.uuid4()), "signer": Account.create().address,
                      "participant": str(uuid.uuid4())}),
                    ("POST", "/api/operator/transactions/deactivate-meter",
-                    {"meter": str(uuid.uuid4())}))
+                    {"meter": str(uuid.uuid4())}),
+                   ("POST", "/api/operator/names", {"id": str(uuid.uuid4()), "name": "X"}))
 
 
 @pytest.mark.parametrize("method, path, body", OPERATOR_ROUTES)

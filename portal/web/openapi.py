@@ -46,11 +46,31 @@ TRADE = obj({
                                     "EXPLORER_URL"},
 })
 PERIOD = obj({"period": INTEGER, "end_slot": INTEGER})
+NAMES = {"type": "object", "additionalProperties": TEXT,
+         "description": "names to show, by id: the participant's own, its counterparties' "
+                        "on this page and its markets' (nobody else's)"}
 TRADES = obj({
     "trades": {"type": "array", "items": TRADE}, "total": INTEGER, "page": INTEGER,
     "per_page": INTEGER, "markets": {"type": "array", "items": TEXT},
+    "periods": {"type": "array", "items": PERIOD}, "names": NAMES,
+})
+BALANCING_LINE = obj({
+    "slot": INTEGER, "slot_time": TEXT, "tx_hash": TEXT,
+    "kind": {"type": "string", "enum": ["shortfall", "excess", "surplus"]},
+    **{name: AMOUNT for name in ("traded", "measured", "deviation", "rate", "amount")}})
+SUMMARY = obj({
+    "participant": TEXT, "name": NULLABLE_TEXT,
+    "period": {"type": "integer", "nullable": True, "description": "null: the open period"},
+    "trades": INTEGER, "metered_slots": INTEGER,
+    **{name: AMOUNT for name in (
+        "bought", "paid", "sold", "received", "from_grid", "to_grid", "grid_value",
+        "feed_in_value", "savings", "earned", "balancing_charges", "balancing_credits", "net",
+        "grid_supply_rate", "feed_in_rate", "shortfall_rate")},
+    "balancing": {"type": "array", "items": BALANCING_LINE},
     "periods": {"type": "array", "items": PERIOD},
 })
+NAME_ENTRY = obj({"name": NULLABLE_TEXT, "gsy_name": NULLABLE_TEXT,
+                  "display_name": NULLABLE_TEXT})
 NULLABLE_AMOUNT = {**AMOUNT, "nullable": True}
 SLOT = obj({
     "participant": TEXT, "slot": INTEGER, "slot_time": TEXT,
@@ -75,7 +95,8 @@ OVERVIEW = obj({"participants": {"type": "array", "items": {"type": "object"}},
                 "meters": {"type": "array", "items": {"type": "object"}},
                 "totals": obj({"trades": INTEGER, "energy": AMOUNT, "price": AMOUNT}),
                 "unmetered": {"type": "array", "items": {"type": "object"}},
-                "periods": {"type": "array", "items": PERIOD}})
+                "periods": {"type": "array", "items": PERIOD},
+                "names": {"type": "object", "additionalProperties": NAME_ENTRY}})
 HEALTH = obj({
     "services": {"type": "array", "items": obj({"name": TEXT, "url": TEXT,
                                                 "up": {"type": "boolean"}, "status": TEXT,
@@ -171,6 +192,11 @@ def description(settings: WebSettings) -> dict[str, Any]:
         "/api/participants/{participant}/trades": participant_path(
             answer("one page of trades", TRADES), "The trades, paged and filtered",
             live=False, parameters=trade_parameters(page_size)),
+        "/api/participants/{participant}/summary": participant_path(
+            answer("the period at a glance", SUMMARY),
+            "The billing period at a glance: bought, sold, savings, balancing, net",
+            live=False, parameters=[p for p in trade_parameters(page_size)
+                                    if p["name"] == "period"]),
         "/api/participants/{participant}/slots": participant_path(
             answer("each closed slot", obj({"slots": {"type": "array", "items": SLOT}})),
             "The closed slots", live=False),
@@ -209,6 +235,13 @@ def description(settings: WebSettings) -> dict[str, Any]:
              "503": error("the chain cannot be asked right now")},
             parameters=[{"name": "action", "in": "path", "required": True,
                          "schema": {"type": "string", "enum": sorted(TRANSACTIONS)}}]),
+        "/api/operator/names": json_post(
+            "The operator's name for a participant or market (an empty name clears it)",
+            obj({"id": ID, "name": TEXT}, required=["id"]),
+            {"200": answer("the id and its names", obj({"id": TEXT, **NAME_ENTRY[
+                "properties"]})),
+             "400": error("the id or the name is wrong"), "401": NOT_SIGNED_IN,
+             "403": error("only the grid operator")}),
         "/": {"get": {"summary": "The portal's page",
                       "responses": {"200": answer("the page", TEXT, media_type=HTML)}}},
         "/health": {"get": {"summary": "200 once serving",
@@ -226,6 +259,13 @@ def description(settings: WebSettings) -> dict[str, Any]:
                             "schema": TEXT}],
             "responses": {"200": {"description": "the file", "content": {
                 "text/javascript": {"schema": TEXT}, "text/css": {"schema": TEXT}}},
+                "404": answer("no such file", TEXT, media_type=HTML)}}},
+        "/style/{filename}": {"get": {
+            "summary": "The stylesheet every PilotChain page shares (pilotchain.css)",
+            "parameters": [{"name": "filename", "in": "path", "required": True,
+                            "schema": TEXT}],
+            "responses": {"200": {"description": "the file", "content": {
+                "text/css": {"schema": TEXT}}},
                 "404": answer("no such file", TEXT, media_type=HTML)}}},
         "/openapi.json": {"get": {
             "summary": "This description",
