@@ -2,12 +2,37 @@
 // the participant's or the operator's view, filled from the portal's JSON API.
 "use strict";
 
-const state = { csrf: "", me: null, page: 1, perPage: 50 };
+const state = { csrf: "", me: null, page: 1, perPage: 50, names: {} };
 const $ = (id) => document.getElementById(id);
 const SCALE = 1e18;
 
 function kwh(raw) { return raw === null || raw === undefined ? "" : (Number(raw) / SCALE).toFixed(3); }
 function cents(raw) { return raw === null || raw === undefined ? "" : (Number(raw) / SCALE).toFixed(2); }
+// Money for people: euros from one euro on, cents below (a pilot's balancing is often cents).
+function euros(raw) {
+  const cts = Number(raw) / SCALE;
+  return Math.abs(cts) >= 100 ? `${(cts / 100).toFixed(2)} €` : `${cts.toFixed(2)} ct`;
+}
+function perKwh(money, energy) {
+  return Number(energy) === 0 ? "–" : `${(Number(money) / Number(energy)).toFixed(2)} ct/kWh`;
+}
+function rate(raw) { return `${(Number(raw) / SCALE).toFixed(2)} ct/kWh`; }
+function when(seconds) { return new Date(seconds * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC"; }
+
+// A participant or market by name, its id beneath (shown on demand: "Show ids"). Without a
+// name, the start of the id stands in.
+function named(id, fallback) {
+  const span = document.createElement("span");
+  span.className = "named";
+  span.dataset.id = id;
+  const name = state.names[id];
+  span.appendChild(document.createTextNode(name || `${fallback} ${id.slice(0, 8)}…`));
+  const full = document.createElement("span");
+  full.className = "id";
+  full.textContent = id;
+  span.appendChild(full);
+  return span;
+}
 
 async function api(path, options = {}) {
   const init = { credentials: "same-origin", headers: { "Accept": "application/json" }, ...options };
@@ -31,6 +56,7 @@ function utf8Hex(text) {
 
 function row(cells) {
   const tr = document.createElement("tr");
+  if (cells.dataset) { Object.assign(tr.dataset, cells.dataset); }
   for (const cell of cells) {
     const td = document.createElement("td");
     if (cell instanceof Node) { td.appendChild(cell); } else { td.textContent = cell; }
@@ -84,9 +110,22 @@ function tradeQuery() {
   return params;
 }
 
+function fillKeyed(tableId, rows) {
+  $(tableId).querySelector("tbody").replaceChildren(...rows.map(([key, value]) => {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = key;
+    const td = document.createElement("td");
+    td.textContent = value;
+    tr.append(th, td);
+    return tr;
+  }));
+}
+
 async function loadBill() {
   const bill = await api(`${base()}/bill`);
-  fill("bill", [
+  fillKeyed("bill", [
     ["Energy sold", `${kwh(bill.energy_sold)} kWh`], ["Energy bought", `${kwh(bill.energy_bought)} kWh`],
     ["Receivable", `${cents(bill.money_receivable)} ct`], ["Payable", `${cents(bill.money_payable)} ct`],
     ["Balancing charges", `${cents(bill.balancing_charges)} ct`], ["Balancing credits", `${cents(bill.balancing_credits)} ct`],
@@ -99,6 +138,7 @@ async function loadTrades() {
   params.set("page", state.page);
   params.set("per_page", state.perPage);
   const found = await api(`${base()}/trades?${params}`);
+  Object.assign(state.names, found.names);
   const me = state.me.participant;
   fill("trades", found.trades.map((t) => {
     // A link only where an explorer is configured (EXPLORER_URL); the hash alone otherwise.
@@ -107,7 +147,10 @@ async function loadTrades() {
     link.textContent = t.tx_hash.slice(0, 12) + "…";
     link.title = t.tx_hash;
     link.className = "tx-link";
-    return [t.slot_time, t.market, t.seller === me ? "sold" : "bought", kwh(t.energy), cents(t.price), link];
+    const sold = t.seller === me;
+    const other = sold ? t.buyer : t.seller;
+    return [t.slot_time.replace("T", " ").replace("Z", " UTC"), named(t.market, "market"), sold ? "sold" : "bought",
+      other === me ? "yourself" : named(other, "participant"), kwh(t.energy), cents(t.price), link];
   }));
   $("trades").dataset.ids = JSON.stringify(found.trades.map((t) => t.trade_id));
   const pages = Math.max(1, Math.ceil(found.total / found.per_page));
@@ -115,7 +158,7 @@ async function loadTrades() {
   $("prev").disabled = found.page <= 1;
   $("next").disabled = found.page >= pages;
   if ($("market").options.length === 1) {
-    for (const market of found.markets) $("market").add(new Option(market, market));
+    for (const market of found.markets) $("market").add(new Option(state.names[market] || `market ${market.slice(0, 8)}…`, market));
     for (const p of found.periods) $("period").add(new Option(`period ${p.period}`, String(p.period)));
   }
   $("csv-trades").href = `${base()}/trades.csv?${tradeQuery()}`;
@@ -136,8 +179,11 @@ async function loadSlots() {
     metered.map((s) => (Number(s.import_energy) - Number(s.export_energy)) / SCALE),
     metered.map((s) => (Number(s.shortfall_charge) + Number(s.excess_charge) - Number(s.surplus_credit)) / SCALE),
   ];
+  const width = Math.max(280, $("chart").clientWidth || 320);
+  // uPlot zooms on a dragged selection; a double click zooms out again.
   new window.uPlot({
-    width: 980, height: 300,
+    width, height: width < 600 ? 240 : 300,
+    cursor: { drag: { x: true, y: false } },
     scales: { x: { time: true }, kwh: {}, ct: {} },
     axes: [{}, { scale: "kwh", label: "kWh" }, { scale: "ct", side: 1, label: "ct", grid: { show: false } }],
     series: [{}, { label: "traded kWh", scale: "kwh", stroke: "#1f77b4", width: 2 },
@@ -153,13 +199,99 @@ async function loadStatements() {
     cents(s.balancing_charges), cents(s.balancing_credits), cents(s.net), s.paid ? "yes" : "no"]));
 }
 
+function figure(label, value, detail, cls) {
+  const div = document.createElement("div");
+  if (cls) div.className = cls;
+  const dt = document.createElement("dt");
+  dt.textContent = label;
+  const dd = document.createElement("dd");
+  dd.textContent = value;
+  if (detail) {
+    const small = document.createElement("small");
+    small.textContent = detail;
+    dd.appendChild(small);
+  }
+  div.append(dt, dd);
+  return div;
+}
+
+function signed(raw, positive, negative) {
+  const value = Number(raw);
+  return value >= 0 ? `${positive} ${euros(raw)}` : `${negative} ${euros(String(-BigInt(raw)))}`;
+}
+
+// Why a slot was charged or credited, in a sentence.
+function reason(line) {
+  const at = when(line.slot);
+  const dev = kwh(line.deviation);
+  if (line.kind === "shortfall") {
+    return `You exported ${kwh(line.measured)} kWh but sold ${kwh(line.traded)} kWh in the slot from ${at}: ` +
+      `${dev} kWh short, charged at ${rate(line.rate)}.`;
+  }
+  if (line.kind === "excess") {
+    return `You imported ${kwh(line.measured)} kWh but bought ${kwh(line.traded)} kWh in the slot from ${at}: ` +
+      `${dev} kWh came from the grid, charged at the grid-supply rate of ${rate(line.rate)}.`;
+  }
+  return `You exported ${kwh(line.measured)} kWh but sold ${kwh(line.traded)} kWh in the slot from ${at}: ` +
+    `${dev} kWh went to the grid, credited at the feed-in rate of ${rate(line.rate)}.`;
+}
+
+async function loadMonth() {
+  const period = $("month-period").value;
+  const m = await api(`${base()}/summary?period=${encodeURIComponent(period)}`);
+  $("month").dataset.raw = JSON.stringify(m);
+  if (m.name) state.names[state.me.participant] = m.name;
+  const figures = [
+    figure("Bought from the community", `${kwh(m.bought)} kWh`,
+      `${euros(m.paid)}, on average ${perKwh(m.paid, m.bought)}`, "bought"),
+    figure("From the grid", `${kwh(m.from_grid)} kWh`,
+      m.metered_slots ? `measured beyond what you bought, in ${m.metered_slots} metered slots` : "no metered slot closed in this period", "from-grid"),
+    figure("Sold", `${kwh(m.sold)} kWh`,
+      `${euros(m.received)}, on average ${perKwh(m.received, m.sold)}`, "sold"),
+    figure("Saved by buying in the community", signed(m.savings, "", "-").trim(),
+      `against the grid-supply rate of ${rate(m.grid_supply_rate)}`, Number(m.savings) >= 0 ? "savings gain" : "savings loss"),
+    figure("Earned beyond the feed-in rate", signed(m.earned, "", "-").trim(),
+      `against the feed-in rate of ${rate(m.feed_in_rate)}`, Number(m.earned) >= 0 ? "earned gain" : "earned loss"),
+    figure("Balancing", `${euros(m.balancing_charges)} charged`,
+      `${euros(m.balancing_credits)} credited`, "balancing"),
+    figure("Net for the period", signed(m.net, "you receive", "you owe"),
+      `${m.trades} trades`, "net"),
+  ];
+  $("month-figures").replaceChildren(...figures);
+  $("balancing").replaceChildren(...m.balancing.map((line) => {
+    const li = document.createElement("li");
+    li.dataset.slot = String(line.slot);
+    li.dataset.kind = line.kind;
+    const amount = document.createElement("span");
+    amount.className = "amount";
+    amount.textContent = `${line.kind === "surplus" ? "+" : "-"}${euros(line.amount)} `;
+    li.append(amount, document.createTextNode(reason(line)));
+    return li;
+  }));
+  $("balancing-none").hidden = m.balancing.length > 0;
+  if ($("month-period").options.length === 1) {
+    for (const p of m.periods) {
+      $("month-period").add(new Option(`period ${p.period} (to ${when(p.end_slot)})`, String(p.period)));
+    }
+  }
+}
+
 async function showParticipant() {
   $("participant").hidden = false;
+  $("month-period").onchange = () => loadMonth();
   for (const kind of ["bill", "slots", "statements"]) $(`csv-${kind}`).href = `${base()}/${kind}.csv`;
   $("market").onchange = $("period").onchange = () => { state.page = 1; loadTrades(); };
   $("prev").onclick = () => { state.page -= 1; loadTrades(); };
   $("next").onclick = () => { state.page += 1; loadTrades(); };
+  await loadMonth();
+  // The running period is empty right after a period was closed: show the last closed one.
+  const month = JSON.parse($("month").dataset.raw);
+  if (month.trades === 0 && month.metered_slots === 0 && month.periods.length) {
+    $("month-period").value = String(month.periods[month.periods.length - 1].period);
+    await loadMonth();
+  }
   await Promise.all([loadBill(), loadTrades(), loadSlots(), loadStatements()]);
+  $("who-text").textContent = `${state.names[state.me.participant] || `Participant ${state.me.participant}`} (${state.me.wallet})`;
 }
 
 async function sendAsOperator(path, body) {
@@ -210,9 +342,13 @@ async function loadHealth() {
     part.appendChild(title);
     if (s.latest.length) {
       const table = document.createElement("table");
+      table.className = "data";
       table.innerHTML = "<thead><tr><th>Refused at</th><th>Reason</th><th>Entry</th><th>Payload</th></tr></thead><tbody></tbody>";
       table.querySelector("tbody").replaceChildren(...s.latest.map((e) => row([e.rejected_at, e.reason, e.entry_id, e.payload])));
-      part.appendChild(table);
+      const scroll = document.createElement("div");
+      scroll.className = "table-scroll";
+      scroll.appendChild(table);
+      part.appendChild(scroll);
     }
     return part;
   }));
@@ -222,13 +358,27 @@ async function loadHealth() {
 async function showOperator() {
   $("operator").hidden = false;
   const [view] = await Promise.all([api("/api/operator/overview"), loadHealth()]);
+  for (const [id, entry] of Object.entries(view.names)) state.names[id] = entry.name;
   $("totals").textContent = `${view.totals.trades} trades, ${kwh(view.totals.energy)} kWh, ${cents(view.totals.price)} ct traded.`;
-  fill("participants", view.participants.map((p) => [p.participant, p.wallet,
-    button("Unregister", () => sendAsOperator("/api/operator/transactions/unregister", { participant: p.participant }))]));
-  fill("meters", view.meters.map((m) => [m.meter, m.participant, m.signer,
+  fill("participants", view.participants.map((p) => Object.assign([named(p.participant, "participant"), p.wallet,
+    button("Unregister", () => sendAsOperator("/api/operator/transactions/unregister", { participant: p.participant }))],
+  { dataset: { participant: p.participant } })));
+  fill("meters", view.meters.map((m) => [m.meter, named(m.participant, "participant"), m.signer,
     m.active_until === null ? "active" : new Date(m.active_until * 1000).toISOString(),
     m.active_until === null ? button("Deactivate", () => sendAsOperator("/api/operator/transactions/deactivate-meter", { meter: m.meter })) : ""]));
-  fill("unmetered", view.unmetered.map((u) => [u.slot_time, u.participant, kwh(u.sold), kwh(u.bought)]));
+  fill("unmetered", view.unmetered.map((u) => [u.slot_time, named(u.participant, "participant"), kwh(u.sold), kwh(u.bought)]));
+  $("name-form").onsubmit = async (event) => {
+    event.preventDefault();
+    $("name-error").textContent = "";
+    $("name-result").textContent = "";
+    try {
+      const saved = await api("/api/operator/names", { method: "POST", body: { id: $("name-id").value, name: $("name-text").value } });
+      $("name-result").textContent = saved.name ? `${saved.id} is now shown as ${saved.name}.` : `${saved.id} has no name now.`;
+      state.names[saved.id] = saved.name;
+    } catch (error) {
+      $("name-error").textContent = error.message || String(error);
+    }
+  };
   onSubmit("register-form", "register", () => ({ participant: $("reg-participant").value, wallet: $("reg-wallet").value }));
   onSubmit("meter-form", "register-meter", () => ({ meter: $("meter-id").value, signer: $("meter-signer").value,
     participant: $("meter-participant").value, home_area: $("meter-home").value }));
@@ -247,6 +397,7 @@ async function start() {
   $("who").hidden = !me.signed_in;
   if (!me.signed_in) return;
   $("who-text").textContent = me.role === "operator" ? `Grid operator (${me.wallet})` : `Participant ${me.participant} (${me.wallet})`;
+  $("show-ids").onchange = () => document.body.classList.toggle("show-ids", $("show-ids").checked);
   if (me.participant) await showParticipant();
   if (me.role === "operator") await showOperator();
   document.body.dataset.ready = "true";
