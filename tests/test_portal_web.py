@@ -30,6 +30,7 @@ from portal_web_fixtures import (
     portal_env,
     sign,
 )
+from pypdf import PdfReader
 
 from bridge.config import BridgeSettings
 from closer.config import CloserSettings
@@ -665,6 +666,53 @@ def test_the_period_at_a_glance_is_the_recordings_and_the_meters(
     reply = client.get(f"/api/participants/{world.a}/summary?period=7")
     assert (reply.status_code, reply.json()) == (
         400, {"error": "There is no closed billing period 7."})
+
+
+def exactly(value: int) -> str:
+    """A contract integer in kWh or ct with every digit (computed here, not by the app)."""
+    text = f"{Decimal(value).scaleb(-18):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def pdf_text(content: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(content)).pages)
+
+
+def test_a_statement_as_pdf_carries_the_contracts_amounts(portal_world: PortalWorld) -> None:
+    """Period 1's statement as a PDF document: its text (extracted with pypdf) holds
+    ``statementOf``'s amounts to the last digit, the trades by counterparty name (nobody
+    else's), the balancing lines and the chain reference; in German with a decimal comma."""
+    world = portal_world
+    client = signed_in(world, world.alice)
+    reply = client.get(f"/api/participants/{world.a}/statements/1.pdf?lang=en")
+    assert reply.status_code == 200 and reply.headers["Content-Type"] == "application/pdf"
+    text = pdf_text(reply.content)
+    lines = text.splitlines()
+    chain = world.contract().functions.statementOf(1, uuid_to_bytes32(world.a)).call()
+    sold, bought, receivable, payable, charges, credits, net, paid = chain
+    for line in (f"Energy sold: {exactly(sold)} kWh", f"Energy bought: {exactly(bought)} kWh",
+                 f"Receivable for energy sold: {exactly(receivable)} ct",
+                 f"Payable for energy bought: {exactly(payable)} ct",
+                 f"Balancing charges: {exactly(charges)} ct",
+                 f"Balancing credits: {exactly(credits)} ct", "Paid: no, not yet",
+                 "Participant: House 1", f"Participant id: {world.a}"):
+        assert line in lines, (line, lines[:20])
+    assert any(line.startswith(f"Net: {exactly(net)} ct (") for line in lines), lines[:20]
+    assert not paid
+    mine = expected_month(world, world.a)["trades"]
+    assert f"Trades in this period ({mine})" in lines
+    assert "House 2" in text and "H2 PV" not in text and "H2 General Load" not in text
+    flowing = " ".join(text.split())  # lines as wrapped
+    assert "short 0.003 kWh at 40.00 ct/kWh: charge 0.12 ct" in flowing
+    assert "0.006 kWh from the grid at 30.00 ct/kWh: charge 0.18 ct" in flowing
+    assert world.target.deployment.address in text
+    german = pdf_text(client.get(f"/api/participants/{world.a}/statements/1.pdf?lang=de"
+                                 ).content).splitlines()
+    assert f"Verkaufte Energie: {exactly(sold).replace('.', ',')} kWh" in german
+    for path, status in ((f"/api/participants/{world.a}/statements/2.pdf", 400),
+                         (f"/api/participants/{world.a}/statements/x.pdf", 400),
+                         (f"/api/participants/{world.b}/statements/1.pdf", 403)):
+        assert client.get(path).status_code == status, path
 
 
 # --- the operator's health view and transactions --------------------------------------------

@@ -36,8 +36,10 @@ from pilotchain.operator import (
 from portal import queries, summary
 from portal.db import Database
 from portal.names import MAX_NAME_CHARS, clean_name, names_of, set_display_name, shown_names
+from portal.statement import StatementDocument, render
 from portal.web.config import MAX_PAGE_SIZE
 from portal.web.http import BadRequest, canonical_id, json_body, may_see, operator, services
+from portal.web.i18n import chosen_language
 from portal.web.ledger import BadParticipantId
 from portal.web.operations import health
 
@@ -271,6 +273,42 @@ def statements(participant: str) -> Response:
     participant = may_see(participant)
     return jsonify({"statements": [shown(s) for s in
                                    services().ledger.statements(participant)]})
+
+
+@api.get("/api/participants/<participant>/statements/<period>.pdf")
+def statement_pdf(participant: str, period: str) -> Response:
+    """A closed period's statement as a PDF document (``lang``: en or de, else the
+    browser's language): the amounts of ``statementOf``, read live, the period's trades and
+    balancing lines, and the chain reference to check it against."""
+    participant = may_see(participant)
+    if not _DIGITS.fullmatch(period) or not 1 <= int(period) <= MAX_PERIOD:
+        raise BadRequest(f"The period must be a whole number between 1 and {MAX_PERIOD}, not "
+                         f"{period[:MAX_FILTER_CHARS]!r}.")
+    number = int(period)
+    found = services().ledger.statements(participant)
+    if number > len(found):
+        raise BadRequest(f"There is no closed billing period {number}.")
+    closes = db().fetch("SELECT period, end_slot, tx_hash, block_number FROM periods "
+                        "ORDER BY period")
+    close = next((row for row in closes if int(row[0]) == number), None)
+    before = next((int(row[1]) for row in closes if int(row[0]) == number - 1), None)
+    trades = queries.trades_of(db(), participant, period=number, page=1,
+                               per_page=10**9).rows
+    slots = queries.balanced_slots(db(), participant, period=number)
+    fresh_names()
+    names = shown_names(db(), {participant, *(str(t[side]) for t in trades
+                                              for side in ("seller", "buyer", "market"))})
+    chain = services().settings.index.chain
+    document = StatementDocument(
+        network=chain.network_name, contract=services().ledger.deployment.address,
+        chain_id=services().ledger.deployment.chain_id, participant=participant,
+        name=names.get(participant), period=number, start_slot=before,
+        statement=found[number - 1], close_tx=None if close is None else str(close[2]),
+        close_block=None if close is None else int(close[3]), trades=trades, names=names,
+        balancing=summary.balancing_lines(slots, summary.rates_history(db())))
+    return Response(render(document, chosen_language()), mimetype="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="statement-'
+                             f'{number}-{participant}.pdf"'})
 
 
 CSV_EXPORTS: dict[str, tuple[tuple[str, ...], Callable[[str], list[dict[str, Any]]]]] = {

@@ -13,6 +13,7 @@ from typing import Any
 from pilotchain.openapi import AMOUNT, RETRY_AFTER, answer, document, error, obj
 from portal.web.api import CSV_EXPORTS, MAX_PAGE, MAX_PERIOD, TRANSACTIONS
 from portal.web.config import MAX_PAGE_SIZE, WebSettings
+from portal.web.i18n import LANGUAGES
 from portal.web.pages import UPLOT_FILES
 
 UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -204,6 +205,21 @@ def description(settings: WebSettings) -> dict[str, Any]:
             answer("each closed period's statement",
                    obj({"statements": {"type": "array", "items": STATEMENT}})),
             "The statements, live from the contract", live=True),
+        "/api/participants/{participant}/statements/{period}.pdf": {"get": {
+            "summary": "A closed period's statement as a PDF document",
+            "security": SESSION,
+            "parameters": [
+                {"name": "participant", "in": "path", "required": True, "schema": ID},
+                {"name": "period", "in": "path", "required": True, "schema": {
+                    "type": "integer", "minimum": 1, "maximum": MAX_PERIOD}},
+                {"name": "lang", "in": "query", "schema": {"type": "string",
+                                                           "enum": list(LANGUAGES)}},
+            ],
+            "responses": participant_answers(
+                {"description": "the statement", "content": {
+                    "application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+                live=True),
+        }},
         "/api/participants/{participant}/{kind}.csv": {"get": {
             "summary": "A CSV export (trades with the filters of the trades route, all pages)",
             "security": SESSION,

@@ -192,11 +192,21 @@ async function loadSlots() {
   }, data, $("chart"));
 }
 
+function pdfLink(period) {
+  const link = document.createElement("a");
+  link.href = `${base()}/statements/${period}.pdf?lang=${document.documentElement.lang}`;
+  link.textContent = "PDF";
+  link.className = "pdf-link";
+  link.setAttribute("aria-label", `Statement of period ${period} as PDF`);
+  return link;
+}
+
 async function loadStatements() {
   const { statements } = await api(`${base()}/statements`);
   fill("statements", statements.map((s) => [s.period, new Date(s.end_slot * 1000).toISOString().slice(0, 16) + "Z",
     kwh(s.energy_sold), kwh(s.energy_bought), cents(s.money_receivable), cents(s.money_payable),
-    cents(s.balancing_charges), cents(s.balancing_credits), cents(s.net), s.paid ? "yes" : "no"]));
+    cents(s.balancing_charges), cents(s.balancing_credits), cents(s.net), s.paid ? "yes" : "no",
+    pdfLink(s.period)]));
 }
 
 function figure(label, value, detail, cls) {
