@@ -46,6 +46,7 @@ from pilotchain.metering import meter_id
 from pilotchain.operator import ACTIVE
 from pilotchain.trades import uuid_to_bytes32
 from portal.web.config import WebSettings
+from portal.web.i18n import GERMAN
 from runner.portal import PortalWebService
 
 pytestmark = [pytest.mark.chain, pytest.mark.browser]
@@ -435,3 +436,50 @@ def test_the_operator_sees_health_and_dead_letters_and_signs_meters_and_periods(
     operator_sends(page, wallet, world, fill_form(page, "close-form", {"close-end": str(end)}))
     assert contract.functions.periodCount().call() == periods + 1
     assert contract.functions.periodEnd(periods + 1).call() == end
+
+
+def test_a_german_browser_gets_the_portal_in_german_and_can_switch(
+        page: DevTools, portal_world: PortalWorld) -> None:
+    """Accept-Language de: the sign-in page and a participant's page in German, numbers with
+    a decimal comma, and none of the page's English sentences left on screen; the switch
+    brings English back (and keeps it, in a cookie)."""
+    world = portal_world
+    agent = page.send("Browser.getVersion")["userAgent"]
+    page.send("Emulation.setUserAgentOverride", userAgent=agent,
+              acceptLanguage="de-DE,de;q=0.9,en;q=0.5")
+    try:
+        wallet = Wallet(page, world.target.net.rpc_url)
+        wallet.account = world.alice
+        open_portal(page, world)
+        wait_for(lambda: page.evaluate("document.body.dataset.loaded === 'true'"),
+                 timeout=BROWSER_SECONDS, what="the page to load who is signed in")
+        if page.evaluate("document.getElementById('who').hidden") is False:
+            page.load("document.getElementById('sign-out').click()")  # the operator's
+        assert page.evaluate("document.documentElement.lang") == "de"
+        assert text(page, "sign-in") == "Mit der Wallet anmelden"
+        sign_in(page, wallet, world)
+        month = json.loads(page.evaluate("document.getElementById('month').dataset.raw"))
+        bought = page.evaluate(
+            "document.querySelector('#month-figures .bought dd').firstChild.textContent")
+        assert bought == f"{int(month['bought']) / 10**18:.3f} kWh".replace(".", ",")
+        assert page.evaluate("document.querySelector('#month-figures .bought dt')"
+                             ".textContent") == "Aus der Gemeinschaft gekauft"
+        shown = page.evaluate("document.body.innerText")
+        english = [sentence.split("{")[0].strip() for sentence, german in GERMAN.items()
+                   if sentence != german and len(sentence.split("{")[0].strip()) >= 8]
+        assert [sentence for sentence in english if sentence in shown] == []
+        assert "Sie haben im Zeitfenster ab" in shown  # the balancing reasons
+        assert page.evaluate("document.querySelector('.pdf-link').href").endswith("?lang=de")
+        page.load("document.querySelector('nav.languages a[hreflang=en]').click()")
+        wait_for(lambda: page.evaluate("document.body.dataset.ready === 'true'"),
+                 timeout=BROWSER_SECONDS, what="the page to load in English")
+        assert page.evaluate("document.documentElement.lang") == "en"
+        assert "Bought from the community" in page.evaluate("document.body.innerText")
+        # The choice is kept: the next visit is English although the browser prefers German.
+        open_portal(page, world)
+        wait_for(lambda: page.evaluate("document.body.dataset.ready === 'true'"),
+                 timeout=BROWSER_SECONDS, what="the page to load again")
+        assert page.evaluate("document.documentElement.lang") == "en"
+        page.load("document.getElementById('sign-out').click()")
+    finally:
+        page.send("Emulation.setUserAgentOverride", userAgent=agent, acceptLanguage="en")

@@ -258,7 +258,10 @@ def description(settings: WebSettings) -> dict[str, Any]:
                 "properties"]})),
              "400": error("the id or the name is wrong"), "401": NOT_SIGNED_IN,
              "403": error("only the grid operator")}),
-        "/": {"get": {"summary": "The portal's page",
+        "/": {"get": {"summary": "The portal's page, in English or German (lang, else the "
+                                 "switch's cookie, else Accept-Language)",
+                      "parameters": [{"name": "lang", "in": "query", "schema": {
+                          "type": "string", "enum": list(LANGUAGES)}}],
                       "responses": {"200": answer("the page", TEXT, media_type=HTML)}}},
         "/health": {"get": {"summary": "200 once serving",
                             "responses": {"200": answer("serving", obj({"status": TEXT}))}}},
