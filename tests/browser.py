@@ -19,6 +19,7 @@ import requests
 from websockets.sync.client import ClientConnection, connect
 
 from pilotchain.chain import wait_for
+from pilotchain.settings import PROJECT_ROOT
 
 __all__ = [
     "BRAND_BLUE",
@@ -156,3 +157,23 @@ def the_shared_look(tools: DevTools, reload: Any, phone_shot: Path | None = None
     finally:
         tools.send("Emulation.clearDeviceMetricsOverride")
     return look
+
+
+# axe-core, the accessibility engine (npm, pinned in package.json's devDependencies).
+AXE = PROJECT_ROOT / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def serious_accessibility_problems(tools: DevTools) -> list[dict[str, Any]]:
+    """What axe-core finds on the page as it stands, of impact serious or critical: each
+    rule broken, with up to five of the elements that break it. (Injected over DevTools,
+    which the page's Content-Security-Policy does not govern: the page itself loads
+    nothing of it.)"""
+    if not AXE.is_file():
+        pytest.fail("axe-core is not installed; run npm ci in the project")
+    tools.evaluate(AXE.read_text())
+    found: list[dict[str, Any]] = tools.evaluate("""
+      axe.run(document, {resultTypes: ["violations"]}).then(result => result.violations
+        .filter(v => v.impact === "serious" || v.impact === "critical")
+        .map(v => ({rule: v.id, impact: v.impact, help: v.help,
+                    nodes: v.nodes.slice(0, 5).map(n => n.target.join(" "))})))""")
+    return found

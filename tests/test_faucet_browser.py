@@ -11,7 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import BRAND_BLUE, DevTools, chromium, the_shared_look
+from browser import (
+    BRAND_BLUE,
+    DevTools,
+    chromium,
+    serious_accessibility_problems,
+    the_shared_look,
+)
 from eth_account import Account
 from faucet_fixtures import (  # type: ignore[no-redef]
     EXPLORER,
@@ -62,6 +68,7 @@ def test_the_page_claims_shows_errors_and_adds_the_network(
         browser.send("Page.navigate", url=faucet.url + "/faucet")
         browser.wait_event("Page.loadEventFired")
 
+    assert serious_accessibility_problems(browser) == []
     look = the_shared_look(browser, reload, tmp_path / "faucet-page-phone.png")
     assert (look["stylesheet"], look["header"], look["external"]) == (True, BRAND_BLUE, [])
     assert look["focus"] == {"element": "skip", "outline": "solid", "visible": True}

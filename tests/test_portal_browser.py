@@ -27,7 +27,14 @@ from typing import Any
 
 import pytest
 from bridge_fixtures import mined
-from browser import BRAND_BLUE, BROWSER_SECONDS, DevTools, chromium, the_shared_look
+from browser import (
+    BRAND_BLUE,
+    BROWSER_SECONDS,
+    DevTools,
+    chromium,
+    serious_accessibility_problems,
+    the_shared_look,
+)
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
@@ -292,6 +299,7 @@ def test_the_portal_has_the_faucets_look_on_a_desktop_and_a_phone(
                  timeout=BROWSER_SECONDS, what="the participant's page to load again")
 
     screenshot(page, tmp_path / "portal-month-desktop.png")
+    assert serious_accessibility_problems(page) == []
     look = the_shared_look(page, reload, tmp_path / "portal-month-phone.png")
     assert (look["stylesheet"], look["header"], look["external"]) == (True, BRAND_BLUE, [])
     assert look["focus"] == {"element": "skip", "outline": "solid", "visible": True}
@@ -307,6 +315,7 @@ def test_an_unregistered_wallet_gets_the_sentence(
         f"The wallet {wallet.account.address} is not registered to a participant of "
         f"{portal_world.target.net.settings.network_name}; ask {CONTACT} to register it.")
     assert page.evaluate("document.getElementById('participant').hidden") is True
+    assert serious_accessibility_problems(page) == []  # the sign-in page, with its sentence
 
 
 def test_a_page_opened_at_another_address_asks_no_signature(
@@ -340,6 +349,7 @@ def test_the_operator_registers_a_wallet_from_the_page(
     wallet.account = world.operator
     sign_in(page, wallet, world)
     assert text(page, "who-text") == f"Grid operator ({world.operator.address})"
+    assert serious_accessibility_problems(page) == []  # the operator's page
     assert page.evaluate("document.querySelectorAll('#participants tbody tr').length") == 2
 
     newcomer, house = Account.create(), uuid.uuid4()
