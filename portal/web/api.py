@@ -51,7 +51,7 @@ AMOUNTS = frozenset({
     "energy", "price", "fee", "import_energy", "export_energy", "sold", "bought",
     "shortfall_charge", "excess_charge", "surplus_credit", "energy_sold", "energy_bought",
     "money_receivable", "money_payable", "balancing_charges", "balancing_credits", "net",
-    "paid", "received", "from_grid", "to_grid", "grid_value", "feed_in_value", "savings",
+    "received", "from_grid", "to_grid", "grid_value", "feed_in_value", "savings",
     "earned", "grid_supply_rate", "feed_in_rate", "shortfall_rate", "traded", "measured",
     "deviation", "rate", "amount"})
 ENERGY = frozenset({"energy", "import_energy", "export_energy", "sold", "bought",
@@ -254,7 +254,8 @@ def month(participant: str) -> Response:
     except LookupError:
         raise BadRequest(f"There is no closed billing period {filters['period']}.") from None
     fresh_names()
-    return jsonify({**shown(found), "balancing": [
+    # "paid" is money here, a statement's flag elsewhere: not in AMOUNTS.
+    return jsonify({**shown(found), "paid": str(found["paid"]), "balancing": [
         {**shown(line), "slot_time": slot_time(int(line["slot"]))}
         for line in found["balancing"]], "periods": queries.periods(db()),
         "name": shown_names(db(), [participant]).get(participant)})
@@ -443,7 +444,10 @@ def set_name() -> Response:
     except BadParticipantId:
         raise BadRequest("id must be a participant or market id (a gsy-e uuid, or 0x and 64 "
                          "hexadecimal digits).") from None
-    raw = body_field(body, "name", required=False)
+    raw = body.get("name") if isinstance(body, dict) else None
+    if raw is not None and not isinstance(raw, str):
+        raise BadRequest("Send name as text (empty, or null, clears it).")
+    raw = (raw or "").strip()
     name = clean_name(raw) if raw else None
     if raw and name is None:
         raise BadRequest(f"A name is 1 to {MAX_NAME_CHARS} printable characters.")

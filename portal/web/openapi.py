@@ -70,6 +70,8 @@ SUMMARY = obj({
     "balancing": {"type": "array", "items": BALANCING_LINE},
     "periods": {"type": "array", "items": PERIOD},
 })
+LANG = {"type": "string", "description": f"one of {', '.join(LANGUAGES)}; any other value "
+                                        "is ignored (the browser's language chooses)"}
 NAME_ENTRY = obj({"name": NULLABLE_TEXT, "gsy_name": NULLABLE_TEXT,
                   "display_name": NULLABLE_TEXT})
 NULLABLE_AMOUNT = {**AMOUNT, "nullable": True}
@@ -212,8 +214,7 @@ def description(settings: WebSettings) -> dict[str, Any]:
                 {"name": "participant", "in": "path", "required": True, "schema": ID},
                 {"name": "period", "in": "path", "required": True, "schema": {
                     "type": "integer", "minimum": 1, "maximum": MAX_PERIOD}},
-                {"name": "lang", "in": "query", "schema": {"type": "string",
-                                                           "enum": list(LANGUAGES)}},
+                {"name": "lang", "in": "query", "schema": LANG},
             ],
             "responses": participant_answers(
                 {"description": "the statement", "content": {
@@ -253,15 +254,14 @@ def description(settings: WebSettings) -> dict[str, Any]:
                          "schema": {"type": "string", "enum": sorted(TRANSACTIONS)}}]),
         "/api/operator/names": json_post(
             "The operator's name for a participant or market (an empty name clears it)",
-            obj({"id": ID, "name": TEXT}, required=["id"]),
+            obj({"id": ID, "name": NULLABLE_TEXT}, required=["id"]),
             {"200": answer("the id and its names", obj({"id": TEXT, **NAME_ENTRY[
                 "properties"]})),
              "400": error("the id or the name is wrong"), "401": NOT_SIGNED_IN,
              "403": error("only the grid operator")}),
         "/": {"get": {"summary": "The portal's page, in English or German (lang, else the "
                                  "switch's cookie, else Accept-Language)",
-                      "parameters": [{"name": "lang", "in": "query", "schema": {
-                          "type": "string", "enum": list(LANGUAGES)}}],
+                      "parameters": [{"name": "lang", "in": "query", "schema": LANG}],
                       "responses": {"200": answer("the page", TEXT, media_type=HTML)}}},
         "/health": {"get": {"summary": "200 once serving",
                             "responses": {"200": answer("serving", obj({"status": TEXT}))}}},
