@@ -308,7 +308,7 @@ def test_the_portal_has_the_faucets_look_on_a_desktop_and_a_phone(
 
 
 def test_an_unregistered_wallet_gets_the_sentence(
-        page: DevTools, portal_world: PortalWorld) -> None:
+        page: DevTools, portal_world: PortalWorld, tmp_path: Path) -> None:
     wallet = Wallet(page, portal_world.target.net.rpc_url)
     sign_in(page, wallet, portal_world)
     assert text(page, "signin-error") == (
@@ -316,6 +316,7 @@ def test_an_unregistered_wallet_gets_the_sentence(
         f"{portal_world.target.net.settings.network_name}; ask {CONTACT} to register it.")
     assert page.evaluate("document.getElementById('participant').hidden") is True
     assert serious_accessibility_problems(page) == []  # the sign-in page, with its sentence
+    screenshot(page, tmp_path / "portal-signin.png")
 
 
 def test_a_page_opened_at_another_address_asks_no_signature(
