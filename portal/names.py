@@ -38,6 +38,8 @@ EVENT_FIELD = b"event"
 # time; the next one goes on from there).
 BATCH = 1000
 MAX_ROUNDS = 20
+# Seconds before a process looks at the stream again after Redis failed it.
+RETRY_AFTER_FAILURE = 60.0
 NAME_BOUNDS = JsonBounds(
     max_digits=40, max_depth=32, max_marks=100_000,
     digits_reason="no field of a trade takes more than 40.",
@@ -149,6 +151,8 @@ class NameReader:
         except redis.RedisError as error:
             log.warning("Cannot read names from %s in Redis (%s); the pages show ids until "
                         "it answers.", self.stream, type(error).__name__)
+            # Not again for a while: a request that looks pays the connection's timeout.
+            self._last = time.monotonic() + RETRY_AFTER_FAILURE - self.interval
             return 0
         finally:
             self._lock.release()
