@@ -40,6 +40,7 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from portal_web_fixtures import (
     CONTACT,
+    REGISTERS,
     PortalServices,
     PortalWorld,
     expected_month,
@@ -259,6 +260,22 @@ def test_a_participant_signs_in_and_sees_its_own_data(
     assert page.evaluate("[...document.querySelectorAll('#trades .id')]"
                          ".every(e => e.offsetParent !== null)") is True
     page.evaluate("document.getElementById('show-ids').click()")
+
+    # Per day: the metered slots of each UTC day added up, as the readings and trades give.
+    days: dict[str, dict[str, int]] = {}
+    for index, trade in enumerate(world.metered):
+        (imp0, exp0), (imp1, exp1) = REGISTERS[index], REGISTERS[index + 1]
+        day = days.setdefault(datetime.fromtimestamp(trade.time_slot, UTC).strftime(
+            "%Y-%m-%d"), {"slots": 0, "bought": 0, "sold": 0, "import_energy": 0,
+                          "export_energy": 0})
+        day["slots"] += 1
+        day["bought" if str(trade.buyer) == world.a else "sold"] += trade.energy
+        day["import_energy"] += (imp1 - imp0) * 10**15
+        day["export_energy"] += (exp1 - exp0) * 10**15
+    shown_days = json.loads(page.evaluate("document.getElementById('days').dataset.raw"))
+    assert {d["day"]: {k: int(d[k]) for k in ("slots", "bought", "sold", "import_energy",
+                                              "export_energy")} for d in shown_days} == days
+    assert sum(int(d["charge"]) for d in shown_days) == want["balancing_charges"]
 
     # The chart: uPlot drew on a canvas, three series over the three metered slots.
     assert page.evaluate("document.querySelectorAll('#chart canvas').length") == 1

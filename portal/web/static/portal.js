@@ -37,10 +37,12 @@ function perKwh(money, energy) {
   return Number(energy) === 0 ? "–" : `${number(Number(money) / Number(energy), 2)} ct/kWh`;
 }
 function rate(raw) { return `${number(Number(raw) / SCALE, 2)} ct/kWh`; }
+function day(seconds) {
+  const date = new Date(seconds * 1000).toISOString().slice(0, 10);
+  return LANG === "de" ? `${date.slice(8, 10)}.${date.slice(5, 7)}.${date.slice(0, 4)}` : date;
+}
 function when(seconds) {
-  const iso = new Date(seconds * 1000).toISOString();
-  const [date, time] = [iso.slice(0, 10), iso.slice(11, 16)];
-  return LANG === "de" ? `${date.slice(8, 10)}.${date.slice(5, 7)}.${date.slice(0, 4)} ${time} UTC` : `${date} ${time} UTC`;
+  return `${day(seconds)} ${new Date(seconds * 1000).toISOString().slice(11, 16)} UTC`;
 }
 
 // A participant or market by name, its id beneath (shown on demand: "Show ids"). Without a
@@ -196,6 +198,7 @@ async function loadSlots() {
     kwh(s.export_energy), cents(s.status === "balanced" ? String(BigInt(s.shortfall_charge) + BigInt(s.excess_charge)) : null),
     cents(s.surplus_credit)]));
   const metered = slots.filter((s) => s.status === "balanced");
+  fillDays(metered);
   $("chart-empty").hidden = metered.length > 0;
   $("chart").replaceChildren();
   if (metered.length === 0 || !window.uPlot) return;
@@ -216,6 +219,26 @@ async function loadSlots() {
       { label: t("measured kWh"), scale: "kwh", stroke: "#2ca02c", width: 2 },
       { label: t("balancing ct"), scale: "ct", stroke: "#d62728", width: 1, dash: [4, 4] }],
   }, data, $("chart"));
+}
+
+// Each UTC day's metered slots added up, exactly (BigInt), then shown like the slots.
+function fillDays(metered) {
+  const days = new Map();
+  const keys = ["bought", "sold", "import_energy", "export_energy", "charge", "surplus_credit"];
+  for (const s of metered) {
+    const day = new Date(s.slot * 1000).toISOString().slice(0, 10);
+    if (!days.has(day)) days.set(day, { slots: 0, start: s.slot, ...Object.fromEntries(keys.map((k) => [k, 0n])) });
+    const sum = days.get(day);
+    sum.slots += 1;
+    for (const k of keys) {
+      sum[k] += k === "charge" ? BigInt(s.shortfall_charge) + BigInt(s.excess_charge) : BigInt(s[k]);
+    }
+  }
+  fill("days", [...days.values()].map((d) => [day(d.start), d.slots,
+    kwh(String(d.bought)), kwh(String(d.sold)), kwh(String(d.import_energy)), kwh(String(d.export_energy)),
+    cents(String(d.charge)), cents(String(d.surplus_credit))]));
+  $("days").dataset.raw = JSON.stringify([...days.entries()].map(([day, d]) =>
+    ({ day, slots: d.slots, ...Object.fromEntries(keys.map((k) => [k, String(d[k])])) })));
 }
 
 function pdfLink(period) {
