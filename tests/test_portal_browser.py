@@ -261,6 +261,10 @@ def test_a_participant_signs_in_and_sees_its_own_data(
                          ".every(e => e.offsetParent !== null)") is True
     page.evaluate("document.getElementById('show-ids').click()")
 
+    meter_line = page.evaluate("document.querySelector('#meter-state li').textContent")
+    assert meter_line.endswith(f"(import {REGISTERS[-1][0]:,} Wh, export "
+                               f"{REGISTERS[-1][1]:,} Wh)."), meter_line
+
     # Per day: the metered slots of each UTC day added up, as the readings and trades give.
     days: dict[str, dict[str, int]] = {}
     for index, trade in enumerate(world.metered):

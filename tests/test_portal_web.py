@@ -22,6 +22,7 @@ from portal_fixtures import ENGINES
 from portal_web_fixtures import (
     CONTACT,
     EXPLORER,
+    REGISTERS,
     PortalClient,
     PortalServices,
     PortalWorld,
@@ -657,6 +658,12 @@ def test_the_period_at_a_glance_is_the_recordings_and_the_meters(
     statement = world.contract().functions.statementOf(1, uuid_to_bytes32(world.a)).call()
     assert int(got["net"]) == statement[6]
     assert got["name"] == "House 1"
+    (meter,) = got["meters"]
+    last = world.metered[0].time_slot + 3 * 900
+    assert (meter["participant"], meter["active_until"], meter["last_reading"]) == (
+        world.a, None, {"time": last, "import_wh": REGISTERS[-1][0],
+                        "export_wh": REGISTERS[-1][1]})
+    assert got["unmetered_slots"] == 0
     empty = client.get(f"/api/participants/{world.a}/summary").json()
     assert (empty["period"], empty["trades"], empty["net"], empty["balancing"]) == (
         None, 0, "0", [])

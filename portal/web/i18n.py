@@ -52,6 +52,15 @@ GERMAN: dict[str, str] = {
         "des Netzbetreibers.",
     "No balancing charge or credit in this period.":
         "Kein Ausgleichsentgelt und keine Gutschrift in diesem Zeitraum.",
+    "Your meters": "Ihre Zähler",
+    "Meter {meter}: last reading {at} (import {imported} Wh, export {exported} Wh).":
+        "Zähler {meter}: letzter Messwert {at} (Bezug {imported} Wh, Einspeisung {exported} "
+        "Wh).",
+    "Meter {meter}: no reading on chain yet.": "Zähler {meter}: noch kein Messwert auf der Chain.",
+    "No meter is registered for you.": "Für Sie ist kein Zähler registriert.",
+    "{count} slots closed unmetered in this period (nothing charged for them).":
+        "{count} Zeitfenster in diesem Zeitraum ungemessen abgeschlossen (dafür nichts "
+        "berechnet).",
     "Current bill": "Aktuelle Rechnung",
     "(live from the contract, every period so far)":
         "(direkt aus dem Vertrag, alle bisherigen Zeiträume)",

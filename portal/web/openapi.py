@@ -62,7 +62,12 @@ BALANCING_LINE = obj({
 SUMMARY = obj({
     "participant": TEXT, "name": NULLABLE_TEXT,
     "period": {"type": "integer", "nullable": True, "description": "null: the open period"},
-    "trades": INTEGER, "metered_slots": INTEGER,
+    "trades": INTEGER, "metered_slots": INTEGER, "unmetered_slots": INTEGER,
+    "meters": {"type": "array", "items": obj({
+        "meter": TEXT, "participant": TEXT, "signer": TEXT, "home_area": TEXT,
+        "active_from": INTEGER, "active_until": {"type": "integer", "nullable": True},
+        "last_reading": obj({"time": INTEGER, "import_wh": INTEGER, "export_wh": INTEGER},
+                            nullable=True)})},
     **{name: AMOUNT for name in (
         "bought", "paid", "sold", "received", "from_grid", "to_grid", "grid_value",
         "feed_in_value", "savings", "earned", "balancing_charges", "balancing_credits", "net",

@@ -326,6 +326,21 @@ async function loadMonth() {
     return li;
   }));
   $("balancing-none").hidden = m.balancing.length > 0;
+  const meterLines = m.meters.map((meter) => {
+    const li = document.createElement("li");
+    li.dataset.meter = meter.meter;
+    const r = meter.last_reading;
+    li.textContent = r ? t("Meter {meter}: last reading {at} (import {imported} Wh, export {exported} Wh).",
+      { meter: `${meter.meter.slice(0, 10)}…`, at: when(r.time), imported: number(r.import_wh, 0), exported: number(r.export_wh, 0) })
+      : t("Meter {meter}: no reading on chain yet.", { meter: `${meter.meter.slice(0, 10)}…` });
+    return li;
+  });
+  if (m.meters.length === 0) meterLines.push(Object.assign(document.createElement("li"), { textContent: t("No meter is registered for you.") }));
+  if (m.unmetered_slots) {
+    meterLines.push(Object.assign(document.createElement("li"), { className: "unmetered",
+      textContent: t("{count} slots closed unmetered in this period (nothing charged for them).", { count: m.unmetered_slots }) }));
+  }
+  $("meter-state").replaceChildren(...meterLines);
   if ($("month-period").options.length === 1) {
     for (const p of m.periods) {
       $("month-period").add(new Option(t("period {period} (to {end})", { period: p.period, end: when(p.end_slot) }), String(p.period)));
