@@ -168,6 +168,19 @@ def periods(db: Database) -> list[dict[str, int]]:
         "SELECT period, end_slot FROM periods ORDER BY period")]
 
 
+def last_readings(db: Database) -> dict[str, dict[str, int]]:
+    """Every meter's newest reading on chain: time and registers (one pass of the
+    ``(meter, time)`` index)."""
+    found: dict[str, dict[str, int]] = {}
+    for meter, moment, imported, exported in db.fetch(
+            "SELECT r.meter, r.time, r.import_wh, r.export_wh FROM readings r JOIN "
+            "(SELECT meter, MAX(time) AS time FROM readings GROUP BY meter) newest "
+            "ON r.meter = newest.meter AND r.time = newest.time"):
+        found[str(meter)] = {"time": int(moment), "import_wh": int(imported),
+                             "export_wh": int(exported)}
+    return found
+
+
 def meters_of(db: Database, participant: str) -> list[dict[str, Any]]:
     """The participant's meters, each with its newest reading on chain (None before any):
     time and the import and export registers in Wh."""

@@ -372,6 +372,19 @@ def test_the_operator_registers_a_wallet_from_the_page(
     sign_in(page, wallet, world)
     assert text(page, "who-text") == f"Grid operator ({world.operator.address})"
     assert serious_accessibility_problems(page) == []  # the operator's page
+    # Each form says what it will do before the wallet is asked; participants are found by
+    # name as the operator types.
+    assert page.evaluate("[...document.querySelectorAll('[aria-labelledby=tx-title] form')]"
+                         ".every(f => f.querySelector('p.hint'))") is True
+    def search(words: str) -> None:
+        page.evaluate("(() => { const box = document.getElementById('participant-search'); "
+                      f"box.value = {json.dumps(words)}; "
+                      "box.dispatchEvent(new Event('input')); })()")
+
+    search("house 2")
+    assert page.evaluate("[...document.querySelectorAll('#participants tbody tr')]"
+                         ".filter(r => !r.hidden).map(r => r.dataset.participant)") == [world.b]
+    search("")
     assert page.evaluate("document.querySelectorAll('#participants tbody tr').length") == 2
 
     newcomer, house = Account.create(), uuid.uuid4()

@@ -551,6 +551,14 @@ def test_only_the_operator_sees_the_overview(portal_world: PortalWorld) -> None:
     assert {(p["participant"], p["wallet"]) for p in view["participants"]} == \
         {(world.a, world.alice.address), (world.b, world.bob.address)}
     assert len(view["meters"]) == 1 and view["meters"][0]["participant"] == world.a
+    # The meter's newest reading, and the slot boundaries the chain passed since (the meter
+    # reads no more after the world was made: one boundary each 15 minutes of chain time).
+    (meter,) = view["meters"]
+    last = world.metered[0].time_slot + 3 * 900
+    assert meter["last_reading"] == {"time": last, "import_wh": REGISTERS[-1][0],
+                                     "export_wh": REGISTERS[-1][1]}
+    now = world.w3.eth.get_block("latest")["timestamp"] // 900 * 900
+    assert meter["missing"] in {(now - last) // 900, (now - last) // 900 + 1}
     assert view["totals"]["trades"] == len(world.records) + len(world.metered)
     # The operator sees every participant's data.
     assert operator.get(f"/api/participants/{world.b}/bill").json() == \

@@ -40,7 +40,7 @@ from portal.statement import StatementDocument, render
 from portal.web.config import MAX_PAGE_SIZE
 from portal.web.http import BadRequest, canonical_id, json_body, may_see, operator, services
 from portal.web.i18n import chosen_language
-from portal.web.ledger import BadParticipantId
+from portal.web.ledger import BadParticipantId, LedgerUnavailable
 from portal.web.operations import health
 
 T = TypeVar("T")
@@ -335,6 +335,26 @@ def export(participant: str, kind: str) -> Response:
 # --- the grid operator --------------------------------------------------------------------
 
 
+def meters_with_readings() -> list[dict[str, Any]]:
+    """Every meter with its newest reading and, for an active one, how many slot boundaries
+    have passed on the chain since (``missing``: the readings the slots closing now lack;
+    None when the chain cannot be asked, the rest of the view still answers)."""
+    newest = queries.last_readings(db())
+    try:
+        current, length = services().ledger.slot_clock()
+    except LedgerUnavailable:
+        current = length = 0
+    found = []
+    for meter in queries.meters(db()):
+        last = newest.get(str(meter["meter"]))
+        missing = None
+        if length and meter["active_until"] is None:
+            since = last["time"] if last else int(meter["active_from"])
+            missing = max(0, (current - since) // length)
+        found.append({**meter, "last_reading": last, "missing": missing})
+    return found
+
+
 @api.get("/api/operator/overview")
 def overview() -> Response:
     """Every participant and meter, totals, unmetered slots waiting for attention, and every
@@ -345,7 +365,7 @@ def overview() -> Response:
     return jsonify({
         "names": names_of(db(), known),
         "participants": queries.registrations(db()),
-        "meters": queries.meters(db()),
+        "meters": meters_with_readings(),
         "totals": shown(queries.totals(db())),
         "unmetered": [shown({**row, "slot_time": slot_time(int(row["slot"]))})
                       for row in queries.unmetered_slots(db(), None)],

@@ -163,6 +163,30 @@ GERMAN: dict[str, str] = {
     "Meter": "Zähler",
     "Signer": "Signierer",
     "Active until": "Aktiv bis",
+    "Last reading": "Letzter Messwert",
+    "Find a participant (name, id or wallet)": "Teilnehmer suchen (Name, ID oder Wallet)",
+    "Links the wallet to the participant on chain: that wallet then signs in here as the "
+    "participant and sees its bill. The contract refuses a wallet already linked.":
+        "Verknüpft die Wallet auf der Chain mit dem Teilnehmer: Diese Wallet meldet sich dann "
+        "hier als der Teilnehmer an und sieht seine Rechnung. Der Vertrag lehnt eine schon "
+        "verknüpfte Wallet ab.",
+    "From the current slot on, the contract accepts readings signed by this address for the "
+    "participant, and compares them with its trades with the outside of its home area.":
+        "Ab dem aktuellen Zeitfenster nimmt der Vertrag von dieser Adresse signierte "
+        "Messwerte für den Teilnehmer an und vergleicht sie mit seinem Handel über die Grenze "
+        "seines Heimatbereichs.",
+    "The meter's readings after this time are refused; those before stay. Slots after it "
+    "close unmetered unless another meter is registered.":
+        "Messwerte des Zählers nach diesem Zeitpunkt werden abgelehnt; frühere bleiben. "
+        "Spätere Zeitfenster schließen ungemessen, wenn kein anderer Zähler registriert ist.",
+    "Fixes every participant's statement on chain for the trades recorded since the last "
+    "period and the slots closed until this time; it cannot be undone.":
+        "Legt die Abrechnung jedes Teilnehmers auf der Chain fest, für den seit dem letzten "
+        "Zeitraum aufgezeichneten Handel und die bis zu diesem Zeitpunkt abgeschlossenen "
+        "Zeitfenster; das lässt sich nicht rückgängig machen.",
+    "none yet": "noch keiner",
+    "1 reading missing": "1 Messwert fehlt",
+    "{count} readings missing": "{count} Messwerte fehlen",
     "Unmetered slots": "Ungemessene Zeitfenster",
     "Privacy: this portal shows each participant only its own data and the names of its own "
     "counterparties. The chain itself is readable by anyone with access to its RPC node.":

@@ -100,7 +100,16 @@ SIGNED_IN = obj({"wallet": TEXT, "participant": NULLABLE_TEXT,
                  "csrf_token": TEXT})
 CHALLENGE = obj({"message": TEXT, "domain": TEXT, "uri": TEXT})
 OVERVIEW = obj({"participants": {"type": "array", "items": {"type": "object"}},
-                "meters": {"type": "array", "items": {"type": "object"}},
+                "meters": {"type": "array", "items": obj({
+                    "meter": TEXT, "participant": TEXT, "signer": TEXT, "home_area": TEXT,
+                    "active_from": INTEGER,
+                    "active_until": {"type": "integer", "nullable": True},
+                    "last_reading": obj({"time": INTEGER, "import_wh": INTEGER,
+                                         "export_wh": INTEGER}, nullable=True),
+                    "missing": {"type": "integer", "nullable": True,
+                                "description": "slot boundaries passed since the newest "
+                                               "reading (active meters; null if the chain "
+                                               "cannot be asked)"}})},
                 "totals": obj({"trades": INTEGER, "energy": AMOUNT, "price": AMOUNT}),
                 "unmetered": {"type": "array", "items": {"type": "object"}},
                 "periods": {"type": "array", "items": PERIOD},

@@ -12,7 +12,7 @@ const LANG = document.documentElement.lang || "en";
 const WORDS = JSON.parse(document.getElementById("i18n").textContent);
 // Words this script translates from a variable, not a literal (the catalogue's test reads
 // this list too).
-const DYNAMIC = ["balanced", "unmetered", "up", "degraded", "down", "market", "participant", "Refused at", "Reason", "Entry", "Payload", "{service}: {count} entry in {stream}", "{service}: {count} entries in {stream}"];
+const DYNAMIC = ["balanced", "unmetered", "up", "degraded", "down", "market", "participant", "Refused at", "Reason", "Entry", "Payload", "{service}: {count} entry in {stream}", "{service}: {count} entries in {stream}", "1 reading missing", "{count} readings missing"];
 function t(text, params = {}) {
   return (WORDS[text] || text).replace(/\{(\w+)\}/g, (all, key) => (key in params ? String(params[key]) : all));
 }
@@ -429,6 +429,28 @@ async function loadHealth() {
   $("dead-letters").dataset.raw = JSON.stringify(dead);
 }
 
+// A meter's newest reading, flagged when slot boundaries passed without one.
+function lastReading(m) {
+  const cell = document.createElement("span");
+  const r = m.last_reading;
+  cell.textContent = r ? when(r.time) : t("none yet");
+  if (m.missing) {
+    const flag = document.createElement("strong");
+    flag.className = "loss missing";
+    flag.textContent = ` ${t(m.missing === 1 ? "1 reading missing" : "{count} readings missing", { count: m.missing })}`;
+    cell.appendChild(flag);
+  }
+  return cell;
+}
+
+// The participants' table filtered as the operator types (name, id or wallet).
+function filterParticipants() {
+  const wanted = $("participant-search").value.trim().toLowerCase();
+  for (const tr of $("participants").querySelectorAll("tbody tr")) {
+    tr.hidden = wanted !== "" && !tr.textContent.toLowerCase().includes(wanted);
+  }
+}
+
 async function showOperator() {
   $("operator").hidden = false;
   const [view] = await Promise.all([api("/api/operator/overview"), loadHealth()]);
@@ -439,8 +461,9 @@ async function showOperator() {
     button(t("Unregister"), () => sendAsOperator("/api/operator/transactions/unregister", { participant: p.participant }))],
   { dataset: { participant: p.participant } })));
   fill("meters", view.meters.map((m) => [m.meter, named(m.participant, "participant"), m.signer,
-    m.active_until === null ? t("active") : when(m.active_until),
+    m.active_until === null ? t("active") : when(m.active_until), lastReading(m),
     m.active_until === null ? button(t("Deactivate"), () => sendAsOperator("/api/operator/transactions/deactivate-meter", { meter: m.meter })) : ""]));
+  $("participant-search").oninput = filterParticipants;
   fill("unmetered", view.unmetered.map((u) => [when(u.slot), named(u.participant, "participant"), kwh(u.sold), kwh(u.bought)]));
   $("name-form").onsubmit = async (event) => {
     event.preventDefault();
