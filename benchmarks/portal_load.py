@@ -69,6 +69,7 @@ from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord, uuid_to_bytes32
 from portal.config import PortalSettings
 from portal.db import Database
 from portal.indexer import Indexer
+from portal.statement import StatementDocument, render
 from portal.web.config import WebSettings
 from runner.localnet import LocalNetwork
 from runner.portal import PortalWebService
@@ -82,6 +83,7 @@ MARKETS = 4
 WH = 10**15  # one Wh in the contract's energy unit (kWh * 10**18)
 CT = 10**18
 TARGET_P95_S = 0.3
+PDF_REQUESTS = 5
 
 
 # --- the trades ----------------------------------------------------------------------------
@@ -228,6 +230,8 @@ def routes(community: Community, total: int, per_page: int) -> dict[str, tuple[s
         "trades of period 1": ("participant", f"{p}/trades?period=1"),
         "trades of the open period, last page": ("participant",
                                                  f"{p}/trades?period=open&page={last // 2}"),
+        "period at a glance, period 1": ("participant", f"{p}/summary?period=1"),
+        "period at a glance, open period": ("participant", f"{p}/summary?period=open"),
         "slots": ("participant", f"{p}/slots"),
         "statements": ("participant", f"{p}/statements"),
         "trades.csv (all)": ("participant", f"{p}/trades.csv"),
@@ -306,9 +310,41 @@ def run_engine(engine: str, database_url: str, net: LocalNetwork, record: Path, 
             clients[who].sign_in(account)
         total = sum(1 for t in community.trades if community.busy in (t.seller, t.buyer))
         result["routes"] = load(service.url, clients, routes(community, total, 50), count)
+        # The PDF of period 1 (half of the busy participant's trades), a few times: seconds
+        # of drawing each, so not among the 300 ms routes.
+        pdf = f"/api/participants/{community.busy}/statements/1.pdf"
+        timed = [clients["participant"].time(pdf) for _ in range(PDF_REQUESTS)]
+        result["statement_pdf"] = summary([t for t, _ in timed]) | {
+            "bytes": timed[-1][1], "trades": sum(
+                1 for t in community.trades[:len(community.trades) // 2]
+                if community.busy in (t.seller, t.buyer))}
     finally:
         service.stop()
     return result
+
+
+def time_pdf_render(community: Community, trades: int) -> dict[str, Any]:
+    """portal.statement.render of a statement with ``trades`` of the busy participant's
+    trades, in this process (what the PDF route spends drawing): the issue's 10,000-trade
+    statement."""
+    mine = [t for t in community.trades if community.busy in (t.seller, t.buyer)][:trades]
+    rows = [{"seller": str(t.seller), "buyer": str(t.buyer), "market": str(t.market),
+             "time_slot": t.time_slot, "energy": t.energy, "price": t.price} for t in mine]
+    statement = {"end_slot": max(t.time_slot for t in mine) + SLOT, "paid": False, **{
+        key: 0 for key in ("energy_sold", "energy_bought", "money_receivable",
+                           "money_payable", "balancing_charges", "balancing_credits",
+                           "net")}}
+    document = StatementDocument(
+        network="PilotChain", contract="0x" + "00" * 20, chain_id=8765,
+        participant=str(community.busy), name="House 1", period=1, start_slot=None,
+        statement=statement, close_tx="0x" + "00" * 32, close_block=1, trades=rows,
+        names={}, balancing=[])
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        size = len(render(document))
+        times.append(time.perf_counter() - started)
+    return {"trades": len(rows), "bytes": size, "seconds": [round(t, 2) for t in times]}
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -331,6 +367,12 @@ def print_report(result: dict[str, Any]) -> None:
             print(f"  {name:40} {s['p50_ms']:8.1f} {s['p95_ms']:8.1f} {s['p99_ms']:8.1f}{flag}")
         first = r["routes"]["trades first page"]["p50_ms"]
         print(f"  first page of trades: {base / first:.0f}x faster than the baseline")
+        pdf = r["statement_pdf"]
+        print(f"  statement PDF of period 1 ({pdf['trades']} trades, {pdf['bytes']} bytes): "
+              f"p50 {pdf['p50_ms']} ms, max {pdf['max_ms']} ms")
+    render_ = result["pdf_render"]
+    print(f"\nPDF of a {render_['trades']}-trade statement drawn in-process: "
+          f"{render_['seconds']} s ({render_['bytes']} bytes)")
 
 
 def plot(result: dict[str, Any], paths: Sequence[Path]) -> None:
@@ -444,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["postgresql"] = run_engine(
                 "postgresql", postgres.create_database("portal"), net, record, home,
                 community, wallets, args.requests)
+            result["pdf_render"] = time_pdf_render(community, 10_000)
             result["machine"]["loadavg_after"] = os.getloadavg()
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "portal_load.json").write_text(json.dumps(result, indent=2))

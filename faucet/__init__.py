@@ -33,7 +33,7 @@ from faucet.keys import load_account
 from faucet.limits import ClaimLimits
 from faucet.page import page
 from faucet.wallet import FaucetWallet
-from pilotchain.pages import hide_server_banner, secure_headers
+from pilotchain.pages import hide_server_banner, secure_headers, style_blueprint
 from pilotchain.settings import load_environment
 
 LIMITS_PREFIX = "pilotchain-faucet"
@@ -70,6 +70,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         suffix = "_prefixed" if prefix else ""
         app.register_blueprint(page, url_prefix=prefix or None, name=f"page{suffix}")
         app.register_blueprint(api, url_prefix=prefix or None, name=f"api{suffix}")
+        app.register_blueprint(style_blueprint(), url_prefix=prefix or None,
+                               name=f"style{suffix}")
     described = openapi.description(settings)
     app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(described))
     register_error_handlers(app)

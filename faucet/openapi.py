@@ -122,6 +122,15 @@ def page_paths(prefix: str) -> dict[str, Any]:
                                               "text/javascript": {"schema": {"type": "string"}}}},
                           "404": answer("no such file", PAGE, media_type=HTML)},
         }},
+        f"{prefix}/style/{{filename}}": {"get": {
+            "summary": "The stylesheet every PilotChain page shares (pilotchain.css)",
+            "operationId": f"style{suffix}",
+            "parameters": [{"name": "filename", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the file",
+                                  "content": {"text/css": {"schema": {"type": "string"}}}},
+                          "404": answer("no such file", PAGE, media_type=HTML)},
+        }},
     }
 
 

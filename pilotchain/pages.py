@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, TypeVar
 
+from flask import Blueprint
 from werkzeug.wrappers import Request, Response
 
 R = TypeVar("R", bound=Response)
@@ -24,6 +25,18 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
+# The stylesheet every page shares (pilotchain/static/), at <prefix>/style/<file>.
+STYLESHEET = "pilotchain.css"
+STYLE_PATH = "/style"
+
+
+def style_blueprint(name: str = "style") -> Blueprint:
+    """The shared stylesheet, served by the app that registers this blueprint (each app
+    serves its own copy from the installed package: nothing comes from a CDN, so a pilot
+    without internet sees the same pages). One look for the faucet and the portal."""
+    return Blueprint(name, __name__, static_folder="static", static_url_path=STYLE_PATH)
+
+
 # HSTS only on answers that came over HTTPS: over plain HTTP browsers ignore it, and on
 # localhost it would bind every other local service to HTTPS for a year.
 HSTS = "max-age=31536000"

@@ -95,18 +95,32 @@ def markets_of(db: Database, participant: str) -> list[str]:
         (participant, participant))]
 
 
-def balanced_slots(db: Database, participant: str | None) -> list[dict[str, Any]]:
-    """Each closed, metered slot: measured and traded energy and its balancing amounts."""
-    where, params = ("WHERE participant = ?", [participant]) if participant else ("", [])
+def balanced_slots(db: Database, participant: str | None, *, period: int | None = None,
+                   open_period: bool = False) -> list[dict[str, Any]]:
+    """Each closed, metered slot: measured and traded energy and its balancing amounts;
+    those balanced in billing period ``period`` (or the open one) if asked."""
+    where, params = ("WHERE participant = ?", [participant]) if participant else ("WHERE 1 = 1",
+                                                                                  [])
+    if period is not None or open_period:
+        sql, extra = _position(*period_bounds(db, period))
+        where += sql
+        params += extra
     found = db.fetch(f"SELECT {', '.join(SLOT_COLUMNS)} FROM slots_balanced {where} "
                      "ORDER BY slot, block_number, log_index", params)
     return _rows("slots_balanced", SLOT_COLUMNS, found)
 
 
-def unmetered_slots(db: Database, participant: str | None) -> list[dict[str, Any]]:
-    """Slots closed without readings (nothing charged): what waits for the operator."""
+def unmetered_slots(db: Database, participant: str | None, *, period: int | None = None,
+                    open_period: bool = False) -> list[dict[str, Any]]:
+    """Slots closed without readings (nothing charged): what waits for the operator; those
+    closed in billing period ``period`` (or the open one) if asked."""
     columns = COLUMNS["slots_unmetered"]
-    where, params = ("WHERE participant = ?", [participant]) if participant else ("", [])
+    where, params = ("WHERE participant = ?", [participant]) if participant else ("WHERE 1 = 1",
+                                                                                  [])
+    if period is not None or open_period:
+        sql, extra = _position(*period_bounds(db, period))
+        where += sql
+        params += extra
     found = db.fetch(f"SELECT {', '.join(columns)} FROM slots_unmetered {where} "
                      "ORDER BY slot, participant", params)
     return _rows("slots_unmetered", columns, found)
@@ -152,3 +166,29 @@ def totals(db: Database) -> dict[str, int]:
 def periods(db: Database) -> list[dict[str, int]]:
     return [{"period": int(p), "end_slot": int(e)} for p, e in db.fetch(
         "SELECT period, end_slot FROM periods ORDER BY period")]
+
+
+def last_readings(db: Database) -> dict[str, dict[str, int]]:
+    """Every meter's newest reading on chain: time and registers (one pass of the
+    ``(meter, time)`` index)."""
+    found: dict[str, dict[str, int]] = {}
+    for meter, moment, imported, exported in db.fetch(
+            "SELECT r.meter, r.time, r.import_wh, r.export_wh FROM readings r JOIN "
+            "(SELECT meter, MAX(time) AS time FROM readings GROUP BY meter) newest "
+            "ON r.meter = newest.meter AND r.time = newest.time"):
+        found[str(meter)] = {"time": int(moment), "import_wh": int(imported),
+                             "export_wh": int(exported)}
+    return found
+
+
+def meters_of(db: Database, participant: str) -> list[dict[str, Any]]:
+    """The participant's meters, each with its newest reading on chain (None before any):
+    time and the import and export registers in Wh."""
+    found = []
+    for meter in (m for m in meters(db) if m["participant"] == participant):
+        last = db.fetch("SELECT time, import_wh, export_wh FROM readings WHERE meter = ? "
+                        "ORDER BY time DESC LIMIT 1", (meter["meter"],))
+        found.append({**meter, "last_reading": None if not last else {
+            "time": int(last[0][0]), "import_wh": int(last[0][1]),
+            "export_wh": int(last[0][2])}})
+    return found

@@ -193,8 +193,24 @@ _VERSION_5 = (
     "CREATE INDEX web_nonces_client ON web_nonces (client, expires_at)",
 )
 
+# Names for the uuids (portal.names): gsy-e's, read from the bridge's trade stream (the chain
+# holds none), and the operator's own, which wins; and where in that stream the portal last
+# read. Nothing on chain to fill them from, so an upgraded index starts them empty and the
+# next read of the stream fills them.
+_VERSION_6 = (
+    """CREATE TABLE IF NOT EXISTS names (
+    id TEXT PRIMARY KEY,
+    gsy_name TEXT,
+    display_name TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS name_cursor (
+    stream TEXT PRIMARY KEY,
+    entry_id TEXT NOT NULL
+)""",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4,
-                                           _VERSION_5)
+                                           _VERSION_5, _VERSION_6)
 VERSION = len(MIGRATIONS)
 
 

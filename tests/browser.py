@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import shutil
@@ -18,8 +19,18 @@ import requests
 from websockets.sync.client import ClientConnection, connect
 
 from pilotchain.chain import wait_for
+from pilotchain.settings import PROJECT_ROOT
 
-__all__ = ["BROWSER_SECONDS", "CHROMIUM", "CHROMIUM_FLAGS", "DevTools", "chromium"]
+__all__ = [
+    "BRAND_BLUE",
+    "BROWSER_SECONDS",
+    "CHROMIUM",
+    "CHROMIUM_FLAGS",
+    "PHONE_WIDTH",
+    "DevTools",
+    "chromium",
+    "the_shared_look",
+]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Seconds Chromium may take to start, answer a command or load a page: a second or two on a
@@ -31,6 +42,13 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars",
                   "--window-size=1100,1300", "--remote-debugging-port=0"]
+# A small phone's viewport (CSS pixels).
+PHONE_WIDTH = 360
+# What the shared stylesheet (pilotchain/static/pilotchain.css) gives every page: its own
+# copy, served by the app; the header in the brand's blue.
+BRAND_BLUE = "rgb(36, 87, 197)"
+
+
 class DevTools:
     """A minimal DevTools-protocol client for one page: commands and awaited events."""
 
@@ -102,3 +120,60 @@ def chromium(profile: Path) -> Iterator[DevTools]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def the_shared_look(tools: DevTools, reload: Any, phone_shot: Path | None = None
+                    ) -> dict[str, Any]:
+    """What a page (loaded; ``reload()`` loads it again) shows of PilotChain's one visual
+    language: the shared stylesheet served by the page's own app, the header's colour, the
+    first Tab landing on the skip link with a visible focus ring, and, at a phone's width,
+    nothing wider than the screen (wide tables scroll inside their box)."""
+    look: dict[str, Any] = tools.evaluate("""(() => {
+      const sheets = [...document.styleSheets].map(s => s.href || "");
+      const own = sheets.filter(h => h.endsWith("/style/pilotchain.css"));
+      return {stylesheet: own.length === 1 && new URL(own[0]).origin === location.origin,
+              header: getComputedStyle(document.querySelector("header.top")).backgroundColor,
+              external: sheets.filter(h => h && new URL(h).origin !== location.origin)};
+    })()""")
+    for kind in ("keyDown", "keyUp"):
+        tools.send("Input.dispatchKeyEvent", type=kind, key="Tab", code="Tab",
+                   windowsVirtualKeyCode=9)
+    look["focus"] = tools.evaluate("""(() => {
+      const el = document.activeElement;
+      const style = getComputedStyle(el);
+      return {element: el.className, outline: style.outlineStyle,
+              visible: el.getBoundingClientRect().left >= 0};
+    })()""")
+    tools.send("Emulation.setDeviceMetricsOverride", width=PHONE_WIDTH, height=740,
+               deviceScaleFactor=2, mobile=True)
+    try:
+        reload()
+        look["phone_overflow"] = tools.evaluate(
+            f"document.documentElement.scrollWidth - {PHONE_WIDTH}")
+        if phone_shot is not None:
+            shot = tools.send("Page.captureScreenshot", format="png",
+                              captureBeyondViewport=True)
+            phone_shot.write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        tools.send("Emulation.clearDeviceMetricsOverride")
+    return look
+
+
+# axe-core, the accessibility engine (npm, pinned in package.json's devDependencies).
+AXE = PROJECT_ROOT / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def serious_accessibility_problems(tools: DevTools) -> list[dict[str, Any]]:
+    """What axe-core finds on the page as it stands, of impact serious or critical: each
+    rule broken, with up to five of the elements that break it. (Injected over DevTools,
+    which the page's Content-Security-Policy does not govern: the page itself loads
+    nothing of it.)"""
+    if not AXE.is_file():
+        pytest.fail("axe-core is not installed; run npm ci in the project")
+    tools.evaluate(AXE.read_text())
+    found: list[dict[str, Any]] = tools.evaluate("""
+      axe.run(document, {resultTypes: ["violations"]}).then(result => result.violations
+        .filter(v => v.impact === "serious" || v.impact === "critical")
+        .map(v => ({rule: v.id, impact: v.impact, help: v.help,
+                    nodes: v.nodes.slice(0, 5).map(n => n.target.join(" "))})))""")
+    return found

@@ -39,7 +39,9 @@ def no_traceback(ctx: CheckContext, response: Response, case: Case) -> bool | No
     """A Schemathesis check: nothing in the answer looks like a Python traceback or names an
     exception class, whatever the status."""
     del ctx, case
-    text = response.text or ""
+    # A binary answer (the portal's PDF statements) is searched as text too, undecodable
+    # bytes replaced.
+    text = (response.content or b"").decode("utf-8", "replace")
     found = TRACEBACK.search(text)
     if found:
         raise AssertionError(f"the answer shows a traceback ({found.group(0)!r}): "

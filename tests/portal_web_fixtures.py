@@ -11,6 +11,7 @@ Loaded as a pytest plug-in by conftest.py; test modules import only helpers from
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import secrets
 import uuid
@@ -61,15 +62,37 @@ from runner.ports import free_port
 from runner.postgres import PostgresServer
 from runner.redis import RedisService
 
-__all__ = ["CONTACT", "EXPLORER", "Operations", "PortalChain", "PortalClient", "PortalServices",
-           "PortalWorld", "portal_chain", "portal_engine", "portal_env", "portal_services",
-           "portal_world", "sign"]
+__all__ = [
+    "CONTACT",
+    "EXPLORER",
+    "RATES",
+    "RECORDING",
+    "REGISTERS",
+    "Operations",
+    "PortalChain",
+    "PortalClient",
+    "PortalServices",
+    "PortalWorld",
+    "expected_month",
+    "gsy_names",
+    "portal_chain",
+    "portal_engine",
+    "portal_env",
+    "portal_services",
+    "portal_world",
+    "sign",
+]
 
 EXPLORER = "http://explorer.test"
 CONTACT = "the grid operator (ops@pilot.test)"
 RECORDING = DATA / "default_2a_two_sided.jsonl"
 SLOT = 900
 CT = 10**18
+# The metered participant's rates (ct/kWh: shortfall, grid supply, feed-in) and registers
+# (import, export Wh at each boundary of its three slots): exported 7 of 10 sold, imported
+# 26 of 20 bought, exported exactly the 5 sold.
+RATES = (40 * CT, 30 * CT, 0)
+REGISTERS = [(1000, 500), (1000, 507), (1026, 507), (1026, 512)]
 
 
 @dataclass(frozen=True)
@@ -223,7 +246,7 @@ def meter_participant(target: Deployed, operator: LocalAccount, a: uuid.UUID
     pid = uuid_to_bytes32(a)
     send(w3, admin, contract, "registerMeter", meter, meter_key.address, pid, pid)
     send(w3, admin, contract, "setCloseDelay", 0)
-    send(w3, admin, contract, "setRates", 0, 40 * CT, 30 * CT, 0)
+    send(w3, admin, contract, "setRates", 0, *RATES)
     send(w3, admin, contract, "grantRole", contract.functions.READER_ROLE().call(),
          operator.address)
     base = w3.eth.get_block("latest")["timestamp"] // SLOT * SLOT
@@ -235,11 +258,8 @@ def meter_participant(target: Deployed, operator: LocalAccount, a: uuid.UUID
               TradeRecord(uuid.uuid4(), market, slots[2], a, other, a, other, 5 * WH, CT, 0)]
     send(w3, recorder, contract, "recordTrades", [t.as_contract_tuple() for t in trades])
     domain = Domain(w3.eth.chain_id, contract.address)
-    # Registers (import, export) in Wh at each slot boundary: exported 7 of 10 sold,
-    # imported 26 of 20 bought, exported exactly the 5 sold.
-    registers = [(1000, 500), (1000, 507), (1026, 507), (1026, 512)]
     readings = [sign_reading(MeterReading(meter, slots[0] + i * SLOT, imp, exp), meter_key,
-                             domain) for i, (imp, exp) in enumerate(registers)]
+                             domain) for i, (imp, exp) in enumerate(REGISTERS)]
     send(w3, admin, contract, "submitReadings", [r.as_contract_tuple() for r in readings])
     send(w3, admin, contract, "closeSlots", [pid] * 3, slots)
     # Ending a slot before now, so that the operator can close the next period at ``base``.
@@ -320,6 +340,10 @@ def portal_world(portal_chain: PortalChain, portal_engine: str, redis_server: Re
     finally:
         indexer.close()
 
+    # The recording's events in the world's trade stream, as gsy-e's plug-in writes them:
+    # where the portal reads gsy-e's names (nothing runs the bridge on them until
+    # ``portal_services``, which finds every trade recorded already).
+    publish_lines(ops.redis_url, RECORDING.read_text().splitlines(), ops.trades)
     env = portal_env(net, record, database_url, home, **ops.env())
     service = PortalWebService(WebSettings.from_env(env), home / "pids", env)
     try:
@@ -417,3 +441,51 @@ def portal_services(portal_world: PortalWorld, tmp_path_factory: pytest.TempPath
     finally:
         for process in (bridge, ingest):
             process.stop()
+
+
+# --- what the portal should say, computed here from the recording and the readings ------------
+
+
+def gsy_names() -> dict[str, str]:
+    """Every uuid's name as gsy-e's events in the recording give it (parties and origins)."""
+    found: dict[str, str] = {}
+    for line in RECORDING.read_text().splitlines():
+        trade = json.loads(line)["trade"]
+        for side in ("seller", "buyer"):
+            party = trade[side]
+            found[party["uuid"]] = party["name"]
+            found[party["origin_uuid"] or party["uuid"]] = party["origin"]
+    return found
+
+
+def expected_month(world: PortalWorld, participant: str) -> dict[str, int]:
+    """Billing period 1 (everything the world recorded: it was closed after the last trade
+    and the metered slots) of ``participant``, from the recording, the metered trades, the
+    registers and the rates alone: energies in kWh * 10**18, money in ct * 10**18."""
+    shortfall_rate, grid_rate, feed_in_rate = RATES
+    mine = [r for r in world.records + world.metered
+            if participant in (str(r.seller), str(r.buyer))]
+    bought = sum(r.energy for r in mine if str(r.buyer) == participant)
+    paid = sum(r.price for r in mine if str(r.buyer) == participant)
+    sold = sum(r.energy for r in mine if str(r.seller) == participant)
+    received = sum(r.price for r in mine if str(r.seller) == participant)
+    charges = credits = from_grid = to_grid = 0
+    if participant == world.a:
+        wh = 10**15
+        for index, trade in enumerate(world.metered):
+            (imp0, exp0), (imp1, exp1) = REGISTERS[index], REGISTERS[index + 1]
+            imported, exported = (imp1 - imp0) * wh, (exp1 - exp0) * wh
+            slot_sold = trade.energy if str(trade.seller) == participant else 0
+            slot_bought = trade.energy if str(trade.buyer) == participant else 0
+            charges += max(0, slot_sold - exported) * shortfall_rate // CT
+            charges += max(0, imported - slot_bought) * grid_rate // CT
+            credits += max(0, exported - slot_sold) * feed_in_rate // CT
+            from_grid += max(0, imported - slot_bought)
+            to_grid += max(0, exported - slot_sold)
+    grid_value, feed_in_value = bought * grid_rate // CT, sold * feed_in_rate // CT
+    return {"trades": len(mine), "bought": bought, "paid": paid, "sold": sold,
+            "received": received, "from_grid": from_grid, "to_grid": to_grid,
+            "grid_value": grid_value, "feed_in_value": feed_in_value,
+            "savings": grid_value - paid, "earned": received - feed_in_value,
+            "balancing_charges": charges, "balancing_credits": credits,
+            "net": received + credits - paid - charges}

@@ -11,7 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import DevTools, chromium
+from browser import (
+    BRAND_BLUE,
+    DevTools,
+    chromium,
+    serious_accessibility_problems,
+    the_shared_look,
+)
 from eth_account import Account
 from faucet_fixtures import (  # type: ignore[no-redef]
     EXPLORER,
@@ -55,6 +61,20 @@ def test_the_page_claims_shows_errors_and_adds_the_network(
     assert browser.evaluate("document.getElementById('wait').textContent") == \
         "24 hours per address"
     assert browser.evaluate("document.getElementById('balance').textContent").endswith(" PILOT")
+
+    # The portal's look: the shared stylesheet from the faucet itself, keyboard first, and a
+    # phone sees the whole page.
+    def reload() -> None:
+        browser.send("Page.navigate", url=faucet.url + "/faucet")
+        browser.wait_event("Page.loadEventFired")
+
+    assert serious_accessibility_problems(browser) == []
+    look = the_shared_look(browser, reload, tmp_path / "faucet-page-phone.png")
+    assert (look["stylesheet"], look["header"], look["external"]) == (True, BRAND_BLUE, [])
+    assert look["focus"] == {"element": "skip", "outline": "solid", "visible": True}
+    assert look["phone_overflow"] <= 0
+    shot = browser.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    (tmp_path / "faucet-page-desktop.png").write_bytes(base64.b64decode(shot["data"]))
 
     # A claim through the form shows the transaction hash, linked to the explorer.
     address = Account.create().address

@@ -21,16 +21,32 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bridge_fixtures import mined
-from browser import BROWSER_SECONDS, DevTools, chromium
+from browser import (
+    BRAND_BLUE,
+    BROWSER_SECONDS,
+    DevTools,
+    chromium,
+    serious_accessibility_problems,
+    the_shared_look,
+)
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
-from portal_web_fixtures import CONTACT, PortalServices, PortalWorld, portal_env
+from portal_web_fixtures import (
+    CONTACT,
+    REGISTERS,
+    PortalServices,
+    PortalWorld,
+    expected_month,
+    gsy_names,
+    portal_env,
+)
 
 from pilotchain.chain import Sender, wait_for
 from pilotchain.chain import connect as connect_chain
@@ -38,6 +54,7 @@ from pilotchain.metering import meter_id
 from pilotchain.operator import ACTIVE
 from pilotchain.trades import uuid_to_bytes32
 from portal.web.config import WebSettings
+from portal.web.i18n import GERMAN
 from runner.portal import PortalWebService
 
 pytestmark = [pytest.mark.chain, pytest.mark.browser]
@@ -169,7 +186,7 @@ def test_a_participant_signs_in_and_sees_its_own_data(
     sign_in(page, wallet, world)
     assert text(page, "signin-error") == ""
     assert wallet.requests == ["eth_requestAccounts", "personal_sign"]
-    assert text(page, "who-text") == f"Participant {world.a} ({world.alice.address})"
+    assert text(page, "who-text") == f"House 1 ({world.alice.address})"
 
     pid = uuid_to_bytes32(world.a)
     sold, bought, receivable, payable = world.contract().functions.billOf(pid).call()
@@ -183,6 +200,86 @@ def test_a_participant_signs_in_and_sees_its_own_data(
     assert text(page, "page-info") == f"page 1 of {-(-len(mine) // 50)} ({len(mine)} trades)"
     link = page.evaluate("document.querySelector('#trades a.tx-link').href")
     assert link.startswith("http://explorer.test/tx/0x")
+
+    # The period at a glance: the open period is empty (period 1 was closed after every
+    # trade), so the page shows period 1, whose figures are what the recording, the
+    # registers and the rates give (computed in the test), shown in kWh and euros.
+    assert page.evaluate("document.getElementById('month-period').value") == "1"
+    month = json.loads(page.evaluate("document.getElementById('month').dataset.raw"))
+    want = expected_month(world, world.a)
+    assert {k: int(month[k]) for k in want} == want
+    figures = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#month-figures > div')]"
+        ".map(d => [d.className.split(' ')[0], d.querySelector('dd').firstChild.textContent]))")
+
+    def euro(raw: int) -> str:  # euros from one on, cents below
+        return f"{raw / 10**20:.2f} €" if abs(raw) >= 100 * 10**18 else f"{raw / 10**18:.2f} ct"
+
+    assert figures == {
+        "bought": f"{want['bought'] / 10**18:.3f} kWh",
+        "from-grid": f"{want['from_grid'] / 10**18:.3f} kWh",
+        "sold": f"{want['sold'] / 10**18:.3f} kWh",
+        "savings": euro(want["savings"]) if want["savings"] >= 0
+        else f"- {euro(-want['savings'])}",
+        "earned": euro(want["earned"]) if want["earned"] >= 0
+        else f"- {euro(-want['earned'])}",
+        "balancing": f"{euro(want['balancing_charges'])} charged",
+        "net": f"you receive {euro(want['net'])}" if want["net"] >= 0
+        else f"you owe {euro(-want['net'])}",
+    }
+    reasons = page.evaluate("[...document.querySelectorAll('#balancing li')]"
+                            ".map(li => li.textContent)")
+    slots = [r.time_slot for r in world.metered]
+
+    def at(slot: int) -> str:
+        return datetime.fromtimestamp(slot, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    assert reasons == [
+        f"-0.12 ct You exported 0.007 kWh but sold 0.010 kWh in the slot from {at(slots[0])}: "
+        "0.003 kWh short, charged at 40.00 ct/kWh.",
+        f"-0.18 ct You imported 0.026 kWh but bought 0.020 kWh in the slot from {at(slots[1])}: "
+        "0.006 kWh came from the grid, charged at the grid-supply rate of 30.00 ct/kWh."]
+
+    # Names, not uuids: the counterparties and markets of the trades by gsy-e's names, the
+    # ids only when asked for.
+    names = gsy_names()
+    cells = page.evaluate(
+        "(() => { const name = (c) => c.querySelector('.named') ? "
+        "c.querySelector('.named').firstChild.textContent : c.textContent; "
+        "return [...document.querySelectorAll('#trades tbody tr')]"
+        ".map(r => [name(r.cells[1]), name(r.cells[3])]); })()")
+    first = [r for r in world.records + world.metered
+             if world.a in (str(r.seller), str(r.buyer))][:50]
+    assert cells == [
+        [names.get(str(r.market), f"market {str(r.market)[:8]}…"),
+         names.get(other := str(r.buyer if str(r.seller) == world.a else r.seller),
+                   f"participant {other[:8]}…")] for r in first]
+    assert page.evaluate("[...document.querySelectorAll('#trades .id')]"
+                         ".every(e => e.offsetParent === null)") is True
+    page.evaluate("document.getElementById('show-ids').click()")
+    assert page.evaluate("[...document.querySelectorAll('#trades .id')]"
+                         ".every(e => e.offsetParent !== null)") is True
+    page.evaluate("document.getElementById('show-ids').click()")
+
+    meter_line = page.evaluate("document.querySelector('#meter-state li').textContent")
+    assert meter_line.endswith(f"(import {REGISTERS[-1][0]:,} Wh, export "
+                               f"{REGISTERS[-1][1]:,} Wh)."), meter_line
+
+    # Per day: the metered slots of each UTC day added up, as the readings and trades give.
+    days: dict[str, dict[str, int]] = {}
+    for index, trade in enumerate(world.metered):
+        (imp0, exp0), (imp1, exp1) = REGISTERS[index], REGISTERS[index + 1]
+        day = days.setdefault(datetime.fromtimestamp(trade.time_slot, UTC).strftime(
+            "%Y-%m-%d"), {"slots": 0, "bought": 0, "sold": 0, "import_energy": 0,
+                          "export_energy": 0})
+        day["slots"] += 1
+        day["bought" if str(trade.buyer) == world.a else "sold"] += trade.energy
+        day["import_energy"] += (imp1 - imp0) * 10**15
+        day["export_energy"] += (exp1 - exp0) * 10**15
+    shown_days = json.loads(page.evaluate("document.getElementById('days').dataset.raw"))
+    assert {d["day"]: {k: int(d[k]) for k in ("slots", "bought", "sold", "import_energy",
+                                              "export_energy")} for d in shown_days} == days
+    assert sum(int(d["charge"]) for d in shown_days) == want["balancing_charges"]
 
     # The chart: uPlot drew on a canvas, three series over the three metered slots.
     assert page.evaluate("document.querySelectorAll('#chart canvas').length") == 1
@@ -207,14 +304,40 @@ def test_a_participant_signs_in_and_sees_its_own_data(
     assert page.evaluate("document.getElementById('signin').hidden") is False
 
 
+def test_the_portal_has_the_faucets_look_on_a_desktop_and_a_phone(
+        page: DevTools, portal_world: PortalWorld, tmp_path: Path) -> None:
+    """The shared stylesheet from the portal itself, the first Tab on the skip link with a
+    visible focus ring, and a participant's page (wide tables, the chart) no wider than a
+    phone's screen: tables scroll in their own box (screenshots, desktop and phone)."""
+    world = portal_world
+    wallet = Wallet(page, world.target.net.rpc_url)
+    wallet.account = world.alice
+    sign_in(page, wallet, world)
+
+    def reload() -> None:
+        open_portal(page, world)
+        wait_for(lambda: page.evaluate("document.body.dataset.ready === 'true'"),
+                 timeout=BROWSER_SECONDS, what="the participant's page to load again")
+
+    screenshot(page, tmp_path / "portal-month-desktop.png")
+    assert serious_accessibility_problems(page) == []
+    look = the_shared_look(page, reload, tmp_path / "portal-month-phone.png")
+    assert (look["stylesheet"], look["header"], look["external"]) == (True, BRAND_BLUE, [])
+    assert look["focus"] == {"element": "skip", "outline": "solid", "visible": True}
+    assert look["phone_overflow"] <= 0
+    page.load("document.getElementById('sign-out').click()")
+
+
 def test_an_unregistered_wallet_gets_the_sentence(
-        page: DevTools, portal_world: PortalWorld) -> None:
+        page: DevTools, portal_world: PortalWorld, tmp_path: Path) -> None:
     wallet = Wallet(page, portal_world.target.net.rpc_url)
     sign_in(page, wallet, portal_world)
     assert text(page, "signin-error") == (
         f"The wallet {wallet.account.address} is not registered to a participant of "
         f"{portal_world.target.net.settings.network_name}; ask {CONTACT} to register it.")
     assert page.evaluate("document.getElementById('participant').hidden") is True
+    assert serious_accessibility_problems(page) == []  # the sign-in page, with its sentence
+    screenshot(page, tmp_path / "portal-signin.png")
 
 
 def test_a_page_opened_at_another_address_asks_no_signature(
@@ -248,6 +371,20 @@ def test_the_operator_registers_a_wallet_from_the_page(
     wallet.account = world.operator
     sign_in(page, wallet, world)
     assert text(page, "who-text") == f"Grid operator ({world.operator.address})"
+    assert serious_accessibility_problems(page) == []  # the operator's page
+    # Each form says what it will do before the wallet is asked; participants are found by
+    # name as the operator types.
+    assert page.evaluate("[...document.querySelectorAll('[aria-labelledby=tx-title] form')]"
+                         ".every(f => f.querySelector('p.hint'))") is True
+    def search(words: str) -> None:
+        page.evaluate("(() => { const box = document.getElementById('participant-search'); "
+                      f"box.value = {json.dumps(words)}; "
+                      "box.dispatchEvent(new Event('input')); })()")
+
+    search("house 2")
+    assert page.evaluate("[...document.querySelectorAll('#participants tbody tr')]"
+                         ".filter(r => !r.hidden).map(r => r.dataset.participant)") == [world.b]
+    search("")
     assert page.evaluate("document.querySelectorAll('#participants tbody tr').length") == 2
 
     newcomer, house = Account.create(), uuid.uuid4()
@@ -334,7 +471,7 @@ def test_the_operator_sees_health_and_dead_letters_and_signs_meters_and_periods(
     # A participant's wallet unregistered with the button on its row.
     operator_sends(page, wallet, world, (
         "[...document.querySelectorAll('#participants tbody tr')]"
-        f".find(r => r.cells[0].textContent === '{world.b}').querySelector('button').click()"))
+        f".find(r => r.dataset.participant === '{world.b}').querySelector('button').click()"))
     assert int(contract.functions.walletOf(uuid_to_bytes32(world.b)).call(), 16) == 0
     assert contract.functions.participantOf(world.bob.address).call() == bytes(32)
 
@@ -344,3 +481,50 @@ def test_the_operator_sees_health_and_dead_letters_and_signs_meters_and_periods(
     operator_sends(page, wallet, world, fill_form(page, "close-form", {"close-end": str(end)}))
     assert contract.functions.periodCount().call() == periods + 1
     assert contract.functions.periodEnd(periods + 1).call() == end
+
+
+def test_a_german_browser_gets_the_portal_in_german_and_can_switch(
+        page: DevTools, portal_world: PortalWorld) -> None:
+    """Accept-Language de: the sign-in page and a participant's page in German, numbers with
+    a decimal comma, and none of the page's English sentences left on screen; the switch
+    brings English back (and keeps it, in a cookie)."""
+    world = portal_world
+    agent = page.send("Browser.getVersion")["userAgent"]
+    page.send("Emulation.setUserAgentOverride", userAgent=agent,
+              acceptLanguage="de-DE,de;q=0.9,en;q=0.5")
+    try:
+        wallet = Wallet(page, world.target.net.rpc_url)
+        wallet.account = world.alice
+        open_portal(page, world)
+        wait_for(lambda: page.evaluate("document.body.dataset.loaded === 'true'"),
+                 timeout=BROWSER_SECONDS, what="the page to load who is signed in")
+        if page.evaluate("document.getElementById('who').hidden") is False:
+            page.load("document.getElementById('sign-out').click()")  # the operator's
+        assert page.evaluate("document.documentElement.lang") == "de"
+        assert text(page, "sign-in") == "Mit der Wallet anmelden"
+        sign_in(page, wallet, world)
+        month = json.loads(page.evaluate("document.getElementById('month').dataset.raw"))
+        bought = page.evaluate(
+            "document.querySelector('#month-figures .bought dd').firstChild.textContent")
+        assert bought == f"{int(month['bought']) / 10**18:.3f} kWh".replace(".", ",")
+        assert page.evaluate("document.querySelector('#month-figures .bought dt')"
+                             ".textContent") == "Aus der Gemeinschaft gekauft"
+        shown = page.evaluate("document.body.innerText")
+        english = [sentence.split("{")[0].strip() for sentence, german in GERMAN.items()
+                   if sentence != german and len(sentence.split("{")[0].strip()) >= 8]
+        assert [sentence for sentence in english if sentence in shown] == []
+        assert "Sie haben im Zeitfenster ab" in shown  # the balancing reasons
+        assert page.evaluate("document.querySelector('.pdf-link').href").endswith("?lang=de")
+        page.load("document.querySelector('nav.languages a[hreflang=en]').click()")
+        wait_for(lambda: page.evaluate("document.body.dataset.ready === 'true'"),
+                 timeout=BROWSER_SECONDS, what="the page to load in English")
+        assert page.evaluate("document.documentElement.lang") == "en"
+        assert "Bought from the community" in page.evaluate("document.body.innerText")
+        # The choice is kept: the next visit is English although the browser prefers German.
+        open_portal(page, world)
+        wait_for(lambda: page.evaluate("document.body.dataset.ready === 'true'"),
+                 timeout=BROWSER_SECONDS, what="the page to load again")
+        assert page.evaluate("document.documentElement.lang") == "en"
+        page.load("document.getElementById('sign-out').click()")
+    finally:
+        page.send("Emulation.setUserAgentOverride", userAgent=agent, acceptLanguage="en")

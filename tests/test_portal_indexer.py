@@ -47,6 +47,7 @@ from portal.db import Block, Database
 from portal.errors import BlockTooLarge, DatabaseError, WrongDatabase
 from portal.events import EVENTS, Row, id_text
 from portal.indexer import Indexer
+from portal.names import names_in_event, save_gsy_names, set_display_name, shown_names
 
 SLOT = 900
 CT = 10**18
@@ -267,6 +268,36 @@ def test_totals_add_up_block_sums_kept_with_the_trades_and_filled_on_upgrade(
         db.execute("UPDATE schema_version SET version = 2")
         assert db.migrate() == 2
         assert queries.totals(db) == expected(rows[:6])
+    finally:
+        db.close()
+
+
+def test_names_come_with_the_schema_upgrade_and_the_operators_win(index_url: str) -> None:
+    """An index of schema version 5 (before names) is upgraded with empty name tables;
+    gsy-e's names are recorded, the operator's override them and, cleared, give them back."""
+    house, market = str(uuid.UUID(int=5)), str(uuid.UUID(int=6))
+    db = Database(index_url)
+    try:
+        db.migrate()
+        db.execute("DROP TABLE names")
+        db.execute("DROP TABLE name_cursor")
+        db.execute("UPDATE schema_version SET version = 5")
+        assert db.migrate() == 5
+        assert db.count("trades") == 0 and db.fetch("SELECT * FROM names") == []
+        save_gsy_names(db, names_in_event({"trade": {
+            "seller": {"name": "House 1", "uuid": house, "origin": "H1 PV",
+                       "origin_uuid": str(uuid.UUID(int=7))},
+            "buyer": {"name": "Bad\u0000name", "uuid": market, "origin": None,
+                      "origin_uuid": None}}}))
+        assert shown_names(db, [house, market, str(uuid.UUID(int=7))]) == {
+            house: "House 1", str(uuid.UUID(int=7)): "H1 PV"}
+        set_display_name(db, house, "Familie Weber")
+        set_display_name(db, market, "Community market")
+        save_gsy_names(db, {house: "House 1 (renamed in gsy-e)"})
+        assert shown_names(db, [house, market]) == {house: "Familie Weber",
+                                                    market: "Community market"}
+        set_display_name(db, house, None)
+        assert shown_names(db, [house]) == {house: "House 1 (renamed in gsy-e)"}
     finally:
         db.close()
 

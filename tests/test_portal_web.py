@@ -22,12 +22,16 @@ from portal_fixtures import ENGINES
 from portal_web_fixtures import (
     CONTACT,
     EXPLORER,
+    REGISTERS,
     PortalClient,
     PortalServices,
     PortalWorld,
+    expected_month,
+    gsy_names,
     portal_env,
     sign,
 )
+from pypdf import PdfReader
 
 from bridge.config import BridgeSettings
 from closer.config import CloserSettings
@@ -519,8 +523,8 @@ def test_csv_of_an_unmetered_slot_leaves_its_amounts_empty() -> None:
 
 # --- privacy -------------------------------------------------------------------------------
 
-OWN = ("bill", "trades", "slots", "statements", "bill.csv", "trades.csv", "slots.csv",
-       "statements.csv")
+OWN = ("bill", "trades", "summary", "slots", "statements", "bill.csv", "trades.csv",
+       "slots.csv", "statements.csv")
 
 
 @pytest.mark.parametrize("route", OWN)
@@ -547,10 +551,183 @@ def test_only_the_operator_sees_the_overview(portal_world: PortalWorld) -> None:
     assert {(p["participant"], p["wallet"]) for p in view["participants"]} == \
         {(world.a, world.alice.address), (world.b, world.bob.address)}
     assert len(view["meters"]) == 1 and view["meters"][0]["participant"] == world.a
+    # The meter's newest reading, and the slot boundaries the chain passed since (the meter
+    # reads no more after the world was made: one boundary each 15 minutes of chain time).
+    (meter,) = view["meters"]
+    last = world.metered[0].time_slot + 3 * 900
+    assert meter["last_reading"] == {"time": last, "import_wh": REGISTERS[-1][0],
+                                     "export_wh": REGISTERS[-1][1]}
+    now = world.w3.eth.get_block("latest")["timestamp"] // 900 * 900
+    assert meter["missing"] in {(now - last) // 900, (now - last) // 900 + 1}
     assert view["totals"]["trades"] == len(world.records) + len(world.metered)
     # The operator sees every participant's data.
     assert operator.get(f"/api/participants/{world.b}/bill").json() == \
         bill_on_chain(world, world.b)
+
+
+# --- names and the period at a glance ------------------------------------------------------
+
+
+def names_shown(client: PortalClient, participant: str) -> dict[str, str]:
+    """Every name the participant's pages of trades hand out."""
+    found: dict[str, str] = {}
+    page = 1
+    while True:
+        body = client.get(f"/api/participants/{participant}/trades?page={page}&per_page=100"
+                          ).json()
+        found.update(body["names"])
+        if page * 100 >= body["total"]:
+            return found
+        page += 1
+
+
+def everything_seen(client: PortalClient, participant: str) -> str:
+    """The text of every answer a participant's pages can ask for about itself."""
+    texts = [client.get(f"/api/participants/{participant}/{route}").text for route in OWN]
+    texts += [client.get(f"/api/participants/{participant}/summary?period={p}").text
+              for p in ("open", "1")]
+    total = client.get(f"/api/participants/{participant}/trades").json()["total"]
+    texts += [client.get(f"/api/participants/{participant}/trades?page={page}&per_page=100"
+                         ).text for page in range(1, total // 100 + 2)]
+    return "\n".join(texts)
+
+
+def test_a_participant_sees_its_counterparties_by_name_and_nobody_elses(
+        portal_world: PortalWorld) -> None:
+    """gsy-e's names (read by the portal from the trade stream) for the participant itself,
+    the counterparties of its own trades and its markets; another participant's
+    counterparties' names appear in none of its answers (the privacy rule)."""
+    world, names = portal_world, gsy_names()
+    mine = [r for r in world.records + world.metered if world.a in (str(r.seller),
+                                                                     str(r.buyer))]
+    theirs = {world.a} | {str(r.market) for r in mine} | {
+        str(r.buyer if str(r.seller) == world.a else r.seller) for r in mine}
+    client = signed_in(world, world.alice)
+    expected_names = {i: names[i] for i in theirs if i in names}
+    assert names_shown(client, world.a) == expected_names
+    assert expected_names[world.a] == "House 1" and expected_names[world.b] == "House 2"
+    strangers = set(names.values()) - set(expected_names.values())
+    assert strangers == {"H2 PV", "H2 General Load"}  # House 2's devices: B's counterparties
+    seen = everything_seen(client, world.a)
+    assert [name for name in strangers if name in seen] == []
+    # B, signed in, does see them: they are its counterparties.
+    assert strangers <= set(names_shown(signed_in(world, world.bob), world.b).values())
+
+
+def test_the_operator_names_and_renames_participants_and_markets(
+        portal_world: PortalWorld) -> None:
+    world, names = portal_world, gsy_names()
+    operator = signed_in(world, world.operator)
+    alice = signed_in(world, world.alice)
+    unnamed = sorted({str(r.market) for r in world.records
+                      if world.a in (str(r.seller), str(r.buyer))} - set(names))
+    assert unnamed, "the top area's market: gsy-e names it nowhere"
+    reply = operator.post("/api/operator/names",
+                          json={"id": unnamed[0], "name": "  Community   market "})
+    assert reply.json() == {"id": unnamed[0], "name": "Community market", "gsy_name": None,
+                            "display_name": "Community market"}
+    try:
+        operator.post("/api/operator/names", json={"id": world.b, "name": "Nachbarn Müller"})
+        shown = names_shown(alice, world.a)
+        assert (shown[unnamed[0]], shown[world.b]) == ("Community market", "Nachbarn Müller")
+        view = operator.get("/api/operator/overview").json()["names"]
+        assert view[world.b] == {"name": "Nachbarn Müller", "gsy_name": "House 2",
+                                 "display_name": "Nachbarn Müller"}
+    finally:
+        for pid in (unnamed[0], world.b):
+            assert operator.post("/api/operator/names", json={"id": pid, "name": ""}
+                                 ).status_code == 200
+    shown = names_shown(alice, world.a)
+    assert unnamed[0] not in shown and shown[world.b] == "House 2"
+    for body, sentence in (({"id": world.b, "name": "x" * 81},
+                            "A name is 1 to 80 printable characters."),
+                           ({"id": "House 2", "name": "x"},
+                            "id must be a participant or market id (a gsy-e uuid, or 0x and "
+                            "64 hexadecimal digits).")):
+        reply = operator.post("/api/operator/names", json=body)
+        assert (reply.status_code, reply.json()) == (400, {"error": sentence})
+
+
+def test_the_period_at_a_glance_is_the_recordings_and_the_meters(
+        portal_world: PortalWorld) -> None:
+    """The summary of billing period 1 equals what the recording, the registers and the
+    rates give, computed here; its net equals the statement's on chain; the open period
+    (nothing recorded since) is empty."""
+    world = portal_world
+    client = signed_in(world, world.alice)
+    got = client.get(f"/api/participants/{world.a}/summary?period=1").json()
+    want = expected_month(world, world.a)
+    assert {k: int(got[k]) for k in want} == want
+    assert want["balancing_charges"] > 0 and want["from_grid"] > 0
+    assert [(line["kind"], line["deviation"], line["rate"], line["amount"])
+            for line in got["balancing"]] == [
+        ("shortfall", str(3 * 10**15), str(40 * 10**18), str(3 * 10**15 * 40)),
+        ("excess", str(6 * 10**15), str(30 * 10**18), str(6 * 10**15 * 30))]
+    statement = world.contract().functions.statementOf(1, uuid_to_bytes32(world.a)).call()
+    assert int(got["net"]) == statement[6]
+    assert got["name"] == "House 1"
+    (meter,) = got["meters"]
+    last = world.metered[0].time_slot + 3 * 900
+    assert (meter["participant"], meter["active_until"], meter["last_reading"]) == (
+        world.a, None, {"time": last, "import_wh": REGISTERS[-1][0],
+                        "export_wh": REGISTERS[-1][1]})
+    assert got["unmetered_slots"] == 0
+    empty = client.get(f"/api/participants/{world.a}/summary").json()
+    assert (empty["period"], empty["trades"], empty["net"], empty["balancing"]) == (
+        None, 0, "0", [])
+    bob = signed_in(world, world.bob)
+    got = bob.get(f"/api/participants/{world.b}/summary?period=1").json()
+    assert {k: int(got[k]) for k in want} == expected_month(world, world.b)
+    reply = client.get(f"/api/participants/{world.a}/summary?period=7")
+    assert (reply.status_code, reply.json()) == (
+        400, {"error": "There is no closed billing period 7."})
+
+
+def exactly(value: int) -> str:
+    """A contract integer in kWh or ct with every digit (computed here, not by the app)."""
+    text = f"{Decimal(value).scaleb(-18):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def pdf_text(content: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(content)).pages)
+
+
+def test_a_statement_as_pdf_carries_the_contracts_amounts(portal_world: PortalWorld) -> None:
+    """Period 1's statement as a PDF document: its text (extracted with pypdf) holds
+    ``statementOf``'s amounts to the last digit, the trades by counterparty name (nobody
+    else's), the balancing lines and the chain reference; in German with a decimal comma."""
+    world = portal_world
+    client = signed_in(world, world.alice)
+    reply = client.get(f"/api/participants/{world.a}/statements/1.pdf?lang=en")
+    assert reply.status_code == 200 and reply.headers["Content-Type"] == "application/pdf"
+    text = pdf_text(reply.content)
+    lines = text.splitlines()
+    chain = world.contract().functions.statementOf(1, uuid_to_bytes32(world.a)).call()
+    sold, bought, receivable, payable, charges, credits, net, paid = chain
+    for line in (f"Energy sold: {exactly(sold)} kWh", f"Energy bought: {exactly(bought)} kWh",
+                 f"Receivable for energy sold: {exactly(receivable)} ct",
+                 f"Payable for energy bought: {exactly(payable)} ct",
+                 f"Balancing charges: {exactly(charges)} ct",
+                 f"Balancing credits: {exactly(credits)} ct", "Paid: no, not yet",
+                 "Participant: House 1", f"Participant id: {world.a}"):
+        assert line in lines, (line, lines[:20])
+    assert any(line.startswith(f"Net: {exactly(net)} ct (") for line in lines), lines[:20]
+    assert not paid
+    mine = expected_month(world, world.a)["trades"]
+    assert f"Trades in this period ({mine})" in lines
+    assert "House 2" in text and "H2 PV" not in text and "H2 General Load" not in text
+    flowing = " ".join(text.split())  # lines as wrapped
+    assert "short 0.003 kWh at 40.00 ct/kWh: charge 0.12 ct" in flowing
+    assert "0.006 kWh from the grid at 30.00 ct/kWh: charge 0.18 ct" in flowing
+    assert world.target.deployment.address in text
+    german = pdf_text(client.get(f"/api/participants/{world.a}/statements/1.pdf?lang=de"
+                                 ).content).splitlines()
+    assert f"Verkaufte Energie: {exactly(sold).replace('.', ',')} kWh" in german
+    for path, status in ((f"/api/participants/{world.a}/statements/2.pdf", 400),
+                         (f"/api/participants/{world.a}/statements/x.pdf", 400),
+                         (f"/api/participants/{world.b}/statements/1.pdf", 403)):
+        assert client.get(path).status_code == status, path
 
 
 # --- the operator's health view and transactions --------------------------------------------
@@ -561,7 +738,8 @@ OPERATOR_ROUTES = (("GET", "/api/operator/health", None),
                     {"meter": str(uuid.uuid4()), "signer": Account.create().address,
                      "participant": str(uuid.uuid4())}),
                    ("POST", "/api/operator/transactions/deactivate-meter",
-                    {"meter": str(uuid.uuid4())}))
+                    {"meter": str(uuid.uuid4())}),
+                   ("POST", "/api/operator/names", {"id": str(uuid.uuid4()), "name": "X"}))
 
 
 @pytest.mark.parametrize("method, path, body", OPERATOR_ROUTES)

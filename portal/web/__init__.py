@@ -21,9 +21,10 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from pilotchain.pages import hide_server_banner, secure_headers
+from pilotchain.pages import hide_server_banner, secure_headers, style_blueprint
 from pilotchain.settings import load_environment
 from portal.errors import PortalConfigError, PortalError
+from portal.names import NameReader
 from portal.web import openapi
 from portal.web.api import api
 from portal.web.auth import auth
@@ -72,9 +73,13 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     dead_letters = DeadLetters(settings.redis_url, settings.dead_letters,
                                timeout=settings.health_timeout,
                                shown=settings.dead_letters_shown)
-    app.extensions[EXTENSION] = Services(settings, store, ledger, dead_letters)
+    names = NameReader(settings.redis_url, settings.trade_stream,
+                       timeout=settings.health_timeout)
+    # Every worker reads the names that came since the last one did, before its first page.
+    names.refresh(store.db, force=True)
+    app.extensions[EXTENSION] = Services(settings, store, ledger, dead_letters, names)
     CSRFProtect(app)
-    for blueprint in (auth, api, pages):
+    for blueprint in (auth, api, pages, style_blueprint()):
         app.register_blueprint(blueprint)
     described = openapi.description(settings)
     app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(described))

@@ -33,11 +33,14 @@ from pilotchain.operator import (
     register_participant_call,
     unregister_participant_call,
 )
-from portal import queries
+from portal import queries, summary
 from portal.db import Database
+from portal.names import MAX_NAME_CHARS, clean_name, names_of, set_display_name, shown_names
+from portal.statement import StatementDocument, render
 from portal.web.config import MAX_PAGE_SIZE
 from portal.web.http import BadRequest, canonical_id, json_body, may_see, operator, services
-from portal.web.ledger import BadParticipantId
+from portal.web.i18n import chosen_language
+from portal.web.ledger import BadParticipantId, LedgerUnavailable
 from portal.web.operations import health
 
 T = TypeVar("T")
@@ -47,7 +50,10 @@ CSV_CHUNK_ROWS = 1000
 AMOUNTS = frozenset({
     "energy", "price", "fee", "import_energy", "export_energy", "sold", "bought",
     "shortfall_charge", "excess_charge", "surplus_credit", "energy_sold", "energy_bought",
-    "money_receivable", "money_payable", "balancing_charges", "balancing_credits", "net"})
+    "money_receivable", "money_payable", "balancing_charges", "balancing_credits", "net",
+    "received", "from_grid", "to_grid", "grid_value", "feed_in_value", "savings",
+    "earned", "grid_supply_rate", "feed_in_rate", "shortfall_rate", "traded", "measured",
+    "deviation", "rate", "amount"})
 ENERGY = frozenset({"energy", "import_energy", "export_energy", "sold", "bought",
                     "energy_sold", "energy_bought"})
 
@@ -205,16 +211,54 @@ def bill(participant: str) -> Response:
                           **services().ledger.bill(participant)}))
 
 
+def fresh_names() -> None:
+    """gsy-e's names that reached the trade stream since the last look (throttled)."""
+    services().names.refresh(db())
+
+
 @api.get("/api/participants/<participant>/trades")
 def trades(participant: str) -> Response:
     """One page of the participant's trades (``page``, ``per_page``, ``market``,
-    ``period``: a closed period's number or ``open``) and the markets it traded in."""
+    ``period``: a closed period's number or ``open``), the markets it traded in, and the
+    names of the participant, of its counterparties on this page and of its markets (the
+    privacy rule: nobody else's)."""
     participant = may_see(participant)
     found = trades_page(participant)
+    markets = queries.markets_of(db(), participant)
+    fresh_names()
+    named = {participant, *markets, *(str(r[side]) for r in found.rows
+                                      for side in ("seller", "buyer", "market"))}
     return jsonify({"trades": [shown(r) for r in trade_rows(found)], "total": found.total,
                     "page": found.page, "per_page": found.per_page,
-                    "markets": queries.markets_of(db(), participant),
-                    "periods": queries.periods(db())})
+                    "markets": markets, "periods": queries.periods(db()),
+                    "names": shown_names(db(), named)})
+
+
+def period_filters() -> dict[str, Any]:
+    """``period``: a closed period's number, or ``open`` (also when absent)."""
+    raw = request.args.get("period", "").strip()
+    if not raw or raw == "open":
+        return {"period": None, "open_period": True}
+    return {"period": int_arg("period", None, 1, MAX_PERIOD), "open_period": False}
+
+
+@api.get("/api/participants/<participant>/summary")
+def month(participant: str) -> Response:
+    """The billing period (``period``: a closed one's number, or ``open``) at a glance:
+    bought from the community and from the grid, sold, prices against the operator's
+    rates, balancing charges and credits slot by slot, the net (portal.summary)."""
+    participant = may_see(participant)
+    filters = period_filters()
+    try:
+        found = summary.month(db(), participant, **filters)
+    except LookupError:
+        raise BadRequest(f"There is no closed billing period {filters['period']}.") from None
+    fresh_names()
+    # "paid" is money here, a statement's flag elsewhere: not in AMOUNTS.
+    return jsonify({**shown(found), "paid": str(found["paid"]), "balancing": [
+        {**shown(line), "slot_time": slot_time(int(line["slot"]))}
+        for line in found["balancing"]], "periods": queries.periods(db()),
+        "name": shown_names(db(), [participant]).get(participant)})
 
 
 @api.get("/api/participants/<participant>/slots")
@@ -230,6 +274,42 @@ def statements(participant: str) -> Response:
     participant = may_see(participant)
     return jsonify({"statements": [shown(s) for s in
                                    services().ledger.statements(participant)]})
+
+
+@api.get("/api/participants/<participant>/statements/<period>.pdf")
+def statement_pdf(participant: str, period: str) -> Response:
+    """A closed period's statement as a PDF document (``lang``: en or de, else the
+    browser's language): the amounts of ``statementOf``, read live, the period's trades and
+    balancing lines, and the chain reference to check it against."""
+    participant = may_see(participant)
+    if not _DIGITS.fullmatch(period) or not 1 <= int(period) <= MAX_PERIOD:
+        raise BadRequest(f"The period must be a whole number between 1 and {MAX_PERIOD}, not "
+                         f"{period[:MAX_FILTER_CHARS]!r}.")
+    number = int(period)
+    found = services().ledger.statements(participant)
+    if number > len(found):
+        raise BadRequest(f"There is no closed billing period {number}.")
+    closes = db().fetch("SELECT period, end_slot, tx_hash, block_number FROM periods "
+                        "ORDER BY period")
+    close = next((row for row in closes if int(row[0]) == number), None)
+    before = next((int(row[1]) for row in closes if int(row[0]) == number - 1), None)
+    trades = queries.trades_of(db(), participant, period=number, page=1,
+                               per_page=10**9).rows
+    slots = queries.balanced_slots(db(), participant, period=number)
+    fresh_names()
+    names = shown_names(db(), {participant, *(str(t[side]) for t in trades
+                                              for side in ("seller", "buyer", "market"))})
+    chain = services().settings.index.chain
+    document = StatementDocument(
+        network=chain.network_name, contract=services().ledger.deployment.address,
+        chain_id=services().ledger.deployment.chain_id, participant=participant,
+        name=names.get(participant), period=number, start_slot=before,
+        statement=found[number - 1], close_tx=None if close is None else str(close[2]),
+        close_block=None if close is None else int(close[3]), trades=trades, names=names,
+        balancing=summary.balancing_lines(slots, summary.rates_history(db())))
+    return Response(render(document, chosen_language()), mimetype="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="statement-'
+                             f'{number}-{participant}.pdf"'})
 
 
 CSV_EXPORTS: dict[str, tuple[tuple[str, ...], Callable[[str], list[dict[str, Any]]]]] = {
@@ -255,13 +335,37 @@ def export(participant: str, kind: str) -> Response:
 # --- the grid operator --------------------------------------------------------------------
 
 
+def meters_with_readings() -> list[dict[str, Any]]:
+    """Every meter with its newest reading and, for an active one, how many slot boundaries
+    have passed on the chain since (``missing``: the readings the slots closing now lack;
+    None when the chain cannot be asked, the rest of the view still answers)."""
+    newest = queries.last_readings(db())
+    try:
+        current, length = services().ledger.slot_clock()
+    except LedgerUnavailable:
+        current = length = 0
+    found = []
+    for meter in queries.meters(db()):
+        last = newest.get(str(meter["meter"]))
+        missing = None
+        if length and meter["active_until"] is None:
+            since = last["time"] if last else int(meter["active_from"])
+            missing = max(0, (current - since) // length)
+        found.append({**meter, "last_reading": last, "missing": missing})
+    return found
+
+
 @api.get("/api/operator/overview")
 def overview() -> Response:
-    """Every participant and meter, totals, and unmetered slots waiting for attention."""
+    """Every participant and meter, totals, unmetered slots waiting for attention, and every
+    name (gsy-e's and the operator's)."""
     operator()
+    fresh_names()
+    known = [str(pid) for (pid,) in db().fetch("SELECT id FROM names")]
     return jsonify({
+        "names": names_of(db(), known),
         "participants": queries.registrations(db()),
-        "meters": queries.meters(db()),
+        "meters": meters_with_readings(),
         "totals": shown(queries.totals(db())),
         "unmetered": [shown({**row, "slot_time": slot_time(int(row["slot"]))})
                       for row in queries.unmetered_slots(db(), None)],
@@ -347,3 +451,26 @@ def operator_health() -> Response:
     return jsonify({"services": health(found.settings.watched,
                                        found.settings.health_timeout),
                     "dead_letters": found.dead_letters.read()})
+
+
+@api.post("/api/operator/names")
+def set_name() -> Response:
+    """The operator's name for a participant or market (``id``, ``name``; an empty name
+    clears it, and gsy-e's shows again). Kept in the portal's database, not on chain."""
+    operator()
+    body = json_body()
+    try:
+        pid = canonical_id(body_field(body, "id"))
+    except BadParticipantId:
+        raise BadRequest("id must be a participant or market id (a gsy-e uuid, or 0x and 64 "
+                         "hexadecimal digits).") from None
+    raw = body.get("name") if isinstance(body, dict) else None
+    if raw is not None and not isinstance(raw, str):
+        raise BadRequest("Send name as text (empty, or null, clears it).")
+    raw = (raw or "").strip()
+    name = clean_name(raw) if raw else None
+    if raw and name is None:
+        raise BadRequest(f"A name is 1 to {MAX_NAME_CHARS} printable characters.")
+    set_display_name(db(), pid, name)
+    return jsonify({"id": pid, **names_of(db(), [pid]).get(
+        pid, {"name": None, "gsy_name": None, "display_name": None})})

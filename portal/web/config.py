@@ -3,8 +3,8 @@
 It also reads the chain settings (``RPC_URL``, ``CHAIN_ID``, ``EXPLORER_URL``,
 ``DEPLOYMENT_FILE``) and the index's (``PORTAL_DATABASE_URL``) through
 :class:`~portal.config.PortalSettings`, and, for the operator's view of the dead letters, the
-Redis settings and the bridge's and the ingest's stream names, declared in
-:mod:`pilotchain.config`.
+Redis settings and the bridge's and the ingest's stream names (the trade stream also for
+gsy-e's names of the uuids, :mod:`portal.names`), declared in :mod:`pilotchain.config`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pilotchain.config import DEFAULT_REDIS_URL, DeadLetterStreams, RedisConnection
+from pilotchain.config import (
+    BRIDGE_STREAM,
+    DEFAULT_REDIS_URL,
+    DEFAULT_TRADE_STREAM,
+    DeadLetterStreams,
+    RedisConnection,
+)
 from pilotchain.errors import ConfigError
 from pilotchain.settings import Setting, SettingsGroup
 from portal.config import PortalSettings
@@ -51,6 +57,8 @@ class WebSettings:
     max_body_bytes: int = 16_384
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
     dead_letters: DeadLetterStreams = field(default_factory=DeadLetterStreams)
+    # The bridge's trade stream, where gsy-e's names for the uuids are read (portal.names).
+    trade_stream: str = DEFAULT_TRADE_STREAM
     bridge_health_url: str = DEFAULT_HEALTH_URLS["bridge"]
     ingest_health_url: str = DEFAULT_HEALTH_URLS["ingest"]
     ingest_mqtt_health_url: str = DEFAULT_HEALTH_URLS["ingest-mqtt"]
@@ -68,6 +76,7 @@ class WebSettings:
         return cls(index=PortalSettings.from_env(env),
                    redis_url=RedisConnection.from_env(env).url,
                    dead_letters=DeadLetterStreams.from_env(env),
+                   trade_stream=str(BRIDGE_STREAM.read(env)),
                    **PORTAL_WEB_SETTINGS.read(env))
 
     @property

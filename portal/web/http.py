@@ -13,6 +13,7 @@ from flask import Response, current_app, jsonify, request, session
 
 from portal.errors import PortalError
 from portal.events import id_text
+from portal.names import NameReader
 from portal.siwe import SignInRefused
 from portal.web.config import WebSettings
 from portal.web.ledger import (
@@ -55,6 +56,7 @@ class Services:
     store: SignInStore
     ledger: Ledger
     dead_letters: DeadLetters
+    names: NameReader
 
 
 def services() -> Services:

@@ -150,6 +150,14 @@ class Ledger:
         return {"to": self.deployment.address, "data": data.to_0x_hex(),
                 "chainId": hex(self.deployment.chain_id)}
 
+    def slot_clock(self) -> tuple[int, int]:
+        """The start of the chain's current slot and the slot length, in seconds."""
+        length = int(self._read("Reading the slot length",
+                                lambda: self.contract.functions.slotSeconds().call()))
+        now = self._read("Reading the newest block",
+                         lambda: self.w3.eth.get_block("latest")["timestamp"])
+        return int(now) // length * length, length
+
     def current_slot(self) -> int:
         """The start of the slot the chain's newest block is in."""
         length = self._read("Reading the slot length",

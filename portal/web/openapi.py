@@ -13,6 +13,7 @@ from typing import Any
 from pilotchain.openapi import AMOUNT, RETRY_AFTER, answer, document, error, obj
 from portal.web.api import CSV_EXPORTS, MAX_PAGE, MAX_PERIOD, TRANSACTIONS
 from portal.web.config import MAX_PAGE_SIZE, WebSettings
+from portal.web.i18n import LANGUAGES
 from portal.web.pages import UPLOT_FILES
 
 UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -46,11 +47,38 @@ TRADE = obj({
                                     "EXPLORER_URL"},
 })
 PERIOD = obj({"period": INTEGER, "end_slot": INTEGER})
+NAMES = {"type": "object", "additionalProperties": TEXT,
+         "description": "names to show, by id: the participant's own, its counterparties' "
+                        "on this page and its markets' (nobody else's)"}
 TRADES = obj({
     "trades": {"type": "array", "items": TRADE}, "total": INTEGER, "page": INTEGER,
     "per_page": INTEGER, "markets": {"type": "array", "items": TEXT},
+    "periods": {"type": "array", "items": PERIOD}, "names": NAMES,
+})
+BALANCING_LINE = obj({
+    "slot": INTEGER, "slot_time": TEXT, "tx_hash": TEXT,
+    "kind": {"type": "string", "enum": ["shortfall", "excess", "surplus"]},
+    **{name: AMOUNT for name in ("traded", "measured", "deviation", "rate", "amount")}})
+SUMMARY = obj({
+    "participant": TEXT, "name": NULLABLE_TEXT,
+    "period": {"type": "integer", "nullable": True, "description": "null: the open period"},
+    "trades": INTEGER, "metered_slots": INTEGER, "unmetered_slots": INTEGER,
+    "meters": {"type": "array", "items": obj({
+        "meter": TEXT, "participant": TEXT, "signer": TEXT, "home_area": TEXT,
+        "active_from": INTEGER, "active_until": {"type": "integer", "nullable": True},
+        "last_reading": obj({"time": INTEGER, "import_wh": INTEGER, "export_wh": INTEGER},
+                            nullable=True)})},
+    **{name: AMOUNT for name in (
+        "bought", "paid", "sold", "received", "from_grid", "to_grid", "grid_value",
+        "feed_in_value", "savings", "earned", "balancing_charges", "balancing_credits", "net",
+        "grid_supply_rate", "feed_in_rate", "shortfall_rate")},
+    "balancing": {"type": "array", "items": BALANCING_LINE},
     "periods": {"type": "array", "items": PERIOD},
 })
+LANG = {"type": "string", "description": f"one of {', '.join(LANGUAGES)}; any other value "
+                                        "is ignored (the browser's language chooses)"}
+NAME_ENTRY = obj({"name": NULLABLE_TEXT, "gsy_name": NULLABLE_TEXT,
+                  "display_name": NULLABLE_TEXT})
 NULLABLE_AMOUNT = {**AMOUNT, "nullable": True}
 SLOT = obj({
     "participant": TEXT, "slot": INTEGER, "slot_time": TEXT,
@@ -72,10 +100,20 @@ SIGNED_IN = obj({"wallet": TEXT, "participant": NULLABLE_TEXT,
                  "csrf_token": TEXT})
 CHALLENGE = obj({"message": TEXT, "domain": TEXT, "uri": TEXT})
 OVERVIEW = obj({"participants": {"type": "array", "items": {"type": "object"}},
-                "meters": {"type": "array", "items": {"type": "object"}},
+                "meters": {"type": "array", "items": obj({
+                    "meter": TEXT, "participant": TEXT, "signer": TEXT, "home_area": TEXT,
+                    "active_from": INTEGER,
+                    "active_until": {"type": "integer", "nullable": True},
+                    "last_reading": obj({"time": INTEGER, "import_wh": INTEGER,
+                                         "export_wh": INTEGER}, nullable=True),
+                    "missing": {"type": "integer", "nullable": True,
+                                "description": "slot boundaries passed since the newest "
+                                               "reading (active meters; null if the chain "
+                                               "cannot be asked)"}})},
                 "totals": obj({"trades": INTEGER, "energy": AMOUNT, "price": AMOUNT}),
                 "unmetered": {"type": "array", "items": {"type": "object"}},
-                "periods": {"type": "array", "items": PERIOD}})
+                "periods": {"type": "array", "items": PERIOD},
+                "names": {"type": "object", "additionalProperties": NAME_ENTRY}})
 HEALTH = obj({
     "services": {"type": "array", "items": obj({"name": TEXT, "url": TEXT,
                                                 "up": {"type": "boolean"}, "status": TEXT,
@@ -171,6 +209,11 @@ def description(settings: WebSettings) -> dict[str, Any]:
         "/api/participants/{participant}/trades": participant_path(
             answer("one page of trades", TRADES), "The trades, paged and filtered",
             live=False, parameters=trade_parameters(page_size)),
+        "/api/participants/{participant}/summary": participant_path(
+            answer("the period at a glance", SUMMARY),
+            "The billing period at a glance: bought, sold, savings, balancing, net",
+            live=False, parameters=[p for p in trade_parameters(page_size)
+                                    if p["name"] == "period"]),
         "/api/participants/{participant}/slots": participant_path(
             answer("each closed slot", obj({"slots": {"type": "array", "items": SLOT}})),
             "The closed slots", live=False),
@@ -178,6 +221,20 @@ def description(settings: WebSettings) -> dict[str, Any]:
             answer("each closed period's statement",
                    obj({"statements": {"type": "array", "items": STATEMENT}})),
             "The statements, live from the contract", live=True),
+        "/api/participants/{participant}/statements/{period}.pdf": {"get": {
+            "summary": "A closed period's statement as a PDF document",
+            "security": SESSION,
+            "parameters": [
+                {"name": "participant", "in": "path", "required": True, "schema": ID},
+                {"name": "period", "in": "path", "required": True, "schema": {
+                    "type": "integer", "minimum": 1, "maximum": MAX_PERIOD}},
+                {"name": "lang", "in": "query", "schema": LANG},
+            ],
+            "responses": participant_answers(
+                {"description": "the statement", "content": {
+                    "application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+                live=True),
+        }},
         "/api/participants/{participant}/{kind}.csv": {"get": {
             "summary": "A CSV export (trades with the filters of the trades route, all pages)",
             "security": SESSION,
@@ -209,7 +266,16 @@ def description(settings: WebSettings) -> dict[str, Any]:
              "503": error("the chain cannot be asked right now")},
             parameters=[{"name": "action", "in": "path", "required": True,
                          "schema": {"type": "string", "enum": sorted(TRANSACTIONS)}}]),
-        "/": {"get": {"summary": "The portal's page",
+        "/api/operator/names": json_post(
+            "The operator's name for a participant or market (an empty name clears it)",
+            obj({"id": ID, "name": NULLABLE_TEXT}, required=["id"]),
+            {"200": answer("the id and its names", obj({"id": TEXT, **NAME_ENTRY[
+                "properties"]})),
+             "400": error("the id or the name is wrong"), "401": NOT_SIGNED_IN,
+             "403": error("only the grid operator")}),
+        "/": {"get": {"summary": "The portal's page, in English or German (lang, else the "
+                                 "switch's cookie, else Accept-Language)",
+                      "parameters": [{"name": "lang", "in": "query", "schema": LANG}],
                       "responses": {"200": answer("the page", TEXT, media_type=HTML)}}},
         "/health": {"get": {"summary": "200 once serving",
                             "responses": {"200": answer("serving", obj({"status": TEXT}))}}},
@@ -226,6 +292,13 @@ def description(settings: WebSettings) -> dict[str, Any]:
                             "schema": TEXT}],
             "responses": {"200": {"description": "the file", "content": {
                 "text/javascript": {"schema": TEXT}, "text/css": {"schema": TEXT}}},
+                "404": answer("no such file", TEXT, media_type=HTML)}}},
+        "/style/{filename}": {"get": {
+            "summary": "The stylesheet every PilotChain page shares (pilotchain.css)",
+            "parameters": [{"name": "filename", "in": "path", "required": True,
+                            "schema": TEXT}],
+            "responses": {"200": {"description": "the file", "content": {
+                "text/css": {"schema": TEXT}}},
                 "404": answer("no such file", TEXT, media_type=HTML)}}},
         "/openapi.json": {"get": {
             "summary": "This description",

@@ -9,10 +9,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, jsonify, render_template, send_from_directory
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    jsonify,
+    make_response,
+    render_template,
+    request,
+    send_from_directory,
+)
 
 from pilotchain.settings import PROJECT_ROOT
 from portal.web.http import services
+from portal.web.i18n import (
+    CATALOGUES,
+    COOKIE,
+    LANGUAGE_NAMES,
+    LANGUAGES,
+    chosen_language,
+    translate,
+)
 
 
 def uplot_dir() -> Path:
@@ -31,10 +48,20 @@ pages = Blueprint("pages", __name__, static_folder="static", static_url_path="/s
 
 
 @pages.get("/")
-def index() -> str:
+def index() -> Response:
+    """The page in the chosen language (portal.web.i18n); ``?lang=`` (the switch) also
+    keeps the choice in a cookie for the next visit."""
     chain = services().settings.index.chain
-    return render_template("portal.html", network=chain.network_name,
-                           contact=services().settings.operator_contact)
+    lang = chosen_language()
+    html = render_template("portal.html", network=chain.network_name,
+                           contact=services().settings.operator_contact, lang=lang,
+                           languages=LANGUAGE_NAMES, words=CATALOGUES[lang],
+                           _=lambda text: translate(lang, text))
+    response = make_response(html)
+    if request.args.get("lang") in LANGUAGES:
+        response.set_cookie(COOKIE, lang, max_age=365 * 24 * 3600, samesite="Lax",
+                            secure=services().settings.secure_cookies, httponly=True)
+    return response
 
 
 @pages.get("/vendor/uplot/<name>")

@@ -38,7 +38,7 @@ ensure_npm() {
     local stamp="$PROJECT_ROOT/node_modules/.installed-$(sha256sum "$PROJECT_ROOT/package-lock.json" | cut -c1-16)"
     command -v npm >/dev/null 2>&1 || die "npm is missing; on Debian: apt-get install nodejs npm"
     if [ ! -f "$stamp" ]; then
-        say "installing npm packages (solc, @openzeppelin/contracts, uplot)"
+        say "installing npm packages (solc, @openzeppelin/contracts, uplot; axe-core for the tests)"
         (cd "$PROJECT_ROOT" && npm ci --no-audit --no-fund --loglevel=error >&2)
         touch "$stamp"
     fi
