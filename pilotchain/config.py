@@ -35,6 +35,9 @@ class ChainSettings:
     block_period: int = 5
     epoch: int = 30000
     gas_limit: int = 60_000_000
+    # geth's own default. Its database preallocates a write-ahead log of about an eighth of
+    # this on disk, and keeps up to three: some 400 MB per node at 1024.
+    geth_cache_mb: int = 1024
     network_name: str = "PilotChain"
     currency_symbol: str = "PILOT"
     keys_dir: Path = PROJECT_ROOT / "keys"
@@ -144,6 +147,9 @@ CHAIN_SETTINGS = SettingsGroup(
         Setting("GAS_LIMIT", "gas_limit", "int", _D.gas_limit,
                 "block gas limit in genesis and the validators' `--miner.gaslimit`",
                 minimum=5_000_000),
+        Setting("GETH_CACHE_MB", "geth_cache_mb", "int", _D.geth_cache_mb,
+                "every node's `--cache` in MB; each node's database preallocates some 40% of "
+                "it on disk (the tests' small networks use 64)", minimum=16),
         Setting("NETWORK_NAME", "network_name", "str", _D.network_name,
                 "network name shown to MetaMask users"),
         Setting("CURRENCY_SYMBOL", "currency_symbol", "str", _D.currency_symbol,

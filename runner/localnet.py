@@ -167,6 +167,7 @@ class LocalNetwork:
             "P2P_PORT": str(ports["p2p"]),
             "AUTHRPC_PORT": str(ports["authrpc"]),
             "VERBOSITY": str(self.verbosity),
+            "GETH_CACHE": str(self.settings.geth_cache_mb),
         }
 
     def _command(self, name: str, ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SMALL_GETH_CACHE_MB
 from web3 import Web3
 
 from pilotchain.chain import wait_for, wait_for_blocks
@@ -223,6 +224,7 @@ class ComposeProject:
         # Debian's docker.io has no buildx: build with the classic builder.
         env["DOCKER_BUILDKIT"] = "0"
         env["COMPOSE_BAKE"] = "false"
+        env["GETH_CACHE_MB"] = SMALL_GETH_CACHE_MB
         env.update(self.settings)
         return env
 

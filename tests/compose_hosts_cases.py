@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from compose_fixtures import ComposeFailure, run, unused_subnet_prefix
+from conftest import SMALL_GETH_CACHE_MB
 from web3 import Web3
 
 from pilotchain.chain import connect, wait_for, wait_for_blocks
@@ -70,6 +71,7 @@ class Org:
                 "NETWORK_MANIFEST": str(self.home / "network.json"),
                 "NATIVE_DATA_DIR": str(self.home / "data"), "HOST_DIR": str(self.home),
                 "WAN_NETWORK": self.wan, "DOCKER_BUILDKIT": "0", "COMPOSE_BAKE": "false",
+                "GETH_CACHE_MB": SMALL_GETH_CACHE_MB,
                 **{f"{role.upper()}_IP": self.ip(role) for role in ORGS[self.name]},
                 **self.env}
 

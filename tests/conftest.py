@@ -8,6 +8,7 @@ even when the test fails.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,10 @@ pytest_plugins = [
     "bridge_fixtures", "compose_fixtures", "evm_fixtures", "faucet_fixtures", "gsy_e_fixtures",
     "hosts_fixtures", "ingest_fixtures", "portal_fixtures", "portal_web_fixtures"]
 
+# Every test network's geth --cache (GETH_CACHE_MB): geth's database preallocates its
+# write-ahead logs in proportion, about 400 MB per node at the default 1024, and a run's
+# networks filled a CI machine's disk.
+SMALL_GETH_CACHE_MB = "64"
 GETH_BIN_DIR = Path(
     os.environ.get("GETH_BIN_DIR", Path.home() / ".cache/pilotchain/geth-v1.13.15/bin")
 )
@@ -57,6 +62,9 @@ def network_settings(home: Path, **overrides: object) -> ChainSettings:
         genesis_file=home / "genesis.json",
         data_dir=home / "data",
         geth_bin_dir=GETH_BIN_DIR,
+        # A small cache: geth's database preallocates its write-ahead logs in proportion
+        # (about 400 MB per node at the default 1024), which filled a CI machine's disk.
+        geth_cache_mb=int(SMALL_GETH_CACHE_MB),
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -89,6 +97,9 @@ def _factory(tmp_path_factory: pytest.TempPathFactory, geth_bin_dir: Path
     yield make
     for net in networks:
         net.stop()
+        # The chain's databases go with the network (its keys and logs stay for a failure's
+        # reader): a run starts dozens of networks and keeps its temporary files to the end.
+        shutil.rmtree(net.settings.nodes_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from conftest import SMALL_GETH_CACHE_MB
 
 from pilotchain.settings import PROJECT_ROOT
 
@@ -72,7 +73,8 @@ class Host:
                 "GENESIS_FILE": str(self.home / "genesis.json"),
                 "NETWORK_MANIFEST": str(self.home / "network.json"),
                 "NATIVE_DATA_DIR": str(self.home / "data"),
-                "PILOTCHAIN_HOME": str(PROJECT_ROOT), **self.env, **extra}
+                "PILOTCHAIN_HOME": str(PROJECT_ROOT), "GETH_CACHE_MB": SMALL_GETH_CACHE_MB,
+                **self.env, **extra}
 
     def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from conftest import SMALL_GETH_CACHE_MB
 from eth_account import Account
 from prometheus_checks import assert_prometheus_text
 
@@ -44,6 +45,7 @@ def stack_env(home: Path) -> dict[str, str]:
         "P2P_BASE_PORT": str(free_port_block(5)),
         "AUTHRPC_BASE_PORT": str(free_port_block(5)),
         "BLOCK_PERIOD": "1",
+        "GETH_CACHE_MB": SMALL_GETH_CACHE_MB,
     })
     for name, value in extra_service_ports().items():
         env[name] = value

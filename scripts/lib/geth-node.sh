@@ -15,6 +15,9 @@ fi
 : "${AUTHRPC_PORT:=8551}"
 : "${NAT:=none}"
 : "${VERBOSITY:=3}"
+# geth's --cache in MB (1024 is geth's own default); its database preallocates write-ahead
+# logs in proportion on disk, some 400 MB per node at 1024.
+: "${GETH_CACHE:=1024}"
 
 die() {
     echo "$(basename "$0"): $*" >&2
@@ -71,4 +74,5 @@ fi
 # Flags every node of the network shares.
 COMMON_FLAGS="--datadir $DATA_DIR --networkid $NETWORK_ID --port $P2P_PORT --bootnodes $BOOTNODES \
 --nat $NAT --authrpc.port $AUTHRPC_PORT --syncmode full --verbosity $VERBOSITY --nousb \
+--cache $GETH_CACHE \
 $CONFIG_FLAGS $NODEKEY_FLAGS $NETRESTRICT_FLAGS"
