@@ -36,8 +36,25 @@ docker info >/dev/null 2>&1 || die "no Docker engine answers; start dockerd firs
 hash_of() { sha256sum | cut -c1-12; }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# One build at a time on this machine (two test sessions, or a test and ./scripts/up): the
+# second then finds the first's images by their tags instead of building them again.
+LOCK_FILE="${TMPDIR:-/tmp}/pilotchain-build-local-images.lock"
+exec 9>"$LOCK_FILE"
+flock 9 || die "could not lock $LOCK_FILE"
+
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# debootstrap mounts /proc (and more) inside the root filesystem and leaves them mounted when
+# it fails: unmount whatever is below the work directory before removing it, or rm drowns the
+# real error in hundreds of "Operation not permitted" lines about /proc.
+unmount_below() {
+    awk -v dir="$1/" 'index($2, dir) == 1 { print $2 }' /proc/self/mounts | sort -r \
+        | xargs -r -n 1 umount -l 2>/dev/null || true
+}
+cleanup() {
+    unmount_below "$work"
+    rm -rf "$work" 2>/dev/null || say "could not remove $work entirely"
+}
+trap cleanup EXIT
 
 # build NAME VERSION DOCKERFILE_TEXT [FILE...]: builds FROM the base with the given files in its
 # context (by base name); prints the tag.
@@ -66,8 +83,18 @@ if ! have_image "$BASE_TAG"; then
     command -v debootstrap >/dev/null 2>&1 || die "debootstrap is missing; run scripts/lib/install-docker.sh first."
     say "debootstrap $SUITE (minbase) from $MIRROR (about a minute)..."
     rootfs="$work/rootfs"
-    debootstrap --variant=minbase "$SUITE" "$rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
-        || { tail -n 20 "$work/debootstrap.log" >&2; die "debootstrap of $SUITE failed (see above)."; }
+    # Once more after a failure (a mirror's hiccup), from a clean directory.
+    for attempt in 1 2; do
+        if debootstrap --variant=minbase "$SUITE" "$rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1; then
+            break
+        fi
+        say "debootstrap attempt $attempt failed; the end of its log ($rootfs/debootstrap/debootstrap.log has more):"
+        tail -n 20 "$work/debootstrap.log" >&2
+        [ ! -f "$rootfs/debootstrap/debootstrap.log" ] || tail -n 20 "$rootfs/debootstrap/debootstrap.log" >&2
+        [ "$attempt" -eq 1 ] || die "debootstrap of $SUITE failed twice (see above)."
+        unmount_below "$rootfs"
+        rm -rf "$rootfs" 2>/dev/null || die "could not clear $rootfs for a second debootstrap."
+    done
     mkdir -p "$rootfs/etc/ssl"
     cp "$HOST_CA" "$rootfs/etc/ssl/host-ca.pem"
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
