@@ -271,7 +271,10 @@ def test_a2_the_monitoring_profile_scrapes_every_service_and_node(
                         and set(started.values()) == {"up"}) or None
 
             # One scrape interval (15 s) after start, every target has answered once.
-            wait_for(all_up, timeout=120, what=f"every target up in Prometheus (last: {health})")
+            try:
+                wait_for(all_up, timeout=120, what="every target up in Prometheus")
+            except ChainError as error:
+                raise AssertionError(f"{error} Targets: {health}") from None
         assert {node for job, node in health if job == "geth"} == {*NODES, *NOT_STARTED}
         up = requests.get(f"{prometheus}/api/v1/query", timeout=30, params={
             "query": 'pilotchain_faucet_balance_ether{job="faucet"}'}).json()["data"]["result"]
