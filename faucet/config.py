@@ -18,6 +18,7 @@ from limits import RateLimitItem, parse_many
 from pilotchain.config import DEFAULT_REDIS_URL, ChainSettings, RedisConnection
 from pilotchain.errors import ConfigError
 from pilotchain.settings import Setting, SettingsGroup
+from pilotchain.webmetrics import metrics_port_check
 
 WEI_PER_UNIT = 10**18
 
@@ -222,7 +223,8 @@ FAUCET_SETTINGS = SettingsGroup(
                 "port is not published)"),
         Setting("FAUCET_METRICS_PORT", "metrics_port", "int", _D.metrics_port,
                 "the metrics port, apart from the public one (`0` switches metrics off)",
-                minimum=0),
+                minimum=0, check=metrics_port_check("FAUCET_METRICS_PORT", "FAUCET_PORT",
+                                                    _D.port)),
         Setting("FAUCET_METRICS_DIR", "metrics_dir_override", "optional_path", None,
                 "where gunicorn's workers keep their metrics (prometheus_client's "
                 "multiprocess mode; emptied when the faucet starts)",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from flask import Flask, request
@@ -35,7 +35,9 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+from pilotchain.errors import ConfigError
+from pilotchain.gunicorn_hooks import MULTIPROCESS_VARIABLE
+
 # What generate_latest writes (the text format 0.0.4, which every Prometheus reads), as the
 # other services' endpoints say it.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -48,6 +50,21 @@ NOT_HERE = b"Only /metrics is served on this port.\n"
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def metrics_port_check(name: str, public: str, default: int
+                       ) -> Callable[[int, Mapping[str, str]], int]:
+    """The check of setting ``name`` (a metrics port): not the public port (setting
+    ``public``, ``default`` when unset), which must never serve the metrics."""
+
+    def check(port: int, env: Mapping[str, str]) -> int:
+        given = env.get(public, "").strip()
+        if port and str(port) == (given or str(default)):
+            raise ConfigError(f"{name} must differ from {public} ({port}): the metrics have a "
+                              "port of their own, never the public one.")
+        return port
+
+    return check
 
 
 def multiprocess_directory() -> str | None:

@@ -23,6 +23,7 @@ from pilotchain.config import (
 )
 from pilotchain.errors import ConfigError
 from pilotchain.settings import Setting, SettingsGroup
+from pilotchain.webmetrics import metrics_port_check
 from portal.config import PortalSettings
 from portal.web.operations import Watched
 
@@ -275,7 +276,8 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
                 "port is not published)"),
         Setting("PORTAL_METRICS_PORT", "metrics_port", "int", _D.metrics_port,
                 "the metrics port, apart from the public one (`0` switches metrics off)",
-                minimum=0),
+                minimum=0, check=metrics_port_check("PORTAL_METRICS_PORT", "PORTAL_PORT",
+                                                    _D.port)),
         Setting("PORTAL_METRICS_DIR", "metrics_dir_override", "optional_path", None,
                 "where gunicorn's workers keep their metrics (prometheus_client's "
                 "multiprocess mode; emptied when the portal starts)",
