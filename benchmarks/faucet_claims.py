@@ -94,6 +94,7 @@ def running_stack(home: Path, workers: int, threads: int) -> Iterator[Stack]:
             "RPC_URL": net.rpc_url, "CHAIN_ID": str(settings.chain_id),
             "REDIS_URL": redis_service.url, "FAUCET_KEYSTORE": str(role.keystore),
             "FAUCET_PASSWORD_FILE": str(role.password_file), "FAUCET_PORT": str(free_port()),
+            "FAUCET_METRICS_PORT": str(free_port()),
             "FAUCET_WORKERS": str(workers), "FAUCET_THREADS": str(threads),
             "FAUCET_TRUSTED_PROXIES": "1", "FAUCET_LOCK_FILE": str(home / "faucet-send.lock"),
         }

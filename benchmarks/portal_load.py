@@ -270,6 +270,7 @@ def portal_env(net: LocalNetwork, record: Path, database_url: str, home: Path
             "RPC_URL": net.rpc_url, "CHAIN_ID": str(net.settings.chain_id),
             "NETWORK_NAME": net.settings.network_name, "DEPLOYMENT_FILE": str(record),
             "PORTAL_DATABASE_URL": database_url, "PORTAL_PORT": str(free_port()),
+            "PORTAL_METRICS_PORT": str(free_port()),
             "PORTAL_SECRET_FILE": str(home / "portal-secret"),
             # Plain HTTP on 127.0.0.1: the client would not send back a Secure cookie.
             "PORTAL_SECURE_COOKIES": "false"}

@@ -31,6 +31,7 @@ from faucet.errors import FaucetError
 from faucet.http import EXTENSION, Services, error_json, sentence_json
 from faucet.keys import load_account
 from faucet.limits import ClaimLimits
+from faucet.metrics import FaucetMetrics
 from faucet.page import page
 from faucet.wallet import FaucetWallet
 from pilotchain.pages import hide_server_banner, secure_headers, style_blueprint
@@ -65,7 +66,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
                                 x_proto=settings.trusted_proxies)
     use_gunicorn_logging(app)
     hide_server_banner()
-    app.extensions[EXTENSION] = build_services(app, settings, account)
+    metrics = FaucetMetrics(settings, account.address)
+    app.extensions[EXTENSION] = build_services(app, settings, account, metrics)
     for prefix in settings.prefixes:
         suffix = "_prefixed" if prefix else ""
         app.register_blueprint(page, url_prefix=prefix or None, name=f"page{suffix}")
@@ -77,10 +79,13 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     register_error_handlers(app)
     # On every answer, the API's and errors included (pilotchain.pages).
     app.after_request(lambda response: secure_headers(request, response))
+    # Outermost: it sees the connection before ProxyFix, and times everything inside.
+    metrics.app.install(app)
     return app
 
 
-def build_services(app: Flask, settings: FaucetSettings, account: LocalAccount) -> Services:
+def build_services(app: Flask, settings: FaucetSettings, account: LocalAccount,
+                   metrics: FaucetMetrics) -> Services:
     """Wire the limits (Flask-Limiter on the shared Redis), the send lock, the wallet and
     the claim service."""
     limiter = Limiter(get_remote_address, app=app, storage_uri=settings.redis_url,
@@ -91,7 +96,8 @@ def build_services(app: Flask, settings: FaucetSettings, account: LocalAccount) 
     lock.forget()
     wallet = FaucetWallet(settings, account, lock=lock, nonces=lock)
     limits = ClaimLimits(limiter, settings.address_limits, settings.ip_limits)
-    return Services(settings, ClaimService(settings, wallet, limits), CSRFProtect(app))
+    return Services(settings, ClaimService(settings, wallet, limits, metrics),
+                    CSRFProtect(app))
 
 
 def default_lock_file(address: str) -> Path:

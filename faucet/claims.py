@@ -15,8 +15,9 @@ from limits import RateLimitItem
 
 from faucet.addresses import parse_address
 from faucet.config import WEI_PER_UNIT, FaucetSettings
-from faucet.errors import InvalidAddress
+from faucet.errors import FaucetError, InvalidAddress
 from faucet.limits import ClaimLimits, describe_limit, describe_period
+from faucet.metrics import FaucetMetrics
 from faucet.wallet import FaucetWallet
 
 log = logging.getLogger(__name__)
@@ -76,14 +77,24 @@ class ClaimService:
     """Claims and faucet information, for both blueprints."""
 
     def __init__(self, settings: FaucetSettings, wallet: FaucetWallet,
-                 limits: ClaimLimits) -> None:
+                 limits: ClaimLimits, metrics: FaucetMetrics) -> None:
         self.settings = settings
         self.wallet = wallet
         self.limits = limits
+        self.metrics = metrics
 
     def claim(self, raw_address: object, client_ip: str) -> Claim:
         """Send the configured amount to ``raw_address`` within the limits, or raise a
-        FaucetError whose sentence says why not."""
+        FaucetError whose sentence says why not; counted either way."""
+        try:
+            claim = self._claim(raw_address, client_ip)
+        except FaucetError as error:
+            self.metrics.claim_refused(error)
+            raise
+        self.metrics.granted.inc()
+        return claim
+
+    def _claim(self, raw_address: object, client_ip: str) -> Claim:
         address = parse_address(raw_address)
         if address == self.wallet.address:
             raise InvalidAddress("That is the faucet's own address; enter your wallet address.")

@@ -18,6 +18,7 @@ from limits import RateLimitItem, parse_many
 from pilotchain.config import DEFAULT_REDIS_URL, ChainSettings, RedisConnection
 from pilotchain.errors import ConfigError
 from pilotchain.settings import Setting, SettingsGroup
+from pilotchain.webmetrics import metrics_port_check
 
 WEI_PER_UNIT = 10**18
 
@@ -49,6 +50,10 @@ class FaucetSettings:
     max_body_bytes: int = 4096
     lock_file: Path | None = None
     rpc_timeout_seconds: float = 10.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9114
+    metrics_dir_override: Path | None = None
+    low_balance_wei: int = 1000 * WEI_PER_UNIT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FaucetSettings:
@@ -61,6 +66,17 @@ class FaucetSettings:
         """Where a browser on this machine reaches the faucet."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where Prometheus scrapes ``/metrics`` on this machine."""
+        host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "::", "") else self.metrics_host
+        return f"http://{host}:{self.metrics_port}"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """The gunicorn workers' metric files (emptied when gunicorn starts)."""
+        return self.metrics_dir_override or self.chain.data_dir / "metrics" / "faucet"
 
     @property
     def rpc_url(self) -> str:
@@ -94,8 +110,8 @@ class FaucetSettings:
         return ("", self.path_prefix) if self.path_prefix else ("",)
 
 
-def parse_amount(raw: str, symbol: str) -> int:
-    """``FAUCET_AMOUNT`` in whole units (``"1"``, ``"0.5"``) as wei."""
+def parse_amount(raw: str, symbol: str, name: str = "FAUCET_AMOUNT") -> int:
+    """``FAUCET_AMOUNT`` (or setting ``name``) in whole units (``"1"``, ``"0.5"``) as wei."""
     try:
         units = Decimal(raw)
     except InvalidOperation:
@@ -103,7 +119,7 @@ def parse_amount(raw: str, symbol: str) -> int:
     wei = units * WEI_PER_UNIT
     if not units.is_finite() or wei <= 0 or wei != wei.to_integral_value():
         raise ConfigError(
-            f"FAUCET_AMOUNT must be a positive number of {symbol} with at most 18 decimals, "
+            f"{name} must be a positive number of {symbol} with at most 18 decimals, "
             f"like 1 or 0.5, not {raw!r}."
         )
     return int(wei)
@@ -140,6 +156,11 @@ def _cors(origins: tuple[str, ...], env: Mapping[str, str]) -> tuple[str, ...]:
 def _amount(raw: str, env: Mapping[str, str]) -> int:
     symbol = env.get("CURRENCY_SYMBOL", "").strip() or ChainSettings.currency_symbol
     return parse_amount(raw, symbol)
+
+
+def _low_balance(raw: str, env: Mapping[str, str]) -> int:
+    symbol = env.get("CURRENCY_SYMBOL", "").strip() or ChainSettings.currency_symbol
+    return parse_amount(raw, symbol, "FAUCET_LOW_BALANCE")
 
 
 _D = FaucetSettings()
@@ -196,5 +217,20 @@ FAUCET_SETTINGS = SettingsGroup(
                 default_text="<temp dir>/pilotchain-faucet-<address>.lock"),
         Setting("FAUCET_RPC_TIMEOUT", "rpc_timeout_seconds", "float", _D.rpc_timeout_seconds,
                 "seconds before a call to the node counts as failed", minimum=1),
+        Setting("FAUCET_METRICS_HOST", "metrics_host", "str", _D.metrics_host,
+                "address of the metrics port (`/metrics` only, for Prometheus): loopback or "
+                "a private address, never a public one (`0.0.0.0` in a container, where the "
+                "port is not published)"),
+        Setting("FAUCET_METRICS_PORT", "metrics_port", "int", _D.metrics_port,
+                "the metrics port, apart from the public one (`0` switches metrics off)",
+                minimum=0, check=metrics_port_check("FAUCET_METRICS_PORT", "FAUCET_PORT",
+                                                    _D.port)),
+        Setting("FAUCET_METRICS_DIR", "metrics_dir_override", "optional_path", None,
+                "where gunicorn's workers keep their metrics (prometheus_client's "
+                "multiprocess mode; emptied when the faucet starts)",
+                default_text="<NATIVE_DATA_DIR>/metrics/faucet"),
+        Setting("FAUCET_LOW_BALANCE", "low_balance_wei", "str", "1000",
+                "below this balance (units of the native currency) the faucet's account is "
+                "low: the `PilotChainFaucetBalanceLow` alert fires", check=_low_balance),
     ),
 )

@@ -64,6 +64,8 @@ class ChainSettings:
     tls_port: int = 8443
     sealing_exporter_port: int = 9113
     prometheus_port: int = 9090
+    geth_metrics_addr: str = "127.0.0.1"
+    geth_metrics_base_port: int = 6060
 
     @property
     def deployment_file(self) -> Path:
@@ -215,6 +217,14 @@ CHAIN_SETTINGS = SettingsGroup(
                 _D.sealing_exporter_port,
                 "loopback port of `pilotchain network exporter` (who seals, for Prometheus)",
                 minimum=1),
+        Setting("GETH_METRICS_ADDR", "geth_metrics_addr", "str", _D.geth_metrics_addr,
+                "address geth's own metrics listen on (`/debug/metrics/prometheus`): loopback, "
+                "or a private address a Prometheus elsewhere reaches; never a public one"),
+        Setting("GETH_METRICS_BASE_PORT", "geth_metrics_base_port", "int",
+                _D.geth_metrics_base_port,
+                "base of the nodes' metrics ports, numbered like `P2P_BASE_PORT`: validator1 "
+                "takes the base + 1, ..., the RPC node + 4 (`0`: geth's metrics off)",
+                minimum=0),
         Setting("PROMETHEUS_PORT", "prometheus_port", "int", _D.prometheus_port,
                 "loopback port of the Prometheus `./scripts/up --monitoring` starts",
                 minimum=1),

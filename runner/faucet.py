@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from faucet.config import FaucetSettings
-from runner.services import GunicornService, gthread
+from runner.services import ScrapedGunicornService, gthread
 
 
-class FaucetService(GunicornService[FaucetSettings]):
-    """gunicorn with FAUCET_WORKERS gthread workers of FAUCET_THREADS threads each; ready once
-    ``/api/info`` answers 200."""
+class FaucetService(ScrapedGunicornService[FaucetSettings]):
+    """gunicorn with FAUCET_WORKERS gthread workers of FAUCET_THREADS threads each, and its
+    metrics port; ready once ``/api/info`` answers 200."""
 
     name = "faucet"
     app = "faucet:create_app()"
+    config = "faucet.gunicorn_conf"
     port_setting = "FAUCET_PORT"
+    metrics_setting = "FAUCET_METRICS_PORT"
     health_path = "/api/info"
     status_key = "faucet_url"
 

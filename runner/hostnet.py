@@ -42,7 +42,8 @@ from runner.localnet import BOOTNODE, RPC_NODE, LocalNetwork
 VALIDATOR = "validator"
 NODE_ROLES = (BOOTNODE, VALIDATOR, RPC_NODE)
 ROLES = (*NODE_ROLES, "apps")
-# Engine API ports (loopback, JWT) as in the single-host layout: base + 1 and base + 4.
+# Engine API ports (loopback, JWT) and geth's metrics ports (GETH_METRICS_ADDR) as in the
+# single-host layout: base + 1 and base + 4.
 AUTHRPC_OFFSETS = {VALIDATOR: 1, RPC_NODE: 4}
 # How long ``up`` waits for a restarted validator to be back in the chain.
 REJOIN_TIMEOUT = 90.0
@@ -138,8 +139,10 @@ class HostNetwork(LocalNetwork):
         """The manifest's port; the engine API's as in the single-host layout (none for the
         bootnode)."""
         offset = AUTHRPC_OFFSETS.get(name)
+        metrics = self.settings.geth_metrics_base_port
         return {"p2p": self.entry(name).port,
-                "authrpc": 0 if offset is None else self.settings.authrpc_base_port + offset}
+                "authrpc": 0 if offset is None else self.settings.authrpc_base_port + offset,
+                "metrics": 0 if offset is None or not metrics else metrics + offset}
 
     def _command(self, name: str, ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
         want = self.wanted(name)

@@ -128,7 +128,7 @@ class LocalNetwork:
                      timeout=timeout, what=f"{name} to open its IPC socket")
 
     def node_ports(self, name: str) -> dict[str, int]:
-        """The p2p and authrpc ports of node ``name``."""
+        """The p2p, authrpc and metrics ports of node ``name`` (metrics 0: off)."""
         index = self.node_names().index(name) if name in self.node_names() else 0
         return self.ports.node(name, index)
 
@@ -166,6 +166,9 @@ class LocalNetwork:
             "NETWORK_ID": str(self.settings.chain_id),
             "P2P_PORT": str(ports["p2p"]),
             "AUTHRPC_PORT": str(ports["authrpc"]),
+            # geth's own metrics (/debug/metrics/prometheus); port 0: off.
+            "METRICS_ADDR": self.settings.geth_metrics_addr,
+            "METRICS_PORT": str(ports.get("metrics", 0)),
             "VERBOSITY": str(self.verbosity),
             "GETH_CACHE": str(self.settings.geth_cache_mb),
         }
@@ -213,6 +216,16 @@ class LocalNetwork:
                 port = self.ports.node(role.name, index)["p2p"]
                 enodes.append(f"enode://{role.enode_pubkey}@127.0.0.1:{port}")
         return ",".join(enodes)
+
+    def metrics_targets(self) -> dict[str, str]:
+        """Each geth node's metrics endpoint (``host:port``) by node name, for Prometheus's
+        ``metrics_path: /debug/metrics/prometheus``; none where they are off."""
+        found = {}
+        for name in self.node_names():
+            port = 0 if name == BOOTNODE else self.node_ports(name).get("metrics", 0)
+            if port:
+                found[name] = f"{self.settings.geth_metrics_addr}:{port}"
+        return found
 
     def bootnode_enode(self) -> str:
         return f"enode://{self.keys.bootnode_pubkey}@127.0.0.1:0?discport={self.ports.bootnode}"
@@ -305,15 +318,18 @@ class LocalNetwork:
         saved = self._state.get("ports")
         if not saved:
             return None
-        assigned = {name: {"p2p": e["p2p"], "authrpc": e["authrpc"]}
+        assigned = {name: {"p2p": e["p2p"], "authrpc": e["authrpc"],
+                           "metrics": e.get("metrics", 0)}
                     for name, e in self._state.get("nodes", {}).items() if "p2p" in e}
         return Ports(saved["bootnode"], saved["http"], saved["ws"], saved.get("p2p_base"),
-                     saved.get("authrpc_base"), assigned=assigned)
+                     saved.get("authrpc_base"), assigned=assigned,
+                     metrics_base=saved.get("metrics_base", 0))
 
     def _write_state(self) -> None:
         self._state["ports"] = {"bootnode": self.ports.bootnode, "http": self.ports.http,
                                 "ws": self.ports.ws, "p2p_base": self.ports.p2p_base,
-                                "authrpc_base": self.ports.authrpc_base}
+                                "authrpc_base": self.ports.authrpc_base,
+                                "metrics_base": self.ports.metrics_base}
         self.home.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self._state, indent=2))

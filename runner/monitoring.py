@@ -21,6 +21,21 @@ from runner.services import BackgroundService, ServiceError
 ALERTS = PROJECT_ROOT / "monitoring" / "alerts.yml"
 LOOPBACK = "127.0.0.1"
 SCRAPE_INTERVAL = "15s"
+# Where geth 1.13 serves its metrics in Prometheus's format (--metrics).
+GETH_METRICS_PATH = "/debug/metrics/prometheus"
+
+
+def scrape_configs(targets: Mapping[str, str], geth: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Prometheus's ``scrape_configs``: one job per service (its ``host:port``), and the job
+    ``geth`` with every node's metrics endpoint, each labelled with its node's name."""
+    jobs: list[dict[str, Any]] = [
+        {"job_name": job, "static_configs": [{"targets": [target]}]}
+        for job, target in targets.items()]
+    if geth:
+        jobs.append({"job_name": "geth", "metrics_path": GETH_METRICS_PATH,
+                     "static_configs": [{"targets": [target], "labels": {"node": node}}
+                                        for node, target in geth.items()]})
+    return jobs
 
 
 class SealingExporterService(BackgroundService):
@@ -53,7 +68,8 @@ class SealingExporterService(BackgroundService):
 
 class PrometheusService(BackgroundService):
     """Debian's prometheus with a configuration written from the stack's settings: each job
-    of ``targets`` (its ``host:port``) scraped every 15 s, the alerting rules loaded."""
+    of ``targets`` (its ``host:port``) and every geth node of the network it starts beside
+    scraped every 15 s, the alerting rules loaded."""
 
     name = "prometheus"
     start_timeout = 120.0
@@ -63,8 +79,14 @@ class PrometheusService(BackgroundService):
         super().__init__(state_dir, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                          port=(LOOPBACK, settings.prometheus_port, "PROMETHEUS_PORT"))
         self.targets = dict(targets)
+        self.geth: dict[str, str] = {}
         self.home = home.resolve()
         self.url = f"http://{LOOPBACK}:{settings.prometheus_port}"
+
+    def start(self, net: LocalNetwork | None = None) -> bool:
+        """Start unless running, scraping ``net``'s geth nodes too."""
+        self.geth = net.metrics_targets() if net is not None else {}
+        return super().start(net)
 
     def argv(self) -> list[str]:
         binary = shutil.which("prometheus")
@@ -79,9 +101,7 @@ class PrometheusService(BackgroundService):
                               "global": {"scrape_interval": SCRAPE_INTERVAL,
                                          "evaluation_interval": SCRAPE_INTERVAL},
                               "rule_files": [str(ALERTS)],
-                              "scrape_configs": [
-                                  {"job_name": job, "static_configs": [{"targets": [target]}]}
-                                  for job, target in self.targets.items()],
+                              "scrape_configs": scrape_configs(self.targets, self.geth),
                           }, indent=2) + "\n")
         return [binary, f"--config.file={config}", f"--storage.tsdb.path={self.home / 'data'}",
                 f"--web.listen-address={self.url.removeprefix('http://')}"]

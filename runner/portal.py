@@ -15,7 +15,7 @@ from portal.config import PortalSettings
 from portal.db import started_cursor
 from portal.errors import PortalError
 from portal.web.config import WebSettings
-from runner.services import BackgroundService, GunicornService, gthread
+from runner.services import BackgroundService, ScrapedGunicornService, gthread
 
 
 class PortalIndexerService(BackgroundService):
@@ -43,12 +43,15 @@ class PortalIndexerService(BackgroundService):
         return {}
 
 
-class PortalWebService(GunicornService[WebSettings]):
-    """gunicorn with PORTAL_WORKERS gthread workers of PORTAL_THREADS threads each."""
+class PortalWebService(ScrapedGunicornService[WebSettings]):
+    """gunicorn with PORTAL_WORKERS gthread workers of PORTAL_THREADS threads each, and its
+    metrics port."""
 
     name = "portal"
     app = "portal.web:create_app()"
+    config = "portal.web.gunicorn_conf"
     port_setting = "PORTAL_PORT"
+    metrics_setting = "PORTAL_METRICS_PORT"
     status_key = "portal_url"
 
     def worker_args(self) -> tuple[str, ...]:

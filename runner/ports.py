@@ -69,24 +69,30 @@ class Ports:
     p2p_base: int | None = None
     authrpc_base: int | None = None
     assigned: dict[str, dict[str, int]] = field(default_factory=dict)
+    # geth's metrics: 0 switches them off (fixed layout); free ports for tests.
+    metrics_base: int = 0
 
     @classmethod
     def from_settings(cls, settings: ChainSettings) -> Ports:
         return cls(settings.bootnode_port, settings.rpc_port, settings.ws_port,
-                   settings.p2p_base_port, settings.authrpc_base_port)
+                   settings.p2p_base_port, settings.authrpc_base_port,
+                   metrics_base=settings.geth_metrics_base_port)
 
     @classmethod
     def free(cls) -> Ports:
         return cls(free_port(), free_port(), free_port())
 
     def node(self, name: str, index: int) -> dict[str, int]:
-        """The p2p and authrpc ports of node ``name`` (``index`` orders the fixed layout)."""
+        """The p2p, authrpc and metrics ports of node ``name`` (``index`` orders the fixed
+        layout; metrics 0: off)."""
         if name not in self.assigned:
             if self.p2p_base is None or self.authrpc_base is None:
-                self.assigned[name] = {"p2p": free_port(), "authrpc": free_port()}
+                self.assigned[name] = {"p2p": free_port(), "authrpc": free_port(),
+                                       "metrics": free_port()}
             else:
-                self.assigned[name] = {"p2p": self.p2p_base + index,
-                                       "authrpc": self.authrpc_base + index}
+                self.assigned[name] = {
+                    "p2p": self.p2p_base + index, "authrpc": self.authrpc_base + index,
+                    "metrics": self.metrics_base + index if self.metrics_base else 0}
         return self.assigned[name]
 
 

@@ -182,12 +182,14 @@ S = TypeVar("S", bound=ServedSettings)
 class GunicornService(BackgroundService, Generic[S]):
     """A Flask app factory (``app``) served by gunicorn, ready once ``health_path`` answers
     200; ``env`` is the environment its workers read their settings from (the same snapshot
-    ``settings`` was built from, .env included)."""
+    ``settings`` was built from, .env included). An app with a gunicorn configuration module
+    (``config``) binds its addresses from its settings there."""
 
     app: str
     port_setting: str
     health_path = "/health"
     status_key: str
+    config: str | None = None
 
     def __init__(self, settings: S, state_dir: Path, env: Mapping[str, str]) -> None:
         super().__init__(state_dir, env, port=(settings.host, settings.port, self.port_setting))
@@ -203,6 +205,9 @@ class GunicornService(BackgroundService, Generic[S]):
 
     def argv(self) -> list[str]:
         s = self.settings
+        if self.config is not None:
+            return gunicorn_argv(self.app, None, s.port, s.workers, "--config",
+                                 f"python:{self.config}", *self.worker_args())
         return gunicorn_argv(self.app, s.host, s.port, s.workers, *self.worker_args())
 
     def probe(self) -> bool:
@@ -212,16 +217,53 @@ class GunicornService(BackgroundService, Generic[S]):
         return {self.status_key: self.url}
 
 
+class ScrapedSettings(ServedSettings, Protocol):
+    """A gunicorn-served app with a metrics port of its own."""
+
+    @property
+    def metrics_host(self) -> str: ...
+    @property
+    def metrics_port(self) -> int: ...
+    @property
+    def metrics_url(self) -> str: ...
+
+
+M = TypeVar("M", bound=ScrapedSettings)
+
+
+class ScrapedGunicornService(GunicornService[M]):
+    """A gunicorn-served app whose ``/metrics`` is on a port of its own (``metrics_setting``),
+    bound with the public one by its configuration module; both checked free before start."""
+
+    metrics_setting: str
+
+    def start(self, net: LocalNetwork | None = None) -> bool:
+        s = self.settings
+        if s.metrics_port and not self.process.is_running():
+            check_port_free(s.metrics_port, self.metrics_setting, s.metrics_host,
+                            socket.SOCK_STREAM)
+        return super().start(net)
+
+    def status(self) -> dict[str, Any]:
+        found = super().status()
+        if self.settings.metrics_port:
+            found[f"{self.name}_metrics_url"] = f"{self.settings.metrics_url}/metrics"
+        return found
+
+
 def gthread(threads: int) -> tuple[str, ...]:
     """gunicorn options for gthread workers of ``threads`` threads each."""
     return ("--worker-class", "gthread", "--threads", str(threads))
 
 
-def gunicorn_argv(app: str, host: str, port: int, workers: int, *extra: str) -> list[str]:
-    """The command line of a Flask app factory served by gunicorn, logging to its output."""
+def gunicorn_argv(app: str, host: str | None, port: int, workers: int, *extra: str
+                  ) -> list[str]:
+    """The command line of a Flask app factory served by gunicorn, logging to its output
+    (``host`` None: the configuration module in ``extra`` binds)."""
+    bind = [] if host is None else ["--bind", f"{host}:{port}"]
     return [
         sys.executable, "-m", "gunicorn",
-        "--bind", f"{host}:{port}", "--workers", str(workers), *extra,
+        *bind, "--workers", str(workers), *extra,
         "--chdir", str(PROJECT_ROOT),
         "--access-logfile", "-", "--error-logfile", "-",
         "--graceful-timeout", "10", "--timeout", "60",

@@ -82,13 +82,15 @@ def build_services(settings: ChainSettings, env: Mapping[str, str], *,
     if settings.tls_cert_file is not None:
         proxy.append(TlsProxyService(settings, settings.data_dir / "rpc-proxy", state_dir))
     watching: list[Service] = []
+    faucet, web = FaucetSettings.from_env(env), WebSettings.from_env(portal_env)
     if monitoring:
         targets: dict[str, MetricsSettings] = {"bridge": bridge, "ingest": ingest,
-                                               "ingest-mqtt": subscriber, "closer": closer}
+                                               "ingest-mqtt": subscriber, "closer": closer,
+                                               "faucet": faucet, "portal": web}
         watching = [
             SealingExporterService(settings, env, state_dir),
             PrometheusService(settings, {
-                **{job: f"{s.metrics_host}:{s.metrics_port}" for job, s in targets.items()},
+                **{job: scrape_address(s) for job, s in targets.items() if s.metrics_port},
                 "sealing": f"127.0.0.1:{settings.sealing_exporter_port}"},
                 settings.data_dir / "prometheus", state_dir),
         ]
@@ -97,16 +99,21 @@ def build_services(settings: ChainSettings, env: Mapping[str, str], *,
         SettlementService(settings),
         RedisService(RedisConnection.from_env(env), settings.data_dir / "redis", state_dir),
         BridgeService(bridge, env, state_dir),
-        FaucetService(FaucetSettings.from_env(env), state_dir, env),
+        FaucetService(faucet, state_dir, env),
         MqttService(MqttConnection.from_env(env), settings.data_dir / "mosquitto", state_dir),
         IngestService(ingest, env, state_dir),
         IngestHttpService(HttpSettings.from_env(env), state_dir, env),
         IngestMqttService(subscriber, env, state_dir),
         CloserService(closer, env, state_dir),
         PortalIndexerService(PortalSettings.from_env(env), state_dir, env),
-        PortalWebService(WebSettings.from_env(portal_env), state_dir, portal_env),
+        PortalWebService(web, state_dir, portal_env),
         *watching,
     ]
+
+
+def scrape_address(settings: MetricsSettings) -> str:
+    """``host:port`` of a metrics endpoint as Prometheus on this machine reaches it."""
+    return settings.metrics_url.removeprefix("http://")
 
 
 def up(settings: ChainSettings, build: Callable[[], Sequence[Service]] = lambda: (),
@@ -282,8 +289,12 @@ def _check_ports_free(net: LocalNetwork, names: list[str]) -> None:
             wanted.append(("P2P_BASE_PORT", ports["p2p"], socket.SOCK_STREAM))
             wanted.append(("P2P_BASE_PORT", ports["p2p"], socket.SOCK_DGRAM))
         wanted.append(("AUTHRPC_BASE_PORT", ports["authrpc"], socket.SOCK_STREAM))
+        if ports.get("metrics"):
+            wanted.append(("GETH_METRICS_BASE_PORT", ports["metrics"], socket.SOCK_STREAM))
         if name == RPC_NODE:
             wanted.append(("RPC_HTTP_PORT", net.ports.http, socket.SOCK_STREAM))
             wanted.append(("RPC_WS_PORT", net.ports.ws, socket.SOCK_STREAM))
     for setting, port, kind in wanted:
-        check_port_free(port, setting, net.settings.host, kind)
+        host = net.settings.geth_metrics_addr if setting == "GETH_METRICS_BASE_PORT" \
+            else net.settings.host
+        check_port_free(port, setting, host, kind)

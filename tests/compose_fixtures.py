@@ -42,7 +42,7 @@ LOOPBACK = "127.0.0.1"
 # Every published port of docker-compose.yml, by the variable that chooses it.
 PORT_VARIABLES = (
     "RPC_HTTP_PORT", "RPC_WS_PORT", "BRIDGE_METRICS_PORT", "FAUCET_PORT", "EXPLORER_PORT",
-    "MQTT_PORT", "INGEST_HTTP_PORT", "PORTAL_PORT")
+    "MQTT_PORT", "INGEST_HTTP_PORT", "PORTAL_PORT", "PROMETHEUS_PORT")
 # Every test session using the engine holds this file locked shared; starting or stopping a
 # dockerd takes it exclusively. The pid file names a dockerd a test session started.
 ENGINE_LOCK = Path(tempfile.gettempdir()) / "pilotchain-test-dockerd.lock"
@@ -190,12 +190,13 @@ def _is_dockerd(pid: int) -> bool:
 
 @pytest.fixture(scope="session")
 def local_images(docker_engine: None, timings: Timings) -> dict[str, str]:
-    """GETH_IMAGE, PYTHON_IMAGE, REDIS_IMAGE, MOSQUITTO_IMAGE: local builds, reused while
-    their inputs hold."""
-    with timings.measure("local images (geth, python, redis, mosquitto)"):
+    """GETH_IMAGE, PYTHON_IMAGE, REDIS_IMAGE, MOSQUITTO_IMAGE, PROMETHEUS_IMAGE: local builds,
+    reused while their inputs hold."""
+    with timings.measure("local images (geth, python, redis, mosquitto, prometheus)"):
         output = run([str(BUILD_IMAGES)], timeout=1800).stdout
     images = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
-    assert set(images) == {"GETH_IMAGE", "PYTHON_IMAGE", "REDIS_IMAGE", "MOSQUITTO_IMAGE"}, output
+    assert set(images) == {"GETH_IMAGE", "PYTHON_IMAGE", "REDIS_IMAGE", "MOSQUITTO_IMAGE",
+                           "PROMETHEUS_IMAGE"}, output
     return images
 
 

@@ -49,6 +49,7 @@ def faucet_env(chain: LocalNetwork, redis_url: str, home: Path,
         "FAUCET_AMOUNT": "1",
         "FAUCET_PATH_PREFIX": "/faucet",
         "FAUCET_LOCK_FILE": str(home / "faucet-send.lock"),
+        "FAUCET_METRICS_PORT": str(free_port()),
     }
     env.update(overrides)
     return env

@@ -45,11 +45,14 @@ from prometheus_checks import (
     PROMTOOL,
     Prometheus,
     assert_prometheus_text,
+    geth_problems,
+    samples,
 )
 
 from pilotchain.chain import wait_for
 from pilotchain.settings import PROJECT_ROOT
 from runner.localnet import LocalNetwork
+from runner.monitoring import GETH_METRICS_PATH
 from runner.ports import free_port
 
 
@@ -172,11 +175,25 @@ def test_a_real_prometheus_alerts_when_a_validator_stops_sealing_and_resolves_wh
     found = assert_prometheus_text(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30))
     assert (found["pilotchain_node_reachable"], found["pilotchain_clique_signers"],
             found["pilotchain_clique_signers_needed"]) == (1, 3, 2)
+    # geth's own metrics on every node, each on its own loopback port.
+    geth = net.metrics_targets()
+    assert sorted(geth) == ["rpc", "validator1", "validator2", "validator3"]
+    assert len(set(geth.values())) == 4
+    for node, target in geth.items():
+        answer = requests.get(f"http://{target}{GETH_METRICS_PATH}", timeout=30)
+        assert answer.status_code == 200, (node, answer.text[:300])
+        assert geth_problems(answer.text) == "", node
+        parsed = samples(answer.text)  # prometheus_client's parser reads all of it
+        assert parsed["chain_head_block"] >= 1, node
     home = tmp_path / "prometheus"
     home.mkdir()
-    prometheus = Prometheus(home, {"sealing": f"127.0.0.1:{port}"})
+    prometheus = Prometheus(home, {"sealing": f"127.0.0.1:{port}"}, geth)
     prometheus.start()
     try:
+        wait_for(lambda: len(prometheus.query('up{job="geth"} == 1')) == 4 or None,
+                 timeout=START_SECONDS, what="Prometheus to scrape all four geth nodes")
+        assert {series["metric"]["node"] for series in prometheus.query(
+            'chain_head_block{job="geth"} >= 1')} == set(geth)
         wait_for(lambda: prometheus.value('pilotchain_clique_signers_sealing{job="sealing"}')
                  == 3 or None, timeout=START_SECONDS,
                  what="Prometheus to see three signers sealing")

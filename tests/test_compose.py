@@ -51,6 +51,8 @@ UPSTREAM_IMAGES = {
     "blockscout-frontend": "ghcr.io/blockscout/frontend:v2.3.0",
     "blockscout-proxy": "nginx:1.28-alpine",
     "blockscout-verifier": "ghcr.io/blockscout/smart-contract-verifier:v1.10.3",
+    # Prometheus's LTS line (profile `monitoring`).
+    "prometheus": "prom/prometheus:v2.53.3",
 }
 # The base image of each Dockerfile, swapped by its PYTHON_IMAGE build argument.
 UPSTREAM_BASES = {"Dockerfile": "python:3.11-slim-bookworm",
@@ -448,7 +450,7 @@ def test_only_user_facing_services_publish_ports(
 ) -> None:
     publishing = {name for name, service in services.items() if service.get("ports")}
     assert publishing == {"rpc-node", "blockscout-proxy", "faucet", "bridge", "mosquitto",
-                          "ingest-http", "portal"}
+                          "ingest-http", "portal", "prometheus"}
     for name in sorted(publishing):
         for port in services[name]["ports"]:
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is not on loopback"
@@ -523,7 +525,10 @@ def test_the_portal_indexes_into_a_volume_and_links_to_the_explorer(
     assert indexer["image"] == web["image"] == app, "the portal runs the PilotChain image"
     assert indexer["command"] == ["pilotchain-portal-indexer"]
     assert web["command"][0] == "gunicorn" and web["command"][-1] == "portal.web:create_app()"
-    assert "0.0.0.0:9200" in web["command"]
+    # Its configuration module binds PORTAL_HOST:PORTAL_PORT (and the metrics port).
+    assert "python:portal.web.gunicorn_conf" in web["command"]
+    web_env = environment_of(web)
+    assert (web_env["PORTAL_HOST"], web_env["PORTAL_PORT"]) == ("0.0.0.0", "9200")
     assert web["ports"] == ["127.0.0.1:9200:9200"]
     # Both read the same index: by default a SQLite file on a named volume, not in the image
     # or the (read-only) project directory; the session secret lives beside it.
@@ -617,11 +622,55 @@ def test_the_simulation_runs_only_when_asked(services: dict[str, dict[str, Any]]
     with every profile on."""
     profiles = {profile for service in services.values()
                 for profile in service.get("profiles", [])}
-    assert services["gsy-e"].get("profiles") == ["simulation"] and profiles == {"simulation"}
+    assert services["gsy-e"].get("profiles") == ["simulation"]
+    assert profiles == {"simulation", "monitoring"}
     plain, everything = compose_services(), compose_services(*sorted(profiles))
-    assert "gsy-e" not in plain and everything == plain | {"gsy-e"}
+    assert "gsy-e" not in plain and everything == plain | {"gsy-e", "prometheus"}
     for name in plain:
         assert "gsy-e" not in services[name].get("depends_on", {}), name
+
+
+def test_the_monitoring_profile_scrapes_every_metrics_port_and_geth_node(
+        services: dict[str, dict[str, Any]]) -> None:
+    """Prometheus only with `--profile monitoring`; its configuration (monitoring/) names every
+    service's metrics port and every geth node's, each node's metrics bound to its own address
+    in the internal "chain" network; no metrics port of the faucet, the portal or a node is
+    published; the configuration and rules pass promtool."""
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]
+    assert "./monitoring:/etc/pilotchain:ro" in prometheus["volumes"]
+    assert set(prometheus["networks"]) == {"chain", "public"}
+    config = yaml.safe_load((ROOT / "monitoring" / "prometheus.compose.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = {job: {target for static in spec["static_configs"] for target in static["targets"]}
+               for job, spec in jobs.items()}
+    assert jobs["geth"]["metrics_path"] == "/debug/metrics/prometheus"
+    expected = set()
+    for name in sorted(GETH_NODES):
+        env = environment_of(services[name])
+        chain = services[name]["networks"]["chain"]
+        assert (env["METRICS_ADDR"], env["METRICS_PORT"]) == (chain["ipv4_address"], "6060")
+        # A node in another network too is named by its alias in "chain": its plain name may
+        # resolve to the other address, where its metrics do not listen.
+        if set(services[name]["networks"]) == {"chain"}:
+            expected.add(f"{name}:6060")
+        else:
+            assert f"{name}.chain" in chain["aliases"], name
+            expected.add(f"{name}.chain:6060")
+    assert targets["geth"] == expected
+    for service, prefix in (("faucet", "FAUCET"), ("portal", "PORTAL")):
+        env = environment_of(services[service])
+        port = env[f"{prefix}_METRICS_PORT"]
+        assert targets[service] == {f"{service}:{port}"}
+        assert env[f"{prefix}_METRICS_DIR"].startswith("/tmp/")
+        published = [str(mapping).rpartition(":")[2] for mapping in services[service]["ports"]]
+        assert port not in published, f"{service} publishes its metrics port"
+    for service in ("bridge", "ingest", "ingest-mqtt", "closer"):
+        assert any(target.startswith(f"{service}:") for target in targets[service]), service
+    checked = subprocess.run(["promtool", "check", "config", "prometheus.compose.yml"],
+                             cwd=ROOT / "monitoring", capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_gsy_e_runs_as_its_user_and_keeps_its_export_and_overflow_on_volumes(

@@ -235,6 +235,63 @@ def test_a_fresh_clone_comes_up_healthy_owned_by_its_user(
                         why="the faucet sent it; it goes into one of the next blocks")
 
 
+# What the `monitoring` profile's Prometheus scrapes (monitoring/prometheus.compose.yml).
+MONITORED_JOBS = {"bridge", "ingest", "ingest-mqtt", "closer", "faucet", "portal", "geth"}
+# Blockscout's node is scraped too, but not started here (its images need their registries).
+NOT_STARTED = {"explorer-node"}
+
+
+def scrape_health(prometheus: str) -> dict[tuple[str, str], str]:
+    """Each active target's health (``up``, ``down``, ``unknown``) by job and node name (the
+    job's own name for a service)."""
+    targets = requests.get(f"{prometheus}/api/v1/targets", params={"state": "active"},
+                           timeout=30).json()["data"]["activeTargets"]
+    return {(t["labels"]["job"], t["labels"].get("node", t["labels"]["job"])): t["health"]
+            for t in targets}
+
+
+def test_a2_the_monitoring_profile_scrapes_every_service_and_node(
+        stack: ComposeProject, timings: Timings) -> None:
+    """`--profile monitoring up -d prometheus` beside the running stack: Prometheus (the local
+    stand-in of prom/prometheus) reaches every service's metrics port and every geth node's
+    over the internal network, none of them published, and loads the alerting rules; its API
+    answers on its published loopback port. Removed again afterwards, volume included."""
+    prometheus = stack.url("PROMETHEUS_PORT")
+    health: dict[tuple[str, str], str] = {}
+    try:
+        with timings.measure("a2: prometheus up, every target scraped"):
+            stack.compose("--profile", "monitoring", "up", "-d", "prometheus", timeout=300)
+            stack.wait_until_up(("prometheus",), (), timeout=HEALTHY_TIMEOUT)
+
+            def all_up() -> bool | None:
+                health.update(scrape_health(prometheus))
+                started = {key: state for key, state in health.items()
+                           if key[1] not in NOT_STARTED}
+                return ({job for job, _ in started} == MONITORED_JOBS
+                        and set(started.values()) == {"up"}) or None
+
+            # One scrape interval (15 s) after start, every target has answered once.
+            try:
+                wait_for(all_up, timeout=120, what="every target up in Prometheus")
+            except ChainError as error:
+                raise AssertionError(f"{error} Targets: {health}") from None
+        assert {node for job, node in health if job == "geth"} == {*NODES, *NOT_STARTED}
+        up = requests.get(f"{prometheus}/api/v1/query", timeout=30, params={
+            "query": 'pilotchain_faucet_balance_ether{job="faucet"}'}).json()["data"]["result"]
+        assert up and float(up[0]["value"][1]) > 0  # the faucet's balance, read at scrape time
+        rules = requests.get(f"{prometheus}/api/v1/rules", timeout=30).json()["data"]["groups"]
+        assert "PilotChainFaucetBalanceLow" in {rule["name"] for group in rules
+                                               for rule in group["rules"]}
+        # The metrics ports are not published: only the public ones answer on the host.
+        published = {row["Service"]: row.get("Publishers") or [] for row in stack.ps()}
+        assert not [p for p in published["faucet"] if p.get("TargetPort") == 9114]
+        assert not [p for p in published["portal"] if p.get("TargetPort") == 9115]
+    finally:
+        stack.compose("--profile", "monitoring", "rm", "--stop", "--force", "prometheus",
+                      timeout=300)
+        docker("volume", "rm", "--force", f"{stack.name}_prometheus-data")
+
+
 def settled(w3: Web3, deployment: Deployment) -> list[Any]:
     logs = w3.eth.get_logs({"address": deployment.address, "fromBlock": deployment.block_number,
                             "toBlock": "latest", "topics": [TRADE_SETTLED_TOPIC]})

@@ -57,6 +57,9 @@ def test_settings_are_read_and_typed() -> None:
     assert settings.keystore_file == Path("/srv/keys/faucet/keystore.json")
     assert settings.port == 9100 and settings.lock_file == Path("/run/faucet.lock")
     assert FaucetSettings.from_env({"FAUCET_PATH_PREFIX": "none"}).prefixes == ("",)
+    metrics = FaucetSettings.from_env({"FAUCET_METRICS_PORT": "0", "FAUCET_LOW_BALANCE": "2.5"})
+    assert (metrics.metrics_port, metrics.low_balance_wei) == (0, 25 * 10**17)
+    assert FaucetSettings().metrics_url == "http://127.0.0.1:9114"
 
 
 @pytest.mark.parametrize(("name", "value", "message"), [
@@ -71,6 +74,9 @@ def test_settings_are_read_and_typed() -> None:
     ("FAUCET_TRUSTED_PROXIES", "-1", "FAUCET_TRUSTED_PROXIES must be at least 0, not -1."),
     ("FAUCET_PORT", "web", "FAUCET_PORT must be a whole number, not 'web'."),
     ("FAUCET_PATH_PREFIX", "/a b", "FAUCET_PATH_PREFIX must be a plain URL path"),
+    ("FAUCET_METRICS_PORT", "9000", "FAUCET_METRICS_PORT must differ from FAUCET_PORT (9000): "
+                                    "the metrics have a port of their own, never the public one."),
+    ("FAUCET_LOW_BALANCE", "-5", "FAUCET_LOW_BALANCE must be a positive number of PILOT"),
 ])
 def test_bad_settings_are_refused_naming_the_setting(name: str, value: str,
                                                       message: str) -> None:

@@ -68,7 +68,9 @@ def claim_all_at_once(faucet: RunningFaucet, addresses: list[str]
 
 
 def test_service_reports_its_url_and_does_not_start_twice(faucet: RunningFaucet) -> None:
-    assert faucet.service.status() == {"faucet_url": faucet.url}
+    assert faucet.service.status() == {
+        "faucet_url": faucet.url,
+        "faucet_metrics_url": f"{faucet.service.settings.metrics_url}/metrics"}
     assert faucet.service.start() is False
     assert faucet.get("/api/info").status_code == 200
 

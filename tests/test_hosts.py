@@ -243,6 +243,19 @@ def status(host: Host) -> dict[str, Any]:
 
 # -- the tests -----------------------------------------------------------------------------------
 
+GETH_METRICS = "/debug/metrics/prometheus"
+
+
+def fetch(host: Host, url: str) -> str:
+    """The body at ``url`` as seen from ``host``'s namespace, or ``refused: ...``."""
+    script = ("import sys, urllib.request\n"
+              "try:\n"
+              "    print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())\n"
+              "except OSError as error:\n"
+              "    print('refused:', error)\n")
+    return host.run([sys.executable, "-c", script, url]).stdout
+
+
 def test_a_three_organisations_found_the_network_and_seal_in_turn(world: World) -> None:
     hosts, coordinator = world.hosts, world.coordinator
     coordinator_export = keys_new(coordinator, "coordinator")
@@ -313,6 +326,13 @@ def test_a_three_organisations_found_the_network_and_seal_in_turn(world: World) 
     assert all(x != y for x, y in itertools.pairwise(sealers))  # Clique: never twice running
     for name in ("a-val", "b-val", "c-val"):
         assert peers(w3_of(hosts[name])) >= 2, name
+    # geth's own metrics on each validator host's loopback (GETH_METRICS_BASE_PORT + 1), and
+    # not on the address its partners reach.
+    for name in ("a-val", "b-val", "c-val"):
+        here = fetch(hosts[name], f"http://127.0.0.1:6061{GETH_METRICS}")
+        assert "chain_head_block" in here, name
+        there = fetch(hosts["b-boot"], f"http://{hosts[name].address}:6061{GETH_METRICS}")
+        assert there.startswith("refused"), (name, there[:200])
 
 
 def test_b_the_apps_settle_a_recording_through_their_own_rpc_node(world: World) -> None:

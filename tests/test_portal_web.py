@@ -31,6 +31,7 @@ from portal_web_fixtures import (
     portal_env,
     sign,
 )
+from prometheus_checks import assert_prometheus_text
 from pypdf import PdfReader
 
 from bridge.config import BridgeSettings
@@ -165,6 +166,41 @@ def test_every_bad_sign_in_is_refused_with_its_sentence(portal_world: PortalWorl
         assert reply.json()["error"].startswith(SENTENCES[kind]), (kind, reply.text)
         assert "Traceback" not in reply.text
         assert_nobody(client)
+
+
+def test_the_metrics_port_counts_sign_ins_and_shows_the_index_lag(
+        portal_world: PortalWorld) -> None:
+    """On its own loopback port (PORTAL_METRICS_PORT), summed over both gunicorn workers,
+    every line clean for promtool; the public port has no /metrics."""
+    url = f"{portal_world.service.settings.metrics_url}/metrics"
+    before = assert_prometheus_text(requests.get(url, timeout=30))
+    assert portal_world.client().sign_in(portal_world.alice).status_code == 200
+    stranger = portal_world.client()
+    message = stranger.challenge(portal_world.bob)
+    assert stranger.verify(message, sign(portal_world.alice, message)).status_code == 401
+    assert stranger.verify("not a message", "0x00").status_code == 401
+    assert requests.get(f"{portal_world.url}/metrics", timeout=10).status_code == 404
+
+    after = assert_prometheus_text(requests.get(url, timeout=30))
+    head = portal_world.w3.eth.block_number
+
+    def delta(name: str) -> float:
+        return after[name] - before.get(name, 0)
+
+    assert delta("pilotchain_portal_sign_ins_total") == 1
+    assert delta('pilotchain_portal_sign_ins_refused_total{reason="signature_refused"}') == 1
+    assert delta('pilotchain_portal_sign_ins_refused_total{reason="malformed_message"}') == 1
+    assert delta('pilotchain_portal_sign_ins_refused_total{reason="not_registered"}') == 0
+    verified = ('pilotchain_http_request_duration_seconds_count{method="POST",'
+                'route="/api/auth/verify",status_class="%s"}')
+    assert (delta(verified % "2xx"), delta(verified % "4xx")) == (1, 2)
+    indexed = Database(portal_world.database_url).cursor()
+    assert indexed is not None
+    assert after["pilotchain_portal_indexed_block"] == indexed.block_number
+    assert indexed.block_number <= after["pilotchain_chain_head_block"] <= head
+    assert after["pilotchain_portal_index_lag_blocks"] == \
+        after["pilotchain_chain_head_block"] - indexed.block_number
+    assert after["pilotchain_chain_connected"] == after["pilotchain_portal_index_connected"] == 1
 
 
 def test_a_replayed_message_is_refused(portal_world: PortalWorld) -> None:

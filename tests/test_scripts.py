@@ -44,6 +44,7 @@ def stack_env(home: Path) -> dict[str, str]:
         "BOOTNODE_PORT": str(free_port()),
         "P2P_BASE_PORT": str(free_port_block(5)),
         "AUTHRPC_BASE_PORT": str(free_port_block(5)),
+        "GETH_METRICS_BASE_PORT": str(free_port_block(5)),
         "BLOCK_PERIOD": "1",
         "GETH_CACHE_MB": SMALL_GETH_CACHE_MB,
     })
@@ -59,6 +60,7 @@ def extra_service_ports() -> dict[str, str]:
             "INGEST_HTTP_PORT": str(free_port()), "MQTT_PORT": str(free_port()),
             "INGEST_MQTT_METRICS_PORT": str(free_port()),
             "CLOSER_METRICS_PORT": str(free_port()), "PORTAL_PORT": str(free_port()),
+            "FAUCET_METRICS_PORT": str(free_port()), "PORTAL_METRICS_PORT": str(free_port()),
             "SEALING_EXPORTER_PORT": str(free_port()), "PROMETHEUS_PORT": str(free_port())}
 
 
@@ -174,15 +176,21 @@ def test_up_is_idempotent_and_down_leaves_nothing(stack: tuple[Path, dict[str, s
     monitored = json.loads(run("status", env, "--json").stdout)
     prometheus = monitored["prometheus_url"]
     assert prometheus == f"http://127.0.0.1:{env['PROMETHEUS_PORT']}"
-    jobs = {"bridge", "ingest", "ingest-mqtt", "closer", "sealing"}
+    jobs = {"bridge", "ingest", "ingest-mqtt", "closer", "sealing", "faucet", "portal", "geth"}
 
     def targets_up() -> bool | None:
-        answer = requests.get(f"{prometheus}/api/v1/query", params={"query": "up == 1"},
+        answer = requests.get(f"{prometheus}/api/v1/query", params={"query": "up"},
                               timeout=10).json()["data"]["result"]
-        return {series["metric"]["job"] for series in answer} == jobs or None
+        found = {(s["metric"]["job"], s["metric"].get("node")): s["value"][1] for s in answer}
+        return (set(found.values()) == {"1"} and {job for job, _ in found} == jobs
+                and {node for job, node in found if job == "geth"} ==
+                {"validator1", "validator2", "validator3", "rpc"}) or None
 
     wait_for(targets_up, timeout=120,
-             what="Prometheus to scrape every service (its scrape interval is 15 s)")
+             what="Prometheus to scrape every service and every geth node (its scrape "
+                  "interval is 15 s)")
+    for service in ("faucet", "portal"):
+        assert_prometheus_text(requests.get(monitored[f"{service}_metrics_url"], timeout=10))
     sealing = assert_prometheus_text(requests.get(monitored["sealing_metrics_url"], timeout=10))
     assert (sealing["pilotchain_node_reachable"], sealing["pilotchain_clique_signers"]) == (1, 3)
     alerts = requests.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]

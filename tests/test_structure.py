@@ -43,6 +43,10 @@ ENVIRONMENT_READERS = {
     "pilotchain/settings.py",
     # geth and bootnode inherit PATH and HOME, nothing else of ours.
     "runner/localnet.py",
+    # prometheus_client's multiprocess mode is switched on by PROMETHEUS_MULTIPROC_DIR alone:
+    # gunicorn's master sets it from FAUCET_/PORTAL_METRICS_DIR, the workers' app reads it.
+    "pilotchain/gunicorn_hooks.py",
+    "pilotchain/webmetrics.py",
 }
 
 

@@ -31,6 +31,7 @@ from portal.web.auth import auth
 from portal.web.config import WebSettings
 from portal.web.http import EXTENSION, Services, error_json, sentence_json
 from portal.web.ledger import Ledger
+from portal.web.metrics import PortalMetrics
 from portal.web.operations import DeadLetters
 from portal.web.pages import pages
 from portal.web.store import SignInStore
@@ -77,7 +78,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
                        timeout=settings.health_timeout)
     # Every worker reads the names that came since the last one did, before its first page.
     names.refresh(store.db, force=True)
-    app.extensions[EXTENSION] = Services(settings, store, ledger, dead_letters, names)
+    metrics = PortalMetrics(settings, store)
+    app.extensions[EXTENSION] = Services(settings, store, ledger, dead_letters, names, metrics)
     CSRFProtect(app)
     for blueprint in (auth, api, pages, style_blueprint()):
         app.register_blueprint(blueprint)
@@ -85,6 +87,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(described))
     register_error_handlers(app)
     app.after_request(headers)
+    # Outermost: it sees the connection before ProxyFix, and times everything inside.
+    metrics.app.install(app)
     return app
 
 

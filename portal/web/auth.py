@@ -24,7 +24,15 @@ from flask import Blueprint, Response, jsonify, session
 from flask_wtf.csrf import generate_csrf
 from web3 import Web3
 
-from portal.siwe import Expected, SiweMessage, parse_message, verify
+from portal.errors import PortalError
+from portal.siwe import (
+    Expected,
+    MalformedMessage,
+    SignInRefused,
+    SiweMessage,
+    parse_message,
+    verify,
+)
 from portal.web.http import (
     SESSION_KEY,
     BadRequest,
@@ -34,7 +42,8 @@ from portal.web.http import (
     json_body,
     services,
 )
-from portal.web.store import Role
+from portal.web.ledger import LedgerUnavailable
+from portal.web.store import NonceRefused, Role
 
 STATEMENT = "Sign in to the PilotChain participant portal."
 
@@ -80,9 +89,33 @@ def challenge() -> Response:
                     "uri": settings.sign_in_uri})
 
 
+# The reason label of a refused sign-in (pilotchain_portal_sign_ins_refused_total), most
+# specific first.
+REFUSALS: tuple[tuple[type[PortalError], str], ...] = (
+    (BadRequest, "bad_request"),
+    (MalformedMessage, "malformed_message"),
+    (NonceRefused, "nonce_refused"),
+    (SignInRefused, "signature_refused"),
+    (NotRegistered, "not_registered"),
+    (LedgerUnavailable, "chain_unavailable"),
+)
+
+
 @auth.post("/api/auth/verify")
 def sign_in() -> Response:
-    """Check the signed message and open a session for its wallet."""
+    """Check the signed message and open a session for its wallet; counted either way."""
+    metrics = services().metrics
+    try:
+        answer = open_session()
+    except PortalError as error:
+        metrics.sign_in_refused(next((reason for kind, reason in REFUSALS
+                                      if isinstance(error, kind)), "other"))
+        raise
+    metrics.sign_ins.inc()
+    return answer
+
+
+def open_session() -> Response:
     body = json_object()
     text, signature = body.get("message"), body.get("signature")
     if not isinstance(text, str) or not isinstance(signature, str):

@@ -23,6 +23,7 @@ from pilotchain.config import (
 )
 from pilotchain.errors import ConfigError
 from pilotchain.settings import Setting, SettingsGroup
+from pilotchain.webmetrics import metrics_port_check
 from portal.config import PortalSettings
 from portal.web.operations import Watched
 
@@ -68,6 +69,9 @@ class WebSettings:
     challenges_per_wallet: int = 5
     challenges_per_client: int = 20
     trusted_proxies: int = 0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9115
+    metrics_dir_override: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebSettings:
@@ -87,6 +91,17 @@ class WebSettings:
                 Watched("MQTT subscriber", self.ingest_mqtt_health_url,
                         "PORTAL_INGEST_MQTT_HEALTH_URL"),
                 Watched("closer", self.closer_health_url, "PORTAL_CLOSER_HEALTH_URL"))
+
+    @property
+    def metrics_url(self) -> str:
+        """Where Prometheus scrapes ``/metrics`` on this machine."""
+        host = "127.0.0.1" if self.metrics_host in {"0.0.0.0", "::", ""} else self.metrics_host
+        return f"http://{host}:{self.metrics_port}"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """The gunicorn workers' metric files (emptied when gunicorn starts)."""
+        return self.metrics_dir_override or self.index.chain.data_dir / "metrics" / "portal"
 
     @property
     def secret_file(self) -> Path:
@@ -255,5 +270,17 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
         Setting("PORTAL_TRUSTED_PROXIES", "trusted_proxies", "int", _D.trusted_proxies,
                 "reverse proxies in front of the portal whose `X-Forwarded-For` and "
                 "`X-Forwarded-Proto` are believed", minimum=0),
+        Setting("PORTAL_METRICS_HOST", "metrics_host", "str", _D.metrics_host,
+                "address of the metrics port (`/metrics` only, for Prometheus): loopback or "
+                "a private address, never a public one (`0.0.0.0` in a container, where the "
+                "port is not published)"),
+        Setting("PORTAL_METRICS_PORT", "metrics_port", "int", _D.metrics_port,
+                "the metrics port, apart from the public one (`0` switches metrics off)",
+                minimum=0, check=metrics_port_check("PORTAL_METRICS_PORT", "PORTAL_PORT",
+                                                    _D.port)),
+        Setting("PORTAL_METRICS_DIR", "metrics_dir_override", "optional_path", None,
+                "where gunicorn's workers keep their metrics (prometheus_client's "
+                "multiprocess mode; emptied when the portal starts)",
+                default_text="<NATIVE_DATA_DIR>/metrics/portal"),
     ),
 )

@@ -23,6 +23,7 @@ from portal.web.ledger import (
     TransactionRefused,
     id_bytes,
 )
+from portal.web.metrics import PortalMetrics
 from portal.web.operations import DeadLetters
 from portal.web.store import NonceRefused, Session, SignInStore, TooManyChallenges
 
@@ -57,6 +58,7 @@ class Services:
     ledger: Ledger
     dead_letters: DeadLetters
     names: NameReader
+    metrics: PortalMetrics
 
 
 def services() -> Services:

@@ -8,7 +8,10 @@
 #           file is given, as the official redis image does;
 #   mosquitto  Debian's mosquitto and its clients (mosquitto_passwd, mosquitto_sub), with the
 #           official eclipse-mosquitto image's /mosquitto/{config,data,log} owned by `mosquitto`
-#           (docker/mosquitto/start.sh runs the same on both).
+#           (docker/mosquitto/start.sh runs the same on both);
+#   prometheus  Debian's prometheus (2.42) laid out like prom/prometheus: /usr/bin/prometheus as the
+#           entry point, the series in /prometheus, run as nobody, busybox's wget for the health
+#           check (the `monitoring` profile).
 # Every image is tagged pilotchain-local/<name>:<version>-<hash of its inputs> (never an upstream
 # name) and rebuilt only when that hash changes, so a warm run builds nothing. The host's CA bundle
 # goes into the base at /etc/ssl/host-ca.pem (Debian's ca-certificates would overwrite
@@ -153,7 +156,21 @@ RUN apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto
 EXPOSE 1883
 CMD ["mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"]')
 
+# --- Prometheus ---------------------------------------------------------------------------------
+# bookworm has 2.42; the upstream pin is 2.53 (LTS), which reads the same configuration and rules.
+PROMETHEUS_IMAGE=$(build prometheus 2.42-bookworm '
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends prometheus busybox \
+    && rm -rf /var/lib/apt/lists/* && ln -s /bin/busybox /usr/local/bin/wget \
+    && mkdir -p /prometheus && chown nobody:nogroup /prometheus \
+    && prometheus --version 2>&1 | grep -q "version 2\."
+USER nobody
+WORKDIR /prometheus
+EXPOSE 9090
+ENTRYPOINT ["/usr/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]')
+
 echo "GETH_IMAGE=$GETH_IMAGE"
 echo "PYTHON_IMAGE=$PYTHON_IMAGE"
 echo "REDIS_IMAGE=$REDIS_IMAGE"
 echo "MOSQUITTO_IMAGE=$MOSQUITTO_IMAGE"
+echo "PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE"

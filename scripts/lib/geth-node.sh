@@ -65,6 +65,12 @@ NETRESTRICT_FLAGS=""
 if [ -n "${NETRESTRICT:-}" ]; then
     NETRESTRICT_FLAGS="--netrestrict $NETRESTRICT"
 fi
+# geth's own metrics (Prometheus text at /debug/metrics/prometheus) on METRICS_ADDR: the
+# node's loopback or private address, never a public one. METRICS_PORT unset or 0: off.
+METRICS_FLAGS=""
+if [ -n "${METRICS_PORT:-}" ] && [ "$METRICS_PORT" != 0 ]; then
+    METRICS_FLAGS="--metrics --metrics.addr ${METRICS_ADDR:-127.0.0.1} --metrics.port $METRICS_PORT"
+fi
 NODEKEY_FLAGS=""
 if [ -n "${NODEKEY_FILE:-}" ]; then
     [ -f "$NODEKEY_FILE" ] || die "node key $NODEKEY_FILE is missing; run 'pilotchain init'"
@@ -75,4 +81,4 @@ fi
 COMMON_FLAGS="--datadir $DATA_DIR --networkid $NETWORK_ID --port $P2P_PORT --bootnodes $BOOTNODES \
 --nat $NAT --authrpc.port $AUTHRPC_PORT --syncmode full --verbosity $VERBOSITY --nousb \
 --cache $GETH_CACHE \
-$CONFIG_FLAGS $NODEKEY_FLAGS $NETRESTRICT_FLAGS"
+$CONFIG_FLAGS $NODEKEY_FLAGS $NETRESTRICT_FLAGS $METRICS_FLAGS"
