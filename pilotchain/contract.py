@@ -117,8 +117,13 @@ class Deployment:
 
     def load_abi(self) -> list[dict[str, Any]]:
         """The ABI the record points at."""
-        abi: list[dict[str, Any]] = _read_json(self.abi_path, ArtefactsMissing, "ABI file")
-        return abi
+        return load_abi_file(self.abi_path)
+
+
+def load_abi_file(path: Path) -> list[dict[str, Any]]:
+    """An ABI file as written by :func:`compile_settlement`."""
+    abi: list[dict[str, Any]] = _read_json(path, ArtefactsMissing, "ABI file")
+    return abi
 
 
 # --- compiler input ----------------------------------------------------------------------
