@@ -19,31 +19,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+from typing import Any, TypeVar
 
-from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.contract import Contract
 from web3.exceptions import ContractLogicError
-from web3.types import LogReceipt, TxParams, TxReceipt
+from web3.types import LogReceipt, TxReceipt
 
-from pilotchain.chain import Sender, batch_call, call, connect, contract_logs, wait_for_receipt
+from pilotchain.chain import Sender, call, connect, contract_logs, wait_for_receipt
 from pilotchain.config import ChainSettings
-from pilotchain.contract import (
-    Deployment,
-    Revert,
-    decode_revert,
-    load_deployment,
-    revert_data,
-    settlement_contract,
-)
+from pilotchain.contract import Deployment, load_deployment, revert_data
 from pilotchain.errors import PilotChainError
 from pilotchain.events import SLOT_BALANCED, TRADE_SETTLED, decode_as, event_of
 from pilotchain.keys import KeyStore
 from pilotchain.metering import OPERATOR, Rates
+from pilotchain.settlement import Read, Revert, Settlement, SettlementABI
+
+T = TypeVar("T")
 
 SCALE = 10**18  # energy is kWh * 10**18, money euro cents * 10**18
 MAX_RATE = 2**96 - 1
@@ -52,10 +46,6 @@ ZERO_ID = bytes(32)
 OPERATOR_NAME = "operator"
 # Blocks per eth_getLogs request when scanning the contract's history.
 LOG_CHUNK = 50_000
-# Requests per JSON-RPC batch of reads.
-READ_BATCH = 500
-
-_STATEMENT_TYPES = "(uint256,uint256,uint256,uint256,uint256,uint256,int256,bool)"
 
 
 class OperatorError(PilotChainError):
@@ -195,7 +185,7 @@ class SettlementClient:
     w3: Web3
     url: str
     deployment: Deployment
-    contract: Contract
+    contract: Settlement
     unlock: Callable[[], LocalAccount]
     _sender: Sender | None = field(default=None, repr=False)
     _slot_seconds: int | None = field(default=None, repr=False)
@@ -215,7 +205,7 @@ class SettlementClient:
                 f"the record {settings.deployment_file} belongs to another chain. Run "
                 "`pilotchain deploy`.")
         role = KeyStore(settings.keys_dir).role(key_role)
-        return cls(w3, url, deployment, settlement_contract(w3, deployment), role.unlock)
+        return cls(w3, url, deployment, Settlement.at(w3, url, deployment), role.unlock)
 
     @property
     def sender(self) -> Sender:
@@ -224,17 +214,16 @@ class SettlementClient:
         return self._sender
 
     @property
-    def abi(self) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], self.contract.abi)
+    def abi(self) -> SettlementABI:
+        return self.contract.abi
 
-    def view(self, name: str, *args: Any) -> Any:
+    def view(self, what: Read[T]) -> T:
         """A view function's result."""
-        function = self.contract.get_function_by_name(name)(*args)
-        return call(self.url, f"Reading {name}", function.call)
+        return call(self.url, what.action, lambda: self.contract.call(what))
 
     def slot_seconds(self) -> int:
         if self._slot_seconds is None:
-            self._slot_seconds = int(self.view("slotSeconds"))
+            self._slot_seconds = self.view(self.abi.slot_seconds())
         return self._slot_seconds
 
     def forget_slot_seconds(self) -> None:
@@ -254,7 +243,7 @@ class SettlementClient:
     def transact(self, admin_call: AdminCall) -> TxReceipt:
         """Send ``admin_call`` once an eth_call of it passes (see :func:`check_call`); the
         mined receipt. A refused call sends nothing."""
-        data = check_call(self.w3, self.url, self.contract, self.sender.address, admin_call)
+        data = check_call(self.contract, self.sender.address, admin_call)
         tx_hash = self.sender.send({"to": self.contract.address, "data": data})
         receipt = wait_for_receipt(self.w3, tx_hash)
         if receipt["status"] != 1:
@@ -273,19 +262,11 @@ class SettlementClient:
             found += page
         return found
 
-    def read_many(self, name: str, output: str, argument_lists: Sequence[Sequence[Any]]
-                  ) -> list[Any]:
-        """``name(*arguments)`` for each list of arguments, read in JSON-RPC batches and
-        decoded as the ABI type ``output``."""
-        results: list[Any] = []
-        for start in range(0, len(argument_lists), READ_BATCH):
-            chunk = argument_lists[start:start + READ_BATCH]
-            requests_ = [("eth_call", [{"to": self.contract.address,
-                                        "data": self.contract.encode_abi(name, args=list(a))},
-                                       "latest"]) for a in chunk]
-            raw = batch_call(self.w3, self.url, f"Reading {name}", requests_)
-            results += [abi_decode([output], HexBytes(value))[0] for value in raw]
-        return results
+    def read_all(self, reads: Sequence[Read[T]]) -> list[T]:
+        """Each read's value, asked in JSON-RPC batches."""
+        if not reads:
+            return []
+        return self.contract.read_all(reads, reads[0].action)
 
 
 @dataclass(frozen=True)
@@ -298,22 +279,19 @@ class AdminCall:
     name: str
     args: tuple[Any, ...]
 
-    def data(self, contract: Contract) -> HexBytes:
-        return HexBytes(contract.encode_abi(self.name, args=list(self.args)))
+    def data(self, abi: SettlementABI) -> HexBytes:
+        return HexBytes(abi.encode(self.name, *self.args))
 
 
-def check_call(w3: Web3, url: str, contract: Contract, sender: str, admin_call: AdminCall
-               ) -> HexBytes:
+def check_call(contract: Settlement, sender: str, admin_call: AdminCall) -> HexBytes:
     """The calldata of ``admin_call`` once an eth_call of it from ``sender`` passes.
 
     A revert is the contract refusing: it becomes a sentence (OperatorError)."""
-    data = admin_call.data(contract)
-    request: TxParams = {"from": Web3.to_checksum_address(sender), "to": contract.address,
-                         "data": data}
+    data = admin_call.data(contract.abi)
     try:
-        call(url, admin_call.action, lambda: w3.eth.call(request))
+        call(contract.url, admin_call.action, lambda: contract.check(data, sender))
     except ContractLogicError as error:
-        reason = decode_revert(cast(list[dict[str, Any]], contract.abi), revert_data(error))
+        reason = contract.abi.decode_revert(revert_data(error))
         raise OperatorError(f"{admin_call.action} refused: {refusal(reason)}") from None
     return data
 
@@ -413,20 +391,20 @@ class MeterInfo:
 
 def meter_info(client: SettlementClient, meter: bytes) -> MeterInfo:
     """The registration of ``meter``; a sentence if it is not registered."""
-    (signer, last_time, has_readings, participant, active_from, active_until, last_import,
-     last_export) = client.view("meterOf", meter)
-    if int(signer, 16) == 0:
+    record = client.view(client.abi.meter_of(meter))
+    if int(record.signer, 16) == 0:
         raise OperatorError(f"No meter {format_id(meter)} is registered in Settlement "
                             f"{client.contract.address}.")
-    return MeterInfo(meter, bytes(participant), signer, bytes(client.view("homeAreaOf",
-                                                                          participant)),
-                     active_from, active_until, last_time if has_readings else None,
-                     last_import, last_export)
+    home_area = client.view(client.abi.home_area_of(record.participant))
+    return MeterInfo(meter, record.participant, record.signer, home_area, record.active_from,
+                     record.active_until, record.last_time if record.has_readings else None,
+                     record.last_import_wh, record.last_export_wh)
 
 
 def meters_of(client: SettlementClient, participant: bytes) -> list[MeterInfo]:
     """Every meter ``participant`` has had, oldest first."""
-    return [meter_info(client, bytes(meter)) for meter in client.view("metersOf", participant)]
+    return [meter_info(client, bytes(meter)) for meter in client.view(
+        client.abi.meters_of(participant))]
 
 
 def register_meter(client: SettlementClient, meter: bytes, signer: str, participant: bytes,
@@ -491,7 +469,8 @@ class SlotTiming:
 
 
 def slot_timing(client: SettlementClient) -> SlotTiming:
-    return SlotTiming(int(client.view("slotSeconds")), int(client.view("closeDelay")))
+    return SlotTiming(client.view(client.abi.slot_seconds()),
+                      client.view(client.abi.close_delay()))
 
 
 def set_slot_timing(client: SettlementClient, length: int | None,
@@ -519,8 +498,7 @@ def parse_seconds(text: str) -> int:
 
 def rates_history(client: SettlementClient) -> list[Rates]:
     """Every rates change, oldest first."""
-    return [Rates(int(entry[0]), int(entry[1]), int(entry[2]), int(entry[3]))
-            for entry in client.view("ratesHistory")]
+    return client.view(client.abi.rates_history())
 
 
 def describe_rates(rates: Rates) -> str:
@@ -565,7 +543,7 @@ def statement_row(statement: Statement) -> list[str]:
 
 
 def period_count(client: SettlementClient) -> int:
-    return int(client.view("periodCount"))
+    return client.view(client.abi.period_count())
 
 
 def check_period(client: SettlementClient, period: int) -> int:
@@ -574,7 +552,7 @@ def check_period(client: SettlementClient, period: int) -> int:
     if not 1 <= period <= count:
         closed = f"periods 1 to {count} are closed" if count else "no period is closed yet"
         raise OperatorError(f"There is no closed period {period}: {closed}.")
-    return int(client.view("periodEnd", period))
+    return client.view(client.abi.period_end(period))
 
 
 def close_period(client: SettlementClient, end: int) -> tuple[int, int]:
@@ -608,8 +586,8 @@ def statements(client: SettlementClient, period: int) -> list[Statement]:
     """The non-empty statements of closed period ``period``."""
     check_period(client, period)
     participants = billed_participants(client)
-    values = client.read_many("statementOf", _STATEMENT_TYPES,
-                              [(period, participant) for participant in participants])
+    values = client.read_all([client.abi.statement_of(period, participant)
+                              for participant in participants])
     found = [Statement(participant, *value) for participant, value in zip(participants, values,
                                                                           strict=True)]
     return [statement for statement in found if not statement.is_empty()]

@@ -4,11 +4,14 @@
   method, whose calldata equals web3's own encoding of the same call.
 - Every read, asked of a real Clique network one eth_call at a time, in a JSON-RPC batch and
   at a past block, gives what web3's contract layer gives.
+- Nothing else in the code builds a selector, encodes by function name or scans the ABI.
 """
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import uuid
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ from pilotchain.contract import (
     settlement_contract,
 )
 from pilotchain.metering import WH, Domain, MeterReading, Rates, meter_id, sign_reading
+from pilotchain.settings import PROJECT_ROOT
 from pilotchain.settlement import (
     DEFAULT_ADMIN_ROLE,
     ROLES,
@@ -249,3 +253,82 @@ def test_a_refused_transaction_decodes_as_the_contracts_error(settled: Settled) 
     revert = contract.abi.decode_revert(revert_data(refused.value))
     assert (revert.name, revert.args) == ("MeterAlreadyRegistered", {"meter": METER})
     contract.check(contract.abi.set_close_delay(0), settled.admin)  # an allowed one passes
+
+
+# --- nothing else builds calldata ---------------------------------------------------------
+
+INTERFACE = "pilotchain/settlement.py"
+PACKAGES = ("pilotchain", "bridge", "faucet", "ingest", "closer", "portal", "runner")
+# Names that build a selector or encode/decode a call by function name: the module's alone.
+BY_HAND = {"function_signature_to_4byte_selector", "function_abi_to_4byte_selector",
+           "encode_abi", "get_abi_output_types", "get_abi_input_types",
+           "get_function_by_name", "abi_to_signature", "functions"}
+# A function signature such as "isRecorded(bytes32)": lower-case first, types in brackets.
+SIGNATURE = re.compile(r"[a-z_]\w*\((?:[\w\[\](),]*)\)")
+
+
+def hand_built(path: Path) -> list[str]:
+    """What in ``path`` builds calldata, picks a function by name or scans an ABI."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        name = (node.attr if isinstance(node, ast.Attribute)
+                else node.id if isinstance(node, ast.Name)
+                else node.name.rsplit(".", 1)[-1] if isinstance(node, ast.alias) else None)
+        if name in BY_HAND:
+            found.append(f"line {getattr(node, 'lineno', 0)}: {name}")
+        if isinstance(node, ast.Call) and any(
+                keyword.arg == "text" and isinstance(keyword.value, ast.Constant)
+                and isinstance(keyword.value.value, str)
+                and SIGNATURE.fullmatch(keyword.value.value) for keyword in node.keywords):
+            found.append(f"line {node.lineno}: a hash of a function signature")
+        if isinstance(node, (ast.For, ast.comprehension)) and _is_abi(node.iter):
+            found.append(f"line {node.iter.lineno}: a loop over an ABI")
+    return found
+
+
+def _is_abi(node: ast.expr) -> bool:
+    """``abi``, ``x.abi``, ``x.load_abi()`` or ``[*abi, ...]``."""
+    if isinstance(node, ast.Name):
+        return "abi" in node.id.lower().split("_")
+    if isinstance(node, ast.Attribute):
+        return node.attr in {"abi", "load_abi"}
+    if isinstance(node, ast.Call):
+        return _is_abi(node.func)
+    if isinstance(node, ast.List | ast.Tuple):
+        return any(_is_abi(item.value if isinstance(item, ast.Starred) else item)
+                   for item in node.elts)
+    return False
+
+
+def test_no_calldata_is_built_outside_the_interface() -> None:
+    offenders = {
+        str(path.relative_to(PROJECT_ROOT)): found
+        for package in PACKAGES for path in sorted((PROJECT_ROOT / package).rglob("*.py"))
+        if str(path.relative_to(PROJECT_ROOT)) != INTERFACE and (found := hand_built(path))
+    }
+    assert offenders == {}, f"only {INTERFACE} may build calldata or read the ABI"
+
+
+@pytest.mark.parametrize("source, kind", [
+    ("from eth_utils.abi import function_signature_to_4byte_selector",
+     "function_signature_to_4byte_selector"),
+    ("contract.functions.meterOf(m).call()", "functions"),
+    ("data = contract.encode_abi('closeSlots', args=[p, s])", "encode_abi"),
+    ("selector = keccak(text='isRecorded(bytes32)')[:4]", "a hash of a function signature"),
+    ("for entry in abi:\n    pass", "a loop over an ABI"),
+    ("names = [e['name'] for e in contract.abi]", "a loop over an ABI"),
+])
+def test_the_rule_sees_each_way_of_building_calldata(tmp_path: Path, source: str,
+                                                     kind: str) -> None:
+    module = tmp_path / "module.py"
+    module.write_text(source + "\n")
+    assert [found.split(": ", 1)[1] for found in hand_built(module)] == [kind]
+
+
+def test_the_rule_leaves_type_hashes_and_event_topics_alone(tmp_path: Path) -> None:
+    """EIP-712 type strings and event signatures are hashed for what they are, not calls."""
+    module = tmp_path / "module.py"
+    module.write_text('TYPEHASH = keccak(text="Reading(bytes32 meter,uint64 time)")\n'
+                      'TOPIC = keccak(text="TradeSettled(bytes32,bytes32)")\n')
+    assert hand_built(module) == []
+
