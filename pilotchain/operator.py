@@ -1,28 +1,26 @@
 """The grid operator's work on the Settlement contract: meters, rates, billing periods.
 
-``pilotchain meters|rates|periods ...`` call these. Input is checked at the door: formats by
-the ``parse_*`` functions (ids, addresses, times, rates), chain state before anything is sent:
-every transaction is first run as an ``eth_call`` from the operator's account, and a revert is
-turned into a sentence from the contract's custom error, so a refused command sends nothing.
+``pilotchain meters|rates|periods|slots ...`` (:mod:`pilotchain.operator_cli`), the portal's
+back office and the slot closer call these with typed values; the forms of what an operator
+types are checked before, in :mod:`pilotchain.operator_input`. Chain state is checked before
+anything is sent: every transaction is first run as an ``eth_call`` from the sending account,
+and a revert is turned into a sentence from the contract's custom error, so a refused command
+sends nothing. Calldata and reads come from :mod:`pilotchain.settlement`.
 
-Ids are written as a uuid (gsy-e's, and :func:`pilotchain.metering.meter_id`'s), ``0x`` and 64
-hex digits, or ``operator`` for the grid operator's own participant id. Times are unix
-seconds or ISO-8601 (UTC unless an offset is given). Energy is shown in kWh and money in euro
-cents as exact decimals: the contract's integers are those values times 10**18.
+Ids are shown as ``operator``, a uuid or ``0x`` and 64 hex digits, times as ISO-8601 UTC,
+energy in kWh and money in euro cents as exact decimals: the contract's integers are those
+values times 10**18.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ContractLogicError
@@ -40,7 +38,6 @@ from pilotchain.settlement import Read, Revert, Settlement, SettlementABI
 T = TypeVar("T")
 
 SCALE = 10**18  # energy is kWh * 10**18, money euro cents * 10**18
-MAX_RATE = 2**96 - 1
 ACTIVE = 2**64 - 1  # a meter's activeUntil while it is active
 ZERO_ID = bytes(32)
 OPERATOR_NAME = "operator"
@@ -52,48 +49,7 @@ class OperatorError(PilotChainError):
     """An operator command cannot be carried out; the message says why and what to do."""
 
 
-class InvalidInput(OperatorError, ValueError):
-    """A command-line value has the wrong form (an id, an address, a time, a rate)."""
-
-
-_HEX_64 = re.compile(r"[0-9a-fA-F]{64}")
-# ASCII digits only: str.isdigit also takes "²" (which int() refuses) and other scripts'.
-_DIGITS = re.compile(r"[0-9]{1,40}")
-# 9999-12-31T23:59:59Z, the last second ISO-8601 times here can name.
-MAX_TIME = 253_402_300_799
-
-
-# --- reading and writing values ---------------------------------------------------------
-
-
-def parse_id(text: str, what: str = "id") -> bytes:
-    """A bytes32 id from a uuid or ``0x`` + 64 hex digits (exactly: ``bytes.fromhex`` alone
-    would also take spaces between the digits and give fewer than 32 bytes)."""
-    value = text.strip()
-    if value.lower().startswith("0x"):
-        if _HEX_64.fullmatch(value[2:]):
-            return bytes.fromhex(value[2:])
-    else:
-        try:
-            return bytes(16) + uuid.UUID(value).bytes
-        except ValueError:
-            pass
-    raise InvalidInput(f"The {what} {text!r} is neither a uuid nor 0x and 64 hex digits.")
-
-
-def parse_meter(text: str) -> bytes:
-    return parse_id(text, "meter id")
-
-
-def parse_area(text: str) -> bytes:
-    return parse_id(text, "home area")
-
-
-def parse_participant(text: str) -> bytes:
-    """A participant id, or ``operator`` for the grid operator's own."""
-    if text.strip().lower() == OPERATOR_NAME:
-        return OPERATOR
-    return parse_id(text, "participant")
+# --- showing values ---------------------------------------------------------------------
 
 
 def format_id(value: bytes) -> str:
@@ -106,65 +62,11 @@ def format_id(value: bytes) -> str:
     return "0x" + value.hex()
 
 
-def parse_address(text: str, what: str = "address") -> ChecksumAddress:
-    """An Ethereum address (checksummed if it is mixed case)."""
-    value = text.strip()
-    if not Web3.is_address(value):
-        raise InvalidInput(f"The {what} {text!r} is not an Ethereum address (0x and 40 hex "
-                           "digits, with a valid checksum if mixed case).")
-    if int(value, 16) == 0:
-        raise InvalidInput(f"The {what} cannot be the zero address.")
-    return Web3.to_checksum_address(value)
-
-
-def parse_time(text: str) -> int:
-    """Unix seconds from ``1782000900`` or ISO-8601 (``2026-06-21T00:15:00Z``; UTC unless an
-    offset is given)."""
-    value = text.strip()
-    if _DIGITS.fullmatch(value):
-        seconds = int(value)
-    else:
-        try:
-            moment = datetime.fromisoformat(value.replace("z", "Z"))
-        except ValueError:
-            raise InvalidInput(f"The time {text[:60]!r} is neither unix seconds nor ISO-8601 "
-                               "such as 2026-06-21T00:15:00Z.") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        exact = moment.timestamp()
-        if exact != int(exact):
-            raise InvalidInput(f"The time {text!r} must be whole seconds after 1970.")
-        seconds = int(exact)
-    # The contract keeps times as uint64; within the calendar's years is far inside that.
-    if not 0 <= seconds <= MAX_TIME:
-        raise InvalidInput(f"The time {text[:60]!r} must be whole seconds after 1970 and "
-                           "before the year 10000.")
-    return seconds
-
-
 def format_time(seconds: int) -> str:
     """Unix seconds as ISO-8601 UTC."""
     if seconds >= ACTIVE:
         return "open end"
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rate(text: str, what: str = "rate") -> int:
-    """Euro cents per kWh as a decimal (``12.5``) in the contract's unit (x 10**18)."""
-    try:
-        number = Decimal(text.strip())
-    except InvalidOperation:
-        raise InvalidInput(f"The {what} {text!r} is not a number of euro cents per kWh.") from None
-    if not number.is_finite() or number < 0:
-        raise InvalidInput(f"The {what} {text!r} must be a number of euro cents per kWh, at "
-                           "least 0.")
-    scaled = number * SCALE
-    if scaled != scaled.to_integral_value():
-        raise InvalidInput(f"The {what} {text!r} has more than 18 decimals.")
-    if scaled > MAX_RATE:
-        raise InvalidInput(f"The {what} {text!r} is too large for the contract "
-                           f"(at most {units(MAX_RATE)} ct/kWh).")
-    return int(scaled)
 
 
 def units(raw: int) -> str:
@@ -485,17 +387,6 @@ def set_slot_timing(client: SettlementClient, length: int | None,
     return slot_timing(client)
 
 
-def parse_seconds(text: str) -> int:
-    """A whole, positive number of seconds."""
-    try:
-        seconds = int(text)
-    except ValueError:
-        seconds = -1
-    if seconds <= 0 or seconds >= 2**64:
-        raise InvalidInput(f"{text!r} is not a whole number of seconds above 0.")
-    return seconds
-
-
 def rates_history(client: SettlementClient) -> list[Rates]:
     """Every rates change, oldest first."""
     return client.view(client.abi.rates_history())
@@ -527,19 +418,6 @@ class Statement:
         return not (self.energy_sold or self.energy_bought or self.money_receivable
                     or self.money_payable or self.balancing_charges
                     or self.balancing_credits or self.paid)
-
-
-# The CSV columns: kWh and euro cents as exact decimals.
-STATEMENT_COLUMNS = ("participant", "energy_sold_kwh", "energy_bought_kwh",
-                     "money_receivable_ct", "money_payable_ct", "balancing_charges_ct",
-                     "balancing_credits_ct", "net_ct", "paid")
-
-
-def statement_row(statement: Statement) -> list[str]:
-    s = statement
-    return [format_id(s.participant), units(s.energy_sold), units(s.energy_bought),
-            units(s.money_receivable), units(s.money_payable), units(s.balancing_charges),
-            units(s.balancing_credits), units(s.net), "yes" if s.paid else "no"]
 
 
 def period_count(client: SettlementClient) -> int:

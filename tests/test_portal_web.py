@@ -37,12 +37,8 @@ from bridge.config import BridgeSettings
 from closer.config import CloserSettings
 from ingest.config import IngestSettings, MqttSettings
 from pilotchain.errors import ConfigError
-from pilotchain.operator import (
-    deactivate_meter_call,
-    parse_id,
-    parse_meter,
-    register_meter_call,
-)
+from pilotchain.operator import deactivate_meter_call, register_meter_call
+from pilotchain.operator_input import parse_id, parse_meter
 from pilotchain.pages import SECURITY_HEADERS
 from pilotchain.settlement import SettlementABI
 from pilotchain.trades import uuid_to_bytes32
