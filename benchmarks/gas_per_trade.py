@@ -41,9 +41,9 @@ from pilotchain.contract import (
     MAX_TRANSACTION_BYTES,
     compile_settlement,
     deploy_settlement,
-    record_trades_calldata,
     settlement_contract,
 )
+from pilotchain.settlement import SettlementABI
 from pilotchain.trades import TradeRecord, read_recording
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -121,7 +121,7 @@ def build_transaction(
     fees = current_fees(w3)
     return {
         "to": contract.address,
-        "data": record_trades_calldata(contract.abi, batch),
+        "data": SettlementABI(contract.abi).record_trades(batch),
         "value": 0,
         "nonce": w3.eth.get_transaction_count(bench.recorder.address, "pending"),
         "gas": gas,
@@ -167,7 +167,7 @@ class Measurement:
 def record(bench: Bench, contract: Contract, batch: Sequence[TradeRecord]) -> Measurement:
     """Send one batch and measure it."""
     w3 = bench.w3
-    data = record_trades_calldata(contract.abi, batch)
+    data = SettlementABI(contract.abi).record_trades(batch)
     gas = w3.eth.estimate_gas({"from": bench.recorder.address, "to": contract.address,
                                "data": data}) * 11 // 10
     transaction = build_transaction(bench, contract, batch, gas)

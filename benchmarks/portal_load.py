@@ -60,11 +60,11 @@ from pilotchain.config import ChainSettings
 from pilotchain.contract import (
     Deployment,
     deploy_settlement,
-    record_trades_calldata,
     save_deployment,
     settlement_contract,
 )
 from pilotchain.settings import PROJECT_ROOT
+from pilotchain.settlement import SettlementABI
 from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord, uuid_to_bytes32
 from portal.config import PortalSettings
 from portal.db import Database
@@ -138,7 +138,7 @@ def put_on_chain(net: LocalNetwork, deployment: Deployment, trades: Sequence[Tra
     done = 0
     for index, batch in enumerate(batches):
         pending.append(sender.send({"to": deployment.address,
-                                    "data": record_trades_calldata(abi, batch)}, fees=fees))
+                                    "data": SettlementABI(abi).record_trades(batch)}, fees=fees))
         while pending and (len(pending) >= window or index == len(batches) - 1):
             tx_hash = pending.popleft()
             if wait_for_receipt(w3, tx_hash, timeout=300)["status"] != 1:

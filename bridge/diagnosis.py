@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from eth_abi.abi import decode as abi_decode
-from eth_utils.abi import function_signature_to_4byte_selector
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ContractLogicError
@@ -14,10 +12,9 @@ from web3.types import TxParams
 
 from bridge.errors import BatchReverted, RecorderRoleMissing
 from pilotchain.chain import read
-from pilotchain.contract import describe_revert, record_trades_calldata, revert_data
+from pilotchain.contract import revert_data
+from pilotchain.settlement import SettlementABI
 from pilotchain.trades import TradeRecord
-
-INVALID_TRADE_SELECTOR = function_signature_to_4byte_selector("InvalidTrade(uint256)")
 
 
 def refused_trade(w3: Web3, url: str, contract: Any, sender: str,
@@ -25,15 +22,16 @@ def refused_trade(w3: Web3, url: str, contract: Any, sender: str,
     """Why a batch of ``records`` sent by ``sender`` to ``contract`` reverts now: the index
     of a trade the contract refuses, or None if it goes through (it ran short of gas or met
     other state). Fatal reasons raise: a missing recorder role, any other revert."""
+    abi = SettlementABI(contract.abi)
     request: TxParams = {"from": sender, "to": contract.address,
-                         "data": HexBytes(record_trades_calldata(contract.abi, records))}
+                         "data": HexBytes(abi.record_trades(records))}
     try:
         read(url, "Checking a reverted batch", lambda: w3.eth.call(request))
     except ContractLogicError as error:
-        revert = revert_data(error)
-        if revert[:4] == INVALID_TRADE_SELECTOR:
-            return int(abi_decode(["uint256"], revert[4:])[0])
-        reason = describe_revert(contract.abi, revert)
+        revert = abi.decode_revert(revert_data(error))
+        if revert.name == "InvalidTrade":
+            return int(revert.args["index"])
+        reason = str(revert)
         if "AccessControl" in reason:
             raise RecorderRoleMissing(
                 f"The Settlement contract at {contract.address} refuses the bridge account "

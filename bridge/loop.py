@@ -37,6 +37,7 @@ from pilotchain.config import ChainSettings, masked_url
 from pilotchain.contract import load_deployment, settlement_contract
 from pilotchain.errors import ChainError, PilotChainError
 from pilotchain.keys import KeyStore
+from pilotchain.settlement import SettlementABI, eth_call
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -268,12 +269,12 @@ class StreamLoop(Generic[S, K, I]):
         return writer
 
     def _check_role(self, writer: ChainWriter[I], contract: Any, account: LocalAccount) -> None:
-        functions = contract.functions
+        abi, address = SettlementABI(contract.abi), contract.address
         role = writer.read(f"Reading {self.role}",
-                           lambda: getattr(functions, self.role)().call())
+                           lambda: eth_call(writer.w3, address, abi.role(self.role)))
         kind = self.role.removesuffix("_ROLE").lower()
-        if not writer.read(f"Checking the {kind} role",
-                           lambda: functions.hasRole(role, account.address).call()):
+        if not writer.read(f"Checking the {kind} role", lambda: eth_call(
+                writer.w3, address, abi.has_role(role, account.address))):
             raise self.role_missing(
                 f"The {self.service} account {account.address} does not hold {self.role} in "
                 f"Settlement at {writer.contract_address}; the operator must grant it "

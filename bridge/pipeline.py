@@ -119,7 +119,7 @@ class Bridge(StreamLoop[BridgeSettings, uuid.UUID, Item]):
         found: set[uuid.UUID] = set()
         for start in range(0, len(ids), IS_RECORDED_CHUNK):
             chunk = ids[start:start + IS_RECORDED_CHUNK]
-            answers = is_recorded(self.writer.w3, self.writer.url, self.writer.contract_address,
+            answers = is_recorded(self.writer.w3, self.writer.url, self.writer.contract,
                                   chunk)
             found.update(trade_id for trade_id, yes in zip(chunk, answers, strict=True) if yes)
         return found

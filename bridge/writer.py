@@ -36,7 +36,7 @@ from pilotchain.chain import (
     read,
     replacement_fees,
 )
-from pilotchain.contract import record_trades_calldata
+from pilotchain.settlement import SettlementABI
 
 log = logging.getLogger("bridge.writer")
 T = TypeVar("T")
@@ -84,12 +84,12 @@ class TradeCodec:
     item_gas = TRADE_GAS
 
     def __init__(self, abi: Any) -> None:
-        self.abi: list[dict[str, Any]] = list(abi)
+        self.abi = SettlementABI(abi)
         # Refuse an ABI without recordTrades now rather than at the first batch.
-        record_trades_calldata(abi, [])
+        self.abi.function("recordTrades")
 
     def calldata(self, items: Sequence[Item]) -> bytes:
-        return record_trades_calldata(self.abi, [item.record for item in items])
+        return self.abi.record_trades([item.record for item in items])
 
 # Blocks a mined nonce may lack its receipt before the batch counts as displaced.
 ORPHAN_AFTER_BLOCKS = 5

@@ -8,14 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eth_abi.abi import encode as abi_encode
-from eth_utils.abi import function_signature_to_4byte_selector
-
 from bridge.gas import ItemGas
 from bridge.receipts import Receipt
 from ingest.errors import IngestConfigError
 from pilotchain.events import READING_RECORDED, READING_REFUSED, decode_as, event_of
 from pilotchain.metering import SignedReading
+from pilotchain.settlement import InterfaceError, SettlementABI
 
 # The catalogue's, under the name benchmarks/metering_load.py imports from here.
 READING_RECORDED_TOPIC = READING_RECORDED.topic
@@ -61,19 +59,16 @@ class ReadingCodec:
     item_gas = READING_GAS
 
     def __init__(self, abi: Any) -> None:
-        for entry in abi:
-            if entry.get("type") == "function" and entry.get("name") == "submitReadings":
-                components = ",".join(c["type"] for c in entry["inputs"][0]["components"])
-                self.argument = f"({components})[]"
-                self.selector = function_signature_to_4byte_selector(
-                    f"submitReadings({self.argument})")
-                return
-        raise IngestConfigError("The Settlement ABI has no submitReadings function; deploy "
-                                "the metering contract (pilotchain deploy --force).")
+        self.abi = SettlementABI(abi)
+        try:
+            self.abi.function("submitReadings")
+        except InterfaceError:
+            raise IngestConfigError("The Settlement ABI has no submitReadings function; "
+                                    "deploy the metering contract (pilotchain deploy --force)."
+                                    ) from None
 
     def calldata(self, items: Sequence[ReadingItem]) -> bytes:
-        tuples = [item.signed.as_contract_tuple() for item in items]
-        return self.selector + abi_encode([self.argument], [tuples])
+        return self.abi.submit_readings([item.signed for item in items])
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from ingest.validation import (
 from pilotchain.contract import load_deployment
 from pilotchain.errors import ChainError
 from pilotchain.metering import Domain
+from pilotchain.settlement import SettlementABI, eth_call
 
 # A batch that reverts (it should not: the contract refuses by event) is retried this often
 # before its readings are dead-lettered.
@@ -76,10 +77,10 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
 
     def _connected(self, writer: ChainWriter[ReadingItem], contract: Any,
                    chain_id: int) -> None:
-        functions = contract.functions
-        self._slot_seconds_call = functions.slotSeconds
-        self.slot_seconds = int(writer.read("Reading the slot length",
-                                            lambda: functions.slotSeconds().call()))
+        abi = SettlementABI(contract.abi)
+        self._slot_seconds_call = lambda: eth_call(writer.w3, contract.address,
+                                                   abi.slot_seconds())
+        self.slot_seconds = writer.read("Reading the slot length", self._slot_seconds_call)
         self.domain = Domain(chain_id, contract.address)
         lookup = contract_lookup(contract)
         deployment = load_deployment(self.settings.chain.deployment_file)
@@ -90,8 +91,7 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
             self.settings.unknown_meter_ttl, registrations.new)
 
     def _read_slot_length(self) -> int:
-        call = self._slot_seconds_call
-        return int(self.writer.read("Reading the slot length", lambda: call().call()))
+        return self.writer.read("Reading the slot length", self._slot_seconds_call)
 
     def _entry_ids(self, item: ReadingItem) -> Sequence[str]:
         return (item.entry_id,)

@@ -22,6 +22,7 @@ from web3 import Web3
 from pilotchain.chain import contract_logs, read
 from pilotchain.events import METER_REGISTERED, decode_as
 from pilotchain.metering import FUTURE_TOLERANCE, Domain, Refusal, SignedReading
+from pilotchain.settlement import SettlementABI, eth_call
 
 ZERO_ADDRESS = "0x" + "00" * 20
 # Blocks of registrations read again each time (Clique reorganises a few blocks at most).
@@ -112,8 +113,10 @@ class MeterRegistry:
 
 def contract_lookup(contract: Any) -> Callable[[bytes], str]:
     """The registry lookup through ``meterOf`` (its first member is the signer)."""
+    abi = SettlementABI(contract.abi)
+
     def lookup(meter: bytes) -> str:
-        return str(contract.functions.meterOf(meter).call()[0])
+        return eth_call(contract.w3, contract.address, abi.meter_of(meter)).signer
     return lookup
 
 

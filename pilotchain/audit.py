@@ -22,13 +22,10 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from eth_abi.abi import decode as abi_decode
-from eth_utils.abi import function_signature_to_4byte_selector
 from web3 import Web3
 
-from pilotchain.chain import batch_call, contract_logs, read
+from pilotchain.chain import contract_logs, read
 from pilotchain.contract import Deployment
 from pilotchain.events import BATCH_RECORDED, TRADE_SETTLED, decode_as, event_of
 from pilotchain.metering import OPERATOR, BalancingTotals, balancing_totals
@@ -38,6 +35,7 @@ from pilotchain.metering_audit import (
     Statement,
     decode_metering_log,
 )
+from pilotchain.settlement import Settlement
 from pilotchain.trades import (
     Bill,
     TradeRecord,
@@ -47,14 +45,6 @@ from pilotchain.trades import (
 )
 
 __all__ = ["AuditReport", "Finding", "audit"]
-
-_BILL_OF = function_signature_to_4byte_selector("billOf(bytes32)")
-_BALANCING_OF = function_signature_to_4byte_selector("balancingOf(bytes32)")
-_STATEMENT_OF = function_signature_to_4byte_selector("statementOf(uint256,bytes32)")
-_RECORDED_IN = function_signature_to_4byte_selector("recordedIn(bytes32)")
-_STATEMENT_TYPES = ["uint256"] * 6 + ["int256", "bool"]
-# eth_calls per JSON-RPC batch: small enough for any node.
-CALLS_PER_BATCH = 500
 
 
 @dataclass
@@ -113,14 +103,15 @@ def audit(w3: Web3, url: str, deployment: Deployment, *, to_block: int | None = 
         report.findings.append(Finding(
             "batch counts", f"BatchRecorded events count {recorded_by_batches} recorded trades, "
             f"but there are {len(trades)} TradeSettled events."))
-    _check_blocks(w3, url, deployment.address, trades, head, report)
+    contract = Settlement.at(w3, url, deployment)
+    _check_blocks(contract, trades, head, report)
     expected = compute_bills(record for record, _ in trades)
     report.participants = len(expected)
-    bills = _check_bills(w3, url, deployment.address, expected, head, report)
+    bills = _check_bills(contract, expected, head, report)
     report.findings += replay.findings
-    balancing = _check_balancing(w3, url, deployment.address, replay, head, report)
+    balancing = _check_balancing(contract, replay, head, report)
     _check_balance(bills, balancing, report)
-    _check_statements(w3, url, deployment.address, replay, head, report)
+    _check_statements(contract, replay, head, report)
     return report
 
 
@@ -132,32 +123,28 @@ def _check_once(trades: Sequence[tuple[TradeRecord, int]], report: AuditReport) 
                 "duplicate trade", f"Trade {trade_id} was settled {count} times."))
 
 
-def _check_blocks(w3: Web3, url: str, contract: str, trades: Sequence[tuple[TradeRecord, int]],
+def _check_blocks(contract: Settlement, trades: Sequence[tuple[TradeRecord, int]],
                   head: int, report: AuditReport) -> None:
     """Each trade's log must sit in the block the contract says recorded it."""
-    calls = [("eth_call", [{"to": contract, "data": "0x" + (_RECORDED_IN + uuid_to_bytes32(
-        record.trade_id)).hex()}, hex(head)]) for record, _ in trades]
-    answers = _batched(w3, url, "Reading recordedIn of each trade", calls)
-    for (record, block), answer in zip(trades, answers, strict=True):
-        recorded_in = int(answer, 16)
+    answers = contract.read_all([contract.abi.recorded_in(record.trade_id)
+                                 for record, _ in trades],
+                                "Reading recordedIn of each trade", block=head)
+    for (record, block), recorded_in in zip(trades, answers, strict=True):
         if recorded_in != block:
             report.findings.append(Finding(
                 "record block", f"Trade {record.trade_id} was logged in block {block}, but the "
                 f"contract says it recorded it in block {recorded_in}."))
 
 
-def _check_bills(w3: Web3, url: str, contract: str, expected: dict[uuid.UUID, Bill], head: int,
+def _check_bills(contract: Settlement, expected: dict[uuid.UUID, Bill], head: int,
                  report: AuditReport) -> list[Bill]:
     """Each participant's ``billOf`` against the events, and the grid operator's, which no
     trade touches; returns the bills on chain."""
     parties = [uuid_to_bytes32(participant) for participant in sorted(expected, key=str)]
     wanted = [*(expected[participant] for participant in sorted(expected, key=str)), Bill()]
-    answers = _call_each(w3, url, contract, _BILL_OF, [*parties, OPERATOR], head,
-                         "Reading billOf of each participant")
-    bills = []
-    for party, bill, answer in zip([*parties, OPERATOR], wanted, answers, strict=True):
-        on_chain = Bill(*abi_decode(["uint256"] * 4, bytes.fromhex(answer[2:])))
-        bills.append(on_chain)
+    bills = contract.read_all([contract.abi.bill_of(party) for party in [*parties, OPERATOR]],
+                              "Reading billOf of each participant", block=head)
+    for party, bill, on_chain in zip([*parties, OPERATOR], wanted, bills, strict=True):
         if on_chain != bill:
             report.findings.append(Finding(
                 "bill", f"Participant {_name(party)}: the events give {bill}, billOf gives "
@@ -165,7 +152,7 @@ def _check_bills(w3: Web3, url: str, contract: str, expected: dict[uuid.UUID, Bi
     return bills
 
 
-def _check_balancing(w3: Web3, url: str, contract: str, replay: BalancingReplay, head: int,
+def _check_balancing(contract: Settlement, replay: BalancingReplay, head: int,
                      report: AuditReport) -> list[BalancingTotals]:
     """``balancingOf`` of every metered participant and of the grid operator against the
     recomputed slots; returns the amounts on chain."""
@@ -173,12 +160,9 @@ def _check_balancing(w3: Web3, url: str, contract: str, replay: BalancingReplay,
     metered = replay.metered()
     parties = [*(uuid_to_bytes32(participant) for participant in metered), OPERATOR]
     wanted = [*(per_participant.get(p, BalancingTotals()) for p in metered), operator]
-    answers = _call_each(w3, url, contract, _BALANCING_OF, parties, head,
-                         "Reading balancingOf of each metered participant")
-    on_chain = []
-    for party, totals, answer in zip(parties, wanted, answers, strict=True):
-        got = BalancingTotals(*abi_decode(["uint256", "uint256"], bytes.fromhex(answer[2:])))
-        on_chain.append(got)
+    on_chain = contract.read_all([contract.abi.balancing_of(party) for party in parties],
+                                 "Reading balancingOf of each metered participant", block=head)
+    for party, totals, got in zip(parties, wanted, on_chain, strict=True):
         if got != totals:
             report.findings.append(Finding(
                 "balancing", f"Participant {_name(party)}: the events give charges "
@@ -202,18 +186,18 @@ def _check_balance(bills: Sequence[Bill], balancing: Sequence[BalancingTotals],
             f"trades {trade_out}, balancing charges {charges}), the grid operator's included."))
 
 
-def _check_statements(w3: Web3, url: str, contract: str, replay: BalancingReplay, head: int,
+def _check_statements(contract: Settlement, replay: BalancingReplay, head: int,
                       report: AuditReport) -> None:
     """``statementOf`` of every closed period and every party with a bill, against the bills'
     change between the period closings, in recording order."""
     parties = sorted(set(replay.bills) | {OPERATOR})
     keys = [(period, party) for period in range(1, len(replay.period_bills) + 1)
             for party in parties]
-    calls = [("eth_call", [{"to": contract, "data": "0x" + (_STATEMENT_OF + period.to_bytes(
-        32, "big") + party).hex()}, hex(head)]) for period, party in keys]
-    answers = _batched(w3, url, "Reading statementOf of each period and participant", calls)
-    for (period, party), answer in zip(keys, answers, strict=True):
-        on_chain = Statement(*abi_decode(_STATEMENT_TYPES, bytes.fromhex(answer[2:])))
+    answers = contract.read_all([contract.abi.statement_of(period, party)
+                                 for period, party in keys],
+                                "Reading statementOf of each period and participant", block=head)
+    for (period, party), values in zip(keys, answers, strict=True):
+        on_chain = Statement(*values)
         expected = replay.statement(period, party)
         if on_chain != expected:
             report.findings.append(Finding(
@@ -221,24 +205,8 @@ def _check_statements(w3: Web3, url: str, contract: str, replay: BalancingReplay
                 f"{expected}, statementOf gives {on_chain}."))
 
 
-def _call_each(w3: Web3, url: str, contract: str, selector: bytes, parties: Sequence[bytes],
-               head: int, action: str) -> list[Any]:
-    """``selector(party)`` for each party, at block ``head``."""
-    calls = [("eth_call", [{"to": contract, "data": "0x" + (selector + party).hex()},
-                           hex(head)]) for party in parties]
-    return _batched(w3, url, action, calls)
-
-
 def _name(party: bytes) -> str:
     """A participant's uuid, or the grid operator."""
     if party == OPERATOR:
         return "grid operator (OPERATOR)"
     return str(uuid.UUID(bytes=party[16:]))
-
-
-def _batched(w3: Web3, url: str, action: str, calls: Sequence[tuple[str, Sequence[Any]]]
-             ) -> list[Any]:
-    answers: list[Any] = []
-    for start in range(0, len(calls), CALLS_PER_BATCH):
-        answers += batch_call(w3, url, action, calls[start:start + CALLS_PER_BATCH])
-    return answers

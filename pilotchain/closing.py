@@ -27,11 +27,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
+from hexbytes import HexBytes
 from web3.exceptions import ContractLogicError
 from web3.types import LogReceipt, TxReceipt
 
 from pilotchain.chain import Sender, call, wait_for_receipt
-from pilotchain.contract import decode_revert, revert_data
+from pilotchain.contract import revert_data
 from pilotchain.events import (
     METER_DEACTIVATED,
     METER_REGISTERED,
@@ -150,17 +151,18 @@ class SlotCloser:
         self._learn(self._unseen(client.logs(TOPICS, since, head["number"]), since),
                     slot_seconds)
         self.cursor = head["number"]
-        delay = int(client.view("closeDelay"))
+        delay = client.view(client.abi.close_delay())
         newest = head["timestamp"] - slot_seconds - delay  # the newest due slot starts by then
         if until is not None:
             newest = min(newest, until - slot_seconds)
         candidates, remaining = self._candidates(newest, slot_seconds)
         if not candidates:
             return PassResult(remaining=remaining)
-        statuses = client.read_many("slotOf", "(uint8,uint256,uint256)", candidates)
+        slots = client.read_all([client.abi.slot_of(participant, slot)
+                                 for participant, slot in candidates])
         due = []
-        for (participant, slot), (status, _, _) in zip(candidates, statuses, strict=True):
-            if status == SlotStatus.OPEN:
+        for (participant, slot), record in zip(candidates, slots, strict=True):
+            if record.status == SlotStatus.OPEN:
                 due.append((participant, slot))
             else:
                 self.participants[participant].mark_closed(slot, slot_seconds)
@@ -259,11 +261,11 @@ class SlotCloser:
 
     def _send(self, participants: list[bytes], slots: list[int]) -> TxReceipt:
         client = self.client
-        data = client.contract.encode_abi("closeSlots", args=[participants, slots])
+        data = client.abi.close_slots(participants, slots)
         try:
-            tx_hash = self.sender.send({"to": client.contract.address, "data": data})
+            tx_hash = self.sender.send({"to": client.contract.address, "data": HexBytes(data)})
         except ContractLogicError as error:  # from the gas estimate
-            reason = decode_revert(client.abi, revert_data(error))
+            reason = client.abi.decode_revert(revert_data(error))
             raise OperatorError(f"Closing {len(slots)} slots from "
                                 f"{format_time(min(slots))} refused: {refusal(reason)}") from None
         receipt = wait_for_receipt(client.w3, tx_hash, timeout=120)

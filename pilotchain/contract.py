@@ -17,29 +17,23 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import solcx
 import solcx.install
-from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
-from eth_abi.exceptions import DecodingError
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from eth_utils.abi import function_signature_to_4byte_selector, get_abi_output_types
 from packaging.version import Version
 from solcx.exceptions import SolcError, SolcNotInstalled
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
-from pilotchain.chain import Sender, batch_call, wait_for_receipt
+from pilotchain.chain import Sender, wait_for_receipt
 from pilotchain.errors import ChainError, PilotChainError
 from pilotchain.settings import PROJECT_ROOT
-from pilotchain.trades import TradeRecord
 
 CONTRACT_NAME = "Settlement"
 SOURCE_UNIT = "contracts/Settlement.sol"
@@ -117,8 +111,13 @@ class Deployment:
 
     def load_abi(self) -> list[dict[str, Any]]:
         """The ABI the record points at."""
-        abi: list[dict[str, Any]] = _read_json(self.abi_path, ArtefactsMissing, "ABI file")
-        return abi
+        return load_abi_file(self.abi_path)
+
+
+def load_abi_file(path: Path) -> list[dict[str, Any]]:
+    """An ABI file as written by :func:`compile_settlement`."""
+    abi: list[dict[str, Any]] = _read_json(path, ArtefactsMissing, "ABI file")
+    return abi
 
 
 # --- compiler input ----------------------------------------------------------------------
@@ -407,23 +406,6 @@ def settlement_contract(w3: Web3, deployment: Deployment) -> Contract:
     return w3.eth.contract(address=deployment.address, abi=deployment.load_abi())
 
 
-def call_functions(contract: Contract, url: str, action: str,
-                   calls: Sequence[tuple[str, Sequence[Any]]]) -> list[tuple[Any, ...]]:
-    """The outputs of the view functions ``calls`` (name, arguments), asked in one JSON-RPC
-    batch (one round trip instead of one per call), each decoded by the ABI's output types
-    (a struct output is one tuple).
-    A revert in any of them raises NodeRefused, as batch_call does."""
-    requests_ = [("eth_call", [{"to": contract.address,
-                                "data": contract.encode_abi(name, args=list(args))}, "latest"])
-                 for name, args in calls]
-    answers = batch_call(contract.w3, url, action, requests_)
-    outputs = []
-    for (name, _), answer in zip(calls, answers, strict=True):
-        types = get_abi_output_types(contract.get_function_by_name(name).abi)
-        outputs.append(tuple(abi_decode(types, bytes.fromhex(str(answer)[2:]))))
-    return outputs
-
-
 def is_deployed(w3: Web3, deployment: Deployment) -> bool:
     """Whether the record's contract exists on the chain ``w3`` is connected to."""
     if w3.eth.chain_id != deployment.chain_id:
@@ -441,19 +423,6 @@ def broadcast_batch_size() -> int:
     """How many trades one signed recordTrades transaction can carry and still be sent
     whole to the signers rather than announced (11)."""
     return max_batch_size(BROADCAST_TRANSACTION_BYTES)
-
-
-def record_trades_calldata(abi: list[dict[str, Any]], records: Sequence[TradeRecord]) -> bytes:
-    """The calldata of ``recordTrades(records)``. Selector and argument type come from
-    ``abi``, so an ABI without ``recordTrades`` is refused here."""
-    for entry in abi:
-        if entry.get("type") == "function" and entry.get("name") == "recordTrades":
-            components = ",".join(c["type"] for c in entry["inputs"][0]["components"])
-            argument = f"({components})[]"
-            selector = function_signature_to_4byte_selector(f"recordTrades({argument})")
-            return selector + abi_encode([argument],
-                                         [[record.as_contract_tuple() for record in records]])
-    raise ContractError("The Settlement ABI has no recordTrades function; is it the right ABI?")
 
 
 # --- deployment records ------------------------------------------------------------------
@@ -499,54 +468,6 @@ def load_deployment(path: Path, *, chain_id: int | None = None) -> Deployment:
 # --- reverts -----------------------------------------------------------------------------
 
 
-# Solidity's built-in reverts, which no ABI lists.
-_BUILTIN_ERRORS = [
-    {"type": "error", "name": "Error", "inputs": [{"name": "message", "type": "string"}]},
-    {"type": "error", "name": "Panic", "inputs": [{"name": "code", "type": "uint256"}]},
-]
-
-
-@dataclass(frozen=True)
-class Revert:
-    """A decoded revert: the error's name and its arguments by name (custom errors, Error,
-    Panic); ``name`` is empty for data no error of the ABI matches."""
-
-    name: str
-    args: dict[str, Any]
-    raw: bytes
-
-    def __str__(self) -> str:
-        if not self.name:
-            return f"unknown revert 0x{self.raw.hex()}"
-        shown = ", ".join(f"{key}={_show(value)}" for key, value in self.args.items())
-        return f"{self.name}({shown})"
-
-
-def decode_revert(abi: list[dict[str, Any]], data: bytes | str) -> Revert:
-    """Revert data decoded against the custom errors of ``abi`` and Solidity's built-ins."""
-    raw = bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else bytes(data)
-    for item in [*abi, *_BUILTIN_ERRORS]:
-        if item.get("type") != "error":
-            continue
-        types = [argument["type"] for argument in item["inputs"]]
-        selector = function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})")
-        if raw[:4] != selector:
-            continue
-        try:
-            values = abi_decode(types, raw[4:])
-        except DecodingError:
-            break
-        args = {argument["name"]: _typed(argument["type"], value)
-                for argument, value in zip(item["inputs"], values, strict=True)}
-        return Revert(item["name"], args, raw)
-    return Revert("", {}, raw)
-
-
-def describe_revert(abi: list[dict[str, Any]], data: bytes | str) -> str:
-    """Revert data as ``Name(arg=value, ...)`` (custom errors, Error, Panic) for messages."""
-    return str(decode_revert(abi, data))
-
-
 def revert_data(error: ContractLogicError) -> bytes:
     """The revert data a ContractLogicError carries (some providers wrap it in a dict)."""
     data: Any = error.data
@@ -555,16 +476,6 @@ def revert_data(error: ContractLogicError) -> bytes:
     if isinstance(data, str):
         return bytes.fromhex(data.removeprefix("0x"))
     return bytes(data or b"")
-
-
-def _typed(abi_type: str, value: object) -> object:
-    if abi_type == "address" and isinstance(value, str):
-        return Web3.to_checksum_address(value)
-    return value
-
-
-def _show(value: object) -> str:
-    return "0x" + value.hex() if isinstance(value, bytes) else str(value)
 
 
 # --- files -------------------------------------------------------------------------------

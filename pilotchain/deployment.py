@@ -11,6 +11,7 @@ gets them working on its next ``./scripts/up`` without a new genesis.
 from __future__ import annotations
 
 from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.types import Wei
 
@@ -23,11 +24,11 @@ from pilotchain.contract import (
     is_deployed,
     load_deployment,
     save_deployment,
-    settlement_contract,
 )
 from pilotchain.errors import ChainError
 from pilotchain.genesis import ETHER
 from pilotchain.keys import LATE_ROLES, KeyStore, Role
+from pilotchain.settlement import Settlement
 
 # What the operator gives each late account; topped up when it falls below half. At 1 gwei
 # and ~50k gas a reading or a closed slot, 1,000 ether pays for about 20 billion of them.
@@ -89,18 +90,17 @@ def ensure_account(w3: Web3, operator: LocalAccount | Role, deployment: Deployme
     any), whichever is missing; return what was done. ``operator`` is an unlocked account or
     a keys Role, unlocked only if something must be sent (unlocking costs half a second of
     scrypt)."""
-    contract = settlement_contract(w3, deployment)
-    functions = contract.functions
-    role_id = has_role = None
+    contract = Settlement.at(w3, "the RPC node", deployment)
+    role_id, has_role = bytes(32), True
     if role is not None:
-        role_id = call("the RPC node", f"Reading {role}",
-                       lambda: contract.get_function_by_name(role)().call())
-        has_role = call("the RPC node", f"Checking {what}'s role",
-                        lambda: functions.hasRole(role_id, address).call())
+        role_id = call(contract.url, f"Reading {role}",
+                       lambda: contract.call(contract.abi.role(role)))
+        has_role = call(contract.url, f"Checking {what}'s role",
+                        lambda: contract.call(contract.abi.has_role(role_id, address)))
     balance = call("the RPC node", f"Reading {what}'s balance",
                    lambda: w3.eth.get_balance(Web3.to_checksum_address(address)))
     needs_funds = balance < funding // 2
-    needs_role = role is not None and not has_role
+    needs_role = not has_role
     if not needs_role and not needs_funds:
         return []
     account = operator.unlock() if isinstance(operator, Role) else operator
@@ -112,8 +112,8 @@ def ensure_account(w3: Web3, operator: LocalAccount | Role, deployment: Deployme
                                        "value": Wei(funding - balance), "gas": 21_000}))
             done.append("funded")
         if needs_role:
-            data = contract.encode_abi("grantRole", args=[role_id, address])
-            hashes.append(sender.send({"to": contract.address, "data": data}))
+            data = contract.abi.grant_role(role_id, address)
+            hashes.append(sender.send({"to": contract.address, "data": HexBytes(data)}))
             done.append(f"granted {role}")
         for tx_hash in hashes:
             if wait_for_receipt(w3, tx_hash)["status"] != 1:

@@ -1,109 +1,55 @@
 """The grid operator's work on the Settlement contract: meters, rates, billing periods.
 
-``pilotchain meters|rates|periods ...`` call these. Input is checked at the door: formats by
-the ``parse_*`` functions (ids, addresses, times, rates), chain state before anything is sent:
-every transaction is first run as an ``eth_call`` from the operator's account, and a revert is
-turned into a sentence from the contract's custom error, so a refused command sends nothing.
+``pilotchain meters|rates|periods|slots ...`` (:mod:`pilotchain.operator_cli`), the portal's
+back office and the slot closer call these with typed values; the forms of what an operator
+types are checked before, in :mod:`pilotchain.operator_input`. Chain state is checked before
+anything is sent: every transaction is first run as an ``eth_call`` from the sending account,
+and a revert is turned into a sentence from the contract's custom error, so a refused command
+sends nothing. Calldata and reads come from :mod:`pilotchain.settlement`.
 
-Ids are written as a uuid (gsy-e's, and :func:`pilotchain.metering.meter_id`'s), ``0x`` and 64
-hex digits, or ``operator`` for the grid operator's own participant id. Times are unix
-seconds or ISO-8601 (UTC unless an offset is given). Energy is shown in kWh and money in euro
-cents as exact decimals: the contract's integers are those values times 10**18.
+Ids are shown as ``operator``, a uuid or ``0x`` and 64 hex digits, times as ISO-8601 UTC,
+energy in kWh and money in euro cents as exact decimals: the contract's integers are those
+values times 10**18.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+from typing import Any, TypeVar
 
-from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.contract import Contract
 from web3.exceptions import ContractLogicError
-from web3.types import LogReceipt, TxParams, TxReceipt
+from web3.types import LogReceipt, TxReceipt
 
-from pilotchain.chain import Sender, batch_call, call, connect, contract_logs, wait_for_receipt
+from pilotchain.chain import Sender, call, connect, contract_logs, wait_for_receipt
 from pilotchain.config import ChainSettings
-from pilotchain.contract import (
-    Deployment,
-    Revert,
-    decode_revert,
-    load_deployment,
-    revert_data,
-    settlement_contract,
-)
+from pilotchain.contract import Deployment, load_deployment, revert_data
 from pilotchain.errors import PilotChainError
 from pilotchain.events import SLOT_BALANCED, TRADE_SETTLED, decode_as, event_of
 from pilotchain.keys import KeyStore
 from pilotchain.metering import OPERATOR, Rates
+from pilotchain.settlement import Read, Revert, Settlement, SettlementABI
+
+T = TypeVar("T")
 
 SCALE = 10**18  # energy is kWh * 10**18, money euro cents * 10**18
-MAX_RATE = 2**96 - 1
 ACTIVE = 2**64 - 1  # a meter's activeUntil while it is active
 ZERO_ID = bytes(32)
 OPERATOR_NAME = "operator"
 # Blocks per eth_getLogs request when scanning the contract's history.
 LOG_CHUNK = 50_000
-# Requests per JSON-RPC batch of reads.
-READ_BATCH = 500
-
-_STATEMENT_TYPES = "(uint256,uint256,uint256,uint256,uint256,uint256,int256,bool)"
 
 
 class OperatorError(PilotChainError):
     """An operator command cannot be carried out; the message says why and what to do."""
 
 
-class InvalidInput(OperatorError, ValueError):
-    """A command-line value has the wrong form (an id, an address, a time, a rate)."""
-
-
-_HEX_64 = re.compile(r"[0-9a-fA-F]{64}")
-# ASCII digits only: str.isdigit also takes "²" (which int() refuses) and other scripts'.
-_DIGITS = re.compile(r"[0-9]{1,40}")
-# 9999-12-31T23:59:59Z, the last second ISO-8601 times here can name.
-MAX_TIME = 253_402_300_799
-
-
-# --- reading and writing values ---------------------------------------------------------
-
-
-def parse_id(text: str, what: str = "id") -> bytes:
-    """A bytes32 id from a uuid or ``0x`` + 64 hex digits (exactly: ``bytes.fromhex`` alone
-    would also take spaces between the digits and give fewer than 32 bytes)."""
-    value = text.strip()
-    if value.lower().startswith("0x"):
-        if _HEX_64.fullmatch(value[2:]):
-            return bytes.fromhex(value[2:])
-    else:
-        try:
-            return bytes(16) + uuid.UUID(value).bytes
-        except ValueError:
-            pass
-    raise InvalidInput(f"The {what} {text!r} is neither a uuid nor 0x and 64 hex digits.")
-
-
-def parse_meter(text: str) -> bytes:
-    return parse_id(text, "meter id")
-
-
-def parse_area(text: str) -> bytes:
-    return parse_id(text, "home area")
-
-
-def parse_participant(text: str) -> bytes:
-    """A participant id, or ``operator`` for the grid operator's own."""
-    if text.strip().lower() == OPERATOR_NAME:
-        return OPERATOR
-    return parse_id(text, "participant")
+# --- showing values ---------------------------------------------------------------------
 
 
 def format_id(value: bytes) -> str:
@@ -116,65 +62,11 @@ def format_id(value: bytes) -> str:
     return "0x" + value.hex()
 
 
-def parse_address(text: str, what: str = "address") -> ChecksumAddress:
-    """An Ethereum address (checksummed if it is mixed case)."""
-    value = text.strip()
-    if not Web3.is_address(value):
-        raise InvalidInput(f"The {what} {text!r} is not an Ethereum address (0x and 40 hex "
-                           "digits, with a valid checksum if mixed case).")
-    if int(value, 16) == 0:
-        raise InvalidInput(f"The {what} cannot be the zero address.")
-    return Web3.to_checksum_address(value)
-
-
-def parse_time(text: str) -> int:
-    """Unix seconds from ``1782000900`` or ISO-8601 (``2026-06-21T00:15:00Z``; UTC unless an
-    offset is given)."""
-    value = text.strip()
-    if _DIGITS.fullmatch(value):
-        seconds = int(value)
-    else:
-        try:
-            moment = datetime.fromisoformat(value.replace("z", "Z"))
-        except ValueError:
-            raise InvalidInput(f"The time {text[:60]!r} is neither unix seconds nor ISO-8601 "
-                               "such as 2026-06-21T00:15:00Z.") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        exact = moment.timestamp()
-        if exact != int(exact):
-            raise InvalidInput(f"The time {text!r} must be whole seconds after 1970.")
-        seconds = int(exact)
-    # The contract keeps times as uint64; within the calendar's years is far inside that.
-    if not 0 <= seconds <= MAX_TIME:
-        raise InvalidInput(f"The time {text[:60]!r} must be whole seconds after 1970 and "
-                           "before the year 10000.")
-    return seconds
-
-
 def format_time(seconds: int) -> str:
     """Unix seconds as ISO-8601 UTC."""
     if seconds >= ACTIVE:
         return "open end"
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rate(text: str, what: str = "rate") -> int:
-    """Euro cents per kWh as a decimal (``12.5``) in the contract's unit (x 10**18)."""
-    try:
-        number = Decimal(text.strip())
-    except InvalidOperation:
-        raise InvalidInput(f"The {what} {text!r} is not a number of euro cents per kWh.") from None
-    if not number.is_finite() or number < 0:
-        raise InvalidInput(f"The {what} {text!r} must be a number of euro cents per kWh, at "
-                           "least 0.")
-    scaled = number * SCALE
-    if scaled != scaled.to_integral_value():
-        raise InvalidInput(f"The {what} {text!r} has more than 18 decimals.")
-    if scaled > MAX_RATE:
-        raise InvalidInput(f"The {what} {text!r} is too large for the contract "
-                           f"(at most {units(MAX_RATE)} ct/kWh).")
-    return int(scaled)
 
 
 def units(raw: int) -> str:
@@ -195,7 +87,7 @@ class SettlementClient:
     w3: Web3
     url: str
     deployment: Deployment
-    contract: Contract
+    contract: Settlement
     unlock: Callable[[], LocalAccount]
     _sender: Sender | None = field(default=None, repr=False)
     _slot_seconds: int | None = field(default=None, repr=False)
@@ -215,7 +107,7 @@ class SettlementClient:
                 f"the record {settings.deployment_file} belongs to another chain. Run "
                 "`pilotchain deploy`.")
         role = KeyStore(settings.keys_dir).role(key_role)
-        return cls(w3, url, deployment, settlement_contract(w3, deployment), role.unlock)
+        return cls(w3, url, deployment, Settlement.at(w3, url, deployment), role.unlock)
 
     @property
     def sender(self) -> Sender:
@@ -224,17 +116,16 @@ class SettlementClient:
         return self._sender
 
     @property
-    def abi(self) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], self.contract.abi)
+    def abi(self) -> SettlementABI:
+        return self.contract.abi
 
-    def view(self, name: str, *args: Any) -> Any:
+    def view(self, what: Read[T]) -> T:
         """A view function's result."""
-        function = self.contract.get_function_by_name(name)(*args)
-        return call(self.url, f"Reading {name}", function.call)
+        return call(self.url, what.action, lambda: self.contract.call(what))
 
     def slot_seconds(self) -> int:
         if self._slot_seconds is None:
-            self._slot_seconds = int(self.view("slotSeconds"))
+            self._slot_seconds = self.view(self.abi.slot_seconds())
         return self._slot_seconds
 
     def forget_slot_seconds(self) -> None:
@@ -254,7 +145,7 @@ class SettlementClient:
     def transact(self, admin_call: AdminCall) -> TxReceipt:
         """Send ``admin_call`` once an eth_call of it passes (see :func:`check_call`); the
         mined receipt. A refused call sends nothing."""
-        data = check_call(self.w3, self.url, self.contract, self.sender.address, admin_call)
+        data = check_call(self.contract, self.sender.address, admin_call)
         tx_hash = self.sender.send({"to": self.contract.address, "data": data})
         receipt = wait_for_receipt(self.w3, tx_hash)
         if receipt["status"] != 1:
@@ -273,19 +164,11 @@ class SettlementClient:
             found += page
         return found
 
-    def read_many(self, name: str, output: str, argument_lists: Sequence[Sequence[Any]]
-                  ) -> list[Any]:
-        """``name(*arguments)`` for each list of arguments, read in JSON-RPC batches and
-        decoded as the ABI type ``output``."""
-        results: list[Any] = []
-        for start in range(0, len(argument_lists), READ_BATCH):
-            chunk = argument_lists[start:start + READ_BATCH]
-            requests_ = [("eth_call", [{"to": self.contract.address,
-                                        "data": self.contract.encode_abi(name, args=list(a))},
-                                       "latest"]) for a in chunk]
-            raw = batch_call(self.w3, self.url, f"Reading {name}", requests_)
-            results += [abi_decode([output], HexBytes(value))[0] for value in raw]
-        return results
+    def read_all(self, reads: Sequence[Read[T]]) -> list[T]:
+        """Each read's value, asked in JSON-RPC batches."""
+        if not reads:
+            return []
+        return self.contract.read_all(reads, reads[0].action)
 
 
 @dataclass(frozen=True)
@@ -298,22 +181,19 @@ class AdminCall:
     name: str
     args: tuple[Any, ...]
 
-    def data(self, contract: Contract) -> HexBytes:
-        return HexBytes(contract.encode_abi(self.name, args=list(self.args)))
+    def data(self, abi: SettlementABI) -> HexBytes:
+        return HexBytes(abi.encode(self.name, *self.args))
 
 
-def check_call(w3: Web3, url: str, contract: Contract, sender: str, admin_call: AdminCall
-               ) -> HexBytes:
+def check_call(contract: Settlement, sender: str, admin_call: AdminCall) -> HexBytes:
     """The calldata of ``admin_call`` once an eth_call of it from ``sender`` passes.
 
     A revert is the contract refusing: it becomes a sentence (OperatorError)."""
-    data = admin_call.data(contract)
-    request: TxParams = {"from": Web3.to_checksum_address(sender), "to": contract.address,
-                         "data": data}
+    data = admin_call.data(contract.abi)
     try:
-        call(url, admin_call.action, lambda: w3.eth.call(request))
+        call(contract.url, admin_call.action, lambda: contract.check(data, sender))
     except ContractLogicError as error:
-        reason = decode_revert(cast(list[dict[str, Any]], contract.abi), revert_data(error))
+        reason = contract.abi.decode_revert(revert_data(error))
         raise OperatorError(f"{admin_call.action} refused: {refusal(reason)}") from None
     return data
 
@@ -413,20 +293,20 @@ class MeterInfo:
 
 def meter_info(client: SettlementClient, meter: bytes) -> MeterInfo:
     """The registration of ``meter``; a sentence if it is not registered."""
-    (signer, last_time, has_readings, participant, active_from, active_until, last_import,
-     last_export) = client.view("meterOf", meter)
-    if int(signer, 16) == 0:
+    record = client.view(client.abi.meter_of(meter))
+    if int(record.signer, 16) == 0:
         raise OperatorError(f"No meter {format_id(meter)} is registered in Settlement "
                             f"{client.contract.address}.")
-    return MeterInfo(meter, bytes(participant), signer, bytes(client.view("homeAreaOf",
-                                                                          participant)),
-                     active_from, active_until, last_time if has_readings else None,
-                     last_import, last_export)
+    home_area = client.view(client.abi.home_area_of(record.participant))
+    return MeterInfo(meter, record.participant, record.signer, home_area, record.active_from,
+                     record.active_until, record.last_time if record.has_readings else None,
+                     record.last_import_wh, record.last_export_wh)
 
 
 def meters_of(client: SettlementClient, participant: bytes) -> list[MeterInfo]:
     """Every meter ``participant`` has had, oldest first."""
-    return [meter_info(client, bytes(meter)) for meter in client.view("metersOf", participant)]
+    return [meter_info(client, bytes(meter)) for meter in client.view(
+        client.abi.meters_of(participant))]
 
 
 def register_meter(client: SettlementClient, meter: bytes, signer: str, participant: bytes,
@@ -491,7 +371,8 @@ class SlotTiming:
 
 
 def slot_timing(client: SettlementClient) -> SlotTiming:
-    return SlotTiming(int(client.view("slotSeconds")), int(client.view("closeDelay")))
+    return SlotTiming(client.view(client.abi.slot_seconds()),
+                      client.view(client.abi.close_delay()))
 
 
 def set_slot_timing(client: SettlementClient, length: int | None,
@@ -506,21 +387,9 @@ def set_slot_timing(client: SettlementClient, length: int | None,
     return slot_timing(client)
 
 
-def parse_seconds(text: str) -> int:
-    """A whole, positive number of seconds."""
-    try:
-        seconds = int(text)
-    except ValueError:
-        seconds = -1
-    if seconds <= 0 or seconds >= 2**64:
-        raise InvalidInput(f"{text!r} is not a whole number of seconds above 0.")
-    return seconds
-
-
 def rates_history(client: SettlementClient) -> list[Rates]:
     """Every rates change, oldest first."""
-    return [Rates(int(entry[0]), int(entry[1]), int(entry[2]), int(entry[3]))
-            for entry in client.view("ratesHistory")]
+    return client.view(client.abi.rates_history())
 
 
 def describe_rates(rates: Rates) -> str:
@@ -551,21 +420,8 @@ class Statement:
                     or self.balancing_credits or self.paid)
 
 
-# The CSV columns: kWh and euro cents as exact decimals.
-STATEMENT_COLUMNS = ("participant", "energy_sold_kwh", "energy_bought_kwh",
-                     "money_receivable_ct", "money_payable_ct", "balancing_charges_ct",
-                     "balancing_credits_ct", "net_ct", "paid")
-
-
-def statement_row(statement: Statement) -> list[str]:
-    s = statement
-    return [format_id(s.participant), units(s.energy_sold), units(s.energy_bought),
-            units(s.money_receivable), units(s.money_payable), units(s.balancing_charges),
-            units(s.balancing_credits), units(s.net), "yes" if s.paid else "no"]
-
-
 def period_count(client: SettlementClient) -> int:
-    return int(client.view("periodCount"))
+    return client.view(client.abi.period_count())
 
 
 def check_period(client: SettlementClient, period: int) -> int:
@@ -574,7 +430,7 @@ def check_period(client: SettlementClient, period: int) -> int:
     if not 1 <= period <= count:
         closed = f"periods 1 to {count} are closed" if count else "no period is closed yet"
         raise OperatorError(f"There is no closed period {period}: {closed}.")
-    return int(client.view("periodEnd", period))
+    return client.view(client.abi.period_end(period))
 
 
 def close_period(client: SettlementClient, end: int) -> tuple[int, int]:
@@ -608,8 +464,8 @@ def statements(client: SettlementClient, period: int) -> list[Statement]:
     """The non-empty statements of closed period ``period``."""
     check_period(client, period)
     participants = billed_participants(client)
-    values = client.read_many("statementOf", _STATEMENT_TYPES,
-                              [(period, participant) for participant in participants])
+    values = client.read_all([client.abi.statement_of(period, participant)
+                              for participant in participants])
     found = [Statement(participant, *value) for participant, value in zip(participants, values,
                                                                           strict=True)]
     return [statement for statement in found if not statement.is_empty()]

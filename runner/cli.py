@@ -28,9 +28,9 @@ from ingest.config import (
 )
 from ingest.uploaders import Uploaders
 from pilotchain import operator as op
+from pilotchain import operator_input as given
 from pilotchain.cli import Handler, add_core_commands, command, new_parser, run
 from pilotchain.cli import group as core_group
-from pilotchain.cli import value as core_value
 from pilotchain.config import (
     CHAIN_SETTINGS,
     MQTT_SETTINGS,
@@ -39,6 +39,7 @@ from pilotchain.config import (
     MqttConnection,
 )
 from pilotchain.meter_accounts import account_name
+from pilotchain.operator_cli import value as core_value
 from pilotchain.settings import SettingsGroup, effective, env_example, markdown
 from portal.config import PORTAL_SETTINGS
 from portal.web.config import PORTAL_WEB_SETTINGS
@@ -139,7 +140,7 @@ def add_credential_commands(sub: Any, meters_group: Any) -> None:
                        "Give a meter's MQTT account a new password (the old one stops working), "
                        "or give every registered meter without an account one (--registered).")
     which = password.add_mutually_exclusive_group(required=True)
-    which.add_argument("meter", nargs="?", type=core_value(op.parse_meter), metavar="METER_ID")
+    which.add_argument("meter", nargs="?", type=core_value(given.parse_meter), metavar="METER_ID")
     which.add_argument("--registered", action="store_true",
                        help="every meter registered in Settlement that has no MQTT account yet "
                             "(moving a pilot off the shared `meter` account)")
@@ -148,7 +149,7 @@ def add_credential_commands(sub: Any, meters_group: Any) -> None:
                                "instead of printing them")
     revoke = command(meters_group, "mqtt-revoke", cmd_meters_mqtt_revoke,
                      "Remove a meter's MQTT account: it can no longer connect.")
-    revoke.add_argument("meter", type=core_value(op.parse_meter), metavar="METER_ID")
+    revoke.add_argument("meter", type=core_value(given.parse_meter), metavar="METER_ID")
 
     uploaders = core_group(sub, "uploaders",
                            "Credentials of meter databases uploading over HTTP.")

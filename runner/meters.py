@@ -32,12 +32,11 @@ from hexbytes import HexBytes
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from web3 import Web3
-from web3.contract import Contract
 
 from ingest.readings import reading_json
 from pilotchain.chain import Sender, connect, wait_for, wait_for_receipt
 from pilotchain.config import ChainSettings, MqttConnection
-from pilotchain.contract import load_deployment, settlement_contract
+from pilotchain.contract import load_deployment
 from pilotchain.errors import ChainError, PilotChainError
 from pilotchain.gsy_export import read_export
 from pilotchain.keys import KeyStore
@@ -53,6 +52,7 @@ from pilotchain.metering import (
     minutes_anchor,
     sign_reading,
 )
+from pilotchain.settlement import Settlement
 from pilotchain.trades import TradeRecord, read_recording, uuid_to_bytes32
 
 HTTP_CHUNK = 1000
@@ -161,8 +161,8 @@ def simulate(source: Path, settings: ChainSettings, *, rpc_url: str,
                               f"{', '.join(str(p) for p in participants)}.")
     w3 = connect(rpc_url)
     deployment = load_deployment(settings.deployment_file)
-    contract = settlement_contract(w3, deployment)
-    slot_seconds = int(contract.functions.slotSeconds().call())
+    contract = Settlement.at(w3, rpc_url, deployment)
+    slot_seconds = contract.read(contract.abi.slot_seconds())
     homes = {participant: participant for participant in participants}
     slots = sorted({record.time_slot for record in records})
     registers = matching_registers(boundary_energy(records, homes), slots, dict(deviations),
@@ -241,12 +241,11 @@ def save_throwaway_keys(meters: Sequence[SimulatedMeter], path: Path, contract: 
         handle.write(json.dumps(body, indent=2) + "\n")
 
 
-def register_meters(w3: Web3, rpc_url: str, contract: Contract, keys: KeyStore,
+def register_meters(w3: Web3, rpc_url: str, contract: Settlement, keys: KeyStore,
                     meters: Sequence[SimulatedMeter]) -> None:
     """Register each meter for its participant (its own area as home), as the operator."""
-    functions = contract.functions
     for m in meters:
-        existing = functions.metersOf(uuid_to_bytes32(m.participant)).call()
+        existing = contract.read(contract.abi.meters_of(uuid_to_bytes32(m.participant)))
         if existing:
             raise SimulationError(
                 f"Participant {m.participant} already has meter 0x{bytes(existing[-1]).hex()} "
@@ -257,7 +256,7 @@ def register_meters(w3: Web3, rpc_url: str, contract: Contract, keys: KeyStore,
     try:
         for m in meters:
             pid = uuid_to_bytes32(m.participant)
-            data = contract.encode_abi("registerMeter", args=[m.meter, m.key.address, pid, pid])
+            data = contract.abi.register_meter(m.meter, m.key.address, pid, pid)
             hashes.append(sender.send({"to": contract.address, "data": HexBytes(data),
                                        "gas": 300_000}))
         for tx_hash in hashes:

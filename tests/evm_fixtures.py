@@ -25,8 +25,9 @@ from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
-from pilotchain.contract import CompiledContract, Deployment, deploy_settlement, describe_revert
+from pilotchain.contract import CompiledContract, Deployment, deploy_settlement
 from pilotchain.metering import Domain
+from pilotchain.settlement import SettlementABI
 from pilotchain.trades import TradeRecord, read_recording
 
 __all__ = ["TX_GAS", "Evm", "deploy_evm", "events", "fresh", "recordings", "revert_data",
@@ -123,7 +124,7 @@ def revert_of(evm: Evm, function: Any, sender: str) -> str:
     assert receipt["status"] == 0
     with pytest.raises(TransactionFailed) as failure:
         function.call({"from": sender})
-    return describe_revert(evm.contract.abi, revert_data(failure.value))
+    return SettlementABI(evm.contract.abi).describe_revert(revert_data(failure.value))
 
 
 def events(evm: Evm, receipt: Any, name: str) -> list[dict[str, Any]]:

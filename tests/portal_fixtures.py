@@ -18,8 +18,8 @@ import pytest
 from bridge_fixtures import Deployed, ServiceProcess, mined, settled_on_chain
 
 from pilotchain.chain import Sender, connect, fees_for
-from pilotchain.contract import record_trades_calldata
 from pilotchain.settings import PROJECT_ROOT
+from pilotchain.settlement import SettlementABI
 from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord
 from portal.config import PortalSettings
 from runner.localnet import MINED_WITHIN
@@ -71,7 +71,7 @@ def record_trades(target: Deployed, records: Sequence[TradeRecord], *, batch: in
     # Headroom for a run of full blocks: the base fee rises 12.5% with each.
     fees = fees_for(w3.eth.get_block("latest")["baseFeePerGas"], headroom=8)
     hashes = [sender.send({"to": target.deployment.address,
-                           "data": record_trades_calldata(abi, records[start:start + batch])},
+                           "data": SettlementABI(abi).record_trades(records[start:start + batch])},
                           fees=fees)
               for start in range(0, len(records), batch)]
     # All sent at once, a few to a block: the last may wait one block per batch before it.

@@ -26,7 +26,6 @@ from pilotchain.chain import Sender, connect
 from pilotchain.contract import (
     compile_settlement,
     deploy_settlement,
-    record_trades_calldata,
     save_deployment,
     settlement_contract,
 )
@@ -40,6 +39,7 @@ from pilotchain.metering import (
     sign_reading,
 )
 from pilotchain.settings import PROJECT_ROOT
+from pilotchain.settlement import Settlement, SettlementABI
 from pilotchain.trades import TradeRecord, format_time_slot, read_recording, uuid_to_bytes32
 from runner.localnet import LocalNetwork
 from runner.meters import SimulatedMeter, boundary_participants, register_meters
@@ -53,7 +53,7 @@ def record(net: LocalNetwork, contract: str, abi: list[dict[str, object]],
            records: list[TradeRecord]) -> None:
     w3 = connect(net.rpc_url)
     sender = Sender(w3, net.keys.role("bridge").unlock())
-    tx_hash = sender.send({"to": contract, "data": record_trades_calldata(abi, records)})
+    tx_hash = sender.send({"to": contract, "data": SettlementABI(abi).record_trades(records)})
     assert mined(w3, tx_hash)["status"] == 1
 
 
@@ -166,7 +166,8 @@ def test_the_audit_of_a_faithful_metered_settlement_finds_nothing(
     record(metered.net, contract.address, contract.abi, early)  # before the meters: not counted
     meters = [SimulatedMeter(h, meter_id(uuid.uuid4()), Account.create(), factors[h])
               for h in houses]
-    register_meters(w3, metered.net.rpc_url, contract, keys, meters)
+    register_meters(w3, metered.net.rpc_url, Settlement(w3, metered.net.rpc_url, contract.address,
+                                                       SettlementABI(contract.abi)), keys, meters)
     rest = [r for r in records[10:] if r not in held]
     for start in range(0, len(rest), 150):
         record(metered.net, contract.address, contract.abi, rest[start:start + 150])

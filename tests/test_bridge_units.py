@@ -27,9 +27,9 @@ from pilotchain.contract import (
     broadcast_batch_size,
     compile_settlement,
     max_batch_size,
-    record_trades_calldata,
 )
 from pilotchain.errors import ConfigError
+from pilotchain.settlement import SettlementABI
 from pilotchain.trades import MAX_AMOUNT, read_recording
 
 
@@ -121,7 +121,7 @@ def test_a_small_batch_of_the_largest_trades_is_sent_whole_by_geth() -> None:
     signer = Account.from_key(bytes(range(1, 33)))
 
     def signed_size(trades: int) -> int:
-        data = record_trades_calldata(abi, [largest] * trades)
+        data = SettlementABI(abi).record_trades([largest] * trades)
         tx = {"to": signer.address, "data": data, "value": 0, "gas": 2**63 - 1,
               "nonce": 2**64 - 2, "chainId": 2**32 - 1, "maxFeePerGas": 2**128 - 1,
               "maxPriorityFeePerGas": 2**128 - 1, "type": 2}
@@ -199,7 +199,6 @@ def test_the_gas_limit_covers_full_batches_of_new_parties_at_the_largest_amounts
 
     from pilotchain.contract import (
         deploy_settlement,
-        record_trades_calldata,
         settlement_contract,
     )
     from pilotchain.trades import MAX_AMOUNT
@@ -220,7 +219,7 @@ def test_the_gas_limit_covers_full_batches_of_new_parties_at_the_largest_amounts
                                      buyer=uuid.uuid4(), energy=MAX_AMOUNT >> 34,
                                      price=MAX_AMOUNT >> 34, fee=MAX_AMOUNT)
                  for _ in range(size)]
-        data = record_trades_calldata(contract.abi, batch)  # what the writer sends
+        data = SettlementABI(contract.abi).record_trades(batch)  # what the writer sends
         limit = gas_limit_for(data, size)
         tx = {"to": contract.address, "data": data, "value": 0, "gas": limit,
               "nonce": w3.eth.get_transaction_count(recorder.address),

@@ -31,7 +31,6 @@ from pilotchain.contract import (
     DeploymentRecordError,
     compile_settlement,
     deploy_settlement,
-    describe_revert,
     find_solc,
     input_hash,
     is_deployed,
@@ -44,6 +43,7 @@ from pilotchain.contract import (
     standard_input,
 )
 from pilotchain.errors import PilotChainError
+from pilotchain.settlement import SettlementABI
 from pilotchain.trades import (
     ENERGY_DECIMALS,
     PRICE_DECIMALS,
@@ -542,6 +542,7 @@ def test_the_largest_batch_fits_under_the_transaction_size_limit(
 def test_describe_revert_knows_solidity_builtin_errors(compiled: CompiledContract):
     error = Web3.keccak(text="Error(string)")[:4] + abi_encode(["string"], ["boom"])
     panic = Web3.keccak(text="Panic(uint256)")[:4] + abi_encode(["uint256"], [0x11])
-    assert describe_revert(compiled.abi, error) == "Error(message=boom)"
-    assert describe_revert(compiled.abi, "0x" + panic.hex()) == "Panic(code=17)"
-    assert describe_revert(compiled.abi, b"\x01\x02\x03\x04") == "unknown revert 0x01020304"
+    describe = SettlementABI(compiled.abi).describe_revert
+    assert describe(error) == "Error(message=boom)"
+    assert describe("0x" + panic.hex()) == "Panic(code=17)"
+    assert describe(b"\x01\x02\x03\x04") == "unknown revert 0x01020304"

@@ -28,7 +28,6 @@ from web3.logs import DISCARD
 
 from ingest.config import MqttSettings
 from pilotchain.chain import Sender
-from pilotchain.contract import record_trades_calldata
 from pilotchain.metering import (
     Rates,
     balancing_totals,
@@ -37,6 +36,7 @@ from pilotchain.metering import (
     matching_registers,
 )
 from pilotchain.settings import PROJECT_ROOT
+from pilotchain.settlement import SettlementABI
 from pilotchain.trades import read_recording, uuid_to_bytes32
 from runner.meters import boundary_participants
 from runner.mqtt import MqttService
@@ -99,7 +99,8 @@ def test_simulated_meters_balance_like_the_reference(
     # The trades after the meters: the contract counts a participant's boundary energy from
     # the trades recorded once it is metered (as in a pilot, where meters come first).
     for start in range(0, len(records), 200):
-        send(metered, recorder, record_trades_calldata(contract.abi, records[start:start + 200]))
+        send(metered, recorder,
+             SettlementABI(contract.abi).record_trades(records[start:start + 200]))
     assert dead_letter_reasons(redis_url) == []
     keys = json.loads((tmp_path / "meters.json").read_text())
     assert keys["throwaway"] is True

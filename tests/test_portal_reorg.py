@@ -25,7 +25,7 @@ from split import HEAL_BLOCKS, HEAL_WHY, Nodes, wait
 from web3 import Web3
 
 from pilotchain.chain import Sender, connect
-from pilotchain.contract import record_trades_calldata
+from pilotchain.settlement import SettlementABI
 from pilotchain.trades import TradeRecord, parse_event
 from portal import queries
 from portal.db import Database
@@ -44,7 +44,7 @@ def trades(seed: int, count: int = 20) -> list[TradeRecord]:
 def send_trades(w3: Web3, target: Deployed, records: list[TradeRecord]) -> HexBytes:
     """One recordTrades from the bridge's key, its nonce read from ``w3``'s node."""
     sender = Sender(w3, target.net.keys.role("bridge").unlock())
-    data = record_trades_calldata(target.deployment.load_abi(), records)
+    data = SettlementABI(target.deployment.load_abi()).record_trades(records)
     return sender.send({"to": target.deployment.address, "data": data})
 
 

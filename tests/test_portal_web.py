@@ -38,13 +38,10 @@ from bridge.config import BridgeSettings
 from closer.config import CloserSettings
 from ingest.config import IngestSettings, MqttSettings
 from pilotchain.errors import ConfigError
-from pilotchain.operator import (
-    deactivate_meter_call,
-    parse_id,
-    parse_meter,
-    register_meter_call,
-)
+from pilotchain.operator import deactivate_meter_call, register_meter_call
+from pilotchain.operator_input import parse_id, parse_meter
 from pilotchain.pages import SECURITY_HEADERS
+from pilotchain.settlement import SettlementABI
 from pilotchain.trades import uuid_to_bytes32
 from portal.db import Database
 from portal.siwe import parse_message
@@ -881,7 +878,8 @@ def test_meter_transactions_carry_the_commands_calldata(portal_world: PortalWorl
                         json={"meter": str(meter), "signer": signer, "participant": str(house)})
     assert reply.status_code == 200, reply.text
     expected = register_meter_call(parse_meter(str(meter)), signer, parse_id(str(house)))
-    assert reply.json() == {"to": contract.address, "data": expected.data(contract).to_0x_hex(),
+    data = expected.data(SettlementABI(contract.abi)).to_0x_hex()
+    assert reply.json() == {"to": contract.address, "data": data,
                             "chainId": hex(world.target.net.settings.chain_id)}
 
     # Deactivating the world's meter, at the start of the chain's current slot by default.
@@ -891,9 +889,9 @@ def test_meter_transactions_carry_the_commands_calldata(portal_world: PortalWorl
                         json={"meter": registered["meter"]})
     assert reply.status_code == 200, reply.text
     expected_at = {deactivate_meter_call(parse_meter(registered["meter"]), now // 900 * 900)
-                   .data(contract).to_0x_hex(),
+                   .data(SettlementABI(contract.abi)).to_0x_hex(),
                    deactivate_meter_call(parse_meter(registered["meter"]), now // 900 * 900 + 900)
-                   .data(contract).to_0x_hex()}
+                   .data(SettlementABI(contract.abi)).to_0x_hex()}
     assert reply.json()["data"] in expected_at
 
 

@@ -21,17 +21,19 @@ from flask import Blueprint, Response, jsonify, request
 
 from pilotchain.operator import (
     AdminCall,
-    InvalidInput,
     close_period_call,
     deactivate_meter_call,
+    register_meter_call,
+    register_participant_call,
+    unregister_participant_call,
+)
+from pilotchain.operator_input import (
+    InvalidInput,
     parse_address,
     parse_area,
     parse_meter,
     parse_participant,
     parse_time,
-    register_meter_call,
-    register_participant_call,
-    unregister_participant_call,
 )
 from portal import queries, summary
 from portal.db import Database

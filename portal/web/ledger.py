@@ -11,24 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from web3 import Web3
-from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
 from pilotchain.chain import connect, read
-from pilotchain.contract import (
-    ContractError,
-    Deployment,
-    call_functions,
-    load_deployment,
-    settlement_contract,
-)
+from pilotchain.contract import ContractError, Deployment, load_deployment
 from pilotchain.errors import ChainError
 from pilotchain.operator import AdminCall, OperatorError, check_call
+from pilotchain.settlement import DEFAULT_ADMIN_ROLE, Read, Settlement
 from pilotchain.trades import uuid_to_bytes32
 from portal.errors import PortalConfigError, PortalError
 from portal.events import id_text
 
-ADMIN_ROLE = bytes(32)
 _HEX_ID = re.compile(r"^0x[0-9a-f]{64}$")
 
 
@@ -75,7 +68,7 @@ class Ledger:
             raise PortalConfigError(f"{error} The portal reads the contract its deployment "
                                     "record names (DEPLOYMENT_FILE).") from None
         self.w3: Web3 = connect(rpc_url, timeout=timeout, env_proxies=False)
-        self.contract: Contract = settlement_contract(self.w3, self.deployment)
+        self.contract = Settlement.at(self.w3, rpc_url, self.deployment)
 
     def _read(self, action: str, fn: Any) -> Any:
         try:
@@ -87,18 +80,18 @@ class Ledger:
     def identity(self, wallet: str) -> Identity:
         """The participant linked to ``wallet`` and whether it is the contract's admin."""
         wallet = Web3.to_checksum_address(wallet)
+        abi = self.contract.abi
         raw = self._read("Looking up the wallet",
-                         lambda: self.contract.functions.participantOf(wallet).call())
-        admin = self._read("Looking up the wallet's role", lambda: self.contract.functions
-                           .hasRole(ADMIN_ROLE, wallet).call())
-        participant = None if not any(bytes(raw)) else id_text(bytes(raw))
+                         lambda: self.contract.call(abi.participant_of(wallet)))
+        admin = self._read("Looking up the wallet's role", lambda: self.contract.call(
+            abi.has_role(DEFAULT_ADMIN_ROLE, wallet)))
+        participant = None if not any(raw) else id_text(raw)
         return Identity(participant, bool(admin))
 
-    def _calls(self, action: str, calls: list[tuple[str, tuple[Any, ...]]]
-               ) -> list[tuple[Any, ...]]:
+    def _calls(self, action: str, calls: list[Read[Any]]) -> list[Any]:
         """Several view calls in one round trip to the node."""
         try:
-            return call_functions(self.contract, self.url, action, calls)
+            return self.contract.read_all(calls, action)
         except ChainError:
             raise LedgerUnavailable(f"{action} failed: the chain cannot be reached right "
                                     "now; try again in a minute.") from None
@@ -106,26 +99,28 @@ class Ledger:
     def bill(self, participant: str) -> dict[str, int]:
         """The running bill of trades and of balancing, as ``billOf`` and ``balancingOf``
         (asked together: one round trip)."""
-        pid = id_bytes(participant)
-        (sold, bought, receivable, payable), (charges, credits) = self._calls(
-            "Reading the bill", [("billOf", (pid,)), ("balancingOf", (pid,))])
-        return {"energy_sold": sold, "energy_bought": bought, "money_receivable": receivable,
-                "money_payable": payable, "balancing_charges": charges,
-                "balancing_credits": credits,
-                "net": receivable + credits - payable - charges}
+        pid, abi = id_bytes(participant), self.contract.abi
+        bill, balancing = self._calls("Reading the bill",
+                                      [abi.bill_of(pid), abi.balancing_of(pid)])
+        return {"energy_sold": bill.energy_sold, "energy_bought": bill.energy_bought,
+                "money_receivable": bill.money_receivable,
+                "money_payable": bill.money_payable, "balancing_charges": balancing.charges,
+                "balancing_credits": balancing.credits,
+                "net": (bill.money_receivable + balancing.credits - bill.money_payable
+                        - balancing.charges)}
 
     def statements(self, participant: str) -> list[dict[str, Any]]:
         """Every closed period's statement of ``participant``, oldest first: the number of
         periods, then every period's end and statement in one round trip."""
-        pid = id_bytes(participant)
-        functions = self.contract.functions
-        count = self._read("Reading the periods", lambda: functions.periodCount().call())
+        pid, abi = id_bytes(participant), self.contract.abi
+        count = self._read("Reading the periods",
+                           lambda: self.contract.call(abi.period_count()))
         answers = self._calls("Reading the statements", [
             call for period in range(1, count + 1)
-            for call in (("periodEnd", (period,)), ("statementOf", (period, pid)))])
+            for call in (abi.period_end(period), abi.statement_of(period, pid))])
         found = []
         for period in range(1, count + 1):
-            (end,), (statement,) = answers[2 * period - 2], answers[2 * period - 1]
+            end, statement = answers[2 * period - 2], answers[2 * period - 1]
             sold, bought, receivable, payable, charges, credits, net, paid = statement
             found.append({"period": period, "end_slot": end, "energy_sold": sold,
                           "energy_bought": bought, "money_receivable": receivable,
@@ -140,7 +135,7 @@ class Ledger:
         to sign, once an eth_call of it from that wallet passes: what the contract would
         refuse is refused here, with its sentence, before the wallet is asked."""
         try:
-            data = check_call(self.w3, self.url, self.contract, wallet, admin_call)
+            data = check_call(self.contract, wallet, admin_call)
         except OperatorError as error:
             raise TransactionRefused(str(error)) from None
         except ChainError:
@@ -153,7 +148,7 @@ class Ledger:
     def slot_clock(self) -> tuple[int, int]:
         """The start of the chain's current slot and the slot length, in seconds."""
         length = int(self._read("Reading the slot length",
-                                lambda: self.contract.functions.slotSeconds().call()))
+                                lambda: self.contract.call(self.contract.abi.slot_seconds())))
         now = self._read("Reading the newest block",
                          lambda: self.w3.eth.get_block("latest")["timestamp"])
         return int(now) // length * length, length
@@ -161,7 +156,7 @@ class Ledger:
     def current_slot(self) -> int:
         """The start of the slot the chain's newest block is in."""
         length = self._read("Reading the slot length",
-                            lambda: self.contract.functions.slotSeconds().call())
+                            lambda: self.contract.call(self.contract.abi.slot_seconds()))
         now = self._read("Reading the newest block",
                          lambda: self.w3.eth.get_block("latest")["timestamp"])
         return int(now) // int(length) * int(length)
