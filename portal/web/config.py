@@ -68,6 +68,9 @@ class WebSettings:
     challenges_per_wallet: int = 5
     challenges_per_client: int = 20
     trusted_proxies: int = 0
+    # Debian's fonts-dejavu-core (scripts/lib/install-test-deps.sh, ./scripts/up and the
+    # app image install it).
+    pdf_fonts: Path = Path("/usr/share/fonts/truetype/dejavu")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebSettings:
@@ -255,5 +258,9 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
         Setting("PORTAL_TRUSTED_PROXIES", "trusted_proxies", "int", _D.trusted_proxies,
                 "reverse proxies in front of the portal whose `X-Forwarded-For` and "
                 "`X-Forwarded-Proto` are believed", minimum=0),
+        Setting("PORTAL_PDF_FONTS", "pdf_fonts", "path", _D.pdf_fonts,
+                "a directory holding DejaVuSans.ttf and DejaVuSans-Bold.ttf (Debian's "
+                "fonts-dejavu-core), embedded in PDF statements so names in any European "
+                "script print; without them statements print Latin-1 only, `?` for the rest"),
     ),
 )
