@@ -21,8 +21,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PILOTCHAIN_HOME=/opt/pilotchain
 
 # Node.js runs solc-js (the compiler pinned in package.json); npm installs it and uPlot.
+# DejaVu Sans: the portal's PDF statements embed it (PORTAL_PDF_FONTS).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends nodejs npm \
+    && apt-get install -y --no-install-recommends nodejs npm fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

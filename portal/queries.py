@@ -126,6 +126,30 @@ def unmetered_slots(db: Database, participant: str | None, *, period: int | None
     return _rows("slots_unmetered", columns, found)
 
 
+def community_slots(db: Database, *, newest: int) -> list[dict[str, int]]:
+    """The community's energy in each of the ``newest`` balanced slots, over its metered
+    participants: imported and exported as measured, bought inside the community, and what
+    the grid supplied beyond what was bought or took beyond what was sold (each
+    participant's own, then added up: one's surplus does not cover another's excess on a
+    bill)."""
+    found = db.fetch(
+        "SELECT slot, import_energy, export_energy, sold, bought FROM slots_balanced "
+        "WHERE slot IN (SELECT DISTINCT slot FROM slots_balanced ORDER BY slot DESC LIMIT ?)",
+        [newest])
+    slots: dict[int, dict[str, int]] = {}
+    for slot, imported, exported, sold, bought in found:
+        row = slots.setdefault(int(slot), {"slot": int(slot), "participants": 0, "imported": 0,
+                                           "exported": 0, "bought": 0, "from_grid": 0,
+                                           "to_grid": 0})
+        row["participants"] += 1
+        row["imported"] += int(imported)
+        row["exported"] += int(exported)
+        row["bought"] += int(bought)
+        row["from_grid"] += max(0, int(imported) - int(bought))
+        row["to_grid"] += max(0, int(exported) - int(sold))
+    return [slots[slot] for slot in sorted(slots)]
+
+
 def registrations(db: Database) -> list[dict[str, Any]]:
     """Each participant's current wallet, from the latest wallet event of each."""
     latest: dict[str, dict[str, Any]] = {}

@@ -8,15 +8,18 @@ counterparties' names, as the participant's pages show them), the balancing char
 credits slot by slot, and the chain reference to check it all against (contract, chain id,
 the transaction that closed the period, the call to make).
 
-Drawn with fpdf2 (pure Python) in its built-in Helvetica, whose characters are Latin-1: a
-name with others is printed with ``?`` in their place.
+Drawn with fpdf2 (pure Python) in DejaVu Sans, embedded (the glyphs used only), so a name
+in Polish, Greek, Cyrillic or Turkish prints as the operator wrote it; where the fonts are
+missing (``PORTAL_PDF_FONTS``), in the built-in Helvetica, whose characters are Latin-1: a
+name with others is then printed with ``?`` in their place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fpdf import FPDF
@@ -110,6 +113,33 @@ def latin1(text: str) -> str:
     return text.encode("latin-1", "replace").decode("latin-1")
 
 
+# DejaVu Sans as Debian's fonts-dejavu-core installs it: regular and bold.
+FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
+
+
+def has_fonts(directory: Path | None) -> bool:
+    """Whether ``directory`` holds the statement's fonts."""
+    return directory is not None and all((directory / name).is_file()
+                                         for name in FONT_FILES.values())
+
+
+@dataclass(frozen=True)
+class Typeface:
+    """The font family a document is set in and what it can print of a text."""
+
+    family: str
+    printable: Callable[[str], str]
+
+
+def typeface(pdf: FPDF, fonts: Path | None) -> Typeface:
+    """DejaVu Sans from ``fonts``, embedded in ``pdf``; Helvetica (Latin-1) without it."""
+    if fonts is None or not has_fonts(fonts):
+        return Typeface("Helvetica", latin1)
+    for style, name in FONT_FILES.items():
+        pdf.add_font("DejaVu", style, str(fonts / name))
+    return Typeface("DejaVu", str)
+
+
 @dataclass(frozen=True)
 class StatementDocument:
     """Everything one statement document shows."""
@@ -130,27 +160,31 @@ class StatementDocument:
 
 
 class _Pdf(FPDF):
-    def __init__(self, footer_text: str) -> None:
+    def __init__(self, footer_text: str, fonts: Path | None) -> None:
         super().__init__(format="A4")
         self.footer_text = footer_text
+        self.face = typeface(self, fonts)
 
     def footer(self) -> None:
         self.set_y(-12)
-        self.set_font("Helvetica", size=8)
-        self.cell(0, 6, latin1(self.footer_text.format(page=self.page_no())), align="C")
+        self.set_font(self.face.family, size=8)
+        self.cell(0, 6, self.face.printable(self.footer_text.format(page=self.page_no())),
+                  align="C")
 
 
-def render(doc: StatementDocument, lang: str = "en") -> bytes:
-    """The statement as a PDF document."""
+def render(doc: StatementDocument, lang: str = "en", fonts: Path | None = None) -> bytes:
+    """The statement as a PDF document, set in the fonts of directory ``fonts``
+    (:data:`FONT_FILES`) or, without them, in Helvetica."""
     words = LABELS[lang]
     pdf = _Pdf(f"{doc.network} - {words['title']} - {words['period'].format(period=doc.period)}"
-               f" - {words['page']}")
+               f" - {words['page']}", fonts)
     pdf.set_auto_page_break(True, margin=16)
     pdf.add_page()
+    face = pdf.face
 
     def line(text: str, *, size: float = 10, style: str = "", height: float = 6) -> None:
-        pdf.set_font("Helvetica", style, size)
-        pdf.multi_cell(0, height, latin1(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.set_font(face.family, style, size)
+        pdf.multi_cell(0, height, face.printable(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     line(f"{doc.network} - {words['title']}", size=18, style="B", height=10)
     line(words["period"].format(period=doc.period), size=13, style="B", height=8)
@@ -195,22 +229,23 @@ def render(doc: StatementDocument, lang: str = "en") -> bytes:
     return bytes(pdf.output())
 
 
-def _trades(pdf: FPDF, doc: StatementDocument, words: Mapping[str, str], lang: str) -> None:
+def _trades(pdf: _Pdf, doc: StatementDocument, words: Mapping[str, str], lang: str) -> None:
     """The period's trades, one row each: slot, market, side, counterparty, kWh, ct."""
-    pdf.set_font("Helvetica", "B", 12)
-    pdf.cell(0, 8, latin1(words["trades"].format(count=len(doc.trades))),
+    face = pdf.face
+    pdf.set_font(face.family, "B", 12)
+    pdf.cell(0, 8, face.printable(words["trades"].format(count=len(doc.trades))),
              new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     widths = (32, 42, 18, 50, 22, 26)
     heads = (words["slot"], words["market"], words["side"], words["with"], words["kwh"],
              words["ct"])
 
     def head() -> None:
-        pdf.set_font("Helvetica", "B", 8)
+        pdf.set_font(face.family, "B", 8)
         for width, text in zip(widths, heads, strict=True):
-            pdf.cell(width, 5, latin1(text), border="B", align="R" if width in (22, 26)
+            pdf.cell(width, 5, face.printable(text), border="B", align="R" if width in (22, 26)
                      else "L")
         pdf.ln(5)
-        pdf.set_font("Helvetica", "", 8)
+        pdf.set_font(face.family, "", 8)
 
     head()
     for trade in doc.trades:
@@ -226,5 +261,5 @@ def _trades(pdf: FPDF, doc: StatementDocument, words: Mapping[str, str], lang: s
                  else doc.names.get(other, other[:8] + "..."),
                  exact(int(trade["energy"]), lang), exact(int(trade["price"]), lang))
         for index, (width, text) in enumerate(zip(widths, cells, strict=True)):
-            pdf.cell(width, 5, latin1(text)[:40], align="R" if index >= 4 else "L")
+            pdf.cell(width, 5, face.printable(text)[:40], align="R" if index >= 4 else "L")
         pdf.ln(5)

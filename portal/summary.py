@@ -13,6 +13,10 @@ euro cents per kWh * 10**18). A billing period is a stretch of recording order
   rate of its slot, less what it cost; *earned*: what selling brought, less what the same
   energy would have brought at the feed-in rate. Each rate as the contract applies it to the
   slot (``ratesAt``); the products are summed exactly and divided once.
+- *Self-sufficiency*: of the energy the participant drew, bought from the community plus
+  what the grid supplied beyond it, the share the community supplied, in basis points
+  (10,000 = all of it; ``None`` when it drew nothing). Energy made and used behind the
+  meter never shows on a bill and is not counted.
 - *Net*: receivable + credits - payable - charges, the statement's own formula, so for a
   closed period it equals ``statementOf``'s net.
 """
@@ -76,6 +80,13 @@ def balancing_lines(slots: list[dict[str, Any]], history: list[Rates]
     return lines
 
 
+def self_sufficiency(community: int, from_grid: int) -> int | None:
+    """The community's share of ``community + from_grid`` in basis points, rounded half up
+    (``None`` for nothing drawn)."""
+    drawn = community + from_grid
+    return None if drawn == 0 else (community * 20_000 + drawn) // (2 * drawn)
+
+
 def month(db: Database, participant: str, *, period: int | None, open_period: bool
           ) -> dict[str, Any]:
     """The summary of ``participant``'s billing period ``period`` (or the open one)."""
@@ -105,6 +116,7 @@ def month(db: Database, participant: str, *, period: int | None, open_period: bo
         "participant": participant, "period": period, "trades": len(trades),
         "bought": bought, "paid": paid, "sold": sold, "received": received,
         "from_grid": from_grid, "to_grid": to_grid,
+        "self_sufficiency": self_sufficiency(bought, from_grid),
         "grid_value": grid_value // SCALE, "feed_in_value": feed_in_value // SCALE,
         "savings": grid_value // SCALE - paid, "earned": received - feed_in_value // SCALE,
         "balancing_charges": charges, "balancing_credits": credits,

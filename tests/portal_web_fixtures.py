@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import secrets
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,8 @@ __all__ = [
     "PortalClient",
     "PortalServices",
     "PortalWorld",
+    "as_figures",
+    "expected_community",
     "expected_month",
     "gsy_names",
     "portal_chain",
@@ -459,7 +463,46 @@ def gsy_names() -> dict[str, str]:
     return found
 
 
-def expected_month(world: PortalWorld, participant: str) -> dict[str, int]:
+def as_figures(month: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """``month``'s figures named by ``keys`` as integers (the API sends big ones as text),
+    None left as it is."""
+    return {k: None if month[k] is None else int(month[k]) for k in keys}
+
+
+def metered_slots(world: PortalWorld, participant: str
+                  ) -> list[tuple[int, int, int, int, int]]:
+    """(slot, imported, exported, sold, bought) of each slot ``participant``'s meter was
+    balanced in, from the registers the world's meter read and its metered trades (only
+    participant A has a meter)."""
+    if participant != world.a:
+        return []
+    wh = 10**15
+    found = []
+    for index, trade in enumerate(world.metered):
+        (imp0, exp0), (imp1, exp1) = REGISTERS[index], REGISTERS[index + 1]
+        found.append((trade.time_slot, (imp1 - imp0) * wh, (exp1 - exp0) * wh,
+                      trade.energy if str(trade.seller) == participant else 0,
+                      trade.energy if str(trade.buyer) == participant else 0))
+    return found
+
+
+def expected_community(world: PortalWorld) -> list[dict[str, int]]:
+    """The operator's community energy per slot, added up over the metered participants."""
+    rows: dict[int, dict[str, int]] = {}
+    for participant in (world.a, world.b):
+        for slot, imported, exported, sold, bought in metered_slots(world, participant):
+            row = rows.setdefault(slot, dict.fromkeys(
+                ("participants", "imported", "exported", "bought", "from_grid", "to_grid"), 0))
+            row["participants"] += 1
+            row["imported"] += imported
+            row["exported"] += exported
+            row["bought"] += bought
+            row["from_grid"] += max(0, imported - bought)
+            row["to_grid"] += max(0, exported - sold)
+    return [{"slot": slot, **rows[slot]} for slot in sorted(rows)]
+
+
+def expected_month(world: PortalWorld, participant: str) -> dict[str, Any]:
     """Billing period 1 (everything the world recorded: it was closed after the last trade
     and the metered slots) of ``participant``, from the recording, the metered trades, the
     registers and the rates alone: energies in kWh * 10**18, money in ct * 10**18."""
@@ -471,21 +514,19 @@ def expected_month(world: PortalWorld, participant: str) -> dict[str, int]:
     sold = sum(r.energy for r in mine if str(r.seller) == participant)
     received = sum(r.price for r in mine if str(r.seller) == participant)
     charges = credits = from_grid = to_grid = 0
-    if participant == world.a:
-        wh = 10**15
-        for index, trade in enumerate(world.metered):
-            (imp0, exp0), (imp1, exp1) = REGISTERS[index], REGISTERS[index + 1]
-            imported, exported = (imp1 - imp0) * wh, (exp1 - exp0) * wh
-            slot_sold = trade.energy if str(trade.seller) == participant else 0
-            slot_bought = trade.energy if str(trade.buyer) == participant else 0
-            charges += max(0, slot_sold - exported) * shortfall_rate // CT
-            charges += max(0, imported - slot_bought) * grid_rate // CT
-            credits += max(0, exported - slot_sold) * feed_in_rate // CT
-            from_grid += max(0, imported - slot_bought)
-            to_grid += max(0, exported - slot_sold)
+    for _, imported, exported, slot_sold, slot_bought in metered_slots(world, participant):
+        charges += max(0, slot_sold - exported) * shortfall_rate // CT
+        charges += max(0, imported - slot_bought) * grid_rate // CT
+        credits += max(0, exported - slot_sold) * feed_in_rate // CT
+        from_grid += max(0, imported - slot_bought)
+        to_grid += max(0, exported - slot_sold)
     grid_value, feed_in_value = bought * grid_rate // CT, sold * feed_in_rate // CT
+    # The community's share of what was drawn, in basis points rounded half up.
+    drawn = bought + from_grid
+    share = None if drawn == 0 else math.floor(Fraction(bought * 10_000, drawn) + Fraction(1, 2))
     return {"trades": len(mine), "bought": bought, "paid": paid, "sold": sold,
             "received": received, "from_grid": from_grid, "to_grid": to_grid,
+            "self_sufficiency": share,
             "grid_value": grid_value, "feed_in_value": feed_in_value,
             "savings": grid_value - paid, "earned": received - feed_in_value,
             "balancing_charges": charges, "balancing_credits": credits,

@@ -43,6 +43,8 @@ from portal_web_fixtures import (
     REGISTERS,
     PortalServices,
     PortalWorld,
+    as_figures,
+    expected_community,
     expected_month,
     gsy_names,
     portal_env,
@@ -207,7 +209,9 @@ def test_a_participant_signs_in_and_sees_its_own_data(
     assert page.evaluate("document.getElementById('month-period').value") == "1"
     month = json.loads(page.evaluate("document.getElementById('month').dataset.raw"))
     want = expected_month(world, world.a)
-    assert {k: int(month[k]) for k in want} == want
+    assert as_figures(month, want) == want
+    share = want["self_sufficiency"]
+    assert share is not None and 0 < share < 10_000, "the test's participant draws from both"
     figures = page.evaluate(
         "Object.fromEntries([...document.querySelectorAll('#month-figures > div')]"
         ".map(d => [d.className.split(' ')[0], d.querySelector('dd').firstChild.textContent]))")
@@ -218,6 +222,7 @@ def test_a_participant_signs_in_and_sees_its_own_data(
     assert figures == {
         "bought": f"{want['bought'] / 10**18:.3f} kWh",
         "from-grid": f"{want['from_grid'] / 10**18:.3f} kWh",
+        "self-sufficiency": f"{(share + 50) // 100} %",
         "sold": f"{want['sold'] / 10**18:.3f} kWh",
         "savings": euro(want["savings"]) if want["savings"] >= 0
         else f"- {euro(-want['savings'])}",
@@ -386,6 +391,15 @@ def test_the_operator_registers_a_wallet_from_the_page(
                          ".filter(r => !r.hidden).map(r => r.dataset.participant)") == [world.b]
     search("")
     assert page.evaluate("document.querySelectorAll('#participants tbody tr').length") == 2
+    # The community's energy per slot: one row per balanced slot, in kWh.
+    community = expected_community(world)
+    assert page.evaluate("[...document.querySelectorAll('#community tbody tr')]"
+                         ".map(r => [Number(r.dataset.slot), r.cells[2].textContent, "
+                         "r.cells[5].textContent])") == [
+        [row["slot"], f"{row['imported'] / 10**18:.3f}", f"{row['from_grid'] / 10**18:.3f}"]
+        for row in community]
+    assert community and page.evaluate(
+        "document.getElementById('community-none').hidden") is True
 
     newcomer, house = Account.create(), uuid.uuid4()
     page.evaluate(f"document.getElementById('reg-participant').value = '{house}';"

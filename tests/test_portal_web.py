@@ -26,6 +26,8 @@ from portal_web_fixtures import (
     PortalClient,
     PortalServices,
     PortalWorld,
+    as_figures,
+    expected_community,
     expected_month,
     gsy_names,
     portal_env,
@@ -593,6 +595,10 @@ def test_only_the_operator_sees_the_overview(portal_world: PortalWorld) -> None:
     now = world.w3.eth.get_block("latest")["timestamp"] // 900 * 900
     assert meter["missing"] in {(now - last) // 900, (now - last) // 900 + 1}
     assert view["totals"]["trades"] == len(world.records) + len(world.metered)
+    # The community's energy per balanced slot, from the registers and the trades alone.
+    assert [{k: int(v) for k, v in row.items() if k != "slot_time"}
+            for row in view["community"]] == expected_community(world)
+    assert all(row["slot_time"].endswith("Z") for row in view["community"])
     # The operator sees every participant's data.
     assert operator.get(f"/api/participants/{world.b}/bill").json() == \
         bill_on_chain(world, world.b)
@@ -690,7 +696,7 @@ def test_the_period_at_a_glance_is_the_recordings_and_the_meters(
     client = signed_in(world, world.alice)
     got = client.get(f"/api/participants/{world.a}/summary?period=1").json()
     want = expected_month(world, world.a)
-    assert {k: int(got[k]) for k in want} == want
+    assert as_figures(got, want) == want
     assert want["balancing_charges"] > 0 and want["from_grid"] > 0
     assert [(line["kind"], line["deviation"], line["rate"], line["amount"])
             for line in got["balancing"]] == [
@@ -710,7 +716,8 @@ def test_the_period_at_a_glance_is_the_recordings_and_the_meters(
         None, 0, "0", [])
     bob = signed_in(world, world.bob)
     got = bob.get(f"/api/participants/{world.b}/summary?period=1").json()
-    assert {k: int(got[k]) for k in want} == expected_month(world, world.b)
+    want_b = expected_month(world, world.b)
+    assert as_figures(got, want_b) == want_b
     reply = client.get(f"/api/participants/{world.a}/summary?period=7")
     assert (reply.status_code, reply.json()) == (
         400, {"error": "There is no closed billing period 7."})

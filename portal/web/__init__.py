@@ -25,6 +25,7 @@ from pilotchain.pages import hide_server_banner, secure_headers, style_blueprint
 from pilotchain.settings import load_environment
 from portal.errors import PortalConfigError, PortalError
 from portal.names import NameReader
+from portal.statement import has_fonts
 from portal.web import openapi
 from portal.web.api import api
 from portal.web.auth import auth
@@ -63,6 +64,11 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,  # type: ignore[method-assign]
                                 x_proto=settings.trusted_proxies)
     use_gunicorn_logging(app)
+    if not has_fonts(settings.pdf_fonts):
+        app.logger.warning(
+            "No DejaVu Sans in %s (PORTAL_PDF_FONTS): PDF statements print names in Latin-1 "
+            "only, other characters as '?'. On Debian: apt-get install fonts-dejavu-core.",
+            settings.pdf_fonts)
     hide_server_banner()
     store = SignInStore(settings.index.database_url, nonce_seconds=60 * settings.nonce_minutes,
                         session_seconds=60 * settings.session_minutes,

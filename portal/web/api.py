@@ -55,7 +55,7 @@ AMOUNTS = frozenset({
     "money_receivable", "money_payable", "balancing_charges", "balancing_credits", "net",
     "received", "from_grid", "to_grid", "grid_value", "feed_in_value", "savings",
     "earned", "grid_supply_rate", "feed_in_rate", "shortfall_rate", "traded", "measured",
-    "deviation", "rate", "amount"})
+    "deviation", "rate", "amount", "imported", "exported"})
 ENERGY = frozenset({"energy", "import_energy", "export_energy", "sold", "bought",
                     "energy_sold", "energy_bought"})
 
@@ -175,6 +175,12 @@ def trades_page(participant: str, *, everything: bool = False) -> queries.TradeP
         return queries.trades_of(db(), participant, page=page, per_page=per_page, **filters)
     except LookupError:
         raise BadRequest(f"There is no closed billing period {filters['period']}.") from None
+
+
+def tx_url(tx_hash: str) -> str | None:
+    """The explorer's page of a transaction, None without an explorer."""
+    explorer = explorer_base()
+    return None if explorer is None else explorer + tx_hash
 
 
 def trade_rows(found: queries.TradePage) -> list[dict[str, Any]]:
@@ -309,7 +315,8 @@ def statement_pdf(participant: str, period: str) -> Response:
         statement=found[number - 1], close_tx=None if close is None else str(close[2]),
         close_block=None if close is None else int(close[3]), trades=trades, names=names,
         balancing=summary.balancing_lines(slots, summary.rates_history(db())))
-    return Response(render(document, chosen_language()), mimetype="application/pdf",
+    return Response(render(document, chosen_language(), services().settings.pdf_fonts),
+                    mimetype="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="statement-'
                              f'{number}-{participant}.pdf"'})
 
@@ -357,6 +364,10 @@ def meters_with_readings() -> list[dict[str, Any]]:
     return found
 
 
+# The operator's view of the community's energy: the newest day of 15-minute slots.
+COMMUNITY_SLOTS = 96
+
+
 @api.get("/api/operator/overview")
 def overview() -> Response:
     """Every participant and meter, totals, unmetered slots waiting for attention, and every
@@ -369,8 +380,11 @@ def overview() -> Response:
         "participants": queries.registrations(db()),
         "meters": meters_with_readings(),
         "totals": shown(queries.totals(db())),
-        "unmetered": [shown({**row, "slot_time": slot_time(int(row["slot"]))})
+        "unmetered": [shown({**row, "slot_time": slot_time(int(row["slot"])),
+                             "explorer_url": tx_url(str(row["tx_hash"]))})
                       for row in queries.unmetered_slots(db(), None)],
+        "community": [shown({**row, "slot_time": slot_time(row["slot"])})
+                      for row in queries.community_slots(db(), newest=COMMUNITY_SLOTS)],
         "periods": queries.periods(db()),
     })
 

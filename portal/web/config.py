@@ -72,6 +72,9 @@ class WebSettings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9115
     metrics_dir_override: Path | None = None
+    # Debian's fonts-dejavu-core (scripts/lib/install-test-deps.sh, ./scripts/up and the
+    # app image install it).
+    pdf_fonts: Path = Path("/usr/share/fonts/truetype/dejavu")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebSettings:
@@ -282,5 +285,9 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
                 "where gunicorn's workers keep their metrics (prometheus_client's "
                 "multiprocess mode; emptied when the portal starts)",
                 default_text="<NATIVE_DATA_DIR>/metrics/portal"),
+        Setting("PORTAL_PDF_FONTS", "pdf_fonts", "path", _D.pdf_fonts,
+                "a directory holding DejaVuSans.ttf and DejaVuSans-Bold.ttf (Debian's "
+                "fonts-dejavu-core), embedded in PDF statements so names in any European "
+                "script print; without them statements print Latin-1 only, `?` for the rest"),
     ),
 )

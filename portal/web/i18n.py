@@ -78,6 +78,18 @@ GERMAN: dict[str, str] = {
     "Slot": "Zeitfenster",
     "Status": "Status",
     "Bought kWh": "Gekauft kWh",
+    "The community's energy per slot": "Die Energie der Gemeinschaft je Zeitfenster",
+    "The newest day of balanced slots, over the metered participants: what their meters "
+    "measured, what they bought from each other, and what the grid supplied or took beyond "
+    "their trades.":
+        "Der jüngste Tag ausgeglichener Zeitfenster, über die Teilnehmer mit Zähler: was ihre "
+        "Zähler gemessen haben, was sie einander abgekauft haben und was das Netz über ihren "
+        "Handel hinaus geliefert oder aufgenommen hat.",
+    "No metered slot is balanced yet.": "Noch ist kein gemessenes Zeitfenster ausgeglichen.",
+    "Metered participants": "Teilnehmer mit Zähler",
+    "Bought in the community kWh": "In der Gemeinschaft gekauft kWh",
+    "From the grid kWh": "Aus dem Netz kWh",
+    "To the grid kWh": "Ins Netz kWh",
     "Sold kWh": "Verkauft kWh",
     "Imported kWh": "Bezogen kWh",
     "Exported kWh": "Eingespeist kWh",
@@ -214,6 +226,10 @@ GERMAN: dict[str, str] = {
     "Payable": "Verbindlichkeit",
     "Receivable": "Forderung",
     "Saved by buying in the community": "Durch Kauf in der Gemeinschaft gespart",
+    "Self-sufficiency": "Autarkiegrad",
+    "of the energy you drew came from the community":
+        "der bezogenen Energie kam aus der Gemeinschaft",
+    "you drew no energy in this period": "in diesem Zeitraum keine Energie bezogen",
     "Sent: {hash}": "Gesendet: {hash}",
     "Sold": "Verkauft",
     "Statement of period {period} as PDF": "Abrechnung des Zeitraums {period} als PDF",

@@ -63,6 +63,10 @@ SUMMARY = obj({
     "participant": TEXT, "name": NULLABLE_TEXT,
     "period": {"type": "integer", "nullable": True, "description": "null: the open period"},
     "trades": INTEGER, "metered_slots": INTEGER, "unmetered_slots": INTEGER,
+    "self_sufficiency": {"type": "integer", "nullable": True, "minimum": 0, "maximum": 10000,
+                         "description": "the community's share of the energy drawn (bought "
+                                        "from the community plus what the grid supplied "
+                                        "beyond it), in basis points; null if none was drawn"},
     "meters": {"type": "array", "items": obj({
         "meter": TEXT, "participant": TEXT, "signer": TEXT, "home_area": TEXT,
         "active_from": INTEGER, "active_until": {"type": "integer", "nullable": True},
@@ -112,6 +116,13 @@ OVERVIEW = obj({"participants": {"type": "array", "items": {"type": "object"}},
                                                "cannot be asked)"}})},
                 "totals": obj({"trades": INTEGER, "energy": AMOUNT, "price": AMOUNT}),
                 "unmetered": {"type": "array", "items": {"type": "object"}},
+                "community": {"type": "array", "description": (
+                    "the community's energy in each of the newest 96 balanced slots, over "
+                    "its metered participants (from_grid and to_grid each participant's own, "
+                    "added up)"), "items": obj({
+                        "slot": INTEGER, "slot_time": TEXT, "participants": INTEGER,
+                        **{name: AMOUNT for name in ("imported", "exported", "bought",
+                                                     "from_grid", "to_grid")}})},
                 "periods": {"type": "array", "items": PERIOD},
                 "names": {"type": "object", "additionalProperties": NAME_ENTRY}})
 HEALTH = obj({
@@ -248,7 +259,8 @@ def description(settings: WebSettings) -> dict[str, Any]:
                 answer("the CSV file", TEXT, media_type="text/csv"), live=True),
         }},
         "/api/operator/overview": {"get": {
-            "summary": "Participants, meters, totals and unmetered slots",
+            "summary": "Participants, meters, totals, the community's energy per slot and "
+                       "unmetered slots",
             "security": SESSION,
             "responses": {"200": answer("the overview", OVERVIEW), "401": NOT_SIGNED_IN,
                           "403": error("only the grid operator")}}},

@@ -55,6 +55,18 @@ as_root() {
     fi
 }
 
+# Install a Debian package unless a file it provides exists: $1 the file, $2 the package.
+ensure_debian_file() {
+    [ -e "$1" ] && return 0
+    command -v apt-get >/dev/null 2>&1 || die "no apt-get here; install $2 yourself (it provides $1)"
+    say "installing Debian's $2 (for $1)"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "$2" >&2 \
+        || { as_root apt-get "${APT_WAIT[@]}" update -q >&2
+             as_root apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "$2" >&2; }
+    [ -e "$1" ] || die "$1 is still missing after installing $2"
+}
+
 # Another apt (a second test run, unattended upgrades) may hold the lock: wait for it.
 APT_WAIT=(-o DPkg::Lock::Timeout=600)
 # Install a Debian package unless its command exists: $1 the command, $2 the package.

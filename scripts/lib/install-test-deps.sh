@@ -21,6 +21,9 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v in
 fi
 # Chromium: tests/test_faucet_browser.py drives the faucet page headless over the DevTools protocol.
 ensure_debian_package chromium chromium
+# DejaVu Sans: the portal embeds it in PDF statements (tests/test_portal_web.py prints names
+# in several scripts).
+ensure_debian_file /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf fonts-dejavu-core
 
 # Several organisations' hosts (tests/test_hosts.py): network namespaces and veth pairs (iproute2),
 # each host's generated firewall (nftables), the RPC node's HTTPS proxy (nginx) and a test CA

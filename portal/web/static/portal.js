@@ -160,6 +160,17 @@ async function loadBill() {
   $("bill").dataset.raw = JSON.stringify(bill);
 }
 
+// A row's transaction: a link only where an explorer is configured (EXPLORER_URL), the hash
+// alone otherwise.
+function txLink(row) {
+  const link = document.createElement(row.explorer_url ? "a" : "span");
+  if (row.explorer_url) link.href = row.explorer_url;
+  link.textContent = row.tx_hash.slice(0, 12) + "…";
+  link.title = row.tx_hash;
+  link.className = "tx-link";
+  return link;
+}
+
 async function loadTrades() {
   const params = tradeQuery();
   params.set("page", state.page);
@@ -169,12 +180,7 @@ async function loadTrades() {
   const me = state.me.participant;
   const t_ = t;
   fill("trades", found.trades.map((t) => {
-    // A link only where an explorer is configured (EXPLORER_URL); the hash alone otherwise.
-    const link = document.createElement(t.explorer_url ? "a" : "span");
-    if (t.explorer_url) link.href = t.explorer_url;
-    link.textContent = t.tx_hash.slice(0, 12) + "…";
-    link.title = t.tx_hash;
-    link.className = "tx-link";
+    const link = txLink(t);
     const sold = t.seller === me;
     const other = sold ? t.buyer : t.seller;
     return [when(t.time_slot), named(t.market, "market"), sold ? t_("sold") : t_("bought"),
@@ -303,6 +309,9 @@ async function loadMonth() {
     figure(t("From the grid"), `${kwh(m.from_grid)} kWh`,
       m.metered_slots ? t("measured beyond what you bought, in {count} metered slots", { count: m.metered_slots })
         : t("no metered slot closed in this period"), "from-grid"),
+    figure(t("Self-sufficiency"), m.self_sufficiency === null ? "–" : `${number(m.self_sufficiency / 100, 0)} %`,
+      m.self_sufficiency === null ? t("you drew no energy in this period")
+        : t("of the energy you drew came from the community"), "self-sufficiency"),
     figure(t("Sold"), `${kwh(m.sold)} kWh`,
       t("{money}, on average {price}", { money: euros(m.received), price: perKwh(m.received, m.sold) }), "sold"),
     figure(t("Saved by buying in the community"), signed(m.savings, "", "-").trim(),
@@ -464,7 +473,10 @@ async function showOperator() {
     m.active_until === null ? t("active") : when(m.active_until), lastReading(m),
     m.active_until === null ? button(t("Deactivate"), () => sendAsOperator("/api/operator/transactions/deactivate-meter", { meter: m.meter })) : ""]));
   $("participant-search").oninput = filterParticipants;
-  fill("unmetered", view.unmetered.map((u) => [when(u.slot), named(u.participant, "participant"), kwh(u.sold), kwh(u.bought)]));
+  fill("unmetered", view.unmetered.map((u) => [when(u.slot), named(u.participant, "participant"), kwh(u.sold), kwh(u.bought), txLink(u)]));
+  fill("community", view.community.map((c) => Object.assign([when(c.slot), String(c.participants), kwh(c.imported), kwh(c.exported),
+    kwh(c.bought), kwh(c.from_grid), kwh(c.to_grid)], { dataset: { slot: String(c.slot) } })));
+  $("community-none").hidden = view.community.length > 0;
   $("name-form").onsubmit = async (event) => {
     event.preventDefault();
     $("name-error").textContent = "";
