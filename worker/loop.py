@@ -1,11 +1,16 @@
 """One stream-to-chain loop: stream entries in, batches to Settlement, acks after receipts.
 
-The bridge (trades) and the meter ingest (readings) share everything here: start-up that waits
-for Redis and the node, the writer lock and the start-up guard, recovery of a previous run's
-unacknowledged entries, the tick that reads, sends and polls, Redis and chain outages with
-bounded exponential backoff, entries whose delivery a lost reply swallowed, acknowledgement
-and dead-letter flushing, and the metrics report. A service says what an entry becomes and
-what a mined batch means for it through the hooks at the end of :class:`StreamLoop`.
+Every writing service (the bridge's trades, the ingest's readings) runs this loop: start-up
+that waits for Redis and the node, the writer lock and the start-up guard, recovery of a
+previous run's unacknowledged entries, the tick that reads, sends and polls, Redis and chain
+outages with bounded exponential backoff, entries whose delivery a lost reply swallowed,
+acknowledgement and dead-letter flushing, and the metrics report.
+
+What differs between the services comes in as a :class:`Codec`, by composition: what an entry
+becomes, the calldata of a batch, what an item may cost in gas and what a mined or reverted
+batch means for its items. The codec acts on the loop only through the :class:`Desk` it is
+handed (queue an item, acknowledge, dead-letter, give the chain up as down), never by
+reaching into the loop's state.
 """
 
 from __future__ import annotations
@@ -13,34 +18,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import redis
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from web3 import Web3
 
-from bridge.batching import Batchable, Batcher
-from bridge.events import Rejected
-from bridge.health import backlog_problem
-from bridge.metrics import Metrics
-from bridge.stream import (
-    TRANSIENT,
-    Entry,
-    StreamConsumer,
-    WriterLock,
-    connect_redis,
-    out_of_memory,
-)
-from bridge.writer import BatchCodec, ChainWriter, Outcome, Queued, WriterSettings
 from pilotchain.chain import GWEI, ChainUnreachable, Sender, connect
+from pilotchain.chain import read as chain_read
 from pilotchain.config import ChainSettings, masked_url
-from pilotchain.contract import load_deployment, settlement_contract
-from pilotchain.errors import ChainError, PilotChainError
+from pilotchain.contract import Deployment, load_deployment, settlement_contract
+from pilotchain.errors import ChainError
 from pilotchain.keys import KeyStore
+from worker.batching import Batchable, Batcher
+from worker.entries import Entry, Rejected
+from worker.errors import RoleMissing, WorkerConfigError
+from worker.health import backlog_problem
+from worker.metrics import STREAM_WORKER, Metrics
+from worker.retry import Backoff, sentence
+from worker.stream import TRANSIENT, StreamConsumer, WriterLock, connect_redis, out_of_memory
+from worker.writer import BatchCodec, ChainWriter, Outcome, Queued, WriterSettings
 
 T = TypeVar("T")
-K = TypeVar("K")
-S = TypeVar("S", bound="LoopSettings")
 I = TypeVar("I", bound="LoopItem")  # noqa: E741
 
 READ_COUNT = 1000
@@ -56,8 +59,7 @@ class LoopItem(Batchable, Queued, Protocol):
 
 
 class LoopSettings(WriterSettings, Protocol):
-    """The settings the loop reads besides the writer's (the bridge's and the ingest's have
-    them all)."""
+    """The settings the loop reads besides the writer's (every writing service has them)."""
 
     @property
     def chain(self) -> ChainSettings: ...
@@ -93,59 +95,177 @@ class LoopSettings(WriterSettings, Protocol):
     def health_max_backlog(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class Profile:
+    """Who the loop works for.
+
+    ``service`` names the lock, the guard, the logger and the messages (``bridge``); ``role``
+    is the Settlement role the account must hold (``RECORDER_ROLE``). Below
+    ``min_partial_batch`` items of room in the current block the loop waits for the next
+    block's budget instead of sending a sliver (every transaction costs ~33k gas on top of its
+    items). ``small_batch`` and ``heavy_queue``: the batch size while the queue is short, and
+    the queue length from which batches are full (0, 0: always full). ``redis_hint`` says
+    where the Redis address is set, while waiting for it.
+    """
+
+    service: str
+    role: str
+    min_partial_batch: int
+    small_batch: int = 0
+    heavy_queue: int = 0
+    redis_hint: str = ""
+
+
+class Delivery(Enum):
+    """How entries reached the loop, which decides what a repeat of them means."""
+
+    NEW = "new"  # read for the first time
+    RECOVERED = "recovered"  # a previous run read them and left them unacknowledged
+    LOST = "lost"  # delivered to this consumer, but the reply carrying them was lost
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """The chain as a codec may read it: the node, the contract and the loop's account."""
+
+    w3: Web3
+    url: str
+    contract: Any
+    chain_id: int
+    sender_address: ChecksumAddress
+    deployment: Deployment
+
+    @property
+    def contract_address(self) -> ChecksumAddress:
+        address: ChecksumAddress = self.contract.address
+        return address
+
+    def read(self, action: str, fn: Callable[[], T]) -> T:
+        """A chain read with node failures turned into ChainError sentences."""
+        return chain_read(self.url, action, fn)
+
+
+class Codec(BatchCodec[I], Protocol[I]):
+    """What a service hands the loop: everything about its items, nothing about the loop."""
+
+    @property
+    def profile(self) -> Profile: ...
+
+    def connected(self, chain: ChainLink) -> None:
+        """The chain answers and the contract is there: read what the codec needs from it
+        (the ABI, the slot length), or raise the service's own error if it cannot work."""
+
+    def entry_ids(self, item: I) -> Sequence[str]:
+        """The stream entries an open item stands for."""
+
+    def waiting(self) -> Sequence[str]:
+        """Entries the codec holds outside the queue (read, not yet queued): they count
+        against ``max_queued`` and are not taken for lost."""
+
+    def take(self, entries: Sequence[Entry], delivery: Delivery, desk: Desk[I]) -> None:
+        """Decode entries: queue their items, acknowledge or dead-letter the rest."""
+
+    def before_poll(self, desk: Desk[I]) -> None:
+        """Chain work that comes before the head is read (a ChainError stops the poll)."""
+
+    def mined(self, outcome: Outcome[I], desk: Desk[I]) -> None:
+        """Settle the items of a batch that was mined: acknowledge, dead-letter or requeue
+        each (the receipt's logs say what the contract did)."""
+
+    def reverted(self, items: list[I], desk: Desk[I]) -> None:
+        """A batch reverted: dead-letter what cannot go, requeue the rest."""
+
+    def recovered(self, count: int, took: float, waited: float, desk: Desk[I]) -> str:
+        """The log line that says what recovery found."""
+
+
 class StopRequested(Exception):
     """Stop was asked for while a start-up step was still waiting."""
 
 
-class Backoff:
-    """Exponential retry delays from 0.1 s up to a ceiling."""
+class Desk(Generic[I]):
+    """What a codec may do to the loop: queue, settle and requeue items, acknowledge and
+    dead-letter entries, read the chain or report it down. The loop's own state is its own."""
 
-    def __init__(self, ceiling: float) -> None:
-        self.ceiling = ceiling
-        self.delay = 0.0
+    def __init__(self, worker: Worker[I]) -> None:
+        self._worker = worker
 
-    def next(self) -> float:
-        self.delay = min(self.ceiling, max(0.1, self.delay * 2))
-        return self.delay
+    @property
+    def metrics(self) -> Metrics:
+        return self._worker.metrics
 
-    def reset(self) -> None:
-        self.delay = 0.0
+    @property
+    def chain(self) -> ChainLink:
+        """The chain, once connected (a codec is handed entries only after that)."""
+        return self._worker._link
+
+    @property
+    def chain_ok(self) -> bool:
+        """False while the chain is known to be down (reads would only wait)."""
+        return self._worker._chain_problem is None
+
+    def chain_down(self, error: ChainError) -> None:
+        """A chain read of the codec's failed: back off as if the loop's own had."""
+        self._worker._chain_down(error)
+
+    def open_item(self, key: Hashable) -> I | None:
+        """The item queued or in flight under ``key``, if any."""
+        return self._worker._open.get(key)
+
+    def queue(self, item: I) -> None:
+        """Hold ``item`` until it is settled, and batch it."""
+        self._worker._open[item.key] = item
+        self._worker.batcher.add(item)
+
+    def close(self, item: I) -> None:
+        """``item`` is settled or given up: no longer held."""
+        self._worker._open.pop(item.key, None)
+
+    def queued(self) -> int:
+        """How many items wait for a batch."""
+        return len(self._worker.batcher)
+
+    def requeue(self, items: list[I]) -> None:
+        """Send held items again, first."""
+        self._worker.batcher.requeue(items)
+
+    def ack(self, entry_ids: Iterable[str]) -> None:
+        """Acknowledge entries (written at the next flush)."""
+        self._worker._acks.extend(entry_ids)
+
+    def reject(self, rejected: Rejected) -> None:
+        """Dead-letter an entry with its reason (written at the next flush)."""
+        self._worker._reject(rejected)
+
+    def file(self, kept: Rejected, stream: str, maxlen: int, counter: str) -> None:
+        """Move an entry to ``stream`` with a note instead of the chain (the ingest's minute
+        readings), keeping about ``maxlen``; counted as ``counter``."""
+        self._worker._filed.setdefault((stream, maxlen, counter), []).append(kept)
 
 
-class StreamLoop(Generic[S, K, I]):
-    """One service process's work; ``run`` returns when ``stop`` is set.
+class Worker(Generic[I]):
+    """One service process's stream-to-chain work; ``run`` returns when ``stop`` is set.
 
-    ``_open`` holds the items queued or in flight, keyed by what makes two copies one (a
+    The loop holds the items queued or in flight, keyed by what makes two copies one (a
     trade id for the bridge, an entry id for the ingest).
     """
 
-    service: ClassVar[str]  # "bridge": names the lock, the guard and the messages
-    log: ClassVar[logging.Logger]
-    config_error: ClassVar[type[PilotChainError]]
-    role: ClassVar[str]  # the Settlement role the account must hold, e.g. "RECORDER_ROLE"
-    role_missing: ClassVar[type[PilotChainError]]
-    # Below this many items of room in the current block, wait for the next block's budget
-    # instead of sending a sliver (every transaction costs ~33k gas on top of its items).
-    min_partial_batch: ClassVar[int]
-    # Where to set the Redis address, said while waiting for it.
-    redis_hint: ClassVar[str] = ""
-    # Why sending a previous run's items again does no harm, said when going on without them.
-    resend_note: ClassVar[str]
-
-    def _small_batches(self) -> tuple[int, int]:
-        """Batch size while the queue is short, and the queue length from which batches
-        are full; (0, 0): always full."""
-        return 0, 0
-
-    def __init__(self, settings: S, metrics: Metrics | None = None,
+    def __init__(self, settings: LoopSettings, codec: Codec[I], metrics: Metrics | None = None,
                  stop: threading.Event | None = None) -> None:
         self.settings = settings
+        self.codec = codec
+        self.profile = codec.profile
+        self.service = self.profile.service
+        self.log = logging.getLogger(self.service)
         self.metrics = metrics or Metrics()
+        self.metrics.declare(*STREAM_WORKER)
         self.stop = stop or threading.Event()
         self.batcher: Batcher[I] = Batcher(settings.max_batch, settings.linger,
-                                           *self._small_batches())
-        self._open: dict[K, I] = {}
+                                           self.profile.small_batch, self.profile.heavy_queue)
+        self.desk = Desk(self)
+        self._open: dict[Hashable, I] = {}
         self._acks: list[str] = []
+        self._filed: dict[tuple[str, int, str], list[Rejected]] = {}
         self._dead: list[Rejected] = []
         self._redis_backoff = Backoff(settings.backoff_max)
         self._chain_backoff = Backoff(settings.backoff_max)
@@ -168,7 +288,7 @@ class StreamLoop(Generic[S, K, I]):
             self.log.info("Stopped before the %s was ready.", self.service)
 
     def _run(self) -> None:
-        where = f"Redis at {masked_url(self.settings.redis_url)}{self.redis_hint}"
+        where = f"Redis at {masked_url(self.settings.redis_url)}{self.profile.redis_hint}"
         self.stream = self._until_ready(where, self._open_redis)
         self.writer = self._until_ready("the chain", self._open_chain)
         self.lock = WriterLock(self.stream.client, self.settings.stream, service=self.service)
@@ -205,8 +325,8 @@ class StreamLoop(Generic[S, K, I]):
                     raise
                 delay = backoff.next()
                 self.log.warning("Waiting for %s: %s (retrying in %.1f s)", what,
-                                 _sentence(error), delay)
-                self.metrics.set(problem=f"Waiting for {what}: {_sentence(error)}")
+                                 sentence(error), delay)
+                self.metrics.set(problem=f"Waiting for {what}: {sentence(error)}")
                 if self.stop.wait(delay):
                     raise StopRequested from None
 
@@ -233,7 +353,7 @@ class StreamLoop(Generic[S, K, I]):
                 raise  # waited out by _until_ready: trimming settled entries frees memory
             # A wrong or missing password, or a Redis that only takes local clients: waiting
             # will not change it.
-            raise self.config_error(
+            raise WorkerConfigError(
                 f"Redis at {masked_url(s.redis_url)} refused the {self.service} ({error}); "
                 "check REDIS_URL, or REDIS_HOST, REDIS_PORT and REDIS_PASSWORD_FILE."
             ) from None
@@ -249,33 +369,35 @@ class StreamLoop(Generic[S, K, I]):
         contract = settlement_contract(w3, deployment)
         account = KeyStore(s.chain.keys_dir).role(s.key_role).unlock()
         sender = Sender(w3, account, url=url, priority_fee=int(s.priority_fee_gwei * GWEI))
-        writer = ChainWriter(w3, sender, contract, s, self.metrics, url, self._codec(contract.abi))
+        writer = ChainWriter(w3, sender, contract, s, self.metrics, url, self.codec,
+                             self.service)
         chain_id = sender.chain_id()
         if chain_id != deployment.chain_id:
-            raise self.config_error(
+            raise WorkerConfigError(
                 f"The deployment record {s.chain.deployment_file} is for chain "
                 f"{deployment.chain_id}, but the node at {url} serves chain {chain_id}."
             )
         if not writer.read("Looking up Settlement", lambda: w3.eth.get_code(contract.address)):
-            raise self.config_error(
+            raise WorkerConfigError(
                 f"No contract at {contract.address} on the chain at {url}; deploy it with "
                 "`pilotchain deploy` (./scripts/up does it) or fix DEPLOYMENT_FILE."
             )
+        self._link = ChainLink(w3, url, contract, chain_id, sender.address, deployment)
+        self.codec.connected(self._link)
         self._check_role(writer, contract, account)
-        self._connected(writer, contract, chain_id)
         writer.refresh()
         self.metrics.set(chain="ok")
         return writer
 
     def _check_role(self, writer: ChainWriter[I], contract: Any, account: LocalAccount) -> None:
-        functions = contract.functions
-        role = writer.read(f"Reading {self.role}",
-                           lambda: getattr(functions, self.role)().call())
-        kind = self.role.removesuffix("_ROLE").lower()
+        functions, role_name = contract.functions, self.profile.role
+        role = writer.read(f"Reading {role_name}",
+                           lambda: getattr(functions, role_name)().call())
+        kind = role_name.removesuffix("_ROLE").lower()
         if not writer.read(f"Checking the {kind} role",
                            lambda: functions.hasRole(role, account.address).call()):
-            raise self.role_missing(
-                f"The {self.service} account {account.address} does not hold {self.role} in "
+            raise RoleMissing(
+                f"The {self.service} account {account.address} does not hold {role_name} in "
                 f"Settlement at {writer.contract_address}; the operator must grant it "
                 f"(pilotchain deploy grants it to keys/{self.settings.key_role})."
             )
@@ -290,11 +412,12 @@ class StreamLoop(Generic[S, K, I]):
         waited = time.monotonic() - began
         recovered = 0
         for page in self.stream.claim_unacknowledged():
-            self._take_over(page)
+            self.codec.take(page, Delivery.RECOVERED, self.desk)
             recovered += len(page)
             self._flush_redis()
         if recovered:
-            self._log_recovery(recovered, time.monotonic() - began, waited)
+            self.log.info("%s", self.codec.recovered(recovered, time.monotonic() - began,
+                                                     waited, self.desk))
 
     def _wait_for_own_transactions(self) -> None:
         w3, address = self.writer.w3, self.writer.sender_address
@@ -312,8 +435,8 @@ class StreamLoop(Generic[S, K, I]):
         while count("latest") < pending:
             if time.monotonic() >= deadline:
                 self.log.warning("Transactions of a previous run are still unmined after "
-                                 "%.0f s; going on (%s).", self.settings.recovery_timeout,
-                                 self.resend_note)
+                                 "%.0f s; going on (the contract skips what it already has).",
+                                 self.settings.recovery_timeout)
                 return
             if self.stop.wait(0.2):
                 raise StopRequested
@@ -339,13 +462,17 @@ class StreamLoop(Generic[S, K, I]):
                          "arrived (a reply lost while Redis went away); settling them now.",
                          len(lost), self.service)
         self.metrics.add("received", len(lost))
-        self._take_lost(lost)
+        self.codec.take(lost, Delivery.LOST, self.desk)
 
     def _held_entry_ids(self) -> set[str]:
         """Every entry this process has read and not yet acknowledged."""
-        held = {entry_id for item in self._open.values() for entry_id in self._entry_ids(item)}
+        codec = self.codec
+        held = {entry_id for item in self._open.values()
+                for entry_id in codec.entry_ids(item)}
+        held.update(codec.waiting())
         held.update(self._acks)
         held.update(rejected.entry_id for rejected in self._dead)
+        held.update(kept.entry_id for entries in self._filed.values() for kept in entries)
         return held
 
     # -- the loop ---------------------------------------------------------------------
@@ -364,7 +491,7 @@ class StreamLoop(Generic[S, K, I]):
 
     def _chain_step(self) -> None:
         try:
-            self._before_chain_poll()
+            self.codec.before_poll(self.desk)
             new_head = self.writer.refresh()
             if new_head:
                 # Send first: a transaction reaches the signers about half a second after it
@@ -388,13 +515,13 @@ class StreamLoop(Generic[S, K, I]):
         try:
             self._flush_redis()
             self._check_deliveries(now, after_outage=self._redis_problem is not None)
-            room = self.settings.max_queued - self._held_count()
+            room = self.settings.max_queued - len(self._open) - len(self.codec.waiting())
             if room <= 0:
                 self.stop.wait(READ_BLOCK_MS / 1000)
             else:
                 entries = self.stream.read_new(min(READ_COUNT, room), READ_BLOCK_MS)
                 self.metrics.add("received", len(entries))
-                self._take_new(entries)
+                self.codec.take(entries, Delivery.NEW, self.desk)
                 self._flush_redis()
             self._trim(now)
         except TRANSIENT as error:
@@ -435,7 +562,7 @@ class StreamLoop(Generic[S, K, I]):
         """Send batches while items wait, the block's budget lasts and the lock is ours."""
         if self._chain_problem is not None or not self.lock.held():
             return
-        sliver = min(self.min_partial_batch, self.settings.max_batch)
+        sliver = min(self.profile.min_partial_batch, self.settings.max_batch)
         while self.batcher.ready():
             room = self.writer.room()
             if room <= 0 or (room < len(self.batcher) and room < sliver):
@@ -455,17 +582,22 @@ class StreamLoop(Generic[S, K, I]):
         """Settle the items of final batches; sort out reverted ones."""
         for outcome in outcomes:
             if outcome.succeeded:
-                self._mined(outcome)
+                self.codec.mined(outcome, self.desk)
             else:
                 self.metrics.add("reverted_batches")
-                self._reverted(outcome.transaction.items)
+                self.codec.reverted(outcome.transaction.items, self.desk)
 
     def _reject(self, rejected: Rejected) -> None:
         self.log.warning("Dead-lettering entry %s: %s", rejected.entry_id, rejected.reason)
         self._dead.append(rejected)
 
     def _flush_redis(self) -> None:
-        """Write dead letters and acknowledgements; kept for the next try if Redis fails."""
+        """Write filed entries, dead letters and acknowledgements; kept for the next try if
+        Redis fails."""
+        for (stream, maxlen, counter), kept in list(self._filed.items()):
+            self.stream.dead_letter(kept, to=stream, maxlen=maxlen)
+            self.metrics.add(counter, len(kept))
+            del self._filed[(stream, maxlen, counter)]
         if self._dead:
             self.stream.dead_letter(self._dead)
             self.metrics.add("dead_lettered", len(self._dead))
@@ -481,7 +613,7 @@ class StreamLoop(Generic[S, K, I]):
         self._redis_retry_at = time.monotonic() + delay
         if self._redis_problem is None:
             self.log.warning("Redis at %s is unreachable (%s); retrying with backoff up to "
-                             "%.0f s.", masked_url(self.settings.redis_url), _sentence(error),
+                             "%.0f s.", masked_url(self.settings.redis_url), sentence(error),
                              self.settings.backoff_max)
         self._redis_problem = f"Redis at {masked_url(self.settings.redis_url)} is unreachable."
         self.metrics.set(redis="unreachable")
@@ -505,52 +637,3 @@ class StreamLoop(Generic[S, K, I]):
         if now >= self._next_report:
             self._next_report = now + self.settings.log_interval
             self.log.info("%s", self.metrics.summary())
-
-    # -- what a service decides -------------------------------------------------------
-
-    def _codec(self, abi: Any) -> BatchCodec[I]:
-        """How this service's items become a transaction's calldata."""
-        raise NotImplementedError
-
-    def _connected(self, writer: ChainWriter[I], contract: Any, chain_id: int) -> None:
-        """Read what the service needs from the chain once it is connected (nothing here)."""
-
-    def _entry_ids(self, item: I) -> Sequence[str]:
-        """The stream entries an open item stands for."""
-        raise NotImplementedError
-
-    def _held_count(self) -> int:
-        """How many items count against ``max_queued``."""
-        return len(self._open)
-
-    def _take_new(self, entries: Sequence[Entry]) -> None:
-        """Entries read for the first time."""
-        raise NotImplementedError
-
-    def _take_over(self, entries: Sequence[Entry]) -> None:
-        """Entries a previous run read and left unacknowledged."""
-        raise NotImplementedError
-
-    def _take_lost(self, entries: Sequence[Entry]) -> None:
-        """Entries delivered to this consumer whose reply was lost."""
-        raise NotImplementedError
-
-    def _log_recovery(self, recovered: int, took: float, waited: float) -> None:
-        """Say what recovery found."""
-        raise NotImplementedError
-
-    def _before_chain_poll(self) -> None:
-        """Chain work that comes before the head is read (nothing here)."""
-
-    def _mined(self, outcome: Outcome[I]) -> None:
-        """Acknowledge or dead-letter the items of a batch that was mined."""
-        raise NotImplementedError
-
-    def _reverted(self, items: list[I]) -> None:
-        """A batch reverted: dead-letter what cannot go, send the rest again."""
-        raise NotImplementedError
-
-
-def _sentence(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text if text.endswith(".") else f"{text}."
