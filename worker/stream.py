@@ -176,14 +176,7 @@ class StreamConsumer:
             floor = candidate if floor is None else min(floor, candidate)
         if floor is not None and floor > (0, 0):
             self.client.xtrim(self.stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xlen(self.stream)
-        pipe.xrange(self.stream, count=1)
-        length, first = pipe.execute()
-        if not first:
-            return int(length), None
-        oldest_ms = _entry_id(first[0][0])[0]
-        return int(length), max(0.0, time.time() - oldest_ms / 1000)
+        return backlog(self.client, self.stream)
 
     def check_target(self, chain_id: int, contract: str) -> None:
         """Refuse to settle a stream into another chain or contract than it was before."""
@@ -200,6 +193,19 @@ class StreamConsumer:
                 f"for {contract} on chain {chain_id}. If that change is intended, delete the "
                 f"Redis key {key} (redis-cli DEL {key}) or use a new stream."
             )
+
+
+def backlog(client: redis.Redis, stream: str) -> tuple[int, float | None]:
+    """How many entries ``stream`` holds and the age in seconds of the oldest (None: empty).
+    Its writer trims what it settled, so these are what waits to be settled."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xlen(stream)
+    pipe.xrange(stream, count=1)
+    length, first = pipe.execute()
+    if not first:
+        return int(length), None
+    oldest_ms = _entry_id(first[0][0])[0]
+    return int(length), max(0.0, time.time() - oldest_ms / 1000)
 
 
 class WriterLock:
