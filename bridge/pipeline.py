@@ -54,9 +54,10 @@ from pilotchain.contract import record_trades_calldata
 from pilotchain.errors import ChainError
 from pilotchain.events import BATCH_RECORDED, decode_as, event_of
 from pilotchain.trades import TradeRecord
+from worker.codec import ChainLink, Delivery, Desk, Profile
 from worker.entries import Entry, Rejected, entry_time_ms
 from worker.gas import ItemGas
-from worker.loop import ChainLink, Delivery, Desk, Profile, Worker
+from worker.loop import Worker
 from worker.metrics import Metrics
 from worker.receipts import Receipt
 from worker.writer import Outcome

@@ -41,9 +41,10 @@ from ingest.validation import (
 )
 from pilotchain.errors import ChainError
 from pilotchain.metering import Domain
+from worker.codec import ChainLink, Delivery, Desk, Profile
 from worker.entries import Entry, Rejected, entry_time_ms
 from worker.gas import ItemGas
-from worker.loop import ChainLink, Delivery, Desk, Profile, Worker
+from worker.loop import Worker
 from worker.metrics import Counter, Metrics
 from worker.writer import Outcome
 

@@ -6,11 +6,11 @@ previous run's unacknowledged entries, the tick that reads, sends and polls, Red
 outages with bounded exponential backoff, entries whose delivery a lost reply swallowed,
 acknowledgement and dead-letter flushing, and the metrics report.
 
-What differs between the services comes in as a :class:`Codec`, by composition: what an entry
-becomes, the calldata of a batch, what an item may cost in gas and what a mined or reverted
-batch means for its items. The codec acts on the loop only through the :class:`Desk` it is
-handed (queue an item, acknowledge, dead-letter, give the chain up as down), never by
-reaching into the loop's state.
+What differs between the services comes in as a codec (:class:`worker.codec.Codec`), by
+composition: what an entry becomes, the calldata of a batch, what an item may cost in gas and
+what a mined or reverted batch means for its items. The codec acts on the loop only through
+the desk it is handed (queue an item, acknowledge, dead-letter, report the chain down), never
+by reaching into the loop's state.
 """
 
 from __future__ import annotations
@@ -19,32 +19,28 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import redis
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress
-from web3 import Web3
 
 from pilotchain.chain import GWEI, ChainUnreachable, Sender, connect
-from pilotchain.chain import read as chain_read
 from pilotchain.config import ChainSettings, masked_url
-from pilotchain.contract import Deployment, load_deployment, settlement_contract
+from pilotchain.contract import load_deployment, settlement_contract
 from pilotchain.errors import ChainError
 from pilotchain.keys import KeyStore
-from worker.batching import Batchable, Batcher
-from worker.entries import Entry, Rejected
+from worker.batching import Batcher
+from worker.codec import ChainLink, Codec, Delivery, Desk, LoopItem
+from worker.entries import Rejected
 from worker.errors import RoleMissing, WorkerConfigError
 from worker.health import backlog_problem
 from worker.metrics import STREAM_WORKER, Metrics
 from worker.retry import Backoff, sentence
 from worker.stream import TRANSIENT, StreamConsumer, WriterLock, connect_redis, out_of_memory
-from worker.writer import BatchCodec, ChainWriter, Outcome, Queued, WriterSettings
+from worker.writer import ChainWriter, Outcome, WriterSettings
 
 T = TypeVar("T")
-I = TypeVar("I", bound="LoopItem")  # noqa: E741
+I = TypeVar("I", bound=LoopItem)  # noqa: E741
 
 READ_COUNT = 1000
 READ_BLOCK_MS = 50
@@ -52,10 +48,6 @@ READ_BLOCK_MS = 50
 DELIVERY_CHECK_INTERVAL = 5.0
 # How often settled entries are trimmed from the stream and the backlog measured for /health.
 TRIM_INTERVAL = 2.0
-
-
-class LoopItem(Batchable, Queued, Protocol):
-    """What the loop needs of an item: the queue's key and times, the writer's latency."""
 
 
 class LoopSettings(WriterSettings, Protocol):
@@ -95,97 +87,12 @@ class LoopSettings(WriterSettings, Protocol):
     def health_max_backlog(self) -> int: ...
 
 
-@dataclass(frozen=True)
-class Profile:
-    """Who the loop works for.
-
-    ``service`` names the lock, the guard, the logger and the messages (``bridge``); ``role``
-    is the Settlement role the account must hold (``RECORDER_ROLE``). Below
-    ``min_partial_batch`` items of room in the current block the loop waits for the next
-    block's budget instead of sending a sliver (every transaction costs ~33k gas on top of its
-    items). ``small_batch`` and ``heavy_queue``: the batch size while the queue is short, and
-    the queue length from which batches are full (0, 0: always full). ``redis_hint`` says
-    where the Redis address is set, while waiting for it.
-    """
-
-    service: str
-    role: str
-    min_partial_batch: int
-    small_batch: int = 0
-    heavy_queue: int = 0
-    redis_hint: str = ""
-
-
-class Delivery(Enum):
-    """How entries reached the loop, which decides what a repeat of them means."""
-
-    NEW = "new"  # read for the first time
-    RECOVERED = "recovered"  # a previous run read them and left them unacknowledged
-    LOST = "lost"  # delivered to this consumer, but the reply carrying them was lost
-
-
-@dataclass(frozen=True)
-class ChainLink:
-    """The chain as a codec may read it: the node, the contract and the loop's account."""
-
-    w3: Web3
-    url: str
-    contract: Any
-    chain_id: int
-    sender_address: ChecksumAddress
-    deployment: Deployment
-
-    @property
-    def contract_address(self) -> ChecksumAddress:
-        address: ChecksumAddress = self.contract.address
-        return address
-
-    def read(self, action: str, fn: Callable[[], T]) -> T:
-        """A chain read with node failures turned into ChainError sentences."""
-        return chain_read(self.url, action, fn)
-
-
-class Codec(BatchCodec[I], Protocol[I]):
-    """What a service hands the loop: everything about its items, nothing about the loop."""
-
-    @property
-    def profile(self) -> Profile: ...
-
-    def connected(self, chain: ChainLink) -> None:
-        """The chain answers and the contract is there: read what the codec needs from it
-        (the ABI, the slot length), or raise the service's own error if it cannot work."""
-
-    def entry_ids(self, item: I) -> Sequence[str]:
-        """The stream entries an open item stands for."""
-
-    def waiting(self) -> Sequence[str]:
-        """Entries the codec holds outside the queue (read, not yet queued): they count
-        against ``max_queued`` and are not taken for lost."""
-
-    def take(self, entries: Sequence[Entry], delivery: Delivery, desk: Desk[I]) -> None:
-        """Decode entries: queue their items, acknowledge or dead-letter the rest."""
-
-    def before_poll(self, desk: Desk[I]) -> None:
-        """Chain work that comes before the head is read (a ChainError stops the poll)."""
-
-    def mined(self, outcome: Outcome[I], desk: Desk[I]) -> None:
-        """Settle the items of a batch that was mined: acknowledge, dead-letter or requeue
-        each (the receipt's logs say what the contract did)."""
-
-    def reverted(self, items: list[I], desk: Desk[I]) -> None:
-        """A batch reverted: dead-letter what cannot go, requeue the rest."""
-
-    def recovered(self, count: int, took: float, waited: float, desk: Desk[I]) -> str:
-        """The log line that says what recovery found."""
-
-
 class StopRequested(Exception):
     """Stop was asked for while a start-up step was still waiting."""
 
 
-class Desk(Generic[I]):
-    """What a codec may do to the loop: queue, settle and requeue items, acknowledge and
-    dead-letter entries, read the chain or report it down. The loop's own state is its own."""
+class _Desk(Generic[I]):
+    """The loop's side of a codec's :class:`worker.codec.Desk`."""
 
     def __init__(self, worker: Worker[I]) -> None:
         self._worker = worker
@@ -262,7 +169,7 @@ class Worker(Generic[I]):
         self.stop = stop or threading.Event()
         self.batcher: Batcher[I] = Batcher(settings.max_batch, settings.linger,
                                            self.profile.small_batch, self.profile.heavy_queue)
-        self.desk = Desk(self)
+        self.desk: Desk[I] = _Desk(self)
         self._open: dict[Hashable, I] = {}
         self._acks: list[str] = []
         self._filed: dict[tuple[str, int, str], list[Rejected]] = {}
