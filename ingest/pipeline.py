@@ -62,7 +62,8 @@ class IngestCodec:
     """What the worker needs to know of readings (keyed by entry id)."""
 
     item_gas: ItemGas = READING_GAS
-    profile = Profile(service="ingest", role="READER_ROLE", min_partial_batch=20)
+    profile = Profile(service="ingest", role="READER_ROLE", min_partial_batch=20,
+                      metrics=(MINUTE_READINGS,))
 
     def __init__(self, settings: IngestSettings) -> None:
         self.settings = settings
@@ -239,7 +240,6 @@ class Ingest:
     def __init__(self, settings: IngestSettings, metrics: Metrics | None = None,
                  stop: threading.Event | None = None) -> None:
         self.worker = Worker(settings, IngestCodec(settings), metrics, stop)
-        self.worker.metrics.declare(MINUTE_READINGS)
 
     def run(self) -> None:
         self.worker.run()

@@ -21,7 +21,7 @@ from pilotchain.contract import Deployment
 from pilotchain.errors import ChainError
 from worker.batching import Batchable
 from worker.entries import Entry, Rejected
-from worker.metrics import Metrics
+from worker.metrics import Family, Metrics
 from worker.writer import BatchCodec, Outcome, Queued
 
 T = TypeVar("T")
@@ -42,7 +42,8 @@ class Profile:
     block's budget instead of sending a sliver (every transaction costs ~33k gas on top of its
     items). ``small_batch`` and ``heavy_queue``: the batch size while the queue is short, and
     the queue length from which batches are full (0, 0: always full). ``redis_hint`` says
-    where the Redis address is set, while waiting for it.
+    where the Redis address is set, while waiting for it. ``metrics``: what the service
+    measures beyond the worker's own (worker.metrics.STREAM_WORKER).
     """
 
     service: str
@@ -51,6 +52,7 @@ class Profile:
     small_batch: int = 0
     heavy_queue: int = 0
     redis_hint: str = ""
+    metrics: tuple[Family, ...] = ()
 
 
 class Delivery(Enum):

@@ -165,7 +165,7 @@ class Worker(Generic[I]):
         self.service = self.profile.service
         self.log = logging.getLogger(self.service)
         self.metrics = metrics or Metrics()
-        self.metrics.declare(*STREAM_WORKER)
+        self.metrics.declare(*STREAM_WORKER, *self.profile.metrics)
         self.stop = stop or threading.Event()
         self.batcher: Batcher[I] = Batcher(settings.max_batch, settings.linger,
                                            self.profile.small_batch, self.profile.heavy_queue)
