@@ -19,15 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from runner.ports import isolated_stack_env
 
-from test_scripts import stack_env  # noqa: E402 - the same isolated settings the tests use
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def time_up(home: Path) -> tuple[float, float]:
     """Seconds to the first sealed block (as up reports it) and for the whole command."""
-    env = stack_env(home)
+    # The same isolated settings tests/test_scripts.py starts its stacks with.
+    env = isolated_stack_env(home, os.environ)
     began = time.monotonic()
     try:
         result = subprocess.run([str(ROOT / "scripts/up")], env=env, cwd=ROOT, text=True,

@@ -35,7 +35,6 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 
-from bridge.gas import calldata_gas
 from pilotchain.chain import current_fees
 from pilotchain.contract import (
     MAX_TRANSACTION_BYTES,
@@ -45,6 +44,7 @@ from pilotchain.contract import (
 )
 from pilotchain.settlement import SettlementABI
 from pilotchain.trades import TradeRecord, read_recording
+from worker.gas import calldata_gas
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
 BATCH_SIZES = (1, 10, 100)

@@ -42,9 +42,10 @@ from typing import IO
 import psycopg
 import redis
 
-from bridge.events import Rejected, ValidTrade, decode_entry, entry_time_ms
-from bridge.stream import TRANSIENT, Entry, StreamConsumer, connect_redis
+from bridge.events import ValidTrade, decode_entry
 from pilotchain.trades import TradeRecord
+from worker.entries import Entry, Rejected, entry_time_ms
+from worker.stream import TRANSIENT, StreamConsumer, connect_redis
 
 log = logging.getLogger("pg_settlement")
 

@@ -10,9 +10,9 @@ import argparse
 from collections.abc import Sequence
 
 from bridge.config import BridgeSettings
-from bridge.edge import guarded, serve, setup_logging
 from bridge.pipeline import Bridge
 from pilotchain.settings import load_environment
+from worker.edge import guarded, serve, setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,5 +27,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(settings: BridgeSettings) -> int:
     """Serve metrics and run the bridge until SIGTERM or SIGINT."""
-    return serve(lambda metrics, stop: Bridge(settings, metrics, stop).run(),
+    return serve(lambda metrics, stop: Bridge(settings, metrics, stop),
                  settings.metrics_host, settings.metrics_port, "BRIDGE_METRICS_PORT", "bridge")

@@ -13,14 +13,6 @@ class BridgeConfigError(BridgeError):
     """A bridge setting, the key or the deployment record cannot be used."""
 
 
-class WriterLocked(BridgeError):
-    """Another bridge already writes this stream to the chain."""
-
-
-class TargetChanged(BridgeError):
-    """The stream was settled into another chain or contract before."""
-
-
 class RecorderRoleMissing(BridgeError):
     """The bridge account may not record trades in the Settlement contract."""
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pilotchain.safejson import JsonBounds, UnsafeJson, load_bounded
 from pilotchain.trades import InvalidTrade, TradeRecord, parse_event
+from worker.entries import Rejected
 
 EVENT_FIELD = "event"
 # What a gsy-e trade event may hold (the plug-in writes one trade.serializable_dict(): objects
@@ -42,20 +43,6 @@ class ValidTrade:
 
     entry_id: str
     record: TradeRecord
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A stream entry that can never be recorded, and why (a sentence for the operator)."""
-
-    entry_id: str
-    reason: str
-    payload: str
-
-
-def entry_time_ms(entry_id: str) -> int:
-    """When Redis appended the entry: the millisecond part of its id."""
-    return int(entry_id.split("-", 1)[0])
 
 
 def decode_entry(entry_id: str, fields: Mapping[str, str] | None) -> ValidTrade | Rejected:

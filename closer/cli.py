@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from bridge.edge import guarded, serve, setup_logging
 from closer.config import CloserSettings
 from closer.service import Closer
 from pilotchain.settings import load_environment
+from worker.edge import guarded, serve, setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,5 +27,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(settings: CloserSettings) -> int:
     """Serve metrics and close due slots until SIGTERM or SIGINT."""
-    return serve(lambda metrics, stop: Closer(settings, metrics, stop).run(),
+    return serve(lambda metrics, stop: Closer(settings, metrics, stop),
                  settings.metrics_host, settings.metrics_port, "CLOSER_METRICS_PORT", "closer")

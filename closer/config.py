@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bridge.config import metrics_url
 from pilotchain.config import CHAIN_SETTINGS, ChainSettings
 from pilotchain.settings import Setting, SettingsGroup
+from worker.settings import metrics_url
 
 DEFAULT_METRICS_PORT = 9112
 

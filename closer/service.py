@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 
-from bridge.metrics import Metrics
 from closer.config import CloserSettings
 from closer.errors import CloserConfigError
 from pilotchain.chain import Sender
@@ -19,8 +18,25 @@ from pilotchain.closing import SlotCloser
 from pilotchain.errors import ChainError
 from pilotchain.keys import KeyStore
 from pilotchain.operator import OperatorError, SettlementClient
+from worker.metrics import BATCHES, CHAIN, LAST_BLOCK, Counter, Gauge, Metrics
 
 log = logging.getLogger("closer")
+# What the closer measures: its passes and what they closed, the head it has seen and its link
+# to the chain (it reads no stream, so it has no Redis to report).
+CLOSER_METRICS = (
+    Counter("passes", "pilotchain_closer_passes",
+            "Passes of the slot closer over the due slots."),
+    Counter("balanced", "pilotchain_slots_balanced", "Metered slots closed and balanced."),
+    Counter("unmetered", "pilotchain_slots_unmetered",
+            "Slots closed without a meter's readings."),
+    BATCHES,
+    LAST_BLOCK,
+    Gauge("open_due_slots", "pilotchain_slots_due_open",
+          "Slots past their deadline the closer has not closed yet."),
+    Gauge("last_pass", "pilotchain_closer_last_pass_timestamp_seconds",
+          "When the slot closer last finished a pass (Unix time)."),
+    CHAIN,
+)
 
 
 class Closer:
@@ -30,6 +46,7 @@ class Closer:
                  stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.metrics.declare(*CLOSER_METRICS)
         self.stop = stop or threading.Event()
 
     def run(self) -> None:

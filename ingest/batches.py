@@ -1,5 +1,5 @@
-"""Readings on their way to ``submitReadings``: queued items, the batch codec the bridge's
-writer sends them with, and each reading's fate read back from the receipt's events."""
+"""Readings on their way to ``submitReadings``: queued items, their calldata, and each
+reading's fate read back from the receipt's events."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.gas import ItemGas
-from bridge.receipts import Receipt
 from ingest.errors import IngestConfigError
 from pilotchain.events import READING_RECORDED, READING_REFUSED, decode_as, event_of
 from pilotchain.metering import SignedReading
 from pilotchain.settlement import InterfaceError, SettlementABI
+from worker.gas import ItemGas
+from worker.receipts import Receipt
 
 # The catalogue's, under the name benchmarks/metering_load.py imports from here.
 READING_RECORDED_TOPIC = READING_RECORDED.topic

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from bridge.edge import guarded, serve, setup_logging
 from ingest.config import IngestSettings, MqttSettings
 from ingest.mqtt import Subscriber
 from ingest.pipeline import Ingest
 from pilotchain.settings import load_environment
+from worker.edge import guarded, serve, setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,12 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_subscriber(settings: MqttSettings) -> int:
     """Serve metrics and run the MQTT subscriber until SIGTERM or SIGINT."""
-    return serve(lambda metrics, stop: Subscriber(settings, metrics, stop).run(),
+    return serve(lambda metrics, stop: Subscriber(settings, metrics, stop),
                  settings.metrics_host, settings.metrics_port, "INGEST_MQTT_METRICS_PORT",
                  "ingest")
 
 
 def run(settings: IngestSettings) -> int:
     """Serve metrics and run the ingest until SIGTERM or SIGINT."""
-    return serve(lambda metrics, stop: Ingest(settings, metrics, stop).run(),
+    return serve(lambda metrics, stop: Ingest(settings, metrics, stop),
                  settings.metrics_host, settings.metrics_port, "INGEST_METRICS_PORT", "ingest")

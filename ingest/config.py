@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.config import check_writer_settings, loop_rows, metrics_url
 from ingest.errors import IngestConfigError
 from pilotchain.config import (
     CHAIN_SETTINGS,
@@ -25,6 +24,7 @@ from pilotchain.config import (
     dead_letter_name,
 )
 from pilotchain.settings import Setting, SettingsGroup
+from worker.settings import check_writer_settings, loop_rows, metrics_url
 
 DEFAULT_STREAM = DEFAULT_READING_STREAM
 DEFAULT_METRICS_PORT = 9110

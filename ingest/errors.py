@@ -11,7 +11,3 @@ class IngestError(PilotChainError):
 
 class IngestConfigError(IngestError):
     """An ingest setting, the key or the deployment record cannot be used."""
-
-
-class ReaderRoleMissing(IngestError):
-    """The ingest account may not submit readings to the Settlement contract."""

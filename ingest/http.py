@@ -26,8 +26,6 @@ import redis
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from bridge.health import backlog_problem
-from bridge.stream import TRANSIENT, out_of_memory
 from ingest.config import HttpSettings
 from ingest.openapi import description
 from ingest.queue import ReadingQueue, http_room, retry_after
@@ -37,6 +35,8 @@ from pilotchain.config import masked_url
 from pilotchain.metering import MeteringError
 from pilotchain.pages import hide_server_banner
 from pilotchain.settings import load_environment
+from worker.health import backlog_problem
+from worker.stream import TRANSIENT, out_of_memory
 
 EXTENSION = "pilotchain-ingest"
 NOT_FOUND = ("There is no such endpoint; the ingest has POST /api/readings, GET /health and "

@@ -27,13 +27,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from bridge.loop import Backoff
-from bridge.metrics import Metrics
-from bridge.stream import TRANSIENT, connect_redis, out_of_memory
 from ingest.config import MqttSettings
 from ingest.readings import READING_FIELD, load_json, meter_bytes, parse_reading, reading_json
 from pilotchain.config import masked_url
 from pilotchain.metering import MeteringError
+from worker.metrics import DEAD_LETTERED, DUPLICATES, RECEIVED, REDIS, Counter, Metrics
+from worker.retry import Backoff
+from worker.stream import TRANSIENT, connect_redis, out_of_memory
 
 log = logging.getLogger("ingest.mqtt")
 # Payload digests of recently appended messages, to recognise a redelivered one.
@@ -55,6 +55,13 @@ redis.call('XADD', KEYS[1], '*', '{READING_FIELD}', ARGV[2], 'source', ARGV[3])
 redis.call('SET', KEYS[2], ARGV[4])
 return 1
 """
+
+
+# What the subscriber measures: messages in, readings handed on to the stream, repeats and
+# dead letters, and its link to Redis (it has no chain to report).
+HANDED_ON = Counter("settled", "pilotchain_entries_settled",
+                    "Readings appended to the reading stream (handed on to the ingest writer).")
+SUBSCRIBER_METRICS = (RECEIVED, HANDED_ON, DUPLICATES, DEAD_LETTERED, REDIS)
 
 
 class QueueFull(Exception):
@@ -93,6 +100,7 @@ class Subscriber:
                  stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.metrics.declare(*SUBSCRIBER_METRICS)
         self.stop = stop or threading.Event()
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.redis = connect_redis(settings.redis_url)
@@ -133,7 +141,7 @@ class Subscriber:
         if reason.is_failure:
             problem = f"The broker at {self.settings.mqtt.url} refused the ingest: {reason}."
             log.warning("%s Check MQTT_USERNAME and MQTT_PASSWORD_FILE.", problem)
-            self.metrics.set(state="degraded", problem=problem, chain="n/a")
+            self.metrics.set(state="degraded", problem=problem)
             return
         if self._connected_once and not getattr(flags, "session_present", True):
             # The broker had no session for us: it was discarded (another client connected
@@ -142,8 +150,7 @@ class Subscriber:
             self._lost("the broker had discarded its session, with any readings it held")
         self._connected_once = True
         client.subscribe(self.settings.mqtt.topic, qos=1)
-        self.metrics.set(state="running", problem=None, chain="n/a",
-                         warning=self._session_warning())
+        self.metrics.set(state="running", problem=None, warning=self._session_warning())
         log.info("Connected to the broker at %s.", self.settings.mqtt.url)
 
     def _on_disconnect(self, _client: mqtt.Client, _data: Any, _flags: Any,

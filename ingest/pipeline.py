@@ -1,6 +1,7 @@
-"""The ingest's loop: signed readings from the Redis stream, batches to ``submitReadings``,
-acknowledgements after receipts. The machinery is the bridge's (:mod:`bridge.stream`,
-:mod:`bridge.writer`, :mod:`bridge.batching`); this module decides what a reading's fate is.
+"""The ingest: signed readings from the Redis stream, batches to ``submitReadings``,
+acknowledgements after receipts. The machinery is the worker's (:mod:`worker.loop`,
+:mod:`worker.stream`, :mod:`worker.writer`); :class:`IngestCodec` decides what a reading's
+fate is.
 
 Exactly once, end to end
 ------------------------
@@ -17,24 +18,19 @@ Exactly once, end to end
    identically, so a re-sent reading lands once; for such a *retried* entry the skip means
    settled. A reading that was never delivered before and meets the same reading on chain
    (or in flight) is an uploaded duplicate and dead-lettered as such.
-4. **One writer** per stream (the bridge's Redis lock), and a start-up guard against a stream
+4. **One writer** per stream (the worker's Redis lock), and a start-up guard against a stream
    settled into another chain or contract before.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from bridge.events import Rejected, entry_time_ms
-from bridge.loop import StreamLoop
-from bridge.stream import Entry
-from bridge.writer import BatchCodec, ChainWriter, Outcome
-from ingest.batches import ReadingCodec, ReadingItem, fates
+from ingest.batches import READING_GAS, ReadingCodec, ReadingItem, fates
 from ingest.config import IngestSettings
-from ingest.errors import IngestConfigError, ReaderRoleMissing
 from ingest.readings import ValidReading, decode_entry
 from ingest.validation import (
     MeterRegistry,
@@ -43,103 +39,100 @@ from ingest.validation import (
     off_chain_problem,
     refusal_sentence,
 )
-from pilotchain.contract import load_deployment
 from pilotchain.errors import ChainError
 from pilotchain.metering import Domain
 from pilotchain.settlement import SettlementABI, eth_call
+from worker.codec import ChainLink, Delivery, Desk, Profile
+from worker.entries import Entry, Rejected, entry_time_ms
+from worker.gas import ItemGas
+from worker.loop import Worker
+from worker.metrics import Counter, Metrics
+from worker.writer import Outcome
 
 # A batch that reverts (it should not: the contract refuses by event) is retried this often
 # before its readings are dead-lettered.
 MAX_REVERTS = 3
 MINUTE_NOTE = ("A minute reading, signed by the meter's key: kept off chain; the meter's next "
                "boundary reading anchors it.")
+MINUTE_READINGS = Counter("minute_readings", "pilotchain_minute_readings",
+                          "Minute readings kept off chain (their anchor goes on chain).")
+log = logging.getLogger("ingest")
 
 
-class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
-    """One ingest process's work (keyed by entry id); ``run`` returns when ``stop`` is set."""
+class IngestCodec:
+    """What the worker needs to know of readings (keyed by entry id)."""
 
-    service = "ingest"
-    log = logging.getLogger("ingest")
-    config_error = IngestConfigError
-    role = "READER_ROLE"
-    role_missing = ReaderRoleMissing
-    min_partial_batch = 20
-    resend_note = "the contract skips readings it already has"
+    item_gas: ItemGas = READING_GAS
+    profile = Profile(service="ingest", role="READER_ROLE", min_partial_batch=20,
+                      metrics=(MINUTE_READINGS,))
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, settings: IngestSettings) -> None:
+        self.settings = settings
         self._identities: dict[tuple[bytes, int, bytes], str] = {}  # open reading -> entry
         self._unchecked: list[tuple[ValidReading, bool]] = []  # waiting for the chain
-        self._minutes: list[Rejected] = []  # checked minute readings, kept off chain
+        self._calldata: ReadingCodec | None = None
+        self._chain: ChainLink | None = None
 
-    def _codec(self, abi: Any) -> BatchCodec[ReadingItem]:
-        return ReadingCodec(abi)
-
-    def _connected(self, writer: ChainWriter[ReadingItem], contract: Any,
-                   chain_id: int) -> None:
+    def connected(self, chain: ChainLink) -> None:
+        contract = chain.contract
+        self._calldata = ReadingCodec(contract.abi)
         abi = SettlementABI(contract.abi)
-        self._slot_seconds_call = lambda: eth_call(writer.w3, contract.address,
-                                                   abi.slot_seconds())
-        self.slot_seconds = writer.read("Reading the slot length", self._slot_seconds_call)
-        self.domain = Domain(chain_id, contract.address)
+        self._slot_seconds_call: Callable[[], int] = lambda: eth_call(
+            chain.w3, contract.address, abi.slot_seconds())
+        self.slot_seconds = chain.read("Reading the slot length", self._slot_seconds_call)
+        self.domain = Domain(chain.chain_id, contract.address)
         lookup = contract_lookup(contract)
-        deployment = load_deployment(self.settings.chain.deployment_file)
-        registrations = Registrations(writer.w3, writer.url, contract.address,
-                                      deployment.block_number)
+        registrations = Registrations(chain.w3, chain.url, contract.address,
+                                      chain.deployment.block_number)
         self.registry = MeterRegistry(
-            lambda meter: writer.read("Looking up a meter", lambda: lookup(meter)),
+            lambda meter: chain.read("Looking up a meter", lambda: lookup(meter)),
             self.settings.unknown_meter_ttl, registrations.new)
+        self._chain = chain
+
+    def calldata(self, items: Sequence[ReadingItem]) -> bytes:
+        assert self._calldata is not None, "the worker sends only once connected"
+        return self._calldata.calldata(items)
 
     def _read_slot_length(self) -> int:
-        return self.writer.read("Reading the slot length", self._slot_seconds_call)
+        assert self._chain is not None
+        return self._chain.read("Reading the slot length", self._slot_seconds_call)
 
-    def _entry_ids(self, item: ReadingItem) -> Sequence[str]:
+    def entry_ids(self, item: ReadingItem) -> Sequence[str]:
         return (item.entry_id,)
 
-    def _held_entry_ids(self) -> set[str]:
-        held = super()._held_entry_ids()
-        held.update(valid.entry_id for valid, _ in self._unchecked)
-        held.update(rejected.entry_id for rejected in self._minutes)
-        return held
+    def waiting(self) -> Sequence[str]:
+        return [valid.entry_id for valid, _ in self._unchecked]
 
-    def _held_count(self) -> int:
-        return len(self._open) + len(self._unchecked)
-
-    # -- recovery ---------------------------------------------------------------------
-
-    def _take_over(self, entries: Sequence[Entry]) -> None:
-        self._accept(entries, retried=True)
-
-    def _take_lost(self, entries: Sequence[Entry]) -> None:
-        self._accept(entries, retried=True)
-
-    def _log_recovery(self, recovered: int, took: float, waited: float) -> None:
-        self.log.info("Recovered %d unacknowledged entries; sending them again (%s).",
-                      recovered, self.resend_note)
+    def recovered(self, count: int, took: float, waited: float,
+                  desk: Desk[ReadingItem]) -> str:
+        return (f"Recovered {count} unacknowledged entries; sending them again (the contract "
+                "skips readings it already has).")
 
     # -- entries in, acknowledgements out ---------------------------------------------
 
-    def _take_new(self, entries: Sequence[Entry]) -> None:
-        self._accept(entries, retried=False)
+    def take(self, entries: Sequence[Entry], delivery: Delivery,
+             desk: Desk[ReadingItem]) -> None:
+        self._accept(entries, desk, retried=delivery is not Delivery.NEW)
 
-    def _before_chain_poll(self) -> None:
+    def before_poll(self, desk: Desk[ReadingItem]) -> None:
         """Check the readings that waited for the chain, in the order they came."""
         if not self._unchecked:
             return
         waiting, self._unchecked = self._unchecked, []
         for index, (valid, retried) in enumerate(waiting):
             try:
-                self._check(valid, retried)
+                self._check(valid, retried, desk)
             except ChainError:
                 self._unchecked = waiting[index:]
                 raise
 
-    def _accept(self, entries: Sequence[Entry], *, retried: bool) -> None:
+    def _accept(self, entries: Sequence[Entry], desk: Desk[ReadingItem], *,
+                retried: bool) -> None:
         """Check entries' shape, then (with the chain) their meter, time and signature."""
         # A retried recovery claims entries it already holds: those are skipped.
         decoded_entries = [decode_entry(entry_id, fields) for entry_id, fields in entries
-                           if entry_id not in self._open]
-        if self._chain_problem is None and not self._unchecked:
+                           if desk.open_item(entry_id) is None]
+        if desk.chain_ok and not self._unchecked:
             try:
                 first_meter = not self.registry.knows_a_meter()
                 self.registry.prefetch(d.signed.reading.meter for d in decoded_entries
@@ -148,20 +141,20 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
                     # As in _check: the slot length is final once a meter is registered.
                     self.slot_seconds = self._read_slot_length()
             except ChainError as error:
-                self._chain_down(error)
+                desk.chain_down(error)
         for decoded in decoded_entries:
             if isinstance(decoded, Rejected):
-                self._reject(decoded)
-            elif self._chain_problem is not None or self._unchecked:
+                desk.reject(decoded)
+            elif not desk.chain_ok or self._unchecked:
                 self._unchecked.append((decoded, retried))
             else:
                 try:
-                    self._check(decoded, retried)
+                    self._check(decoded, retried, desk)
                 except ChainError as error:
                     self._unchecked.append((decoded, retried))
-                    self._chain_down(error)
+                    desk.chain_down(error)
 
-    def _check(self, valid: ValidReading, retried: bool) -> None:
+    def _check(self, valid: ValidReading, retried: bool, desk: Desk[ReadingItem]) -> None:
         if not self.registry.knows_a_meter() and \
                 self.registry.signer(valid.signed.reading.meter) is not None:
             # The operator may still change the slot length until the first meter or rates
@@ -173,22 +166,23 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
         problem = off_chain_problem(valid.signed, self.registry, self.domain,
                                     self.slot_seconds, time.time())
         if problem is not None:
-            self._reject(Rejected(valid.entry_id, problem, valid.payload))
+            desk.reject(Rejected(valid.entry_id, problem, valid.payload))
             return
         if valid.signed.reading.time % self.slot_seconds:
-            self._minutes.append(Rejected(valid.entry_id, MINUTE_NOTE, valid.payload))
+            desk.file(Rejected(valid.entry_id, MINUTE_NOTE, valid.payload),
+                      self.settings.minutes_stream, self.settings.minutes_maxlen,
+                      MINUTE_READINGS.key)
             return
         item = ReadingItem(valid.entry_id, valid.signed, valid.payload,
                            entry_time_ms(valid.entry_id), retried=retried)
         earlier = self._identities.get(item.identity)
         if earlier is not None and not retried:
-            self._reject(Rejected(item.entry_id, self._duplicate(item, f"entry {earlier}, "
-                                                                       "which is being settled"),
-                                  item.payload))
+            desk.reject(Rejected(item.entry_id, self._duplicate(item, f"entry {earlier}, "
+                                                                     "which is being settled"),
+                                 item.payload))
             return
-        self._open[item.entry_id] = item
+        desk.queue(item)
         self._identities.setdefault(item.identity, item.entry_id)
-        self.batcher.add(item)
 
     @staticmethod
     def _duplicate(item: ReadingItem, of: str) -> str:
@@ -196,54 +190,56 @@ class Ingest(StreamLoop[IngestSettings, str, ReadingItem]):
         return (f"Duplicate: the reading of meter 0x{r.meter.hex()} at {r.time} is the same as "
                 f"{of}; it was not sent again.")
 
-    def _close(self, item: ReadingItem) -> None:
-        self._open.pop(item.entry_id, None)
+    def _close(self, item: ReadingItem, desk: Desk[ReadingItem]) -> None:
+        desk.close(item)
         if self._identities.get(item.identity) == item.entry_id:
             del self._identities[item.identity]
 
-    def _mined(self, outcome: Outcome[ReadingItem]) -> None:
+    def mined(self, outcome: Outcome[ReadingItem], desk: Desk[ReadingItem]) -> None:
         """Acknowledge, dead-letter or re-send each reading of a mined batch."""
         items = outcome.transaction.items
         fate = fates(items, outcome.receipt)
-        for index in fate.recorded:
-            self._acks.append(items[index].entry_id)
+        desk.ack(items[index].entry_id for index in fate.recorded)
         for index in fate.duplicates:
             item = items[index]
             if item.retried:
-                self._acks.append(item.entry_id)  # our own earlier transaction, likely
-                self.metrics.add("already_recorded")
+                desk.ack((item.entry_id,))  # our own earlier transaction, likely
+                desk.metrics.add("already_recorded")
             else:
-                self._reject(Rejected(item.entry_id,
-                                      self._duplicate(item, "a reading already on chain"),
-                                      item.payload))
-                self.metrics.add("duplicates")
+                desk.reject(Rejected(item.entry_id,
+                                     self._duplicate(item, "a reading already on chain"),
+                                     item.payload))
+                desk.metrics.add("duplicates")
         for index, reason in fate.refused.items():
             item = items[index]
-            self._reject(Rejected(item.entry_id, refusal_sentence(item.signed, reason),
-                                  item.payload))
+            desk.reject(Rejected(item.entry_id, refusal_sentence(item.signed, reason),
+                                 item.payload))
         for item in items:
-            self._close(item)
-        self.metrics.add("recorded", len(fate.recorded))
-        self.metrics.add("settled", len(fate.recorded) + len(fate.duplicates))
+            self._close(item, desk)
+        desk.metrics.add("recorded", len(fate.recorded))
+        desk.metrics.add("settled", len(fate.recorded) + len(fate.duplicates))
 
-    def _reverted(self, items: list[ReadingItem]) -> None:
+    def reverted(self, items: list[ReadingItem], desk: Desk[ReadingItem]) -> None:
         again = []
         for item in items:
             item.reverts += 1
             if item.reverts >= MAX_REVERTS:
-                self._close(item)
-                self._reject(Rejected(item.entry_id, "Settlement reverted every batch that held "
-                                      f"this reading ({MAX_REVERTS} times).", item.payload))
+                self._close(item, desk)
+                desk.reject(Rejected(item.entry_id, "Settlement reverted every batch that held "
+                                     f"this reading ({MAX_REVERTS} times).", item.payload))
             else:
                 again.append(item)
-        self.log.warning("A batch of %d readings reverted; sending %d again.", len(items),
-                         len(again))
-        self.batcher.requeue(again)
+        log.warning("A batch of %d readings reverted; sending %d again.", len(items),
+                    len(again))
+        desk.requeue(again)
 
-    def _flush_redis(self) -> None:
-        if self._minutes:
-            self.stream.dead_letter(self._minutes, to=self.settings.minutes_stream,
-                                    maxlen=self.settings.minutes_maxlen)
-            self.metrics.add("minute_readings", len(self._minutes))
-            self._minutes = []
-        super()._flush_redis()
+
+class Ingest:
+    """One ingest process's work; ``run`` returns when ``stop`` is set."""
+
+    def __init__(self, settings: IngestSettings, metrics: Metrics | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.worker = Worker(settings, IngestCodec(settings), metrics, stop)
+
+    def run(self) -> None:
+        self.worker.run()

@@ -17,6 +17,7 @@ from typing import Any, cast
 import redis
 
 from ingest.readings import READING_FIELD
+from worker.stream import backlog
 
 WINDOW = 60  # seconds of a rate-limit window
 
@@ -101,14 +102,5 @@ class ReadingQueue:
         return Enqueued(True)
 
     def backlog(self) -> tuple[int, float | None]:
-        """The stream's length and the age in seconds of its oldest entry (None: empty).
-        The writer trims what it settled, so these are what waits to be settled."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xlen(self.stream)
-        pipe.xrange(self.stream, count=1)
-        length, first = pipe.execute()
-        if not first:
-            return int(length), None
-        entry_id = first[0][0]
-        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        return int(length), max(0.0, time.time() - int(text.split("-")[0]) / 1000)
+        """The stream's length and the age in seconds of its oldest entry (None: empty)."""
+        return backlog(self.client, self.stream)

@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from bridge.events import Rejected
 from pilotchain.metering import MAX_REGISTER, MeteringError, MeterReading, SignedReading, meter_id
 from pilotchain.safejson import JsonBounds, UnsafeJson, load_bounded
+from worker.entries import Rejected
 
 READING_FIELD = "reading"
 # The longest number a reading can hold: 2**64 - 1 has 20 digits. Anything longer is refused

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,37 @@ from pilotchain.errors import NetworkError
 def free_port() -> int:
     """A port free for TCP and UDP (geth uses both for p2p), for a test or a benchmark."""
     return free_port_block(1)
+
+
+def isolated_stack_env(home: Path, base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` (the caller's environment) with settings that keep a ``./scripts/up`` stack
+    apart from a developer's own: its keys, genesis and data under ``home``, every port free
+    (for the tests and benchmarks that start a whole stack)."""
+    return {
+        **base,
+        "KEYS_DIR": str(home / "keys"),
+        "GENESIS_FILE": str(home / "genesis.json"),
+        "NATIVE_DATA_DIR": str(home / "data"),
+        "RPC_HTTP_PORT": str(free_port()),
+        "RPC_WS_PORT": str(free_port()),
+        "BOOTNODE_PORT": str(free_port()),
+        "P2P_BASE_PORT": str(free_port_block(5)),
+        "AUTHRPC_BASE_PORT": str(free_port_block(5)),
+        "GETH_METRICS_BASE_PORT": str(free_port_block(5)),
+        "BLOCK_PERIOD": "1",
+        **stack_service_ports(),
+    }
+
+
+def stack_service_ports() -> dict[str, str]:
+    """Free ports for the services ``./scripts/up`` starts beside the chain."""
+    return {"REDIS_PORT": str(free_port()), "FAUCET_PORT": str(free_port()),
+            "BRIDGE_METRICS_PORT": str(free_port()), "INGEST_METRICS_PORT": str(free_port()),
+            "INGEST_HTTP_PORT": str(free_port()), "MQTT_PORT": str(free_port()),
+            "INGEST_MQTT_METRICS_PORT": str(free_port()),
+            "CLOSER_METRICS_PORT": str(free_port()), "PORTAL_PORT": str(free_port()),
+            "FAUCET_METRICS_PORT": str(free_port()), "PORTAL_METRICS_PORT": str(free_port()),
+            "SEALING_EXPORTER_PORT": str(free_port()), "PROMETHEUS_PORT": str(free_port())}
 
 
 def free_port_block(count: int) -> int:

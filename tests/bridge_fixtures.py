@@ -31,7 +31,6 @@ from web3.types import TxReceipt
 
 from bridge.config import BridgeSettings, StreamSettings
 from bridge.events import EVENT_FIELD
-from bridge.metrics import Metrics
 from bridge.pipeline import Bridge
 from pilotchain.chain import connect, receipt_within
 from pilotchain.contract import (
@@ -46,6 +45,7 @@ from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord, decode_trade_set
 from runner.localnet import MINED_WITHIN, LocalNetwork
 from runner.ports import free_port
 from runner.processes import log_tail
+from worker.metrics import Metrics
 
 STREAM = "test:trades"
 # Every test network seals a block a second (conftest.network_settings).

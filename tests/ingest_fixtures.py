@@ -28,7 +28,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from web3 import Web3
 from web3.contract import Contract
 
-from bridge.metrics import Metrics
 from ingest.config import HttpSettings, IngestSettings, MqttSettings
 from ingest.mqtt import Subscriber
 from ingest.pipeline import Ingest
@@ -53,6 +52,7 @@ from runner.ingest import IngestHttpService
 from runner.localnet import MINED_WITHIN, LocalNetwork
 from runner.mqtt import MqttService, connect_check, private_mqtt
 from runner.ports import free_port
+from worker.metrics import Metrics
 
 READINGS_STREAM = "test:readings"
 SLOT = 900

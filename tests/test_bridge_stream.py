@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from bridge.events import Rejected
-from bridge.stream import StreamConsumer, connect_redis
+from worker.entries import Rejected
+from worker.stream import StreamConsumer, connect_redis
 
 STREAM = "stream-test:trades"
 DEAD = "stream-test:dead"

@@ -14,13 +14,11 @@ from eth_account import Account
 from prometheus_checks import assert_prometheus_text, promtool_problems
 from recordings import DATA
 
-from bridge.batching import Batcher, Item
 from bridge.config import BridgeSettings
-from bridge.endpoint import HealthServer
 from bridge.errors import BridgeConfigError
-from bridge.events import Rejected, decode_entry
+from bridge.events import decode_entry
 from bridge.gas import gas_limit_for, max_trades_for_gas
-from bridge.metrics import Metrics
+from bridge.pipeline import TradeItem as Item
 from pilotchain.contract import (
     BROADCAST_TRANSACTION_BYTES,
     CALLDATA_BYTES_PER_TRADE,
@@ -31,6 +29,10 @@ from pilotchain.contract import (
 from pilotchain.errors import ConfigError
 from pilotchain.settlement import SettlementABI
 from pilotchain.trades import MAX_AMOUNT, read_recording
+from worker.batching import Batcher
+from worker.endpoint import HealthServer
+from worker.entries import Rejected
+from worker.metrics import STREAM_WORKER, Metrics
 
 
 def test_settings_are_read_from_the_environment_with_defaults() -> None:
@@ -136,7 +138,7 @@ def test_a_small_batch_of_the_largest_trades_is_sent_whole_by_geth() -> None:
 
 
 def test_the_endpoint_serves_prometheus_metrics_json_status_and_health() -> None:
-    metrics = Metrics()
+    metrics = Metrics(*STREAM_WORKER)
     server = HealthServer(metrics, "127.0.0.1", 0)
     server.start()
     try:

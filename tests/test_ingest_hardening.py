@@ -53,7 +53,6 @@ from ingest_fixtures import (
 )
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.health import health_answer
 from ingest.config import HttpSettings, MqttSettings
 from ingest.readings import READING_FIELD, reading_json
 from ingest.uploaders import Uploaders
@@ -64,6 +63,7 @@ from pilotchain.meter_accounts import account_name
 from runner.mqtt import MqttService, connect_check
 from runner.ports import free_port
 from runner.redis import RedisService
+from worker.health import health_answer
 
 # Well-formed (65 bytes, v 27, s in the lower half) but nobody's: what a flood needs, no
 # signing. The writer refuses such a reading for its unregistered meter before the signature.

@@ -20,7 +20,7 @@ from evm_fixtures import Evm, deploy_evm, events, revert_of, send
 from recordings import RECORDINGS
 from web3 import Web3
 
-from bridge.gas import BATCH_OVERHEAD_GAS, TRANSACTION_GAS, WORST_GAS_PER_TRADE, calldata_gas
+from bridge.gas import WORST_GAS_PER_TRADE
 from pilotchain.contract import (
     MAX_CODE_BYTES,
     CompiledContract,
@@ -45,6 +45,7 @@ from pilotchain.metering import (
     sign_reading,
 )
 from pilotchain.trades import Bill, TradeRecord, compute_bills, uuid_to_bytes32
+from worker.gas import BATCH_OVERHEAD_GAS, TRANSACTION_GAS, calldata_gas
 
 READER_ROLE = Web3.keccak(text="READER_ROLE")
 ADMIN_ROLE = bytes(32)

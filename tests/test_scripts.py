@@ -26,7 +26,7 @@ from pilotchain.chain import connect, wait_for
 from pilotchain.config import MqttConnection
 from pilotchain.deployment import READER_FUNDING
 from runner.mqtt import connect_check
-from runner.ports import free_port, free_port_block
+from runner.ports import isolated_stack_env
 
 pytestmark = pytest.mark.chain
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,34 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def stack_env(home: Path) -> dict[str, str]:
     """Settings that keep this stack apart from a developer's own ./scripts/up."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
-    env.update({
-        "KEYS_DIR": str(home / "keys"),
-        "GENESIS_FILE": str(home / "genesis.json"),
-        "NATIVE_DATA_DIR": str(home / "data"),
-        "RPC_HTTP_PORT": str(free_port()),
-        "RPC_WS_PORT": str(free_port()),
-        "BOOTNODE_PORT": str(free_port()),
-        "P2P_BASE_PORT": str(free_port_block(5)),
-        "AUTHRPC_BASE_PORT": str(free_port_block(5)),
-        "GETH_METRICS_BASE_PORT": str(free_port_block(5)),
-        "BLOCK_PERIOD": "1",
-        "GETH_CACHE_MB": SMALL_GETH_CACHE_MB,
-    })
-    for name, value in extra_service_ports().items():
-        env[name] = value
-    return env
-
-
-def extra_service_ports() -> dict[str, str]:
-    """Free ports for the services up starts beside the chain."""
-    return {"REDIS_PORT": str(free_port()), "FAUCET_PORT": str(free_port()),
-            "BRIDGE_METRICS_PORT": str(free_port()), "INGEST_METRICS_PORT": str(free_port()),
-            "INGEST_HTTP_PORT": str(free_port()), "MQTT_PORT": str(free_port()),
-            "INGEST_MQTT_METRICS_PORT": str(free_port()),
-            "CLOSER_METRICS_PORT": str(free_port()), "PORTAL_PORT": str(free_port()),
-            "FAUCET_METRICS_PORT": str(free_port()), "PORTAL_METRICS_PORT": str(free_port()),
-            "SEALING_EXPORTER_PORT": str(free_port()), "PROMETHEUS_PORT": str(free_port())}
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
+    # Test stacks' geth runs with a small cache (conftest.SMALL_GETH_CACHE_MB).
+    return {**isolated_stack_env(home, inherited), "GETH_CACHE_MB": SMALL_GETH_CACHE_MB}
 
 
 def run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,9 +1,12 @@
 """The shape of the code: the direction of imports, one home per setting, docs that match.
 
 - ``pilotchain`` (chain access, keys, genesis, contract, governance) imports none of the
-  services above it, so a service's setting can never break a chain command.
-- The services (bridge, faucet) import the core but neither each other nor the runner;
-  nothing imports the runner (the top of the graph) but tests and benchmarks.
+  packages above it, so a service's setting can never break a chain command.
+- ``worker`` (the stream-to-chain loop, its endpoint and edge) stands on the core alone.
+- The services (bridge, ingest, closer, faucet, portal) import the core and the worker but
+  neither each other nor the runner; nothing imports the runner (the top of the graph) but
+  tests and benchmarks. So a reading's path (the ingest, then the worker, then the core)
+  only ever goes down.
 - Only the settings module reads the process environment.
 - docs/settings.md and .env.example are exactly what the settings' declarations generate.
 """
@@ -21,21 +24,15 @@ import pytest
 from pilotchain.settings import PROJECT_ROOT
 from runner.cli import ALL_SETTINGS, ENV_EXAMPLE_PREAMBLE, SETTINGS_PREAMBLE
 
-PACKAGES = ("pilotchain", "bridge", "faucet", "ingest", "closer", "portal", "runner")
+PACKAGES = ("pilotchain", "worker", "bridge", "faucet", "ingest", "closer", "portal", "runner")
+# The services, each of which may import the core and the worker but no other service.
+SERVICES = ("bridge", "faucet", "ingest", "closer", "portal")
 # What each package may import from the project's own packages.
 ALLOWED = {
     "pilotchain": {"pilotchain"},
-    "bridge": {"pilotchain", "bridge"},
-    "faucet": {"pilotchain", "faucet"},
-    # The meter ingest reuses the bridge's stream consumer, dead letters, writer lock and
-    # pipelined batch writer (made generic there) instead of a shared package: one more
-    # edge, no cycle (the bridge never imports the ingest), and no third home to keep.
-    "ingest": {"pilotchain", "bridge", "ingest"},
-    # The portal (its indexer now, its pages later) stands on the core alone.
-    "portal": {"pilotchain", "portal"},
-    # The slot closer serves its metrics with the bridge's endpoint and command-line edge.
-    "closer": {"pilotchain", "bridge", "closer"},
-    "runner": {"pilotchain", "bridge", "faucet", "ingest", "closer", "portal", "runner"},
+    "worker": {"pilotchain", "worker"},
+    **{service: {"pilotchain", "worker", service} for service in SERVICES},
+    "runner": set(PACKAGES),
 }
 # Modules that may read os.environ, and why.
 ENVIRONMENT_READERS = {
@@ -78,6 +75,56 @@ def test_imports_point_down_only(package: str) -> None:
     }
     wrong = {module: names for module, names in wrong.items() if names}
     assert wrong == {}, f"{package} may import only {sorted(ALLOWED[package])}"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The project modules ``path`` imports, by dotted name (``worker.loop``)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return {name for name in found if name.split(".")[0] in PACKAGES}
+
+
+def module_path(name: str) -> Path:
+    base = PROJECT_ROOT.joinpath(*name.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def reachable(start: str) -> dict[str, str]:
+    """Every project module ``start`` reaches through imports, each with the module that
+    first imported it (a path through the code, walked breadth first)."""
+    seen: dict[str, str] = {start: ""}
+    todo = [start]
+    while todo:
+        current = todo.pop(0)
+        path = module_path(current)
+        if not path.exists():
+            continue
+        for name in sorted(imported_modules(path)):
+            if name not in seen:
+                seen[name] = current
+                todo.append(name)
+    return seen
+
+
+PACKAGE_LEVEL = {"pilotchain": 0, "worker": 1, **dict.fromkeys(SERVICES, 2), "runner": 3}
+
+
+@pytest.mark.parametrize("start", ["ingest.cli", "ingest.http", "bridge.cli", "closer.cli"])
+def test_a_services_path_through_the_code_goes_down_only(start: str) -> None:
+    """From a service's entry point (a reading's: the door, the writer), every import leads
+    to the service itself, the worker or the core, each step to the same package or a lower
+    one: never back up, never into another service."""
+    service = start.split(".")[0]
+    seen = reachable(start)
+    assert {name.split(".")[0] for name in seen} <= {service, "worker", "pilotchain"}
+    upward = {name: importer for name, importer in seen.items() if importer
+              and PACKAGE_LEVEL[name.split(".")[0]] > PACKAGE_LEVEL[importer.split(".")[0]]}
+    assert upward == {}
 
 
 def test_the_core_commands_ignore_service_settings() -> None:

@@ -1,5 +1,6 @@
-"""The command-line edge the bridge and the ingest share: logging, signals, the metrics
-endpoint around the work, and errors turned into one sentence without a traceback."""
+"""The command-line edge every worker service shares (the bridge, the ingest, its MQTT
+subscriber, the slot closer): logging, signals, the metrics endpoint around the work, and
+errors turned into one sentence without a traceback."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Protocol
 
 import redis
 
-from bridge.endpoint import HealthServer
-from bridge.metrics import Metrics
 from pilotchain.errors import PilotChainError
+from worker.endpoint import HealthServer
+from worker.metrics import Metrics
+
+
+class Service(Protocol):
+    """A service's work: ``run`` returns once the stop event it was given is set."""
+
+    def run(self) -> None: ...
 
 
 def setup_logging() -> None:
@@ -38,12 +46,14 @@ def guarded(prog: str, start: Callable[[], int]) -> int:
         return 130
 
 
-def serve(work: Callable[[Metrics, threading.Event], object], host: str, port: int,
+def serve(make: Callable[[Metrics, threading.Event], Service], host: str, port: int,
           setting: str, logger: str) -> int:
-    """Serve metrics on ``host:port`` and run ``work`` until SIGTERM or SIGINT; ``setting``
-    names the port in a clash, ``logger`` says the signal arrived."""
+    """Serve metrics on ``host:port`` and run the service ``make`` builds until SIGTERM or
+    SIGINT; ``setting`` names the port in a clash, ``logger`` says the signal arrived. The
+    service is built first, so the endpoint answers only with what it declared it measures."""
     metrics = Metrics()
     stop = threading.Event()
+    service = make(metrics, stop)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         del frame
@@ -55,7 +65,7 @@ def serve(work: Callable[[Metrics, threading.Event], object], host: str, port: i
     server = HealthServer(metrics, host, port, setting)
     server.start()
     try:
-        work(metrics, stop)
+        service.run()
     finally:
         server.stop()
     return 0

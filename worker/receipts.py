@@ -1,5 +1,4 @@
-"""Receipts of batch transactions (the bridge's, the ingest's), read in one JSON-RPC batch
-per poll."""
+"""Receipts of batch transactions, read in one JSON-RPC batch per poll."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ from typing import Any
 from web3 import Web3
 
 from pilotchain.chain import batch_call
-from pilotchain.events import BATCH_RECORDED, decode_as, event_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,25 +21,17 @@ class Receipt:
     block_number: int
     block_hash: str
     gas_used: int
-    recorded: int | None  # from BatchRecorded; None if the event is missing
-    skipped: int | None
-    # The contract's raw logs ({"topics": [...], "data": "0x..."}), for writers that need
-    # more than BatchRecorded's counts (the ingest reads each reading's event).
+    # The contract's raw logs ({"topics": [...], "data": "0x..."}): a codec reads from them
+    # what became of each item (the bridge its BatchRecorded, the ingest each reading's event).
     logs: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], contract: str) -> Receipt:
-        counts: tuple[int | None, int | None] = (None, None)
         own = tuple(entry for entry in raw.get("logs") or ()
                     if entry.get("address", "").lower() == contract.lower())
-        for entry in own:
-            if event_of(entry) is BATCH_RECORDED:
-                batch = decode_as(BATCH_RECORDED, entry).values
-                counts = (batch["recorded"], batch["skipped"])
         return cls(tx_hash=raw["transactionHash"], status=int(raw["status"], 16),
                    block_number=int(raw["blockNumber"], 16), block_hash=raw["blockHash"],
-                   gas_used=int(raw["gasUsed"], 16), recorded=counts[0], skipped=counts[1],
-                   logs=own)
+                   gas_used=int(raw["gasUsed"], 16), logs=own)
 
 
 def read_receipts(w3: Web3, url: str, contract: str,

@@ -2,7 +2,7 @@
 readings): the consumer group, acknowledgements, the dead-letter stream, the single-writer
 lock and the start-up guard. Nothing here knows what an entry holds.
 
-Every method lets redis-py's ``ConnectionError``/``TimeoutError`` through: the bridge's loop
+Every method lets redis-py's ``ConnectionError``/``TimeoutError`` through: the worker's loop
 decides when to retry (bounded backoff) and keeps un-sent acknowledgements until then.
 """
 
@@ -21,13 +21,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bridge.errors import TargetChanged, WriterLocked
-from bridge.events import Rejected
+from worker.entries import Entry, Rejected
+from worker.errors import TargetChanged, WriterLocked
 
 # Errors after which a retry can succeed: Redis down, restarting or still loading its file.
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
-# An entry id and its fields as text; None for an entry deleted from the stream meanwhile.
-Entry = tuple[str, dict[str, str] | None]
 
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
          "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
@@ -60,7 +58,7 @@ class StreamConsumer:
     writer in keys and messages (``bridge``, ``ingest``)."""
 
     def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str,
-                 dead_letter_stream: str, service: str = "bridge",
+                 dead_letter_stream: str, service: str = "worker",
                  dead_letter_maxlen: int = UNBOUNDED) -> None:
         self.client = client
         self.service = service
@@ -88,14 +86,14 @@ class StreamConsumer:
             if "NOGROUP" not in str(error):
                 raise
             # Redis lost the group (restarted without its append-only file): start over;
-            # isRecorded and the contract's duplicate check keep that harmless.
+            # the codec's recovery (the contract's duplicate checks) keeps that harmless.
             self.ensure_group()
             return []
         return [entry for _, entries in reply or [] for entry in _decode(entries)]
 
     def claim_unacknowledged(self, count: int = 1000) -> Iterator[list[Entry]]:
         """Every entry delivered to any consumer of the group but never acknowledged, taken
-        over by this consumer, page by page (a crashed bridge leaves these behind)."""
+        over by this consumer, page by page (a crashed writer leaves these behind)."""
         cursor = "0-0"
         while True:
             reply = self.client.xautoclaim(self.stream, self.group, self.consumer,
@@ -178,14 +176,7 @@ class StreamConsumer:
             floor = candidate if floor is None else min(floor, candidate)
         if floor is not None and floor > (0, 0):
             self.client.xtrim(self.stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xlen(self.stream)
-        pipe.xrange(self.stream, count=1)
-        length, first = pipe.execute()
-        if not first:
-            return int(length), None
-        oldest_ms = _entry_id(first[0][0])[0]
-        return int(length), max(0.0, time.time() - oldest_ms / 1000)
+        return backlog(self.client, self.stream)
 
     def check_target(self, chain_id: int, contract: str) -> None:
         """Refuse to settle a stream into another chain or contract than it was before."""
@@ -204,13 +195,26 @@ class StreamConsumer:
             )
 
 
+def backlog(client: redis.Redis, stream: str) -> tuple[int, float | None]:
+    """How many entries ``stream`` holds and the age in seconds of the oldest (None: empty).
+    Its writer trims what it settled, so these are what waits to be settled."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xlen(stream)
+    pipe.xrange(stream, count=1)
+    length, first = pipe.execute()
+    if not first:
+        return int(length), None
+    oldest_ms = _entry_id(first[0][0])[0]
+    return int(length), max(0.0, time.time() - oldest_ms / 1000)
+
+
 class WriterLock:
     """Only one writer sends transactions for a stream: a Redis key with a time to live,
     renewed by the holder. A holder on this host whose process is gone (killed) is taken
     over at once instead of after the time to live."""
 
     def __init__(self, client: redis.Redis, stream: str, ttl: float = 10.0,
-                 service: str = "bridge") -> None:
+                 service: str = "worker") -> None:
         self.client = client
         self.service = service
         self.stream = stream
@@ -239,7 +243,7 @@ class WriterLock:
             time.sleep(0.5)
 
     def renew(self) -> None:
-        """Extend the lock; raises WriterLocked if another bridge took it meanwhile."""
+        """Extend the lock; raises WriterLocked if another writer took it meanwhile."""
         if not self.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms):
             if self.client.set(self.key, self.token, nx=True, px=self.ttl_ms):
                 self.renewed_at = time.monotonic()

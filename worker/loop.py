@@ -1,11 +1,16 @@
 """One stream-to-chain loop: stream entries in, batches to Settlement, acks after receipts.
 
-The bridge (trades) and the meter ingest (readings) share everything here: start-up that waits
-for Redis and the node, the writer lock and the start-up guard, recovery of a previous run's
-unacknowledged entries, the tick that reads, sends and polls, Redis and chain outages with
-bounded exponential backoff, entries whose delivery a lost reply swallowed, acknowledgement
-and dead-letter flushing, and the metrics report. A service says what an entry becomes and
-what a mined batch means for it through the hooks at the end of :class:`StreamLoop`.
+Every writing service (the bridge's trades, the ingest's readings) runs this loop: start-up
+that waits for Redis and the node, the writer lock and the start-up guard, recovery of a
+previous run's unacknowledged entries, the tick that reads, sends and polls, Redis and chain
+outages with bounded exponential backoff, entries whose delivery a lost reply swallowed,
+acknowledgement and dead-letter flushing, and the metrics report.
+
+What differs between the services comes in as a codec (:class:`worker.codec.Codec`), by
+composition: what an entry becomes, the calldata of a batch, what an item may cost in gas and
+what a mined or reverted batch means for its items. The codec acts on the loop only through
+the desk it is handed (queue an item, acknowledge, dead-letter, report the chain down), never
+by reaching into the loop's state.
 """
 
 from __future__ import annotations
@@ -13,36 +18,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import redis
 from eth_account.signers.local import LocalAccount
 
-from bridge.batching import Batchable, Batcher
-from bridge.events import Rejected
-from bridge.health import backlog_problem
-from bridge.metrics import Metrics
-from bridge.stream import (
-    TRANSIENT,
-    Entry,
-    StreamConsumer,
-    WriterLock,
-    connect_redis,
-    out_of_memory,
-)
-from bridge.writer import BatchCodec, ChainWriter, Outcome, Queued, WriterSettings
 from pilotchain.chain import GWEI, ChainUnreachable, Sender, connect
 from pilotchain.config import ChainSettings, masked_url
 from pilotchain.contract import load_deployment, settlement_contract
-from pilotchain.errors import ChainError, PilotChainError
+from pilotchain.errors import ChainError
 from pilotchain.keys import KeyStore
 from pilotchain.settlement import SettlementABI, eth_call
+from worker.batching import Batcher
+from worker.codec import ChainLink, Codec, Delivery, Desk, LoopItem
+from worker.entries import Rejected
+from worker.errors import RoleMissing, WorkerConfigError
+from worker.health import backlog_problem
+from worker.metrics import STREAM_WORKER, Metrics
+from worker.retry import Backoff, sentence
+from worker.stream import TRANSIENT, StreamConsumer, WriterLock, connect_redis, out_of_memory
+from worker.writer import ChainWriter, Outcome, WriterSettings
 
 T = TypeVar("T")
-K = TypeVar("K")
-S = TypeVar("S", bound="LoopSettings")
-I = TypeVar("I", bound="LoopItem")  # noqa: E741
+I = TypeVar("I", bound=LoopItem)  # noqa: E741
 
 READ_COUNT = 1000
 READ_BLOCK_MS = 50
@@ -52,13 +51,8 @@ DELIVERY_CHECK_INTERVAL = 5.0
 TRIM_INTERVAL = 2.0
 
 
-class LoopItem(Batchable, Queued, Protocol):
-    """What the loop needs of an item: the queue's key and times, the writer's latency."""
-
-
 class LoopSettings(WriterSettings, Protocol):
-    """The settings the loop reads besides the writer's (the bridge's and the ingest's have
-    them all)."""
+    """The settings the loop reads besides the writer's (every writing service has them)."""
 
     @property
     def chain(self) -> ChainSettings: ...
@@ -98,55 +92,88 @@ class StopRequested(Exception):
     """Stop was asked for while a start-up step was still waiting."""
 
 
-class Backoff:
-    """Exponential retry delays from 0.1 s up to a ceiling."""
+class _Desk(Generic[I]):
+    """The loop's side of a codec's :class:`worker.codec.Desk`."""
 
-    def __init__(self, ceiling: float) -> None:
-        self.ceiling = ceiling
-        self.delay = 0.0
+    def __init__(self, worker: Worker[I]) -> None:
+        self._worker = worker
 
-    def next(self) -> float:
-        self.delay = min(self.ceiling, max(0.1, self.delay * 2))
-        return self.delay
+    @property
+    def metrics(self) -> Metrics:
+        return self._worker.metrics
 
-    def reset(self) -> None:
-        self.delay = 0.0
+    @property
+    def chain(self) -> ChainLink:
+        """The chain, once connected (a codec is handed entries only after that)."""
+        return self._worker._link
+
+    @property
+    def chain_ok(self) -> bool:
+        """False while the chain is known to be down (reads would only wait)."""
+        return self._worker._chain_problem is None
+
+    def chain_down(self, error: ChainError) -> None:
+        """A chain read of the codec's failed: back off as if the loop's own had."""
+        self._worker._chain_down(error)
+
+    def open_item(self, key: Hashable) -> I | None:
+        """The item queued or in flight under ``key``, if any."""
+        return self._worker._open.get(key)
+
+    def queue(self, item: I) -> None:
+        """Hold ``item`` until it is settled, and batch it."""
+        self._worker._open[item.key] = item
+        self._worker.batcher.add(item)
+
+    def close(self, item: I) -> None:
+        """``item`` is settled or given up: no longer held."""
+        self._worker._open.pop(item.key, None)
+
+    def queued(self) -> int:
+        """How many items wait for a batch."""
+        return len(self._worker.batcher)
+
+    def requeue(self, items: list[I]) -> None:
+        """Send held items again, first."""
+        self._worker.batcher.requeue(items)
+
+    def ack(self, entry_ids: Iterable[str]) -> None:
+        """Acknowledge entries (written at the next flush)."""
+        self._worker._acks.extend(entry_ids)
+
+    def reject(self, rejected: Rejected) -> None:
+        """Dead-letter an entry with its reason (written at the next flush)."""
+        self._worker._reject(rejected)
+
+    def file(self, kept: Rejected, stream: str, maxlen: int, counter: str) -> None:
+        """Move an entry to ``stream`` with a note instead of the chain (the ingest's minute
+        readings), keeping about ``maxlen``; counted as ``counter``."""
+        self._worker._filed.setdefault((stream, maxlen, counter), []).append(kept)
 
 
-class StreamLoop(Generic[S, K, I]):
-    """One service process's work; ``run`` returns when ``stop`` is set.
+class Worker(Generic[I]):
+    """One service process's stream-to-chain work; ``run`` returns when ``stop`` is set.
 
-    ``_open`` holds the items queued or in flight, keyed by what makes two copies one (a
+    The loop holds the items queued or in flight, keyed by what makes two copies one (a
     trade id for the bridge, an entry id for the ingest).
     """
 
-    service: ClassVar[str]  # "bridge": names the lock, the guard and the messages
-    log: ClassVar[logging.Logger]
-    config_error: ClassVar[type[PilotChainError]]
-    role: ClassVar[str]  # the Settlement role the account must hold, e.g. "RECORDER_ROLE"
-    role_missing: ClassVar[type[PilotChainError]]
-    # Below this many items of room in the current block, wait for the next block's budget
-    # instead of sending a sliver (every transaction costs ~33k gas on top of its items).
-    min_partial_batch: ClassVar[int]
-    # Where to set the Redis address, said while waiting for it.
-    redis_hint: ClassVar[str] = ""
-    # Why sending a previous run's items again does no harm, said when going on without them.
-    resend_note: ClassVar[str]
-
-    def _small_batches(self) -> tuple[int, int]:
-        """Batch size while the queue is short, and the queue length from which batches
-        are full; (0, 0): always full."""
-        return 0, 0
-
-    def __init__(self, settings: S, metrics: Metrics | None = None,
+    def __init__(self, settings: LoopSettings, codec: Codec[I], metrics: Metrics | None = None,
                  stop: threading.Event | None = None) -> None:
         self.settings = settings
+        self.codec = codec
+        self.profile = codec.profile
+        self.service = self.profile.service
+        self.log = logging.getLogger(self.service)
         self.metrics = metrics or Metrics()
+        self.metrics.declare(*STREAM_WORKER, *self.profile.metrics)
         self.stop = stop or threading.Event()
         self.batcher: Batcher[I] = Batcher(settings.max_batch, settings.linger,
-                                           *self._small_batches())
-        self._open: dict[K, I] = {}
+                                           self.profile.small_batch, self.profile.heavy_queue)
+        self.desk: Desk[I] = _Desk(self)
+        self._open: dict[Hashable, I] = {}
         self._acks: list[str] = []
+        self._filed: dict[tuple[str, int, str], list[Rejected]] = {}
         self._dead: list[Rejected] = []
         self._redis_backoff = Backoff(settings.backoff_max)
         self._chain_backoff = Backoff(settings.backoff_max)
@@ -169,7 +196,7 @@ class StreamLoop(Generic[S, K, I]):
             self.log.info("Stopped before the %s was ready.", self.service)
 
     def _run(self) -> None:
-        where = f"Redis at {masked_url(self.settings.redis_url)}{self.redis_hint}"
+        where = f"Redis at {masked_url(self.settings.redis_url)}{self.profile.redis_hint}"
         self.stream = self._until_ready(where, self._open_redis)
         self.writer = self._until_ready("the chain", self._open_chain)
         self.lock = WriterLock(self.stream.client, self.settings.stream, service=self.service)
@@ -206,8 +233,8 @@ class StreamLoop(Generic[S, K, I]):
                     raise
                 delay = backoff.next()
                 self.log.warning("Waiting for %s: %s (retrying in %.1f s)", what,
-                                 _sentence(error), delay)
-                self.metrics.set(problem=f"Waiting for {what}: {_sentence(error)}")
+                                 sentence(error), delay)
+                self.metrics.set(problem=f"Waiting for {what}: {sentence(error)}")
                 if self.stop.wait(delay):
                     raise StopRequested from None
 
@@ -234,7 +261,7 @@ class StreamLoop(Generic[S, K, I]):
                 raise  # waited out by _until_ready: trimming settled entries frees memory
             # A wrong or missing password, or a Redis that only takes local clients: waiting
             # will not change it.
-            raise self.config_error(
+            raise WorkerConfigError(
                 f"Redis at {masked_url(s.redis_url)} refused the {self.service} ({error}); "
                 "check REDIS_URL, or REDIS_HOST, REDIS_PORT and REDIS_PASSWORD_FILE."
             ) from None
@@ -250,33 +277,35 @@ class StreamLoop(Generic[S, K, I]):
         contract = settlement_contract(w3, deployment)
         account = KeyStore(s.chain.keys_dir).role(s.key_role).unlock()
         sender = Sender(w3, account, url=url, priority_fee=int(s.priority_fee_gwei * GWEI))
-        writer = ChainWriter(w3, sender, contract, s, self.metrics, url, self._codec(contract.abi))
+        writer = ChainWriter(w3, sender, contract, s, self.metrics, url, self.codec,
+                             self.service)
         chain_id = sender.chain_id()
         if chain_id != deployment.chain_id:
-            raise self.config_error(
+            raise WorkerConfigError(
                 f"The deployment record {s.chain.deployment_file} is for chain "
                 f"{deployment.chain_id}, but the node at {url} serves chain {chain_id}."
             )
         if not writer.read("Looking up Settlement", lambda: w3.eth.get_code(contract.address)):
-            raise self.config_error(
+            raise WorkerConfigError(
                 f"No contract at {contract.address} on the chain at {url}; deploy it with "
                 "`pilotchain deploy` (./scripts/up does it) or fix DEPLOYMENT_FILE."
             )
+        self._link = ChainLink(w3, url, contract, chain_id, sender.address, deployment)
+        self.codec.connected(self._link)
         self._check_role(writer, contract, account)
-        self._connected(writer, contract, chain_id)
         writer.refresh()
         self.metrics.set(chain="ok")
         return writer
 
     def _check_role(self, writer: ChainWriter[I], contract: Any, account: LocalAccount) -> None:
-        abi, address = SettlementABI(contract.abi), contract.address
-        role = writer.read(f"Reading {self.role}",
-                           lambda: eth_call(writer.w3, address, abi.role(self.role)))
-        kind = self.role.removesuffix("_ROLE").lower()
+        abi, address, role_name = SettlementABI(contract.abi), contract.address, self.profile.role
+        role = writer.read(f"Reading {role_name}",
+                           lambda: eth_call(writer.w3, address, abi.role(role_name)))
+        kind = role_name.removesuffix("_ROLE").lower()
         if not writer.read(f"Checking the {kind} role", lambda: eth_call(
                 writer.w3, address, abi.has_role(role, account.address))):
-            raise self.role_missing(
-                f"The {self.service} account {account.address} does not hold {self.role} in "
+            raise RoleMissing(
+                f"The {self.service} account {account.address} does not hold {role_name} in "
                 f"Settlement at {writer.contract_address}; the operator must grant it "
                 f"(pilotchain deploy grants it to keys/{self.settings.key_role})."
             )
@@ -291,11 +320,12 @@ class StreamLoop(Generic[S, K, I]):
         waited = time.monotonic() - began
         recovered = 0
         for page in self.stream.claim_unacknowledged():
-            self._take_over(page)
+            self.codec.take(page, Delivery.RECOVERED, self.desk)
             recovered += len(page)
             self._flush_redis()
         if recovered:
-            self._log_recovery(recovered, time.monotonic() - began, waited)
+            self.log.info("%s", self.codec.recovered(recovered, time.monotonic() - began,
+                                                     waited, self.desk))
 
     def _wait_for_own_transactions(self) -> None:
         w3, address = self.writer.w3, self.writer.sender_address
@@ -313,8 +343,8 @@ class StreamLoop(Generic[S, K, I]):
         while count("latest") < pending:
             if time.monotonic() >= deadline:
                 self.log.warning("Transactions of a previous run are still unmined after "
-                                 "%.0f s; going on (%s).", self.settings.recovery_timeout,
-                                 self.resend_note)
+                                 "%.0f s; going on (the contract skips what it already has).",
+                                 self.settings.recovery_timeout)
                 return
             if self.stop.wait(0.2):
                 raise StopRequested
@@ -340,13 +370,17 @@ class StreamLoop(Generic[S, K, I]):
                          "arrived (a reply lost while Redis went away); settling them now.",
                          len(lost), self.service)
         self.metrics.add("received", len(lost))
-        self._take_lost(lost)
+        self.codec.take(lost, Delivery.LOST, self.desk)
 
     def _held_entry_ids(self) -> set[str]:
         """Every entry this process has read and not yet acknowledged."""
-        held = {entry_id for item in self._open.values() for entry_id in self._entry_ids(item)}
+        codec = self.codec
+        held = {entry_id for item in self._open.values()
+                for entry_id in codec.entry_ids(item)}
+        held.update(codec.waiting())
         held.update(self._acks)
         held.update(rejected.entry_id for rejected in self._dead)
+        held.update(kept.entry_id for entries in self._filed.values() for kept in entries)
         return held
 
     # -- the loop ---------------------------------------------------------------------
@@ -365,7 +399,7 @@ class StreamLoop(Generic[S, K, I]):
 
     def _chain_step(self) -> None:
         try:
-            self._before_chain_poll()
+            self.codec.before_poll(self.desk)
             new_head = self.writer.refresh()
             if new_head:
                 # Send first: a transaction reaches the signers about half a second after it
@@ -389,13 +423,13 @@ class StreamLoop(Generic[S, K, I]):
         try:
             self._flush_redis()
             self._check_deliveries(now, after_outage=self._redis_problem is not None)
-            room = self.settings.max_queued - self._held_count()
+            room = self.settings.max_queued - len(self._open) - len(self.codec.waiting())
             if room <= 0:
                 self.stop.wait(READ_BLOCK_MS / 1000)
             else:
                 entries = self.stream.read_new(min(READ_COUNT, room), READ_BLOCK_MS)
                 self.metrics.add("received", len(entries))
-                self._take_new(entries)
+                self.codec.take(entries, Delivery.NEW, self.desk)
                 self._flush_redis()
             self._trim(now)
         except TRANSIENT as error:
@@ -436,7 +470,7 @@ class StreamLoop(Generic[S, K, I]):
         """Send batches while items wait, the block's budget lasts and the lock is ours."""
         if self._chain_problem is not None or not self.lock.held():
             return
-        sliver = min(self.min_partial_batch, self.settings.max_batch)
+        sliver = min(self.profile.min_partial_batch, self.settings.max_batch)
         while self.batcher.ready():
             room = self.writer.room()
             if room <= 0 or (room < len(self.batcher) and room < sliver):
@@ -456,17 +490,22 @@ class StreamLoop(Generic[S, K, I]):
         """Settle the items of final batches; sort out reverted ones."""
         for outcome in outcomes:
             if outcome.succeeded:
-                self._mined(outcome)
+                self.codec.mined(outcome, self.desk)
             else:
                 self.metrics.add("reverted_batches")
-                self._reverted(outcome.transaction.items)
+                self.codec.reverted(outcome.transaction.items, self.desk)
 
     def _reject(self, rejected: Rejected) -> None:
         self.log.warning("Dead-lettering entry %s: %s", rejected.entry_id, rejected.reason)
         self._dead.append(rejected)
 
     def _flush_redis(self) -> None:
-        """Write dead letters and acknowledgements; kept for the next try if Redis fails."""
+        """Write filed entries, dead letters and acknowledgements; kept for the next try if
+        Redis fails."""
+        for (stream, maxlen, counter), kept in list(self._filed.items()):
+            self.stream.dead_letter(kept, to=stream, maxlen=maxlen)
+            self.metrics.add(counter, len(kept))
+            del self._filed[(stream, maxlen, counter)]
         if self._dead:
             self.stream.dead_letter(self._dead)
             self.metrics.add("dead_lettered", len(self._dead))
@@ -482,7 +521,7 @@ class StreamLoop(Generic[S, K, I]):
         self._redis_retry_at = time.monotonic() + delay
         if self._redis_problem is None:
             self.log.warning("Redis at %s is unreachable (%s); retrying with backoff up to "
-                             "%.0f s.", masked_url(self.settings.redis_url), _sentence(error),
+                             "%.0f s.", masked_url(self.settings.redis_url), sentence(error),
                              self.settings.backoff_max)
         self._redis_problem = f"Redis at {masked_url(self.settings.redis_url)} is unreachable."
         self.metrics.set(redis="unreachable")
@@ -506,52 +545,3 @@ class StreamLoop(Generic[S, K, I]):
         if now >= self._next_report:
             self._next_report = now + self.settings.log_interval
             self.log.info("%s", self.metrics.summary())
-
-    # -- what a service decides -------------------------------------------------------
-
-    def _codec(self, abi: Any) -> BatchCodec[I]:
-        """How this service's items become a transaction's calldata."""
-        raise NotImplementedError
-
-    def _connected(self, writer: ChainWriter[I], contract: Any, chain_id: int) -> None:
-        """Read what the service needs from the chain once it is connected (nothing here)."""
-
-    def _entry_ids(self, item: I) -> Sequence[str]:
-        """The stream entries an open item stands for."""
-        raise NotImplementedError
-
-    def _held_count(self) -> int:
-        """How many items count against ``max_queued``."""
-        return len(self._open)
-
-    def _take_new(self, entries: Sequence[Entry]) -> None:
-        """Entries read for the first time."""
-        raise NotImplementedError
-
-    def _take_over(self, entries: Sequence[Entry]) -> None:
-        """Entries a previous run read and left unacknowledged."""
-        raise NotImplementedError
-
-    def _take_lost(self, entries: Sequence[Entry]) -> None:
-        """Entries delivered to this consumer whose reply was lost."""
-        raise NotImplementedError
-
-    def _log_recovery(self, recovered: int, took: float, waited: float) -> None:
-        """Say what recovery found."""
-        raise NotImplementedError
-
-    def _before_chain_poll(self) -> None:
-        """Chain work that comes before the head is read (nothing here)."""
-
-    def _mined(self, outcome: Outcome[I]) -> None:
-        """Acknowledge or dead-letter the items of a batch that was mined."""
-        raise NotImplementedError
-
-    def _reverted(self, items: list[I]) -> None:
-        """A batch reverted: dead-letter what cannot go, send the rest again."""
-        raise NotImplementedError
-
-
-def _sentence(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text if text.endswith(".") else f"{text}."

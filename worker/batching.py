@@ -1,34 +1,16 @@
-"""Trades waiting for a transaction, in arrival order, one per trade id.
+"""Items waiting for a transaction, in arrival order, one per key.
 
-The pipeline joins a trade id seen again while its first copy waits or is in flight (gsy-e's
-plug-in may deliver twice after a lost Redis reply) to that copy: one slot in one batch, and
-every entry of it acknowledged together.
+A codec may join an item seen again while its first copy waits or is in flight (the bridge
+does, by trade id: gsy-e's plug-in may deliver twice after a lost Redis reply) to that copy:
+one slot in one batch, and every entry of it acknowledged together.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
-
-from pilotchain.trades import TradeRecord
-
-
-@dataclass(slots=True)
-class Item:
-    """One trade to record and the stream entries that carry it."""
-
-    record: TradeRecord
-    entry_ids: list[str]
-    entered_ms: int
-    queued_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def key(self) -> uuid.UUID:
-        return self.record.trade_id
 
 
 class Batchable(Protocol):
@@ -73,16 +55,16 @@ class Batcher(Generic[B]):
             self._queue.move_to_end(item.key, last=False)
 
     def batch_size(self) -> int:
-        """Trades per batch now: small while fewer than ``heavy_queue`` wait (light load:
+        """Items per batch now: small while fewer than ``heavy_queue`` wait (light load:
         latency), ``max_batch`` once more do (heavy load: small batches would spend ~10%
-        more gas per trade on the per-transaction overhead, and those trades wait in the
+        more gas per item on the per-transaction overhead, and those items wait in the
         queue for longer than an announcement takes anyway)."""
         if self.small_batch and len(self._queue) < self.heavy_queue:
             return self.small_batch
         return self.max_batch
 
     def ready(self, now: float | None = None) -> bool:
-        """A full batch is waiting, or the oldest trade has waited ``linger`` seconds."""
+        """A full batch is waiting, or the oldest item has waited ``linger`` seconds."""
         if not self._queue:
             return False
         if len(self._queue) >= self.batch_size():
@@ -91,6 +73,6 @@ class Batcher(Generic[B]):
         return (now if now is not None else time.monotonic()) - oldest.queued_at >= self.linger
 
     def take(self, limit: int) -> list[B]:
-        """The oldest ``limit`` trades (at most a full batch), removed from the queue."""
+        """The oldest ``limit`` items (at most a full batch), removed from the queue."""
         count = min(limit, self.batch_size(), len(self._queue))
         return [self._queue.popitem(last=False)[1] for _ in range(count)]

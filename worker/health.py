@@ -1,9 +1,13 @@
 """What a service's ``/health`` says: up or not, and degraded with a sentence while it
-works but lags (the endpoint serving it: bridge/endpoint.py)."""
+works but lags (the endpoint serving it: worker/endpoint.py)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+# What /health shows of the snapshot besides the verdict, where the service measures it: its
+# links (Redis, the chain), the head it has seen and its stream's backlog.
+SHOWN = ("redis", "chain", "last_block", "backlog", "oldest_unsettled_s")
 
 
 def health_answer(snapshot: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -19,10 +23,8 @@ def health_answer(snapshot: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         status, problem = "degraded", warning
     else:
         status, problem = "ok", None
-    body = {"status": status, "problem": problem, "redis": snapshot["redis"],
-            "chain": snapshot["chain"], "last_block": snapshot["last_block"],
-            "backlog": snapshot.get("backlog"),
-            "oldest_unsettled_s": snapshot.get("oldest_unsettled_s")}
+    body = {"status": status, "problem": problem,
+            **{key: snapshot[key] for key in SHOWN if key in snapshot}}
     return (200 if running else 503), body
 
 

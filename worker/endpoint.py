@@ -1,6 +1,6 @@
 """A service's HTTP endpoint: ``/metrics`` (Prometheus's text format, see
-bridge/prometheus.py), ``/status`` (the same progress as one JSON object) and ``/health`` (see
-bridge/health.py).
+worker/prometheus.py), ``/status`` (the same progress as one JSON object) and ``/health`` (see
+worker/health.py).
 
 stdlib ``http.server`` in a daemon thread: three read-only routes do not need a framework,
 and the service's loop never waits for a client.
@@ -13,28 +13,29 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from bridge.errors import BridgeConfigError
-from bridge.health import health_answer
-from bridge.metrics import Metrics
-from bridge.prometheus import CONTENT_TYPE, exposition, registry_for
+from worker.errors import WorkerConfigError
+from worker.health import health_answer
+from worker.metrics import Metrics
+from worker.prometheus import CONTENT_TYPE, exposition, registry_for
 
 
 class HealthServer:
-    """Serves one Metrics object; ``port`` 0 picks a free port (see ``.port``)."""
+    """Serves one Metrics object; ``port`` 0 picks a free port (see ``.port``); ``setting``
+    names the port in the sentence of a clash."""
 
     def __init__(self, metrics: Metrics, host: str, port: int,
-                 setting: str = "BRIDGE_METRICS_PORT") -> None:
+                 setting: str = "metrics port") -> None:
         handler = _handler_for(metrics)
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
         except OSError as error:
-            raise BridgeConfigError(
+            raise WorkerConfigError(
                 f"The metrics endpoint cannot listen on {host}:{port} ({error.strerror}); "
                 f"choose another {setting}."
             ) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="bridge-metrics", daemon=True)
+                                        name="worker-metrics", daemon=True)
 
     @property
     def port(self) -> int:
@@ -77,6 +78,6 @@ def _handler_for(metrics: Metrics) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def log_message(self, format: str, *args: Any) -> None:
-            """Polling clients would flood the bridge's log; stay quiet."""
+            """Polling clients would flood the service's log; stay quiet."""
 
     return Handler

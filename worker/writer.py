@@ -1,13 +1,14 @@
-"""The chain side of the bridge and the ingest: batch transactions, pipelined, each watched
+"""The chain side of a stream-to-chain worker: batch transactions, pipelined, each watched
 to its receipt.
 
-What a batch holds (trades for ``recordTrades``, meter readings for ``submitReadings``) is a
-:class:`BatchCodec`'s business; everything else is shared. Several transactions are in
-flight at once, each owning a nonce reserved from the shared :class:`pilotchain.chain.Sender`,
-sent while the block's gas budget (:mod:`bridge.gas`) lasts. A transaction is re-signed with
-fresh fees if the node refuses it, sent again if it waits ``BRIDGE_REPLACE_AFTER_BLOCKS``
-blocks (replaced with fees 13% higher if the base fee has priced it out), and handed back as
-finished only when its receipt is ``BRIDGE_CONFIRMATIONS`` blocks deep and still canonical.
+What a batch holds (the bridge's trades for ``recordTrades``, the ingest's meter readings for
+``submitReadings``) is a :class:`BatchCodec`'s business; everything else is shared. Several
+transactions are in flight at once, each owning a nonce reserved from the shared
+:class:`pilotchain.chain.Sender`, sent while the block's gas budget (:mod:`worker.gas`) lasts.
+A transaction is re-signed with fresh fees if the node refuses it, sent again if it waits
+``replace_after_blocks`` blocks (replaced with fees 13% higher if the base fee has priced it
+out), and handed back as finished only when its receipt is ``confirmations`` blocks deep and
+still canonical.
 """
 
 from __future__ import annotations
@@ -23,10 +24,6 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.types import Wei
 
-from bridge.batching import Item
-from bridge.gas import TRADE_GAS, GasBudget, ItemGas
-from bridge.metrics import Metrics
-from bridge.receipts import Receipt, read_receipts
 from pilotchain.chain import (
     GWEI,
     Fees,
@@ -36,9 +33,11 @@ from pilotchain.chain import (
     read,
     replacement_fees,
 )
-from pilotchain.settlement import SettlementABI
+from worker.gas import GasBudget, ItemGas
+from worker.metrics import Metrics
+from worker.receipts import Receipt, read_receipts
 
-log = logging.getLogger("bridge.writer")
+log = logging.getLogger("worker.writer")
 T = TypeVar("T")
 
 
@@ -62,7 +61,7 @@ class BatchCodec(Protocol[I_contra]):
 
 
 class WriterSettings(Protocol):
-    """The settings the writer reads (the bridge's and the ingest's have them all)."""
+    """The settings the writer reads (each writing service's settings have them all)."""
 
     @property
     def max_batch(self) -> int: ...
@@ -76,20 +75,6 @@ class WriterSettings(Protocol):
     def priority_fee_gwei(self) -> float: ...
     @property
     def replace_after_blocks(self) -> int: ...
-
-
-class TradeCodec:
-    """The bridge's batches: ``recordTrades`` of the items' trades."""
-
-    item_gas = TRADE_GAS
-
-    def __init__(self, abi: Any) -> None:
-        self.abi = SettlementABI(abi)
-        # Refuse an ABI without recordTrades now rather than at the first batch.
-        self.abi.function("recordTrades")
-
-    def calldata(self, items: Sequence[Item]) -> bytes:
-        return self.abi.record_trades([item.record for item in items])
 
 # Blocks a mined nonce may lack its receipt before the batch counts as displaced.
 ORPHAN_AFTER_BLOCKS = 5
@@ -133,19 +118,15 @@ class Outcome(Generic[I]):
     def succeeded(self) -> bool:
         return self.receipt.status == 1
 
-    def counts(self) -> tuple[int, int]:
-        """(recorded, skipped) from the contract's BatchRecorded event."""
-        if self.receipt.recorded is None or self.receipt.skipped is None:
-            return len(self.transaction.items), 0
-        return self.receipt.recorded, self.receipt.skipped
-
 
 class ChainWriter(Generic[I]):
-    """Sends batches with one account's key and follows them until they are final."""
+    """Sends batches with one account's key and follows them until they are final;
+    ``service`` names the writer in messages."""
 
     def __init__(self, w3: Web3, sender: Sender, contract: Any, settings: WriterSettings,
-                 metrics: Metrics, url: str, codec: BatchCodec[I]) -> None:
+                 metrics: Metrics, url: str, codec: BatchCodec[I], service: str) -> None:
         self.w3 = w3
+        self.service = service
         self.sender = sender
         self.contract = contract
         self.contract_address: ChecksumAddress = contract.address
@@ -161,7 +142,7 @@ class ChainWriter(Generic[I]):
 
     @property
     def sender_address(self) -> ChecksumAddress:
-        """The bridge account, which signs every batch."""
+        """The service's account, which signs every batch."""
         return self.sender.address
 
     # -- chain reads ------------------------------------------------------------------
@@ -185,12 +166,12 @@ class ChainWriter(Generic[I]):
     # -- sending ------------------------------------------------------------------------
 
     def room(self) -> int:
-        """How many trades may go out now (0 while the pipeline or this block is full)."""
+        """How many items may go out now (0 while the pipeline or this block is full)."""
         if len(self.in_flight) >= self.settings.max_in_flight:
             return 0
         if any(not tx.accepted for tx in self.in_flight.values()):
             return 0  # a nonce the node has not taken holds back everything after it
-        return max(0, min(self.budget.trades(), self.settings.max_batch))
+        return max(0, min(self.budget.items(), self.settings.max_batch))
 
     def submit(self, items: list[I]) -> None:
         """Sign and send one batch with a freshly reserved nonce."""
@@ -225,7 +206,7 @@ class ChainWriter(Generic[I]):
                 tx.accepted, tx.refusal = True, None
                 return
             tx.accepted, tx.refusal = False, reason
-            log.warning("The node refused batch transaction nonce %d (%d trades): %s",
+            log.warning("The node refused batch transaction nonce %d (%d items): %s",
                         tx.nonce, len(tx.items), reason)
             return
         tx.accepted, tx.refusal = True, None
@@ -234,10 +215,10 @@ class ChainWriter(Generic[I]):
     # -- following ----------------------------------------------------------------------
 
     def poll(self) -> tuple[list[Outcome[I]], list[I]]:
-        """Check the transactions in flight: (final outcomes, trades to send again)."""
+        """Check the transactions in flight: (final outcomes, items to send again)."""
         if not self.in_flight:
             return [], []
-        mined_below = self.read("Reading the bridge account's nonce",
+        mined_below = self.read(f"Reading the {self.service} account's nonce",
                                 lambda: self.w3.eth.get_transaction_count(
                                     self.sender_address, "latest"))
         ordered = sorted(self.in_flight.values(), key=lambda t: t.nonce)
@@ -289,13 +270,13 @@ class ChainWriter(Generic[I]):
         return False
 
     def _observe(self, tx: Transaction[I], receipt: Receipt) -> None:
-        """First sight of a receipt: latency of each trade, and what a trade really costs."""
+        """First sight of a receipt: latency of each item, and what an item really costs."""
         now_ms = time.time() * 1000
         for item in tx.items:
             self.metrics.latency(max(0.0, (now_ms - item.entered_ms) / 1000))
         if receipt.status == 1 and tx.items:
             self.budget.observe(receipt.gas_used, len(tx.items))
-            self.metrics.set(gas_per_trade=round(self.budget.gas_per_trade))
+            self.metrics.set(gas_per_item=round(self.budget.gas_per_item))
 
     def _deep_enough(self, receipt: Receipt) -> bool:
         return self.head >= receipt.block_number + self.settings.confirmations
@@ -315,9 +296,9 @@ class ChainWriter(Generic[I]):
         return Outcome(tx, receipt)
 
     def _orphan(self, tx: Transaction[I]) -> list[I]:
-        """The nonce was used by a transaction not of this writer: send the trades again."""
-        log.warning("Nonce %d of the bridge account was used by another transaction; "
-                    "sending its %d trades again.", tx.nonce, len(tx.items))
+        """The nonce was used by a transaction not of this writer: send the items again."""
+        log.warning("Nonce %d of the %s account was used by another transaction; "
+                    "sending its %d items again.", tx.nonce, self.service, len(tx.items))
         del self.in_flight[tx.nonce]
         return tx.items
 
@@ -351,12 +332,12 @@ class ChainWriter(Generic[I]):
         """The node's reason for refusing a transaction still waiting to be taken, if any."""
         for tx in self.in_flight.values():
             if tx.refusal is not None:
-                return f"The node refuses the bridge's transactions: {tx.refusal}."
+                return f"The node refuses the {self.service}'s transactions: {tx.refusal}."
         return None
 
     def _update_gauges(self) -> None:
         self.metrics.set(in_flight_transactions=len(self.in_flight),
-                         in_flight_trades=self.trades_in_flight())
+                         in_flight_items=self.items_in_flight())
 
-    def trades_in_flight(self) -> int:
+    def items_in_flight(self) -> int:
         return sum(len(tx.items) for tx in self.in_flight.values())
