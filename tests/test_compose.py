@@ -303,7 +303,8 @@ def test_every_redis_client_uses_the_generated_password(
         assert ".:/pilotchain:ro" in raw_services[name]["volumes"], name
     redis = raw_services["redis"]
     assert redis["command"] == ["sh", "/pilotchain/docker/redis/start.sh"]
-    assert "keys/redis/password" in " ".join(redis["healthcheck"]["test"])
+    assert redis["environment"]["KEYS_DIR"] == "/pilotchain/keys"
+    assert "$$KEYS_DIR/redis/password" in " ".join(redis["healthcheck"]["test"])
 
 
 def test_every_image_defaults_to_its_upstream_pin_and_is_overridable(

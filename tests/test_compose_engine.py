@@ -640,4 +640,5 @@ from compose_hosts_cases import (  # noqa: E402
     net,  # noqa: F401  (the fixture)
     test_hosts_a_three_organisations_found_the_network_in_compose,  # noqa: F401
     test_hosts_b_a_fourth_organisation_joins_by_vote_in_compose,  # noqa: F401
+    test_hosts_c_an_organisation_s_apps_settle_on_its_own_rpc_node_in_compose,  # noqa: F401
 )
