@@ -38,13 +38,15 @@ from pilotchain.config import (
     ChainSettings,
     MqttConnection,
 )
+from pilotchain.keys import KeysError
 from pilotchain.meter_accounts import account_name
 from pilotchain.operator_cli import value as core_value
 from pilotchain.settings import SettingsGroup, effective, env_example, markdown
 from portal.config import PORTAL_SETTINGS
 from portal.web.config import PORTAL_WEB_SETTINGS
-from runner import credentials, meters, stack
+from runner import credentials, meters, stack, tlsproxy
 from runner.hostnet import NODE_ROLES, ROLES, HostNetwork
+from runner.localnet import RPC_NODE
 
 # Every setting of every service, in the order docs/settings.md lists them.
 ALL_SETTINGS: tuple[SettingsGroup, ...] = (
@@ -93,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     node_env.add_argument("--role", choices=NODE_ROLES, required=True)
     node_env.add_argument("--out", type=Path, required=True, metavar="FILE",
                           help="the file the node's container reads (shell assignments)")
+    command(sub, "apps-check", cmd_apps_check,
+            "Check the network manifest and this host's apps keys, then wait until the "
+            "organisation's RPC node (RPC_URL) follows this network's chain "
+            "(docker-compose.hosts.yml).")
     status = command(sub, "status", cmd_status, "Describe the running stack.")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     config = command(sub, "config", cmd_config,
@@ -314,6 +320,29 @@ def cmd_node_env(settings: ChainSettings, env: Mapping[str, str],
     me = net.entry(args.role)
     print(f"{args.out}: {me.name} at {me.address} of network manifest version "
           f"{net.manifest.version} (chain id {settings.chain_id}).")
+    if args.role == RPC_NODE:
+        # The HTTPS proxy's configuration (profile `tls`), the native one; none without a
+        # certificate, so a proxy started anyway stops at once instead of serving old settings.
+        proxy = settings.data_dir / "rpc-proxy"
+        if settings.tls_cert_file is not None:
+            print(f"{tlsproxy.write_config(settings, proxy)}: the RPC node's HTTPS proxy on "
+                  f"port {settings.tls_port}.")
+        else:
+            (proxy / tlsproxy.CONFIG_NAME).unlink(missing_ok=True)
+    return 0
+
+
+def cmd_apps_check(settings: ChainSettings, env: Mapping[str, str],
+                   args: argparse.Namespace) -> int:
+    net = HostNetwork(settings)
+    manifest = net.manifest
+    if not net.keys.has_role("apps"):
+        raise KeysError(f"This host has no apps keys in {net.keys.directory}: create them with "
+                        "'pilotchain keys new --role apps --org ORG'.")
+    stack.wait_for_chain(settings, manifest.genesis_hash)
+    print(f"The RPC node at {settings.rpc_url} follows network manifest version "
+          f"{manifest.version} (chain id {settings.chain_id}, genesis "
+          f"{manifest.genesis_hash[:14]}…).")
     return 0
 
 

@@ -286,6 +286,9 @@ class HostNetwork(LocalNetwork):
             env = {"BOOTNODE_ARGS": " ".join(argv[1:])}
         elif role == RPC_NODE:
             env["HTTP_ADDR"] = "0.0.0.0"  # published on the host's loopback by Compose
+            # The apps of docker-compose.hosts.yml call it by its service name.
+            names = [*env.get("VHOSTS", "localhost").split(","), "rpc-node"]
+            env["VHOSTS"] = ",".join(dict.fromkeys(names))
         return {"NODE_ROLE": role, **env}
 
     def check_keys(self, roles: Sequence[str]) -> None:

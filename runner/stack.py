@@ -179,7 +179,7 @@ def up_roles(settings: ChainSettings, roles: Sequence[str],
     sealed = time.monotonic()
     if "apps" in roles:
         progress(f"waiting for this organisation's RPC node at {settings.rpc_url}")
-        _wait_for_chain(settings, net.manifest.genesis_hash)
+        wait_for_chain(settings, net.manifest.genesis_hash)
     started = [*applied.started, *applied.restarted]
     for service in services:
         progress(f"checking {service.name}")
@@ -188,7 +188,7 @@ def up_roles(settings: ChainSettings, roles: Sequence[str],
     return UpResult(services, started, [], sealed - began, time.monotonic() - began, applied)
 
 
-def _wait_for_chain(settings: ChainSettings, genesis: str) -> None:
+def wait_for_chain(settings: ChainSettings, genesis: str) -> None:
     """The RPC node at RPC_URL serves this network and has sealed blocks."""
     url = settings.rpc_url
     w3 = connect(url)

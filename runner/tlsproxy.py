@@ -20,55 +20,33 @@ from runner.services import BackgroundService, ServiceError
 
 # JSON-RPC batches can be large (geth accepts 5 MB); the proxy takes what geth takes.
 MAX_BODY = "5m"
+CONFIG_NAME = "nginx.conf"
 
 
-class TlsProxyService(BackgroundService):
-    """nginx, in the foreground, with its configuration, pid and temp files in its own
-    directory (so it needs no root unless the port is below 1024)."""
-
-    name = "rpc-proxy"
-    start_timeout = 30.0
-
-    def __init__(self, settings: ChainSettings, home: Path, state_dir: Path) -> None:
-        super().__init__(state_dir, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                         port=(settings.tls_addr, settings.tls_port, "RPC_TLS_PORT"))
-        self.settings = settings
-        self.home = home.resolve()
-        self.config = self.home / "nginx.conf"
-        self.marker = str(self.config)
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.settings.tls_addr in ("0.0.0.0", "::") else \
-            self.settings.tls_addr
-        return f"https://{host}:{self.settings.tls_port}"
-
-    def argv(self) -> list[str]:
-        binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-        if binary is None:
-            raise ServiceError("nginx is not installed; run ./scripts/up (it installs Debian's "
-                               "nginx-light when RPC_TLS_CERT_FILE is set).")
-        self._write_config()
-        return [binary, "-p", str(self.home), "-c", str(self.config), "-e", "stderr"]
-
-    def _write_config(self) -> None:
-        s = self.settings
-        for setting, path in (("RPC_TLS_CERT_FILE", s.tls_cert_file),
-                              ("RPC_TLS_KEY_FILE", s.tls_key_file)):
-            if path is None or not path.is_file():
-                raise ServiceError(f"{setting} names {path}, which does not exist; give the "
-                                   "RPC node's certificate and key (PEM).")
-        self.home.mkdir(parents=True, exist_ok=True)
-        backend = f"{s.host}:{s.rpc_port}"
-        listen = f"[{s.tls_addr}]:{s.tls_port}" if ":" in s.tls_addr else \
-            f"{s.tls_addr}:{s.tls_port}"
-        temp = " ".join(f"{kind}_temp_path {self.home / kind};"
-                        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        self.config.write_text(f"""\
-# Written by ./scripts/up from the RPC_TLS_* settings; changes here are overwritten.
+def write_config(settings: ChainSettings, home: Path) -> Path:
+    """Write the proxy's nginx configuration into ``home`` from the RPC_TLS_* settings and the
+    RPC node's ports; return its path. The native proxy and the Compose one (in the RPC node's
+    network namespace, docker-compose.hosts.yml) run this same configuration."""
+    s = settings
+    for setting, path in (("RPC_TLS_CERT_FILE", s.tls_cert_file),
+                          ("RPC_TLS_KEY_FILE", s.tls_key_file)):
+        if path is None or not path.is_file():
+            raise ServiceError(f"{setting} names {path}, which does not exist; give the "
+                               "RPC node's certificate and key (PEM).")
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    backend = f"{s.host}:{s.rpc_port}"
+    listen = f"[{s.tls_addr}]:{s.tls_port}" if ":" in s.tls_addr else \
+        f"{s.tls_addr}:{s.tls_port}"
+    temp = " ".join(f"{kind}_temp_path {home / kind};"
+                    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    config = home / CONFIG_NAME
+    config.write_text(f"""\
+# Written by ./scripts/up --role rpc (in Compose: the rpc-check service) from the RPC_TLS_*
+# settings; changes here are overwritten.
 daemon off;
 worker_processes 1;
-pid {self.home / "nginx.pid"};
+pid {home / "nginx.pid"};
 error_log stderr notice;
 events {{ worker_connections 1024; }}
 http {{
@@ -98,6 +76,37 @@ http {{
     }}
 }}
 """)
+    return config
+
+
+class TlsProxyService(BackgroundService):
+    """nginx, in the foreground, with its configuration, pid and temp files in its own
+    directory (so it needs no root unless the port is below 1024)."""
+
+    name = "rpc-proxy"
+    start_timeout = 30.0
+
+    def __init__(self, settings: ChainSettings, home: Path, state_dir: Path) -> None:
+        super().__init__(state_dir, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                         port=(settings.tls_addr, settings.tls_port, "RPC_TLS_PORT"))
+        self.settings = settings
+        self.home = home.resolve()
+        self.config = self.home / CONFIG_NAME
+        self.marker = str(self.config)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.settings.tls_addr in ("0.0.0.0", "::") else \
+            self.settings.tls_addr
+        return f"https://{host}:{self.settings.tls_port}"
+
+    def argv(self) -> list[str]:
+        binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+        if binary is None:
+            raise ServiceError("nginx is not installed; run ./scripts/up (it installs Debian's "
+                               "nginx-light when RPC_TLS_CERT_FILE is set).")
+        write_config(self.settings, self.home)
+        return [binary, "-p", str(self.home), "-c", str(self.config), "-e", "stderr"]
 
     def process_env(self, net: LocalNetwork | None) -> dict[str, str]:
         return dict(self.env)

@@ -190,13 +190,13 @@ def _is_dockerd(pid: int) -> bool:
 
 @pytest.fixture(scope="session")
 def local_images(docker_engine: None, timings: Timings) -> dict[str, str]:
-    """GETH_IMAGE, PYTHON_IMAGE, REDIS_IMAGE, MOSQUITTO_IMAGE, PROMETHEUS_IMAGE: local builds,
-    reused while their inputs hold."""
-    with timings.measure("local images (geth, python, redis, mosquitto, prometheus)"):
+    """GETH_IMAGE, PYTHON_IMAGE, REDIS_IMAGE, MOSQUITTO_IMAGE, PROMETHEUS_IMAGE,
+    RPC_PROXY_IMAGE: local builds, reused while their inputs hold."""
+    with timings.measure("local images (geth, python, redis, mosquitto, prometheus, nginx)"):
         output = run([str(BUILD_IMAGES)], timeout=1800).stdout
     images = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
     assert set(images) == {"GETH_IMAGE", "PYTHON_IMAGE", "REDIS_IMAGE", "MOSQUITTO_IMAGE",
-                           "PROMETHEUS_IMAGE"}, output
+                           "PROMETHEUS_IMAGE", "RPC_PROXY_IMAGE"}, output
     return images
 
 

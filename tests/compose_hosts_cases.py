@@ -9,6 +9,10 @@ with one sentence and no node; the bootnodes of two organisations and three vali
 from the manifest and seal in turn. (hosts b) A fourth joins: its keys, the manifest's next version,
 the founders' validators recreated one at a time to take it (a new partner network for
 ``--netrestrict``), its node syncs, two of three vote it in over their own IPC, and it seals.
+(hosts c) On the same network, uni-a adds its apps (``--profile rpc --profile tls --profile
+apps``): they deploy the Settlement on uni-a's own RPC node, a trade published to the bridge's
+stream settles, and participants reach that node over HTTPS with the test CA (plain HTTP and an
+untrusted client refused).
 """
 
 from __future__ import annotations
@@ -26,12 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compose_fixtures import ComposeFailure, run, unused_subnet_prefix
+from bridge_fixtures import synthesise
+from compose_fixtures import LOOPBACK, ComposeFailure, run, unused_subnet_prefix
 from conftest import SMALL_GETH_CACHE_MB
+from test_hosts import CLIENT, make_certificates
 from web3 import Web3
 
 from pilotchain.chain import connect, wait_for, wait_for_blocks
+from pilotchain.contract import load_deployment
 from pilotchain.settings import PROJECT_ROOT
+from pilotchain.trades import TRADE_SETTLED_TOPIC, decode_trade_settled_logs
+from runner.ports import free_port
 
 PILOTCHAIN = str(Path(sys.executable).parent / "pilotchain")
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.hosts.yml"
@@ -40,12 +49,17 @@ START_IN = 40  # block 1 may be sealed this long after the founding
 ROUNDS = 12  # a vote or a signer's turn shows within a few rounds of four signers
 # Each organisation's roles and the last octet of each node's address on the wan network.
 ORGS: dict[str, dict[str, int]] = {
-    "uni-a": {"bootnode": 5, "validator": 10},
+    "uni-a": {"bootnode": 5, "validator": 10, "rpc": 30},
     "uni-b": {"bootnode": 6, "validator": 11},
     "uni-c": {"validator": 12},
     "uni-d": {"validator": 13},
 }
 FOUNDERS = ("uni-a", "uni-b", "uni-c")
+# Profiles beyond the node roles: uni-a's RPC node has its HTTPS proxy from the start.
+EXTRA_PROFILES = {"uni-a": ["tls"]}
+# The apps' published ports (docker-compose.yml's), each a free one on loopback.
+APPS_PORTS = ("BRIDGE_METRICS_PORT", "FAUCET_PORT", "MQTT_PORT", "INGEST_HTTP_PORT",
+              "PORTAL_PORT")
 
 
 @dataclass
@@ -59,6 +73,10 @@ class Org:
     images: dict[str, str]
     project: str = field(default_factory=lambda: f"pc-hosts-{secrets.token_hex(3)}")
     env: dict[str, str] = field(default_factory=dict)
+    profiles: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.profiles = [*ORGS[self.name], *EXTRA_PROFILES.get(self.name, [])]
 
     def ip(self, role: str) -> str:
         return f"{self.prefix}.{ORGS[self.name][role]}"
@@ -84,7 +102,7 @@ class Org:
         return result
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        profiles = [arg for role in ORGS[self.name] for arg in ("--profile", role)]
+        profiles = [arg for role in self.profiles for arg in ("--profile", role)]
         return run(["docker", "compose", "-p", self.project, "-f", str(COMPOSE_FILE),
                     *profiles, *args], timeout=600, env=self.settings(), cwd=PROJECT_ROOT,
                    check=check)
@@ -112,11 +130,20 @@ def net(docker_engine: None, local_images: dict[str, str],
     prefix = unused_subnet_prefix()
     wan = f"pc-wan-{secrets.token_hex(3)}"
     run(["docker", "network", "create", "--subnet", f"{prefix}.0/24", wan], timeout=60)
-    images = {"GETH_IMAGE": local_images["GETH_IMAGE"],
-              "PYTHON_IMAGE": local_images["PYTHON_IMAGE"]}
+    images = {name: local_images[name] for name in ("GETH_IMAGE", "PYTHON_IMAGE", "REDIS_IMAGE",
+                                                     "MOSQUITTO_IMAGE", "RPC_PROXY_IMAGE")}
     orgs = {name: Org(name, home / name, prefix, wan, images) for name in ORGS}
     for org in orgs.values():
         org.home.mkdir()
+    # uni-a's RPC node: its HTTP on free loopback ports, its certificate (from a test CA) under
+    # its host directory, for the address participants reach it at.
+    a = orgs["uni-a"]
+    make_certificates(a.home / "tls", a.ip("rpc"))
+    a.env.update({"RPC_HTTP_PORT": str(free_port()), "RPC_WS_PORT": str(free_port()),
+                  "RPC_TLS_CERT_FILE": str(a.home / "tls" / "rpc.pem"),
+                  "RPC_TLS_KEY_FILE": str(a.home / "tls" / "rpc.key"),
+                  **{variable: str(free_port()) for variable in APPS_PORTS},
+                  "PUBLISH_ADDR": LOOPBACK})
     coordinator = home / "coordinator"
     coordinator.mkdir()
     try:
@@ -264,3 +291,43 @@ def test_hosts_b_a_fourth_organisation_joins_by_vote_in_compose(net: Net) -> Non
     within(w3, ROUNDS, lambda: any(signer_of(w3, n) == newcomer
                                    for n in range(voted_at + 1, w3.eth.block_number + 1)),
            "uni-d to seal", "a signer's turn comes every four blocks")
+
+
+def test_hosts_c_an_organisation_s_apps_settle_on_its_own_rpc_node_in_compose(net: Net) -> None:
+    a = net.orgs["uni-a"]
+    rpc = connect(f"http://{LOOPBACK}:{a.env['RPC_HTTP_PORT']}", timeout=30)
+    validator = a.w3()
+    within(validator, 30, lambda: rpc.eth.block_number >= validator.eth.block_number - 2,
+           "uni-a's RPC node to follow", "it has peered with the validators since test a",
+           progress=lambda: rpc.eth.block_number)
+    # Participants: over HTTPS at the node's address with the test CA; plain HTTP sent to that
+    # port gets nginx's 400; a client without the CA does not trust it.
+    https = f"https://{a.ip('rpc')}:8443"
+    client = subprocess.run(
+        [sys.executable, "-c", CLIENT, https, f"http://{a.ip('rpc')}:8443"], capture_output=True,
+        text=True, timeout=120, check=True,
+        env={**a.settings(), "REQUESTS_CA_BUNDLE": str(a.home / "tls" / "ca.pem")})
+    said = json.loads(client.stdout)
+    assert said["chain_id"] == 8765 and said["head"] > 0, said
+    assert said["plain"] == 400 and said["untrusted"] == "refused", said
+
+    # The apps on uni-a's own RPC node: deployed, healthy, and a trade published to the
+    # bridge's stream settles.
+    a.profiles.append("apps")
+    a.compose("up", "-d", "--wait", "--wait-timeout", "300")
+    deployment = load_deployment(a.home / "data" / "settlement.json")
+    assert rpc.eth.get_code(deployment.address), "no Settlement at the recorded address"
+    trades = a.home / "trade.jsonl"
+    trades.write_text(synthesise(1, seed=21)[0] + "\n")
+    trade_id = json.loads(trades.read_text())["trade"]["id"]
+    a.compose("exec", "-T", "bridge", "pilotchain", "replay", str(trades))
+
+    def settled() -> list[str]:
+        logs = rpc.eth.get_logs({"address": deployment.address,
+                                 "fromBlock": deployment.block_number, "toBlock": "latest",
+                                 "topics": [TRADE_SETTLED_TOPIC]})
+        return [str(record.trade_id) for record in decode_trade_settled_logs(logs)]
+
+    within(rpc, 30, lambda: settled() or None, "the trade settled on chain",
+           "the bridge sends it within a second; it is in one of the next blocks")
+    assert settled() == [trade_id]

@@ -41,7 +41,7 @@ GETH_IMAGE = "ethereum/client-go:alltools-v1.13.15"
 # The upstream image each pulled service gets by default; a variable swaps it for a local build.
 UPSTREAM_IMAGES = {
     **dict.fromkeys(["validator1", "validator2", "validator3", "rpc-node", "explorer-node",
-                     "bootnode"], GETH_IMAGE),
+                     "bootnode", "chain-check"], GETH_IMAGE),
     "redis": "redis:7.2.5-alpine",
     "mosquitto": "eclipse-mosquitto:2.0.22",
     "explorer-secrets": "postgres:17.6-alpine",
@@ -254,7 +254,7 @@ def test_references_are_defined(services: dict[str, dict[str, Any]], compose: di
 
 def test_geth_nodes_run_the_native_runner_scripts(services: dict[str, dict[str, Any]]) -> None:
     geth_images = {name for name, svc in services.items() if svc.get("image") == GETH_IMAGE}
-    geth_services = geth_images - {"bootnode"}
+    geth_services = geth_images - {"bootnode", "chain-check"}
     assert geth_services == GETH_NODES
     for name in sorted(GETH_NODES):
         service = services[name]
@@ -271,6 +271,23 @@ def test_geth_nodes_run_the_native_runner_scripts(services: dict[str, dict[str, 
         )
         expected = "validator.sh" if name.startswith("validator") else "node.sh"
         assert NODE_SCRIPTS[command[1]] == expected, f"{name} should run {expected}"
+
+
+def test_no_geth_node_starts_on_another_chain_s_data(
+        services: dict[str, dict[str, Any]]) -> None:
+    """chain-check reads every node's data volume, and every node waits for it."""
+    check = services["chain-check"]
+    assert check["command"][:3] == ["sh", "/pilotchain/scripts/lib/check-chain-data.sh",
+                                    "/pilotchain/genesis.json"]
+    checked = dict(entry.split("=", 1) for entry in check["command"][3:])
+    mounted = {target: source for source, _, target in
+               (volume.partition(":") for volume in check["volumes"])}
+    for name in sorted(GETH_NODES):
+        data = next(volume.partition(":")[0] for volume in services[name]["volumes"]
+                    if volume.endswith(":/data"))
+        assert mounted.get(checked[name]) == data, f"chain-check does not read {name}'s {data}"
+        assert services[name]["depends_on"]["chain-check"] == {
+            "condition": "service_completed_successfully"}, f"{name} does not wait for it"
 
 
 def test_validators_use_their_own_keys(services: dict[str, dict[str, Any]]) -> None:
@@ -305,7 +322,8 @@ def test_every_redis_client_uses_the_generated_password(
         assert ".:/pilotchain:ro" in raw_services[name]["volumes"], name
     redis = raw_services["redis"]
     assert redis["command"] == ["sh", "/pilotchain/docker/redis/start.sh"]
-    assert "keys/redis/password" in " ".join(redis["healthcheck"]["test"])
+    assert redis["environment"]["KEYS_DIR"] == "/pilotchain/keys"
+    assert "$$KEYS_DIR/redis/password" in " ".join(redis["healthcheck"]["test"])
 
 
 def test_every_image_defaults_to_its_upstream_pin_and_is_overridable(

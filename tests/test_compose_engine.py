@@ -21,8 +21,11 @@ while it settles a replay of 2,000 trades and started again: every trade on chai
 (f2) the engine's plan of a plain ``up -d`` (``create --dry-run``), twice, creates no gsy-e
 (only ``--profile simulation`` would) and no trade is added. Last (g) ``stop`` + ``up -d``
 keeps the chain, the contract and the portal's index (every trade on chain, none twice) and
-nothing rewinds, and ``down -v`` leaves nothing. Each node is read through its own IPC socket
-(``docker compose exec -T <node> geth attach``), the RPC node also through its published port.
+nothing rewinds; ``down`` keeping the volumes, then keys and genesis made anew
+(``pilotchain init --force``): ``up`` refuses at ``chain-check`` with one sentence and no node
+starts on the old chain's data; and ``down -v`` leaves nothing. Each node is read through its
+own IPC socket (``docker compose exec -T <node> geth attach``), the RPC node also through its
+published port.
 Blockscout, its node and gsy-e are left out: their images cannot be built without their
 registries. All traffic goes to the ports published on 127.0.0.1.
 
@@ -102,7 +105,7 @@ pytestmark = [pytest.mark.compose, pytest.mark.slow]
 
 OWNER_UID = 4321
 RECORDING = "tests/data/default_2a_one_sided.jsonl"
-ONE_SHOT = ("init", "deploy")
+ONE_SHOT = ("init", "chain-check", "deploy")
 LONG_RUNNING = ("bootnode", "validator1", "validator2", "validator3", "rpc-node", "redis",
                 "bridge", "faucet", "mosquitto", "ingest", "ingest-http", "ingest-mqtt", "closer",
                 "portal-indexer", "portal")
@@ -687,6 +690,19 @@ def test_g_stop_and_up_keep_the_chain_and_down_leaves_nothing(
         stack.compose("stop", "--timeout", "120", timeout=600)
     killed = {service: code for service, code in stack.exit_codes().items() if code == 137}
     assert not killed, f"ignored SIGTERM and were killed after 120 s: {killed}"
+
+    # Keys and genesis made anew beside the old chain's volumes: no node starts on them.
+    with timings.measure("g: down (volumes kept), new genesis, up refused"):
+        stack.compose("down", "--timeout", "120")
+        stack.compose("run", "--rm", "--no-deps", "init", "pilotchain", "init", "--force")
+        refused = stack.compose("up", "-d", "validator1", check=False)
+        assert refused.returncode != 0, refused.stdout
+        said = stack.compose("logs", "--no-log-prefix", "chain-check").stdout.strip()
+        assert said.startswith("check-chain-data: validator1's data (/data/validator1) holds "
+                               "another chain (genesis 0x"), said
+        assert said.endswith("or remove its data (docker compose down -v) to start the new "
+                             "chain."), said
+        assert stack.compose("ps", "-q", "validator1").stdout.strip() == ""
     with timings.measure("g: down -v"):
         stack.down()
 
@@ -697,4 +713,5 @@ from compose_hosts_cases import (  # noqa: E402
     net,  # noqa: F401  (the fixture)
     test_hosts_a_three_organisations_found_the_network_in_compose,  # noqa: F401
     test_hosts_b_a_fourth_organisation_joins_by_vote_in_compose,  # noqa: F401
+    test_hosts_c_an_organisation_s_apps_settle_on_its_own_rpc_node_in_compose,  # noqa: F401
 )

@@ -1,10 +1,11 @@
 #!/bin/sh
-# Starts the stack's Redis with the password `pilotchain init` wrote to keys/redis/password.
+# Starts the stack's Redis with the password `pilotchain init` wrote to keys/redis/password
+# ($KEYS_DIR: docker-compose.hosts.yml's apps read this host's keys).
 # The password goes into a private config file, not onto the command line where `ps` shows it;
 # then redis-server runs as the image's `redis` user. Works on the official image (Alpine:
 # su-exec; Debian: gosu) and on the Debian stand-in the tests build (setpriv).
 set -eu
-password_file=/pilotchain/keys/redis/password
+password_file=${KEYS_DIR:-/pilotchain/keys}/redis/password
 if [ ! -s "$password_file" ]; then
     echo "redis: $password_file is missing; the init service creates it (docker compose up init)." >&2
     exit 1

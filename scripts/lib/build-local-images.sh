@@ -12,6 +12,8 @@
 #   prometheus  Debian's prometheus (2.42) laid out like prom/prometheus: /usr/bin/prometheus as the
 #           entry point, the series in /prometheus, run as nobody, busybox's wget for the health
 #           check (the `monitoring` profile).
+#   nginx   Debian's nginx-light (what the native RPC proxy runs), for docker-compose.hosts.yml's
+#           rpc-proxy in place of nginx:1.28.0-bookworm.
 # Every image is tagged pilotchain-local/<name>:<version>-<hash of its inputs> (never an upstream
 # name) and rebuilt only when that hash changes, so a warm run builds nothing. The host's CA bundle
 # goes into the base at /etc/ssl/host-ca.pem (Debian's ca-certificates would overwrite
@@ -169,8 +171,19 @@ EXPOSE 9090
 ENTRYPOINT ["/usr/bin/prometheus"]
 CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]')
 
+# --- nginx (the RPC node's HTTPS proxy) ---------------------------------------------------------
+# bookworm's nginx-light 1.22 (TLS, proxy, map, WebSocket upgrade), as natively; the upstream
+# pin is a later 1.x on the same Debian with the same configuration language.
+RPC_PROXY_IMAGE=$(build nginx 1-bookworm '
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends nginx-light \
+    && rm -rf /var/lib/apt/lists/* && nginx -V 2>&1 | grep -q http_ssl_module
+EXPOSE 8443
+STOPSIGNAL SIGQUIT
+CMD ["nginx", "-g", "daemon off;"]')
+
 echo "GETH_IMAGE=$GETH_IMAGE"
 echo "PYTHON_IMAGE=$PYTHON_IMAGE"
 echo "REDIS_IMAGE=$REDIS_IMAGE"
 echo "MOSQUITTO_IMAGE=$MOSQUITTO_IMAGE"
 echo "PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE"
+echo "RPC_PROXY_IMAGE=$RPC_PROXY_IMAGE"
