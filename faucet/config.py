@@ -18,7 +18,7 @@ from limits import RateLimitItem, parse_many
 from pilotchain.config import DEFAULT_REDIS_URL, ChainSettings, RedisConnection
 from pilotchain.errors import ConfigError
 from pilotchain.settings import Setting, SettingsGroup
-from pilotchain.webmetrics import metrics_port_check
+from pilotchain.webmetrics import metrics_settings, scrape_url
 
 WEI_PER_UNIT = 10**18
 
@@ -70,8 +70,7 @@ class FaucetSettings:
     @property
     def metrics_url(self) -> str:
         """Where Prometheus scrapes ``/metrics`` on this machine."""
-        host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "::", "") else self.metrics_host
-        return f"http://{host}:{self.metrics_port}"
+        return scrape_url(self.metrics_host, self.metrics_port)
 
     @property
     def metrics_dir(self) -> Path:
@@ -217,18 +216,8 @@ FAUCET_SETTINGS = SettingsGroup(
                 default_text="<temp dir>/pilotchain-faucet-<address>.lock"),
         Setting("FAUCET_RPC_TIMEOUT", "rpc_timeout_seconds", "float", _D.rpc_timeout_seconds,
                 "seconds before a call to the node counts as failed", minimum=1),
-        Setting("FAUCET_METRICS_HOST", "metrics_host", "str", _D.metrics_host,
-                "address of the metrics port (`/metrics` only, for Prometheus): loopback or "
-                "a private address, never a public one (`0.0.0.0` in a container, where the "
-                "port is not published)"),
-        Setting("FAUCET_METRICS_PORT", "metrics_port", "int", _D.metrics_port,
-                "the metrics port, apart from the public one (`0` switches metrics off)",
-                minimum=0, check=metrics_port_check("FAUCET_METRICS_PORT", "FAUCET_PORT",
-                                                    _D.port)),
-        Setting("FAUCET_METRICS_DIR", "metrics_dir_override", "optional_path", None,
-                "where gunicorn's workers keep their metrics (prometheus_client's "
-                "multiprocess mode; emptied when the faucet starts)",
-                default_text="<NATIVE_DATA_DIR>/metrics/faucet"),
+        *metrics_settings("FAUCET", "faucet", host=_D.metrics_host, port=_D.metrics_port,
+                          public_port=_D.port),
         Setting("FAUCET_LOW_BALANCE", "low_balance_wei", "str", "1000",
                 "below this balance (units of the native currency) the faucet's account is "
                 "low: the `PilotChainFaucetBalanceLow` alert fires", check=_low_balance),

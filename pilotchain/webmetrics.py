@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from pilotchain.errors import ConfigError
 from pilotchain.gunicorn_hooks import MULTIPROCESS_VARIABLE
+from pilotchain.settings import Setting
 
 # What generate_latest writes (the text format 0.0.4, which every Prometheus reads), as the
 # other services' endpoints say it.
@@ -65,6 +66,31 @@ def metrics_port_check(name: str, public: str, default: int
         return port
 
     return check
+
+
+def metrics_settings(prefix: str, service: str, *, host: str, port: int, public_port: int
+                     ) -> tuple[Setting, Setting, Setting]:
+    """``<prefix>_METRICS_HOST``, ``_PORT`` and ``_DIR`` of a gunicorn-served ``service``
+    whose public port is ``<prefix>_PORT`` (default ``public_port``)."""
+    name = f"{prefix}_METRICS_PORT"
+    return (
+        Setting(f"{prefix}_METRICS_HOST", "metrics_host", "str", host,
+                "address of the metrics port (`/metrics` only, for Prometheus): loopback or "
+                "a private address, never a public one (`0.0.0.0` in a container, where the "
+                "port is not published)"),
+        Setting(name, "metrics_port", "int", port,
+                "the metrics port, apart from the public one (`0` switches metrics off)",
+                minimum=0, check=metrics_port_check(name, f"{prefix}_PORT", public_port)),
+        Setting(f"{prefix}_METRICS_DIR", "metrics_dir_override", "optional_path", None,
+                "where gunicorn's workers keep their metrics (prometheus_client's "
+                f"multiprocess mode; emptied when the {service} starts)",
+                default_text=f"<NATIVE_DATA_DIR>/metrics/{service}"),
+    )
+
+
+def scrape_url(host: str, port: int) -> str:
+    """Where Prometheus on this machine scrapes a metrics port bound to ``host``."""
+    return f"http://{'127.0.0.1' if host in {'0.0.0.0', '::', ''} else host}:{port}"
 
 
 def multiprocess_directory() -> str | None:

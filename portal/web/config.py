@@ -23,7 +23,7 @@ from pilotchain.config import (
 )
 from pilotchain.errors import ConfigError
 from pilotchain.settings import Setting, SettingsGroup
-from pilotchain.webmetrics import metrics_port_check
+from pilotchain.webmetrics import metrics_settings, scrape_url
 from portal.config import PortalSettings
 from portal.web.operations import Watched
 
@@ -98,8 +98,7 @@ class WebSettings:
     @property
     def metrics_url(self) -> str:
         """Where Prometheus scrapes ``/metrics`` on this machine."""
-        host = "127.0.0.1" if self.metrics_host in {"0.0.0.0", "::", ""} else self.metrics_host
-        return f"http://{host}:{self.metrics_port}"
+        return scrape_url(self.metrics_host, self.metrics_port)
 
     @property
     def metrics_dir(self) -> Path:
@@ -273,18 +272,8 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
         Setting("PORTAL_TRUSTED_PROXIES", "trusted_proxies", "int", _D.trusted_proxies,
                 "reverse proxies in front of the portal whose `X-Forwarded-For` and "
                 "`X-Forwarded-Proto` are believed", minimum=0),
-        Setting("PORTAL_METRICS_HOST", "metrics_host", "str", _D.metrics_host,
-                "address of the metrics port (`/metrics` only, for Prometheus): loopback or "
-                "a private address, never a public one (`0.0.0.0` in a container, where the "
-                "port is not published)"),
-        Setting("PORTAL_METRICS_PORT", "metrics_port", "int", _D.metrics_port,
-                "the metrics port, apart from the public one (`0` switches metrics off)",
-                minimum=0, check=metrics_port_check("PORTAL_METRICS_PORT", "PORTAL_PORT",
-                                                    _D.port)),
-        Setting("PORTAL_METRICS_DIR", "metrics_dir_override", "optional_path", None,
-                "where gunicorn's workers keep their metrics (prometheus_client's "
-                "multiprocess mode; emptied when the portal starts)",
-                default_text="<NATIVE_DATA_DIR>/metrics/portal"),
+        *metrics_settings("PORTAL", "portal", host=_D.metrics_host, port=_D.metrics_port,
+                          public_port=_D.port),
         Setting("PORTAL_PDF_FONTS", "pdf_fonts", "path", _D.pdf_fonts,
                 "a directory holding DejaVuSans.ttf and DejaVuSans-Bold.ttf (Debian's "
                 "fonts-dejavu-core), embedded in PDF statements so names in any European "
