@@ -55,30 +55,24 @@ as_root() {
     fi
 }
 
-# Install a Debian package unless a file it provides exists: $1 the file, $2 the package.
-ensure_debian_file() {
-    [ -e "$1" ] && return 0
-    command -v apt-get >/dev/null 2>&1 || die "no apt-get here; install $2 yourself (it provides $1)"
-    say "installing Debian's $2 (for $1)"
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "$2" >&2 \
-        || { as_root apt-get "${APT_WAIT[@]}" update -q >&2
-             as_root apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "$2" >&2; }
-    [ -e "$1" ] || die "$1 is still missing after installing $2"
-}
-
 # Another apt (a second test run, unattended upgrades) may hold the lock: wait for it.
 APT_WAIT=(-o DPkg::Lock::Timeout=600)
-# Install a Debian package unless its command exists: $1 the command, $2 the package.
-ensure_debian_package() {
-    command -v "$1" >/dev/null 2>&1 && return 0
-    command -v apt-get >/dev/null 2>&1 || die "no apt-get here; install $2 yourself (it provides $1)"
-    say "installing Debian's $2 (for $1)"
+# Install Debian package $3 unless what it provides is there: $1 "command" or "file", $2 which.
+ensure_debian() {
+    local kind=$1 wanted=$2 package=$3
+    have() { if [ "$kind" = command ]; then command -v "$wanted" >/dev/null 2>&1; else [ -e "$wanted" ]; fi; }
+    have && return 0
+    command -v apt-get >/dev/null 2>&1 || die "no apt-get here; install $package yourself (it provides $wanted)"
+    say "installing Debian's $package (for $wanted)"
     export DEBIAN_FRONTEND=noninteractive
-    if ! as_root apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "$2" >&2; then
+    if ! as_root apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "$package" >&2; then
         say "refreshing the package lists and trying again"
         as_root apt-get "${APT_WAIT[@]}" update -q >&2
-        as_root apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "$2" >&2
+        as_root apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "$package" >&2
     fi
-    command -v "$1" >/dev/null 2>&1 || die "$1 is still missing after installing $2"
+    have || die "$wanted is still missing after installing $package"
 }
+# Install a Debian package unless its command exists: $1 the command, $2 the package.
+ensure_debian_package() { ensure_debian command "$1" "$2"; }
+# Install a Debian package unless a file it provides exists: $1 the file, $2 the package.
+ensure_debian_file() { ensure_debian file "$1" "$2"; }
