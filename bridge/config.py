@@ -22,8 +22,8 @@ from pilotchain.config import (
     dead_letter_name,
 )
 from pilotchain.contract import broadcast_batch_size, max_batch_size
-from pilotchain.settings import Setting, SettingsGroup
-from worker.settings import check_writer_settings, loop_rows, metrics_url
+from pilotchain.settings import Setting, SettingsGroup, local_url
+from worker.settings import check_writer_settings, loop_rows
 
 DEFAULT_STREAM = DEFAULT_TRADE_STREAM
 DEFAULT_METRICS_PORT = 9108
@@ -94,7 +94,7 @@ class BridgeSettings:
 
     @property
     def metrics_url(self) -> str:
-        return metrics_url(self.metrics_host, self.metrics_port)
+        return local_url(self.metrics_host, self.metrics_port)
 
     @property
     def redis_url(self) -> str:

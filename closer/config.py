@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pilotchain.config import CHAIN_SETTINGS, ChainSettings
-from pilotchain.settings import Setting, SettingsGroup
-from worker.settings import metrics_url
+from pilotchain.settings import Setting, SettingsGroup, local_url
 
 DEFAULT_METRICS_PORT = 9112
 
@@ -28,7 +27,7 @@ class CloserSettings:
 
     @property
     def metrics_url(self) -> str:
-        return metrics_url(self.metrics_host, self.metrics_port)
+        return local_url(self.metrics_host, self.metrics_port)
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` (in a closer process) give these back."""

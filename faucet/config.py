@@ -17,8 +17,8 @@ from limits import RateLimitItem, parse_many
 
 from pilotchain.config import DEFAULT_REDIS_URL, ChainSettings, RedisConnection
 from pilotchain.errors import ConfigError
-from pilotchain.settings import Setting, SettingsGroup
-from pilotchain.webmetrics import metrics_settings, scrape_url
+from pilotchain.settings import Setting, SettingsGroup, local_url
+from pilotchain.webmetrics import metrics_settings
 
 WEI_PER_UNIT = 10**18
 
@@ -70,7 +70,7 @@ class FaucetSettings:
     @property
     def metrics_url(self) -> str:
         """Where Prometheus scrapes ``/metrics`` on this machine."""
-        return scrape_url(self.metrics_host, self.metrics_port)
+        return local_url(self.metrics_host, self.metrics_port)
 
     @property
     def metrics_dir(self) -> Path:

@@ -23,8 +23,8 @@ from pilotchain.config import (
     RedisConnection,
     dead_letter_name,
 )
-from pilotchain.settings import Setting, SettingsGroup
-from worker.settings import check_writer_settings, loop_rows, metrics_url
+from pilotchain.settings import Setting, SettingsGroup, local_url
+from worker.settings import check_writer_settings, loop_rows
 
 DEFAULT_STREAM = DEFAULT_READING_STREAM
 DEFAULT_METRICS_PORT = 9110
@@ -77,7 +77,7 @@ class IngestSettings:
 
     @property
     def metrics_url(self) -> str:
-        return metrics_url(self.metrics_host, self.metrics_port)
+        return local_url(self.metrics_host, self.metrics_port)
 
     @property
     def minutes_stream(self) -> str:
@@ -246,7 +246,7 @@ class MqttSettings:
 
     @property
     def metrics_url(self) -> str:
-        return metrics_url(self.metrics_host, self.metrics_port)
+        return local_url(self.metrics_host, self.metrics_port)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MqttSettings:

@@ -34,6 +34,14 @@ def _project_root() -> Path:
 PROJECT_ROOT = _project_root()
 
 
+def local_url(host: str, port: int) -> str:
+    """Where a process on this machine reaches a port bound to ``host``: loopback for a
+    wildcard address (IPv4 or IPv6), an IPv6 address in brackets."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def load_environment(env_file: Path | None = None) -> dict[str, str]:
     """Merge ``.env`` (if present) under the process environment, which wins."""
     path = env_file if env_file is not None else PROJECT_ROOT / ".env"

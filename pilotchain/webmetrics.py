@@ -88,11 +88,6 @@ def metrics_settings(prefix: str, service: str, *, host: str, port: int, public_
     )
 
 
-def scrape_url(host: str, port: int) -> str:
-    """Where Prometheus on this machine scrapes a metrics port bound to ``host``."""
-    return f"http://{'127.0.0.1' if host in {'0.0.0.0', '::', ''} else host}:{port}"
-
-
 def multiprocess_directory() -> str | None:
     """Where gunicorn's workers keep their samples, or None outside multiprocess mode."""
     return os.environ.get(MULTIPROCESS_VARIABLE) or None

@@ -14,7 +14,7 @@ from bridge.config import BridgeSettings, StreamSettings
 from faucet.config import FaucetSettings
 from pilotchain.config import DEFAULT_REDIS_URL, RedisConnection, masked_url
 from pilotchain.errors import ConfigError
-from pilotchain.settings import PROJECT_ROOT
+from pilotchain.settings import PROJECT_ROOT, local_url
 
 
 def run_config(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -77,3 +77,18 @@ def test_a_missing_password_file_named_by_the_setting_is_refused(tmp_path: Path)
     assert str(error.value) == (
         f"REDIS_PASSWORD_FILE names {tmp_path / 'nope'}, which does not exist; run "
         "'pilotchain init' to create the Redis password, or correct the setting.")
+
+
+@pytest.mark.parametrize(("host", "url"), [
+    ("0.0.0.0", "http://127.0.0.1:9114"), ("::", "http://127.0.0.1:9114"),
+    ("", "http://127.0.0.1:9114"), ("10.1.2.3", "http://10.1.2.3:9114"),
+    ("::1", "http://[::1]:9114"), ("metrics.lan", "http://metrics.lan:9114"),
+])
+def test_every_service_s_local_url_reaches_its_port_from_this_machine(host: str, url: str) -> None:
+    """One rule for the bridge's, ingest's, closer's, faucet's and portal's metrics URLs (they
+    had two copies, one of which made ``http://:::9114`` of ``::``)."""
+    assert local_url(host, 9114) == url
+    if host:
+        bridge = BridgeSettings.from_env({"BRIDGE_METRICS_HOST": host,
+                                          "BRIDGE_METRICS_PORT": "9114"})
+        assert bridge.metrics_url == url

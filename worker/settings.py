@@ -51,12 +51,6 @@ def loop_rows(prefix: str, defaults: Any) -> dict[str, Setting]:
     return {row.field: row for row in rows}
 
 
-def metrics_url(host: str, port: int) -> str:
-    """Where a service's metrics endpoint answers (loopback when it listens everywhere)."""
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"http://{shown}:{port}"
-
-
 def check_writer_settings(prefix: str, gas_budget: float, max_batch: int, most: int,
                           error: type[PilotChainError]) -> None:
     """Refuse a gas budget or batch size the writer cannot work with."""

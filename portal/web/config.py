@@ -22,8 +22,8 @@ from pilotchain.config import (
     RedisConnection,
 )
 from pilotchain.errors import ConfigError
-from pilotchain.settings import Setting, SettingsGroup
-from pilotchain.webmetrics import metrics_settings, scrape_url
+from pilotchain.settings import Setting, SettingsGroup, local_url
+from pilotchain.webmetrics import metrics_settings
 from portal.config import PortalSettings
 from portal.web.operations import Watched
 
@@ -98,7 +98,7 @@ class WebSettings:
     @property
     def metrics_url(self) -> str:
         """Where Prometheus scrapes ``/metrics`` on this machine."""
-        return scrape_url(self.metrics_host, self.metrics_port)
+        return local_url(self.metrics_host, self.metrics_port)
 
     @property
     def metrics_dir(self) -> Path:
