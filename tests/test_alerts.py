@@ -61,6 +61,12 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False, cwd=MONITORING)
 
 
+# What a stopped validator raises: it seals no more, the margin to a halt is gone, and
+# Prometheus no longer reaches the node itself.
+STOPPED_ALERTS = {"PilotChainSignerNotSealing", "PilotChainSignersAtMajority",
+                  "PilotChainNodeDown"}
+
+
 def test_the_rules_are_valid_and_every_alert_passes_its_unit_tests() -> None:
     checked = promtool("check", "rules", "alerts.yml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -204,15 +210,17 @@ def test_a_real_prometheus_alerts_when_a_validator_stops_sealing_and_resolves_wh
         assert net.stop_node("validator1")
         try:
             # 2N+2 = 8 blocks without it (about 8 periods), then the cut `for:`.
-            wait_for(lambda: {"PilotChainSignerNotSealing", "PilotChainSignersAtMajority"}
-                     <= prometheus.firing() or None, timeout=START_SECONDS,
-                     what="the signer and margin alerts firing for the stopped validator")
+            wait_for(lambda: STOPPED_ALERTS <= prometheus.firing() or None,
+                     timeout=START_SECONDS,
+                     what="the signer, margin and node alerts firing for the stopped validator")
             silent = prometheus.query("pilotchain_clique_signer_sealing == 0")
             assert [series["metric"]["signer"] for series in silent] == [stopped]
+            down = prometheus.query('ALERTS{alertname="PilotChainNodeDown", alertstate="firing"}')
+            assert [series["metric"]["node"] for series in down] == ["validator1"]
         finally:
             net.start_node("validator1")
-        wait_for(lambda: not prometheus.firing() & {"PilotChainSignerNotSealing",
-                                                     "PilotChainSignersAtMajority"} or None,
-                 timeout=START_SECONDS, what="both alerts resolved once validator1 seals again")
+        wait_for(lambda: not prometheus.firing() & STOPPED_ALERTS or None,
+                 timeout=START_SECONDS, what="the three alerts resolved once validator1 seals "
+                                             "again")
     finally:
         prometheus.stop()
