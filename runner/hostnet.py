@@ -285,8 +285,9 @@ class HostNetwork(LocalNetwork):
         if role == BOOTNODE:
             env = {"BOOTNODE_ARGS": " ".join(argv[1:])}
         elif role == RPC_NODE:
-            env["HTTP_ADDR"] = "0.0.0.0"  # published on the host's loopback by Compose
-            # The apps of docker-compose.hosts.yml call it by its service name.
+            # HTTP_ADDR stays RPC_HOST: in docker-compose.hosts.yml the node's name on its
+            # internal network, so plain HTTP is never served on the partners' network. The
+            # apps there call it by its service name.
             names = [*env.get("VHOSTS", "localhost").split(","), "rpc-node"]
             env["VHOSTS"] = ",".join(dict.fromkeys(names))
         return {"NODE_ROLE": role, **env}

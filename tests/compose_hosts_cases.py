@@ -12,7 +12,7 @@ the founders' validators recreated one at a time to take it (a new partner netwo
 (hosts c) On the same network, uni-a adds its apps (``--profile rpc --profile tls --profile
 apps``): they deploy the Settlement on uni-a's own RPC node, a trade published to the bridge's
 stream settles, and participants reach that node over HTTPS with the test CA (plain HTTP and an
-untrusted client refused).
+untrusted client refused; geth's own HTTP and WebSocket not served at the node's wan address).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from compose_fixtures import LOOPBACK, ComposeFailure, run, unused_subnet_prefix
 from conftest import SMALL_GETH_CACHE_MB
 from test_hosts import CLIENT, make_certificates
 from web3 import Web3
+from web3.middleware import ExtraDataToPOAMiddleware
 
 from pilotchain.chain import connect, wait_for, wait_for_blocks
 from pilotchain.contract import load_deployment
@@ -135,12 +137,11 @@ def net(docker_engine: None, local_images: dict[str, str],
     orgs = {name: Org(name, home / name, prefix, wan, images) for name in ORGS}
     for org in orgs.values():
         org.home.mkdir()
-    # uni-a's RPC node: its HTTP on free loopback ports, its certificate (from a test CA) under
-    # its host directory, for the address participants reach it at.
+    # uni-a's RPC node: its certificate (from a test CA) under its host directory, for the
+    # address participants reach it at.
     a = orgs["uni-a"]
     make_certificates(a.home / "tls", a.ip("rpc"))
-    a.env.update({"RPC_HTTP_PORT": str(free_port()), "RPC_WS_PORT": str(free_port()),
-                  "RPC_TLS_CERT_FILE": str(a.home / "tls" / "rpc.pem"),
+    a.env.update({"RPC_TLS_CERT_FILE": str(a.home / "tls" / "rpc.pem"),
                   "RPC_TLS_KEY_FILE": str(a.home / "tls" / "rpc.key"),
                   **{variable: str(free_port()) for variable in APPS_PORTS},
                   "PUBLISH_ADDR": LOOPBACK})
@@ -295,14 +296,23 @@ def test_hosts_b_a_fourth_organisation_joins_by_vote_in_compose(net: Net) -> Non
 
 def test_hosts_c_an_organisation_s_apps_settle_on_its_own_rpc_node_in_compose(net: Net) -> None:
     a = net.orgs["uni-a"]
-    rpc = connect(f"http://{LOOPBACK}:{a.env['RPC_HTTP_PORT']}", timeout=30)
+    # The test reaches uni-a's RPC node as a participant does: over HTTPS at its address on the
+    # wan network, trusting the test CA. It publishes no port on the host.
+    https = f"https://{a.ip('rpc')}:8443"
+    rpc = Web3(Web3.HTTPProvider(https, request_kwargs={
+        "timeout": 30, "verify": str(a.home / "tls" / "ca.pem")}))
+    rpc.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)  # Clique's extraData
     validator = a.w3()
     within(validator, 30, lambda: rpc.eth.block_number >= validator.eth.block_number - 2,
            "uni-a's RPC node to follow", "it has peered with the validators since test a",
            progress=lambda: rpc.eth.block_number)
+    # geth's own plain HTTP and WebSocket listen on the internal network only: at the node's
+    # wan address, where partners and participants are, nothing answers.
+    for port in (8545, 8546):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((a.ip("rpc"), port), timeout=10).close()
     # Participants: over HTTPS at the node's address with the test CA; plain HTTP sent to that
     # port gets nginx's 400; a client without the CA does not trust it.
-    https = f"https://{a.ip('rpc')}:8443"
     client = subprocess.run(
         [sys.executable, "-c", CLIENT, https, f"http://{a.ip('rpc')}:8443"], capture_output=True,
         text=True, timeout=120, check=True,
