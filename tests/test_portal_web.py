@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -733,14 +734,21 @@ def pdf_text(content: bytes) -> str:
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(content)).pages)
 
 
-def test_a_statement_as_pdf_carries_the_contracts_amounts(portal_world: PortalWorld) -> None:
+def test_a_statement_as_pdf_carries_the_contracts_amounts(portal_world: PortalWorld,
+                                                         tmp_path: Path) -> None:
     """Period 1's statement as a PDF document: its text (extracted with pypdf) holds
     ``statementOf``'s amounts to the last digit, the trades by counterparty name (nobody
-    else's), the balancing lines and the chain reference; in German with a decimal comma."""
+    else's), the balancing lines and the chain reference; in German with a decimal comma. Its
+    first page drawn by poppler is docs/portal.md's picture (``portal-statement.png``)."""
     world = portal_world
     client = signed_in(world, world.alice)
     reply = client.get(f"/api/participants/{world.a}/statements/1.pdf?lang=en")
     assert reply.status_code == 200 and reply.headers["Content-Type"] == "application/pdf"
+    (tmp_path / "statement.pdf").write_bytes(reply.content)
+    subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile",
+                    str(tmp_path / "statement.pdf"), str(tmp_path / "portal-statement")],
+                   check=True, capture_output=True, timeout=60)
+    assert (tmp_path / "portal-statement.png").stat().st_size > 10_000
     text = pdf_text(reply.content)
     lines = text.splitlines()
     chain = world.contract().functions.statementOf(1, uuid_to_bytes32(world.a)).call()

@@ -24,6 +24,9 @@ ensure_debian_package chromium chromium
 # DejaVu Sans: the portal embeds it in PDF statements (tests/test_portal_web.py prints names
 # in several scripts).
 ensure_debian_file /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf fonts-dejavu-core
+# poppler's pdftoppm: the same test draws the statement's first page as the picture in
+# docs/portal.md.
+ensure_debian_package pdftoppm poppler-utils
 
 # Several organisations' hosts (tests/test_hosts.py): network namespaces and veth pairs (iproute2),
 # each host's generated firewall (nftables), the RPC node's HTTPS proxy (nginx) and a test CA
