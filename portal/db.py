@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 
 from pilotchain.config import masked_url
-from portal import schema
+from portal import schema, sums
 from portal.config import POSTGRES_PREFIXES, SQLITE_PREFIX
 from portal.errors import AnotherWriter, DatabaseError, WrongDatabase
 from portal.events import EVENTS, TABLES, Row
@@ -188,6 +188,8 @@ class Database:
             if 0 < current < schema.TRADE_SUMS_VERSION:
                 cur.execute("SELECT block_number, energy, price FROM trades")
                 self._insert_trade_sums(cur, cur.fetchall())
+            if 0 < current < schema.PARTICIPANT_SUMS_VERSION:
+                self._fill_participant_sums(cur)
             if not found:
                 cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"),
                             (schema.VERSION,))
@@ -238,6 +240,8 @@ class Database:
         new = Cursor(expected.chain_id, expected.contract, last.number, last.hash)
         with self._transaction() as cur:
             self._move_cursor(cur, expected, new)
+            cur.execute("SELECT COUNT(*) FROM periods")
+            closed = int(cur.fetchall()[0][0])
             self._insert_blocks(cur, blocks)
             cur.execute(self._sql("DELETE FROM blocks WHERE number <= ?"),
                         (last.number - keep_blocks,))
@@ -248,6 +252,7 @@ class Database:
             self._insert_trade_sums(cur, [
                 (row.block_number, row.values["energy"], row.values["price"])
                 for row in rows if row.table == "trades"])
+            self._add_participant_sums(cur, rows, closed, last.number - keep_blocks + 1)
         return new
 
     def rewind(self, expected: Cursor, ancestor: Block) -> Cursor:
@@ -255,7 +260,7 @@ class Database:
         new = Cursor(expected.chain_id, expected.contract, ancestor.number, ancestor.hash)
         with self._transaction() as cur:
             self._move_cursor(cur, expected, new)
-            for table in (*TABLES, "trade_sums"):
+            for table in (*TABLES, "trade_sums", "participant_sums"):
                 cur.execute(self._sql(f"DELETE FROM {table} WHERE block_number > ?"),
                             (ancestor.number,))
             cur.execute(self._sql("DELETE FROM blocks WHERE number > ?"), (ancestor.number,))
@@ -291,6 +296,74 @@ class Database:
             "INSERT INTO trade_sums (block_number, trades, energy, price) VALUES (?, ?, ?, ?)"),
             [(block, count, text(energy), text(price))
              for block, (count, energy, price) in sorted(sums.items())])
+
+    # -- each participant's running bill per period (portal.sums) -------------------------
+
+    _NEWEST_SUMS = (
+        f"SELECT participant, {', '.join(schema.PARTICIPANT_SUMS)} FROM participant_sums s "
+        "WHERE period = ? AND block_number = (SELECT MAX(block_number) FROM participant_sums t "
+        "WHERE t.period = s.period AND t.participant = s.participant)")
+
+    def _add_participant_sums(self, cur: Any, rows: Sequence[Row], closed: int,
+                              final: int) -> None:
+        """The sums after each block of ``rows`` that changed a bill, from those of the open
+        period (``closed`` periods closed before the page); then the rows no reorganisation
+        can reach any more (at or below ``final``, the oldest block a rewind may go back
+        to) pruned to the newest of each participant and period."""
+        events = sorted((row for row in rows if row.table in ("trades", "slots_balanced",
+                                                              "periods")),
+                        key=lambda row: (row.block_number, row.log_index))
+        if not any(row.table != "periods" for row in events):
+            return
+        cur.execute(self._sql(self._NEWEST_SUMS), (closed + 1,))
+        before = {(closed + 1, str(found[0])): [int(v) for v in found[1:]]
+                  for found in cur.fetchall()}
+        self._insert_participant_sums(cur, sums.block_sums(
+            ((row.table, row.block_number, row.values) for row in events), closed, before))
+        cur.execute(self._sql(
+            "DELETE FROM participant_sums WHERE period >= ? AND block_number < ? AND EXISTS ("
+            "SELECT 1 FROM participant_sums newer WHERE newer.period = participant_sums.period "
+            "AND newer.participant = participant_sums.participant "
+            "AND newer.block_number > participant_sums.block_number "
+            "AND newer.block_number <= ?)"), (closed, final, final))
+
+    def _fill_participant_sums(self, cur: Any) -> None:
+        """An index made before schema version 7: the sums from every trade, balanced slot
+        and closed period it holds (anything already there made anew), pruned below its
+        oldest kept block hash."""
+        cur.execute("DELETE FROM participant_sums")
+        events: list[tuple[int, int, str, dict[str, Any]]] = []
+        for table in ("trades", "slots_balanced", "periods"):
+            columns = COLUMNS[table]
+            cur.execute(f"SELECT {', '.join(columns)} FROM {table}")
+            events += [(int(found[0]), int(found[1]), table,
+                        dict(zip(columns[3:], found[3:], strict=True)))
+                       for found in cur.fetchall()]
+        events.sort(key=lambda event: (event[0], event[1]))
+        self._insert_participant_sums(cur, sums.block_sums(
+            ((table, block, values) for block, _, table, values in events), 0, {}))
+        cur.execute("SELECT MIN(number) FROM blocks")
+        oldest = cur.fetchall()[0][0]
+        if oldest is not None:
+            cur.execute(self._sql(
+                "DELETE FROM participant_sums WHERE block_number < ? AND EXISTS (SELECT 1 FROM "
+                "participant_sums newer WHERE newer.period = participant_sums.period "
+                "AND newer.participant = participant_sums.participant "
+                "AND newer.block_number > participant_sums.block_number "
+                "AND newer.block_number <= ?)"), (int(oldest), int(oldest)))
+
+    def _insert_participant_sums(self, cur: Any,
+                                 found: dict[tuple[int, str, int], list[int]]) -> None:
+        if not found:
+            return
+        text = str if self.dialect == "sqlite" else int
+        columns = ", ".join(schema.PARTICIPANT_SUMS)
+        marks = ", ".join("?" for _ in schema.PARTICIPANT_SUMS)
+        cur.executemany(self._sql(
+            f"INSERT INTO participant_sums (period, participant, block_number, {columns}) "
+            f"VALUES (?, ?, ?, {marks})"),
+            [(period, participant, block, *(text(v) for v in values))
+             for (period, participant, block), values in sorted(found.items())])
 
     def _insert_rows(self, cur: Any, table: str, rows: Sequence[Row]) -> None:
         columns = COLUMNS[table]
@@ -331,7 +404,7 @@ class Database:
             return
         with self._failures():
             # VACUUM cannot run inside a transaction: the connection is in autocommit mode.
-            self._conn.execute("VACUUM (ANALYZE) trades, trade_sums")
+            self._conn.execute("VACUUM (ANALYZE) trades, trade_sums, participant_sums")
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -209,8 +209,35 @@ _VERSION_6 = (
 )""",
 )
 
+# Each participant's bill per billing period without reading its trades: the running sums of
+# its period's trades (energy and money, sold and bought) and balancing (charges and
+# credits), as the contract's bill words count them, one row per block that changed them,
+# holding the sums as they stand after that block. A reorganisation deletes its blocks' rows
+# and the newest row left is the sum again. Rows no reorganisation can reach any more are
+# pruned down to the newest of each participant and period (portal.db), so the open period's
+# bills are one row a participant. A trade's period is the contract's: the number of periods
+# closed when it was recorded, plus one. An upgraded index fills it from its trades and slots.
+_VERSION_7 = (
+    """CREATE TABLE IF NOT EXISTS participant_sums (
+    period BIGINT NOT NULL,
+    participant TEXT NOT NULL,
+    block_number BIGINT NOT NULL,
+    energy_sold {amount} NOT NULL,
+    energy_bought {amount} NOT NULL,
+    money_receivable {amount} NOT NULL,
+    money_payable {amount} NOT NULL,
+    balancing_charges {amount} NOT NULL,
+    balancing_credits {amount} NOT NULL,
+    PRIMARY KEY (period, participant, block_number)
+)""",
+    "CREATE INDEX IF NOT EXISTS participant_sums_block ON participant_sums (block_number)",
+)
+PARTICIPANT_SUMS_VERSION = 7
+PARTICIPANT_SUMS = ("energy_sold", "energy_bought", "money_receivable", "money_payable",
+                    "balancing_charges", "balancing_credits")
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4,
-                                           _VERSION_5, _VERSION_6)
+                                           _VERSION_5, _VERSION_6, _VERSION_7)
 VERSION = len(MIGRATIONS)
 
 
