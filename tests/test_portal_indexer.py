@@ -20,6 +20,7 @@ from eth_account import Account
 from portal_fixtures import (
     IndexerProcess,
     chain_trade_rows,
+    open_period_bill_on_chain,
     portal_settings,
     record_trades,
     trade_row,
@@ -32,7 +33,7 @@ from pilotchain.chain import NodeRefused, Sender, connect, wait_for
 from pilotchain.config import masked_url
 from pilotchain.contract import settlement_contract
 from pilotchain.errors import ConfigError
-from pilotchain.metering import WH, Domain, MeterReading, meter_id, sign_reading
+from pilotchain.metering import OPERATOR, WH, Domain, MeterReading, meter_id, sign_reading
 from pilotchain.settings import PROJECT_ROOT
 from pilotchain.trades import (
     TradeRecord,
@@ -212,6 +213,68 @@ def test_every_kept_event_is_indexed(deployed: Deployed, index_url: str) -> None
     assert got["statements_paid"] == [{"period": 1, "participant": h}]
     assert (where["block_number"], where["tx_hash"]) == (
         last["blockNumber"], last["transactionHash"].to_0x_hex())
+
+
+def test_open_period_bills_equal_the_contracts(deployed: Deployed, index_url: str) -> None:
+    """On the real chain: a metered house trades and is balanced (a shortfall charged) in
+    period 1, the operator closes it, and the house trades and is balanced again (an excess
+    charged, a surplus credited) in the open period. The index's open-period bill of the
+    house, of its counterparty and of the grid operator (the other side of all balancing)
+    equals the contract's own at the indexed block: ``billOf`` and ``balancingOf`` less every
+    closed period's ``statementOf``, read through pilotchain.settlement's typed reads."""
+    w3 = connect(deployed.net.rpc_url)
+    operator = deployed.net.keys.role("operator").unlock()
+    contract = settlement_contract(w3, deployed.deployment)
+    admin = Sender(w3, operator)
+    recorder = Sender(w3, deployed.net.keys.role("bridge").unlock())
+    house, market, neighbour = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    pid = uuid_to_bytes32(house)
+    meter_key = Account.create()
+    meter = meter_id(uuid.uuid4())
+    send(w3, admin, contract, "registerMeter", meter, meter_key.address, pid, pid)
+    send(w3, admin, contract, "setCloseDelay", 0)
+    send(w3, admin, contract, "setRates", 0, 40 * CT, 30 * CT, 5 * CT)
+    send(w3, admin, contract, "grantRole", contract.functions.READER_ROLE().call(),
+         operator.address)
+    domain = Domain(w3.eth.chain_id, contract.address)
+    first = w3.eth.get_block("latest")["timestamp"] // SLOT * SLOT - 3 * SLOT
+    second = first + SLOT
+
+    def trade(slot: int, seller: uuid.UUID, buyer: uuid.UUID, wh: int, ct: int) -> None:
+        record = TradeRecord(uuid.uuid4(), market, slot, seller, buyer, seller, buyer,
+                             wh * WH, ct * CT + 7, 3)
+        send(w3, recorder, contract, "recordTrades", [record.as_contract_tuple()])
+
+    def read_and_close(slot: int, registers: dict[int, tuple[int, int]]) -> None:
+        readings = [sign_reading(MeterReading(meter, time, imported, exported), meter_key,
+                                 domain) for time, (imported, exported) in registers.items()]
+        send(w3, admin, contract, "submitReadings", [r.as_contract_tuple() for r in readings])
+        send(w3, admin, contract, "closeSlots", [pid], [slot])
+
+    trade(first, house, neighbour, 10, 25)  # period 1: sold 10 Wh, exported 7
+    read_and_close(first, {first: (1000, 500), second: (1000, 507)})
+    send(w3, admin, contract, "closePeriod", second)
+    trade(second, house, neighbour, 8, 20)  # the open period: sold 8 Wh, exported 11
+    trade(second, neighbour, house, 20, 50)  # bought 20 Wh, imported 26
+    read_and_close(second, {second + SLOT: (1026, 518)})
+
+    settings = portal_settings(deployed, index_url, confirmations=0)
+    indexer = indexed(settings)
+    assert indexer.cursor is not None
+    db = Database(index_url)
+    try:
+        bills = queries.open_period_bills(db)
+    finally:
+        db.close()
+    for who, raw in ((str(house), pid), (str(neighbour), uuid_to_bytes32(neighbour)),
+                     (OPERATOR_ID, OPERATOR)):
+        assert bills[who] == open_period_bill_on_chain(
+            deployed.net.rpc_url, deployed.deployment, raw, indexer.cursor.block_number), who
+    mine = bills[str(house)]
+    assert (mine["money_receivable"], mine["money_payable"]) == (20 * CT + 7, 50 * CT + 7)
+    assert mine["balancing_charges"] == 6 * WH * 30 and mine["balancing_credits"] == 3 * WH * 5
+    # Period 1's shortfall is on its statement, not in the open period's bill.
+    assert contract.functions.statementOf(1, pid).call()[4] == 3 * WH * 40
 
 
 CRASH_BETWEEN_ROWS_AND_CURSOR = """
