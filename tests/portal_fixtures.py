@@ -26,7 +26,7 @@ from portal.config import PortalSettings
 from runner.localnet import MINED_WITHIN
 from runner.postgres import PostgresServer
 
-__all__ = ["ENGINES", "IndexerProcess", "chain_trade_rows", "index_url",
+__all__ = ["BILL_FIELDS", "ENGINES", "IndexerProcess", "chain_trade_rows", "index_url",
            "open_period_bill_on_chain", "portal_settings", "postgres_server", "record_trades",
            "trade_row"]
 
