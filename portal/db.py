@@ -252,7 +252,8 @@ class Database:
             self._insert_trade_sums(cur, [
                 (row.block_number, row.values["energy"], row.values["price"])
                 for row in rows if row.table == "trades"])
-            self._add_participant_sums(cur, rows, closed, last.number - keep_blocks + 1)
+            self._add_participant_sums(cur, rows, closed, (
+                expected.block_number - keep_blocks + 1, last.number - keep_blocks + 1))
         return new
 
     def rewind(self, expected: Cursor, ancestor: Block) -> Cursor:
@@ -260,9 +261,10 @@ class Database:
         new = Cursor(expected.chain_id, expected.contract, ancestor.number, ancestor.hash)
         with self._transaction() as cur:
             self._move_cursor(cur, expected, new)
-            for table in (*TABLES, "trade_sums", "participant_sums"):
+            for table in (*TABLES, "trade_sums"):
                 cur.execute(self._sql(f"DELETE FROM {table} WHERE block_number > ?"),
                             (ancestor.number,))
+            self._rewind_participant_sums(cur, ancestor.number)
             cur.execute(self._sql("DELETE FROM blocks WHERE number > ?"), (ancestor.number,))
         return new
 
@@ -299,39 +301,72 @@ class Database:
 
     # -- each participant's running bill per period (portal.sums) -------------------------
 
-    _NEWEST_SUMS = (
-        f"SELECT participant, {', '.join(schema.PARTICIPANT_SUMS)} FROM participant_sums s "
-        "WHERE period = ? AND block_number = (SELECT MAX(block_number) FROM participant_sums t "
-        "WHERE t.period = s.period AND t.participant = s.participant)")
+    _SUMS = ", ".join(schema.PARTICIPANT_SUMS)
 
     def _add_participant_sums(self, cur: Any, rows: Sequence[Row], closed: int,
-                              final: int) -> None:
-        """The sums after each block of ``rows`` that changed a bill, from those of the open
-        period (``closed`` periods closed before the page); then the rows no reorganisation
-        can reach any more (at or below ``final``, the oldest block a rewind may go back
-        to) pruned to the newest of each participant and period."""
+                              final: tuple[int, int]) -> None:
+        """The sums after each block of ``rows`` that changed a bill, on top of the open
+        period's (``closed`` periods closed before the page), and the bills they make; then
+        the rows that just went out of any reorganisation's reach (blocks in ``final``:
+        after the first, up to the second) pruned to the newest of each participant and
+        period."""
         events = sorted((row for row in rows if row.table in ("trades", "slots_balanced",
                                                               "periods")),
                         key=lambda row: (row.block_number, row.log_index))
-        if not any(row.table != "periods" for row in events):
-            return
-        cur.execute(self._sql(self._NEWEST_SUMS), (closed + 1,))
-        before = {(closed + 1, str(found[0])): [int(v) for v in found[1:]]
-                  for found in cur.fetchall()}
-        self._insert_participant_sums(cur, sums.block_sums(
-            ((row.table, row.block_number, row.values) for row in events), closed, before))
+        if any(row.table != "periods" for row in events):
+            cur.execute(self._sql(f"SELECT participant, {self._SUMS} FROM participant_bills "
+                                  "WHERE period = ?"), (closed + 1,))
+            before = {(closed + 1, str(found[0])): [int(v) for v in found[1:]]
+                      for found in cur.fetchall()}
+            found = sums.block_sums(((row.table, row.block_number, row.values)
+                                     for row in events), closed, before)
+            self._insert_participant_sums(cur, found)
+            self._set_bills(cur, sums.newest(found))
+        self._prune_participant_sums(cur, *final)
+
+    def _prune_participant_sums(self, cur: Any, after: int, final: int) -> None:
+        """Of each participant and period with a row in blocks ``after`` < n <= ``final``
+        (``final``: the oldest block a rewind may go back to, so rows up to it stay), delete
+        the rows before its newest up to ``final``: no rewind can need them any more."""
         cur.execute(self._sql(
-            "DELETE FROM participant_sums WHERE period >= ? AND block_number < ? AND EXISTS ("
-            "SELECT 1 FROM participant_sums newer WHERE newer.period = participant_sums.period "
-            "AND newer.participant = participant_sums.participant "
-            "AND newer.block_number > participant_sums.block_number "
-            "AND newer.block_number <= ?)"), (closed, final, final))
+            "SELECT period, participant, MAX(block_number) FROM participant_sums "
+            "WHERE block_number > ? AND block_number <= ? GROUP BY period, participant"),
+            (after, final))
+        stale = [(int(period), str(participant), int(newest))
+                 for period, participant, newest in cur.fetchall()]
+        if stale:
+            cur.executemany(self._sql(
+                "DELETE FROM participant_sums WHERE period = ? AND participant = ? "
+                "AND block_number < ?"), stale)
+
+    def _rewind_participant_sums(self, cur: Any, ancestor: int) -> None:
+        """Delete the sums of the blocks above ``ancestor``; the bills they touched are the
+        newest sums left again (none left: no bill)."""
+        cur.execute(self._sql("SELECT DISTINCT period, participant FROM participant_sums "
+                              "WHERE block_number > ?"), (ancestor,))
+        touched = [(int(period), str(participant)) for period, participant in cur.fetchall()]
+        cur.execute(self._sql("DELETE FROM participant_sums WHERE block_number > ?"),
+                    (ancestor,))
+        if not touched:
+            return
+        cur.executemany(self._sql("DELETE FROM participant_bills WHERE period = ? "
+                                  "AND participant = ?"), touched)
+        left: dict[tuple[int, str], list[int]] = {}
+        for period, participant in touched:
+            cur.execute(self._sql(
+                f"SELECT {self._SUMS} FROM participant_sums WHERE period = ? "
+                "AND participant = ? ORDER BY block_number DESC LIMIT 1"), (period, participant))
+            found = cur.fetchall()
+            if found:
+                left[(period, participant)] = [int(v) for v in found[0]]
+        self._set_bills(cur, left)
 
     def _fill_participant_sums(self, cur: Any) -> None:
-        """An index made before schema version 7: the sums from every trade, balanced slot
-        and closed period it holds (anything already there made anew), pruned below its
-        oldest kept block hash."""
+        """An index made before schema version 7: the sums and bills from every trade,
+        balanced slot and closed period it holds (anything already there made anew), pruned
+        below its oldest kept block hash."""
         cur.execute("DELETE FROM participant_sums")
+        cur.execute("DELETE FROM participant_bills")
         events: list[tuple[int, int, str, dict[str, Any]]] = []
         for table in ("trades", "slots_balanced", "periods"):
             columns = COLUMNS[table]
@@ -340,30 +375,40 @@ class Database:
                         dict(zip(columns[3:], found[3:], strict=True)))
                        for found in cur.fetchall()]
         events.sort(key=lambda event: (event[0], event[1]))
-        self._insert_participant_sums(cur, sums.block_sums(
-            ((table, block, values) for block, _, table, values in events), 0, {}))
+        found = sums.block_sums(((table, block, values) for block, _, table, values in events),
+                                0, {})
+        self._insert_participant_sums(cur, found)
+        self._set_bills(cur, sums.newest(found))
         cur.execute("SELECT MIN(number) FROM blocks")
         oldest = cur.fetchall()[0][0]
         if oldest is not None:
-            cur.execute(self._sql(
-                "DELETE FROM participant_sums WHERE block_number < ? AND EXISTS (SELECT 1 FROM "
-                "participant_sums newer WHERE newer.period = participant_sums.period "
-                "AND newer.participant = participant_sums.participant "
-                "AND newer.block_number > participant_sums.block_number "
-                "AND newer.block_number <= ?)"), (int(oldest), int(oldest)))
+            self._prune_participant_sums(cur, -1, int(oldest))
 
     def _insert_participant_sums(self, cur: Any,
                                  found: dict[tuple[int, str, int], list[int]]) -> None:
         if not found:
             return
         text = str if self.dialect == "sqlite" else int
-        columns = ", ".join(schema.PARTICIPANT_SUMS)
         marks = ", ".join("?" for _ in schema.PARTICIPANT_SUMS)
         cur.executemany(self._sql(
-            f"INSERT INTO participant_sums (period, participant, block_number, {columns}) "
+            f"INSERT INTO participant_sums (period, participant, block_number, {self._SUMS}) "
             f"VALUES (?, ?, ?, {marks})"),
             [(period, participant, block, *(text(v) for v in values))
              for (period, participant, block), values in sorted(found.items())])
+
+    def _set_bills(self, cur: Any, bills: dict[tuple[int, str], list[int]]) -> None:
+        """Each (period, participant)'s bill set to its sums (inserted or replaced)."""
+        if not bills:
+            return
+        text = str if self.dialect == "sqlite" else int
+        marks = ", ".join("?" for _ in schema.PARTICIPANT_SUMS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in schema.PARTICIPANT_SUMS)
+        cur.executemany(self._sql(
+            f"INSERT INTO participant_bills (period, participant, {self._SUMS}) "
+            f"VALUES (?, ?, {marks}) ON CONFLICT (period, participant) DO UPDATE SET "
+            f"{updates}"),
+            [(period, participant, *(text(v) for v in values))
+             for (period, participant), values in sorted(bills.items())])
 
     def _insert_rows(self, cur: Any, table: str, rows: Sequence[Row]) -> None:
         columns = COLUMNS[table]
@@ -404,7 +449,8 @@ class Database:
             return
         with self._failures():
             # VACUUM cannot run inside a transaction: the connection is in autocommit mode.
-            self._conn.execute("VACUUM (ANALYZE) trades, trade_sums, participant_sums")
+            self._conn.execute("VACUUM (ANALYZE) trades, trade_sums, participant_sums, "
+                               "participant_bills")
 
     # -- reads ----------------------------------------------------------------------------
 

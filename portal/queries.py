@@ -170,14 +170,11 @@ def open_period_bills(db: Database) -> dict[str, dict[str, int]]:
     """Every participant's bill of the open billing period so far, as its statement will
     read when the period is closed: energy sold and bought, money receivable and payable,
     balancing charges and credits, and ``net`` (participants without any: none). One row a
-    participant, the newest of the running sums the indexer keeps (portal.sums); the open
+    participant (``participant_bills``, which the indexer keeps, portal.sums); the open
     period is found in the same statement, so an indexer committing meanwhile cannot mix
     two periods."""
-    found = db.fetch(
-        f"SELECT participant, {', '.join(PARTICIPANT_SUMS)} FROM participant_sums s "
-        "WHERE period = (SELECT COUNT(*) FROM periods) + 1 AND block_number = ("
-        "SELECT MAX(block_number) FROM participant_sums t WHERE t.period = s.period "
-        "AND t.participant = s.participant)")
+    found = db.fetch(f"SELECT participant, {', '.join(PARTICIPANT_SUMS)} FROM participant_bills "
+                     "WHERE period = (SELECT COUNT(*) FROM periods) + 1")
     bills = {}
     for participant, *amounts in found:
         bill = {column: int(value) for column, value in zip(PARTICIPANT_SUMS, amounts,

@@ -11,7 +11,8 @@ closed before it (by block and log index), plus one.
 
 Rows hold the sums as they stand after a block, one per block that changed them: a
 reorganisation deletes the rows of its blocks (as it does every event row) and the newest
-row left is the sum again.
+row left is the sum again. The newest row of each participant and period is also kept as
+its bill (table ``participant_bills``), which is what the pages read.
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ def block_sums(events: Iterable[tuple[str, int, Mapping[str, Any]]], closed: int
                 sums[index] += amount
             found[(period, participant, block)] = list(sums)
     return found
+
+
+def newest(found: Mapping[tuple[int, str, int], list[int]]) -> dict[Key, list[int]]:
+    """Of rows made by :func:`block_sums`, each (period, participant)'s newest: its bill."""
+    bills: dict[Key, tuple[int, list[int]]] = {}
+    for (period, participant, block), values in found.items():
+        if (period, participant) not in bills or bills[(period, participant)][0] < block:
+            bills[(period, participant)] = (block, values)
+    return {key: values for key, (_, values) in bills.items()}
 
 
 def net(sums: Mapping[str, int]) -> int:

@@ -404,6 +404,18 @@ def test_open_period_bills_are_running_sums_kept_per_block_and_filled_on_upgrade
     def block(number: int, fork: int = 0) -> Block:
         return Block(number, f"0x{fork:02x}{number:062x}", f"0x{fork:02x}{number - 1:062x}")
 
+    def assert_bills_are_the_newest_sums(db: Database) -> None:
+        """participant_bills, which the pages read, holds each participant's and period's
+        newest running sums, whatever was pruned or rewound."""
+        newest = db.fetch("SELECT period, participant, money_receivable, balancing_charges "
+                          "FROM participant_sums s WHERE block_number = (SELECT "
+                          "MAX(block_number) FROM participant_sums t WHERE t.period = s.period "
+                          "AND t.participant = s.participant)")
+        bills = db.fetch("SELECT period, participant, money_receivable, balancing_charges "
+                         "FROM participant_bills")
+        assert sorted((int(a), str(b), int(c), int(d)) for a, b, c, d in bills) == \
+            sorted((int(a), str(b), int(c), int(d)) for a, b, c, d in newest)
+
     rows: list[Row] = []
     keep = 4  # block hashes kept: a reorganisation reaches back at most 3 blocks
     db = Database(index_url)
@@ -415,6 +427,7 @@ def test_open_period_bills_are_running_sums_kept_per_block_and_filled_on_upgrade
             rows += page
             cursor = db.commit_page(cursor, page, [block(number)], keep)
             assert queries.open_period_bills(db) == bill_reference(rows, None), number
+            assert_bills_are_the_newest_sums(db)
         # Period 2 closed in block 9: its bills stay as its statements read.
         period_2 = db.fetch("SELECT participant, money_payable FROM participant_sums s "
                             "WHERE period = 2 AND block_number = (SELECT MAX(block_number) "
@@ -431,6 +444,7 @@ def test_open_period_bills_are_running_sums_kept_per_block_and_filled_on_upgrade
         cursor = db.rewind(cursor, block(10))
         rows = [r for r in rows if r.block_number <= 10]
         assert queries.open_period_bills(db) == bill_reference(rows, None)
+        assert_bills_are_the_newest_sums(db)
         for number in (11, 12, 13):  # the heavier chain's blocks, other trades
             page = events(number)
             rows += page
@@ -438,9 +452,11 @@ def test_open_period_bills_are_running_sums_kept_per_block_and_filled_on_upgrade
         assert queries.open_period_bills(db) == bill_reference(rows, None)
         # Back to before the sums: the upgrade fills them from the events it holds.
         db.execute("DROP TABLE participant_sums")
+        db.execute("DROP TABLE participant_bills")
         db.execute("UPDATE schema_version SET version = 6")
         assert db.migrate() == 6
         assert queries.open_period_bills(db) == bill_reference(rows, None)
+        assert_bills_are_the_newest_sums(db)
         old = db.fetch("SELECT period, participant, COUNT(*) FROM participant_sums "
                        "WHERE block_number < (SELECT MIN(number) FROM blocks) "
                        "GROUP BY period, participant")
