@@ -10,7 +10,9 @@ blocks, free ports, a temporary directory) with a block gas limit of ``--gas-lim
 times the default, so the trades go on chain in about half the time; batches are kept in
 flight so blocks stay under the gas target and the base fee does not climb), deploys
 Settlement and records the trades with ``recordTrades`` batches of 400 from the bridge's key.
-Billing period 1 is closed half-way. The busy participant's wallet is registered on chain.
+Billing period 1 is closed half-way. Every participant's wallet is registered on chain (the
+busy participant's its own), so the operator's overview lists all of them, each with its net
+of the open period.
 
 Then, for each engine (a SQLite file; a database on a private PostgreSQL server,
 ``runner.postgres``):
@@ -150,6 +152,28 @@ def put_on_chain(net: LocalNetwork, deployment: Deployment, trades: Sequence[Tra
     return {"trades": len(trades), "transactions": len(batches), "seconds": round(seconds, 1),
             "trades_per_s": round(len(trades) / seconds, 1),
             "head": w3.eth.block_number}
+
+
+def register_everyone(net: LocalNetwork, deployment: Deployment, community: Community,
+                      busy_wallet: str, window: int) -> int:
+    """Register a wallet for every participant, so that the operator's overview lists all of
+    them (each with its bill of the open period), as the back office of a 1,000-participant
+    community would: the busy participant's own wallet, fresh addresses for the others.
+    ``window`` transactions in flight. Returns how many were registered."""
+    w3 = connect(net.rpc_url)
+    sender = Sender(w3, net.keys.role("operator").unlock())
+    abi = SettlementABI(deployment.load_abi())
+    fees = fees_for(w3.eth.get_block("latest")["baseFeePerGas"], headroom=8)
+    pending: deque[Any] = deque()
+    for index, person in enumerate(community.participants):
+        wallet = busy_wallet if person == community.busy else Account.create().address
+        pending.append(sender.send({"to": deployment.address, "data": abi.register_participant(
+            uuid_to_bytes32(person), wallet)}, fees=fees))
+        while pending and (len(pending) >= window
+                           or index == len(community.participants) - 1):
+            if wait_for_receipt(w3, pending.popleft(), timeout=300)["status"] != 1:
+                raise RuntimeError("registerParticipant reverted.")
+    return len(community.participants)
 
 
 def send_admin(net: LocalNetwork, deployment: Deployment, name: str, *args: Any) -> None:
@@ -311,6 +335,7 @@ def run_engine(engine: str, database_url: str, net: LocalNetwork, record: Path, 
             clients[who].sign_in(account)
         total = sum(1 for t in community.trades if community.busy in (t.seller, t.buyer))
         result["routes"] = load(service.url, clients, routes(community, total, 50), count)
+        result["overview"] = check_overview(clients["operator"], community)
         # The PDF of period 1 (half of the busy participant's trades), a few times: seconds
         # of drawing each, so not among the 300 ms routes.
         pdf = f"/api/participants/{community.busy}/statements/1.pdf"
@@ -322,6 +347,23 @@ def run_engine(engine: str, database_url: str, net: LocalNetwork, record: Path, 
     finally:
         service.stop()
     return result
+
+
+def check_overview(client: Client, community: Community) -> dict[str, Any]:
+    """The overview lists every participant, each with its net of the open period, which
+    for every one of them is its trades since period 1 was closed (the second half):
+    received less paid. Raises on any difference."""
+    view = client.http.get(client.url + "/api/operator/overview", timeout=60).json()
+    nets = {p["participant"]: int(p["open_period"]["net"]) for p in view["participants"]}
+    wanted = {str(person): 0 for person in community.participants}
+    for trade in community.trades[len(community.trades) // 2:]:
+        wanted[str(trade.seller)] += trade.price
+        wanted[str(trade.buyer)] -= trade.price
+    if nets != wanted:
+        wrong = sorted(p for p in wanted if nets.get(p) != wanted[p])
+        raise RuntimeError(f"The overview's open-period nets differ for {len(wrong)} "
+                           f"participants, e.g. {wrong[:3]}.")
+    return {"participants": len(nets), "nonzero_nets": sum(1 for n in nets.values() if n)}
 
 
 def time_pdf_render(community: Community, trades: int) -> dict[str, Any]:
@@ -366,6 +408,9 @@ def print_report(result: dict[str, Any]) -> None:
         for name, s in r["routes"].items():
             flag = "" if s["p95_ms"] < 1000 * TARGET_P95_S else "  MISS"
             print(f"  {name:40} {s['p50_ms']:8.1f} {s['p95_ms']:8.1f} {s['p99_ms']:8.1f}{flag}")
+        print(f"  operator overview: {r['overview']['participants']} participants, each with "
+              f"its open-period net ({r['overview']['nonzero_nets']} not zero), all as the "
+              "trades say")
         first = r["routes"]["trades first page"]["p50_ms"]
         print(f"  first page of trades: {base / first:.0f}x faster than the baseline")
         pdf = r["statement_pdf"]
@@ -452,8 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             community = make_community(args.participants, args.trades, args.busy, rng,
                                        now // SLOT * SLOT - (slots + 1) * SLOT)
             wallet = Account.create()
-            send_admin(net, deployment, "registerParticipant",
-                       uuid_to_bytes32(community.busy), wallet.address)
+            registered = register_everyone(net, deployment, community, wallet.address,
+                                           8 * args.window)
+            print(f"registered {registered} participants' wallets", flush=True)
             print(f"recording {args.trades} trades of {args.participants} participants",
                   flush=True)
             half = len(community.trades) // 2

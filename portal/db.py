@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 
 from pilotchain.config import masked_url
-from portal import schema
+from portal import schema, sums
 from portal.config import POSTGRES_PREFIXES, SQLITE_PREFIX
 from portal.errors import AnotherWriter, DatabaseError, WrongDatabase
 from portal.events import EVENTS, TABLES, Row
@@ -188,6 +188,8 @@ class Database:
             if 0 < current < schema.TRADE_SUMS_VERSION:
                 cur.execute("SELECT block_number, energy, price FROM trades")
                 self._insert_trade_sums(cur, cur.fetchall())
+            if 0 < current < schema.PARTICIPANT_SUMS_VERSION:
+                self._fill_participant_sums(cur)
             if not found:
                 cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"),
                             (schema.VERSION,))
@@ -238,6 +240,8 @@ class Database:
         new = Cursor(expected.chain_id, expected.contract, last.number, last.hash)
         with self._transaction() as cur:
             self._move_cursor(cur, expected, new)
+            cur.execute("SELECT COUNT(*) FROM periods")
+            closed = int(cur.fetchall()[0][0])
             self._insert_blocks(cur, blocks)
             cur.execute(self._sql("DELETE FROM blocks WHERE number <= ?"),
                         (last.number - keep_blocks,))
@@ -248,6 +252,8 @@ class Database:
             self._insert_trade_sums(cur, [
                 (row.block_number, row.values["energy"], row.values["price"])
                 for row in rows if row.table == "trades"])
+            self._add_participant_sums(cur, rows, closed, (
+                expected.block_number - keep_blocks + 1, last.number - keep_blocks + 1))
         return new
 
     def rewind(self, expected: Cursor, ancestor: Block) -> Cursor:
@@ -258,6 +264,7 @@ class Database:
             for table in (*TABLES, "trade_sums"):
                 cur.execute(self._sql(f"DELETE FROM {table} WHERE block_number > ?"),
                             (ancestor.number,))
+            self._rewind_participant_sums(cur, ancestor.number)
             cur.execute(self._sql("DELETE FROM blocks WHERE number > ?"), (ancestor.number,))
         return new
 
@@ -291,6 +298,117 @@ class Database:
             "INSERT INTO trade_sums (block_number, trades, energy, price) VALUES (?, ?, ?, ?)"),
             [(block, count, text(energy), text(price))
              for block, (count, energy, price) in sorted(sums.items())])
+
+    # -- each participant's running bill per period (portal.sums) -------------------------
+
+    _SUMS = ", ".join(schema.PARTICIPANT_SUMS)
+
+    def _add_participant_sums(self, cur: Any, rows: Sequence[Row], closed: int,
+                              final: tuple[int, int]) -> None:
+        """The sums after each block of ``rows`` that changed a bill, on top of the open
+        period's (``closed`` periods closed before the page), and the bills they make; then
+        the rows that just went out of any reorganisation's reach (blocks in ``final``:
+        after the first, up to the second) pruned to the newest of each participant and
+        period."""
+        events = sorted((row for row in rows if row.table in ("trades", "slots_balanced",
+                                                              "periods")),
+                        key=lambda row: (row.block_number, row.log_index))
+        if any(row.table != "periods" for row in events):
+            cur.execute(self._sql(f"SELECT participant, {self._SUMS} FROM participant_bills "
+                                  "WHERE period = ?"), (closed + 1,))
+            before = {(closed + 1, str(found[0])): [int(v) for v in found[1:]]
+                      for found in cur.fetchall()}
+            found = sums.block_sums(((row.table, row.block_number, row.values)
+                                     for row in events), closed, before)
+            self._insert_participant_sums(cur, found)
+            self._set_bills(cur, sums.newest(found))
+        self._prune_participant_sums(cur, *final)
+
+    def _prune_participant_sums(self, cur: Any, after: int, final: int) -> None:
+        """Of each participant and period with a row in blocks ``after`` < n <= ``final``
+        (``final``: the oldest block a rewind may go back to, so rows up to it stay), delete
+        the rows before its newest up to ``final``: no rewind can need them any more."""
+        cur.execute(self._sql(
+            "SELECT period, participant, MAX(block_number) FROM participant_sums "
+            "WHERE block_number > ? AND block_number <= ? GROUP BY period, participant"),
+            (after, final))
+        stale = [(int(period), str(participant), int(newest))
+                 for period, participant, newest in cur.fetchall()]
+        if stale:
+            cur.executemany(self._sql(
+                "DELETE FROM participant_sums WHERE period = ? AND participant = ? "
+                "AND block_number < ?"), stale)
+
+    def _rewind_participant_sums(self, cur: Any, ancestor: int) -> None:
+        """Delete the sums of the blocks above ``ancestor``; the bills they touched are the
+        newest sums left again (none left: no bill)."""
+        cur.execute(self._sql("SELECT DISTINCT period, participant FROM participant_sums "
+                              "WHERE block_number > ?"), (ancestor,))
+        touched = [(int(period), str(participant)) for period, participant in cur.fetchall()]
+        cur.execute(self._sql("DELETE FROM participant_sums WHERE block_number > ?"),
+                    (ancestor,))
+        if not touched:
+            return
+        cur.executemany(self._sql("DELETE FROM participant_bills WHERE period = ? "
+                                  "AND participant = ?"), touched)
+        left: dict[tuple[int, str], list[int]] = {}
+        for period, participant in touched:
+            cur.execute(self._sql(
+                f"SELECT {self._SUMS} FROM participant_sums WHERE period = ? "
+                "AND participant = ? ORDER BY block_number DESC LIMIT 1"), (period, participant))
+            found = cur.fetchall()
+            if found:
+                left[(period, participant)] = [int(v) for v in found[0]]
+        self._set_bills(cur, left)
+
+    def _fill_participant_sums(self, cur: Any) -> None:
+        """An index made before schema version 7: the sums and bills from every trade,
+        balanced slot and closed period it holds (anything already there made anew), pruned
+        below its oldest kept block hash."""
+        cur.execute("DELETE FROM participant_sums")
+        cur.execute("DELETE FROM participant_bills")
+        events: list[tuple[int, int, str, dict[str, Any]]] = []
+        for table in ("trades", "slots_balanced", "periods"):
+            columns = COLUMNS[table]
+            cur.execute(f"SELECT {', '.join(columns)} FROM {table}")
+            events += [(int(found[0]), int(found[1]), table,
+                        dict(zip(columns[3:], found[3:], strict=True)))
+                       for found in cur.fetchall()]
+        events.sort(key=lambda event: (event[0], event[1]))
+        found = sums.block_sums(((table, block, values) for block, _, table, values in events),
+                                0, {})
+        self._insert_participant_sums(cur, found)
+        self._set_bills(cur, sums.newest(found))
+        cur.execute("SELECT MIN(number) FROM blocks")
+        oldest = cur.fetchall()[0][0]
+        if oldest is not None:
+            self._prune_participant_sums(cur, -1, int(oldest))
+
+    def _insert_participant_sums(self, cur: Any,
+                                 found: dict[tuple[int, str, int], list[int]]) -> None:
+        if not found:
+            return
+        text = str if self.dialect == "sqlite" else int
+        marks = ", ".join("?" for _ in schema.PARTICIPANT_SUMS)
+        cur.executemany(self._sql(
+            f"INSERT INTO participant_sums (period, participant, block_number, {self._SUMS}) "
+            f"VALUES (?, ?, ?, {marks})"),
+            [(period, participant, block, *(text(v) for v in values))
+             for (period, participant, block), values in sorted(found.items())])
+
+    def _set_bills(self, cur: Any, bills: dict[tuple[int, str], list[int]]) -> None:
+        """Each (period, participant)'s bill set to its sums (inserted or replaced)."""
+        if not bills:
+            return
+        text = str if self.dialect == "sqlite" else int
+        marks = ", ".join("?" for _ in schema.PARTICIPANT_SUMS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in schema.PARTICIPANT_SUMS)
+        cur.executemany(self._sql(
+            f"INSERT INTO participant_bills (period, participant, {self._SUMS}) "
+            f"VALUES (?, ?, {marks}) ON CONFLICT (period, participant) DO UPDATE SET "
+            f"{updates}"),
+            [(period, participant, *(text(v) for v in values))
+             for (period, participant), values in sorted(bills.items())])
 
     def _insert_rows(self, cur: Any, table: str, rows: Sequence[Row]) -> None:
         columns = COLUMNS[table]
@@ -331,7 +449,8 @@ class Database:
             return
         with self._failures():
             # VACUUM cannot run inside a transaction: the connection is in autocommit mode.
-            self._conn.execute("VACUUM (ANALYZE) trades, trade_sums")
+            self._conn.execute("VACUUM (ANALYZE) trades, trade_sums, participant_sums, "
+                               "participant_bills")
 
     # -- reads ----------------------------------------------------------------------------
 

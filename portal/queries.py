@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from portal import sums
 from portal.db import AMOUNT_COLUMNS, COLUMNS, Database
+from portal.schema import PARTICIPANT_SUMS
 
 TRADE_COLUMNS = COLUMNS["trades"]
 SLOT_COLUMNS = COLUMNS["slots_balanced"]
@@ -162,6 +164,23 @@ def registrations(db: Database) -> list[dict[str, Any]]:
         elif latest.get(participant, {}).get("wallet") == wallet:
             del latest[participant]
     return sorted(latest.values(), key=lambda row: str(row["participant"]))
+
+
+def open_period_bills(db: Database) -> dict[str, dict[str, int]]:
+    """Every participant's bill of the open billing period so far, as its statement will
+    read when the period is closed: energy sold and bought, money receivable and payable,
+    balancing charges and credits, and ``net`` (participants without any: none). One row a
+    participant (``participant_bills``, which the indexer keeps, portal.sums); the open
+    period is found in the same statement, so an indexer committing meanwhile cannot mix
+    two periods."""
+    found = db.fetch(f"SELECT participant, {', '.join(PARTICIPANT_SUMS)} FROM participant_bills "
+                     "WHERE period = (SELECT COUNT(*) FROM periods) + 1")
+    bills = {}
+    for participant, *amounts in found:
+        bill = {column: int(value) for column, value in zip(PARTICIPANT_SUMS, amounts,
+                                                             strict=True)}
+        bills[str(participant)] = {**bill, "net": sums.net(bill)}
+    return bills
 
 
 def meters(db: Database) -> list[dict[str, Any]]:

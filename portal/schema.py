@@ -209,8 +209,44 @@ _VERSION_6 = (
 )""",
 )
 
+# Each participant's bill per billing period without reading its trades: the sums of its
+# period's trades (energy and money, sold and bought) and balancing (charges and credits), as
+# the contract's bill words count them. A trade's period is the contract's: the number of
+# periods closed when it was recorded, plus one.
+# - participant_sums: one row per block that changed them, holding the sums as they stand
+#   after that block. A reorganisation deletes its blocks' rows (as every event row) and the
+#   newest row left is the sum again. Rows no reorganisation can reach any more are pruned
+#   to the newest of each participant and period (portal.db).
+# - participant_bills: the newest of them, one row a participant and period, kept with them
+#   (and put back from them by a reorganisation): what the operator's overview reads.
+# An upgraded index fills both from its trades, balanced slots and closed periods.
+_PARTICIPANT_SUM_COLUMNS = """
+    energy_sold {amount} NOT NULL,
+    energy_bought {amount} NOT NULL,
+    money_receivable {amount} NOT NULL,
+    money_payable {amount} NOT NULL,
+    balancing_charges {amount} NOT NULL,
+    balancing_credits {amount} NOT NULL,"""
+_VERSION_7 = (
+    f"""CREATE TABLE IF NOT EXISTS participant_sums (
+    period BIGINT NOT NULL,
+    participant TEXT NOT NULL,
+    block_number BIGINT NOT NULL,{_PARTICIPANT_SUM_COLUMNS}
+    PRIMARY KEY (period, participant, block_number)
+)""",
+    "CREATE INDEX IF NOT EXISTS participant_sums_block ON participant_sums (block_number)",
+    f"""CREATE TABLE IF NOT EXISTS participant_bills (
+    period BIGINT NOT NULL,
+    participant TEXT NOT NULL,{_PARTICIPANT_SUM_COLUMNS}
+    PRIMARY KEY (period, participant)
+)""",
+)
+PARTICIPANT_SUMS_VERSION = 7
+PARTICIPANT_SUMS = ("energy_sold", "energy_bought", "money_receivable", "money_payable",
+                    "balancing_charges", "balancing_credits")
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4,
-                                           _VERSION_5, _VERSION_6)
+                                           _VERSION_5, _VERSION_6, _VERSION_7)
 VERSION = len(MIGRATIONS)
 
 

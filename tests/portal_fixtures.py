@@ -18,15 +18,17 @@ import pytest
 from bridge_fixtures import Deployed, ServiceProcess, mined, settled_on_chain
 
 from pilotchain.chain import Sender, connect, fees_for
+from pilotchain.contract import Deployment
 from pilotchain.settings import PROJECT_ROOT
-from pilotchain.settlement import SettlementABI
+from pilotchain.settlement import Settlement, SettlementABI
 from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord
 from portal.config import PortalSettings
 from runner.localnet import MINED_WITHIN
 from runner.postgres import PostgresServer
 
-__all__ = ["ENGINES", "IndexerProcess", "chain_trade_rows", "index_url", "portal_settings",
-           "postgres_server", "record_trades", "trade_row"]
+__all__ = ["BILL_FIELDS", "ENGINES", "IndexerProcess", "chain_trade_rows", "index_url",
+           "open_period_bill_on_chain", "portal_settings", "postgres_server", "record_trades",
+           "trade_row"]
 
 ENGINES = ("sqlite", "postgresql")
 # Trades per recordTrades transaction: under geth's 128 KiB, and a few per 60M-gas block.
@@ -99,6 +101,32 @@ def chain_trade_rows(target: Deployed) -> list[dict[str, Any]]:
     return [{**trade_row(record), "block_number": log["blockNumber"],
              "log_index": log["logIndex"], "tx_hash": log["transactionHash"].to_0x_hex()}
             for record, log in zip(records, logs, strict=True)]
+
+
+BILL_FIELDS = ("energy_sold", "energy_bought", "money_receivable", "money_payable",
+               "balancing_charges", "balancing_credits", "net")
+
+
+def open_period_bill_on_chain(rpc_url: str, deployment: Deployment, participant: bytes,
+                              block: int | str = "latest") -> dict[str, int]:
+    """The contract's own bill of the open billing period, at ``block``: the running bill
+    (``billOf``, ``balancingOf``) less every closed period's ``statementOf`` (a statement is
+    the bill's change over its period, so their sum is the bill when the last one closed),
+    all read through pilotchain.settlement's typed reads."""
+    contract = Settlement.at(connect(rpc_url), rpc_url, deployment)
+    abi = contract.abi
+    count = contract.read(abi.period_count(), block=block)
+    bill = contract.read(abi.bill_of(participant), block=block)
+    balancing = contract.read(abi.balancing_of(participant), block=block)
+    statements = contract.read_all([abi.statement_of(period, participant)
+                                     for period in range(1, count + 1)],
+                                    "Reading the statements", block=block)
+    running = (bill.energy_sold, bill.energy_bought, bill.money_receivable,
+               bill.money_payable, balancing.charges, balancing.credits,
+               bill.money_receivable + balancing.credits - bill.money_payable
+               - balancing.charges)
+    return {field: total - sum(int(s[index]) for s in statements)
+            for index, (field, total) in enumerate(zip(BILL_FIELDS, running, strict=True))}
 
 
 class IndexerProcess(ServiceProcess):

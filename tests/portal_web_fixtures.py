@@ -137,6 +137,9 @@ class PortalWorld:
     database_url: str
     service: PortalWebService
     ops: Operations
+    carol: LocalAccount  # participant C's wallet (C trades in the open period too)
+    c: str
+    others: list[TradeRecord]  # C's trades: one in period 1, two in the open period
 
     @property
     def url(self) -> str:
@@ -283,6 +286,9 @@ class PortalChain:
     operator: LocalAccount
     a: uuid.UUID
     b: uuid.UUID
+    carol: LocalAccount
+    c: uuid.UUID
+    others: list[TradeRecord]
 
 
 @pytest.fixture(scope="module")
@@ -300,12 +306,22 @@ def portal_chain(chain: LocalNetwork, tmp_path_factory: pytest.TempPathFactory) 
     records = list(read_recording(RECORDING))
     record_trades(target, records)
     a, b = two_busiest(records)
+    # C trades with D (neither in the recording nor metered): once in period 1 and twice
+    # in the open one, so the operator's overview has an open-period net to show.
+    c, d, market = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    slot = w3.eth.get_block("latest")["timestamp"] // SLOT * SLOT
+    others = [TradeRecord(uuid.uuid4(), market, slot, c, d, c, d, 4 * WH, 3 * CT, 0),
+              TradeRecord(uuid.uuid4(), market, slot, c, d, c, d, 7 * WH, 5 * CT + 1, 0),
+              TradeRecord(uuid.uuid4(), market, slot, d, c, d, c, 3 * WH, 2 * CT, 0)]
+    record_trades(target, others[:1])
     metered = meter_participant(target, operator, a)
-    alice, bob = Account.create(), Account.create()
+    record_trades(target, others[1:])
+    alice, bob, carol = Account.create(), Account.create(), Account.create()
     admin, contract = Sender(w3, operator), settlement_contract(w3, target.deployment)
     send(w3, admin, contract, "registerParticipant", uuid_to_bytes32(a), alice.address)
     send(w3, admin, contract, "registerParticipant", uuid_to_bytes32(b), bob.address)
-    return PortalChain(target, records, metered, alice, bob, operator, a, b)
+    send(w3, admin, contract, "registerParticipant", uuid_to_bytes32(c), carol.address)
+    return PortalChain(target, records, metered, alice, bob, operator, a, b, carol, c, others)
 
 
 @pytest.fixture(scope="module")
@@ -354,7 +370,7 @@ def portal_world(portal_chain: PortalChain, portal_engine: str, redis_server: Re
         assert service.start(net)
         yield PortalWorld(world.target, world.records, world.metered, world.alice, world.bob,
                           world.operator, str(world.a), str(world.b), database_url, service,
-                          ops)
+                          ops, world.carol, str(world.c), world.others)
     finally:
         service.stop()
 

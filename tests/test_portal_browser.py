@@ -369,6 +369,27 @@ def test_a_page_opened_at_another_address_asks_no_signature(
         service.stop()
 
 
+def search_participants(page: DevTools, words: str) -> None:
+    """Type ``words`` into the operator's search box."""
+    page.evaluate("(() => { const box = document.getElementById('participant-search'); "
+                  f"box.value = {json.dumps(words)}; "
+                  "box.dispatchEvent(new Event('input')); })()")
+
+
+def shown_participants(page: DevTools) -> list[str]:
+    return list(page.evaluate("[...document.querySelectorAll('#participants tbody tr')]"
+                              ".filter(r => !r.hidden).map(r => r.dataset.participant)"))
+
+
+def open_nets(page: DevTools) -> dict[str, list[str]]:
+    """Each participant's net of the open period: the API's amount, the cell's text and its
+    colour class."""
+    return dict(page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#participants tbody tr')]"
+        ".map(r => [r.dataset.participant, [r.dataset.net, r.cells[2].textContent, "
+        "r.cells[2].firstChild.className]]))"))
+
+
 def test_the_operator_registers_a_wallet_from_the_page(
         page: DevTools, portal_world: PortalWorld, tmp_path: Path) -> None:
     world = portal_world
@@ -381,16 +402,27 @@ def test_the_operator_registers_a_wallet_from_the_page(
     # name as the operator types.
     assert page.evaluate("[...document.querySelectorAll('[aria-labelledby=tx-title] form')]"
                          ".every(f => f.querySelector('p.hint'))") is True
-    def search(words: str) -> None:
-        page.evaluate("(() => { const box = document.getElementById('participant-search'); "
-                      f"box.value = {json.dumps(words)}; "
-                      "box.dispatchEvent(new Event('input')); })()")
-
-    search("house 2")
-    assert page.evaluate("[...document.querySelectorAll('#participants tbody tr')]"
-                         ".filter(r => !r.hidden).map(r => r.dataset.participant)") == [world.b]
-    search("")
-    assert page.evaluate("document.querySelectorAll('#participants tbody tr').length") == 2
+    assert text(page, "participant-count") == "3 of 3 participants shown"
+    search_participants(page, "house 2")
+    assert shown_participants(page) == [world.b]
+    assert text(page, "participant-count") == "1 of 3 participants shown"
+    search_participants(page, world.c[:13].upper())  # part of the id, any case
+    assert shown_participants(page) == [world.c]
+    search_participants(page, world.carol.address[5:20])  # part of the wallet
+    assert shown_participants(page) == [world.c]
+    search_participants(page, "unregister")  # the buttons' words are not searched
+    assert shown_participants(page) == []
+    assert text(page, "participant-count") == "0 of 3 participants shown"
+    search_participants(page, "")
+    assert sorted(shown_participants(page)) == sorted([world.a, world.b, world.c])
+    # Each participant's net of the open period, in cents: C's two trades since period 1
+    # was closed (owed 3 ct and one wei); A's and B's all went into period 1.
+    assert page.evaluate("[...document.querySelectorAll('#participants thead th')]"
+                         ".map(th => th.textContent)")[2] == "Net of the open period, ct"
+    nets = open_nets(page)
+    net = world.others[1].price - world.others[2].price
+    assert nets == {world.a: ["0", "0.00", ""], world.b: ["0", "0.00", ""],
+                    world.c: [str(net), "3.00", "gain"]}
     # The community's energy per slot: one row per balanced slot, in kWh.
     community = expected_community(world)
     assert page.evaluate("[...document.querySelectorAll('#community tbody tr')]"
@@ -529,6 +561,25 @@ def test_a_german_browser_gets_the_portal_in_german_and_can_switch(
         assert [sentence for sentence in english if sentence in shown] == []
         assert "Sie haben im Zeitfenster ab" in shown  # the balancing reasons
         assert page.evaluate("document.querySelector('.pdf-link').href").endswith("?lang=de")
+        # The operator's participants in German: the net column (decimal comma) and the
+        # search with its count, and no English left in that part of the page.
+        page.load("document.getElementById('sign-out').click()")
+        wallet.account = world.operator
+        sign_in(page, wallet, world)
+        assert page.evaluate("[...document.querySelectorAll('#participants thead th')]"
+                             ".map(th => th.textContent)")[:3] == [
+            "Teilnehmer", "Wallet", "Saldo der offenen Periode, ct"]
+        assert open_nets(page)[world.c][1] == "3,00"
+        search_participants(page, world.c[:8])
+        assert shown_participants(page) == [world.c]
+        assert text(page, "participant-count") == "1 von 3 Teilnehmern angezeigt"
+        listed = page.evaluate(
+            "document.getElementById('participants-title').closest('section').innerText")
+        assert "Saldo der offenen Abrechnungsperiode" in listed
+        assert [sentence for sentence in english if sentence in listed] == []
+        page.load("document.getElementById('sign-out').click()")
+        wallet.account = world.alice
+        sign_in(page, wallet, world)
         page.load("document.querySelector('nav.languages a[hreflang=en]').click()")
         wait_for(lambda: page.evaluate("document.body.dataset.ready === 'true'"),
                  timeout=BROWSER_SECONDS, what="the page to load in English")

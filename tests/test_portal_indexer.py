@@ -20,6 +20,7 @@ from eth_account import Account
 from portal_fixtures import (
     IndexerProcess,
     chain_trade_rows,
+    open_period_bill_on_chain,
     portal_settings,
     record_trades,
     trade_row,
@@ -32,7 +33,7 @@ from pilotchain.chain import NodeRefused, Sender, connect, wait_for
 from pilotchain.config import masked_url
 from pilotchain.contract import settlement_contract
 from pilotchain.errors import ConfigError
-from pilotchain.metering import WH, Domain, MeterReading, meter_id, sign_reading
+from pilotchain.metering import OPERATOR, WH, Domain, MeterReading, meter_id, sign_reading
 from pilotchain.settings import PROJECT_ROOT
 from pilotchain.trades import (
     TradeRecord,
@@ -48,6 +49,7 @@ from portal.errors import BlockTooLarge, DatabaseError, WrongDatabase
 from portal.events import EVENTS, Row, id_text
 from portal.indexer import Indexer
 from portal.names import names_in_event, save_gsy_names, set_display_name, shown_names
+from portal.sums import OPERATOR_ID
 
 SLOT = 900
 CT = 10**18
@@ -213,6 +215,68 @@ def test_every_kept_event_is_indexed(deployed: Deployed, index_url: str) -> None
         last["blockNumber"], last["transactionHash"].to_0x_hex())
 
 
+def test_open_period_bills_equal_the_contracts(deployed: Deployed, index_url: str) -> None:
+    """On the real chain: a metered house trades and is balanced (a shortfall charged) in
+    period 1, the operator closes it, and the house trades and is balanced again (an excess
+    charged, a surplus credited) in the open period. The index's open-period bill of the
+    house, of its counterparty and of the grid operator (the other side of all balancing)
+    equals the contract's own at the indexed block: ``billOf`` and ``balancingOf`` less every
+    closed period's ``statementOf``, read through pilotchain.settlement's typed reads."""
+    w3 = connect(deployed.net.rpc_url)
+    operator = deployed.net.keys.role("operator").unlock()
+    contract = settlement_contract(w3, deployed.deployment)
+    admin = Sender(w3, operator)
+    recorder = Sender(w3, deployed.net.keys.role("bridge").unlock())
+    house, market, neighbour = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    pid = uuid_to_bytes32(house)
+    meter_key = Account.create()
+    meter = meter_id(uuid.uuid4())
+    send(w3, admin, contract, "registerMeter", meter, meter_key.address, pid, pid)
+    send(w3, admin, contract, "setCloseDelay", 0)
+    send(w3, admin, contract, "setRates", 0, 40 * CT, 30 * CT, 5 * CT)
+    send(w3, admin, contract, "grantRole", contract.functions.READER_ROLE().call(),
+         operator.address)
+    domain = Domain(w3.eth.chain_id, contract.address)
+    first = w3.eth.get_block("latest")["timestamp"] // SLOT * SLOT - 3 * SLOT
+    second = first + SLOT
+
+    def trade(slot: int, seller: uuid.UUID, buyer: uuid.UUID, wh: int, ct: int) -> None:
+        record = TradeRecord(uuid.uuid4(), market, slot, seller, buyer, seller, buyer,
+                             wh * WH, ct * CT + 7, 3)
+        send(w3, recorder, contract, "recordTrades", [record.as_contract_tuple()])
+
+    def read_and_close(slot: int, registers: dict[int, tuple[int, int]]) -> None:
+        readings = [sign_reading(MeterReading(meter, time, imported, exported), meter_key,
+                                 domain) for time, (imported, exported) in registers.items()]
+        send(w3, admin, contract, "submitReadings", [r.as_contract_tuple() for r in readings])
+        send(w3, admin, contract, "closeSlots", [pid], [slot])
+
+    trade(first, house, neighbour, 10, 25)  # period 1: sold 10 Wh, exported 7
+    read_and_close(first, {first: (1000, 500), second: (1000, 507)})
+    send(w3, admin, contract, "closePeriod", second)
+    trade(second, house, neighbour, 8, 20)  # the open period: sold 8 Wh, exported 11
+    trade(second, neighbour, house, 20, 50)  # bought 20 Wh, imported 26
+    read_and_close(second, {second + SLOT: (1026, 518)})
+
+    settings = portal_settings(deployed, index_url, confirmations=0)
+    indexer = indexed(settings)
+    assert indexer.cursor is not None
+    db = Database(index_url)
+    try:
+        bills = queries.open_period_bills(db)
+    finally:
+        db.close()
+    for who, raw in ((str(house), pid), (str(neighbour), uuid_to_bytes32(neighbour)),
+                     (OPERATOR_ID, OPERATOR)):
+        assert bills[who] == open_period_bill_on_chain(
+            deployed.net.rpc_url, deployed.deployment, raw, indexer.cursor.block_number), who
+    mine = bills[str(house)]
+    assert (mine["money_receivable"], mine["money_payable"]) == (20 * CT + 7, 50 * CT + 7)
+    assert mine["balancing_charges"] == 6 * WH * 30 and mine["balancing_credits"] == 3 * WH * 5
+    # Period 1's shortfall is on its statement, not in the open period's bill.
+    assert contract.functions.statementOf(1, pid).call()[4] == 3 * WH * 40
+
+
 CRASH_BETWEEN_ROWS_AND_CURSOR = """
 import os
 from pilotchain.settings import load_environment
@@ -268,6 +332,140 @@ def test_totals_add_up_block_sums_kept_with_the_trades_and_filled_on_upgrade(
         db.execute("UPDATE schema_version SET version = 2")
         assert db.migrate() == 2
         assert queries.totals(db) == expected(rows[:6])
+    finally:
+        db.close()
+
+
+def bill_reference(rows: list[Row], period: int | None) -> dict[str, dict[str, int]]:
+    """Each participant's bill of ``period`` (None: the open one) computed from the event
+    rows the plain way, as the contract's statement counts it: every trade and balanced slot
+    after PeriodClosed(period - 1) and before PeriodClosed(period), in recording order."""
+    ordered = sorted(rows, key=lambda r: (r.block_number, r.log_index))
+    closes = [(r.block_number, r.log_index) for r in ordered if r.table == "periods"]
+    wanted = len(closes) + 1 if period is None else period
+    bills: dict[str, dict[str, int]] = {}
+
+    def add(who: str, **amounts: int) -> None:
+        bill = bills.setdefault(who, dict.fromkeys(
+            ("energy_sold", "energy_bought", "money_receivable", "money_payable",
+             "balancing_charges", "balancing_credits"), 0))
+        for name, amount in amounts.items():
+            bill[name] += amount
+
+    for row in ordered:
+        if sum(close < (row.block_number, row.log_index) for close in closes) + 1 != wanted:
+            continue
+        v = row.values
+        if row.table == "trades":
+            add(v["seller"], energy_sold=v["energy"], money_receivable=v["price"])
+            add(v["buyer"], energy_bought=v["energy"], money_payable=v["price"])
+        elif row.table == "slots_balanced":
+            charges, credits = v["shortfall_charge"] + v["excess_charge"], v["surplus_credit"]
+            if charges or credits:
+                add(v["participant"], balancing_charges=charges, balancing_credits=credits)
+                add(OPERATOR_ID, balancing_charges=credits, balancing_credits=charges)
+    return {who: {**bill, "net": bill["money_receivable"] + bill["balancing_credits"]
+                  - bill["money_payable"] - bill["balancing_charges"]}
+            for who, bill in bills.items()}
+
+
+def test_open_period_bills_are_running_sums_kept_per_block_and_filled_on_upgrade(
+        index_url: str) -> None:
+    """Each participant's bill of the open period comes from the running sums the indexer
+    writes with each page (one row per participant and block, the period the contract's: a
+    trade after PeriodClosed in the same block is in the new one); a reorganisation deletes
+    its blocks' rows and the bills are those of the blocks left; rows below the reach of any
+    reorganisation are pruned to one a participant and period; an index made before the
+    sums (schema version 6) gets them from its trades and slots when migrated. Amounts
+    beyond 64 bits, on both engines."""
+    rng = random.Random(12)
+    people = [str(uuid.UUID(int=n)) for n in range(1, 6)]
+
+    def events(number: int, close: int | None = None) -> list[Row]:
+        found = []
+        for index in range(4 if close else rng.randrange(1, 5)):
+            seller, buyer = rng.sample(people, 2)
+            found.append(Row("trades", number, index, f"0x{number:064x}", {
+                "trade_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "market": people[0], "seller": seller, "buyer": buyer,
+                "seller_origin": seller, "buyer_origin": buyer, "time_slot": 900 * number,
+                "energy": rng.getrandbits(100), "price": rng.getrandbits(110), "fee": 0}))
+        if number % 3 == 0:
+            found.append(Row("slots_balanced", number, 10, f"0x{number:064x}", {
+                "participant": rng.choice(people), "slot": 900 * number, "meter": people[0],
+                "import_energy": 1, "export_energy": 2, "sold": 3, "bought": 4,
+                "shortfall_charge": rng.getrandbits(90), "excess_charge": rng.getrandbits(90),
+                "surplus_credit": rng.getrandbits(90) if number % 2 else 0}))
+        if close is not None:  # between trades of the same block
+            found.append(Row("periods", number, 2, f"0x{number:064x}",
+                             {"period": close, "end_slot": 900 * number}))
+        return found
+
+    def block(number: int, fork: int = 0) -> Block:
+        return Block(number, f"0x{fork:02x}{number:062x}", f"0x{fork:02x}{number - 1:062x}")
+
+    def assert_bills_are_the_newest_sums(db: Database) -> None:
+        """participant_bills, which the pages read, holds each participant's and period's
+        newest running sums, whatever was pruned or rewound."""
+        newest = db.fetch("SELECT period, participant, money_receivable, balancing_charges "
+                          "FROM participant_sums s WHERE block_number = (SELECT "
+                          "MAX(block_number) FROM participant_sums t WHERE t.period = s.period "
+                          "AND t.participant = s.participant)")
+        bills = db.fetch("SELECT period, participant, money_receivable, balancing_charges "
+                         "FROM participant_bills")
+        assert sorted((int(a), str(b), int(c), int(d)) for a, b, c, d in bills) == \
+            sorted((int(a), str(b), int(c), int(d)) for a, b, c, d in newest)
+
+    rows: list[Row] = []
+    keep = 4  # block hashes kept: a reorganisation reaches back at most 3 blocks
+    db = Database(index_url)
+    try:
+        db.migrate()
+        cursor = db.start(1, "0x" + "11" * 20, block(0))
+        for number in range(1, 13):
+            page = events(number, close={4: 1, 9: 2}.get(number))
+            rows += page
+            cursor = db.commit_page(cursor, page, [block(number)], keep)
+            assert queries.open_period_bills(db) == bill_reference(rows, None), number
+            assert_bills_are_the_newest_sums(db)
+        # Period 2 closed in block 9: its bills stay as its statements read.
+        period_2 = db.fetch("SELECT participant, money_payable FROM participant_sums s "
+                            "WHERE period = 2 AND block_number = (SELECT MAX(block_number) "
+                            "FROM participant_sums t WHERE t.period = 2 "
+                            "AND t.participant = s.participant)")
+        assert {str(p): int(v) for p, v in period_2} == {
+            who: bill["money_payable"] for who, bill in bill_reference(rows, 2).items()}
+        # Pruned: below the oldest block a rewind can reach (12 - 4 + 1), one row per
+        # participant and period.
+        old = db.fetch("SELECT period, participant, COUNT(*) FROM participant_sums "
+                       "WHERE block_number < 9 GROUP BY period, participant")
+        assert old and {int(n) for _, _, n in old} == {1}
+        # A reorganisation back to block 10 (which a rewind may reach): blocks 11 and 12 go.
+        cursor = db.rewind(cursor, block(10))
+        rows = [r for r in rows if r.block_number <= 10]
+        assert queries.open_period_bills(db) == bill_reference(rows, None)
+        assert_bills_are_the_newest_sums(db)
+        for number in (11, 12, 13):  # the heavier chain's blocks, other trades
+            page = events(number)
+            rows += page
+            cursor = db.commit_page(cursor, page, [block(number, fork=1)], keep)
+        assert queries.open_period_bills(db) == bill_reference(rows, None)
+        # Back to before the sums: the upgrade fills them from the events it holds.
+        db.execute("DROP TABLE participant_sums")
+        db.execute("DROP TABLE participant_bills")
+        db.execute("UPDATE schema_version SET version = 6")
+        assert db.migrate() == 6
+        assert queries.open_period_bills(db) == bill_reference(rows, None)
+        assert_bills_are_the_newest_sums(db)
+        old = db.fetch("SELECT period, participant, COUNT(*) FROM participant_sums "
+                       "WHERE block_number < (SELECT MIN(number) FROM blocks) "
+                       "GROUP BY period, participant")
+        assert old and {int(n) for _, _, n in old} == {1}  # pruned below the kept hashes
+        page = events(14, close=3)
+        rows += page
+        db.commit_page(cursor, page, [block(14, fork=1)], keep)
+        assert queries.open_period_bills(db) == bill_reference(rows, None)
+        assert bill_reference(rows, None)  # a trade after the close, in block 14
     finally:
         db.close()
 

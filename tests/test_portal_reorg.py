@@ -20,13 +20,19 @@ from pathlib import Path
 import pytest
 from bridge_fixtures import Deployed, deploy, synthesise
 from hexbytes import HexBytes
-from portal_fixtures import chain_trade_rows, portal_settings, record_trades
+from portal_fixtures import (
+    BILL_FIELDS,
+    chain_trade_rows,
+    open_period_bill_on_chain,
+    portal_settings,
+    record_trades,
+)
 from split import HEAL_BLOCKS, HEAL_WHY, Nodes, wait
 from web3 import Web3
 
 from pilotchain.chain import Sender, connect
 from pilotchain.settlement import SettlementABI
-from pilotchain.trades import TradeRecord, parse_event
+from pilotchain.trades import TradeRecord, parse_event, uuid_to_bytes32
 from portal import queries
 from portal.db import Database
 from portal.errors import ReorgTooDeep
@@ -36,6 +42,16 @@ from runner.localnet import RPC_NODE, LocalNetwork
 
 def trades(seed: int, count: int = 20) -> list[TradeRecord]:
     return [parse_event(json.loads(line)) for line in synthesise(count, seed=seed)]
+
+
+def assert_bills_are_the_contracts(target: Deployed, bills: dict[str, dict[str, int]],
+                                   records: list[TradeRecord], block: int) -> None:
+    """Every trader of ``records`` has, in the index, the open-period bill the contract
+    gives at ``block`` (none at all for one whose trades the chain no longer has)."""
+    nothing = dict.fromkeys(BILL_FIELDS, 0)
+    for who in sorted({party for r in records for party in (r.seller, r.buyer)}):
+        assert bills.get(str(who), nothing) == open_period_bill_on_chain(
+            target.net.rpc_url, target.deployment, uuid_to_bytes32(who), block), who
 
 
 # --- a real split of a real network ---------------------------------------------------------
@@ -104,6 +120,8 @@ def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
             weight_a = nodes.total_difficulty(RPC_NODE)
             indexer.catch_up()
             assert {str(t.trade_id) for t in x} <= {row["trade_id"] for row in db.rows("trades")}
+            x_bills = queries.open_period_bills(db)
+            assert all(str(t.seller) in x_bills for t in x)  # X's sums, to be taken away
             # Side A frozen before side B wakes: otherwise, in between, B redials A at once (a
             # static peer), learns X and A's head, and starts a sync from a peer that is then
             # frozen, which stops a fresh signer's sealing ("Mining aborted due to sync").
@@ -139,8 +157,12 @@ def test_a_real_split_of_the_network_reorganises_the_indexed_chain(
     assert "The chain replaced blocks" in caplog.text
     after = db.rows("trades")
     totals = queries.totals(db)
+    bills = queries.open_period_bills(db)
+    block = db.cursor().block_number  # type: ignore[union-attr]
     indexer.close()
     assert after == chain_trade_rows(target)
+    # Each participant's open-period bill, X's traders' too, is the surviving chain's.
+    assert_bills_are_the_contracts(target, bills, [*x, *y], block)
     assert totals == {"trades": len(after), "energy": sum(row["energy"] for row in after),
                       "price": sum(row["price"] for row in after)}
     ids = [row["trade_id"] for row in after]
@@ -186,11 +208,14 @@ def test_rows_of_replaced_blocks_are_removed_and_indexed_again(
         indexer.close()
         assert f"The chain replaced blocks {replaced_from}-{cursor.block_number}" in caplog.text
         after = db.rows("trades")
+        bills = queries.open_period_bills(db)
+        block = db.cursor().block_number  # type: ignore[union-attr]
     finally:
         db.close()
     assert len(before) == 60
     assert after == chain_trade_rows(deployed)
     assert after[:len(before)] == before
+    assert_bills_are_the_contracts(deployed, bills, trades(seed=6, count=60), block)
 
 
 def test_a_reorganisation_deeper_than_the_kept_hashes_stops_the_indexer(

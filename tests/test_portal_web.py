@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 from eth_account import Account
-from portal_fixtures import ENGINES
+from portal_fixtures import ENGINES, open_period_bill_on_chain
 from portal_web_fixtures import (
     CONTACT,
     EXPLORER,
@@ -585,7 +585,8 @@ def test_only_the_operator_sees_the_overview(portal_world: PortalWorld) -> None:
     assert operator.me()["role"] == "operator"
     view = operator.get("/api/operator/overview").json()
     assert {(p["participant"], p["wallet"]) for p in view["participants"]} == \
-        {(world.a, world.alice.address), (world.b, world.bob.address)}
+        {(world.a, world.alice.address), (world.b, world.bob.address),
+         (world.c, world.carol.address)}
     assert len(view["meters"]) == 1 and view["meters"][0]["participant"] == world.a
     # The meter's newest reading, and the slot boundaries the chain passed since (the meter
     # reads no more after the world was made: one boundary each 15 minutes of chain time).
@@ -595,7 +596,8 @@ def test_only_the_operator_sees_the_overview(portal_world: PortalWorld) -> None:
                                      "export_wh": REGISTERS[-1][1]}
     now = world.w3.eth.get_block("latest")["timestamp"] // 900 * 900
     assert meter["missing"] in {(now - last) // 900, (now - last) // 900 + 1}
-    assert view["totals"]["trades"] == len(world.records) + len(world.metered)
+    assert view["totals"]["trades"] == len(world.records) + len(world.metered) + \
+        len(world.others)
     # The community's energy per balanced slot, from the registers and the trades alone.
     assert [{k: int(v) for k, v in row.items() if k != "slot_time"}
             for row in view["community"]] == expected_community(world)
@@ -603,6 +605,36 @@ def test_only_the_operator_sees_the_overview(portal_world: PortalWorld) -> None:
     # The operator sees every participant's data.
     assert operator.get(f"/api/participants/{world.b}/bill").json() == \
         bill_on_chain(world, world.b)
+
+
+def test_each_participants_open_period_net_is_the_contracts(portal_world: PortalWorld) -> None:
+    """The overview's bill of the open period of every participant equals the contract's
+    own at the indexed block (``billOf`` and ``balancingOf`` less every closed period's
+    ``statementOf``, typed reads): nothing for A and B, whose trades and balancing all went
+    into period 1; C's two trades since, not the one before the period was closed."""
+    world = portal_world
+    view = signed_in(world, world.operator).get("/api/operator/overview").json()
+    db = Database(world.database_url)
+    try:
+        cursor = db.cursor()
+    finally:
+        db.close()
+    assert cursor is not None
+    bills = {p["participant"]: p["open_period"] for p in view["participants"]}
+    assert set(bills) == {world.a, world.b, world.c}
+    for who, bill in bills.items():
+        on_chain = open_period_bill_on_chain(world.target.net.rpc_url,
+                                             world.target.deployment,
+                                             uuid_to_bytes32(uuid.UUID(who)),
+                                             cursor.block_number)
+        assert bill == {k: str(v) for k, v in on_chain.items()}, who
+    sold, bought = world.others[1], world.others[2]
+    assert bills[world.c] == {
+        "energy_sold": str(sold.energy), "energy_bought": str(bought.energy),
+        "money_receivable": str(sold.price), "money_payable": str(bought.price),
+        "balancing_charges": "0", "balancing_credits": "0",
+        "net": str(sold.price - bought.price)}
+    assert bills[world.a]["net"] == bills[world.b]["net"] == "0"
 
 
 # --- names and the period at a glance ------------------------------------------------------

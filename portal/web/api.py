@@ -38,6 +38,7 @@ from pilotchain.operator_input import (
 from portal import queries, summary
 from portal.db import Database
 from portal.names import MAX_NAME_CHARS, clean_name, names_of, set_display_name, shown_names
+from portal.schema import PARTICIPANT_SUMS
 from portal.statement import StatementDocument, render
 from portal.web.config import MAX_PAGE_SIZE
 from portal.web.http import BadRequest, canonical_id, json_body, may_see, operator, services
@@ -368,16 +369,28 @@ def meters_with_readings() -> list[dict[str, Any]]:
 COMMUNITY_SLOTS = 96
 
 
+NO_BILL = {column: 0 for column in (*PARTICIPANT_SUMS, "net")}
+
+
+def participants_with_open_bills() -> list[dict[str, Any]]:
+    """Each registered participant with its bill of the open billing period so far
+    (``open_period``: what its statement will say, ``net`` positive when it is owed), from
+    the running sums the indexer keeps: one row a participant, never its trades."""
+    bills = queries.open_period_bills(db())
+    return [{**row, "open_period": shown(bills.get(str(row["participant"]), NO_BILL))}
+            for row in queries.registrations(db())]
+
+
 @api.get("/api/operator/overview")
 def overview() -> Response:
-    """Every participant and meter, totals, unmetered slots waiting for attention, and every
-    name (gsy-e's and the operator's)."""
+    """Every participant (with its bill of the open period) and meter, totals, unmetered
+    slots waiting for attention, and every name (gsy-e's and the operator's)."""
     operator()
     fresh_names()
     known = [str(pid) for (pid,) in db().fetch("SELECT id FROM names")]
     return jsonify({
         "names": names_of(db(), known),
-        "participants": queries.registrations(db()),
+        "participants": participants_with_open_bills(),
         "meters": meters_with_readings(),
         "totals": shown(queries.totals(db())),
         "unmetered": [shown({**row, "slot_time": slot_time(int(row["slot"])),

@@ -177,6 +177,15 @@ GERMAN: dict[str, str] = {
     "Active until": "Aktiv bis",
     "Last reading": "Letzter Messwert",
     "Find a participant (name, id or wallet)": "Teilnehmer suchen (Name, ID oder Wallet)",
+    "{shown} of {total} participants shown": "{shown} von {total} Teilnehmern angezeigt",
+    "Net of the open billing period: what each participant's statement will say once the "
+    "period is closed, from the trades and balancing recorded since the last one; positive "
+    "when the participant is owed money, negative when it owes.":
+        "Saldo der offenen Abrechnungsperiode: was die Abrechnung jedes Teilnehmers nach dem "
+        "Abschluss der Periode ausweisen wird, aus dem Handel und dem Ausgleich seit dem "
+        "letzten Abschluss; positiv, wenn der Teilnehmer Geld bekommt, negativ, wenn er "
+        "schuldet.",
+    "Net of the open period, ct": "Saldo der offenen Periode, ct",
     "Links the wallet to the participant on chain: that wallet then signs in here as the "
     "participant and sees its bill. The contract refuses a wallet already linked.":
         "Verknüpft die Wallet auf der Chain mit dem Teilnehmer: Diese Wallet meldet sich dann "

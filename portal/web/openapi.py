@@ -103,7 +103,16 @@ SIGNED_IN = obj({"wallet": TEXT, "participant": NULLABLE_TEXT,
                  "role": {"type": "string", "enum": ["participant", "operator"]},
                  "csrf_token": TEXT})
 CHALLENGE = obj({"message": TEXT, "domain": TEXT, "uri": TEXT})
-OVERVIEW = obj({"participants": {"type": "array", "items": {"type": "object"}},
+OPEN_PERIOD_BILL = obj({name: AMOUNT for name in (
+    "energy_sold", "energy_bought", "money_receivable", "money_payable", "balancing_charges",
+    "balancing_credits", "net")})
+OPEN_PERIOD_BILL["description"] = (
+    "the participant's bill of the open billing period so far, as its statement will read "
+    "once the period is closed (statementOf): net = money_receivable + balancing_credits - "
+    "money_payable - balancing_charges, positive when the participant is owed")
+REGISTRATION = obj({"participant": TEXT, "wallet": ADDRESS, "block_number": INTEGER,
+                    "tx_hash": TEXT, "open_period": OPEN_PERIOD_BILL})
+OVERVIEW = obj({"participants": {"type": "array", "items": REGISTRATION},
                 "meters": {"type": "array", "items": obj({
                     "meter": TEXT, "participant": TEXT, "signer": TEXT, "home_area": TEXT,
                     "active_from": INTEGER,
@@ -259,8 +268,8 @@ def description(settings: WebSettings) -> dict[str, Any]:
                 answer("the CSV file", TEXT, media_type="text/csv"), live=True),
         }},
         "/api/operator/overview": {"get": {
-            "summary": "Participants, meters, totals, the community's energy per slot and "
-                       "unmetered slots",
+            "summary": "Participants with their bill of the open period, meters, totals, "
+                       "the community's energy per slot and unmetered slots",
             "security": SESSION,
             "responses": {"200": answer("the overview", OVERVIEW), "401": NOT_SIGNED_IN,
                           "403": error("only the grid operator")}}},

@@ -452,12 +452,25 @@ function lastReading(m) {
   return cell;
 }
 
-// The participants' table filtered as the operator types (name, id or wallet).
+// The participants' table filtered as the operator types: by name, id or wallet (not by
+// the figures or the buttons' words). All of them are in the page: 1,000 rows filter at
+// once as the operator types.
 function filterParticipants() {
   const wanted = $("participant-search").value.trim().toLowerCase();
-  for (const tr of $("participants").querySelectorAll("tbody tr")) {
-    tr.hidden = wanted !== "" && !tr.textContent.toLowerCase().includes(wanted);
+  const rows = [...$("participants").querySelectorAll("tbody tr")];
+  for (const tr of rows) {
+    tr.hidden = wanted !== "" && !tr.dataset.search.includes(wanted);
   }
+  $("participant-count").textContent = t("{shown} of {total} participants shown",
+    { shown: rows.filter((tr) => !tr.hidden).length, total: rows.length });
+}
+
+// A participant's net of the open period in cents, coloured: owed to it, or owing.
+function net(raw) {
+  const cell = document.createElement("span");
+  cell.textContent = cents(raw);
+  if (Number(raw) !== 0) cell.className = Number(raw) > 0 ? "gain" : "loss";
+  return cell;
 }
 
 async function showOperator() {
@@ -467,12 +480,15 @@ async function showOperator() {
   $("totals").textContent = t("{trades} trades, {energy} kWh, {price} ct traded.",
     { trades: view.totals.trades, energy: kwh(view.totals.energy), price: cents(view.totals.price) });
   fill("participants", view.participants.map((p) => Object.assign([named(p.participant, "participant"), p.wallet,
+    net(p.open_period.net),
     button(t("Unregister"), () => sendAsOperator("/api/operator/transactions/unregister", { participant: p.participant }))],
-  { dataset: { participant: p.participant } })));
+  { dataset: { participant: p.participant, net: p.open_period.net,
+    search: [state.names[p.participant] || "", p.participant, p.wallet].join(" ").toLowerCase() } })));
   fill("meters", view.meters.map((m) => [m.meter, named(m.participant, "participant"), m.signer,
     m.active_until === null ? t("active") : when(m.active_until), lastReading(m),
     m.active_until === null ? button(t("Deactivate"), () => sendAsOperator("/api/operator/transactions/deactivate-meter", { meter: m.meter })) : ""]));
   $("participant-search").oninput = filterParticipants;
+  filterParticipants();
   fill("unmetered", view.unmetered.map((u) => [when(u.slot), named(u.participant, "participant"), kwh(u.sold), kwh(u.bought), txLink(u)]));
   fill("community", view.community.map((c) => Object.assign([when(c.slot), String(c.participants), kwh(c.imported), kwh(c.exported),
     kwh(c.bought), kwh(c.from_grid), kwh(c.to_grid)], { dataset: { slot: String(c.slot) } })));
