@@ -181,11 +181,19 @@ def _stop_started_dockerd() -> None:
 
 
 def _is_dockerd(pid: int) -> bool:
-    """Whether ``pid`` is still a dockerd (not a pid the kernel gave to another process)."""
+    """Whether ``pid`` is still a dockerd (not a pid the kernel gave to another process). A
+    dockerd this process started is reaped once it exits: unreaped, it stays in /proc as a
+    zombie named dockerd, and every session's end waited a minute for it."""
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # another session's dockerd: its own parent reaps it
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
+    name, _, rest = stat.partition(" (")[2].rpartition(")")
+    return name == "dockerd" and rest.split()[0] != "Z"
 
 
 @pytest.fixture(scope="session")
