@@ -144,19 +144,25 @@ def the_shared_look(tools: DevTools, reload: Any, phone_shot: Path | None = None
       return {element: el.className, outline: style.outlineStyle,
               visible: el.getBoundingClientRect().left >= 0};
     })()""")
+    look["phone_overflow"] = at_phone_width(tools, reload, phone_shot)
+    return look
+
+
+def at_phone_width(tools: DevTools, reload: Any, shot: Path | None = None) -> int:
+    """The page (``reload()`` loads it again) at a phone's width, saved as ``shot`` if given;
+    how many pixels it is wider than the phone's screen (0 or less: nothing overflows)."""
     tools.send("Emulation.setDeviceMetricsOverride", width=PHONE_WIDTH, height=740,
                deviceScaleFactor=2, mobile=True)
     try:
         reload()
-        look["phone_overflow"] = tools.evaluate(
-            f"document.documentElement.scrollWidth - {PHONE_WIDTH}")
-        if phone_shot is not None:
-            shot = tools.send("Page.captureScreenshot", format="png",
-                              captureBeyondViewport=True)
-            phone_shot.write_bytes(base64.b64decode(shot["data"]))
+        overflow: int = tools.evaluate(f"document.documentElement.scrollWidth - {PHONE_WIDTH}")
+        if shot is not None:
+            picture = tools.send("Page.captureScreenshot", format="png",
+                                 captureBeyondViewport=True)
+            shot.write_bytes(base64.b64decode(picture["data"]))
+        return overflow
     finally:
         tools.send("Emulation.clearDeviceMetricsOverride")
-    return look
 
 
 # axe-core, the accessibility engine (npm, pinned in package.json's devDependencies).

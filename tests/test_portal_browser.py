@@ -31,6 +31,7 @@ from browser import (
     BRAND_BLUE,
     BROWSER_SECONDS,
     DevTools,
+    at_phone_width,
     chromium,
     serious_accessibility_problems,
     the_shared_look,
@@ -344,6 +345,13 @@ def test_an_unregistered_wallet_gets_the_sentence(
     assert serious_accessibility_problems(page) == []  # the sign-in page, with its sentence
     screenshot(page, tmp_path / "portal-signin.png")
 
+    def reload() -> None:
+        sign_in(page, wallet, portal_world)
+        wait_for(lambda: text(page, "signin-error") or None, timeout=BROWSER_SECONDS,
+                 what="the sign-in page to say the wallet is not registered again")
+
+    assert at_phone_width(page, reload, tmp_path / "portal-signin-phone.png") <= 0
+
 
 def test_a_page_opened_at_another_address_asks_no_signature(
         page: DevTools, portal_world: PortalWorld, tmp_path: Path) -> None:
@@ -448,6 +456,13 @@ def test_the_operator_registers_a_wallet_from_the_page(
     assert world.contract().functions.participantOf(newcomer.address).call() == \
         uuid_to_bytes32(house)
     screenshot(page, tmp_path / "portal-operator.png")
+
+    def reload() -> None:
+        open_portal(page, world)
+        wait_for(lambda: page.evaluate("document.body.dataset.ready === 'true'"),
+                 timeout=BROWSER_SECONDS, what="the operator's page to load again")
+
+    assert at_phone_width(page, reload, tmp_path / "portal-operator-phone.png") <= 0
 
 
 def operator_sends(page: DevTools, wallet: Wallet, world: PortalWorld, action: str) -> Any:
