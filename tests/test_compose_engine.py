@@ -556,7 +556,25 @@ def test_e_a_partitioned_validator_rejoins_one_chain(
     container = container_of(stack, victim)
     network = f"{stack.name}_chain"
     views = Views(stack, (victim,))
+    cut_off = signer_address(stack, victim)
+    signers = sorted((Web3.to_checksum_address(address) for address in
+                      w3.provider.make_request("clique_getSigners", ["latest"])["result"]),
+                     key=str.lower)  # Clique orders signers by their bytes
+
+    def calm() -> int | None:
+        """A head sealed by one of the two that stay, the next block in turn for the other.
+        Cut after another head, the two could each seal the next block out of turn at once:
+        each then stands on its own fork with the other's block of equal weight, and Clique
+        lets neither seal again (it halted so once, at block 94)."""
+        head = w3.eth.block_number
+        staying = sealer_of(w3, head) != cut_off and signers[(head + 1) % 3] != cut_off
+        return head if staying else None
+
     with timings.measure("e: validator3 cut off for 60 s"):
+        wait_for_blocks(calm, w3=w3, blocks=12, period=PERIOD,
+                        what="a head from which the two staying signers seal in turn",
+                        why="two of every three heads are sealed by them, with the next in turn "
+                            "for the other")
         docker("network", "disconnect", network, container)
         cut_at = time.monotonic()
         try:
