@@ -29,7 +29,7 @@ from web3.types import LogReceipt, TxReceipt
 from pilotchain.chain import Sender, call, connect, contract_logs, wait_for_receipt
 from pilotchain.config import ChainSettings
 from pilotchain.contract import Deployment, load_deployment, revert_data
-from pilotchain.errors import PilotChainError
+from pilotchain.errors import Phrase, PilotChainError
 from pilotchain.events import SLOT_BALANCED, TRADE_SETTLED, decode_as, event_of
 from pilotchain.keys import KeyStore
 from pilotchain.metering import OPERATOR, Rates
@@ -194,57 +194,74 @@ def check_call(contract: Settlement, sender: str, admin_call: AdminCall) -> HexB
         call(contract.url, admin_call.action, lambda: contract.check(data, sender))
     except ContractLogicError as error:
         reason = contract.abi.decode_revert(revert_data(error))
-        raise OperatorError(f"{admin_call.action} refused: {refusal(reason)}") from None
+        raise OperatorError("{action} refused: {reason}", action=admin_call.action,
+                            reason=refusal(reason)) from None
     return data
 
 
-def refusal(revert: Revert) -> str:
-    """The contract's custom error as a sentence for the operator."""
+def refusal(revert: Revert) -> Phrase:
+    """The contract's custom error as a clause for the operator (a Phrase: the portal shows
+    it in the operator's language)."""
     a = revert.args
-    sentences: dict[str, Callable[[], str]] = {
-        "UnknownMeter": lambda: f"no meter {format_id(a['meter'])} is registered.",
-        "MeterAlreadyRegistered": lambda: f"the meter {format_id(a['meter'])} is already "
-                                          "registered; a meter id is used once.",
-        "MeterStillActive": lambda: f"participant {format_id(a['participant'])} still has the "
-                                    f"active meter {format_id(a['meter'])}; use `pilotchain "
-                                    "meters replace` to swap it.",
-        "MeterNotActive": lambda: f"the meter {format_id(a['meter'])} has already been "
-                                  "deactivated or replaced.",
-        "MeterEndTooEarly": lambda: f"the meter {format_id(a['meter'])} cannot end before "
-                                    f"{format_time(a['earliest'])} (its start or its newest "
-                                    "reading).",
-        "NotOnSlotBoundary": lambda: f"{format_time(a['time'])} is not on a slot boundary.",
-        "RatesNotAfter": lambda: f"rates can only change from {format_time(a['earliest'])} on "
-                                 "(after the previous change and the newest closed slot), "
-                                 f"not from {format_time(a['fromSlot'])}.",
-        "PeriodNotAfter": lambda: f"the previous period already ends at "
-                                  f"{format_time(a['previousEnd'])}; the next must end later "
-                                  f"than that, not at {format_time(a['endSlot'])}.",
-        "PeriodNotOver": lambda: f"a period cannot end in the future "
-                                 f"({format_time(a['endSlot'])}).",
-        "UnknownPeriod": lambda: f"there is no closed period {a['period']}.",
-        "AlreadyPaid": lambda: f"the statement of participant {format_id(a['participant'])} "
-                               f"for period {a['period']} is already marked paid.",
-        "SlotLengthFixed": lambda: "the slot length is fixed once the first meter or rates "
-                                   "are set.",
-        "InvalidSlotLength": lambda: "a slot cannot be 0 s long.",
-        "ZeroId": lambda: "an id cannot be zero.",
-        "ZeroAddress": lambda: "an address cannot be zero.",
-        "ZeroParticipant": lambda: "a participant or home area cannot be zero.",
-        "SlotNotDue": lambda: f"slot {a['index']} of the batch is not due until "
-                              f"{format_time(a['dueAt'])}.",
-        "NotMetered": lambda: f"participant {format_id(a['participant'])} has no meter.",
-        "InvalidSlot": lambda: f"{format_time(a['slot'])} is not the start of a slot.",
-        "ParticipantNotRegistered": lambda: f"participant {format_id(a['participant'])} has "
-                                            "no registered wallet.",
-        "WalletAlreadyRegistered": lambda: f"the wallet {a['wallet']} is already registered "
-                                           f"to participant {format_id(a['participant'])}.",
-        "AccessControlUnauthorizedAccount": lambda: (
-            f"the account {a['account']} is not the Settlement's admin; operator commands "
-            "sign with the operator key that deployed it (KEYS_DIR/operator)."),
+    sentences: dict[str, Callable[[], Phrase]] = {
+        "UnknownMeter": lambda: Phrase("no meter {meter} is registered.",
+                                       meter=format_id(a["meter"])),
+        "MeterAlreadyRegistered": lambda: Phrase(
+            "the meter {meter} is already registered; a meter id is used once.",
+            meter=format_id(a["meter"])),
+        "MeterStillActive": lambda: Phrase(
+            "participant {participant} still has the active meter {meter}; use `pilotchain "
+            "meters replace` to swap it.", participant=format_id(a["participant"]),
+            meter=format_id(a["meter"])),
+        "MeterNotActive": lambda: Phrase(
+            "the meter {meter} has already been deactivated or replaced.",
+            meter=format_id(a["meter"])),
+        "MeterEndTooEarly": lambda: Phrase(
+            "the meter {meter} cannot end before {earliest} (its start or its newest "
+            "reading).", meter=format_id(a["meter"]), earliest=format_time(a["earliest"])),
+        "NotOnSlotBoundary": lambda: Phrase("{time} is not on a slot boundary.",
+                                            time=format_time(a["time"])),
+        "RatesNotAfter": lambda: Phrase(
+            "rates can only change from {earliest} on (after the previous change and the "
+            "newest closed slot), not from {start}.", earliest=format_time(a["earliest"]),
+            start=format_time(a["fromSlot"])),
+        "PeriodNotAfter": lambda: Phrase(
+            "the previous period already ends at {previous}; the next must end later than "
+            "that, not at {end}.", previous=format_time(a["previousEnd"]),
+            end=format_time(a["endSlot"])),
+        "PeriodNotOver": lambda: Phrase("a period cannot end in the future ({end}).",
+                                        end=format_time(a["endSlot"])),
+        "UnknownPeriod": lambda: Phrase("there is no closed period {period}.",
+                                        period=a["period"]),
+        "AlreadyPaid": lambda: Phrase(
+            "the statement of participant {participant} for period {period} is already "
+            "marked paid.", participant=format_id(a["participant"]), period=a["period"]),
+        "SlotLengthFixed": lambda: Phrase(
+            "the slot length is fixed once the first meter or rates are set."),
+        "InvalidSlotLength": lambda: Phrase("a slot cannot be 0 s long."),
+        "ZeroId": lambda: Phrase("an id cannot be zero."),
+        "ZeroAddress": lambda: Phrase("an address cannot be zero."),
+        "ZeroParticipant": lambda: Phrase("a participant or home area cannot be zero."),
+        "SlotNotDue": lambda: Phrase("slot {index} of the batch is not due until {due}.",
+                                     index=a["index"], due=format_time(a["dueAt"])),
+        "NotMetered": lambda: Phrase("participant {participant} has no meter.",
+                                     participant=format_id(a["participant"])),
+        "InvalidSlot": lambda: Phrase("{slot} is not the start of a slot.",
+                                      slot=format_time(a["slot"])),
+        "ParticipantNotRegistered": lambda: Phrase(
+            "participant {participant} has no registered wallet.",
+            participant=format_id(a["participant"])),
+        "WalletAlreadyRegistered": lambda: Phrase(
+            "the wallet {wallet} is already registered to participant {participant}.",
+            wallet=a["wallet"], participant=format_id(a["participant"])),
+        "AccessControlUnauthorizedAccount": lambda: Phrase(
+            "the account {account} is not the Settlement's admin; operator commands sign "
+            "with the operator key that deployed it (KEYS_DIR/operator).",
+            account=a["account"]),
     }
     sentence = sentences.get(revert.name)
-    return sentence() if sentence else f"the Settlement contract reverted with {revert}."
+    return sentence() if sentence else Phrase(
+        "the Settlement contract reverted with {revert}.", revert=str(revert))
 
 
 # --- participants' wallets ---------------------------------------------------------------
@@ -253,13 +270,15 @@ def refusal(revert: Revert) -> str:
 def register_participant_call(participant: bytes, wallet: str) -> AdminCall:
     """``registerParticipant``: ``wallet`` signs in as ``participant`` (moving the link if
     the participant had another wallet)."""
-    return AdminCall(f"Registering the wallet of {format_id(participant)}",
+    return AdminCall(Phrase("Registering the wallet of {participant}",
+                            participant=format_id(participant)),
                      "registerParticipant", (participant, Web3.to_checksum_address(wallet)))
 
 
 def unregister_participant_call(participant: bytes) -> AdminCall:
     """``unregisterParticipant``: the participant's wallet no longer signs in as it."""
-    return AdminCall(f"Unregistering the wallet of {format_id(participant)}",
+    return AdminCall(Phrase("Unregistering the wallet of {participant}",
+                            participant=format_id(participant)),
                      "unregisterParticipant", (participant,))
 
 
@@ -320,7 +339,8 @@ def register_meter(client: SettlementClient, meter: bytes, signer: str, particip
 def register_meter_call(meter: bytes, signer: str, participant: bytes,
                         home_area: bytes | None = None) -> AdminCall:
     """``registerMeter``; a house's home area is its own id, the default."""
-    return AdminCall(f"Registering meter {format_id(meter)}", "registerMeter",
+    return AdminCall(Phrase("Registering meter {meter}", meter=format_id(meter)),
+                     "registerMeter",
                      (meter, signer, participant, home_area or participant))
 
 
@@ -344,7 +364,8 @@ def deactivate_meter(client: SettlementClient, meter: bytes, at: int) -> MeterIn
 
 def deactivate_meter_call(meter: bytes, at: int) -> AdminCall:
     """``deactivateMeter``: the meter measures nothing after slot boundary ``at``."""
-    return AdminCall(f"Deactivating meter {format_id(meter)}", "deactivateMeter", (meter, at))
+    return AdminCall(Phrase("Deactivating meter {meter}", meter=format_id(meter)),
+                     "deactivateMeter", (meter, at))
 
 
 # --- rates ------------------------------------------------------------------------------
@@ -442,7 +463,7 @@ def close_period(client: SettlementClient, end: int) -> tuple[int, int]:
 
 def close_period_call(end: int) -> AdminCall:
     """``closePeriod``: the next billing period ends at slot boundary ``end``."""
-    return AdminCall("Closing the period", "closePeriod", (end,))
+    return AdminCall(Phrase("Closing the period"), "closePeriod", (end,))
 
 
 def billed_participants(client: SettlementClient) -> list[bytes]:

@@ -22,6 +22,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils.address import is_checksum_address
 
+from pilotchain.errors import Phrase
 from portal.errors import PortalError
 
 HEADER = " wants you to sign in with your Ethereum account:"
@@ -97,24 +98,27 @@ def _show(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _bad(sentence: str) -> MalformedMessage:
-    return MalformedMessage(f"The sign-in message is not a valid EIP-4361 message: {sentence}")
+def _bad(template: str, /, **values: object) -> MalformedMessage:
+    """MalformedMessage saying what is wrong: ``template`` and ``values`` as a Phrase."""
+    return MalformedMessage("The sign-in message is not a valid EIP-4361 message: {reason}",
+                            reason=Phrase(template, **values))
 
 
 def _datetime(name: str, raw: str) -> datetime:
     if not _DATETIME.match(raw):
-        raise _bad(f"{name} must be an RFC 3339 time such as 2026-01-31T12:00:00Z, "
-                   f"not {raw[:40]!r}.")
+        raise _bad("{name} must be an RFC 3339 time such as 2026-01-31T12:00:00Z, not "
+                   "{raw!r}.", name=name, raw=raw[:40])
     try:
         return datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise _bad(f"{name} {raw[:40]!r} is not a real date and time.") from None
+        raise _bad("{name} {raw!r} is not a real date and time.", name=name,
+                   raw=raw[:40]) from None
 
 
 def _field(lines: list[str], index: int, name: str) -> str:
     prefix = f"{name}: "
     if index >= len(lines) or not lines[index].startswith(prefix):
-        raise _bad(f"line {index + 1} must start with {prefix!r}.")
+        raise _bad("line {line} must start with {prefix!r}.", line=index + 1, prefix=prefix)
     return lines[index][len(prefix):]
 
 
@@ -126,10 +130,11 @@ def parse_message(text: str) -> SiweMessage:
         raise _bad("lines must end with a line feed alone.")
     lines = text.split("\n")
     if not lines[0].endswith(HEADER):
-        raise _bad(f"the first line must end with {HEADER.strip()!r}.")
+        raise _bad("the first line must end with {header!r}.", header=HEADER.strip())
     domain = lines[0][:-len(HEADER)]
     if not _DOMAIN.match(domain):
-        raise _bad(f"the domain {domain[:60]!r} is not a host name with an optional port.")
+        raise _bad("the domain {domain!r} is not a host name with an optional port.",
+                   domain=domain[:60])
     if len(lines) < 9:
         raise _bad("it is too short.")
     address = lines[1]
@@ -147,10 +152,11 @@ def parse_message(text: str) -> SiweMessage:
     uri = _field(lines, index, "URI")
     version = _field(lines, index + 1, "Version")
     if version != VERSION:
-        raise _bad(f"Version must be 1, not {version[:10]!r}.")
+        raise _bad("Version must be 1, not {version!r}.", version=version[:10])
     chain_raw = _field(lines, index + 2, "Chain ID")
     if not chain_raw.isdigit() or chain_raw.startswith("0"):
-        raise _bad(f"Chain ID must be a positive whole number, not {chain_raw[:20]!r}.")
+        raise _bad("Chain ID must be a positive whole number, not {chain!r}.",
+                   chain=chain_raw[:20])
     nonce = _field(lines, index + 3, "Nonce")
     if not _NONCE.match(nonce):
         raise _bad("Nonce must be at least 8 letters and digits.")
@@ -158,7 +164,7 @@ def parse_message(text: str) -> SiweMessage:
     optional, rest = _optional_fields(lines, index + 5)
     resources = _resources(lines, rest)
     if not _absolute_uri(uri):
-        raise _bad(f"URI {uri[:60]!r} is not an absolute URI.")
+        raise _bad("URI {uri!r} is not an absolute URI.", uri=uri[:60])
     return SiweMessage(
         domain=domain, address=address, statement=statement, uri=uri, version=version,
         chain_id=int(chain_raw), nonce=nonce, issued_at=issued_at,
@@ -184,12 +190,13 @@ def _resources(lines: list[str], index: int) -> tuple[str, ...]:
     if index == len(lines):
         return ()
     if lines[index] != "Resources:":
-        raise _bad(f"line {index + 1} ({lines[index][:40]!r}) is not a field of the message "
-                   "or is out of order.")
+        raise _bad("line {line} ({text!r}) is not a field of the message or is out of order.",
+                   line=index + 1, text=lines[index][:40])
     resources = []
     for number, line in enumerate(lines[index + 1:], start=index + 2):
         if not line.startswith("- ") or not _absolute_uri(line[2:]):
-            raise _bad(f"line {number} must be a resource: '- ' and an absolute URI.")
+            raise _bad("line {line} must be a resource: '- ' and an absolute URI.",
+                       line=number)
         resources.append(line[2:])
     return tuple(resources)
 
@@ -217,14 +224,17 @@ def verify(text: str, signature: str, expected: Expected) -> SiweMessage:
     message = parse_message(text)
     if message.domain.lower() != expected.domain.lower():
         raise SignInRefused(
-            f"The message asks to sign in to {message.domain}, not to {expected.domain}; "
-            "nothing was signed in. Sign in from this portal's own page.")
+            "The message asks to sign in to {asked}, not to {domain}; nothing was signed in. "
+            "Sign in from this portal's own page.", asked=message.domain,
+            domain=expected.domain)
     if urlsplit(message.uri).netloc.lower() != expected.domain.lower():
-        raise SignInRefused(f"The message's URI {message.uri} is not on {expected.domain}.")
+        raise SignInRefused("The message's URI {uri} is not on {domain}.", uri=message.uri,
+                            domain=expected.domain)
     if message.chain_id != expected.chain_id:
         raise SignInRefused(
-            f"The message is for chain {message.chain_id}, but this portal serves chain "
-            f"{expected.chain_id}; switch the wallet to this network and sign in again.")
+            "The message is for chain {asked}, but this portal serves chain {chain}; switch "
+            "the wallet to this network and sign in again.", asked=message.chain_id,
+            chain=expected.chain_id)
     now = expected.now
     if message.expiration_time is not None and message.expiration_time <= now:
         raise SignInRefused("The sign-in message has expired; sign in again.")
@@ -237,6 +247,6 @@ def verify(text: str, signature: str, expected: Expected) -> SiweMessage:
     signer = recover_signer(text, signature)
     if signer != message.address:
         raise SignInRefused(
-            f"The signature was made by {signer}, not by {message.address}, the wallet the "
-            "message names; nothing was signed in.")
+            "The signature was made by {signer}, not by {wallet}, the wallet the message "
+            "names; nothing was signed in.", signer=signer, wallet=message.address)
     return message

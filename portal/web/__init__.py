@@ -21,6 +21,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from pilotchain.errors import Phrase
 from pilotchain.pages import hide_server_banner, secure_headers, style_blueprint
 from pilotchain.settings import load_environment
 from portal.errors import PortalConfigError, PortalError
@@ -166,11 +167,14 @@ def register_error_handlers(app: Flask) -> None:
         if error.code == 404:
             return sentence_json("There is no such portal endpoint.", 404)
         if error.code == 405:
-            return sentence_json(f"This endpoint does not accept {request.method} requests.",
-                                 405)
+            return sentence_json(Phrase("This endpoint does not accept {method} requests.",
+                                        method=request.method), 405)
         if error.code == 413:
             return sentence_json("The request body is too large.", 413)
-        return sentence_json(error.description or UNEXPECTED, error.code or 500)
+        if error.code is None or error.code >= 500:
+            return sentence_json(UNEXPECTED, error.code or 500)
+        return sentence_json(Phrase("The portal cannot answer this request (HTTP status "
+                                    "{status}).", status=error.code), error.code)
 
     @app.errorhandler(InternalServerError)
     def unexpected(error: InternalServerError) -> InternalServerError | tuple[Response, int]:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 
+from pilotchain.errors import Phrase
 from pilotchain.operator import (
     AdminCall,
     close_period_call,
@@ -112,8 +113,9 @@ def int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
     if not raw:
         return default
     if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
-        raise BadRequest(f"{name} must be a whole number between {low} and {high}, not "
-                         f"{raw[:MAX_FILTER_CHARS]!r}.")
+        raise BadRequest("{name} must be a whole number between {low} and {high}, not "
+                         "{raw!r}.", name=name, low=low, high=high,
+                         raw=raw[:MAX_FILTER_CHARS])
     return int(raw)
 
 
@@ -153,8 +155,9 @@ def market_arg() -> str | None:
     try:
         return canonical_id(raw)
     except BadParticipantId:
-        raise BadRequest(f"market must be a market id (a gsy-e uuid, or 0x and 64 "
-                         f"hexadecimal digits), not {raw[:MAX_FILTER_CHARS]!r}.") from None
+        raise BadRequest("market must be a market id (a gsy-e uuid, or 0x and 64 "
+                         "hexadecimal digits), not {raw!r}.", raw=raw[:MAX_FILTER_CHARS]
+                         ) from None
 
 
 def trade_filters() -> dict[str, Any]:
@@ -175,7 +178,8 @@ def trades_page(participant: str, *, everything: bool = False) -> queries.TradeP
     try:
         return queries.trades_of(db(), participant, page=page, per_page=per_page, **filters)
     except LookupError:
-        raise BadRequest(f"There is no closed billing period {filters['period']}.") from None
+        raise BadRequest("There is no closed billing period {period}.",
+                         period=filters["period"]) from None
 
 
 def tx_url(tx_hash: str) -> str | None:
@@ -261,7 +265,8 @@ def month(participant: str) -> Response:
     try:
         found = summary.month(db(), participant, **filters)
     except LookupError:
-        raise BadRequest(f"There is no closed billing period {filters['period']}.") from None
+        raise BadRequest("There is no closed billing period {period}.",
+                         period=filters["period"]) from None
     fresh_names()
     # "paid" is money here, a statement's flag elsewhere: not in AMOUNTS.
     return jsonify({**shown(found), "paid": str(found["paid"]), "balancing": [
@@ -292,12 +297,12 @@ def statement_pdf(participant: str, period: str) -> Response:
     balancing lines, and the chain reference to check it against."""
     participant = may_see(participant)
     if not _DIGITS.fullmatch(period) or not 1 <= int(period) <= MAX_PERIOD:
-        raise BadRequest(f"The period must be a whole number between 1 and {MAX_PERIOD}, not "
-                         f"{period[:MAX_FILTER_CHARS]!r}.")
+        raise BadRequest("The period must be a whole number between 1 and {most}, not "
+                         "{period!r}.", most=MAX_PERIOD, period=period[:MAX_FILTER_CHARS])
     number = int(period)
     found = services().ledger.statements(participant)
     if number > len(found):
-        raise BadRequest(f"There is no closed billing period {number}.")
+        raise BadRequest("There is no closed billing period {period}.", period=number)
     closes = db().fetch("SELECT period, end_slot, tx_hash, block_number FROM periods "
                         "ORDER BY period")
     close = next((row for row in closes if int(row[0]) == number), None)
@@ -336,8 +341,8 @@ def export(participant: str, kind: str) -> Response:
     ``statements.csv``, ``bill.csv``."""
     participant = may_see(participant)
     if kind not in CSV_EXPORTS:
-        raise BadRequest(f"There is no {kind[:MAX_FILTER_CHARS]}.csv; try trades, slots, "
-                         "statements or bill.")
+        raise BadRequest("There is no {kind}.csv; try trades, slots, statements or bill.",
+                         kind=kind[:MAX_FILTER_CHARS])
     columns, rows = CSV_EXPORTS[kind]
     return csv_response(f"{kind}-{participant}", columns, rows(participant))
 
@@ -409,7 +414,7 @@ def body_field(body: Any, name: str, *, required: bool = True) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or (required and not value.strip()):
-        raise BadRequest(f"Send {name} in a JSON object.")
+        raise BadRequest("Send {name} in a JSON object.", name=name)
     return value.strip()
 
 
@@ -419,7 +424,7 @@ def parsed(parse: Callable[[str], T], body: Any, name: str) -> T:
     try:
         return parse(body_field(body, name))
     except InvalidInput as error:
-        raise BadRequest(str(error)) from None
+        raise BadRequest(error.phrase) from None
 
 
 def meter_end(body: Any) -> int:
@@ -437,18 +442,21 @@ def home_area(body: Any) -> bytes | None:
     return parsed(parse_area, body, "home_area")
 
 
+WALLET = Phrase("wallet")
+SIGNER = Phrase("meter's signing address")
+
 # What each operator transaction is, from the request's JSON body; the calls (and the
 # parsers) are those of `pilotchain meters|periods ...`, so both send the same calldata.
 TRANSACTIONS: dict[str, Callable[[Any], AdminCall]] = {
     "register": lambda body: register_participant_call(
         parsed(parse_participant, body, "participant"),
-        parsed(lambda text: parse_address(text, "wallet"), body, "wallet")),
+        parsed(lambda text: parse_address(text, WALLET), body, "wallet")),
     "unregister": lambda body: unregister_participant_call(
         parsed(parse_participant, body, "participant")),
     "close-period": lambda body: close_period_call(parsed(parse_time, body, "end_slot")),
     "register-meter": lambda body: register_meter_call(
         parsed(parse_meter, body, "meter"),
-        parsed(lambda text: parse_address(text, "meter's signing address"), body, "signer"),
+        parsed(lambda text: parse_address(text, SIGNER), body, "signer"),
         parsed(parse_participant, body, "participant"), home_area(body)),
     "deactivate-meter": lambda body: deactivate_meter_call(parsed(parse_meter, body, "meter"),
                                                            meter_end(body)),
@@ -465,8 +473,8 @@ def operator_transaction(action: str) -> Response:
     here with a sentence. The portal only prepares it; it holds no key."""
     who = operator()
     if action not in TRANSACTIONS:
-        raise BadRequest(f"There is no operator transaction {action[:MAX_FILTER_CHARS]!r}; try "
-                         f"{', '.join(TRANSACTIONS)}.")
+        raise BadRequest("There is no operator transaction {action!r}; try {actions}.",
+                         action=action[:MAX_FILTER_CHARS], actions=", ".join(TRANSACTIONS))
     admin_call = TRANSACTIONS[action](json_body())
     return jsonify(services().ledger.prepare(admin_call, who.wallet))
 
@@ -499,7 +507,7 @@ def set_name() -> Response:
     raw = (raw or "").strip()
     name = clean_name(raw) if raw else None
     if raw and name is None:
-        raise BadRequest(f"A name is 1 to {MAX_NAME_CHARS} printable characters.")
+        raise BadRequest("A name is 1 to {most} printable characters.", most=MAX_NAME_CHARS)
     set_display_name(db(), pid, name)
     return jsonify({"id": pid, **names_of(db(), [pid]).get(
         pid, {"name": None, "gsy_name": None, "display_name": None})})

@@ -132,9 +132,9 @@ def open_session() -> Response:
     identity = services().ledger.identity(message.address)
     if identity.participant is None and not identity.is_operator:
         raise NotRegistered(
-            f"The wallet {message.address} is not registered to a participant of "
-            f"{settings.index.chain.network_name}; ask {settings.operator_contact} to "
-            "register it.")
+            "The wallet {wallet} is not registered to a participant of {network}; ask "
+            "{contact} to register it.", wallet=message.address,
+            network=settings.index.chain.network_name, contact=settings.operator_contact)
     role: Role = "operator" if identity.is_operator else "participant"
     opened = services().store.open_session(message.address, identity.participant, role)
     session.clear()

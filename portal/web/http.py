@@ -1,6 +1,6 @@
 """What the blueprints share at the HTTP edge: the app's services, the signed-in session,
 the privacy rule, participant ids in one form, the request body, the client's address, and
-the status and JSON body of each PortalError."""
+the status and JSON body of each PortalError, its sentence in the request's language."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from portal.events import id_text
 from portal.names import NameReader
 from portal.siwe import SignInRefused
 from portal.web.config import WebSettings
+from portal.web.i18n import chosen_language, say
 from portal.web.ledger import (
     BadParticipantId,
     Ledger,
@@ -117,10 +118,12 @@ def status_for(error: PortalError) -> int:
 
 
 def error_json(error: PortalError) -> tuple[Response, int, dict[str, str]]:
-    """``{"error": sentence}`` with its status (and ``Retry-After`` for a 429)."""
+    """``{"error": sentence}`` with its status (and ``Retry-After`` for a 429), the sentence
+    in the request's language."""
     headers = ({"Retry-After": str(error.retry_after)}
                if isinstance(error, TooManyChallenges) else {})
-    return jsonify({"error": str(error)}), status_for(error), headers
+    body, status = sentence_json(error.phrase, status_for(error))
+    return body, status, headers
 
 
 def json_body() -> Any:
@@ -154,4 +157,6 @@ def client_key() -> str:
 
 
 def sentence_json(sentence: str, status: int) -> tuple[Response, int]:
-    return jsonify({"error": sentence}), status
+    """``{"error": sentence}`` in the request's language (``sentence`` is English, a plain
+    one or a Phrase with its values)."""
+    return jsonify({"error": say(chosen_language(), sentence)}), status

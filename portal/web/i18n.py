@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from flask import request
 
+from pilotchain.errors import Phrase
+
 LANGUAGES = ("en", "de")
 COOKIE = "pilotchain_lang"
 
@@ -304,9 +306,272 @@ GERMAN: dict[str, str] = {
     "{service}: {count} entry in {stream}": "{service}: {count} Eintrag in {stream}",
     "{service}: {count} entries in {stream}": "{service}: {count} Einträge in {stream}",
 }
-CATALOGUES: dict[str, dict[str, str]] = {"en": {}, "de": GERMAN}
+# The API's error sentences in German: the templates of the errors the portal answers (each
+# raised as its English template and its values, see pilotchain.errors.Phrase), and the words
+# and clauses filled into them. tests/test_portal_i18n.py finds every one at its raise site.
+GERMAN_ERRORS: dict[str, str] = {
+    # the HTTP edge (portal/web/__init__.py, http.py)
+    "There is no such portal endpoint.": "Diesen Endpunkt hat das Portal nicht.",
+    "This endpoint does not accept {method} requests.":
+        "Dieser Endpunkt nimmt keine {method}-Anfragen an.",
+    "The request body is too large.": "Der Inhalt der Anfrage ist zu groß.",
+    "The portal cannot answer this request (HTTP status {status}).":
+        "Das Portal kann diese Anfrage nicht beantworten (HTTP-Status {status}).",
+    "The portal hit an unexpected error; please try again in a minute.":
+        "Im Portal ist ein unerwarteter Fehler aufgetreten; bitte versuchen Sie es in einer "
+        "Minute noch einmal.",
+    "The request did not carry this page's security token (or it had expired), so nothing "
+    "was done; reload the page and try again.":
+        "Die Anfrage trug das Sicherheitstoken dieser Seite nicht (oder es war abgelaufen), "
+        "daher wurde nichts ausgeführt; laden Sie die Seite neu und versuchen Sie es noch "
+        "einmal.",
+    "Sign in with your wallet first (or again: the sign-in has ended).":
+        "Melden Sie sich zuerst mit Ihrer Wallet an (oder erneut: die Anmeldung ist "
+        "abgelaufen).",
+    "You may see only your own participant's data.":
+        "Sie dürfen nur die Daten Ihres eigenen Teilnehmers sehen.",
+    "Only the grid operator's wallet may do this.":
+        "Das darf nur die Wallet des Netzbetreibers.",
+    "The JSON body is nested too deeply; send a flat JSON object.":
+        "Der JSON-Inhalt ist zu tief verschachtelt; senden Sie ein flaches JSON-Objekt.",
+    # the API (portal/web/api.py)
+    "{name} must be a whole number between {low} and {high}, not {raw!r}.":
+        "{name} muss eine ganze Zahl zwischen {low} und {high} sein, nicht {raw!r}.",
+    "market must be a market id (a gsy-e uuid, or 0x and 64 hexadecimal digits), not "
+    "{raw!r}.":
+        "market muss eine Markt-ID sein (eine gsy-e-UUID oder 0x und 64 "
+        "Hexadezimalziffern), nicht {raw!r}.",
+    "There is no closed billing period {period}.":
+        "Es gibt keinen abgeschlossenen Abrechnungszeitraum {period}.",
+    "The period must be a whole number between 1 and {most}, not {period!r}.":
+        "Der Zeitraum muss eine ganze Zahl zwischen 1 und {most} sein, nicht {period!r}.",
+    "There is no {kind}.csv; try trades, slots, statements or bill.":
+        "Es gibt keine {kind}.csv; versuchen Sie trades, slots, statements oder bill.",
+    "Send {name} in a JSON object.": "Senden Sie {name} in einem JSON-Objekt.",
+    "wallet": "Wallet",
+    "meter's signing address": "Signieradresse des Zählers",
+    "There is no operator transaction {action!r}; try {actions}.":
+        "Es gibt keine Transaktion des Netzbetreibers {action!r}; versuchen Sie {actions}.",
+    "id must be a participant or market id (a gsy-e uuid, or 0x and 64 hexadecimal digits).":
+        "id muss eine Teilnehmer- oder Markt-ID sein (eine gsy-e-UUID oder 0x und 64 "
+        "Hexadezimalziffern).",
+    "Send name as text (empty, or null, clears it).":
+        "Senden Sie name als Text (leer oder null löscht den Namen).",
+    "A name is 1 to {most} printable characters.":
+        "Ein Name besteht aus 1 bis {most} druckbaren Zeichen.",
+    # signing in (portal/web/auth.py, store.py, portal/siwe.py)
+    "Send a JSON object as the request body.":
+        "Senden Sie ein JSON-Objekt als Inhalt der Anfrage.",
+    "address must be the wallet's 0x address.":
+        "address muss die 0x-Adresse der Wallet sein.",
+    "Send the signed message as message and the signature as signature.":
+        "Senden Sie die signierte Nachricht als message und die Signatur als signature.",
+    "The wallet {wallet} is not registered to a participant of {network}; ask {contact} to "
+    "register it.":
+        "Die Wallet {wallet} ist keinem Teilnehmer von {network} zugeordnet; bitten Sie "
+        "{contact}, sie zu registrieren.",
+    "Too many sign-in messages were asked for from your network address ({most} may wait "
+    "for a signature at once); sign the last one, or try again in {wait}.":
+        "Von Ihrer Netzwerkadresse wurden zu viele Anmeldenachrichten angefordert (höchstens "
+        "{most} dürfen gleichzeitig auf eine Signatur warten); signieren Sie die letzte oder "
+        "versuchen Sie es in {wait} noch einmal.",
+    "This sign-in message was already used or was not issued by this portal; sign in again.":
+        "Diese Anmeldenachricht wurde schon verwendet oder nicht von diesem Portal "
+        "ausgestellt; melden Sie sich noch einmal an.",
+    "This sign-in message waited too long for its signature; sign in again.":
+        "Diese Anmeldenachricht hat zu lange auf ihre Signatur gewartet; melden Sie sich noch "
+        "einmal an.",
+    "This sign-in message was issued to another wallet; sign in again.":
+        "Diese Anmeldenachricht wurde für eine andere Wallet ausgestellt; melden Sie sich noch "
+        "einmal an.",
+    "This sign-in message is not the one the portal issued: it was changed after it was "
+    "issued, so nothing was signed in; sign in again.":
+        "Diese Anmeldenachricht ist nicht die, die das Portal ausgestellt hat: Sie wurde "
+        "danach verändert, daher wurde niemand angemeldet; melden Sie sich noch einmal an.",
+    "The sign-in message is not a valid EIP-4361 message: {reason}":
+        "Die Anmeldenachricht ist keine gültige EIP-4361-Nachricht: {reason}",
+    "{name} must be an RFC 3339 time such as 2026-01-31T12:00:00Z, not {raw!r}.":
+        "{name} muss eine Zeit nach RFC 3339 wie 2026-01-31T12:00:00Z sein, nicht {raw!r}.",
+    "{name} {raw!r} is not a real date and time.":
+        "{name} {raw!r} ist kein gültiges Datum mit Uhrzeit.",
+    "line {line} must start with {prefix!r}.": "Zeile {line} muss mit {prefix!r} beginnen.",
+    "it must be non-empty text of at most 4,096 characters.":
+        "Sie muss ein nicht leerer Text von höchstens 4.096 Zeichen sein.",
+    "lines must end with a line feed alone.":
+        "Zeilen müssen allein mit einem Zeilenvorschub enden.",
+    "the first line must end with {header!r}.":
+        "Die erste Zeile muss mit {header!r} enden.",
+    "the domain {domain!r} is not a host name with an optional port.":
+        "Die Domain {domain!r} ist kein Hostname mit optionalem Port.",
+    "it is too short.": "Sie ist zu kurz.",
+    "the second line must be the wallet's address in EIP-55 mixed case.":
+        "Die zweite Zeile muss die Adresse der Wallet in gemischter Schreibung nach EIP-55 "
+        "sein.",
+    "line 3 must be empty.": "Zeile 3 muss leer sein.",
+    "the statement must be one line followed by an empty line.":
+        "Die Erklärung muss eine Zeile sein, gefolgt von einer leeren Zeile.",
+    "Version must be 1, not {version!r}.": "Version muss 1 sein, nicht {version!r}.",
+    "Chain ID must be a positive whole number, not {chain!r}.":
+        "Chain ID muss eine positive ganze Zahl sein, nicht {chain!r}.",
+    "Nonce must be at least 8 letters and digits.":
+        "Nonce muss aus mindestens 8 Buchstaben und Ziffern bestehen.",
+    "URI {uri!r} is not an absolute URI.": "URI {uri!r} ist keine absolute URI.",
+    "line {line} ({text!r}) is not a field of the message or is out of order.":
+        "Zeile {line} ({text!r}) ist kein Feld der Nachricht oder steht an der falschen "
+        "Stelle.",
+    "line {line} must be a resource: '- ' and an absolute URI.":
+        "Zeile {line} muss eine Ressource sein: '- ' und eine absolute URI.",
+    "The signature must be 0x followed by 130 hexadecimal digits, as the wallet returns it.":
+        "Die Signatur muss 0x gefolgt von 130 Hexadezimalziffern sein, so wie die Wallet sie "
+        "zurückgibt.",
+    "The signature is not a valid Ethereum signature.":
+        "Die Signatur ist keine gültige Ethereum-Signatur.",
+    "The message asks to sign in to {asked}, not to {domain}; nothing was signed in. Sign in "
+    "from this portal's own page.":
+        "Die Nachricht will bei {asked} anmelden, nicht bei {domain}; niemand wurde "
+        "angemeldet. Melden Sie sich auf der eigenen Seite dieses Portals an.",
+    "The message's URI {uri} is not on {domain}.":
+        "Die URI {uri} der Nachricht liegt nicht auf {domain}.",
+    "The message is for chain {asked}, but this portal serves chain {chain}; switch the "
+    "wallet to this network and sign in again.":
+        "Die Nachricht ist für die Chain {asked}, dieses Portal bedient aber die Chain "
+        "{chain}; stellen Sie die Wallet auf dieses Netzwerk um und melden Sie sich noch "
+        "einmal an.",
+    "The sign-in message has expired; sign in again.":
+        "Die Anmeldenachricht ist abgelaufen; melden Sie sich noch einmal an.",
+    "The sign-in message is not valid yet (Not Before is in the future); check the "
+    "computer's clock.":
+        "Die Anmeldenachricht ist noch nicht gültig (Not Before liegt in der Zukunft); prüfen "
+        "Sie die Uhr des Computers.",
+    "The sign-in message was issued in the future; check the computer's clock.":
+        "Die Anmeldenachricht wurde in der Zukunft ausgestellt; prüfen Sie die Uhr des "
+        "Computers.",
+    "The signature was made by {signer}, not by {wallet}, the wallet the message names; "
+    "nothing was signed in.":
+        "Die Signatur stammt von {signer}, nicht von {wallet}, der Wallet, die die Nachricht "
+        "nennt; niemand wurde angemeldet.",
+    # the chain (portal/web/ledger.py)
+    "{participant!r} is not a participant id (a gsy-e uuid or 0x and 64 hexadecimal "
+    "digits).":
+        "{participant!r} ist keine Teilnehmer-ID (eine gsy-e-UUID oder 0x und 64 "
+        "Hexadezimalziffern).",
+    "{action} failed: the chain cannot be reached right now; try again in a minute.":
+        "{action} ist fehlgeschlagen: Die Chain ist gerade nicht erreichbar; versuchen Sie es "
+        "in einer Minute noch einmal.",
+    "{action} could not be checked: the chain cannot be reached right now; try again in a "
+    "minute.":
+        "{action} konnte nicht geprüft werden: Die Chain ist gerade nicht erreichbar; "
+        "versuchen Sie es in einer Minute noch einmal.",
+    "Looking up the wallet": "Das Nachschlagen der Wallet",
+    "Looking up the wallet's role": "Das Nachschlagen der Rolle der Wallet",
+    "Reading the bill": "Das Lesen der Rechnung",
+    "Reading the periods": "Das Lesen der Zeiträume",
+    "Reading the statements": "Das Lesen der Abrechnungen",
+    "Reading the slot length": "Das Lesen der Zeitfensterlänge",
+    "Reading the newest block": "Das Lesen des neuesten Blocks",
+    # the operator's forms (pilotchain/operator_input.py)
+    "id": "ID",
+    "meter id": "Zähler-ID",
+    "home area": "Heimatbereich",
+    "participant": "Teilnehmer",
+    "address": "Adresse",
+    "rate": "Tarif",
+    "The {what} {text!r} is neither a uuid nor 0x and 64 hex digits.":
+        "Die Angabe {text!r} ({what}) ist weder eine UUID noch 0x und 64 "
+        "Hexadezimalziffern.",
+    "The {what} {text!r} is not an Ethereum address (0x and 40 hex digits, with a valid "
+    "checksum if mixed case).":
+        "Die Angabe {text!r} ({what}) ist keine Ethereum-Adresse (0x und 40 "
+        "Hexadezimalziffern, in gemischter Schreibung mit gültiger Prüfsumme).",
+    "The {what} cannot be the zero address.":
+        "{what}: Die Nulladresse ist nicht zulässig.",
+    "The time {text!r} is neither unix seconds nor ISO-8601 such as 2026-06-21T00:15:00Z.":
+        "Die Zeit {text!r} ist weder in Unix-Sekunden noch nach ISO 8601 wie "
+        "2026-06-21T00:15:00Z angegeben.",
+    "The time {text!r} must be whole seconds after 1970.":
+        "Die Zeit {text!r} muss in ganzen Sekunden nach 1970 liegen.",
+    "The time {text!r} must be whole seconds after 1970 and before the year 10000.":
+        "Die Zeit {text!r} muss in ganzen Sekunden nach 1970 und vor dem Jahr 10000 liegen.",
+    "The {what} {text!r} is not a number of euro cents per kWh.":
+        "Die Angabe {text!r} ({what}) ist keine Zahl von Euro-Cent je kWh.",
+    "The {what} {text!r} must be a number of euro cents per kWh, at least 0.":
+        "Die Angabe {text!r} ({what}) muss eine Zahl von Euro-Cent je kWh sein, mindestens 0.",
+    "The {what} {text!r} has more than 18 decimals.":
+        "Die Angabe {text!r} ({what}) hat mehr als 18 Nachkommastellen.",
+    "The {what} {text!r} is too large for the contract (at most {most} ct/kWh).":
+        "Die Angabe {text!r} ({what}) ist zu groß für den Vertrag (höchstens {most} ct/kWh).",
+    "{text!r} is not a whole number of seconds above 0.":
+        "{text!r} ist keine ganze Zahl von Sekunden über 0.",
+    # the operator's transactions and the contract's refusals (pilotchain/operator.py)
+    "Registering the wallet of {participant}": "Die Registrierung der Wallet von {participant}",
+    "Unregistering the wallet of {participant}":
+        "Das Abmelden der Wallet von {participant}",
+    "Registering meter {meter}": "Die Registrierung des Zählers {meter}",
+    "Deactivating meter {meter}": "Das Deaktivieren des Zählers {meter}",
+    "Closing the period": "Der Abschluss des Zeitraums",
+    "{action} refused: {reason}": "{action} wurde abgelehnt: {reason}",
+    "no meter {meter} is registered.": "Kein Zähler {meter} ist registriert.",
+    "the meter {meter} is already registered; a meter id is used once.":
+        "Der Zähler {meter} ist schon registriert; eine Zähler-ID wird nur einmal verwendet.",
+    "participant {participant} still has the active meter {meter}; use `pilotchain meters "
+    "replace` to swap it.":
+        "Teilnehmer {participant} hat noch den aktiven Zähler {meter}; tauschen Sie ihn mit "
+        "`pilotchain meters replace`.",
+    "the meter {meter} has already been deactivated or replaced.":
+        "Der Zähler {meter} wurde schon deaktiviert oder ersetzt.",
+    "the meter {meter} cannot end before {earliest} (its start or its newest reading).":
+        "Der Zähler {meter} kann nicht vor {earliest} enden (seinem Beginn oder seinem "
+        "neuesten Messwert).",
+    "{time} is not on a slot boundary.": "{time} liegt nicht auf einer Zeitfenstergrenze.",
+    "rates can only change from {earliest} on (after the previous change and the newest "
+    "closed slot), not from {start}.":
+        "Tarife können sich erst ab {earliest} ändern (nach der vorigen Änderung und dem "
+        "neuesten abgeschlossenen Zeitfenster), nicht ab {start}.",
+    "the previous period already ends at {previous}; the next must end later than that, not "
+    "at {end}.":
+        "Der vorige Zeitraum endet schon um {previous}; der nächste muss später enden, nicht "
+        "um {end}.",
+    "a period cannot end in the future ({end}).":
+        "Ein Zeitraum kann nicht in der Zukunft enden ({end}).",
+    "there is no closed period {period}.": "Es gibt keinen abgeschlossenen Zeitraum {period}.",
+    "the statement of participant {participant} for period {period} is already marked paid.":
+        "Die Abrechnung von Teilnehmer {participant} für Zeitraum {period} ist schon als "
+        "bezahlt markiert.",
+    "the slot length is fixed once the first meter or rates are set.":
+        "Die Länge der Zeitfenster steht fest, sobald der erste Zähler oder Tarif gesetzt "
+        "ist.",
+    "a slot cannot be 0 s long.": "Ein Zeitfenster kann nicht 0 s lang sein.",
+    "an id cannot be zero.": "Eine ID kann nicht null sein.",
+    "an address cannot be zero.": "Eine Adresse kann nicht null sein.",
+    "a participant or home area cannot be zero.":
+        "Ein Teilnehmer oder Heimatbereich kann nicht null sein.",
+    "slot {index} of the batch is not due until {due}.":
+        "Zeitfenster {index} des Stapels ist erst um {due} fällig.",
+    "participant {participant} has no meter.": "Teilnehmer {participant} hat keinen Zähler.",
+    "{slot} is not the start of a slot.": "{slot} ist nicht der Beginn eines Zeitfensters.",
+    "participant {participant} has no registered wallet.":
+        "Teilnehmer {participant} hat keine registrierte Wallet.",
+    "the wallet {wallet} is already registered to participant {participant}.":
+        "Die Wallet {wallet} ist schon Teilnehmer {participant} zugeordnet.",
+    "the account {account} is not the Settlement's admin; operator commands sign with the "
+    "operator key that deployed it (KEYS_DIR/operator).":
+        "Das Konto {account} ist nicht der Administrator des Settlement-Vertrags; Befehle "
+        "des Netzbetreibers signieren mit dem Schlüssel des Netzbetreibers, der ihn "
+        "bereitgestellt hat (KEYS_DIR/operator).",
+    "the Settlement contract reverted with {revert}.":
+        "Der Settlement-Vertrag hat mit {revert} abgebrochen.",
+}
+CATALOGUES: dict[str, dict[str, str]] = {"en": {}, "de": GERMAN | GERMAN_ERRORS}
 
 
 def translate(lang: str, text: str) -> str:
     """``text`` (English) in ``lang``; itself if no translation is known."""
     return CATALOGUES.get(lang, {}).get(text, text)
+
+
+def say(lang: str, sentence: str) -> str:
+    """An English sentence in ``lang``: a Phrase through its template and values (words of
+    ours among them translated too, other values as they are), any other text as a whole."""
+    if isinstance(sentence, Phrase):
+        return sentence.render(lambda template: translate(lang, template))
+    return translate(lang, sentence)

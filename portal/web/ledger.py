@@ -15,7 +15,7 @@ from web3.exceptions import ContractLogicError
 
 from pilotchain.chain import connect, read
 from pilotchain.contract import ContractError, Deployment, load_deployment
-from pilotchain.errors import ChainError
+from pilotchain.errors import ChainError, Phrase
 from pilotchain.operator import AdminCall, OperatorError, check_call
 from pilotchain.settlement import DEFAULT_ADMIN_ROLE, Read, Settlement
 from pilotchain.trades import uuid_to_bytes32
@@ -45,8 +45,9 @@ def id_bytes(participant: str) -> bytes:
     try:
         return uuid_to_bytes32(uuid.UUID(text))
     except ValueError:
-        raise BadParticipantId(f"{participant[:80]!r} is not a participant id (a gsy-e uuid "
-                               "or 0x and 64 hexadecimal digits).") from None
+        raise BadParticipantId("{participant!r} is not a participant id (a gsy-e uuid or 0x "
+                               "and 64 hexadecimal digits).", participant=participant[:80]
+                               ) from None
 
 
 @dataclass(frozen=True)
@@ -70,37 +71,37 @@ class Ledger:
         self.w3: Web3 = connect(rpc_url, timeout=timeout, env_proxies=False)
         self.contract = Settlement.at(self.w3, rpc_url, self.deployment)
 
-    def _read(self, action: str, fn: Any) -> Any:
+    def _read(self, action: Phrase, fn: Any) -> Any:
         try:
             return read(self.url, action, fn)
         except (ChainError, ContractLogicError):
-            raise LedgerUnavailable(f"{action} failed: the chain cannot be reached right "
-                                    "now; try again in a minute.") from None
+            raise LedgerUnavailable("{action} failed: the chain cannot be reached right now; "
+                                    "try again in a minute.", action=action) from None
 
     def identity(self, wallet: str) -> Identity:
         """The participant linked to ``wallet`` and whether it is the contract's admin."""
         wallet = Web3.to_checksum_address(wallet)
         abi = self.contract.abi
-        raw = self._read("Looking up the wallet",
+        raw = self._read(Phrase("Looking up the wallet"),
                          lambda: self.contract.call(abi.participant_of(wallet)))
-        admin = self._read("Looking up the wallet's role", lambda: self.contract.call(
+        admin = self._read(Phrase("Looking up the wallet's role"), lambda: self.contract.call(
             abi.has_role(DEFAULT_ADMIN_ROLE, wallet)))
         participant = None if not any(raw) else id_text(raw)
         return Identity(participant, bool(admin))
 
-    def _calls(self, action: str, calls: list[Read[Any]]) -> list[Any]:
+    def _calls(self, action: Phrase, calls: list[Read[Any]]) -> list[Any]:
         """Several view calls in one round trip to the node."""
         try:
             return self.contract.read_all(calls, action)
         except ChainError:
-            raise LedgerUnavailable(f"{action} failed: the chain cannot be reached right "
-                                    "now; try again in a minute.") from None
+            raise LedgerUnavailable("{action} failed: the chain cannot be reached right now; "
+                                    "try again in a minute.", action=action) from None
 
     def bill(self, participant: str) -> dict[str, int]:
         """The running bill of trades and of balancing, as ``billOf`` and ``balancingOf``
         (asked together: one round trip)."""
         pid, abi = id_bytes(participant), self.contract.abi
-        bill, balancing = self._calls("Reading the bill",
+        bill, balancing = self._calls(Phrase("Reading the bill"),
                                       [abi.bill_of(pid), abi.balancing_of(pid)])
         return {"energy_sold": bill.energy_sold, "energy_bought": bill.energy_bought,
                 "money_receivable": bill.money_receivable,
@@ -113,9 +114,9 @@ class Ledger:
         """Every closed period's statement of ``participant``, oldest first: the number of
         periods, then every period's end and statement in one round trip."""
         pid, abi = id_bytes(participant), self.contract.abi
-        count = self._read("Reading the periods",
+        count = self._read(Phrase("Reading the periods"),
                            lambda: self.contract.call(abi.period_count()))
-        answers = self._calls("Reading the statements", [
+        answers = self._calls(Phrase("Reading the statements"), [
             call for period in range(1, count + 1)
             for call in (abi.period_end(period), abi.statement_of(period, pid))])
         found = []
@@ -137,26 +138,26 @@ class Ledger:
         try:
             data = check_call(self.contract, wallet, admin_call)
         except OperatorError as error:
-            raise TransactionRefused(str(error)) from None
+            raise TransactionRefused(error.phrase) from None
         except ChainError:
-            raise LedgerUnavailable(f"{admin_call.action} could not be checked: the chain "
-                                    "cannot be reached right now; try again in a minute."
-                                    ) from None
+            raise LedgerUnavailable("{action} could not be checked: the chain cannot be "
+                                    "reached right now; try again in a minute.",
+                                    action=admin_call.action) from None
         return {"to": self.deployment.address, "data": data.to_0x_hex(),
                 "chainId": hex(self.deployment.chain_id)}
 
     def slot_clock(self) -> tuple[int, int]:
         """The start of the chain's current slot and the slot length, in seconds."""
-        length = int(self._read("Reading the slot length",
+        length = int(self._read(Phrase("Reading the slot length"),
                                 lambda: self.contract.call(self.contract.abi.slot_seconds())))
-        now = self._read("Reading the newest block",
+        now = self._read(Phrase("Reading the newest block"),
                          lambda: self.w3.eth.get_block("latest")["timestamp"])
         return int(now) // length * length, length
 
     def current_slot(self) -> int:
         """The start of the slot the chain's newest block is in."""
-        length = self._read("Reading the slot length",
+        length = self._read(Phrase("Reading the slot length"),
                             lambda: self.contract.call(self.contract.abi.slot_seconds()))
-        now = self._read("Reading the newest block",
+        now = self._read(Phrase("Reading the newest block"),
                          lambda: self.w3.eth.get_block("latest")["timestamp"])
         return int(now) // int(length) * int(length)

@@ -37,8 +37,8 @@ class NonceRefused(PortalError):
 class TooManyChallenges(PortalError):
     """One client has asked for more sign-in messages than may wait at once (429)."""
 
-    def __init__(self, sentence: str, retry_after: int) -> None:
-        super().__init__(sentence)
+    def __init__(self, template: str, /, *, retry_after: int, **values: object) -> None:
+        super().__init__(template, **values)
         self.retry_after = retry_after
 
 
@@ -106,9 +106,10 @@ class SignInStore:
             if int(count) >= self.per_client:
                 wait = max(1, int(oldest) - now)
                 raise TooManyChallenges(
-                    f"Too many sign-in messages were asked for from your network address "
-                    f"({self.per_client} may wait for a signature at once); sign the last "
-                    f"one, or try again in {describe_wait(wait)}.", wait)
+                    "Too many sign-in messages were asked for from your network address "
+                    "({most} may wait for a signature at once); sign the last one, or try "
+                    "again in {wait}.", retry_after=wait, most=self.per_client,
+                    wait=describe_wait(wait))
             waiting = [str(n) for (n,) in tx.fetch(
                 "SELECT nonce FROM web_nonces WHERE wallet = ? ORDER BY issued_ns DESC, nonce",
                 (wallet.lower(),))]
