@@ -10,7 +10,8 @@ unregistered wallet told whom to ask; the operator registering a wallet from the
 chain afterwards; the operator's view of the services' health and of the entries the real
 bridge and ingest dead-lettered; and the operator registering and deactivating a meter,
 unregistering a participant's wallet and closing a billing period from the page, each
-signed by the operator's key in the injected wallet and read back from the contract.
+signed by the operator's key in the injected wallet and read back from the contract; in a
+German browser, the page and the API's refusals it shows in German.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from pilotchain.metering import meter_id
 from pilotchain.operator import ACTIVE
 from pilotchain.trades import uuid_to_bytes32
 from portal.web.config import WebSettings
-from portal.web.i18n import GERMAN
+from portal.web.i18n import GERMAN, GERMAN_ERRORS
 from runner.portal import PortalWebService
 
 pytestmark = [pytest.mark.chain, pytest.mark.browser]
@@ -605,6 +606,48 @@ def test_a_german_browser_gets_the_portal_in_german_and_can_switch(
         wait_for(lambda: page.evaluate("document.body.dataset.ready === 'true'"),
                  timeout=BROWSER_SECONDS, what="the page to load again")
         assert page.evaluate("document.documentElement.lang") == "en"
+        page.load("document.getElementById('sign-out').click()")
+    finally:
+        page.send("Emulation.setUserAgentOverride", userAgent=agent, acceptLanguage="en")
+
+
+def test_a_german_browser_gets_the_apis_refusals_in_german(
+        page: DevTools, portal_world: PortalWorld) -> None:
+    """Accept-Language de: the API's sentences the page shows as they come (an unregistered
+    wallet's sign-in, an operator's form the portal refuses) are German, no English left."""
+    world = portal_world
+    english = [template.split("{")[0].strip() for template in GERMAN_ERRORS
+               if len(template.split("{")[0].strip()) >= 8]
+    agent = page.send("Browser.getVersion")["userAgent"]
+    page.send("Emulation.setUserAgentOverride", userAgent=agent,
+              acceptLanguage="de-DE,de;q=0.9,en;q=0.5")
+    try:
+        wallet = Wallet(page, world.target.net.rpc_url)
+        open_portal(page, world)
+        wait_for(lambda: page.evaluate("document.body.dataset.loaded === 'true'"),
+                 timeout=BROWSER_SECONDS, what="the page to load who is signed in")
+        if page.evaluate("document.getElementById('who').hidden") is False:
+            page.load("document.getElementById('sign-out').click()")
+        sign_in(page, wallet, world)
+        refused = text(page, "signin-error")
+        assert refused == (
+            f"Die Wallet {wallet.account.address} ist keinem Teilnehmer von "
+            f"{world.target.net.settings.network_name} zugeordnet; bitten Sie {CONTACT}, sie "
+            "zu registrieren.")
+        assert [sentence for sentence in english if sentence in refused] == []
+
+        wallet.account = world.operator
+        sign_in(page, wallet, world)
+        page.evaluate(fill_form(page, "register-form", {
+            "reg-participant": str(uuid.uuid4()), "reg-wallet": "0xnot"}))
+        wallet.serve(lambda: text(page, "op-error"),
+                     what="the portal to refuse the operator's form")
+        refused = text(page, "op-error")
+        assert refused == (
+            "Die Angabe '0xnot' (Wallet) ist keine Ethereum-Adresse (0x und 40 "
+            "Hexadezimalziffern, in gemischter Schreibung mit gültiger Prüfsumme).")
+        assert [sentence for sentence in english if sentence in refused] == []
+        assert "wallet" not in refused
         page.load("document.getElementById('sign-out').click()")
     finally:
         page.send("Emulation.setUserAgentOverride", userAgent=agent, acceptLanguage="en")

@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -991,6 +992,91 @@ def test_what_the_contract_refuses_is_refused_before_the_wallet_is_asked(
     assert reply.json() == {"error": (
         f"Closing the period refused: the previous period already ends at {shown}; the next "
         f"must end later than that, not at {shown}.")}
+
+
+# --- errors in the request's language -----------------------------------------------------
+
+# The three ways a request names German, as the page's language is chosen (portal.web.i18n):
+# the browser's Accept-Language, the language switch's cookie, the lang query parameter.
+GERMAN_WAYS = ("Accept-Language", "cookie", "query")
+
+
+def in_german(client: PortalClient, way: str, method: str, path: str,
+              **kwargs: Any) -> requests.Response:
+    """``method path`` from ``client``, asking for German in ``way``."""
+    if way == "Accept-Language":
+        kwargs["headers"] = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"}
+    elif way == "cookie":
+        client.cookies["pilotchain_lang"] = "de"
+    else:
+        path += ("&" if "?" in path else "?") + "lang=de"
+    try:
+        return client.request(method, path, **kwargs)
+    finally:
+        client.cookies.pop("pilotchain_lang", None)
+
+
+@pytest.mark.parametrize("way", GERMAN_WAYS)
+def test_the_api_answers_its_errors_in_the_requests_language(portal_world: PortalWorld,
+                                                             way: str) -> None:
+    """Each error sentence in German when the request asks for it (a 400, 401, 403, 404 and
+    405, the operator's refused forms and what the contract refuses), with its values as
+    they were; the same requests without a language get the English sentences."""
+    world = portal_world
+    alice, operator, anonymous = (signed_in(world, world.alice),
+                                  signed_in(world, world.operator), world.client())
+    cases: list[tuple[PortalClient, str, str, dict[str, Any], int, str, str]] = [
+        (anonymous, "GET", f"/api/participants/{world.a}/bill", {}, 401,
+         "Melden Sie sich zuerst mit Ihrer Wallet an (oder erneut: die Anmeldung ist "
+         "abgelaufen).",
+         "Sign in with your wallet first (or again: the sign-in has ended)."),
+        (alice, "GET", f"/api/participants/{world.b}/bill", {}, 403,
+         "Sie dürfen nur die Daten Ihres eigenen Teilnehmers sehen.",
+         "You may see only your own participant's data."),
+        (alice, "GET", f"/api/participants/{world.a}/trades?page=0", {}, 400,
+         "page muss eine ganze Zahl zwischen 1 und 2000000 sein, nicht '0'.",
+         "page must be a whole number between 1 and 2000000, not '0'."),
+        (alice, "GET", "/api/participants/0x1234/bill", {}, 400,
+         "'0x1234' ist keine Teilnehmer-ID (eine gsy-e-UUID oder 0x und 64 "
+         "Hexadezimalziffern).",
+         "'0x1234' is not a participant id (a gsy-e uuid or 0x and 64 hexadecimal digits)."),
+        (alice, "GET", "/api/nowhere", {}, 404, "Diesen Endpunkt hat das Portal nicht.",
+         "There is no such portal endpoint."),
+        (alice, "GET", "/api/auth/verify", {}, 405,
+         "Dieser Endpunkt nimmt keine GET-Anfragen an.",
+         "This endpoint does not accept GET requests."),
+        (operator, "POST", "/api/operator/transactions/register",
+         {"json": {"participant": HOUSE, "wallet": "0xnot"}}, 400,
+         "Die Angabe '0xnot' (Wallet) ist keine Ethereum-Adresse (0x und 40 "
+         "Hexadezimalziffern, in gemischter Schreibung mit gültiger Prüfsumme).",
+         "The wallet '0xnot' is not an Ethereum address (0x and 40 hex digits, with a valid "
+         "checksum if mixed case)."),
+        (operator, "POST", "/api/operator/transactions/register-meter",
+         {"json": {"meter": "nope", "signer": ADDRESS, "participant": HOUSE}}, 400,
+         "Die Angabe 'nope' (Zähler-ID) ist weder eine UUID noch 0x und 64 "
+         "Hexadezimalziffern.",
+         "The meter id 'nope' is neither a uuid nor 0x and 64 hex digits."),
+        (operator, "POST", "/api/operator/transactions/unregister",
+         {"json": {"participant": HOUSE}}, 400,
+         f"Das Abmelden der Wallet von {HOUSE} wurde abgelehnt: Teilnehmer {HOUSE} hat keine "
+         "registrierte Wallet.",
+         f"Unregistering the wallet of {HOUSE} refused: participant {HOUSE} has no "
+         "registered wallet."),
+    ]
+    for client, method, path, kwargs, status, german, english in cases:
+        reply = in_german(client, way, method, path, **kwargs)
+        assert (reply.status_code, reply.json()) == (status, {"error": german}), path
+        reply = client.request(method, path, **kwargs)
+        assert (reply.status_code, reply.json()) == (status, {"error": english}), path
+
+    stranger = Account.create()
+    message = anonymous.challenge(stranger)
+    reply = in_german(anonymous, way, "POST", "/api/auth/verify",
+                      json={"message": message, "signature": sign(stranger, message)})
+    assert (reply.status_code, reply.json()) == (403, {"error": (
+        f"Die Wallet {stranger.address} ist keinem Teilnehmer von "
+        f"{world.target.net.settings.network_name} zugeordnet; bitten Sie {CONTACT}, sie zu "
+        "registrieren.")})
 
 
 # --- settings, without a chain -------------------------------------------------------------

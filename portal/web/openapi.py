@@ -329,5 +329,7 @@ def description(settings: WebSettings) -> dict[str, Any]:
         f"{settings.index.chain.network_name} participant portal",
         "Sign in with the wallet (EIP-4361); each participant sees its own bill, trades, "
         "slots and statements, the grid operator everyone's. Errors are "
-        '{"error": "<a sentence>"}; amounts are the contract\'s integers as decimal strings. '
-        "See docs/portal.md.", paths, COMPONENTS)
+        '{"error": "<a sentence>"}, in English or German as the page (the lang query '
+        "parameter, else the pilotchain_lang cookie, else Accept-Language, else English); "
+        "amounts are the contract's integers as decimal strings. See docs/portal.md.", paths,
+        COMPONENTS)
