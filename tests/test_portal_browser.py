@@ -621,6 +621,8 @@ def test_a_german_browser_gets_the_apis_refusals_in_german(
     agent = page.send("Browser.getVersion")["userAgent"]
     page.send("Emulation.setUserAgentOverride", userAgent=agent,
               acceptLanguage="de-DE,de;q=0.9,en;q=0.5")
+    # The browser's language only: no choice of the switch kept from an earlier visit.
+    page.send("Network.deleteCookies", name="pilotchain_lang", url=world.url + "/")
     try:
         wallet = Wallet(page, world.target.net.rpc_url)
         open_portal(page, world)
