@@ -77,6 +77,7 @@ def answered_errors() -> set[str]:
 
 
 def call_name(node: ast.Call) -> str:
+    """The name a call calls: ``BadRequest(...)``, ``self._read(...)``."""
     func = node.func
     return func.id if isinstance(func, ast.Name) else \
         func.attr if isinstance(func, ast.Attribute) else ""
