@@ -165,7 +165,7 @@ def _low_balance(raw: str, env: Mapping[str, str]) -> int:
 _D = FaucetSettings()
 FAUCET_SETTINGS = SettingsGroup(
     "Faucet", "faucet",
-    "The faucet (gunicorn serving `faucet:create_app()`) also reads the chain settings "
+    "The faucet (gunicorn serving `faucet.app:create_app()`) also reads the chain settings "
     "(`RPC_URL`, `KEYS_DIR`, `CURRENCY_SYMBOL`, ...) and the Redis settings (its claim limits "
     "live there); see [docs/faucet.md](faucet.md).",
     (

@@ -1,5 +1,5 @@
 """gunicorn's configuration of the faucet, from its settings:
-``gunicorn --config python:faucet.gunicorn_conf 'faucet:create_app()'`` binds FAUCET_HOST:
+``gunicorn --config python:faucet.gunicorn_conf 'faucet.app:create_app()'`` binds FAUCET_HOST:
 FAUCET_PORT (the public page and API) and FAUCET_METRICS_HOST:FAUCET_METRICS_PORT
 (``/metrics`` only), with prometheus_client's multiprocess mode in FAUCET_METRICS_DIR
 (:mod:`pilotchain.gunicorn_hooks`). Workers, threads and timeouts stay on the command line."""

@@ -1,4 +1,5 @@
-"""The faucet in the native stack: gunicorn serving ``faucet:create_app()`` in the background."""
+"""The faucet in the native stack: gunicorn serving ``faucet.app:create_app()``, in the
+background."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ class FaucetService(ScrapedGunicornService[FaucetSettings]):
     metrics port; ready once ``/api/info`` answers 200."""
 
     name = "faucet"
-    app = "faucet:create_app()"
+    app = "faucet.app:create_app()"
     config = "faucet.gunicorn_conf"
     port_setting = "FAUCET_PORT"
     metrics_setting = "FAUCET_METRICS_PORT"

@@ -1,5 +1,5 @@
 """The participant portal in the native stack: its indexer (``python -m portal``) and its
-web app (gunicorn serving ``portal.web:create_app()``), both in the background."""
+web app (gunicorn serving ``portal.web.app:create_app()``), both in the background."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class PortalWebService(ScrapedGunicornService[WebSettings]):
     metrics port."""
 
     name = "portal"
-    app = "portal.web:create_app()"
+    app = "portal.web.app:create_app()"
     config = "portal.web.gunicorn_conf"
     port_setting = "PORTAL_PORT"
     metrics_setting = "PORTAL_METRICS_PORT"

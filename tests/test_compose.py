@@ -542,7 +542,7 @@ def test_the_portal_indexes_into_a_volume_and_links_to_the_explorer(
     app = services["bridge"]["image"]
     assert indexer["image"] == web["image"] == app, "the portal runs the PilotChain image"
     assert indexer["command"] == ["pilotchain-portal-indexer"]
-    assert web["command"][0] == "gunicorn" and web["command"][-1] == "portal.web:create_app()"
+    assert web["command"][0] == "gunicorn" and web["command"][-1] == "portal.web.app:create_app()"
     # Its configuration module binds PORTAL_HOST:PORTAL_PORT (and the metrics port).
     assert "python:portal.web.gunicorn_conf" in web["command"]
     web_env = environment_of(web)

@@ -21,7 +21,6 @@ from flask.testing import FlaskClient
 from limits import parse
 from web3 import Web3
 
-from faucet import create_app
 from faucet.addresses import (
     BAD_CHECKSUM,
     EMPTY,
@@ -41,6 +40,7 @@ from faucet.api import (
     NOT_OBJECT,
     TOO_DEEP,
 )
+from faucet.app import create_app
 from faucet.limits import STORE_DOWN, address_refusal, ip_refusal
 from faucet.page import STALE_FORM
 from faucet.wallet import UNREACHABLE, empty_sentence

@@ -14,8 +14,8 @@ import pytest
 from eth_account import Account
 from limits import parse
 
-from faucet import create_app
 from faucet.addresses import BAD_CHECKSUM, NOT_HEX, ZERO, parse_address
+from faucet.app import create_app
 from faucet.claims import format_units
 from faucet.config import FaucetSettings
 from faucet.coordination import SendLock

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from faucet import create_app
+from faucet.app import create_app
 from faucet.config import FaucetSettings
 from faucet.openapi import description
 from runner.localnet import LocalNetwork

@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from portal.web import create_app
+from portal.web.app import create_app
 from portal.web.config import WebSettings
 from portal.web.openapi import description
 

@@ -49,8 +49,8 @@ from pilotchain.settlement import SettlementABI
 from pilotchain.trades import uuid_to_bytes32
 from portal.db import Database
 from portal.siwe import parse_message
-from portal.web import STALE
 from portal.web.api import CSV_CHUNK_ROWS, SLOT_CSV, csv_response
+from portal.web.app import STALE
 from portal.web.config import WebSettings
 from runner.portal import PortalWebService, with_health_urls
 from runner.ports import free_port

@@ -203,7 +203,7 @@ PORTAL_HOST = Setting("PORTAL_HOST", "host", "str", _D.host,
                       "address gunicorn binds (`0.0.0.0` in a container)")
 PORTAL_WEB_SETTINGS = SettingsGroup(
     "Portal web app", "portal-web",
-    "The participant portal (gunicorn serving `portal.web:create_app()`) reads the index "
+    "The participant portal (gunicorn serving `portal.web.app:create_app()`) reads the index "
     "(`PORTAL_DATABASE_URL`), the chain settings, and for the operator's view the "
     "[Redis settings](#redis) and the dead-letter streams' names (`BRIDGE_STREAM`, "
     "`BRIDGE_DEAD_LETTER_STREAM`, `INGEST_STREAM`, `INGEST_DEAD_LETTER_STREAM`); see "

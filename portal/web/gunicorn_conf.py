@@ -1,5 +1,5 @@
 """gunicorn's configuration of the portal, from its settings:
-``gunicorn --config python:portal.web.gunicorn_conf 'portal.web:create_app()'`` binds
+``gunicorn --config python:portal.web.gunicorn_conf 'portal.web.app:create_app()'`` binds
 PORTAL_HOST:PORTAL_PORT (the pages and the API) and PORTAL_METRICS_HOST:PORTAL_METRICS_PORT
 (``/metrics`` only), with prometheus_client's multiprocess mode in PORTAL_METRICS_DIR
 (:mod:`pilotchain.gunicorn_hooks`). Workers, threads and timeouts stay on the command line."""

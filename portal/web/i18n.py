@@ -310,7 +310,7 @@ GERMAN: dict[str, str] = {
 # raised as its English template and its values, see pilotchain.errors.Phrase), and the words
 # and clauses filled into them. tests/test_portal_i18n.py finds every one at its raise site.
 GERMAN_ERRORS: dict[str, str] = {
-    # the HTTP edge (portal/web/__init__.py, http.py)
+    # the HTTP edge (portal/web/app.py, http.py)
     "There is no such portal endpoint.": "Diesen Endpunkt hat das Portal nicht.",
     "This endpoint does not accept {method} requests.":
         "Dieser Endpunkt nimmt keine {method}-Anfragen an.",
