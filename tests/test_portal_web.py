@@ -917,6 +917,44 @@ def test_without_an_explorer_trades_link_to_none(portal_world: PortalWorld,
     assert rows and all(row["explorer_url"] == "" for row in rows)
 
 
+def test_without_a_contact_the_grid_operator_is_named_in_each_language(
+        portal_world: PortalWorld, tmp_path: Path) -> None:
+    """A second portal on the same index with PORTAL_OPERATOR_CONTACT unset: the sign-in page
+    and an unregistered wallet's refusal name the grid operator in the page's language (in
+    German as each sentence needs it), not the English words filled into German."""
+    world = portal_world
+    env = portal_env(world.target.net, world.target.record, world.database_url, tmp_path,
+                     PORTAL_SECRET_FILE=str(tmp_path / "secret"), PORTAL_OPERATOR_CONTACT="")
+    service = PortalWebService(WebSettings.from_env(env), tmp_path / "pids", env)
+    stranger = Account.create()
+    network = world.target.net.settings.network_name
+    try:
+        assert service.start(world.target.net)
+        client = PortalClient(service.url)
+        english, german = client.get("/").text, client.get("/?lang=de").text
+        client.cookies.pop("pilotchain_lang", None)
+        refusals = {}
+        for lang in ("en", "de"):
+            message = client.challenge(stranger)
+            reply = client.post(f"/api/auth/verify?lang={lang}", json={
+                "message": message, "signature": sign(stranger, message)})
+            assert reply.status_code == 403, reply.text
+            refusals[lang] = reply.json()["error"]
+    finally:
+        service.stop()
+    # The sign-in page's hint (the page also carries the catalogue, English keys and all,
+    # for its script).
+    hint = re.compile(r'<p class="hint">(Wallets .*?)</p>')
+    assert hint.findall(english) == [
+        "Wallets are registered to participants by the grid operator."]
+    assert hint.findall(german) == ["Wallets werden Teilnehmern vom Netzbetreiber zugeordnet."]
+    assert refusals == {
+        "en": f"The wallet {stranger.address} is not registered to a participant of "
+              f"{network}; ask the grid operator to register it.",
+        "de": f"Die Wallet {stranger.address} ist keinem Teilnehmer von {network} "
+              "zugeordnet; bitten Sie den Netzbetreiber, sie zu registrieren."}
+
+
 def test_meter_transactions_carry_the_commands_calldata(portal_world: PortalWorld) -> None:
     world = portal_world
     contract = world.contract()

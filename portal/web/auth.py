@@ -131,10 +131,17 @@ def open_session() -> Response:
                                                datetime.now(UTC)))
     identity = services().ledger.identity(message.address)
     if identity.participant is None and not identity.is_operator:
+        network = settings.index.chain.network_name
+        if settings.operator_contact:
+            raise NotRegistered(
+                "The wallet {wallet} is not registered to a participant of {network}; ask "
+                "{contact} to register it.", wallet=message.address, network=network,
+                contact=settings.operator_contact)
+        # A sentence of its own: German says "the grid operator" differently here and on
+        # the page ("den" / "vom Netzbetreiber"), so it cannot be one value filled in.
         raise NotRegistered(
-            "The wallet {wallet} is not registered to a participant of {network}; ask "
-            "{contact} to register it.", wallet=message.address,
-            network=settings.index.chain.network_name, contact=settings.operator_contact)
+            "The wallet {wallet} is not registered to a participant of {network}; ask the "
+            "grid operator to register it.", wallet=message.address, network=network)
     role: Role = "operator" if identity.is_operator else "participant"
     opened = services().store.open_session(message.address, identity.participant, role)
     session.clear()

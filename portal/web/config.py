@@ -53,7 +53,8 @@ class WebSettings:
     secure_cookies: bool = True
     session_minutes: int = 60
     nonce_minutes: int = 10
-    operator_contact: str = "the grid operator"
+    # Empty: "the grid operator", said in the page's language (German declines it).
+    operator_contact: str = ""
     page_size: int = 50
     max_body_bytes: int = 16_384
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
@@ -233,7 +234,8 @@ PORTAL_WEB_SETTINGS = SettingsGroup(
         Setting("PORTAL_NONCE_MINUTES", "nonce_minutes", "int", _D.nonce_minutes,
                 "how long a sign-in message may wait for its signature", minimum=1),
         Setting("PORTAL_OPERATOR_CONTACT", "operator_contact", "str", _D.operator_contact,
-                "whom a wallet that is not registered is told to ask"),
+                "whom a wallet that is not registered is told to ask (a name, an address); "
+                "unset, the grid operator, in the page's language", default_text="(none)"),
         Setting("PORTAL_PAGE_SIZE", "page_size", "int", _D.page_size,
                 "trades per page unless the request asks for another number (at most 500)",
                 minimum=1, check=check_page_size),

@@ -45,6 +45,8 @@ GERMAN: dict[str, str] = {
     "Sign in with your wallet": "Mit der Wallet anmelden",
     "Wallets are registered to participants by {contact}.":
         "Wallets werden Teilnehmern von {contact} zugeordnet.",
+    "Wallets are registered to participants by the grid operator.":
+        "Wallets werden Teilnehmern vom Netzbetreiber zugeordnet.",
     "Your billing period at a glance": "Ihr Abrechnungszeitraum auf einen Blick",
     "Billing period": "Abrechnungszeitraum",
     "open period (running)": "offener Zeitraum (laufend)",
@@ -370,6 +372,10 @@ GERMAN_ERRORS: dict[str, str] = {
     "register it.":
         "Die Wallet {wallet} ist keinem Teilnehmer von {network} zugeordnet; bitten Sie "
         "{contact}, sie zu registrieren.",
+    "The wallet {wallet} is not registered to a participant of {network}; ask the grid "
+    "operator to register it.":
+        "Die Wallet {wallet} ist keinem Teilnehmer von {network} zugeordnet; bitten Sie den "
+        "Netzbetreiber, sie zu registrieren.",
     "Too many sign-in messages were asked for from your network address ({most} may wait "
     "for a signature at once); sign the last one, or try again in {wait}.":
         "Von Ihrer Netzwerkadresse wurden zu viele Anmeldenachrichten angefordert (höchstens "
