@@ -568,6 +568,9 @@ GERMAN_ERRORS: dict[str, str] = {
         "Der Settlement-Vertrag hat mit {revert} abgebrochen.",
 }
 CATALOGUES: dict[str, dict[str, str]] = {"en": {}, "de": GERMAN | GERMAN_ERRORS}
+# What the page's script translates itself: its own sentences only. The API's sentences come
+# translated in its answers, so every page need not carry them.
+SCRIPT_WORDS: dict[str, dict[str, str]] = {"en": {}, "de": GERMAN}
 
 
 def translate(lang: str, text: str) -> str:

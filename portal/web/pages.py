@@ -23,10 +23,10 @@ from flask import (
 from pilotchain.settings import PROJECT_ROOT
 from portal.web.http import services
 from portal.web.i18n import (
-    CATALOGUES,
     COOKIE,
     LANGUAGE_NAMES,
     LANGUAGES,
+    SCRIPT_WORDS,
     chosen_language,
     translate,
 )
@@ -55,7 +55,7 @@ def index() -> Response:
     lang = chosen_language()
     html = render_template("portal.html", network=chain.network_name,
                            contact=services().settings.operator_contact, lang=lang,
-                           languages=LANGUAGE_NAMES, words=CATALOGUES[lang],
+                           languages=LANGUAGE_NAMES, words=SCRIPT_WORDS[lang],
                            _=lambda text: translate(lang, text))
     response = make_response(html)
     if request.args.get("lang") in LANGUAGES:
