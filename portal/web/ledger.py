@@ -58,6 +58,11 @@ class Identity:
     is_operator: bool
 
 
+def unreachable(action: Phrase) -> LedgerUnavailable:
+    return LedgerUnavailable("{action} failed: the chain cannot be reached right now; try "
+                             "again in a minute.", action=action)
+
+
 class Ledger:
     """Reads of one deployment through the RPC node."""
 
@@ -75,8 +80,7 @@ class Ledger:
         try:
             return read(self.url, action, fn)
         except (ChainError, ContractLogicError):
-            raise LedgerUnavailable("{action} failed: the chain cannot be reached right now; "
-                                    "try again in a minute.", action=action) from None
+            raise unreachable(action) from None
 
     def identity(self, wallet: str) -> Identity:
         """The participant linked to ``wallet`` and whether it is the contract's admin."""
@@ -94,8 +98,7 @@ class Ledger:
         try:
             return self.contract.read_all(calls, action)
         except ChainError:
-            raise LedgerUnavailable("{action} failed: the chain cannot be reached right now; "
-                                    "try again in a minute.", action=action) from None
+            raise unreachable(action) from None
 
     def bill(self, participant: str) -> dict[str, int]:
         """The running bill of trades and of balancing, as ``billOf`` and ``balancingOf``
@@ -156,8 +159,4 @@ class Ledger:
 
     def current_slot(self) -> int:
         """The start of the slot the chain's newest block is in."""
-        length = self._read(Phrase("Reading the slot length"),
-                            lambda: self.contract.call(self.contract.abi.slot_seconds()))
-        now = self._read(Phrase("Reading the newest block"),
-                         lambda: self.w3.eth.get_block("latest")["timestamp"])
-        return int(now) // int(length) * int(length)
+        return self.slot_clock()[0]
