@@ -1117,6 +1117,33 @@ def test_the_api_answers_its_errors_in_the_requests_language(portal_world: Porta
         "registrieren.")})
 
 
+def test_what_a_request_sends_is_never_read_as_a_template(portal_world: PortalWorld) -> None:
+    """A value the API echoes in its sentence comes back exactly as sent, braces and all, in
+    German and in English: the template is always ours, what someone typed only fills it (a
+    value read as a template could name the error's other values or an object's
+    attributes, or break the answer)."""
+    world = portal_world
+    alice, operator = signed_in(world, world.alice), signed_in(world, world.operator)
+    sneaky = "{0.__class__}{wallet}{network!r}"
+    cases = [
+        (alice, "GET", f"/api/participants/{world.a}/trades",
+         {"params": {"page": sneaky}},
+         f"page muss eine ganze Zahl zwischen 1 und 2000000 sein, nicht {sneaky!r}.",
+         f"page must be a whole number between 1 and 2000000, not {sneaky!r}."),
+        (operator, "POST", "/api/operator/transactions/register",
+         {"json": {"participant": HOUSE, "wallet": sneaky}},
+         f"Die Angabe {sneaky!r} (Wallet) ist keine Ethereum-Adresse (0x und 40 "
+         "Hexadezimalziffern, in gemischter Schreibung mit gültiger Prüfsumme).",
+         f"The wallet {sneaky!r} is not an Ethereum address (0x and 40 hex digits, with a "
+         "valid checksum if mixed case)."),
+    ]
+    for client, method, path, kwargs, german, english in cases:
+        reply = in_german(client, "Accept-Language", method, path, **kwargs)
+        assert (reply.status_code, reply.json()) == (400, {"error": german}), path
+        reply = client.request(method, path, **kwargs)
+        assert (reply.status_code, reply.json()) == (400, {"error": english}), path
+
+
 # --- settings, without a chain -------------------------------------------------------------
 
 
