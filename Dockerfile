@@ -26,17 +26,27 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends nodejs npm fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 
+RUN useradd --uid 1000 --user-group --home-dir /home/pilot --create-home --shell /usr/sbin/nologin pilot \
+    && mkdir -p /var/lib/pilotchain "$PILOTCHAIN_HOME/scripts/lib"
+
+# What changes seldom comes first, each in a layer of its own, so that a change to the code
+# rebuilds only the last layers (seconds) and not pip's and npm's installs (a minute): the
+# Python dependencies as pyproject.toml lists them, then the npm packages as the lock pins them.
 WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > requirements.txt \
+    && pip install -r requirements.txt
+COPY package.json package-lock.json $PILOTCHAIN_HOME/
+RUN cd "$PILOTCHAIN_HOME" && npm ci --omit=dev --no-audit --no-fund
 COPY . .
-RUN pip install . \
-    && mkdir -p "$PILOTCHAIN_HOME/scripts/lib" \
-    && cp -r contracts package.json package-lock.json "$PILOTCHAIN_HOME/" \
+# --no-deps: the dependencies are above; pip check fails the build if they no longer match.
+RUN pip install --no-deps . \
+    && pip check \
+    && cp -r contracts "$PILOTCHAIN_HOME/" \
     && cp scripts/lib/solc-js "$PILOTCHAIN_HOME/scripts/lib/" \
-    && cd "$PILOTCHAIN_HOME" && npm ci --omit=dev --no-audit --no-fund \
+    && cd "$PILOTCHAIN_HOME" \
     && python -c "from pilotchain.contract import compile_settlement; compile_settlement()" \
-    && rm -rf /src \
-    && mkdir -p /var/lib/pilotchain \
-    && useradd --uid 1000 --user-group --home-dir /home/pilot --create-home --shell /usr/sbin/nologin pilot
+    && rm -rf /src
 COPY docker/app/entrypoint.sh /usr/local/bin/pilotchain-entrypoint
 
 # /var/lib/pilotchain holds named volumes (the portal's SQLite index); the entry point hands

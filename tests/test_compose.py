@@ -580,8 +580,8 @@ def test_the_image_serves_the_pinned_uplot_from_its_node_modules() -> None:
     runs from site-packages: no CDN, nothing fetched at run time."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "PILOTCHAIN_HOME=/opt/pilotchain" in dockerfile
-    assert re.search(r'cp -r [^\n]*package\.json package-lock\.json "\$PILOTCHAIN_HOME/"',
-                     dockerfile), "the image must copy package.json and its lock file"
+    assert re.search(r'COPY package\.json package-lock\.json \$PILOTCHAIN_HOME/', dockerfile), \
+        "the image must copy package.json and its lock file"
     assert 'cd "$PILOTCHAIN_HOME" && npm ci' in dockerfile
     assert "uplot" in json.loads((ROOT / "package.json").read_text())["dependencies"]
     assert "node_modules/uplot" in json.loads((ROOT / "package-lock.json").read_text())[
