@@ -35,9 +35,9 @@ from enum import IntEnum
 from itertools import pairwise
 from typing import Any
 
+import coincurve
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
@@ -205,16 +205,27 @@ class SignedReading:
 
     def signer(self, domain: Domain) -> str:
         """The address that signed the reading for ``domain``."""
-        signature = bytes(self.signature)
-        recovered: str = Account._recover_hash(self.reading.digest(domain), signature=signature)
-        return recovered
+        digest, signature = self.reading.digest(domain), bytes(self.signature)
+        try:
+            # libsecp256k1 through coincurve, as eth-keys recovers, without eth-account's
+            # objects around it: a sixth of the time, and the ingest checks every reading.
+            public = coincurve.PublicKey.from_signature_and_message(
+                signature[:64] + bytes([signature[64] - 27]), digest, hasher=None)
+        except (ValueError, IndexError):
+            # No key recovers (v not 27 or 28, r or s out of range): eth-account says why.
+            recovered: str = Account._recover_hash(digest, signature=signature)
+            return recovered
+        return to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:])
 
 
 def sign_reading(reading: MeterReading, key: LocalAccount | bytes, domain: Domain) -> SignedReading:
-    """Sign ``reading`` for ``domain`` with the meter's key, the way a meter does."""
-    account = key if isinstance(key, LocalAccount) else Account.from_key(key)
-    signed = account.sign_message(encode_typed_data(full_message=reading.typed_data(domain)))
-    return SignedReading(reading, bytes(signed.signature))
+    """Sign ``reading`` for ``domain`` with the meter's key, the way a meter does: its EIP-712
+    digest (that of :meth:`MeterReading.typed_data`, which a wallet signs), signed by
+    libsecp256k1 as eth-keys signs (RFC 6979, low s), with v 27 or 28."""
+    secret = key.key if isinstance(key, LocalAccount) else key
+    signed = coincurve.PrivateKey(bytes(secret)).sign_recoverable(reading.digest(domain),
+                                                                   hasher=None)
+    return SignedReading(reading, signed[:64] + bytes([signed[64] + 27]))
 
 
 def minutes_anchor(minute_readings: Sequence[MeterReading], domain: Domain) -> bytes:

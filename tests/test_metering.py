@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -16,6 +18,7 @@ from pilotchain.metering import (
     MeteringError,
     MeterReading,
     Rates,
+    SignedReading,
     SlotStatus,
     balance_slot,
     balancing_totals,
@@ -70,6 +73,45 @@ def test_hand_made_digest_equals_eth_accounts_typed_data_hash():
         domain = Domain(rng.getrandbits(32), "0x" + rng.randbytes(20).hex())
         message = encode_typed_data(full_message=reading.typed_data(domain))
         assert _hash_eip191_message(message) == reading.digest(domain)
+
+
+def test_signing_and_recovery_agree_with_eth_account():
+    """sign_reading and SignedReading.signer call libsecp256k1 directly: the same signature
+    as eth-account's EIP-712 signing of the typed data a wallet sees, and the same signer
+    recovered, for high-s (malleated) signatures too; where none recovers, the same error
+    (v other than 27 and 28, r or s out of range, a short signature)."""
+    rng = random.Random(7)
+    order = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    for _ in range(40):
+        key = Account.from_key(rng.randbytes(32))
+        reading = MeterReading(rng.randbytes(32), rng.getrandbits(64), rng.getrandbits(64),
+                               rng.getrandbits(64), rng.randbytes(32))
+        domain = Domain(rng.getrandbits(32), "0x" + rng.randbytes(20).hex())
+        signed = sign_reading(reading, key, domain)
+        typed = key.sign_message(encode_typed_data(full_message=reading.typed_data(domain)))
+        assert signed.signature == bytes(typed.signature)
+        assert sign_reading(reading, key.key, domain) == signed
+        r, s, v = signed.signature[:32], signed.signature[32:64], signed.signature[64]
+        malleated = r + (order - int.from_bytes(s, "big")).to_bytes(32, "big") + bytes([55 - v])
+        garbage = rng.randbytes(64) + bytes([rng.choice((27, 28))])
+        for signature in (signed.signature, malleated, garbage):
+            other = dataclasses.replace(signed, signature=signature)
+            assert outcome(other.signer, domain) == outcome(
+                Account._recover_hash, reading.digest(domain), signature=signature)
+        assert dataclasses.replace(signed, signature=malleated).signer(domain) == key.address
+    reading = MeterReading(EXAMPLE_METER, 900, 1, 2)
+    for bad in (bytes(65), b"\x01" * 64 + b"\x1d", b"\x01" * 64 + b"\x00", b"\x01" * 64,
+                b"\xff" * 64 + b"\x1b"):
+        assert outcome(SignedReading(reading, bad).signer, EXAMPLE_DOMAIN) == outcome(
+            Account._recover_hash, reading.digest(EXAMPLE_DOMAIN), signature=bad)
+
+
+def outcome(call: Callable[..., str], *args: Any, **kwargs: Any) -> tuple[str, str]:
+    """What ``call`` returned, or the type and words of what it raised."""
+    try:
+        return "recovered", call(*args, **kwargs)
+    except Exception as error:
+        return type(error).__name__, str(error)
 
 
 def test_a_signature_binds_chain_contract_and_every_field():
