@@ -83,10 +83,10 @@ class PrometheusService(BackgroundService):
         self.home = home.resolve()
         self.url = f"http://{LOOPBACK}:{settings.prometheus_port}"
 
-    def start(self, net: LocalNetwork | None = None) -> bool:
+    def launch(self, net: LocalNetwork | None = None) -> bool:
         """Start unless running, scraping ``net``'s geth nodes too."""
         self.geth = net.metrics_targets() if net is not None else {}
-        return super().start(net)
+        return super().launch(net)
 
     def argv(self) -> list[str]:
         binary = shutil.which("prometheus")

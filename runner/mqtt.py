@@ -50,6 +50,7 @@ class MqttService(BackgroundService):
 
     name = "mqtt"
     start_timeout = 30.0
+    others_need_it = True
 
     def __init__(self, connection: MqttConnection, data_dir: Path, state_dir: Path) -> None:
         super().__init__(state_dir, {"PATH": "/usr/sbin:/usr/bin:/bin"},
@@ -124,10 +125,10 @@ class MqttService(BackgroundService):
     def process_env(self, net: LocalNetwork | None) -> dict[str, str]:
         return dict(self.env)
 
-    def start(self, net: LocalNetwork | None = None) -> bool:
+    def launch(self, net: LocalNetwork | None = None) -> bool:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
-        return super().start(net)
+        return super().launch(net)
 
     def probe(self) -> bool:
         """Ready once the monitor's account can connect."""

@@ -23,6 +23,7 @@ class PortalIndexerService(BackgroundService):
 
     name = "portal-indexer"
     start_timeout = 90.0
+    others_need_it = True
 
     def __init__(self, settings: PortalSettings, state_dir: Path,
                  env: Mapping[str, str]) -> None:

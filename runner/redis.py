@@ -32,6 +32,7 @@ class RedisService(BackgroundService):
 
     name = "redis"
     start_timeout = 30.0
+    others_need_it = True
 
     def __init__(self, connection: RedisConnection, data_dir: Path, state_dir: Path) -> None:
         super().__init__(state_dir, {"PATH": "/usr/bin:/bin"})
@@ -80,12 +81,12 @@ class RedisService(BackgroundService):
     def process_env(self, net: LocalNetwork | None) -> dict[str, str]:
         return dict(self.env)
 
-    def start(self, net: LocalNetwork | None = None) -> bool:
-        """Start redis-server unless it runs already (or Redis is external); wait for PING."""
+    def launch(self, net: LocalNetwork | None = None) -> bool:
+        """Start redis-server unless it runs already (or Redis is external)."""
         if self.external:
             return False
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        return super().start(net)
+        return super().launch(net)
 
     def probe(self) -> bool:
         client = redis.Redis.from_url(self.url, socket_timeout=2)

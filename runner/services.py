@@ -58,6 +58,10 @@ class BackgroundService:
     name: str = "service"
     start_timeout: float = 60.0
     stop_timeout: float = 30.0
+    # Whether services after this one need it ready when they start (Redis, the broker, the
+    # portal's index, which the web app would otherwise migrate alongside): the stack awaits
+    # it before it starts the next, and stops it after those. The others start side by side.
+    others_need_it: bool = False
 
     def __init__(self, state_dir: Path, env: Mapping[str, str], *,
                  port: tuple[str, int, str] | None = None) -> None:
@@ -86,6 +90,14 @@ class BackgroundService:
 
     def start(self, net: LocalNetwork | None = None) -> bool:
         """Start unless running; return once ready (True if it was started)."""
+        launched = self.launch(net)
+        if launched:
+            self.wait_ready()
+        return launched
+
+    def launch(self, net: LocalNetwork | None = None) -> bool:
+        """Start the process unless it runs, without waiting for it to be ready (True if it
+        was started): ``./scripts/up`` starts services side by side, then awaits each."""
         if self.process.is_running():
             return False
         if self.port is not None:
@@ -93,7 +105,6 @@ class BackgroundService:
             check_port_free(port, setting, host, socket.SOCK_STREAM)
         self.process.start(self.argv(), marker=self.marker, log_file=self.log_file,
                            env=self.process_env(net), cwd=self.cwd)
-        self.wait_ready()
         return True
 
     def wait_ready(self) -> None:
@@ -237,12 +248,12 @@ class ScrapedGunicornService(GunicornService[M]):
 
     metrics_setting: str
 
-    def start(self, net: LocalNetwork | None = None) -> bool:
+    def launch(self, net: LocalNetwork | None = None) -> bool:
         s = self.settings
         if s.metrics_port and not self.process.is_running():
             check_port_free(s.metrics_port, self.metrics_setting, s.metrics_host,
                             socket.SOCK_STREAM)
-        return super().start(net)
+        return super().launch(net)
 
     def status(self) -> dict[str, Any]:
         found = super().status()

@@ -10,6 +10,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +35,7 @@ from runner.mqtt import MqttService
 from runner.portal import PortalIndexerService, PortalWebService, with_health_urls
 from runner.ports import check_port_free
 from runner.redis import RedisService
-from runner.services import MetricsSettings, Service
+from runner.services import BackgroundService, MetricsSettings, Service
 from runner.settlement import SettlementService
 from runner.tlsproxy import TlsProxyService
 
@@ -98,9 +99,9 @@ def build_services(settings: ChainSettings, env: Mapping[str, str], *,
         *proxy,
         SettlementService(settings),
         RedisService(RedisConnection.from_env(env), settings.data_dir / "redis", state_dir),
+        MqttService(MqttConnection.from_env(env), settings.data_dir / "mosquitto", state_dir),
         BridgeService(bridge, env, state_dir),
         FaucetService(faucet, state_dir, env),
-        MqttService(MqttConnection.from_env(env), settings.data_dir / "mosquitto", state_dir),
         IngestService(ingest, env, state_dir),
         IngestHttpService(HttpSettings.from_env(env), state_dir, env),
         IngestMqttService(subscriber, env, state_dir),
@@ -148,10 +149,7 @@ def up(settings: ChainSettings, build: Callable[[], Sequence[Service]] = lambda:
         # cycle; on a first start it can trail the signers by that much.
         progress("waiting for the RPC node to follow")
         net.wait_for_block(1, timeout=FIRST_BLOCK_TIMEOUT)
-    for service in services:
-        progress(f"checking {service.name}")
-        if service.start(net):
-            started.append(service.name)
+    started += start_services(services, net, progress)
     now = time.monotonic()
     return UpResult(services, started, created, sealed - began, now - began)
 
@@ -180,12 +178,45 @@ def up_roles(settings: ChainSettings, roles: Sequence[str],
     if "apps" in roles:
         progress(f"waiting for this organisation's RPC node at {settings.rpc_url}")
         wait_for_chain(settings, net.manifest.genesis_hash)
-    started = [*applied.started, *applied.restarted]
+    started = [*applied.started, *applied.restarted, *start_services(services, None, progress)]
+    return UpResult(services, started, [], sealed - began, time.monotonic() - began, applied)
+
+
+def start_services(services: Sequence[Service], net: LocalNetwork | None,
+                   progress: Callable[[str], None]) -> list[str]:
+    """Start what is not running of ``services``, side by side: each process starts without
+    waiting for those before it to be ready, except after a service the later ones need
+    (``others_need_it``) or a step that is not a process (the deployment), which is ready
+    before the next starts; then each is awaited in order. Returns the names started, in
+    order. A service that does not become ready raises; the others go on (``down`` stops
+    them), as when they started one by one."""
+    started: set[str] = set()
+    starting: list[BackgroundService] = []
     for service in services:
         progress(f"checking {service.name}")
-        if service.start(None):
-            started.append(service.name)
-    return UpResult(services, started, [], sealed - began, time.monotonic() - began, applied)
+        if isinstance(service, BackgroundService) and not service.others_need_it:
+            if service.launch(net):
+                starting.append(service)
+        elif service.start(net):
+            started.add(service.name)
+    for waiting in starting:
+        waiting.wait_ready()
+        started.add(waiting.name)
+    return [service.name for service in services if service.name in started]
+
+
+def stop_services(services: Sequence[Service]) -> list[str]:
+    """Stop ``services``: those no other needs side by side, then the rest in reverse order
+    (the portal's index, the broker, Redis last); the names of those that had to be killed."""
+    apps = [service for service in services
+            if isinstance(service, BackgroundService) and not service.others_need_it]
+    with ThreadPoolExecutor(max_workers=max(1, len(apps))) as pool:
+        clean = dict(zip([service.name for service in apps],
+                         pool.map(lambda service: service.stop(), apps), strict=True))
+    for service in reversed(services):
+        if service not in apps:
+            clean[service.name] = service.stop()
+    return [service.name for service in reversed(services) if not clean[service.name]]
 
 
 def wait_for_chain(settings: ChainSettings, genesis: str) -> None:
@@ -226,7 +257,7 @@ def down(settings: ChainSettings, services: Sequence[Service] = (), *,
          wipe: bool = False) -> list[str]:
     """Stop everything the runner started, services first; return what had to be killed."""
     net = network(settings)
-    unclean = [service.name for service in reversed(services) if not service.stop()]
+    unclean = stop_services(services)
     unclean += net.stop()
     if wipe:
         shutil.rmtree(net.home, ignore_errors=True)
