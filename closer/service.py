@@ -67,7 +67,8 @@ class Closer:
         while True:
             try:
                 client = SettlementClient.open(self.settings.chain, self.settings.key_role)
-                return SlotCloser(client, Sender(client.w3, account, url=client.url))
+                return SlotCloser(client, Sender(client.w3, account, url=client.url),
+                                  stop=self.stop)
             except OperatorError as error:
                 raise CloserConfigError(str(error)) from None
             except ChainError as error:
@@ -81,6 +82,9 @@ class Closer:
         try:
             result = closer.close_due()
         except (ChainError, OperatorError) as error:
+            if self.stop.is_set():  # told to stop while it waited: not a failure
+                log.info("%s", error)
+                return
             self.metrics.set(state="retrying", problem=str(error))
             log.warning("Closing slots failed: %s Retrying in %.0f s.", error,
                         self.settings.interval)

@@ -552,11 +552,28 @@ class Sender:
         return self.account.sign_transaction(full)
 
 
-def wait_for_receipt(w3: Web3, tx_hash: HexBytes, *, timeout: float = 60.0) -> TxReceipt:
-    """The receipt of ``tx_hash``, or a ChainError after ``timeout`` seconds."""
-    try:
-        return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.1)
-    except (TimeExhausted, TransactionNotFound):
-        raise ChainError(
-            f"Transaction {tx_hash.to_0x_hex()} was not mined within {timeout:.0f} s."
-        ) from None
+def wait_for_receipt(w3: Web3, tx_hash: HexBytes, *, timeout: float = 60.0,
+                     stop: threading.Event | None = None) -> TxReceipt:
+    """The receipt of ``tx_hash``, or a ChainError after ``timeout`` seconds, or as soon as
+    ``stop`` is set: a service told to stop does not wait out a chain that stopped first."""
+    if stop is None:
+        try:
+            return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout,
+                                                       poll_latency=0.1)
+        except (TimeExhausted, TransactionNotFound):
+            raise ChainError(
+                f"Transaction {tx_hash.to_0x_hex()} was not mined within {timeout:.0f} s."
+            ) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            pass
+        if stop.is_set():
+            raise ChainError(f"Stopped before transaction {tx_hash.to_0x_hex()} was mined; "
+                             "whatever it did is read from the chain at the next start.")
+        if time.monotonic() >= deadline:
+            raise ChainError(
+                f"Transaction {tx_hash.to_0x_hex()} was not mined within {timeout:.0f} s.")
+        stop.wait(0.1)

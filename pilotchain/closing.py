@@ -23,6 +23,7 @@ block without a transaction, replaced by the in-turn one with it): every pass re
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -119,9 +120,13 @@ class SlotCloser:
     ``sender``; keeps what it learnt from the events between passes."""
 
     def __init__(self, client: SettlementClient, sender: Sender, *,
-                 max_batch: int | None = None, max_candidates: int = MAX_CANDIDATES) -> None:
+                 max_batch: int | None = None, max_candidates: int = MAX_CANDIDATES,
+                 stop: threading.Event | None = None) -> None:
         self.client = client
         self.sender = sender
+        # Set when the service stops: no batch is sent after it, and the one sent is not
+        # awaited (its outcome is read from the chain at the next start).
+        self.stop = stop
         self.max_batch = max_batch
         self.max_candidates = max_candidates
         self.participants: dict[bytes, Participant] = {}
@@ -244,6 +249,8 @@ class SlotCloser:
             size = min(size, self.max_batch)
         balanced = unmetered = transactions = 0
         for start in range(0, len(due), size):
+            if self.stop is not None and self.stop.is_set():
+                break
             batch = due[start:start + size]
             receipt = self._send([p for p, _ in batch], [s for _, s in batch])
             transactions += 1
@@ -268,7 +275,7 @@ class SlotCloser:
             reason = client.abi.decode_revert(revert_data(error))
             raise OperatorError(f"Closing {len(slots)} slots from "
                                 f"{format_time(min(slots))} refused: {refusal(reason)}") from None
-        receipt = wait_for_receipt(client.w3, tx_hash, timeout=120)
+        receipt = wait_for_receipt(client.w3, tx_hash, timeout=120, stop=self.stop)
         if receipt["status"] != 1:
             raise OperatorError(f"Closing {len(slots)} slots failed: transaction "
                                 f"{tx_hash.to_0x_hex()} reverted (gas used "

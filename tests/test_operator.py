@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -57,6 +58,8 @@ from runner.ports import free_port
 
 SLOT = 30
 CT = 10**18
+# A service stops within its container's grace period (docker-compose.yml: 30 s) or is killed.
+STOP_SECONDS = 30
 
 
 @dataclass
@@ -131,14 +134,19 @@ class Pilot:
 
 @pytest.fixture
 def pilot(chain: LocalNetwork, tmp_path: Path) -> Pilot:
-    w3 = connect(chain.rpc_url)
-    operator = chain.keys.role("operator").unlock()
+    return make_pilot(chain, tmp_path)
+
+
+def make_pilot(net: LocalNetwork, home: Path) -> Pilot:
+    """A fresh Settlement on ``net``, the operator its admin and reader."""
+    w3 = connect(net.rpc_url)
+    operator = net.keys.role("operator").unlock()
     deployment = deploy_settlement(w3, operator, operator.address, reader=operator.address,
                                    compiled=compile_settlement())
-    record = tmp_path / "settlement.json"
+    record = home / "settlement.json"
     save_deployment(deployment, record)
-    target = Pilot(chain, w3, settlement_contract(w3, deployment), deployment, record,
-                   tmp_path, operator, Sender(w3, operator))
+    target = Pilot(net, w3, settlement_contract(w3, deployment), deployment, record,
+                   home, operator, Sender(w3, operator))
     target.send("setSlotSeconds", SLOT)
     target.send("setCloseDelay", 0)
     return target
@@ -393,6 +401,44 @@ def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
         assert metrics["balanced"] >= 1 and metrics["unmetered"] >= 1
     finally:
         process.stop()
+
+
+def test_a_closer_told_to_stop_while_the_chain_will_not_mine_its_transaction_stops_at_once(
+        make_network: Callable[..., LocalNetwork], tmp_path: Path) -> None:
+    """SIGTERM while the closer awaits the receipt of a transaction the chain will not mine
+    (two of its three signers stopped first, as ``docker compose stop`` may stop them
+    alongside it): it stops within seconds, not after its two-minute wait for the receipt,
+    which a container's grace period (30 s) ends with a kill."""
+    pilot = make_pilot(make_network(), tmp_path)
+    closer_key = pilot.net.keys.role("closer")
+    ensure_account(pilot.w3, pilot.operator, pilot.deployment, closer_key.address, role=None)
+    pid, key, meter = uuid_to_bytes32(uuid.uuid4()), Account.create(), meter_id(uuid.uuid4())
+    pilot.send("registerMeter", meter, key.address, pid, pid)
+    s0 = pilot.head_time() // SLOT * SLOT - 3 * SLOT
+    pilot.readings(meter, key, {s0: (0, 0), s0 + SLOT: (1, 1)})  # s0, s0 + SLOT due
+    for name in ("validator2", "validator3"):
+        pilot.net.stop_node(name)  # one signer of three seals no more than one block
+    chain = replace(pilot.net.settings, rpc_url_override=pilot.net.rpc_url,
+                    deployment_file_override=pilot.record)
+    process = CloserProcess(CloserSettings(chain=chain, interval=1.0, metrics_port=free_port()),
+                            tmp_path / "closer.log")
+    pending = partial(pilot.w3.eth.get_transaction_count, closer_key.address)
+    process.start()
+    try:
+        wait_for(lambda: pending("pending") > pending("latest") or None,
+                 timeout=START_SECONDS, what="the closer's transaction to wait in the RPC "
+                 f"node's pool; its log:\n{process.log_tail()}")
+        assert process.process is not None
+        asked = time.monotonic()
+        process.process.terminate()
+        assert process.process.wait(timeout=STOP_SECONDS) == 0, process.log_tail()
+        took = time.monotonic() - asked
+        assert pending("pending") > pending("latest")  # still unmined: it did not wait
+    finally:
+        process.stop()
+    log = process.log_tail()
+    assert "Stopped before transaction" in log and log.rstrip().endswith("Stopped."), log
+    print(f"the closer stopped {took:.1f} s after SIGTERM")
 
 
 def test_slot_timing_by_command(pilot: Pilot) -> None:
