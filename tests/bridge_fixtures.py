@@ -27,12 +27,13 @@ import requests
 from hexbytes import HexBytes
 from recordings import RECORDINGS
 from web3 import Web3
-from web3.types import TxReceipt
+from web3.contract import Contract
+from web3.types import TxParams, TxReceipt
 
 from bridge.config import BridgeSettings, StreamSettings
 from bridge.events import EVENT_FIELD
 from bridge.pipeline import Bridge
-from pilotchain.chain import connect, receipt_within
+from pilotchain.chain import Sender, connect, receipt_within
 from pilotchain.contract import (
     Deployment,
     compile_settlement,
@@ -70,8 +71,8 @@ __all__ = [
     "NOTICE_SECONDS", "PERIOD", "STALL_BLOCKS", "STALL_WHY", "START_SECONDS", "STREAM",
     "BridgeProcess", "BridgeThread", "Deployed", "ServiceProcess", "ServiceThread",
     "bridge_env", "bridge_settings", "deploy", "deployed", "duplicates", "mined",
-    "publish_lines", "read_lines", "settled_on_chain", "synthesise", "wait_for_work",
-    "work_progress",
+    "mined_all", "publish_lines", "read_lines", "send", "send_calls", "send_data",
+    "settled_on_chain", "synthesise", "wait_for_work", "work_progress",
 ]
 
 
@@ -259,6 +260,54 @@ def mined(w3: Web3, tx_hash: HexBytes | bytes, *, blocks: int = MINED_WITHIN) ->
     """The receipt of ``tx_hash`` from ``w3``, a test network's node, within ``blocks`` blocks
     (a sent transaction goes into the next block, or one soon after when the pool is busy)."""
     return receipt_within(w3, HexBytes(tx_hash), blocks=blocks, period=PERIOD)
+
+
+def mined_all(w3: Web3, sent: Sequence[tuple[str, HexBytes | bytes]]) -> list[TxReceipt]:
+    """The receipts of transactions sent back to back, each ``(what, tx hash)``, in order;
+    each must have succeeded (``what`` names it if not). One waits for all: a sender's
+    transactions go into the chain in nonce order, a few to a block when many, so the last
+    gets a block more per transaction before it counts as lost."""
+    receipts = [mined(w3, tx_hash, blocks=MINED_WITHIN + len(sent)) for _, tx_hash in sent]
+    for (what, _), receipt in zip(sent, receipts, strict=True):
+        assert receipt["status"] == 1, f"{what} failed on chain"
+    return receipts
+
+
+def send_data(w3: Web3, sender: Sender, to: str, *calls: tuple[str, bytes | str]
+              ) -> list[TxReceipt]:
+    """Each call, ``(name, calldata)``, sent to ``to`` from ``sender`` without waiting (its
+    nonces keep their order on chain), then all mined and successful; their receipts.
+
+    The node estimates gas on its latest block, which holds none of the calls sent before
+    in the batch: a later call's estimate could revert (a reading of a meter registered
+    just before) or come out too low (a slot closed with readings the estimate did not
+    see). So every call after the first may use half a block's gas; it pays only for
+    what it uses.
+
+    Only one sender's calls have an order: a call that needs another sender's transaction
+    (closing a slot after the bridge recorded its trade) goes after that one's receipt."""
+    half_a_block = w3.eth.get_block("latest")["gasLimit"] // 2 if len(calls) > 1 else 0
+    sent = []
+    for index, (name, data) in enumerate(calls):
+        tx: TxParams = {"to": to, "data": data}
+        if index:
+            tx["gas"] = half_a_block
+        sent.append((name, sender.send(tx)))
+    return mined_all(w3, sent)
+
+
+def send_calls(w3: Web3, sender: Sender, contract: Contract, *calls: tuple[Any, ...]
+               ) -> list[TxReceipt]:
+    """Contract calls, each ``(function name, *arguments)``, as :func:`send_data` sends
+    them: back to back from ``sender``, then all awaited; their receipts."""
+    return send_data(w3, sender, contract.address,
+                     *((name, contract.encode_abi(name, args=list(args)))
+                       for name, *args in calls))
+
+
+def send(w3: Web3, sender: Sender, contract: Contract, name: str, *args: Any) -> TxReceipt:
+    """One contract call from ``sender``, mined and successful; its receipt."""
+    return send_calls(w3, sender, contract, (name, *args))[0]
 
 
 def wait_for_work(net: LocalNetwork, condition: Callable[[], T | None], *,

@@ -21,7 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 import redis
-from bridge_fixtures import START_SECONDS, ServiceProcess, ServiceThread, mined
+from bridge_fixtures import START_SECONDS, ServiceProcess, ServiceThread, mined_all
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from paho.mqtt.enums import CallbackAPIVersion
@@ -49,7 +49,7 @@ from pilotchain.meter_accounts import MeterAccounts, account_name
 from pilotchain.metering import Domain, MeterReading, SignedReading, meter_id, sign_reading
 from pilotchain.settings import PROJECT_ROOT
 from runner.ingest import IngestHttpService
-from runner.localnet import MINED_WITHIN, LocalNetwork
+from runner.localnet import LocalNetwork
 from runner.mqtt import MqttService, connect_check, private_mqtt
 from runner.ports import free_port
 from worker.metrics import Metrics
@@ -215,8 +215,7 @@ def register_meters(target: MeteredChain, count: int) -> list[Meter]:
         hashes.append(sender.send({"to": target.contract.address, "data": data,
                                    "gas": 300_000}))
         meters.append(meter)
-    for tx_hash in hashes:  # all sent at once: a block may not take them all
-        assert mined(target.w3, tx_hash, blocks=MINED_WITHIN + len(hashes))["status"] == 1
+    mined_all(target.w3, [("registerMeter", tx_hash) for tx_hash in hashes])
     return meters
 
 

@@ -15,8 +15,8 @@ from bridge_fixtures import (
     BridgeThread,
     Deployed,
     bridge_settings,
-    mined,
     publish_lines,
+    send_calls,
     settled_on_chain,
     wait_for_work,
     work_progress,
@@ -64,12 +64,6 @@ class SettledRun:
     closed: dict[tuple[uuid.UUID, int], dict[str, Any]]
 
 
-def send(target: MeteredChain, sender: Sender, data: Any) -> Any:
-    receipt = mined(target.w3, sender.send({"to": target.contract.address, "data": data}))
-    assert receipt["status"] == 1
-    return receipt
-
-
 def settle_metered_run(target: MeteredChain, redis_url: str, tmp_path: Path, export: Path,
                        lines: list[str], deviations: dict[uuid.UUID, float]) -> SettledRun:
     """Meters from ``export`` on chain, then ``lines`` (the run's recording) through the
@@ -77,9 +71,9 @@ def settle_metered_run(target: MeteredChain, redis_url: str, tmp_path: Path, exp
     unmetered)."""
     admin = Sender(target.w3, target.net.keys.role("operator").unlock())
     contract = target.contract
-    send(target, admin, contract.encode_abi("setCloseDelay", args=[0]))
-    send(target, admin, contract.encode_abi("setRates", args=[
-        RATES.from_slot, RATES.shortfall, RATES.grid_supply, RATES.feed_in]))
+    send_calls(target.w3, admin, contract,
+               ("setCloseDelay", 0),
+               ("setRates", RATES.from_slot, RATES.shortfall, RATES.grid_supply, RATES.feed_in))
 
     # Meters first: the contract counts boundary energy from trades recorded once metered.
     chain_settings = replace(target.net.settings, rpc_url_override=target.net.rpc_url,
@@ -108,10 +102,11 @@ def settle_metered_run(target: MeteredChain, redis_url: str, tmp_path: Path, exp
     every_slot = range(min(simulation.slots), max(simulation.slots) + SLOT, SLOT)
     pairs = [(p, slot) for p in participants for slot in every_slot]
     closed: dict[tuple[uuid.UUID, int], dict[str, Any]] = {}
-    for start in range(0, len(pairs), CLOSE_CHUNK):
-        chunk = pairs[start:start + CLOSE_CHUNK]
-        receipt = send(target, admin, contract.encode_abi("closeSlots", args=[
-            [uuid_to_bytes32(p) for p, _ in chunk], [slot for _, slot in chunk]]))
+    chunks = [pairs[start:start + CLOSE_CHUNK] for start in range(0, len(pairs), CLOSE_CHUNK)]
+    receipts = send_calls(target.w3, admin, contract, *(
+        ("closeSlots", [uuid_to_bytes32(p) for p, _ in chunk], [slot for _, slot in chunk])
+        for chunk in chunks))
+    for receipt in receipts:
         for event in contract.events.SlotBalanced().process_receipt(receipt, errors=DISCARD):
             args = dict(event["args"])
             closed[(uuid.UUID(bytes=bytes(args["participant"])[16:]), int(args["slot"]))] = args

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_fixtures import Deployed, ServiceProcess, mined, settled_on_chain
+from bridge_fixtures import Deployed, ServiceProcess, mined_all, settled_on_chain
 
 from pilotchain.chain import Sender, connect, fees_for
 from pilotchain.contract import Deployment
@@ -23,7 +23,6 @@ from pilotchain.settings import PROJECT_ROOT
 from pilotchain.settlement import Settlement, SettlementABI
 from pilotchain.trades import TRADE_SETTLED_TOPIC, TradeRecord
 from portal.config import PortalSettings
-from runner.localnet import MINED_WITHIN
 from runner.postgres import PostgresServer
 
 __all__ = ["BILL_FIELDS", "ENGINES", "IndexerProcess", "chain_trade_rows", "index_url",
@@ -76,10 +75,8 @@ def record_trades(target: Deployed, records: Sequence[TradeRecord], *, batch: in
                            "data": SettlementABI(abi).record_trades(records[start:start + batch])},
                           fees=fees)
               for start in range(0, len(records), batch)]
-    # All sent at once, a few to a block: the last may wait one block per batch before it.
-    receipts = [dict(mined(w3, tx_hash, blocks=MINED_WITHIN + len(hashes))) for tx_hash in hashes]
-    assert all(receipt["status"] == 1 for receipt in receipts)
-    return receipts
+    return [dict(receipt) for receipt in mined_all(w3, [("recordTrades", tx_hash)
+                                                         for tx_hash in hashes])]
 
 
 def trade_row(record: TradeRecord) -> dict[str, Any]:

@@ -32,8 +32,9 @@ from bridge_fixtures import (
     BridgeProcess,
     Deployed,
     bridge_settings,
-    mined,
     publish_lines,
+    send,
+    send_calls,
 )
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -226,13 +227,6 @@ class PortalClient:
         return self.verify(message, sign(account, message))
 
 
-def send(w3: Any, sender: Sender, contract: Any, name: str, *args: Any) -> dict[str, Any]:
-    data = contract.encode_abi(name, args=list(args))
-    receipt = mined(w3, sender.send({"to": contract.address, "data": data}))
-    assert receipt["status"] == 1, name
-    return dict(receipt)
-
-
 def two_busiest(records: list[TradeRecord]) -> tuple[uuid.UUID, uuid.UUID]:
     counts = Counter(p for r in records for p in (r.seller, r.buyer))
     (first, _), (second, _) = counts.most_common(2)
@@ -251,11 +245,11 @@ def meter_participant(target: Deployed, operator: LocalAccount, a: uuid.UUID
     meter_key = Account.create()
     meter = meter_id(uuid.uuid4())
     pid = uuid_to_bytes32(a)
-    send(w3, admin, contract, "registerMeter", meter, meter_key.address, pid, pid)
-    send(w3, admin, contract, "setCloseDelay", 0)
-    send(w3, admin, contract, "setRates", 0, *RATES)
-    send(w3, admin, contract, "grantRole", contract.functions.READER_ROLE().call(),
-         operator.address)
+    send_calls(w3, admin, contract,
+               ("registerMeter", meter, meter_key.address, pid, pid),
+               ("setCloseDelay", 0),
+               ("setRates", 0, *RATES),
+               ("grantRole", contract.functions.READER_ROLE().call(), operator.address))
     base = w3.eth.get_block("latest")["timestamp"] // SLOT * SLOT
     slots = [base - 3 * SLOT, base - 2 * SLOT, base - SLOT]
     market, other = uuid.uuid4(), uuid.uuid4()
@@ -263,14 +257,18 @@ def meter_participant(target: Deployed, operator: LocalAccount, a: uuid.UUID
               TradeRecord(uuid.uuid4(), market, slots[1], other, a, other, a, 20 * WH,
                           2 * CT, 0),
               TradeRecord(uuid.uuid4(), market, slots[2], a, other, a, other, 5 * WH, CT, 0)]
+    # After the meter (the contract counts a trade across it only once it is registered),
+    # before the slots' closing, which the operator sends only once this is mined.
     send(w3, recorder, contract, "recordTrades", [t.as_contract_tuple() for t in trades])
     domain = Domain(w3.eth.chain_id, contract.address)
     readings = [sign_reading(MeterReading(meter, slots[0] + i * SLOT, imp, exp), meter_key,
                              domain) for i, (imp, exp) in enumerate(REGISTERS)]
-    send(w3, admin, contract, "submitReadings", [r.as_contract_tuple() for r in readings])
-    send(w3, admin, contract, "closeSlots", [pid] * 3, slots)
-    # Ending a slot before now, so that the operator can close the next period at ``base``.
-    send(w3, admin, contract, "closePeriod", base - SLOT)
+    send_calls(w3, admin, contract,
+               ("submitReadings", [r.as_contract_tuple() for r in readings]),
+               ("closeSlots", [pid] * 3, slots),
+               # Ending a slot before now, so that the operator can close the next period
+               # at ``base``.
+               ("closePeriod", base - SLOT))
     return trades
 
 
@@ -318,9 +316,10 @@ def portal_chain(chain: LocalNetwork, tmp_path_factory: pytest.TempPathFactory) 
     record_trades(target, others[1:])
     alice, bob, carol = Account.create(), Account.create(), Account.create()
     admin, contract = Sender(w3, operator), settlement_contract(w3, target.deployment)
-    send(w3, admin, contract, "registerParticipant", uuid_to_bytes32(a), alice.address)
-    send(w3, admin, contract, "registerParticipant", uuid_to_bytes32(b), bob.address)
-    send(w3, admin, contract, "registerParticipant", uuid_to_bytes32(c), carol.address)
+    send_calls(w3, admin, contract,
+               ("registerParticipant", uuid_to_bytes32(a), alice.address),
+               ("registerParticipant", uuid_to_bytes32(b), bob.address),
+               ("registerParticipant", uuid_to_bytes32(c), carol.address))
     return PortalChain(target, records, metered, alice, bob, operator, a, b, carol, c, others)
 
 

@@ -14,12 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge_fixtures import Deployed, mined
+from bridge_fixtures import Deployed, send, send_calls, send_data
 from eth_account import Account
 from ingest_fixtures import MeteredChain
 from recordings import DATA
-from web3 import Web3
-from web3.contract import Contract
 
 from pilotchain.audit import audit
 from pilotchain.chain import Sender, connect
@@ -50,11 +48,13 @@ CT = 10**18
 
 
 def record(net: LocalNetwork, contract: str, abi: list[dict[str, object]],
-           records: list[TradeRecord]) -> None:
+           *batches: list[TradeRecord]) -> None:
+    """Each batch in a recordTrades of its own by the bridge's key, sent back to back (so
+    recorded in this order) and all awaited."""
     w3 = connect(net.rpc_url)
     sender = Sender(w3, net.keys.role("bridge").unlock())
-    tx_hash = sender.send({"to": contract, "data": SettlementABI(abi).record_trades(records)})
-    assert mined(w3, tx_hash)["status"] == 1
+    send_data(w3, sender, contract, *(("recordTrades", SettlementABI(abi).record_trades(batch))
+                                      for batch in batches))
 
 
 def run_audit(net: LocalNetwork, record_file: Path) -> subprocess.CompletedProcess[str]:
@@ -66,20 +66,11 @@ def run_audit(net: LocalNetwork, record_file: Path) -> subprocess.CompletedProce
                           check=False)
 
 
-def send(w3: Web3, sender: Sender, contract: Contract, name: str, *args: Any) -> Any:
-    """One contract call, mined and successful; its receipt."""
-    data = contract.encode_abi(name, args=list(args))
-    receipt = mined(w3, sender.send({"to": contract.address, "data": data}))
-    assert receipt["status"] == 1, name
-    return receipt
-
-
 def test_the_audit_of_a_faithful_settlement_finds_nothing(deployed: Deployed) -> None:
     net, deployment = deployed.net, deployed.deployment
     abi = compile_settlement().abi
     batches = [read_recording(DATA / name) for name in RECORDINGS]
-    for batch in [*batches, batches[0]]:  # the last one again: every trade skipped
-        record(net, deployment.address, abi, batch)
+    record(net, deployment.address, abi, *batches, batches[0])  # the last: every trade skipped
     result = run_audit(net, deployed.record)
     assert result.returncode == 0, result.stdout + result.stderr
     trades = sum(len(batch) for batch in batches)
@@ -160,40 +151,44 @@ def test_the_audit_of_a_faithful_metered_settlement_finds_nothing(
     early = records[:10]
     assert held and not set(held) & set(early)
 
-    send(w3, admin, contract, "setCloseDelay", 0)
-    send(w3, admin, contract, "setRates", slots[0], 40 * CT, 30 * CT, 8 * CT)
-    send(w3, admin, contract, "setRates", split, 50 * CT, 35 * CT, 10 * CT)
+    send_calls(w3, admin, contract,
+               ("setCloseDelay", 0),
+               ("setRates", slots[0], 40 * CT, 30 * CT, 8 * CT),
+               ("setRates", split, 50 * CT, 35 * CT, 10 * CT))
     record(metered.net, contract.address, contract.abi, early)  # before the meters: not counted
     meters = [SimulatedMeter(h, meter_id(uuid.uuid4()), Account.create(), factors[h])
               for h in houses]
     register_meters(w3, metered.net.rpc_url, Settlement(w3, metered.net.rpc_url, contract.address,
                                                        SettlementABI(contract.abi)), keys, meters)
     rest = [r for r in records[10:] if r not in held]
-    for start in range(0, len(rest), 150):
-        record(metered.net, contract.address, contract.abi, rest[start:start + 150])
+    record(metered.net, contract.address, contract.abi,
+           *(rest[start:start + 150] for start in range(0, len(rest), 150)))
 
     registers = matching_registers(boundary_energy(records, {h: h for h in houses}), slots,
                                    factors)
     missing = split + 5 * SLOT  # the buyer's reading here is lost: two slots unmetered
     readings = [reading for m in meters for reading in signed_boundary_readings(
         m, registers[m.participant], metered.domain, missing if m.participant == buyer else None)]
-    for start in range(0, len(readings), 40):
-        send(w3, reader, contract, "submitReadings", readings[start:start + 40])
+    send_calls(w3, reader, contract, *(("submitReadings", readings[start:start + 40])
+                                       for start in range(0, len(readings), 40)))
 
     pairs = [(h, slot) for h in houses for slot in every_slot]
     pairs.append((sellers[0], every_slot[-1] + 3 * SLOT))  # no readings this late: unmetered
     first = [pair for pair in pairs if pair[1] < split]
     second = [pair for pair in pairs if pair[1] >= split]
-    for part in (first, second):
-        for start in range(0, len(part), 60):
-            chunk = part[start:start + 60]
-            send(w3, admin, contract, "closeSlots", [uuid_to_bytes32(h) for h, _ in chunk],
+
+    def close(part: list[tuple[uuid.UUID, int]]) -> list[tuple[Any, ...]]:
+        return [("closeSlots", [uuid_to_bytes32(h) for h, _ in chunk],
                  [slot for _, slot in chunk])
-        if part is first:
-            send(w3, admin, contract, "closePeriod", split)
-            record(metered.net, contract.address, contract.abi, held)  # after their slot closed
-    send(w3, admin, contract, "closePeriod", every_slot[-1] + 4 * SLOT)
-    send(w3, admin, contract, "markPaid", 1, uuid_to_bytes32(buyer))
+                for chunk in (part[start:start + 60] for start in range(0, len(part), 60))]
+
+    # The operator's calls in two batches, the held trades recorded between them: after
+    # their slot closed, before the second period's close.
+    send_calls(w3, admin, contract, *close(first), ("closePeriod", split))
+    record(metered.net, contract.address, contract.abi, held)
+    send_calls(w3, admin, contract, *close(second),
+               ("closePeriod", every_slot[-1] + 4 * SLOT),
+               ("markPaid", 1, uuid_to_bytes32(buyer)))
 
     # The faithful contract's own events show every kind of deviation, priced.
     logs = contract.events.SlotBalanced().get_logs(from_block=metered.deployment.block_number)
@@ -238,9 +233,10 @@ def test_the_audit_names_every_balancing_difference_of_a_faulty_settlement(
     house, market, seller = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     meter_key, meter = Account.create(), meter_id(uuid.uuid4())
     pid = uuid_to_bytes32(house)
-    send(w3, admin, contract, "registerMeter", meter, meter_key.address, pid, pid)
-    send(w3, admin, contract, "setCloseDelay", 0)
-    send(w3, admin, contract, "setRates", 0, 40 * CT, 30 * CT, 0)
+    send_calls(w3, admin, contract,
+               ("registerMeter", meter, meter_key.address, pid, pid),
+               ("setCloseDelay", 0),
+               ("setRates", 0, 40 * CT, 30 * CT, 0))
     head = w3.eth.get_block("latest")["timestamp"]
     slot = head // SLOT * SLOT - 2 * SLOT
     purchase = TradeRecord(uuid.uuid4(), market, slot, seller, house, seller, house, 6 * WH,
@@ -249,8 +245,9 @@ def test_the_audit_names_every_balancing_difference_of_a_faulty_settlement(
     domain = Domain(w3.eth.chain_id, contract.address)
     readings = [sign_reading(MeterReading(meter, t, i, 500), meter_key, domain)
                 for t, i in ((slot, 1000), (slot + SLOT, 1009))]
-    send(w3, admin, contract, "submitReadings", [r.as_contract_tuple() for r in readings])
-    send(w3, admin, contract, "closeSlots", [pid], [slot])
+    send_calls(w3, admin, contract,
+               ("submitReadings", [r.as_contract_tuple() for r in readings]),
+               ("closeSlots", [pid], [slot]))
 
     report = audit(w3, chain.rpc_url, deployment)
     kinds = sorted(finding.kind for finding in report.findings)

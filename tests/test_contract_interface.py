@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_fixtures import mined
+from bridge_fixtures import send_data
 from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
@@ -204,21 +204,21 @@ def settled(chain: LocalNetwork, compiled: CompiledContract) -> Settled:
     contract = Settlement.at(w3, chain.rpc_url, deployment)
     abi, admin = contract.abi, Sender(w3, operator)
 
-    def send(data: bytes) -> int:
-        receipt = mined(w3, admin.send({"to": contract.address, "data": data}))
-        assert receipt["status"] == 1
-        return int(receipt["blockNumber"])
-
-    send(abi.set_slot_seconds(SLOT))
-    send(abi.set_close_delay(0))
-    send(abi.register_participant(PID_A, WALLET))
-    send(abi.register_meter(METER, SIGNER.address, PID_A, PID_A))
-    send(abi.set_rates(Rates(0, 40 * CT, 30 * CT, 8 * CT)))
     domain = Domain(deployment.chain_id, deployment.address)
-    send(abi.submit_readings([sign_reading(MeterReading(METER, 900, 12, 3), SIGNER, domain)]))
-    before = send(abi.record_trades([TRADE])) - 1
     head = int(w3.eth.get_block("latest")["timestamp"])
-    send(abi.close_period(head // SLOT * SLOT))
+    # All the operator's, sent back to back: nonce order is chain order.
+    receipts = send_data(
+        w3, admin, contract.address,
+        ("set_slot_seconds", abi.set_slot_seconds(SLOT)),
+        ("set_close_delay", abi.set_close_delay(0)),
+        ("register_participant", abi.register_participant(PID_A, WALLET)),
+        ("register_meter", abi.register_meter(METER, SIGNER.address, PID_A, PID_A)),
+        ("set_rates", abi.set_rates(Rates(0, 40 * CT, 30 * CT, 8 * CT))),
+        ("submit_readings", abi.submit_readings(
+            [sign_reading(MeterReading(METER, 900, 12, 3), SIGNER, domain)])),
+        ("record_trades", abi.record_trades([TRADE])),
+        ("close_period", abi.close_period(head // SLOT * SLOT)))
+    before = int(receipts[-2]["blockNumber"]) - 1  # the block before the trade's
     return Settled(contract, settlement_contract(w3, deployment), before, operator.address)
 
 

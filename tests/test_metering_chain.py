@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
-from bridge_fixtures import mined
+from bridge_fixtures import send, send_calls
 from eth_account import Account
-from web3 import Web3
-from web3.contract import Contract
 from web3.logs import DISCARD
 
 from pilotchain.chain import Sender, connect
@@ -22,14 +19,6 @@ pytestmark = pytest.mark.chain
 
 SLOT = 900
 CT = 10**18
-
-
-def send(w3: Web3, sender: Sender, contract: Contract, name: str, *args: Any) -> Any:
-    """Send one contract call through the RPC node and return its mined, successful receipt."""
-    data = contract.encode_abi(name, args=list(args))
-    receipt = mined(w3, sender.send({"to": contract.address, "data": data}))
-    assert receipt["status"] == 1, name
-    return receipt
 
 
 def test_a_signed_reading_closes_a_slot_on_the_real_chain(chain: LocalNetwork) -> None:
@@ -46,9 +35,10 @@ def test_a_signed_reading_closes_a_slot_on_the_real_chain(chain: LocalNetwork) -
     meter_key = Account.create()
     meter = meter_id(uuid.uuid4())
     pid = uuid_to_bytes32(house)
-    send(w3, admin, contract, "registerMeter", meter, meter_key.address, pid, pid)
-    send(w3, admin, contract, "setCloseDelay", 0)
-    send(w3, admin, contract, "setRates", 0, 40 * CT, 30 * CT, 0)
+    send_calls(w3, admin, contract,
+               ("registerMeter", meter, meter_key.address, pid, pid),
+               ("setCloseDelay", 0),
+               ("setRates", 0, 40 * CT, 30 * CT, 0))
 
     head = w3.eth.get_block("latest")["timestamp"]
     slot = head // SLOT * SLOT - 2 * SLOT  # ended, and its deadline (no delay) passed
@@ -60,16 +50,18 @@ def test_a_signed_reading_closes_a_slot_on_the_real_chain(chain: LocalNetwork) -
                 sign_reading(MeterReading(meter, slot + SLOT, 1000, 507), meter_key, domain)]
     forged = sign_reading(MeterReading(meter, slot + 2 * SLOT, 1000, 600), Account.create(),
                           domain)
-    receipt = send(w3, admin, contract, "submitReadings",
-                   [r.as_contract_tuple() for r in [*readings, forged]])
+    # The closing after the readings, both the operator's: one batch.
+    receipt, closing = send_calls(
+        w3, admin, contract,
+        ("submitReadings", [r.as_contract_tuple() for r in [*readings, forged]]),
+        ("closeSlots", [pid], [slot]))
     events = contract.events
     submitted = events.ReadingsSubmitted().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert (submitted["recorded"], submitted["duplicates"], submitted["refused"]) == (2, 0, 1)
     refusal = contract.events.ReadingRefused().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert (refusal["index"], refusal["reason"]) == (2, Refusal.BAD_SIGNATURE)
 
-    receipt = send(w3, admin, contract, "closeSlots", [pid], [slot])
-    balanced = contract.events.SlotBalanced().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    balanced = contract.events.SlotBalanced().process_receipt(closing, errors=DISCARD)[0]["args"]
     assert (balanced["sold"], balanced["exportEnergy"]) == (10 * WH, 7 * WH)
     assert balanced["shortfallCharge"] == 3 * WH * 40
     assert contract.functions.balancingOf(pid).call() == [3 * WH * 40, 0]

@@ -9,10 +9,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from bridge_fixtures import mined, wait_for_work, work_progress
+from bridge_fixtures import send_calls, send_data, wait_for_work, work_progress
 from ingest_fixtures import (
     SLOT,
     IngestThread,
@@ -45,12 +44,6 @@ RECORDING = next(path for path in RECORDINGS if path.name == "default_2a_one_sid
 CT = 10**18
 
 
-def send(target: MeteredChain, sender: Sender, data: bytes) -> Any:
-    receipt = mined(target.w3, sender.send({"to": target.contract.address, "data": data}))
-    assert receipt["status"] == 1
-    return receipt
-
-
 @pytest.mark.parametrize("deviate", [False, True], ids=["exact", "deviation"])
 def test_simulated_meters_balance_like_the_reference(
         deviate: bool, broker: MqttService, metered: MeteredChain, redis_url: str,
@@ -63,9 +56,9 @@ def test_simulated_meters_balance_like_the_reference(
     admin = Sender(metered.w3, keys.role("operator").unlock())
     recorder = Sender(metered.w3, keys.role("bridge").unlock())
     contract = metered.contract
-    send(metered, admin, contract.encode_abi("setCloseDelay", args=[0]))
     rates = [Rates(0, 40 * CT, 30 * CT, 8 * CT)]
-    send(metered, admin, contract.encode_abi("setRates", args=[0, 40 * CT, 30 * CT, 8 * CT]))
+    send_calls(metered.w3, admin, contract,
+               ("setCloseDelay", 0), ("setRates", 0, 40 * CT, 30 * CT, 8 * CT))
 
     connection = broker.connection
     ingest_password = tmp_path / "ingest.password"
@@ -98,9 +91,10 @@ def test_simulated_meters_balance_like_the_reference(
                       what=f"{boundaries} boundary readings on chain")
     # The trades after the meters: the contract counts a participant's boundary energy from
     # the trades recorded once it is metered (as in a pilot, where meters come first).
-    for start in range(0, len(records), 200):
-        send(metered, recorder,
-             SettlementABI(contract.abi).record_trades(records[start:start + 200]))
+    encode = SettlementABI(contract.abi).record_trades
+    send_data(metered.w3, recorder, contract.address,
+              *(("recordTrades", encode(records[start:start + 200]))
+                for start in range(0, len(records), 200)))
     assert dead_letter_reasons(redis_url) == []
     keys = json.loads((tmp_path / "meters.json").read_text())
     assert keys["throwaway"] is True
@@ -118,13 +112,12 @@ def test_simulated_meters_balance_like_the_reference(
         assert on_chain == registers[participant]
 
     pairs = [(p, slot) for p in participants for slot in every_slot]
-    closed = []
-    for start in range(0, len(pairs), 60):
-        chunk = pairs[start:start + 60]
-        receipt = send(metered, admin, contract.encode_abi("closeSlots", args=[
-            [uuid_to_bytes32(p) for p, _ in chunk], [slot for _, slot in chunk]]))
-        closed += [dict(event["args"]) for event in
-                   contract.events.SlotBalanced().process_receipt(receipt, errors=DISCARD)]
+    chunks = [pairs[start:start + 60] for start in range(0, len(pairs), 60)]
+    receipts = send_calls(metered.w3, admin, contract, *(
+        ("closeSlots", [uuid_to_bytes32(p) for p, _ in chunk], [slot for _, slot in chunk])
+        for chunk in chunks))
+    closed = [dict(event["args"]) for receipt in receipts for event in
+              contract.events.SlotBalanced().process_receipt(receipt, errors=DISCARD)]
     assert len(closed) == len(pairs)
     reference = compute_balancing(records, homes, registers, rates, pairs)
     assert [(e["shortfallCharge"], e["excessCharge"], e["surplusCredit"]) for e in closed] == \

@@ -31,7 +31,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from bridge_fixtures import NOTICE_SECONDS, START_SECONDS, ServiceProcess, mined
+from bridge_fixtures import NOTICE_SECONDS, START_SECONDS, ServiceProcess, send, send_calls
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from split import HEAL_BLOCKS, HEAL_WHY, Nodes, wait
@@ -76,11 +76,11 @@ class Pilot:
     admin: Sender
 
     def send(self, name: str, *args: Any, sender: Sender | None = None) -> Any:
-        data = self.contract.encode_abi(name, args=list(args))
-        receipt = mined(self.w3, (sender or self.admin).send(
-            {"to": self.contract.address, "data": data}))
-        assert receipt["status"] == 1, name
-        return receipt
+        return send(self.w3, sender or self.admin, self.contract, name, *args)
+
+    def send_all(self, *calls: tuple[Any, ...]) -> list[Any]:
+        """The operator's calls, each ``(name, *args)``, back to back, then all awaited."""
+        return send_calls(self.w3, self.admin, self.contract, *calls)
 
     def env(self) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -115,10 +115,15 @@ class Pilot:
     def readings(self, meter: bytes, key: LocalAccount, registers: dict[int, tuple[int, int]]
                  ) -> None:
         """Submit signed boundary readings (the operator holds READER_ROLE here)."""
+        self.send(*self.readings_call(meter, key, registers))
+
+    def readings_call(self, meter: bytes, key: LocalAccount,
+                      registers: dict[int, tuple[int, int]]) -> tuple[Any, ...]:
+        """The submitReadings call of :meth:`readings`, for :meth:`send_all`."""
         domain = Domain(self.deployment.chain_id, self.deployment.address)
         signed = [sign_reading(MeterReading(meter, t, *registers[t]), key, domain)
                   for t in sorted(registers)]
-        self.send("submitReadings", [r.as_contract_tuple() for r in signed])
+        return ("submitReadings", [r.as_contract_tuple() for r in signed])
 
     def closings(self) -> Counter[tuple[bytes, int]]:
         """How often each (participant, slot) was closed, from the events."""
@@ -147,8 +152,7 @@ def make_pilot(net: LocalNetwork, home: Path) -> Pilot:
     save_deployment(deployment, record)
     target = Pilot(net, w3, settlement_contract(w3, deployment), deployment, record,
                    home, operator, Sender(w3, operator))
-    target.send("setSlotSeconds", SLOT)
-    target.send("setCloseDelay", 0)
+    target.send_all(("setSlotSeconds", SLOT), ("setCloseDelay", 0))
     return target
 
 
@@ -229,12 +233,13 @@ def test_the_operators_routine_by_command(pilot: Pilot, tmp_path: Path) -> None:
 
     # A sells 10 Wh across its meter in s0, exports 7: a 3 Wh shortfall. In s0 + SLOT it
     # imports 2 Wh it never bought: excess. B buys 5 Wh in s0 + SLOT but read only once.
-    pilot.send("recordTrades", [trade(market, s0, house_a, supplier, 10, 3),
-                                trade(market, s0 + SLOT, supplier, house_b, 5, 2),
-                                trade(house_a, s0, supplier, house_a, 1, 1)])  # inside A
-    pilot.readings(meter_id(meter_a), key_a, {s0: (100, 50), s0 + SLOT: (100, 57),
-                                              s0 + 2 * SLOT: (102, 57)})
-    pilot.readings(meter_id(meter_b), key_b, {s0: (0, 0)})
+    # All the operator's (the recorder here too): one batch.
+    pilot.send_all(("recordTrades", [trade(market, s0, house_a, supplier, 10, 3),
+                                     trade(market, s0 + SLOT, supplier, house_b, 5, 2),
+                                     trade(house_a, s0, supplier, house_a, 1, 1)]),  # inside A
+                   pilot.readings_call(meter_id(meter_a), key_a, {
+                       s0: (100, 50), s0 + SLOT: (100, 57), s0 + 2 * SLOT: (102, 57)}),
+                   pilot.readings_call(meter_id(meter_b), key_b, {s0: (0, 0)}))
 
     until = s0 + 3 * SLOT
     done = pilot.command("slots", "close", "--until", str(until))
@@ -340,9 +345,9 @@ def test_the_closer_closes_due_slots_survives_a_restart_and_idles(pilot: Pilot,
     house = uuid.uuid4()
     pid = uuid_to_bytes32(house)
     key, meter = Account.create(), meter_id(uuid.uuid4())
-    pilot.send("registerMeter", meter, key.address, pid, pid)
     s0 = pilot.head_time() // slot * slot - 4 * slot
-    pilot.readings(meter, key, {s0: (0, 0), s0 + slot: (1, 1)})
+    pilot.send_all(("registerMeter", meter, key.address, pid, pid),
+                   pilot.readings_call(meter, key, {s0: (0, 0), s0 + slot: (1, 1)}))
 
     chain = replace(pilot.net.settings, rpc_url_override=pilot.net.rpc_url,
                     deployment_file_override=pilot.record)
@@ -477,12 +482,12 @@ def test_the_closer_follows_a_slot_length_set_after_it_started(pilot: Pilot) -> 
     closer = SlotCloser(client, client.sender)
     assert closer.close_due().closed == 0  # nothing metered yet, slots of SLOT s so far
     length = 2 * SLOT
-    pilot.send("setSlotSeconds", length)
     pid = uuid_to_bytes32(uuid.uuid4())
     key, meter = Account.create(), meter_id(uuid.uuid4())
-    pilot.send("registerMeter", meter, key.address, pid, pid)
     s0 = pilot.head_time() // length * length - 3 * length
-    pilot.readings(meter, key, {s0: (0, 0), s0 + length: (1, 1)})
+    pilot.send_all(("setSlotSeconds", length),
+                   ("registerMeter", meter, key.address, pid, pid),
+                   pilot.readings_call(meter, key, {s0: (0, 0), s0 + length: (1, 1)}))
     closer.close_all(until=s0 + length)
     assert pilot.status(pid, s0) == 1  # balanced, on the new grid
 
@@ -506,8 +511,7 @@ def test_the_closer_learns_of_a_meter_a_reorganisation_moved_into_a_block_it_had
     pilot = Pilot(net, w3, settlement_contract(w3, deployment), deployment, record, tmp_path,
                   operator, Sender(w3, operator))
     slot = 10
-    pilot.send("setSlotSeconds", slot)
-    pilot.send("setCloseDelay", 0)
+    pilot.send_all(("setSlotSeconds", slot), ("setCloseDelay", 0))
     client = SettlementClient.open(replace(net.settings, rpc_url_override=net.rpc_url,
                                            deployment_file_override=record))
     closer = SlotCloser(client, client.sender)

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_fixtures import START_SECONDS, Deployed, mined, synthesise, wait_for_work
+from bridge_fixtures import (
+    START_SECONDS,
+    Deployed,
+    send,
+    send_calls,
+    synthesise,
+    wait_for_work,
+)
 from eth_account import Account
 from portal_fixtures import (
     IndexerProcess,
@@ -27,7 +34,6 @@ from portal_fixtures import (
 )
 from recordings import RECORDINGS
 from web3 import Web3
-from web3.contract import Contract
 
 from pilotchain.chain import NodeRefused, Sender, connect, wait_for
 from pilotchain.config import masked_url
@@ -128,14 +134,6 @@ def test_recordings_are_indexed_exactly_as_the_chain_and_the_recording_say(
     assert cursor.block_number <= head - settings.confirmations
 
 
-def send(w3: Web3, sender: Sender, contract: Contract, name: str, *args: Any) -> dict[str, Any]:
-    """One contract call through the RPC node; its mined, successful receipt."""
-    data = contract.encode_abi(name, args=list(args))
-    receipt = mined(w3, sender.send({"to": contract.address, "data": data}))
-    assert receipt["status"] == 1, name
-    return dict(receipt)
-
-
 def without_where(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in ("block_number", "log_index", "tx_hash")}
             for row in rows]
@@ -154,14 +152,16 @@ def test_every_kept_event_is_indexed(deployed: Deployed, index_url: str) -> None
     meter_key = Account.create()
     meter = meter_id(uuid.uuid4())
 
-    send(w3, admin, contract, "registerParticipant", pid, first_wallet)
-    send(w3, admin, contract, "registerParticipant", pid, second_wallet)  # replaces the first
-    send(w3, admin, contract, "unregisterParticipant", pid)
-    send(w3, admin, contract, "registerMeter", meter, meter_key.address, pid, pid)
-    send(w3, admin, contract, "setCloseDelay", 0)
-    send(w3, admin, contract, "setRates", 0, 40 * CT, 30 * CT, 0)
-    send(w3, admin, contract, "grantRole", contract.functions.READER_ROLE().call(),
-         operator.address)
+    # The operator's calls in two batches around the bridge's trade, which needs the meter
+    # (to count across it) and comes before the slot's closing.
+    send_calls(w3, admin, contract,
+               ("registerParticipant", pid, first_wallet),
+               ("registerParticipant", pid, second_wallet),  # replaces the first
+               ("unregisterParticipant", pid),
+               ("registerMeter", meter, meter_key.address, pid, pid),
+               ("setCloseDelay", 0),
+               ("setRates", 0, 40 * CT, 30 * CT, 0),
+               ("grantRole", contract.functions.READER_ROLE().call(), operator.address))
     head = w3.eth.get_block("latest")["timestamp"]
     slot = head // SLOT * SLOT - 2 * SLOT  # ended, and its deadline (no delay) passed
     sale = TradeRecord(uuid.uuid4(), market, slot, house, buyer, house, buyer, 10 * WH, CT, 0)
@@ -169,11 +169,12 @@ def test_every_kept_event_is_indexed(deployed: Deployed, index_url: str) -> None
     domain = Domain(w3.eth.chain_id, contract.address)
     readings = [sign_reading(MeterReading(meter, slot, 1000, 500), meter_key, domain),
                 sign_reading(MeterReading(meter, slot + SLOT, 1000, 507), meter_key, domain)]
-    send(w3, admin, contract, "submitReadings", [r.as_contract_tuple() for r in readings])
-    send(w3, admin, contract, "closeSlots", [pid, pid], [slot, slot - SLOT])
-    send(w3, admin, contract, "deactivateMeter", meter, slot + SLOT)
-    send(w3, admin, contract, "closePeriod", slot + SLOT)
-    last = send(w3, admin, contract, "markPaid", 1, pid)
+    *_, last = send_calls(w3, admin, contract,
+                          ("submitReadings", [r.as_contract_tuple() for r in readings]),
+                          ("closeSlots", [pid, pid], [slot, slot - SLOT]),
+                          ("deactivateMeter", meter, slot + SLOT),
+                          ("closePeriod", slot + SLOT),
+                          ("markPaid", 1, pid))
 
     settings = portal_settings(deployed, index_url, confirmations=0)
     indexed(settings)
@@ -231,32 +232,39 @@ def test_open_period_bills_equal_the_contracts(deployed: Deployed, index_url: st
     pid = uuid_to_bytes32(house)
     meter_key = Account.create()
     meter = meter_id(uuid.uuid4())
-    send(w3, admin, contract, "registerMeter", meter, meter_key.address, pid, pid)
-    send(w3, admin, contract, "setCloseDelay", 0)
-    send(w3, admin, contract, "setRates", 0, 40 * CT, 30 * CT, 5 * CT)
-    send(w3, admin, contract, "grantRole", contract.functions.READER_ROLE().call(),
-         operator.address)
+    send_calls(w3, admin, contract,
+               ("registerMeter", meter, meter_key.address, pid, pid),
+               ("setCloseDelay", 0),
+               ("setRates", 0, 40 * CT, 30 * CT, 5 * CT),
+               ("grantRole", contract.functions.READER_ROLE().call(), operator.address))
     domain = Domain(w3.eth.chain_id, contract.address)
     first = w3.eth.get_block("latest")["timestamp"] // SLOT * SLOT - 3 * SLOT
     second = first + SLOT
 
-    def trade(slot: int, seller: uuid.UUID, buyer: uuid.UUID, wh: int, ct: int) -> None:
+    def trade(slot: int, seller: uuid.UUID, buyer: uuid.UUID, wh: int, ct: int
+              ) -> tuple[Any, ...]:
         record = TradeRecord(uuid.uuid4(), market, slot, seller, buyer, seller, buyer,
                              wh * WH, ct * CT + 7, 3)
-        send(w3, recorder, contract, "recordTrades", [record.as_contract_tuple()])
+        return ("recordTrades", [record.as_contract_tuple()])
 
-    def read_and_close(slot: int, registers: dict[int, tuple[int, int]]) -> None:
+    def read_and_close(slot: int, registers: dict[int, tuple[int, int]]
+                       ) -> list[tuple[Any, ...]]:
         readings = [sign_reading(MeterReading(meter, time, imported, exported), meter_key,
                                  domain) for time, (imported, exported) in registers.items()]
-        send(w3, admin, contract, "submitReadings", [r.as_contract_tuple() for r in readings])
-        send(w3, admin, contract, "closeSlots", [pid], [slot])
+        return [("submitReadings", [r.as_contract_tuple() for r in readings]),
+                ("closeSlots", [pid], [slot])]
 
-    trade(first, house, neighbour, 10, 25)  # period 1: sold 10 Wh, exported 7
-    read_and_close(first, {first: (1000, 500), second: (1000, 507)})
-    send(w3, admin, contract, "closePeriod", second)
-    trade(second, house, neighbour, 8, 20)  # the open period: sold 8 Wh, exported 11
-    trade(second, neighbour, house, 20, 50)  # bought 20 Wh, imported 26
-    read_and_close(second, {second + SLOT: (1026, 518)})
+    # Each sender's calls in one batch, awaited before the other's that depend on them: the
+    # operator closes a slot once the bridge's trades of it are in.
+    send_calls(w3, recorder, contract,
+               trade(first, house, neighbour, 10, 25))  # period 1: sold 10 Wh, exported 7
+    send_calls(w3, admin, contract,
+               *read_and_close(first, {first: (1000, 500), second: (1000, 507)}),
+               ("closePeriod", second))
+    send_calls(w3, recorder, contract,
+               trade(second, house, neighbour, 8, 20),  # the open period: sold 8 Wh, exported 11
+               trade(second, neighbour, house, 20, 50))  # bought 20 Wh, imported 26
+    send_calls(w3, admin, contract, *read_and_close(second, {second + SLOT: (1026, 518)}))
 
     settings = portal_settings(deployed, index_url, confirmations=0)
     indexer = indexed(settings)
