@@ -21,8 +21,16 @@ fi
 mkdir -p "$DATA_DIR/keystore"
 cp "$KEYSTORE_FILE" "$DATA_DIR/keystore/"
 
-# shellcheck disable=SC2086  # COMMON_FLAGS is a flag list on purpose
-exec "$PILOTCHAIN_GETH" $COMMON_FLAGS \
-    --mine --miner.etherbase "$SIGNER_ADDRESS" --miner.gaslimit "$GAS_LIMIT" \
+# MINE=0: unlock the key but seal only once told to (miner_start over IPC): the native
+# runner starts several validators' sealing together once each has unlocked its key
+# (runner/localnet.py says why).
+MINE_FLAGS="--mine"
+if [ "${MINE:-1}" = 0 ]; then
+    MINE_FLAGS=""
+fi
+
+# shellcheck disable=SC2086  # COMMON_FLAGS and MINE_FLAGS are flag lists on purpose
+exec "$PILOTCHAIN_GETH" $COMMON_FLAGS $MINE_FLAGS \
+    --miner.etherbase "$SIGNER_ADDRESS" --miner.gaslimit "$GAS_LIMIT" \
     --unlock "$SIGNER_ADDRESS" --password "$PASSWORD_FILE" \
     "$@"

@@ -10,12 +10,15 @@ import ipaddress
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.types import TxReceipt
+from web3.exceptions import Web3RPCError
+from web3.types import RPCEndpoint, TxReceipt
 
 from pilotchain.chain import (
     call,
@@ -107,35 +110,71 @@ class LocalNetwork:
         return [name for name in self._state.get("nodes", {}) if self.is_running(name)]
 
     def start(self, progress: Callable[[str], None] = lambda _: None) -> list[str]:
-        """Start every node that is not running; return the names started."""
+        """Start every node that is not running; return the names started.
+
+        The validators started here seal only once each has unlocked its key, all together.
+        geth drops the blocks it is sent until it seals (or has synced), and sets a peer's
+        head from a sent block to that block's parent: a restarted validator that unlocked
+        first sealed at once, the others, still unlocking, dropped its block and sealed
+        their own, and with each having "signed recently" on a view of its own and none
+        seeing another's head as higher, the chain stayed there for good.
+        """
         started = [name for name in self.node_names() if not self.is_running(name)]
+        signers = {role.name for role in self.keys.validators()}
         for name in started:
             progress(f"starting {name} (log: {self.log_file(name)})")
-            self.start_node(name)
+            self.start_node(name, seal=name not in signers)
+        self._start_sealing([name for name in started if name in signers])
         return started
 
-    def start_node(self, name: str, *, timeout: float = 60.0) -> None:
-        """Start ``name`` and wait until it listens (its IPC socket is up).
+    def start_node(self, name: str, *, timeout: float = 60.0, seal: bool = True) -> None:
+        """Start ``name`` and wait until it listens (its IPC socket is up); a validator
+        started with ``seal`` False unlocks its key but seals only once told to.
 
         Starting nodes one after the other lets each dial the static peers already
         listening, so signers meet within a second instead of after a discovery round.
         """
         if self.is_running(name):
             return
-        self._spawn(name)
+        self._spawn(name, seal=seal)
         if name != BOOTNODE:
             wait_for(lambda: self.ipc_path(name).exists() or self._check_alive(name),
                      timeout=timeout, what=f"{name} to open its IPC socket")
+
+    def _start_sealing(self, names: Sequence[str], *, timeout: float = 120.0) -> None:
+        """Once every validator of ``names`` has unlocked its key, start their sealing
+        together (each unlocks a scrypt keystore: seconds, on a busy machine)."""
+        if not names:
+            return
+        nodes = {name: connect(str(self.ipc_path(name))) for name in names}
+
+        def unlocked(name: str) -> bool:
+            address = self.keys.role(name).address
+            try:
+                nodes[name].manager.request_blocking(RPCEndpoint("eth_sign"), [address, "0x00"])
+            except Web3RPCError:  # "authentication needed: password or unlock"
+                self._check_alive(name)
+                return False
+            return True
+
+        for name in names:
+            wait_for(partial(unlocked, name), timeout=timeout,
+                     what=f"{name} to unlock its signer key")
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            list(pool.map(lambda name: nodes[name].manager.request_blocking(
+                RPCEndpoint("miner_start"), []), names))
 
     def node_ports(self, name: str) -> dict[str, int]:
         """The p2p, authrpc and metrics ports of node ``name`` (metrics 0: off)."""
         index = self.node_names().index(name) if name in self.node_names() else 0
         return self.ports.node(name, index)
 
-    def _spawn(self, name: str) -> None:
+    def _spawn(self, name: str, *, seal: bool = True) -> None:
         ports = self.node_ports(name)
         self.datadir(name).mkdir(parents=True, exist_ok=True)
         argv, env = self._command(name, ports)
+        if not seal:
+            env["MINE"] = "0"
         marker = str(self.keys.bootnode_key_file if name == BOOTNODE else self.datadir(name))
         self.process(name).start(argv, marker=marker, log_file=self.log_file(name), env=env,
                                  cwd=PROJECT_ROOT)
