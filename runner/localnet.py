@@ -222,9 +222,6 @@ class LocalNetwork:
         if name == RPC_NODE:
             env.update(HTTP_ADDR=self.settings.host, HTTP_PORT=str(self.ports.http),
                        WS_PORT=str(self.ports.ws), STATIC_PEERS=self._static_peers(name),
-                       # Its peers are the validators, and only they: it follows a new
-                       # chain at once, not 10 s late (scripts/lib/geth-node.sh).
-                       MAX_PEERS=str(len(self.keys.validators())),
                        CORS_DOMAINS=",".join(self.cors_origins),
                        VHOSTS=",".join(self.vhosts))
             return ["bash", str(PROJECT_ROOT / "node.sh")], env

@@ -57,15 +57,6 @@ CONFIG_FLAGS=""
 if [ -n "${STATIC_PEERS:-}" ]; then
     printf '[Node.P2P]\nStaticNodes = ["%s"]\n' "$(echo "$STATIC_PEERS" | sed 's/,/", "/g')" \
         > "$DATA_DIR/static-peers.toml"
-    # MAX_PEERS: a node whose peers are exactly its static peers, that many (the single-host
-    # network's RPC node and its validators). A node that does not seal drops every block
-    # announced to it until its first sync, which geth starts once it has min(5, MaxPeers)
-    # peers, else on a 10 s cycle: with fewer than five nodes to meet, the RPC node of a new
-    # chain followed it 10 s late. With MaxPeers their number and every slot for dialling
-    # (DialRatio 1), it syncs as soon as it has met them all; it takes no inbound peers.
-    if [ -n "${MAX_PEERS:-}" ]; then
-        printf 'MaxPeers = %s\nDialRatio = 1\n' "$MAX_PEERS" >> "$DATA_DIR/static-peers.toml"
-    fi
     CONFIG_FLAGS="--config $DATA_DIR/static-peers.toml"
 fi
 # Partners' networks (comma-separated CIDRs): geth neither dials nor accepts nor relays in
