@@ -28,7 +28,6 @@ from hexbytes import HexBytes
 from web3 import IPCProvider, Web3
 from web3.exceptions import (
     ContractLogicError,
-    TimeExhausted,
     TransactionNotFound,
     Web3Exception,
     Web3RPCError,
@@ -556,14 +555,7 @@ def wait_for_receipt(w3: Web3, tx_hash: HexBytes, *, timeout: float = 60.0,
                      stop: threading.Event | None = None) -> TxReceipt:
     """The receipt of ``tx_hash``, or a ChainError after ``timeout`` seconds, or as soon as
     ``stop`` is set: a service told to stop does not wait out a chain that stopped first."""
-    if stop is None:
-        try:
-            return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout,
-                                                       poll_latency=0.1)
-        except (TimeExhausted, TransactionNotFound):
-            raise ChainError(
-                f"Transaction {tx_hash.to_0x_hex()} was not mined within {timeout:.0f} s."
-            ) from None
+    stop = stop or threading.Event()
     deadline = time.monotonic() + timeout
     while True:
         try:
