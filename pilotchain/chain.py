@@ -28,6 +28,7 @@ from hexbytes import HexBytes
 from web3 import IPCProvider, Web3
 from web3.exceptions import (
     ContractLogicError,
+    TransactionIndexingInProgress,
     TransactionNotFound,
     Web3Exception,
     Web3RPCError,
@@ -351,6 +352,11 @@ def wait_until_chain_time(condition: Callable[[], T | None], *, w3: Web3, until:
                          interval=interval)
 
 
+# What a node answers for a receipt it does not have yet: none, or (geth, for a while after it
+# starts) that it is still indexing transactions and cannot tell.
+NOT_MINED_YET = (TransactionNotFound, TransactionIndexingInProgress)
+
+
 def receipt_within(w3: Web3, tx_hash: HexBytes, *, blocks: int, period: float,
                    why: str = "a sent transaction goes into one of the next blocks") -> TxReceipt:
     """The receipt of ``tx_hash``, or a ChainError once ``w3``'s node went ``blocks`` blocks
@@ -359,7 +365,7 @@ def receipt_within(w3: Web3, tx_hash: HexBytes, *, blocks: int, period: float,
     def receipt() -> TxReceipt | None:
         try:
             return w3.eth.get_transaction_receipt(tx_hash)
-        except TransactionNotFound:
+        except NOT_MINED_YET:
             return None
 
     return wait_for_blocks(receipt, w3=w3, blocks=blocks, period=period, why=why,
@@ -560,7 +566,7 @@ def wait_for_receipt(w3: Web3, tx_hash: HexBytes, *, timeout: float = 60.0,
     while True:
         try:
             return w3.eth.get_transaction_receipt(tx_hash)
-        except TransactionNotFound:
+        except NOT_MINED_YET:
             pass
         if stop.is_set():
             raise ChainError(f"Stopped before transaction {tx_hash.to_0x_hex()} was mined; "

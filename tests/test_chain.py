@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from eth_account import Account
-from web3 import Web3
+from web3 import HTTPProvider, Web3
+from web3.types import RPCEndpoint, RPCResponse
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
@@ -20,6 +22,7 @@ from pilotchain.chain import (
     Sender,
     batch_call,
     connect,
+    wait_for_receipt,
 )
 from pilotchain.errors import ChainError
 from pilotchain.genesis import read_genesis
@@ -104,6 +107,36 @@ def test_eip1559_transfer_is_mined_and_chain_id_matches_genesis(chain: LocalNetw
     assert receipt["status"] == 1
     assert w3.eth.get_transaction(tx_hash)["type"] == 2
     assert w3.eth.get_balance(recipient) == 12345
+
+
+class StillIndexing(HTTPProvider):
+    """The RPC node as it answers for a while after it starts: it cannot tell a receipt
+    (geth's error, word for word) for the first ``times`` asks."""
+
+    def __init__(self, url: str, times: int) -> None:
+        super().__init__(url)
+        self.left = times
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        if method == "eth_getTransactionReceipt" and self.left > 0:
+            self.left -= 1
+            return {"jsonrpc": "2.0", "id": 1, "error": {
+                "code": -32000, "message": "transaction indexing is in progress"}}
+        return super().make_request(method, params)
+
+
+def test_a_receipt_is_awaited_while_the_node_still_indexes(chain: LocalNetwork) -> None:
+    """A fresh node's "transaction indexing is in progress" means "not yet", not a failure:
+    `pilotchain deploy` took it for one, and Compose's restart deployed again."""
+    faucet = chain.keys.role("faucet").unlock()
+    sender = Sender(connect(chain.rpc_url), faucet, url=chain.rpc_url)
+    tx_hash = sender.send({"to": Account.create().address, "value": 1, "gas": 21000})
+    provider = StillIndexing(chain.rpc_url, times=3)
+    w3 = connect(chain.rpc_url)
+    w3.provider = provider
+    receipt = wait_for_receipt(w3, tx_hash, timeout=60)
+    assert receipt["status"] == 1
+    assert provider.left == 0
 
 
 def test_nonce_is_recovered_after_another_client_used_it(
