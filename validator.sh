@@ -21,16 +21,17 @@ fi
 mkdir -p "$DATA_DIR/keystore"
 cp "$KEYSTORE_FILE" "$DATA_DIR/keystore/"
 
-# MINE=0: unlock the key but seal only once told to (miner_start over IPC): the native
-# runner starts several validators' sealing together once each has unlocked its key
+# MINE=0: neither unlock the key nor seal; the native runner does both over IPC (the
+# deprecated personal namespace, IPC only: a validator serves no HTTP or WebSocket), so that
+# every validator it starts takes its peers' blocks before any of them can seal one
 # (runner/localnet.py says why).
-MINE_FLAGS="--mine"
 if [ "${MINE:-1}" = 0 ]; then
-    MINE_FLAGS=""
+    set -- --rpc.enabledeprecatedpersonal "$@"
+else
+    set -- --mine --unlock "$SIGNER_ADDRESS" --password "$PASSWORD_FILE" "$@"
 fi
 
-# shellcheck disable=SC2086  # COMMON_FLAGS and MINE_FLAGS are flag lists on purpose
-exec "$PILOTCHAIN_GETH" $COMMON_FLAGS $MINE_FLAGS \
+# shellcheck disable=SC2086  # COMMON_FLAGS is a flag list on purpose
+exec "$PILOTCHAIN_GETH" $COMMON_FLAGS \
     --miner.etherbase "$SIGNER_ADDRESS" --miner.gaslimit "$GAS_LIMIT" \
-    --unlock "$SIGNER_ADDRESS" --password "$PASSWORD_FILE" \
     "$@"

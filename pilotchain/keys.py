@@ -87,11 +87,16 @@ class Role:
                 f"The {self.name} account has no keys in {self.directory}; run 'pilotchain init'."
             ) from None
 
+    @property
+    def password(self) -> str:
+        """The keystore's password (missing file: FileNotFoundError)."""
+        return self.password_file.read_text().strip()
+
     def unlock(self) -> LocalAccount:
         """Decrypt the keystore; the key stays in memory only."""
         try:
             encrypted = json.loads(self.keystore.read_text())
-            password = self.password_file.read_text().strip()
+            password = self.password
         except FileNotFoundError as missing:
             raise KeysError(
                 f"The {self.name} account's {Path(missing.filename).name} is missing in "

@@ -11,7 +11,6 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +40,10 @@ BOOTNODE = "bootnode"
 # A sent transaction goes into the next block, or one soon after when the pool is busy; ten
 # blocks is what a test allows before calling it lost.
 MINED_WITHIN = 10
+# The vanity of the blocks the native validators seal, and of those they may not seal yet
+# (LocalNetwork.seal says why they differ); at most 32 bytes.
+VANITY = "pilotchain"
+WAITING_VANITY = "pilotchain: not sealing yet"
 T = TypeVar("T")
 
 
@@ -112,12 +115,8 @@ class LocalNetwork:
     def start(self, progress: Callable[[str], None] = lambda _: None) -> list[str]:
         """Start every node that is not running; return the names started.
 
-        The validators started here seal only once each has unlocked its key, all together.
-        geth drops the blocks it is sent until it seals (or has synced), and sets a peer's
-        head from a sent block to that block's parent: a restarted validator that unlocked
-        first sealed at once, the others, still unlocking, dropped its block and sealed
-        their own, and with each having "signed recently" on a view of its own and none
-        seeing another's head as higher, the chain stayed there for good.
+        The validators started here seal only once every one of them takes its peers' blocks
+        (:meth:`_start_sealing`).
         """
         started = [name for name in self.node_names() if not self.is_running(name)]
         signers = {role.name for role in self.keys.validators()}
@@ -129,7 +128,8 @@ class LocalNetwork:
 
     def start_node(self, name: str, *, timeout: float = 60.0, seal: bool = True) -> None:
         """Start ``name`` and wait until it listens (its IPC socket is up); a validator
-        started with ``seal`` False unlocks its key but seals only once told to.
+        started with ``seal`` False neither unlocks its key nor seals until
+        :meth:`_start_sealing` tells it to.
 
         Starting nodes one after the other lets each dial the static peers already
         listening, so signers meet within a second instead of after a discovery round.
@@ -141,28 +141,54 @@ class LocalNetwork:
             wait_for(lambda: self.ipc_path(name).exists() or self._check_alive(name),
                      timeout=timeout, what=f"{name} to open its IPC socket")
 
-    def _start_sealing(self, names: Sequence[str], *, timeout: float = 120.0) -> None:
-        """Once every validator of ``names`` has unlocked its key, start their sealing
-        together (each unlocks a scrypt keystore: seconds, on a busy machine)."""
-        if not names:
-            return
-        nodes = {name: connect(str(self.ipc_path(name))) for name in names}
+    def _start_sealing(self, names: Sequence[str]) -> None:
+        """Have the validators ``names``, started with ``seal`` False, seal; none can seal a
+        block before all take their peers' blocks.
 
-        def unlocked(name: str) -> bool:
-            address = self.keys.role(name).address
+        geth drops the blocks it is sent until it first seals or syncs, and takes a peer's
+        head from a sent block to be that block's parent. A validator that sealed first (on
+        a restart, or a fresh chain on a busy machine) had its block dropped by those not
+        sealing yet, which then sealed their own; with each having "signed recently" on a
+        view of its own and none seeing another's head as higher, the chain stayed there
+        for good.
+        """
+        self.take_blocks(names)
+        self.seal(names)
+
+    def take_blocks(self, names: Sequence[str]) -> None:
+        """Start the miners of validators ``names`` with their keys still locked: from then
+        on each takes the blocks it is sent; its own seals fail until :meth:`seal`."""
+        self._each(names, "miner_setExtra", lambda _: [WAITING_VANITY])
+        self._each(names, "miner_start")
+
+    def seal(self, names: Sequence[str]) -> None:
+        """Unlock the keys of validators ``names`` (after :meth:`take_blocks`) and start
+        their miners again, now sealing."""
+        # 0: for as long as the node runs; geth decrypts the keystore (scrypt, about a second).
+        self._each(names, "personal_unlockAccount", lambda name: [
+            self.keys.role(name).address, self.keys.role(name).password, 0])
+        self._each(names, "miner_stop")
+        # geth seals a block only if it differs from the last it tried, and the one tried
+        # with the key locked was the same block unless a second has passed since: another
+        # vanity (the first 32 bytes of a Clique block's extraData) makes it another block.
+        self._each(names, "miner_setExtra", lambda _: [VANITY])
+        self._each(names, "miner_start")
+
+    def _each(self, names: Sequence[str], method: str,
+              params: Callable[[str], list[Any]] = lambda _: []) -> None:
+        """Call ``method`` on each node of ``names`` over its IPC socket, side by side."""
+        def one(name: str) -> None:
             try:
-                nodes[name].manager.request_blocking(RPCEndpoint("eth_sign"), [address, "0x00"])
-            except Web3RPCError:  # "authentication needed: password or unlock"
+                connect(str(self.ipc_path(name))).manager.request_blocking(
+                    RPCEndpoint(method), params(name))
+            except (Web3RPCError, OSError) as error:
                 self._check_alive(name)
-                return False
-            return True
+                raise NetworkError(f"{name} refused {method}: {error}. Last lines of its "
+                                   f"log:\n{self.log_tail(name)}") from None
 
-        for name in names:
-            wait_for(partial(unlocked, name), timeout=timeout,
-                     what=f"{name} to unlock its signer key")
-        with ThreadPoolExecutor(max_workers=len(names)) as pool:
-            list(pool.map(lambda name: nodes[name].manager.request_blocking(
-                RPCEndpoint("miner_start"), []), names))
+        if names:
+            with ThreadPoolExecutor(max_workers=len(names)) as pool:
+                list(pool.map(one, names))
 
     def node_ports(self, name: str) -> dict[str, int]:
         """The p2p, authrpc and metrics ports of node ``name`` (metrics 0: off)."""

@@ -128,12 +128,16 @@ def _factory(tmp_path_factory: pytest.TempPathFactory, geth_bin_dir: Path
              ) -> Iterator[NetworkFactory]:
     networks: list[LocalNetwork] = []
 
-    def make(**overrides: object) -> LocalNetwork:
+    def make(*, start: bool = True, **overrides: object) -> LocalNetwork:
+        """A network with ``overrides`` of its settings, started unless ``start`` is False
+        (then only its keys and genesis exist, for a test to start the nodes itself)."""
         home = tmp_path_factory.mktemp("net")
         net = LocalNetwork(network_settings(home, **overrides), geth_bin_dir, Ports.free(),
                            fast_keys=True)
         networks.append(net)
         net.init()
+        if not start:
+            return net
         net.start()
         # Starting: geth processes opening, peering and sealing the first block.
         net.wait_for_block(1, timeout=180)

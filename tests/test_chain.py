@@ -319,6 +319,34 @@ def test_sealing_survives_one_validator_down_halts_with_two_and_resumes(make_net
     no_rewinds(net)
 
 
+def test_validators_that_seal_late_take_the_first_ones_block(make_network) -> None:
+    """The busy machine's start: one validator is told to seal, and seals block 1, before
+    the others are. They take its block, and the chain goes on from it.
+
+    When a validator took sent blocks only once it sealed itself, the other two dropped
+    block 1 and, told to seal a moment later, sealed their own; each then "signed recently"
+    on a chain of its own and saw no peer ahead of it, and the chain halted at block 1 for
+    good (CI, 2026-12-07).
+    """
+    net = make_network(start=False)
+    names = [role.name for role in net.keys.validators()]
+    for name in net.node_names():
+        net.start_node(name, seal=name not in names)
+    first, late = names[0], names[1:]
+    net.take_blocks(names)
+    net.seal([first])
+    net.wait_for_block(1, name=first, timeout=60)
+    for name in late:
+        net.wait_for_block(1, name=name, timeout=30)
+    net.seal(late)
+    head = net.wait_for_block(4, timeout=60)
+    hashes = {}
+    for name in names:
+        net.wait_for_block(head, name=name, timeout=30)
+        hashes[name] = net.web3(name).eth.get_block(head)["hash"].hex()
+    assert len(set(hashes.values())) == 1, f"the validators disagree on block {head}: {hashes}"
+
+
 def test_governance_votes_a_fourth_signer_in_and_out(make_network) -> None:
     net = make_network()
     w3 = connect(net.rpc_url)
