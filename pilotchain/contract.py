@@ -17,7 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,21 @@ import solcx
 import solcx.install
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
+from hexbytes import HexBytes
 from packaging.version import Version
 from solcx.exceptions import SolcError, SolcNotInstalled
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ContractLogicError
+from web3.exceptions import (
+    ContractLogicError,
+    TransactionIndexingInProgress,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
+from web3.types import TxReceipt
 
-from pilotchain.chain import Sender, wait_for_receipt
+from pilotchain.chain import NONCE_ERRORS, Sender, rpc_message, wait_for, wait_for_receipt
 from pilotchain.errors import ChainError, PilotChainError
 from pilotchain.settings import PROJECT_ROOT
 
@@ -80,6 +88,10 @@ class ArtefactsMissing(ContractError):
 
 class DeploymentFailed(ContractError):
     """The deployment transaction was refused, reverted or never mined."""
+
+
+class DeploymentReverted(DeploymentFailed):
+    """The deployment transaction was mined and failed."""
 
 
 class DeploymentRecordError(ContractError):
@@ -354,20 +366,26 @@ def _load_if_current(build_dir: Path, key: str) -> CompiledContract | None:
 # --- deploying ---------------------------------------------------------------------------
 
 
-def deploy_settlement(
-    w3: Web3,
-    operator: LocalAccount,
-    recorder: str,
-    *,
-    reader: str | None = None,
-    compiled: CompiledContract | None = None,
-    timeout: float = 120.0,
-) -> Deployment:
-    """Deploy Settlement with the operator as admin, grant ``recorder`` the recorder role
-    and ``reader`` (if given) the role that submits meter readings.
+@dataclass(frozen=True)
+class SignedDeployment:
+    """A signed deployment transaction, kept on disk from before it is sent until its
+    contract is recorded, so a deploy that dies awaiting it completes it on its next run
+    instead of deploying a second contract. Nothing in it is secret: the chain shows it."""
 
-    All happen in the constructor, so a deployment is never left without its recorder.
-    """
+    chain_id: int
+    sender: str
+    nonce: int
+    transaction_hash: str
+    raw_transaction: str
+
+
+def sign_deployment(w3: Web3, operator: LocalAccount, recorder: str, *,
+                    reader: str | None = None,
+                    compiled: CompiledContract | None = None) -> SignedDeployment:
+    """Sign, without sending, the deployment of Settlement with the operator as admin,
+    ``recorder`` holding the recorder role and ``reader`` (if given) the role that submits
+    meter readings. All are granted in the constructor, so a deployment is never left
+    without its recorder."""
     for role, address in (("recorder", recorder), ("reader", reader)):
         if address is not None and not Web3.is_address(address):
             raise DeploymentFailed(f"The {role} {address!r} is not an Ethereum address.")
@@ -380,25 +398,111 @@ def deploy_settlement(
     )
     sender = Sender(w3, operator)
     try:
-        tx_hash = sender.send({"data": constructor.data_in_transaction})
-        receipt = wait_for_receipt(w3, tx_hash, timeout=timeout)
+        nonce = sender.resync_nonce()
+        signed = sender.sign({"data": constructor.data_in_transaction}, nonce)
     except ChainError as error:
-        raise DeploymentFailed(f"Deploying {CONTRACT_NAME} from {operator.address} failed: "
+        raise DeploymentFailed(f"Preparing the {CONTRACT_NAME} deployment from "
+                               f"{operator.address} failed: {error}") from None
+    return SignedDeployment(chain_id=sender.chain_id(), sender=operator.address, nonce=nonce,
+                            transaction_hash=HexBytes(signed.hash).to_0x_hex(),
+                            raw_transaction=HexBytes(signed.raw_transaction).to_0x_hex())
+
+
+def complete_deployment(w3: Web3, signed: SignedDeployment, *,
+                        compiled: CompiledContract | None = None,
+                        timeout: float = 120.0) -> Deployment | None:
+    """Send ``signed`` (again: a node that has it already is fine), await it and return the
+    deployment; None if it can never be mined, its nonce having gone to another transaction
+    of the operator's."""
+    compiled = compiled or compile_settlement()
+    tx_hash = HexBytes(signed.transaction_hash)
+    try:
+        used = w3.eth.get_transaction_count(Web3.to_checksum_address(signed.sender), "latest")
+        if used > signed.nonce:
+            # Mined already: this transaction, or another with its nonce (then it has none).
+            def mined() -> tuple[TxReceipt | None] | None:
+                try:
+                    return (w3.eth.get_transaction_receipt(tx_hash),)
+                except TransactionNotFound:
+                    return (None,)
+                except TransactionIndexingInProgress:
+                    return None
+
+            (found,) = wait_for(mined, timeout=timeout,
+                                what=f"the node to index transaction {tx_hash.to_0x_hex()}")
+            if found is None:
+                return None
+            receipt = found
+        else:
+            try:
+                w3.eth.send_raw_transaction(HexBytes(signed.raw_transaction))
+            except Web3RPCError as error:
+                # Known already, or mined since the nonce was read: its receipt says.
+                if not any(marker in rpc_message(error) for marker in NONCE_ERRORS):
+                    raise DeploymentFailed(
+                        f"The node refused the {CONTRACT_NAME} deployment: "
+                        f"{rpc_message(error)}.") from None
+            receipt = wait_for_receipt(w3, tx_hash, timeout=timeout)
+    except ChainError as error:
+        raise DeploymentFailed(f"Deploying {CONTRACT_NAME} from {signed.sender} failed: "
                                f"{error}") from None
+    except (Web3Exception, OSError, ValueError) as error:
+        raise DeploymentFailed(f"Deploying {CONTRACT_NAME} from {signed.sender} failed: "
+                               f"the node did not answer ({error}).") from None
     address = receipt.get("contractAddress")
     if receipt["status"] != 1 or not address:
-        raise DeploymentFailed(
+        raise DeploymentReverted(
             f"The deployment transaction {tx_hash.to_0x_hex()} reverted "
             f"(gas used {receipt['gasUsed']})."
         )
-    chain_id = sender.chain_id()
     return Deployment(
         address=Web3.to_checksum_address(address),
-        chain_id=chain_id,
+        chain_id=signed.chain_id,
         block_number=receipt["blockNumber"],
         transaction_hash=tx_hash.to_0x_hex(),
         abi_path=compiled.abi_path,
     )
+
+
+def deploy_settlement(
+    w3: Web3,
+    operator: LocalAccount,
+    recorder: str,
+    *,
+    reader: str | None = None,
+    compiled: CompiledContract | None = None,
+    timeout: float = 120.0,
+) -> Deployment:
+    """Deploy Settlement (see :func:`sign_deployment`) and await it."""
+    compiled = compiled or compile_settlement()
+    signed = sign_deployment(w3, operator, recorder, reader=reader, compiled=compiled)
+    deployment = complete_deployment(w3, signed, compiled=compiled, timeout=timeout)
+    if deployment is None:
+        raise DeploymentFailed(f"Another transaction of {operator.address} took nonce "
+                               f"{signed.nonce} of the {CONTRACT_NAME} deployment.")
+    return deployment
+
+
+def save_signed_deployment(signed: SignedDeployment, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, json.dumps({"contract": CONTRACT_NAME, **asdict(signed)}, indent=2)
+                  + "\n")
+
+
+def load_signed_deployment(path: Path) -> SignedDeployment | None:
+    """The deployment in flight recorded at ``path``, or None if there is none."""
+    if not path.is_file():
+        return None
+    record = _read_json(path, DeploymentRecordError, "deployment in flight")
+    try:
+        return SignedDeployment(chain_id=int(record["chain_id"]), sender=str(record["sender"]),
+                                nonce=int(record["nonce"]),
+                                transaction_hash=str(record["transaction_hash"]),
+                                raw_transaction=str(record["raw_transaction"]))
+    except (KeyError, TypeError, ValueError) as problem:
+        raise DeploymentRecordError(
+            f"The deployment in flight {path} is damaged ({problem!r}); delete it if no "
+            f"deploy is running, and deploy again.") from None
 
 
 def settlement_contract(w3: Web3, deployment: Deployment) -> Contract:

@@ -10,6 +10,9 @@ gets them working on its next ``./scripts/up`` without a new genesis.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import Web3
@@ -20,10 +23,15 @@ from pilotchain.config import ChainSettings
 from pilotchain.contract import (
     ContractError,
     Deployment,
-    deploy_settlement,
+    DeploymentFailed,
+    DeploymentReverted,
+    complete_deployment,
     is_deployed,
     load_deployment,
+    load_signed_deployment,
     save_deployment,
+    save_signed_deployment,
+    sign_deployment,
 )
 from pilotchain.errors import ChainError
 from pilotchain.genesis import ETHER
@@ -35,6 +43,8 @@ from pilotchain.settlement import Settlement
 READER_FUNDING = 1_000 * ETHER
 # The contract role each late account needs (None: only gas).
 LATE_ACCOUNT_ROLES: dict[str, str | None] = {"ingest": "READER_ROLE", "closer": None}
+
+log = logging.getLogger(__name__)
 
 
 def current_deployment(settings: ChainSettings, rpc_url: str) -> Deployment | None:
@@ -66,14 +76,47 @@ def ensure_deployed(settings: ChainSettings, rpc_url: str | None = None, *,
     deployment, new = existing, False
     if deployment is None:
         operator = keys.role("operator").unlock()
-        deployment = deploy_settlement(connect(url), operator, keys.role("bridge").address,
-                                       reader=late.get("ingest"))
-        save_deployment(deployment, settings.deployment_file)
+        deployment = _deploy(settings, url, operator, keys.role("bridge").address,
+                             reader=late.get("ingest"))
         new = True
     for name, address in late.items():
         ensure_account(connect(url), operator, deployment, address,
                        role=LATE_ACCOUNT_ROLES[name], what=f"the {name} account")
     return deployment, new
+
+
+def in_flight_file(deployment_file: Path) -> Path:
+    """Where a deploy keeps its signed transaction until the contract is recorded."""
+    return deployment_file.with_name(f"{deployment_file.stem}.in-flight.json")
+
+
+def _deploy(settings: ChainSettings, url: str, operator: LocalAccount, recorder: str, *,
+            reader: str | None) -> Deployment:
+    """Deploy and record Settlement; first complete a deployment an earlier run signed and
+    maybe sent but did not record (it died awaiting it: Compose then starts it again), so
+    a chain never gets a second Settlement from a restart."""
+    w3 = connect(url)
+    pending = in_flight_file(settings.deployment_file)
+    deployment = None
+    signed = load_signed_deployment(pending)
+    if signed is not None and (signed.chain_id, signed.sender.lower()) == (
+            settings.chain_id, operator.address.lower()):
+        log.info("Completing the deployment %s in flight since an earlier run.",
+                 signed.transaction_hash)
+        try:
+            deployment = complete_deployment(w3, signed)
+        except DeploymentReverted as reverted:
+            log.warning("%s Deploying again.", reverted)
+    if deployment is None:
+        signed = sign_deployment(w3, operator, recorder, reader=reader)
+        save_signed_deployment(signed, pending)
+        deployment = complete_deployment(w3, signed)
+        if deployment is None:
+            raise DeploymentFailed(f"Another transaction of {operator.address} took nonce "
+                                   f"{signed.nonce} of the Settlement deployment; deploy again.")
+    save_deployment(deployment, settings.deployment_file)
+    pending.unlink(missing_ok=True)
+    return deployment
 
 
 def ensure_reader(w3: Web3, operator: LocalAccount | Role, deployment: Deployment,
