@@ -89,19 +89,23 @@ class Role:
 
     @property
     def password(self) -> str:
-        """The keystore's password (missing file: FileNotFoundError)."""
-        return self.password_file.read_text().strip()
+        """The keystore's password."""
+        try:
+            return self.password_file.read_text().strip()
+        except FileNotFoundError:
+            raise KeysError(f"The {self.name} account's password is missing in "
+                            f"{self.directory}; run 'pilotchain init'.") from None
 
     def unlock(self) -> LocalAccount:
         """Decrypt the keystore; the key stays in memory only."""
         try:
             encrypted = json.loads(self.keystore.read_text())
-            password = self.password
         except FileNotFoundError as missing:
             raise KeysError(
                 f"The {self.name} account's {Path(missing.filename).name} is missing in "
                 f"{self.directory}; run 'pilotchain init'."
             ) from None
+        password = self.password
         try:
             account: LocalAccount = Account.from_key(Account.decrypt(encrypted, password))
             return account

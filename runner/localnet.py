@@ -23,6 +23,7 @@ from pilotchain.chain import (
     call,
     connect,
     receipt_within,
+    rpc_message,
     wait_for,
     wait_for_blocks,
     wait_on_chain,
@@ -158,33 +159,40 @@ class LocalNetwork:
     def take_blocks(self, names: Sequence[str]) -> None:
         """Start the miners of validators ``names`` with their keys still locked: from then
         on each takes the blocks it is sent; its own seals fail until :meth:`seal`."""
-        self._each(names, "miner_setExtra", lambda _: [WAITING_VANITY])
-        self._each(names, "miner_start")
+        self._each(names, "miner_setExtra", "set its blocks' vanity", lambda _: [WAITING_VANITY])
+        self._each(names, "miner_start", "start its miner")
 
     def seal(self, names: Sequence[str]) -> None:
         """Unlock the keys of validators ``names`` (after :meth:`take_blocks`) and start
         their miners again, now sealing."""
+        passwords = {name: self.keys.role(name).password for name in names}
         # 0: for as long as the node runs; geth decrypts the keystore (scrypt, about a second).
-        self._each(names, "personal_unlockAccount", lambda name: [
-            self.keys.role(name).address, self.keys.role(name).password, 0])
-        self._each(names, "miner_stop")
+        self._each(names, "personal_unlockAccount",
+                   f"unlock its signer key with the password in its directory of "
+                   f"{self.keys.directory}",
+                   lambda name: [self.keys.role(name).address, passwords[name], 0])
+        self._each(names, "miner_stop", "stop its miner")
         # geth seals a block only if it differs from the last it tried, and the one tried
         # with the key locked was the same block unless a second has passed since: another
         # vanity (the first 32 bytes of a Clique block's extraData) makes it another block.
-        self._each(names, "miner_setExtra", lambda _: [VANITY])
-        self._each(names, "miner_start")
+        self._each(names, "miner_setExtra", "set its blocks' vanity", lambda _: [VANITY])
+        self._each(names, "miner_start", "start sealing")
 
-    def _each(self, names: Sequence[str], method: str,
+    def _each(self, names: Sequence[str], method: str, doing: str,
               params: Callable[[str], list[Any]] = lambda _: []) -> None:
-        """Call ``method`` on each node of ``names`` over its IPC socket, side by side."""
+        """Call ``method`` on each node of ``names`` over its IPC socket, side by side;
+        ``doing`` says what for, in the error if one refuses."""
         def one(name: str) -> None:
             try:
                 connect(str(self.ipc_path(name))).manager.request_blocking(
                     RPCEndpoint(method), params(name))
-            except (Web3RPCError, OSError) as error:
+            except Web3RPCError as error:
+                raise NetworkError(f"{name} could not {doing}: {rpc_message(error)}.") from None
+            except OSError as error:
                 self._check_alive(name)
-                raise NetworkError(f"{name} refused {method}: {error}. Last lines of its "
-                                   f"log:\n{self.log_tail(name)}") from None
+                raise NetworkError(f"{name} did not answer over {self.ipc_path(name)} "
+                                   f"({error}). Last lines of its log:\n"
+                                   f"{self.log_tail(name)}") from None
 
         if names:
             with ThreadPoolExecutor(max_workers=len(names)) as pool:

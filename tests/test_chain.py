@@ -24,7 +24,7 @@ from pilotchain.chain import (
     connect,
     wait_for_receipt,
 )
-from pilotchain.errors import ChainError
+from pilotchain.errors import ChainError, NetworkError
 from pilotchain.genesis import read_genesis
 from runner.localnet import RPC_NODE, LocalNetwork
 from runner.ports import free_port
@@ -384,3 +384,14 @@ def test_governance_votes_a_fourth_signer_in_and_out(make_network) -> None:
                         why=TURN_WHY)
     assert newcomer.address not in sealed_since_removal()
     assert RPC_NODE in net.running()
+
+
+def test_a_validator_whose_password_does_not_open_its_key_is_named(make_network) -> None:
+    net = make_network(start=False)
+    role = net.keys.role("validator2")
+    role.password_file.write_text("not the password\n")
+    with pytest.raises(NetworkError) as refused:
+        net.start()
+    assert str(refused.value) == (
+        f"validator2 could not unlock its signer key with the password in its directory of "
+        f"{net.keys.directory}: could not decrypt key with given password.")
