@@ -562,19 +562,25 @@ def test_e_a_partitioned_validator_rejoins_one_chain(
                      key=str.lower)  # Clique orders signers by their bytes
 
     def calm() -> int | None:
-        """A head sealed by one of the two that stay, the next block in turn for the other.
+        """A head sealed by one of the two that stay, the next block in turn for the other,
+        and young enough that the cut lands before that block is sealed.
         Cut after another head, the two could each seal the next block out of turn at once:
         each then stands on its own fork with the other's block of equal weight, and Clique
-        lets neither seal again (it halted so once, at block 94)."""
-        head = w3.eth.block_number
+        lets neither seal again (it halted so at block 94, and at block 84 when the head read
+        here was a block behind the validators' on a busy machine). No block is sealed before
+        its parent's time plus the period, so a head less than a period minus a second old
+        is every node's head, with a second left for the cut."""
+        block = w3.eth.get_block("latest")
+        head = block["number"]
         staying = sealer_of(w3, head) != cut_off and signers[(head + 1) % len(signers)] != cut_off
-        return head if staying else None
+        young = time.time() < block["timestamp"] + PERIOD - 1
+        return head if staying and young else None
 
     with timings.measure("e: validator3 cut off for 60 s"):
-        wait_for_blocks(calm, w3=w3, blocks=12, period=PERIOD,
-                        what="a head from which the two staying signers seal in turn",
-                        why="two of every three heads are sealed by them, with the next in turn "
-                            "for the other")
+        wait_for_blocks(calm, w3=w3, blocks=12, period=PERIOD, interval=0.1,
+                        what="a young head from which the two staying signers seal in turn",
+                        why="one of every three heads is sealed by one of them with the next "
+                            "in turn for the other, and is read within a second of its time")
         docker("network", "disconnect", network, container)
         cut_at = time.monotonic()
         try:
