@@ -244,8 +244,9 @@ class HostNetwork(LocalNetwork):
 
     def _start_checked(self, name: str, want: dict[str, Any]) -> None:
         """Start ``name`` and make sure it runs this network's chain (a data directory of
-        another chain would start happily: geth checks genesis only when initialising)."""
-        self.start_node(name)
+        another chain would start happily: geth checks genesis only when initialising).
+        A validator seals only once it has caught up with its partners' chain."""
+        self.start_node(name, seal=name != VALIDATOR)
         if name == BOOTNODE:
             me = self.entry(BOOTNODE)
             wait_for(lambda: ping(me.host, me.port, me.pubkey) or self._check_alive(name),
@@ -262,6 +263,9 @@ class HostNetwork(LocalNetwork):
                 "move it away or set NATIVE_DATA_DIR to another folder; PilotChain never "
                 "deletes chain data."
             )
+        if name == VALIDATOR:
+            # Whether its partners seal is not known here: catch up, for a while at most.
+            self._start_sealing([name], live=True)
 
     def _change_peers(self, name: str, old: list[str], new: list[str]) -> None:
         """Static peers through the node's IPC: a changed address needs the old enode removed

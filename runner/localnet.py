@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +32,7 @@ from pilotchain.chain import (
 )
 from pilotchain.chainfiles import create_chain_files
 from pilotchain.config import ChainSettings
-from pilotchain.errors import NetworkError
+from pilotchain.errors import ChainError, NetworkError
 from pilotchain.keys import KeyStore
 from pilotchain.settings import PROJECT_ROOT
 from runner import processes
@@ -45,7 +47,11 @@ MINED_WITHIN = 10
 # (LocalNetwork.seal says why they differ); at most 32 bytes.
 VANITY = "pilotchain"
 WAITING_VANITY = "pilotchain: not sealing yet"
+# How long a validator returning to a chain waits to catch up before it seals: two of geth's
+# ten-second sync rounds and their imports (LocalNetwork.catch_up).
+CATCH_UP_SECONDS = 25.0
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def is_ip_address(host: str) -> bool:
@@ -121,10 +127,11 @@ class LocalNetwork:
         """
         started = [name for name in self.node_names() if not self.is_running(name)]
         signers = {role.name for role in self.keys.validators()}
+        sealing = [name for name in signers if name not in started]
         for name in started:
             progress(f"starting {name} (log: {self.log_file(name)})")
             self.start_node(name, seal=name not in signers)
-        self._start_sealing([name for name in started if name in signers])
+        self._start_sealing([name for name in started if name in signers], live=bool(sealing))
         return started
 
     def start_node(self, name: str, *, timeout: float = 60.0, seal: bool = True) -> None:
@@ -142,7 +149,7 @@ class LocalNetwork:
             wait_for(lambda: self.ipc_path(name).exists() or self._check_alive(name),
                      timeout=timeout, what=f"{name} to open its IPC socket")
 
-    def _start_sealing(self, names: Sequence[str]) -> None:
+    def _start_sealing(self, names: Sequence[str], *, live: bool) -> None:
         """Have the validators ``names``, started with ``seal`` False, seal; none can seal a
         block before all take their peers' blocks.
 
@@ -151,10 +158,36 @@ class LocalNetwork:
         a restart, or a fresh chain on a busy machine) had its block dropped by those not
         sealing yet, which then sealed their own; with each having "signed recently" on a
         view of its own and none seeing another's head as higher, the chain stayed there
-        for good.
+        for good. With ``live`` (other validators are sealing), each first catches up.
         """
         self.take_blocks(names)
+        if live:
+            for name in names:
+                self.catch_up(name)
         self.seal(names)
+
+    def catch_up(self, name: str, *, within: float = CATCH_UP_SECONDS) -> None:
+        """Wait until validator ``name`` holds a block of the last few periods, or
+        ``within`` seconds: a validator returning to a chain that others seal would seal on
+        the head it stopped at, a fork that keeps it out until geth's next sync round. geth
+        syncs a node with fewer than five peers every ten seconds; a chain with no recent
+        block after two rounds is not being sealed (all its validators were down), and the
+        validator seals where it is."""
+        w3 = self.web3(name)
+        recent = 3 * self.settings.block_period
+
+        def caught_up() -> bool:
+            self._check_alive(name)
+            return w3.eth.get_block("latest")["timestamp"] >= time.time() - recent
+
+        try:
+            wait_for(caught_up, timeout=within, what=f"{name} to catch up with the chain")
+        except NetworkError:
+            raise
+        except ChainError:
+            log.info("%s holds no block of the last %d s after %d s: the chain is not being "
+                     "sealed, so it seals from block %d.", name, recent, within,
+                     self.block_number(name))
 
     def take_blocks(self, names: Sequence[str]) -> None:
         """Start the miners of validators ``names`` with their keys still locked: from then
