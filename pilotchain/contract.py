@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -472,10 +473,14 @@ def deploy_settlement(
     reader: str | None = None,
     compiled: CompiledContract | None = None,
     timeout: float = 120.0,
+    on_signed: Callable[[SignedDeployment], None] | None = None,
 ) -> Deployment:
-    """Deploy Settlement (see :func:`sign_deployment`) and await it."""
+    """Deploy Settlement (see :func:`sign_deployment`) and await it; ``on_signed`` gets the
+    signed transaction before it is sent (to keep it until the contract is recorded)."""
     compiled = compiled or compile_settlement()
     signed = sign_deployment(w3, operator, recorder, reader=reader, compiled=compiled)
+    if on_signed is not None:
+        on_signed(signed)
     deployment = complete_deployment(w3, signed, compiled=compiled, timeout=timeout)
     if deployment is None:
         raise DeploymentFailed(f"Another transaction of {operator.address} took nonce "

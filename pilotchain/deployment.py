@@ -23,15 +23,14 @@ from pilotchain.config import ChainSettings
 from pilotchain.contract import (
     ContractError,
     Deployment,
-    DeploymentFailed,
     DeploymentReverted,
     complete_deployment,
+    deploy_settlement,
     is_deployed,
     load_deployment,
     load_signed_deployment,
     save_deployment,
     save_signed_deployment,
-    sign_deployment,
 )
 from pilotchain.errors import ChainError
 from pilotchain.genesis import ETHER
@@ -108,12 +107,9 @@ def _deploy(settings: ChainSettings, url: str, operator: LocalAccount, recorder:
         except DeploymentReverted as reverted:
             log.warning("%s Deploying again.", reverted)
     if deployment is None:
-        signed = sign_deployment(w3, operator, recorder, reader=reader)
-        save_signed_deployment(signed, pending)
-        deployment = complete_deployment(w3, signed)
-        if deployment is None:
-            raise DeploymentFailed(f"Another transaction of {operator.address} took nonce "
-                                   f"{signed.nonce} of the Settlement deployment; deploy again.")
+        deployment = deploy_settlement(
+            w3, operator, recorder, reader=reader,
+            on_signed=lambda signed: save_signed_deployment(signed, pending))
     save_deployment(deployment, settings.deployment_file)
     pending.unlink(missing_ok=True)
     return deployment

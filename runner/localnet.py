@@ -182,8 +182,6 @@ class LocalNetwork:
 
         try:
             wait_for(caught_up, timeout=within, what=f"{name} to catch up with the chain")
-        except NetworkError:
-            raise
         except ChainError:
             log.info("%s holds no block of the last %d s after %d s: the chain is not being "
                      "sealed, so it seals from block %d.", name, recent, within,
